@@ -1,0 +1,29 @@
+"""The ``synister`` command. Each pipeline stage registers its commands from its own module."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="synister",
+    help=(
+        "Train, validate and test networks that tell the neurotransmitter of a synapse from 3D EM.\n\n"
+        "Typical run: db import -> split make -> prepare-training -> train -> prepare-prediction -> "
+        "predict -> evaluate. `synister demo` runs all of it on a synthetic dataset."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One module per stage; each defines ``register(app)``.
+_STAGES = ("db", "split", "synthetic", "setup", "train", "predict", "evaluate", "demo")
+
+for _stage in _STAGES:
+    importlib.import_module(f"{__name__}.{_stage}").register(app)
+
+
+def main() -> None:
+    app()
