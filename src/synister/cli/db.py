@@ -1,7 +1,237 @@
-"""Placeholder: filled in by the stage's own work."""
+"""``synister db``: import, check, count and export the synapse database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+db_app = typer.Typer(
+    name="db",
+    help=(
+        "Fill and inspect the synapse database: import the original JSON export or synapse "
+        "tables, validate, count, export."
+    ),
+    no_args_is_help=True,
+)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL: sqlite:///file.db, postgresql://..., mongodb://.../name. "
+        "Default: $SYNISTER_DB, else sqlite:///./synister.db.",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (messages go to stderr).")
+]
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(db_app, name="db")
+
+
+def fail(message: str) -> None:
+    """Print a one-line error on stderr and exit with status 1 (no traceback for user errors)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or a refused operation, reported as one line."""
+    from ..db import DatabaseError
+    from ..db.exports import ExportExists
+    from ..db.imports import BadInput
+    from ..splits import ImpossibleSplit
+
+    return (BadInput, DatabaseError, ImpossibleSplit, ExportExists, ValueError, OSError)
+
+
+def open_db(url: str | None):
+    from ..db import open_database
+
+    return open_database(url)
+
+
+def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"--voxel-size must be one number or three (z,y,x) in nm, got {text!r}")
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        fail(f"--voxel-size must be one number or three (z,y,x) in nm, got {text!r}")
+    return tuple(values)
+
+
+def _column_map(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            fail(f"--map expects FILE_COLUMN=FIELD (e.g. body=skeleton_id), got {pair!r}")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+@db_app.command("import")
+def import_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Export files (synapses*.json, skeletons*.json, hemi_lineages*.json), synapse "
+            "tables (.csv, .tsv, .parquet, .feather) or folders holding them."
+        ),
+    ],
+    db_url: DbOption = None,
+    column_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Table column to synapse field, FILE_COLUMN=FIELD (fields: synapse_id, "
+            "skeleton_id, confidence, brain_region, prepost); repeatable. body, syn_id and "
+            "conf are understood without it.",
+        ),
+    ] = None,
+    coords: Annotated[
+        str,
+        typer.Option("--coords", help="The three position columns of a table, comma-separated."),
+    ] = "x,y,z",
+    axis_order: Annotated[
+        str, typer.Option("--axis-order", help="Axes held by the --coords columns, in order.")
+    ] = "xyz",
+    units: Annotated[
+        str, typer.Option("--units", help="Units of table positions: nm or voxels.")
+    ] = "nm",
+    voxel_size: Annotated[
+        str | None,
+        typer.Option(
+            "--voxel-size", help="Voxel size in nm for --units voxels: one number or z,y,x."
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Table column holding the transmitter.")
+    ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option("--label", help="One transmitter for every synapse of the tables."),
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")
+    ] = True,
+) -> None:
+    """Import synapses, skeletons and hemilineages, all or nothing.
+
+    Tables take their transmitter from --label-column, else --label, else the file name
+    (acetylcholine.csv); each neuron a table names is stored as a skeleton with that label.
+    Every file is checked first; on any error nothing is stored and the error names the file,
+    line or key, and field.
+    """
+    from ..db.imports import TableOptions, import_files
+
+    columns = tuple(c.strip() for c in coords.split(","))
+    if len(columns) != 3:
+        fail(f"--coords needs three column names, got {coords!r}")
+    try:
+        options = TableOptions(
+            columns=_column_map(column_map or []),
+            coordinate_columns=columns,
+            axis_order=axis_order,
+            units=units,
+            voxel_size_nm=_voxel_size(voxel_size),
+            label_column=label_column,
+            label=label,
+        )
+        with open_db(db_url) as db:
+            summary = import_files(db, paths, options, progress=progress)
+    except user_errors() as error:
+        fail(str(error))
+    typer.echo(
+        f"imported {summary.synapses:,} synapses, {summary.skeletons:,} skeletons, "
+        f"{summary.hemi_lineages:,} hemilineages from {len(summary.files)} file(s)"
+    )
+
+
+@db_app.command("validate")
+def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+    """Check the database for repeated ids and positions, synapses without a skeleton and
+    skeletons without a hemilineage; exits with status 1 when anything is found."""
+    try:
+        with open_db(db_url) as db:
+            report = db.validate()
+    except user_errors() as error:
+        fail(str(error))
+    problems = {
+        "duplicate_synapse_ids": report.duplicate_synapse_ids,
+        "duplicate_locations": [list(p) for p in report.duplicate_locations],
+        "synapses_without_skeleton": report.synapses_without_skeleton,
+        "skeletons_without_hemi_lineage": report.skeletons_without_hemi_lineage,
+    }
+    if as_json:
+        typer.echo(json.dumps({"ok": report.ok, **problems}))
+    else:
+        for name, items in problems.items():
+            shown = ", ".join(str(i) for i in items[:10]) + (" ..." if len(items) > 10 else "")
+            typer.echo(f"{name}: {len(items)}" + (f" ({shown})" if items else ""))
+        typer.echo("ok" if report.ok else "problems found")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@db_app.command("stats")
+def stats_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+    """Count synapses, skeletons and hemilineages, and synapses and skeletons per transmitter."""
+    try:
+        with open_db(db_url) as db:
+            stats = db.stats()
+    except user_errors() as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(stats))
+        return
+    for key in ("synapses", "skeletons", "hemi_lineages", "splits", "prediction_runs"):
+        if key in stats:
+            typer.echo(f"{key}: {stats[key]:,}")
+    per_nt = stats.get("transmitters", {})
+    if per_nt:
+        typer.echo(f"{'transmitter':<24}{'skeletons':>10}{'synapses':>12}")
+        for name, counts in sorted(per_nt.items()):
+            typer.echo(
+                f"{name:<24}{counts.get('skeletons', 0):>10,}{counts.get('synapses', 0):>12,}"
+            )
+
+
+@db_app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Argument(help="Folder to write the three files to.")],
+    db_url: DbOption = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="json: the original export (synapses.json, skeletons.json, hemi_lineages.json); "
+            "parquet: the same three tables as Parquet.",
+        ),
+    ] = "json",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace export files already in OUT.")
+    ] = False,
+) -> None:
+    """Write synapses, skeletons and hemilineages to OUT (positions in nm)."""
+    from ..db.exports import EXPORT_FORMATS, export_database
+
+    if fmt not in EXPORT_FORMATS:
+        fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    try:
+        with open_db(db_url) as db:
+            paths = export_database(db, out, fmt, overwrite=overwrite)
+    except user_errors() as error:
+        fail(str(error))
+    for path in paths:
+        typer.echo(str(path))

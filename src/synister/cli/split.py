@@ -1,7 +1,161 @@
-"""Placeholder: filled in by the stage's own work."""
+"""``synister split``: make, show, list and remove group-disjoint train/validation/test splits."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
 
 import typer
 
+from .db import DbOption, JsonOption, fail, open_db, user_errors
+
+split_app = typer.Typer(
+    name="split",
+    help=(
+        "Split synapses into train, validation and test so that no neuron (or hemilineage, "
+        "brain region) lies in two parts and every transmitter gets its target share."
+    ),
+    no_args_is_help=True,
+)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(split_app, name="split")
+
+
+def _print_parts(parts: dict) -> None:
+    typer.echo(f"{'transmitter':<16}{'part':<12}{'synapses':>10}{'share':>8}{'groups':>8}")
+    for nt, per_part in parts.items():
+        total = sum(p["synapses"] for p in per_part.values()) or 1
+        for part, counts in per_part.items():
+            typer.echo(
+                f"{nt:<16}{part:<12}{counts['synapses']:>10,}"
+                f"{counts['synapses'] / total:>8.3f}{counts['groups']:>8,}"
+            )
+
+
+@split_app.command("make")
+def make_command(
+    name: Annotated[str, typer.Option("--name", help="Name to store the split under.")],
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            help="Groups kept within one part: skeleton, hemi_lineage, brain_region or synapse.",
+        ),
+    ] = "skeleton",
+    db_url: DbOption = None,
+    train_fraction: Annotated[
+        float,
+        typer.Option(
+            "--train-fraction", help="Share of train+validation per transmitter; rest is test."
+        ),
+    ] = 0.8,
+    validation_fraction: Annotated[
+        float,
+        typer.Option("--validation-fraction", help="Share of validation inside train+validation."),
+    ] = 0.2,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Picks among equally good splits; same seed, same split.")
+    ] = 0,
+    nts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nt",
+            help="Transmitters to split (repeatable or comma-separated). Default: every "
+            "transmitter with synapses of single-transmitter skeletons.",
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option("--tolerance", help="Largest allowed miss of a part's target share."),
+    ] = 0.05,
+    as_json: JsonOption = False,
+) -> None:
+    """Compute a split by integer programming and store it.
+
+    Only synapses whose skeleton has exactly one known transmitter among the chosen ones take
+    part. Fails, storing nothing, when some transmitter's part misses its target share by more
+    than --tolerance (e.g. too few groups).
+    """
+    from ..splits import GROUPINGS, SplitRequest, make_split
+
+    if by not in GROUPINGS:
+        fail(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    chosen = None
+    if nts:
+        chosen = tuple(n.strip() for value in nts for n in value.split(",") if n.strip())
+    try:
+        request = SplitRequest(
+            by=by,
+            train_fraction=train_fraction,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            transmitters=chosen,
+            tolerance=tolerance,
+        )
+        with open_db(db_url) as db:
+            meta = make_split(db, name, request)
+    except user_errors() as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps({"name": name, "meta": meta}))
+        return
+    typer.echo(f"stored split {name!r} (by {by}, seed {seed})")
+    _print_parts(meta["summary"])
+
+
+@split_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="Split name.")],
+    db_url: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Synapses and groups per transmitter and part of a stored split, with its settings."""
+    from ..splits import show_split
+
+    try:
+        with open_db(db_url) as db:
+            shown = show_split(db, name)
+    except user_errors() as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(shown))
+        return
+    meta = shown["meta"]
+    settings = ", ".join(
+        f"{key}={meta[key]}"
+        for key in ("grouping", "train_fraction", "validation_fraction", "seed", "transmitters")
+        if key in meta
+    )
+    typer.echo(f"split {name!r}: {settings}")
+    _print_parts(shown["parts"])
+
+
+@split_app.command("list")
+def list_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+    """Names of the stored splits with their grouping."""
+    try:
+        with open_db(db_url) as db:
+            splits = db.splits()
+    except user_errors() as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(splits))
+        return
+    for split_name, meta in sorted(splits.items()):
+        meta = meta or {}
+        typer.echo(f"{split_name}\tby {meta.get('grouping', '?')}\tseed {meta.get('seed', '?')}")
+
+
+@split_app.command("remove")
+def remove_command(
+    name: Annotated[str, typer.Argument(help="Split name.")], db_url: DbOption = None
+) -> None:
+    """Delete a stored split (its synapses stay)."""
+    try:
+        with open_db(db_url) as db:
+            db.remove_split(name)
+    except user_errors() as error:
+        fail(str(error))
+    typer.echo(f"removed split {name!r}")

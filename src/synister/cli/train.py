@@ -1,7 +1,72 @@
-"""Placeholder: filled in by the stage's own work."""
+"""``synister train`` and ``synister train-plot``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+SetupOption = Annotated[
+    Path, typer.Option("--setup", help="Training setup folder made by `synister prepare-training`.")
+]
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("train")(train_command)
+    app.command("train-plot")(train_plot_command)
+
+
+def train_command(
+    num_iterations: Annotated[
+        int,
+        typer.Argument(min=1, help="Train until this iteration (resuming the newest checkpoint)."),
+    ],
+    setup: SetupOption = Path("."),
+    device: Annotated[
+        str | None,
+        typer.Option(help="torch device, e.g. cpu or cuda:1 (default: a GPU when present)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a network; Ctrl-C stops cleanly after saving a checkpoint.
+
+    Writes model_checkpoint_<iteration>, tensorboard logs (log/) and snapshots (snapshots/)
+    into the setup folder. Several GPUs: torchrun --nproc_per_node=N -m synister.train ITERATIONS.
+    """
+    from synister.train import train
+
+    try:
+        result = train(setup, num_iterations, device=device, progress=progress)
+    except (FileNotFoundError, ValueError) as err:  # ConfigError is a ValueError
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    if result.get("already_done"):
+        typer.echo(
+            f"nothing to do: the newest checkpoint is already at iteration {result['iteration']} "
+            f"({result['checkpoint']})"
+        )
+        return
+    how = "stopped at" if result["interrupted"] else "trained to"
+    typer.echo(
+        f"{how} iteration {result['iteration']} (from {result['start_iteration']}, "
+        f"{result['samples_per_s']:.1f} samples/s), last loss {result['loss']:.4f}; "
+        f"checkpoint {result['checkpoint']}"
+    )
+
+
+def train_plot_command(
+    setup: SetupOption = Path("."),
+    out: Annotated[
+        Path | None, typer.Option(help="PNG to write (default: <setup>/training_curves.png).")
+    ] = None,
+) -> None:
+    """Plot loss and per-class accuracy from the setup's tensorboard logs into a PNG."""
+    from synister.train.curves import plot_training_curves
+
+    try:
+        path = plot_training_curves(setup, out or setup / "training_curves.png")
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"wrote {path}")

@@ -37,7 +37,15 @@ class DatabaseError(RuntimeError):
 
 
 class DuplicateIdError(DatabaseError):
-    """An import would store an id that is already stored (or appears twice in the input)."""
+    """An import would store an id that is already stored (or appears twice in the input).
+
+    ``ids`` holds the offending ids and ``table`` the table they belong to, so a caller can act.
+    """
+
+    def __init__(self, message: str, ids: Iterable[int] = (), table: str | None = None):
+        super().__init__(message)
+        self.ids = sorted(int(i) for i in ids)
+        self.table = table
 
 
 class SplitExists(DatabaseError):
@@ -136,7 +144,9 @@ class Database(ABC):
         split: str | None = None,
         part: str | Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Skeletons matching all given filters, ordered by skeleton_id (split: any synapse in it)."""
+        """Skeletons matching all given filters, ordered by skeleton_id.
+
+        With ``split``: skeletons with any synapse in it (in ``part``, when given)."""
 
     @abstractmethod
     def hemi_lineages(self) -> pd.DataFrame:
@@ -148,7 +158,9 @@ class Database(ABC):
 
     @abstractmethod
     def stats(self) -> dict:
-        """Counts: synapses, skeletons, hemi_lineages, splits, and synapses/skeletons per transmitter set."""
+        """Counts of synapses, skeletons, hemi_lineages, splits, prediction_runs, and under
+        ``"transmitters"`` skeletons/synapses per transmitter set ("gaba,octopamine",
+        "unknown"), JSON-able."""
 
     # ---- predictions (stored under ``<db_name>_predictions.<run>``) ---------------------------
     @abstractmethod
@@ -163,7 +175,9 @@ class Database(ABC):
         """Class order and meta of an existing run (for resuming); KeyError if absent."""
 
     @abstractmethod
-    def write_predictions(self, run: str, synapse_ids: np.ndarray, probabilities: np.ndarray) -> None:
+    def write_predictions(
+        self, run: str, synapse_ids: np.ndarray, probabilities: np.ndarray
+    ) -> None:
         """Store one batch: ``probabilities`` is (N, n_classes) in the run's class order.
 
         One transaction per call; a synapse already predicted in this run is replaced, so a

@@ -1,0 +1,436 @@
+"""Training augmentations, with random parameters drawn apart from applying them.
+
+Each augmentation's ``make_params(rng, shape_vox)`` returns a JSON-able dict and
+``apply(x, params)`` is a pure function of its input and that dict, so the augmentation of any
+batch can be logged and replayed bit-for-bit. The defaults reproduce the original synister
+training (gunpowder 1.4: ElasticAugment, SimpleAugment, IntensityAugment, IntensityScaleShift).
+
+Arrays are z, y, x; augmentations accept leading (batch/channel) dimensions where noted.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.interpolate import make_interp_spline
+
+Shape3 = tuple[int, int, int]
+
+
+def _shape3(shape_vox: Sequence[int], name: str = "shape_vox") -> Shape3:
+    shape = tuple(int(s) for s in shape_vox)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{name} must be three positive voxel counts (z, y, x), got {shape_vox}")
+    return shape  # type: ignore[return-value]
+
+
+def central_offset_vox(context_shape_vox: Sequence[int], shape_vox: Sequence[int]) -> Shape3:
+    """Index in a context patch of the first voxel of the output patch centred with it.
+
+    Both patches follow the project's patch convention (voxel ``S // 2`` holds the centre), so
+    the offset is ``C // 2 - S // 2`` per axis, not ``(C - S) // 2``.
+    """
+    return tuple(int(c) // 2 - int(s) // 2 for c, s in zip(context_shape_vox, shape_vox))  # type: ignore[return-value]
+
+
+def crop_center(x: torch.Tensor, shape_vox: Sequence[int]) -> torch.Tensor:
+    """The output-shaped centre of a context patch ``x`` (..., Z, Y, X), as a view."""
+    off = central_offset_vox(x.shape[-3:], shape_vox)
+    if any(o < 0 for o in off):
+        raise ValueError(f"patch of shape {tuple(x.shape[-3:])} is smaller than {tuple(shape_vox)}")
+    return x[..., off[0] : off[0] + shape_vox[0], off[1] : off[1] + shape_vox[1], off[2] : off[2] + shape_vox[2]]
+
+
+class Augmentation(ABC):
+    """An augmentation whose randomness lives entirely in ``make_params``."""
+
+    @abstractmethod
+    def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
+        """Draw the random parameters for one patch of output shape ``shape_vox`` (JSON-able)."""
+
+    @abstractmethod
+    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Apply the augmentation described by ``params``; deterministic."""
+
+
+class ElasticAugment(Augmentation):
+    """Elastic jitter, rotation in the y,x plane and section slips/shifts, in one resampling.
+
+    The source coordinate of every output voxel ``p`` (context voxel units) is
+    ``R(p - c) + c + jitter(p) + misalign(z)`` with ``c`` the output's centre, as in gunpowder.
+    The field is built on a grid subsampled by ``subsample`` in y,x (every section is kept in z,
+    because misalignment is per section), upsampled bilinearly (exact for the rotation, smooth
+    for the jitter) and applied with ONE ``grid_sample`` per patch: bilinear per section when
+    there is no z jitter (z coordinates stay integral, i.e. nearest in z), trilinear otherwise.
+
+    Unlike gunpowder, which reads whatever source region a draw needs, the read region is fixed
+    (:meth:`context_shape_vox`) so patches can be read in batches; to bound it, jitter is clipped
+    to ``jitter_clip_sigmas`` standard deviations and the summed misalignment of a section to
+    ``max_misalign_vox``. Within that context no output voxel samples outside real data.
+    """
+
+    def __init__(
+        self,
+        control_point_spacing_vox: Sequence[int] = (4, 40, 40),
+        jitter_sigma_vox: Sequence[float] = (0.0, 2.0, 2.0),
+        rotation_interval_rad: Sequence[float] = (0.0, math.pi / 2),
+        prob_slip: float = 0.05,
+        prob_shift: float = 0.05,
+        max_misalign_vox: int = 10,
+        subsample: int = 8,
+        jitter_clip_sigmas: float = 3.0,
+    ):
+        self.control_point_spacing_vox = _shape3(control_point_spacing_vox, "control_point_spacing_vox")
+        self.jitter_sigma_vox = tuple(float(s) for s in jitter_sigma_vox)
+        if len(self.jitter_sigma_vox) != 3 or min(self.jitter_sigma_vox) < 0:
+            raise ValueError(f"jitter_sigma_vox must be three non-negative numbers, got {jitter_sigma_vox}")
+        lo, hi = (float(a) for a in rotation_interval_rad)
+        if hi < lo:
+            raise ValueError(f"rotation_interval_rad must be (low, high), got {rotation_interval_rad}")
+        self.rotation_interval_rad = (lo, hi)
+        if not (0 <= prob_slip and 0 <= prob_shift and prob_slip + prob_shift <= 1):
+            raise ValueError(f"prob_slip={prob_slip}, prob_shift={prob_shift} must be >= 0 and sum to <= 1")
+        self.prob_slip, self.prob_shift = float(prob_slip), float(prob_shift)
+        if max_misalign_vox < 0:
+            raise ValueError(f"max_misalign_vox must be >= 0, got {max_misalign_vox}")
+        self.max_misalign_vox = int(max_misalign_vox)
+        if subsample < 1:
+            raise ValueError(f"subsample must be >= 1, got {subsample}")
+        self.subsample = int(subsample)
+        self.jitter_clip_sigmas = float(jitter_clip_sigmas)
+        self._weights_cache: dict[tuple, np.ndarray | torch.Tensor] = {}
+
+    # ---- geometry ----------------------------------------------------------------------------
+    def _jitter_bound_vox(self) -> tuple[float, float, float]:
+        return tuple(self.jitter_clip_sigmas * s for s in self.jitter_sigma_vox)  # type: ignore[return-value]
+
+    def _rotation_extent_vox(self, half_y: float, half_x: float) -> tuple[float, float]:
+        """Largest |source - centre| in y and x over all angles of the rotation interval."""
+        lo, hi = self.rotation_interval_rad
+        angles = np.linspace(lo, hi, 2049)
+        cos, sin = np.abs(np.cos(angles)), np.abs(np.sin(angles))
+        ext_y = np.max(half_y * cos + half_x * sin)
+        ext_x = np.max(half_y * sin + half_x * cos)
+        # dense sampling can miss the true maximum by a hair; the sqrt bound never is exceeded
+        radius = math.hypot(half_y, half_x)
+        return min(radius, float(ext_y) + 1e-3 * radius), min(radius, float(ext_x) + 1e-3 * radius)
+
+    def context_shape_vox(self, output_shape_vox: Sequence[int]) -> Shape3:
+        """Shape to read around an output patch (same centre) so every sample hits real data."""
+        out = _shape3(output_shape_vox, "output_shape_vox")
+        half = [(s - 1) / 2 for s in out]
+        rot_y, rot_x = self._rotation_extent_vox(half[1], half[2])
+        jit = self._jitter_bound_vox()
+        reach = [
+            half[0] + jit[0],
+            rot_y + jit[1] + self.max_misalign_vox,
+            rot_x + jit[2] + self.max_misalign_vox,
+        ]
+        # +1e-6 absorbs float error; a fractional reach needs the next voxel for interpolation
+        pads = [max(0, math.ceil(r - h - 1e-6)) for r, h in zip(reach, half)]
+        return tuple(s + 2 * p for s, p in zip(out, pads))  # type: ignore[return-value]
+
+    def _subsampled_positions(self, size: int) -> np.ndarray:
+        n = max(2, math.ceil((size - 1) / self.subsample) + 1) if size > 1 else 1
+        return np.linspace(0.0, size - 1, n)
+
+    def _spline_weights(self, size: int, spacing: int, positions: np.ndarray) -> np.ndarray:
+        """(len(positions), n_control) cubic-spline interpolation matrix for one axis."""
+        key = (size, spacing, len(positions))
+        w = self._weights_cache.get(key)
+        if w is None:
+            n_control = max(1, round(size / spacing)) + 1
+            if size == 1:
+                w = np.zeros((len(positions), n_control))
+                w[:, 0] = 1.0
+            else:
+                knots = np.linspace(0.0, size - 1, n_control)
+                spline = make_interp_spline(knots, np.eye(n_control), k=min(3, n_control - 1))
+                w = spline(positions)
+            self._weights_cache[key] = w
+        return w
+
+    def control_grid_shape(self, output_shape_vox: Sequence[int]) -> Shape3:
+        """Control points per axis: one every ``control_point_spacing_vox``, ends included."""
+        out = _shape3(output_shape_vox, "output_shape_vox")
+        return tuple(max(1, round(s / c)) + 1 for s, c in zip(out, self.control_point_spacing_vox))  # type: ignore[return-value]
+
+    # ---- parameters --------------------------------------------------------------------------
+    def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
+        out = _shape3(shape_vox)
+        lo, hi = self.rotation_interval_rad
+        angle = float(rng.uniform(lo, hi)) if hi > lo else lo
+        grid = self.control_grid_shape(out)
+        sigma = np.array(self.jitter_sigma_vox)
+        jitter = rng.standard_normal((*grid, 3)) * sigma
+        bound = np.array(self._jitter_bound_vox())
+        jitter = np.clip(jitter, -bound, bound)
+        # per section: a slip moves that section only, a shift moves it and all following ones
+        m = self.max_misalign_vox
+        misalign = np.zeros((out[0], 2), dtype=np.int64)
+        draws = rng.random(out[0])
+        offsets = rng.integers(-m, m + 1, size=(out[0], 2))
+        for z in range(out[0]):
+            if draws[z] < self.prob_slip:
+                misalign[z] += offsets[z]
+            elif draws[z] < self.prob_slip + self.prob_shift:
+                misalign[z:] += offsets[z]
+        misalign = np.clip(misalign, -m, m)
+        return {
+            "output_shape_vox": list(out),
+            "angle_rad": angle,
+            "jitter_vox": jitter.round(6).tolist(),
+            "misalign_vox": misalign.tolist(),
+        }
+
+    # ---- application -------------------------------------------------------------------------
+    def source_coordinates_vox(self, context_shape_vox: Sequence[int], params: dict) -> np.ndarray:
+        """Source coordinates (context voxels, z,y,x last) on the subsampled grid.
+
+        Shape (Z, n_y, n_x, 3): every output section, y and x at ``subsample`` spacing.
+        """
+        out = _shape3(params["output_shape_vox"], "params['output_shape_vox']")
+        ctx = _shape3(context_shape_vox, "context_shape_vox")
+        need = self.context_shape_vox(out)
+        if any(c < n for c, n in zip(ctx, need)):
+            raise ValueError(
+                f"context patch of shape {ctx} is smaller than the {need} needed for output {out}"
+            )
+        off = central_offset_vox(ctx, out)
+        centre = [o + (s - 1) / 2 for o, s in zip(off, out)]
+        zs = np.arange(out[0], dtype=np.float64)
+        ys = self._subsampled_positions(out[1])
+        xs = self._subsampled_positions(out[2])
+        jitter = np.asarray(params["jitter_vox"], dtype=np.float64)
+        if jitter.shape != (*self.control_grid_shape(out), 3):
+            raise ValueError(
+                f"params['jitter_vox'] has shape {jitter.shape}, expected "
+                f"{(*self.control_grid_shape(out), 3)} for output {out}"
+            )
+        wz = self._spline_weights(out[0], self.control_point_spacing_vox[0], zs)
+        wy = self._spline_weights(out[1], self.control_point_spacing_vox[1], ys)
+        wx = self._spline_weights(out[2], self.control_point_spacing_vox[2], xs)
+        field = np.einsum("az,by,cx,zyxd->abcd", wz, wy, wx, jitter, optimize=True)
+        bound = np.array(self._jitter_bound_vox())
+        field = np.clip(field, -bound, bound)
+        misalign = np.asarray(params["misalign_vox"], dtype=np.float64)
+        if misalign.shape != (out[0], 2):
+            raise ValueError(f"params['misalign_vox'] has shape {misalign.shape}, expected {(out[0], 2)}")
+        angle = float(params["angle_rad"])
+        cos, sin = math.cos(angle), math.sin(angle)
+        dy = (ys - (out[1] - 1) / 2)[None, :, None]
+        dx = (xs - (out[2] - 1) / 2)[None, None, :]
+        coords = np.empty_like(field)
+        coords[..., 0] = (off[0] + zs)[:, None, None] + field[..., 0]
+        coords[..., 1] = centre[1] + cos * dy - sin * dx + field[..., 1] + misalign[:, 0, None, None]
+        coords[..., 2] = centre[2] + sin * dy + cos * dx + field[..., 2] + misalign[:, 1, None, None]
+        return coords
+
+    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Resample a float context patch ``x`` (Z', Y', X') to the output shape (Z, Y, X)."""
+        if x.dim() != 3:
+            raise ValueError(f"ElasticAugment expects a (Z, Y, X) patch, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"ElasticAugment expects a floating point patch, got {x.dtype}")
+        out = _shape3(params["output_shape_vox"], "params['output_shape_vox']")
+        ctx = tuple(x.shape)
+        coords = self.source_coordinates_vox(ctx, params)
+        # normalise for align_corners=True: index 0 -> -1, index size-1 -> +1
+        scale = np.array([2.0 / (c - 1) if c > 1 else 0.0 for c in ctx])
+        normed = (coords * scale - (scale > 0)).astype(np.float32)
+        planar = self.jitter_sigma_vox[0] == 0
+        # grid_sample wants x, y(, z) last; z stays integral without z jitter
+        coarse = torch.from_numpy(np.ascontiguousarray(normed[..., [2, 1]] if planar else normed[..., ::-1]))
+        grid = self._upsample_yx(coarse, out[1], out[2])
+        if planar:
+            # one bilinear grid_sample with the sections as the batch (nearest in z)
+            z0 = central_offset_vox(ctx, out)[0]
+            sections = x[z0 : z0 + out[0]].unsqueeze(1)
+            return F.grid_sample(sections, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+        volume = x[None, None]
+        return F.grid_sample(volume, grid[None], mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
+
+    def _upsample_yx(self, coarse: torch.Tensor, size_y: int, size_x: int) -> torch.Tensor:
+        """Bilinear upsampling (align_corners) of (Z, n_y, n_x, D) to (Z, Y, X, D).
+
+        Done as two small matrix products: about 5x faster than ``F.interpolate`` on CPU,
+        and the result comes out channels-last, as ``grid_sample`` wants it.
+        """
+        z, n_y, n_x, d = coarse.shape
+        w_y = self._linear_weights(size_y, n_y)
+        w_x = self._linear_weights(size_x, n_x)
+        along_x = torch.einsum("xa,zbad->zbxd", w_x, coarse).reshape(z, n_y, size_x * d)
+        return torch.matmul(w_y, along_x).view(z, size_y, size_x, d)
+
+    def _linear_weights(self, n_out: int, n_in: int) -> torch.Tensor:
+        key = ("linear", n_out, n_in)
+        w = self._weights_cache.get(key)
+        if w is None:
+            w = np.zeros((n_out, n_in), dtype=np.float32)
+            if n_in == 1:
+                w[:, 0] = 1.0
+            else:
+                pos = np.linspace(0.0, n_in - 1, n_out)
+                left = np.minimum(np.floor(pos).astype(np.int64), n_in - 2)
+                frac = pos - left
+                w[np.arange(n_out), left] = 1.0 - frac
+                w[np.arange(n_out), left + 1] += frac
+            w = torch.from_numpy(w)
+            self._weights_cache[key] = w
+        return w
+
+
+class SimpleAugment(Augmentation):
+    """Mirror along each of ``mirror_axes`` with probability 1/2, then permute ``transpose_axes``.
+
+    Axes count from z = 0 over the last three dimensions. Axes of unequal size are never
+    transposed (the shape would change); with the defaults y and x swap when the patch is square.
+    """
+
+    def __init__(self, mirror_axes: Sequence[int] = (0, 1, 2), transpose_axes: Sequence[int] = (1, 2)):
+        for a in (*mirror_axes, *transpose_axes):
+            if a not in (0, 1, 2):
+                raise ValueError(f"axes must be 0 (z), 1 (y) or 2 (x), got {a}")
+        self.mirror_axes = tuple(int(a) for a in mirror_axes)
+        self.transpose_axes = tuple(int(a) for a in transpose_axes)
+
+    def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
+        shape = _shape3(shape_vox)
+        mirror = [bool(a in self.mirror_axes and rng.random() < 0.5) for a in range(3)]
+        permutation = [0, 1, 2]
+        axes = list(self.transpose_axes)
+        if len(axes) > 1 and len({shape[a] for a in axes}) == 1:
+            for a, b in zip(axes, rng.permutation(axes)):
+                permutation[a] = int(b)
+        return {"mirror": mirror, "transpose": permutation}
+
+    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Works on (..., Z, Y, X); returns a contiguous tensor."""
+        lead = x.dim() - 3
+        dims = [lead + a for a, m in enumerate(params["mirror"]) if m]
+        if dims:
+            x = torch.flip(x, dims)
+        permutation = [int(p) for p in params["transpose"]]
+        if sorted(permutation) != [0, 1, 2]:
+            raise ValueError(f"params['transpose'] must permute (0, 1, 2), got {permutation}")
+        if permutation != [0, 1, 2]:
+            x = x.permute(*range(lead), *(lead + p for p in permutation))
+        return x.contiguous()
+
+
+class IntensityAugment(Augmentation):
+    """Per section (or whole patch) ``x' = (x - mean) * scale + mean + shift``, clipped to [0, 1].
+
+    Expects intensities in [0, 1] on (..., Z, Y, X); the mean is taken over everything but z
+    when ``z_section_wise`` (gunpowder's IntensityAugment with z_section_wise=True).
+    """
+
+    def __init__(
+        self,
+        scale_min: float = 0.9,
+        scale_max: float = 1.1,
+        shift_min: float = -0.1,
+        shift_max: float = 0.1,
+        z_section_wise: bool = True,
+        clip: bool = True,
+    ):
+        if scale_max < scale_min or shift_max < shift_min:
+            raise ValueError(
+                f"need scale_min <= scale_max and shift_min <= shift_max, got "
+                f"({scale_min}, {scale_max}), ({shift_min}, {shift_max})"
+            )
+        self.scale_range = (float(scale_min), float(scale_max))
+        self.shift_range = (float(shift_min), float(shift_max))
+        self.z_section_wise = bool(z_section_wise)
+        self.clip = bool(clip)
+
+    def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
+        n = _shape3(shape_vox)[0] if self.z_section_wise else 1
+        return {
+            "scale": rng.uniform(*self.scale_range, size=n).tolist(),
+            "shift": rng.uniform(*self.shift_range, size=n).tolist(),
+        }
+
+    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        scale = torch.tensor(params["scale"], dtype=x.dtype)
+        shift = torch.tensor(params["shift"], dtype=x.dtype)
+        z = x.shape[-3]
+        if len(scale) not in (1, z) or len(shift) != len(scale):
+            raise ValueError(
+                f"params hold {len(scale)} scales and {len(shift)} shifts for {z} sections"
+            )
+        if len(scale) == z and self.z_section_wise:
+            # mean over everything but z: move z first, flatten the rest
+            mean = x.transpose(0, -3).reshape(z, -1).mean(dim=1)
+            view = (z, 1, 1)
+        else:
+            mean = x.mean().reshape(1)
+            view = (1, 1, 1)
+        scale, shift, mean = scale.view(view), shift.view(view), mean.view(view)
+        y = (x - mean) * scale + (mean + shift)
+        return y.clamp_(0.0, 1.0) if self.clip else y
+
+
+class AugmentPipeline:
+    """Context patch (uint8) -> augmented output patch in [-1, 1], the original's order.
+
+    Elastic deformation, mirror/transpose, per-section intensity, then ``2x - 1``. Each step
+    can be switched off (``False``) or given as a configured instance. With every step off the
+    result equals :func:`synister.volumes.normalize` of the patch centre.
+    """
+
+    def __init__(
+        self,
+        output_shape_vox: Sequence[int],
+        elastic: bool | ElasticAugment = True,
+        simple: bool | SimpleAugment = True,
+        intensity: bool | IntensityAugment = True,
+    ):
+        self.output_shape_vox = _shape3(output_shape_vox, "output_shape_vox")
+        self.elastic = ElasticAugment() if elastic is True else (elastic or None)
+        self.simple = SimpleAugment() if simple is True else (simple or None)
+        self.intensity = IntensityAugment() if intensity is True else (intensity or None)
+
+    @property
+    def context_shape_vox(self) -> Shape3:
+        """What to read around each sample (same centre) for the deformation to have data."""
+        if self.elastic is None:
+            return self.output_shape_vox
+        return self.elastic.context_shape_vox(self.output_shape_vox)
+
+    def make_params(self, rng: np.random.Generator) -> dict:
+        shape = self.output_shape_vox
+        return {
+            name: (step.make_params(rng, shape) if step is not None else None)
+            for name, step in (
+                ("elastic", self.elastic),
+                ("simple", self.simple),
+                ("intensity", self.intensity),
+            )
+        }
+
+    def apply(self, raw_uint8_context: np.ndarray | torch.Tensor, params: dict) -> torch.Tensor:
+        """float32 (Z, Y, X) in [-1, 1] from a uint8 context patch (Z', Y', X')."""
+        raw = torch.as_tensor(raw_uint8_context)
+        if raw.dtype != torch.uint8 or raw.dim() != 3:
+            raise ValueError(
+                f"expected a uint8 (Z, Y, X) patch, got {raw.dtype} of shape {tuple(raw.shape)}"
+            )
+        if tuple(raw.shape) != self.context_shape_vox:
+            raise ValueError(
+                f"patch of shape {tuple(raw.shape)} is not the context shape {self.context_shape_vox}"
+            )
+        if self.elastic is not None and params.get("elastic") is not None:
+            x = self.elastic.apply(raw.to(torch.float32).div_(255), params["elastic"])
+        else:
+            x = crop_center(raw, self.output_shape_vox).to(torch.float32).div_(255)
+        if self.simple is not None and params.get("simple") is not None:
+            x = self.simple.apply(x, params["simple"])
+        if self.intensity is not None and params.get("intensity") is not None:
+            x = self.intensity.apply(x, params["intensity"])
+        return x.mul_(2).sub_(1)

@@ -1,0 +1,538 @@
+"""Typed configs and the one place that reads and writes the seed's ``.ini`` files.
+
+The files keep the original synister format (``[Training]``, ``[Worker]``, ``[Predict]``;
+lists as ``gaba, acetylcholine``, shapes as ``16, 160, 160``, downsample factors as
+``(1, 2, 2), (2, 2, 2)``, ``None``, ``True``/``False``) so that old setups load unchanged and new
+files stay readable by the original scripts. Errors name the file, section and key.
+
+Relative paths (``raw_container``, ``db_credentials``, ``train_checkpoint`` and the file of a
+``sqlite:///`` URL) are relative to BASE, the folder that holds the experiment folder
+(``BASE/EXPERIMENT/02_train/setup_t<ID>``), as in the seed's ``train_checkpoint`` example.
+:func:`load_train_setup` and :func:`load_predict_setup` return them resolved.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import types
+import typing
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote_plus
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synister import nt
+
+TRAIN_FILE = "train_config.ini"
+WORKER_FILE = "worker_config.ini"
+PREDICT_FILE = "predict_config.ini"
+
+_CHECKPOINT_RE = re.compile(r"model_checkpoint_(\d+)$")
+
+
+class ConfigError(ValueError):
+    """A config file or value is missing or malformed; the message names file, section and key."""
+
+
+class ConfigWarning(UserWarning):
+    """A config file holds a key synister does not know; it is ignored."""
+
+
+# ---- text <-> value conversion (the seed's formats) ----------------------------------------------
+
+
+class _ParseError(ValueError):
+    """A value's text does not fit its type; carries the message without file/section/key."""
+
+
+def _is_none(text: str) -> bool:
+    return text.strip() in ("", "None")
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _parse_ints(text: str, count: int | None) -> tuple[int, ...]:
+    items = _split_list(text.replace("(", "").replace(")", ""))
+    what = {None: "integers", 3: "three integers"}.get(count, f"{count} integers")
+    try:
+        values = tuple(int(item) for item in items)
+    except ValueError:
+        raise _ParseError(f"expected {what} separated by commas") from None
+    if count is not None and len(values) != count:
+        raise _ParseError(f"expected {what}")
+    if not values:
+        raise _ParseError(f"expected {what}, got none")
+    return values
+
+
+def _parse_factor_list(text: str) -> list[tuple[int, int, int]]:
+    """``(1,2,2), (1, 2, 2), (2,2,2)``: one z,y,x triple per level."""
+    groups = re.findall(r"\(([^()]*)\)", text)
+    leftover = re.sub(r"\(([^()]*)\)", "", text).replace(",", "").strip()
+    if not groups or leftover:
+        raise _ParseError("expected triples like (1, 2, 2), (2, 2, 2)")
+    return [_parse_ints(group, 3) for group in groups]  # type: ignore[misc]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise _ParseError("expected True or False")
+
+
+def _strip_optional(annotation: Any) -> tuple[Any, bool]:
+    """``X | None`` -> (X, True); other annotations -> (annotation, False)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
+            return args[0], True
+    return annotation, False
+
+
+def text_to_value(text: str, annotation: Any) -> Any:
+    """Convert an ini value to the Python value of a field annotated ``annotation``."""
+    inner, optional = _strip_optional(annotation)
+    if optional and _is_none(text):
+        return None
+    if inner is str and _is_none(text):
+        raise _ParseError("must be set")
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if inner is bool:
+        return _parse_bool(text)
+    if inner is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise _ParseError("expected an integer") from None
+    if inner is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise _ParseError("expected a number") from None
+    if origin is tuple and args and args[0] is int:
+        count = None if (len(args) == 2 and args[1] is Ellipsis) else len(args)
+        return _parse_ints(text, count)
+    if origin is tuple and args and args[0] is str:
+        return () if _is_none(text) else tuple(_split_list(text))
+    if origin is list and args and typing.get_origin(args[0]) is tuple:
+        return _parse_factor_list(text)
+    if origin is list and args and args[0] is str:
+        return _split_list(text)
+    return text.strip()
+
+
+def value_to_text(value: Any) -> str:
+    """The seed's text for a value: ``a, b``; ``16, 160``; ``(1, 2, 2), (2, 2, 2)``; ``None``."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list | tuple):
+        if not value:
+            return "None"
+        if isinstance(value[0], list | tuple):
+            return ", ".join("(" + ", ".join(str(v) for v in item) + ")" for item in value)
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+# ---- the models ----------------------------------------------------------------------------------
+
+
+class _IniModel(BaseModel):
+    """A config that lives in one section of one ini file."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    SECTION: ClassVar[str]
+    FILE_NAME: ClassVar[str]
+    KEY_ORDER: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def read(cls, path: str | Path):
+        """Read ``path``; unknown keys warn, bad or missing values raise :class:`ConfigError`."""
+        return read_ini(path, cls)
+
+    def write(self, path: str | Path, header: str | None = None) -> None:
+        write_ini(self, path, header)
+
+
+def _positive(values, key: str):
+    if any(v <= 0 for v in values):
+        raise ValueError(f"{key}: all values must be positive")
+    return values
+
+
+class _ModelFields(_IniModel):
+    """Fields shared by training and prediction: network, data and database."""
+
+    synapse_types: list[str] = Field(
+        description="transmitters the network tells apart, in class order (output index = position)"
+    )
+    input_shape: tuple[int, int, int] = Field(description="network input patch in voxels, z, y, x")
+    fmaps: int = Field(12, gt=0, description="feature maps of the first level")
+    batch_size: int = Field(8, gt=0, description="patches per step")
+    db_url: str | None = Field(
+        None,
+        description="database URL: sqlite:///file.db (relative to BASE), sqlite:////abs/file.db, "
+        "postgresql://user@host/db or mongodb://host:port/db; wins over db_credentials",
+    )
+    db_credentials: str | None = Field(
+        None,
+        description="the original's MongoDB credentials ini ([Credentials] user, password, host, "
+        "port); used when db_url is None",
+    )
+    db_name_data: str = Field(
+        description="database name; prediction runs are stored under <db_name_data>_predictions"
+    )
+    split_name: str = Field(description="name of the stored split (synister split make --name)")
+    voxel_size: tuple[int, int, int] = Field(description="voxel size of raw in nm, z, y, x")
+    raw_container: str = Field(
+        description="EM volume: zarr/N5 folder or precomputed URL (relative paths: to BASE)"
+    )
+    raw_dataset: str = Field(description="dataset inside raw_container, e.g. volumes/raw/s0")
+    downsample_factors: list[tuple[int, int, int]] = Field(
+        description="max-pool factor per network level, z, y, x"
+    )
+    network: Literal["VGG", "ResNet18"] = Field("VGG", description="VGG or ResNet18")
+    fmap_inc: tuple[int, ...] = Field(
+        None,  # filled per level by the validator below
+        validate_default=True,
+        description="factor by which feature maps grow after each level (one per level)",
+    )
+    n_convolutions: tuple[int, ...] = Field(
+        None,
+        validate_default=True,
+        description="3x3x3 convolutions per level (one per level)",
+    )
+    network_appendix: str | None = Field(None, description="free text the original kept; unused")
+    neither_class: bool = Field(
+        False, description="add a 'neither' class of non-synaptic locations"
+    )
+
+    @field_validator("synapse_types")
+    @classmethod
+    def _canonical_types(cls, names: list[str]) -> list[str]:
+        if not names:
+            raise ValueError("synapse_types: at least one transmitter is needed")
+        canonical = [nt.canonical(name) for name in names]
+        duplicates = sorted({n for n in canonical if canonical.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"synapse_types: listed twice: {', '.join(duplicates)}")
+        return canonical
+
+    @field_validator("input_shape", "voxel_size")
+    @classmethod
+    def _positive_shape(cls, values, info):
+        return _positive(values, info.field_name)
+
+    @field_validator("downsample_factors")
+    @classmethod
+    def _factors(cls, factors):
+        if not factors:
+            raise ValueError("downsample_factors: at least one level is needed")
+        for factor in factors:
+            _positive(factor, "downsample_factors")
+        return factors
+
+    @field_validator("fmap_inc", "n_convolutions", mode="before")
+    @classmethod
+    def _per_level_default(cls, values, info):
+        if values is None:
+            return (2,) * len(info.data.get("downsample_factors") or ())
+        return values
+
+    @field_validator("fmap_inc", "n_convolutions")
+    @classmethod
+    def _one_per_level(cls, values, info):
+        levels = len(info.data.get("downsample_factors") or ())
+        if levels and len(values) != levels:
+            raise ValueError(
+                f"{info.field_name}: expected one value per level of downsample_factors "
+                f"({levels} levels), found {len(values)} values"
+            )
+        return _positive(values, info.field_name)
+
+    @model_validator(mode="after")
+    def _shape_fits_network(self):
+        if self.network == "VGG":
+            size = list(self.input_shape)
+            for level, factor in enumerate(self.downsample_factors):
+                if any(s % f for s, f in zip(size, factor, strict=True)):
+                    raise ValueError(
+                        f"input_shape: {value_to_text(self.input_shape)} cannot be max-pooled by "
+                        f"downsample_factors (level {level}: {value_to_text(size)} by "
+                        f"{value_to_text(factor)}); the VGG needs exact division"
+                    )
+                size = [s // f for s, f in zip(size, factor, strict=True)]
+        if self.neither_class and "neither" in self.synapse_types:
+            raise ValueError("synapse_types: 'neither' is added by neither_class; do not list it")
+        return self
+
+    @property
+    def classes(self) -> list[str]:
+        """Network output classes in order: synapse_types, then 'neither' when asked for."""
+        return list(self.synapse_types) + (["neither"] if self.neither_class else [])
+
+    def database_url(self) -> str:
+        """``db_url`` if set, else a ``mongodb://`` URL from db_credentials and db_name_data."""
+        if self.db_url:
+            return self.db_url
+        if self.db_credentials:
+            return mongo_url_from_credentials(self.db_credentials, self.db_name_data)
+        raise ConfigError(
+            f"[{self.SECTION}] db_url: no database given; set db_url (or the original's "
+            "db_credentials)"
+        )
+
+
+class TrainConfig(_ModelFields):
+    """Section ``[Training]`` of ``train_config.ini``."""
+
+    SECTION: ClassVar[str] = "Training"
+    FILE_NAME: ClassVar[str] = TRAIN_FILE
+
+    learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate (the original's)")
+    checkpoint_every: int = Field(
+        1000, gt=0, description="iterations between model_checkpoint_<iteration> files"
+    )
+    snapshot_every: int = Field(100, gt=0, description="iterations between batch snapshots")
+    log_every: int = Field(10, gt=0, description="iterations between tensorboard scalars")
+    augment: bool = Field(True, description="elastic, mirror/transpose and intensity augmentation")
+    seed: int = Field(0, description="random seed for sampling, augmentation and weights")
+    mixed_precision: bool = Field(True, description="float16 autocast (GPU only)")
+    compile_model: bool = Field(False, description="torch.compile the network (GPU only)")
+
+
+class WorkerConfig(_IniModel):
+    """Section ``[Worker]`` of ``worker_config.ini``: compute resources."""
+
+    SECTION: ClassVar[str] = "Worker"
+    FILE_NAME: ClassVar[str] = WORKER_FILE
+
+    singularity_container: str | None = Field(
+        None, description="the original's container image; unused by synister"
+    )
+    num_cpus: int = Field(5, gt=0, description="CPU cores for the job")
+    num_block_workers: int = Field(1, gt=0, description="parallel prediction workers (GPUs)")
+    num_cache_workers: int = Field(
+        5, ge=0, description="data loader worker processes (capped at the CPU count)"
+    )
+    queue: str | None = Field(None, description="the original's cluster queue; unused")
+    mount_dirs: tuple[str, ...] = Field((), description="the original's container mounts; unused")
+
+
+class PredictConfig(_ModelFields):
+    """Section ``[Predict]`` of ``predict_config.ini``: one prediction run of one checkpoint."""
+
+    SECTION: ClassVar[str] = "Predict"
+    FILE_NAME: ClassVar[str] = PREDICT_FILE
+    KEY_ORDER: ClassVar[tuple[str, ...]] = (
+        "train_checkpoint",
+        "experiment",
+        "train_number",
+        "predict_number",
+    )
+
+    train_checkpoint: str = Field(
+        description="checkpoint file .../02_train/setup_t<ID>/model_checkpoint_<iteration> "
+        "(relative paths: to BASE)"
+    )
+    experiment: str = Field(description="experiment name (the folder under BASE)")
+    train_number: int = Field(ge=0, description="ID of the training setup")
+    predict_number: int = Field(ge=0, description="number of this prediction setup")
+    split_part: Literal["validation", "test"] = Field(
+        description="part of the split to predict: validation or test"
+    )
+    overwrite: bool = Field(False, description="replace a stored prediction run of the same name")
+
+    @property
+    def run_name(self) -> str:
+        """Name of the prediction run in the database (the original's collection name)."""
+        return f"{self.split_name}_{self.experiment}_t{self.train_number}_p{self.predict_number}"
+
+    @property
+    def iteration(self) -> int:
+        """Training iteration of ``train_checkpoint`` (``model_checkpoint_<iteration>``)."""
+        match = _CHECKPOINT_RE.search(Path(self.train_checkpoint).name)
+        if match is None:
+            raise ConfigError(
+                f"[Predict] train_checkpoint: file name must be model_checkpoint_<iteration>, "
+                f"got {self.train_checkpoint!r}"
+            )
+        return int(match.group(1))
+
+
+# ---- reading and writing -------------------------------------------------------------------------
+
+
+def _format_validation_error(error: ValidationError, where: str) -> str:
+    lines = []
+    for item in error.errors():
+        message = str(item.get("msg", "")).removeprefix("Value error, ")
+        key = str(item["loc"][0]) if item.get("loc") else None
+        if key and message.startswith(f"{key}: "):
+            message = message[len(key) + 2 :]
+        elif key is None and ": " in message:
+            key, message = message.split(": ", 1)
+        if item.get("type") == "missing":
+            message = "missing (required key)"
+        got = item.get("input")
+        show = item.get("loc") and item.get("type") != "missing" and not isinstance(got, dict)
+        suffix = f", got {value_to_text(got)!r}" if show else ""
+        lines.append(f"{where} {key or ''}: {message}{suffix}".replace(" :", ":"))
+    return "; ".join(lines)
+
+
+def build_config(cls, values: dict[str, Any], where: str):
+    """Validate ``values`` (ini text or Python values) into ``cls``; errors name ``where`` + key."""
+    converted = {}
+    for key, value in values.items():
+        field = cls.model_fields.get(key)
+        if field is None:
+            raise ConfigError(f"{where} {key}: unknown key; known: {', '.join(cls.model_fields)}")
+        if isinstance(value, str):
+            try:
+                value = text_to_value(value, field.annotation)
+            except _ParseError as exc:
+                raise ConfigError(f"{where} {key}: {exc}, got {value!r}") from None
+        converted[key] = value
+    try:
+        return cls(**converted)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, where)) from None
+
+
+def read_ini(path: str | Path, cls):
+    """Read section ``cls.SECTION`` of ``path`` into ``cls``; unknown keys warn and are ignored."""
+    path = Path(path)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: not a valid ini file: {exc}") from None
+    if not parser.has_section(cls.SECTION):
+        found = ", ".join(parser.sections()) or "none"
+        raise ConfigError(f"{path}: no [{cls.SECTION}] section (sections found: {found})")
+    where = f"{path} [{cls.SECTION}]"
+    values = {}
+    for key, text in parser.items(cls.SECTION):
+        if key in cls.model_fields:
+            values[key] = text
+        else:
+            warnings.warn(f"{where} {key}: unknown key, ignored", ConfigWarning, stacklevel=3)
+    return build_config(cls, values, where)
+
+
+def _key_order(config: _IniModel) -> list[str]:
+    first = [key for key in config.KEY_ORDER if key in type(config).model_fields]
+    return first + [key for key in type(config).model_fields if key not in first]
+
+
+def write_ini(config: _IniModel, path: str | Path, header: str | None = None) -> None:
+    """Write ``config`` in the seed's format, each key after a comment saying what it means."""
+    lines = [f"# {line}".rstrip() for line in (header or "").splitlines()]
+    if lines:
+        lines.append("")
+    lines.append(f"[{config.SECTION}]")
+    for key in _key_order(config):
+        description = type(config).model_fields[key].description
+        if description:
+            lines.append(f"# {description}")
+        lines.append(f"{key} = {value_to_text(getattr(config, key))}")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# ---- database credentials and paths --------------------------------------------------------------
+
+
+def mongo_url_from_credentials(credentials_file: str | Path, db_name: str | None = None) -> str:
+    """The original's credentials ini (``[Credentials]`` user/password/host/port, optional
+    ``[Connection]`` is_srv/options) as a ``mongodb://`` (or ``mongodb+srv://``) URL."""
+    path = Path(credentials_file).expanduser()
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: db_credentials file not found") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: not a valid ini file: {exc}") from None
+    if not parser.has_section("Credentials"):
+        raise ConfigError(f"{path}: no [Credentials] section")
+    values = {}
+    for key in ("user", "password", "host", "port"):
+        if not parser.has_option("Credentials", key):
+            raise ConfigError(f"{path} [Credentials] {key}: missing (required key)")
+        values[key] = parser.get("Credentials", key).strip()
+    is_srv = parser.get("Connection", "is_srv", fallback="False").strip().lower() == "true"
+    options = parser.get("Connection", "options", fallback="").strip()
+    auth = f"{quote_plus(values['user'])}:{quote_plus(values['password'])}@"
+    if is_srv:
+        url = f"mongodb+srv://{auth}{values['host']}/{db_name or ''}"
+    else:
+        if not values["port"].isdigit():
+            raise ConfigError(
+                f"{path} [Credentials] port: expected a port number, got {values['port']!r}"
+            )
+        url = f"mongodb://{auth}{values['host']}:{values['port']}/{db_name or ''}"
+    return f"{url}?{options}" if options else url
+
+
+def _resolve(path: str, base_dir: Path) -> str:
+    if "://" in path:
+        return path
+    expanded = Path(path).expanduser()
+    return str(expanded if expanded.is_absolute() else (base_dir / expanded).resolve())
+
+
+def resolve_paths(config, base_dir: str | Path):
+    """A copy of ``config`` with its relative paths made absolute against ``base_dir`` (BASE)."""
+    base_dir = Path(base_dir)
+    update: dict[str, str] = {}
+    for key in ("raw_container", "db_credentials", "train_checkpoint"):
+        value = getattr(config, key, None)
+        if value:
+            update[key] = _resolve(value, base_dir)
+    url = getattr(config, "db_url", None)
+    if url and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        file = url[len("sqlite:///") :]
+        if file and file != ":memory:":
+            update["db_url"] = "sqlite:///" + _resolve(file, base_dir)
+    return config.model_copy(update=update)
+
+
+def experiment_base(setup_dir: str | Path) -> Path:
+    """BASE of a setup folder ``BASE/EXPERIMENT/0X_stage/setup_...`` (``/`` for shallow paths)."""
+    parents = Path(setup_dir).resolve().parents
+    return parents[min(2, len(parents) - 1)]
+
+
+def load_train_setup(setup_dir: str | Path) -> tuple[TrainConfig, WorkerConfig]:
+    """``train_config.ini`` and ``worker_config.ini`` of a training setup, paths resolved."""
+    setup_dir = Path(setup_dir)
+    train = read_ini(setup_dir / TRAIN_FILE, TrainConfig)
+    worker = read_ini(setup_dir / WORKER_FILE, WorkerConfig)
+    return resolve_paths(train, experiment_base(setup_dir)), worker
+
+
+def load_predict_setup(setup_dir: str | Path) -> tuple[PredictConfig, WorkerConfig]:
+    """``predict_config.ini`` and ``worker_config.ini`` of a prediction setup, paths resolved."""
+    setup_dir = Path(setup_dir)
+    predict = read_ini(setup_dir / PREDICT_FILE, PredictConfig)
+    worker = read_ini(setup_dir / WORKER_FILE, WorkerConfig)
+    return resolve_paths(predict, experiment_base(setup_dir)), worker

@@ -1,0 +1,280 @@
+"""Training data: class-balanced synapse sampling, batched patch reads, augmentation, loaders.
+
+Sampling follows the original synister training: draw a class uniformly, then one of its
+training synapses uniformly, then shift the patch so that the synapse lies uniformly within the
+central half of every axis (the central 1/8 of the patch volume). Optionally a "neither" class
+of locations 2-4 um from a known synapse and at least 2 um from every synapse is drawn as one
+more class.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.spatial import cKDTree
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from synister.augment import AugmentPipeline
+from synister.nt import canonical
+from synister.volumes import Volume
+
+NEITHER = "neither"
+
+TRAINING_COLUMNS = ["synapse_id", "z", "y", "x", "skeleton_id", "label"]
+
+
+def training_synapses(db, split_name: str, classes: Sequence[str], part: str = "train") -> pd.DataFrame:
+    """Synapses of ``part`` of split ``split_name`` whose skeleton has exactly one known
+    transmitter, that transmitter being one of ``classes``; ``label`` is its index in ``classes``.
+
+    Skeletons with several known transmitters (e.g. gaba + octopamine) are left out, as in the
+    original, because no single label is right for them. "neither" in ``classes`` is skipped
+    (it has no synapses). Columns: synapse_id, z, y, x (nm), skeleton_id, label (int64).
+    """
+    names = [canonical(c) for c in classes]
+    index = {name: i for i, name in enumerate(names) if name != NEITHER}
+    table = db.synapses(split=split_name, part=part)
+    single = table["nt_known"].map(lambda known: len(known) == 1 and next(iter(known)) in index)
+    chosen = table.loc[single.astype(bool)].copy()
+    chosen["label"] = chosen["nt_known"].map(lambda known: index[next(iter(known))]).astype(np.int64)
+    return chosen[TRAINING_COLUMNS].reset_index(drop=True)
+
+
+def _worker_seeding() -> tuple[int, int]:
+    """(worker id, number of workers); (0, 1) in the main process."""
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class TrainingData(IterableDataset):
+    """An endless, class-balanced stream of augmented training patches.
+
+    Each DataLoader worker draws from its own ``numpy`` Generator seeded with
+    ``(seed, worker id)``, so a run is reproducible for a given seed and worker count. Samples
+    are drawn ``read_batch`` at a time and read with one ``Volume.read_patches`` call, context
+    included, so tensorstore fetches their chunks concurrently.
+
+    Yields dict(raw=float32 (1, Z, Y, X) in [-1, 1], label=int, synapse_id=int (-1 for
+    neither), params=dict) where params holds ``center_nm`` (z, y, x of the patch centre) and the
+    augmentation parameters (see :class:`synister.augment.AugmentPipeline`), enough to replay it.
+    """
+
+    def __init__(
+        self,
+        synapses: pd.DataFrame,
+        volume: Volume,
+        input_shape_vox: Sequence[int],
+        classes: Sequence[str],
+        *,
+        augment: bool = True,
+        neither: bool = False,
+        seed: int = 0,
+        pipeline: AugmentPipeline | None = None,
+        read_batch: int = 8,
+        all_synapses_nm: np.ndarray | None = None,
+        neither_distance_nm: tuple[float, float] = (2000.0, 4000.0),
+        neither_min_distance_nm: float = 2000.0,
+    ):
+        self.classes = [canonical(c) for c in classes]
+        self.volume = volume
+        self.input_shape_vox = tuple(int(s) for s in input_shape_vox)
+        if len(self.input_shape_vox) != 3 or min(self.input_shape_vox) < 1:
+            raise ValueError(f"input_shape_vox must be three positive voxel counts, got {input_shape_vox}")
+        self.seed = int(seed)
+        self.read_batch = int(read_batch)
+        if self.read_batch < 1:
+            raise ValueError(f"read_batch must be >= 1, got {read_batch}")
+        self.neither = bool(neither)
+        if self.neither != (NEITHER in self.classes):
+            raise ValueError(
+                f"classes {self.classes} {'lack' if self.neither else 'include'} 'neither' but "
+                f"neither={self.neither}; the class list and the neither option must agree"
+            )
+        self.neither_label = self.classes.index(NEITHER) if self.neither else -1
+
+        missing = [c for c in ("synapse_id", "z", "y", "x", "label") if c not in synapses.columns]
+        if missing:
+            raise ValueError(f"synapses table lacks column(s) {missing}")
+        labels = synapses["label"].to_numpy(dtype=np.int64)
+        bad = np.flatnonzero((labels < 0) | (labels >= len(self.classes)) | (labels == self.neither_label))
+        if bad.size:
+            raise ValueError(
+                f"synapses row {int(bad[0])} (synapse_id {int(synapses['synapse_id'].iloc[bad[0]])}) "
+                f"has label {int(labels[bad[0]])}, not a synapse class index of {self.classes}"
+            )
+        self.positions_nm = synapses[["z", "y", "x"]].to_numpy(dtype=np.float64)
+        self.synapse_ids = synapses["synapse_id"].to_numpy(dtype=np.int64)
+        self.members = [np.flatnonzero(labels == k) for k in range(len(self.classes))]
+        empty = [c for k, c in enumerate(self.classes) if k != self.neither_label and not self.members[k].size]
+        if empty:
+            raise ValueError(f"no training synapses for class(es) {empty}; drop them from the classes")
+
+        if pipeline is None:
+            pipeline = AugmentPipeline(
+                self.input_shape_vox, elastic=augment, simple=augment, intensity=augment
+            )
+        elif tuple(pipeline.output_shape_vox) != self.input_shape_vox:
+            raise ValueError(
+                f"pipeline output {pipeline.output_shape_vox} differs from input_shape_vox "
+                f"{self.input_shape_vox}"
+            )
+        self.pipeline = pipeline
+
+        self.neither_distance_nm = (float(neither_distance_nm[0]), float(neither_distance_nm[1]))
+        self.neither_min_distance_nm = float(neither_min_distance_nm)
+        self.all_synapses_nm = (
+            self.positions_nm if all_synapses_nm is None else np.asarray(all_synapses_nm, dtype=np.float64)
+        )
+        self._tree: cKDTree | None = None
+        if self.neither:
+            # fail at construction, not in a worker, when the volume has no room for neither
+            self.neither_locations(np.random.default_rng(self.seed), 1)
+
+    # ---- sampling ----------------------------------------------------------------------------
+    def _volume_bounds_nm(self) -> tuple[np.ndarray, np.ndarray]:
+        low = np.asarray(self.volume.offset_nm, dtype=np.float64)
+        high = low + np.asarray(self.volume.shape_vox) * np.asarray(self.volume.voxel_size_nm)
+        return low, high
+
+    def neither_locations(self, rng: np.random.Generator, n: int, max_rounds: int = 200) -> np.ndarray:
+        """(n, 3) z,y,x nm: each 2-4 um from a random known synapse, >= 2 um from all, inside."""
+        if self._tree is None:
+            self._tree = cKDTree(self.all_synapses_nm)
+        low, high = self._volume_bounds_nm()
+        near, far = self.neither_distance_nm
+        found: list[np.ndarray] = []
+        count = 0
+        tries = max(64, 4 * n)
+        for _ in range(max_rounds):
+            anchors = self.positions_nm[rng.integers(len(self.positions_nm), size=tries)]
+            direction = rng.standard_normal((tries, 3))
+            direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+            candidates = anchors + direction * rng.uniform(near, far, size=(tries, 1))
+            inside = np.all((candidates >= low) & (candidates < high), axis=1)
+            candidates = candidates[inside]
+            if len(candidates):
+                distance, _ = self._tree.query(candidates, k=1)
+                candidates = candidates[distance >= self.neither_min_distance_nm]
+            found.append(candidates)
+            count += len(candidates)
+            if count >= n:
+                return np.concatenate(found)[:n]
+        raise ValueError(
+            f"found no 'neither' location ({near:g}-{far:g} nm from a training synapse, >= "
+            f"{self.neither_min_distance_nm:g} nm from all {len(self.all_synapses_nm)} synapses) "
+            f"inside the volume {self.volume!r} bounds {low.tolist()}-{high.tolist()} nm after "
+            f"{max_rounds * tries} tries; the synapses are too dense or the volume too small"
+        )
+
+    def sample_locations(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw n samples: (patch centres (n, 3) z,y,x nm, labels (n,), synapse ids (n,)).
+
+        The patch centre is the centre of a voxel ``d`` voxels from the synapse's voxel, ``d``
+        uniform so that the synapse lands in voxels ``[S//4, S - S//4)`` of the patch.
+        """
+        labels = rng.integers(len(self.classes), size=n)
+        points = np.empty((n, 3))
+        ids = np.full(n, -1, dtype=np.int64)
+        for k in np.unique(labels):
+            where = np.flatnonzero(labels == k)
+            if k == self.neither_label:
+                points[where] = self.neither_locations(rng, len(where))
+            else:
+                chosen = self.members[k][rng.integers(len(self.members[k]), size=len(where))]
+                points[where] = self.positions_nm[chosen]
+                ids[where] = self.synapse_ids[chosen]
+        shape = np.asarray(self.input_shape_vox)
+        # synapse voxel index in the patch, uniform over the central half of each axis
+        low, high = shape // 4, shape - shape // 4
+        index_in_patch = rng.integers(low, np.maximum(high, low + 1), size=(n, 3))
+        voxel = np.asarray(self.volume.voxel_size_nm, dtype=np.float64)
+        offset = np.asarray(self.volume.offset_nm, dtype=np.float64)
+        synapse_vox = np.floor((points - offset) / voxel)
+        center_vox = synapse_vox + shape // 2 - index_in_patch
+        centers_nm = offset + (center_vox + 0.5) * voxel
+        return centers_nm, labels.astype(np.int64), ids
+
+    # ---- iteration ---------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        worker, _ = _worker_seeding()
+        if get_worker_info() is not None:
+            torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, worker])
+        context = self.pipeline.context_shape_vox
+        while True:
+            centers_nm, labels, ids = self.sample_locations(rng, self.read_batch)
+            params = [self.pipeline.make_params(rng) for _ in range(self.read_batch)]
+            patches = self.volume.read_patches(centers_nm, context)
+            for i in range(self.read_batch):
+                raw = self.pipeline.apply(patches[i], params[i])
+                yield {
+                    "raw": raw.unsqueeze(0),
+                    "label": int(labels[i]),
+                    "synapse_id": int(ids[i]),
+                    "params": {"center_nm": centers_nm[i].tolist(), **params[i]},
+                }
+
+
+def collate_samples(samples: list[dict]) -> dict:
+    """Stack samples into a batch: raw (B, 1, Z, Y, X), label and synapse_id (B,) int64,
+    params as a list of dicts (left uncollated so they stay JSON-able)."""
+    return {
+        "raw": torch.stack([s["raw"] for s in samples]),
+        "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+        "synapse_id": torch.tensor([s["synapse_id"] for s in samples], dtype=torch.int64),
+        "params": [s["params"] for s in samples],
+    }
+
+
+def _init_worker(worker_id: int) -> None:
+    """Workers share few cores: one intra-op thread each avoids oversubscription."""
+    torch.set_num_threads(1)
+
+
+def training_loader(
+    dataset: TrainingData,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool = False,
+    seed: int = 0,
+    prefetch_factor: int | None = None,
+    multiprocessing_context: str = "forkserver",
+) -> DataLoader:
+    """A DataLoader of collated batches; workers are persistent and single-threaded.
+
+    Sampling randomness comes from ``dataset.seed`` and the worker id; ``seed`` seeds the
+    loader's torch generator (torch-side randomness in workers). Batches come from the workers
+    in turn, so the stream is reproducible for a given seed and ``num_workers``.
+
+    Workers are not forked from the caller: tensorstore aborts a process forked after it has
+    started its threads (as soon as the main process has read any volume). They fork from a
+    fork server that has imported this module but never used tensorstore, which starts them in
+    well under a second where "spawn" re-imports torch in every worker.
+    """
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+    extra = {}
+    if num_workers > 0:
+        if multiprocessing_context == "forkserver":
+            # only takes effect before the process's fork server starts; harmless after
+            multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
+        extra = {
+            "persistent_workers": True,
+            "worker_init_fn": _init_worker,
+            "multiprocessing_context": multiprocessing_context,
+        }
+        if prefetch_factor is not None:
+            extra["prefetch_factor"] = prefetch_factor
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_samples,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(int(seed)),
+        **extra,
+    )

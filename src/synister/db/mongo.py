@@ -1,0 +1,466 @@
+"""MongoDB backend on the ORIGINAL synister schema, so databases made by funkelab/synister open.
+
+URL: ``mongodb://[user:password@]host:port/<db>``. Layout (as the original wrote it):
+
+- ``<db>.synapses``: ``synapse_id, x, y, z`` (nm), ``skeleton_id``, ``prepost``,
+  ``brain_region``, and ``splits``, a sub-document ``{split name: "train" | "validation" |
+  "test"}``; synister adds ``confidence``.
+- ``<db>.skeletons``: ``skeleton_id, hemi_lineage_id, nt_known`` (sorted list of lower-case
+  transmitter names; the original wrote ``["none"]`` or ``["unknown"]`` for unknown, read here
+  as the empty set, and synister writes ``[]``).
+- ``<db>.hemi_lineages``: ``hemi_lineage_id, hemi_lineage_name, nt_guess`` (list).
+- ``<db>_predictions.<run>``: one document ``{synapse_id, prediction: [p, ...]}`` per synapse.
+
+Additions that old readers ignore: ``<db>.split_meta`` (``{name, meta}``) keeps a split's meta
+(a split found only on synapse documents has meta ``{}``) and ``<db>.prediction_runs``
+(``{run, classes, meta}``) keeps a run's class order. A run made by the original code has no
+registry entry: it is listed and readable, its columns named ``prob_0, prob_1, ...``, and
+documents still holding ``prediction: None`` (initialised but not predicted) are skipped.
+
+Without a replica set MongoDB has no multi-document transactions, so this backend checks
+everything that can fail (duplicate ids, unknown synapses) before writing, and a prediction
+batch is replaced as one ``delete_many`` plus one ``insert_many``. Every bulk operation is one
+request per call (ids chunked to :data:`CHUNK`), never one per document.
+
+Verified only against ``mongomock`` (pass ``client=mongomock.MongoClient()``), not against a
+MongoDB server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..nt import canonical_set
+from .base import (
+    Database,
+    DatabaseError,
+    PredictionRunExists,
+    SplitExists,
+    UnknownSplit,
+    ValidationReport,
+)
+from .records import (
+    check_hemi_lineages,
+    check_parts_filter,
+    check_positions,
+    check_predictions,
+    check_skeletons,
+    check_split_parts,
+    check_synapses,
+    duplicate_id_error,
+    finish_hemi_lineages,
+    finish_skeletons,
+    finish_synapses,
+    ids_text,
+    nt_set,
+    stats_key,
+)
+from .sql import check_run_name
+
+CHUNK = 50_000
+SYNAPSE_FIELDS = ["synapse_id", "z", "y", "x", "skeleton_id", "brain_region", "prepost"]
+SPLIT_META = "split_meta"
+RUN_REGISTRY = "prediction_runs"
+
+
+def _chunks(values: Sequence, size: int = CHUNK):
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _plain(value):
+    """A value as BSON can store it (numpy scalars and pandas NA become Python values)."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float | np.floating):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _check_split_name(name: str) -> None:
+    if "." in name or name.startswith("$"):
+        raise DatabaseError(
+            f"split name {name!r} cannot be stored in MongoDB: it must not contain '.' nor "
+            "start with '$' (splits are fields of the synapse documents)"
+        )
+
+
+class MongoDatabase(Database):
+    """The original synister MongoDB layout behind the :class:`Database` interface."""
+
+    def __init__(self, url: str, client=None):
+        from pymongo import ASCENDING, MongoClient, uri_parser
+
+        self.url = url
+        try:
+            name = uri_parser.parse_uri(url)["database"]
+        except Exception as error:  # pymongo raises several types for bad URLs
+            raise DatabaseError(f"bad MongoDB URL {url!r}: {error}") from None
+        if not name:
+            raise DatabaseError(f"MongoDB URL {url!r} names no database: use mongodb://host/<db>")
+        self._client = client if client is not None else MongoClient(url)
+        self._owns_client = client is None
+        self._db = self._client[name]
+        self._predictions_db = self._client[f"{name}_predictions"]
+        # the original's indexes (not unique, so that old databases with duplicates still open)
+        self._db.synapses.create_index([("z", ASCENDING), ("y", ASCENDING), ("x", ASCENDING)])
+        self._db.synapses.create_index("synapse_id")
+        self._db.synapses.create_index("skeleton_id")
+        self._db.skeletons.create_index("skeleton_id")
+        self._db.skeletons.create_index("hemi_lineage_id")
+        self._db.hemi_lineages.create_index("hemi_lineage_id")
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    # ---- writing ------------------------------------------------------------------------------
+    def import_records(self, synapses=None, skeletons=None, hemi_lineages=None) -> None:
+        """Check all input against the stored ids, then insert (see the module note on
+        transactions: a failure of the server midway removes what this call inserted)."""
+        frames = [
+            ("hemi_lineages", "hemi_lineage_id", hemi_lineages, check_hemi_lineages),
+            ("skeletons", "skeleton_id", skeletons, check_skeletons),
+            ("synapses", "synapse_id", synapses, check_synapses),
+        ]
+        checked = [(t, c, check(f)) for t, c, f, check in frames if f is not None]
+        for table, column, frame in checked:
+            ids = frame[column].tolist()
+            stored = set()
+            for chunk in _chunks(ids):
+                stored |= set(self._db[table].distinct(column, {column: {"$in": chunk}}))
+            if stored:
+                raise duplicate_id_error(table, stored, "are already stored")
+        done: list[tuple[str, str, list[int]]] = []
+        try:
+            for table, column, frame in checked:
+                documents = self._documents(table, frame)
+                for chunk in _chunks(documents):
+                    self._db[table].insert_many(chunk, ordered=False)
+                done.append((table, column, frame[column].tolist()))
+        except Exception:
+            for table, column, ids in done:
+                for chunk in _chunks(ids):
+                    self._db[table].delete_many({column: {"$in": chunk}})
+            if checked and len(done) < len(checked):
+                table, column, frame = checked[len(done)]
+                for chunk in _chunks(frame[column].tolist()):
+                    self._db[table].delete_many({column: {"$in": chunk}})
+            raise
+
+    @staticmethod
+    def _documents(table: str, frame: pd.DataFrame) -> list[dict]:
+        records = frame.astype(object).to_dict("records")
+        documents = []
+        for record in records:
+            document = {k: _plain(v) for k, v in record.items()}
+            if table == "skeletons":
+                document["nt_known"] = sorted(nt_set(document["nt_known"]))
+            elif table == "hemi_lineages":
+                document["nt_guess"] = sorted(nt_set(document["nt_guess"]))
+            documents.append(document)
+        return documents
+
+    def write_split(self, name: str, parts: pd.DataFrame, meta: dict | None = None) -> None:
+        rows = check_split_parts(name, parts)
+        _check_split_name(name)
+        if name in self.splits():
+            raise SplitExists(f"a split named {name!r} is already stored; remove it first")
+        ids = rows.synapse_id.tolist()
+        stored = set()
+        for chunk in _chunks(ids):
+            stored |= set(self._db.synapses.distinct("synapse_id", {"synapse_id": {"$in": chunk}}))
+        unknown = sorted(set(ids) - stored)
+        if unknown:
+            raise DatabaseError(f"split {name!r}: synapse id(s) not stored: {ids_text(unknown)}")
+        try:
+            self._db[SPLIT_META].insert_one({"name": name, "meta": meta or {}})
+            for part, group in rows.groupby("part"):
+                for chunk in _chunks(group.synapse_id.tolist()):
+                    self._db.synapses.update_many(
+                        {"synapse_id": {"$in": chunk}}, {"$set": {f"splits.{name}": part}}
+                    )
+        except Exception:
+            self._erase_split(name)
+            raise
+
+    def _erase_split(self, name: str) -> None:
+        self._db.synapses.update_many(
+            {f"splits.{name}": {"$exists": True}}, {"$unset": {f"splits.{name}": ""}}
+        )
+        self._db[SPLIT_META].delete_many({"name": name})
+
+    def remove_split(self, name: str) -> None:
+        if name not in self.splits():
+            raise UnknownSplit(f"no split named {name!r}; stored: {sorted(self.splits())}")
+        self._erase_split(name)
+
+    def splits(self) -> dict[str, dict]:
+        """Splits with meta, plus those the original wrote only onto synapse documents."""
+        on_synapses = self._db.synapses.aggregate(
+            [
+                {"$match": {"splits": {"$type": "object"}}},
+                {"$project": {"names": {"$objectToArray": "$splits"}}},
+                {"$unwind": "$names"},
+                {"$group": {"_id": "$names.k"}},
+            ]
+        )
+        found = {doc["_id"]: {} for doc in on_synapses}
+        for doc in self._db[SPLIT_META].find({}, {"_id": 0}):
+            found[doc["name"]] = doc.get("meta") or {}
+        return dict(sorted(found.items()))
+
+    # ---- reading ------------------------------------------------------------------------------
+    def _skeleton_query(self, skeleton_ids, nts, hemi_lineage_ids, hemi_lineage_names) -> dict:
+        terms = []
+        if skeleton_ids is not None:
+            terms.append({"skeleton_id": {"$in": [int(i) for i in skeleton_ids]}})
+        if nts is not None:
+            wanted = sorted(canonical_set(nts))
+            if wanted:
+                terms.append({"nt_known": {"$all": wanted, "$size": len(wanted)}})
+            else:
+                terms.append(
+                    {
+                        "$or": [
+                            {"nt_known": {"$exists": False}},
+                            {"nt_known": None},
+                            {"nt_known": {"$size": 0}},
+                            {"nt_known": ["none"]},
+                            {"nt_known": ["unknown"]},
+                        ]
+                    }
+                )
+        if hemi_lineage_ids is not None:
+            terms.append({"hemi_lineage_id": {"$in": [int(i) for i in hemi_lineage_ids]}})
+        if hemi_lineage_names is not None:
+            names = (
+                [hemi_lineage_names] if isinstance(hemi_lineage_names, str) else hemi_lineage_names
+            )
+            lineage_ids = self._db.hemi_lineages.distinct(
+                "hemi_lineage_id", {"hemi_lineage_name": {"$in": [str(n) for n in names]}}
+            )
+            terms.append({"hemi_lineage_id": {"$in": lineage_ids}})
+        return {"$and": terms} if terms else {}
+
+    def _require_split(self, split: str) -> None:
+        if split not in self.splits():
+            raise UnknownSplit(f"no split named {split!r}; stored: {sorted(self.splits())}")
+
+    def _skeleton_frame(self, query: dict) -> pd.DataFrame:
+        docs = self._db.skeletons.find(
+            query, {"_id": 0, "skeleton_id": 1, "hemi_lineage_id": 1, "nt_known": 1}
+        )
+        return pd.DataFrame(list(docs), columns=["skeleton_id", "hemi_lineage_id", "nt_known"])
+
+    def synapses(
+        self,
+        *,
+        synapse_ids=None,
+        skeleton_ids=None,
+        nts=None,
+        positions_nm=None,
+        hemi_lineage_ids=None,
+        hemi_lineage_names=None,
+        split=None,
+        part=None,
+    ) -> pd.DataFrame:
+        parts = check_parts_filter(split, part)
+        positions = None if positions_nm is None else check_positions(positions_nm)
+        terms: list[dict] = []
+        if nts is not None or hemi_lineage_ids is not None or hemi_lineage_names is not None:
+            query = self._skeleton_query(None, nts, hemi_lineage_ids, hemi_lineage_names)
+            wanted = self._db.skeletons.distinct("skeleton_id", query)
+            terms.append({"skeleton_id": {"$in": wanted}})
+        if skeleton_ids is not None:
+            terms.append({"skeleton_id": {"$in": [int(i) for i in skeleton_ids]}})
+        if synapse_ids is not None:
+            terms.append({"synapse_id": {"$in": [int(i) for i in synapse_ids]}})
+        if positions is not None:
+            terms.append({"z": {"$in": sorted({float(z) for z in positions[:, 0]})}})
+        if split is not None:
+            self._require_split(split)
+            terms.append(
+                {f"splits.{split}": {"$in": list(parts or ("train", "validation", "test"))}}
+            )
+        projection = {"_id": 0, "confidence": 1, **{f: 1 for f in SYNAPSE_FIELDS}}
+        if split is not None:
+            projection[f"splits.{split}"] = 1
+        docs = list(self._db.synapses.find({"$and": terms} if terms else {}, projection))
+        frame = pd.DataFrame(docs, columns=[*SYNAPSE_FIELDS, "confidence", "splits"])
+        if split is not None:
+            frame["part"] = [s.get(split) if isinstance(s, dict) else None for s in frame.splits]
+        frame = frame.drop(columns="splits")
+        if positions is not None and len(frame):
+            wanted = pd.DataFrame(positions, columns=["z", "y", "x"]).drop_duplicates()
+            frame = frame.astype({"z": "float64", "y": "float64", "x": "float64"})
+            frame = frame.merge(wanted, on=["z", "y", "x"], how="inner")
+        frame["skeleton_id"] = pd.array(
+            [None if pd.isna(v) else int(v) for v in frame.skeleton_id], dtype="Int64"
+        )
+        skeleton_ids_found = [int(i) for i in frame.skeleton_id.dropna().unique()]
+        skeletons = self._skeleton_frame({"skeleton_id": {"$in": skeleton_ids_found}})
+        skeletons = skeletons.drop_duplicates("skeleton_id")
+        skeletons["skeleton_id"] = skeletons.skeleton_id.astype("Int64")
+        frame = frame.merge(skeletons, on="skeleton_id", how="left")
+        return finish_synapses(frame, with_part=split is not None)
+
+    def skeletons(
+        self,
+        *,
+        skeleton_ids=None,
+        nts=None,
+        hemi_lineage_ids=None,
+        hemi_lineage_names=None,
+        split=None,
+        part=None,
+    ) -> pd.DataFrame:
+        parts = check_parts_filter(split, part)
+        query = self._skeleton_query(skeleton_ids, nts, hemi_lineage_ids, hemi_lineage_names)
+        if split is not None:
+            self._require_split(split)
+            in_split = self._db.synapses.distinct(
+                "skeleton_id",
+                {f"splits.{split}": {"$in": list(parts or ("train", "validation", "test"))}},
+            )
+            query = {"$and": [query, {"skeleton_id": {"$in": in_split}}]}
+        return finish_skeletons(self._skeleton_frame(query))
+
+    def hemi_lineages(self) -> pd.DataFrame:
+        docs = self._db.hemi_lineages.find({}, {"_id": 0})
+        columns = ["hemi_lineage_id", "hemi_lineage_name", "nt_guess"]
+        return finish_hemi_lineages(pd.DataFrame(list(docs), columns=columns))
+
+    def _all(self, table: str, fields: Iterable[str]) -> pd.DataFrame:
+        fields = list(fields)
+        docs = self._db[table].find({}, {"_id": 0, **{f: 1 for f in fields}})
+        return pd.DataFrame(list(docs), columns=fields)
+
+    def validate(self) -> ValidationReport:
+        """As the SQL backends: duplicates, synapses without a stored skeleton, and skeletons
+        whose given hemilineage is not stored."""
+        synapses = self._all("synapses", ["synapse_id", "z", "y", "x", "skeleton_id"])
+        skeletons = self._all("skeletons", ["skeleton_id", "hemi_lineage_id"])
+        lineage_ids = set(self._db.hemi_lineages.distinct("hemi_lineage_id"))
+        ids = synapses.synapse_id
+        locations = synapses[["z", "y", "x"]].astype("float64")
+        repeated = locations[locations.duplicated()].drop_duplicates().sort_values(["z", "y", "x"])
+        orphans = synapses[~synapses.skeleton_id.isin(set(skeletons.skeleton_id.dropna()))]
+        lineage = skeletons.hemi_lineage_id
+        lost = skeletons[lineage.notna() & ~lineage.isin(lineage_ids)]
+        return ValidationReport(
+            duplicate_synapse_ids=sorted(int(i) for i in ids[ids.duplicated()].unique()),
+            duplicate_locations=[tuple(float(v) for v in row) for row in repeated.to_numpy()],
+            synapses_without_skeleton=sorted(int(i) for i in orphans.synapse_id),
+            skeletons_without_hemi_lineage=sorted(int(i) for i in lost.skeleton_id),
+        )
+
+    def stats(self) -> dict:
+        synapses = self._all("synapses", ["skeleton_id"])
+        skeletons = self._all("skeletons", ["skeleton_id", "nt_known"])
+        skeletons["key"] = [stats_key(",".join(sorted(nt_set(v)))) for v in skeletons.nt_known]
+        per_set: dict[str, dict[str, int]] = {}
+        for key, count in skeletons.key.value_counts().items():
+            per_set.setdefault(key, {"skeletons": 0, "synapses": 0})["skeletons"] = int(count)
+        keys = skeletons.drop_duplicates("skeleton_id").set_index("skeleton_id").key
+        synapse_keys = synapses.skeleton_id.map(keys).fillna(stats_key(""))
+        for key, count in synapse_keys.value_counts().items():
+            per_set.setdefault(key, {"skeletons": 0, "synapses": 0})["synapses"] = int(count)
+        return {
+            "synapses": len(synapses),
+            "skeletons": len(skeletons),
+            "hemi_lineages": self._db.hemi_lineages.count_documents({}),
+            "splits": len(self.splits()),
+            "prediction_runs": len(self.prediction_runs()),
+            "transmitters": dict(sorted(per_set.items())),
+        }
+
+    # ---- predictions --------------------------------------------------------------------------
+    def create_prediction_run(
+        self, run: str, classes: Sequence[str], meta: dict | None = None, overwrite: bool = False
+    ) -> None:
+        check_run_name(run)
+        classes = [str(c) for c in classes]
+        if not classes or len(set(classes)) != len(classes):
+            raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
+        if run in self.prediction_runs():
+            if not overwrite:
+                raise PredictionRunExists(
+                    f"prediction run {run!r} exists; resume it or pass overwrite=True"
+                )
+            self.drop_prediction_run(run)
+        self._db[RUN_REGISTRY].insert_one({"run": run, "classes": classes, "meta": meta or {}})
+        self._predictions_db[run].create_index("synapse_id", unique=True)
+
+    def _classes(self, run: str) -> list[str] | None:
+        """The run's class order; None for a run made by the original code."""
+        doc = self._db[RUN_REGISTRY].find_one({"run": run})
+        if doc is not None:
+            return list(doc["classes"])
+        if run in self._predictions_db.list_collection_names():
+            return None
+        raise KeyError(f"no prediction run {run!r} in {self.url}")
+
+    def open_prediction_run(self, run: str) -> tuple[list[str], dict]:
+        doc = self._db[RUN_REGISTRY].find_one({"run": run})
+        if doc is None:
+            raise KeyError(
+                f"no prediction run {run!r} with a known class order in {self.url} "
+                "(runs made by the original code can be read but not resumed)"
+            )
+        return list(doc["classes"]), dict(doc.get("meta") or {})
+
+    def write_predictions(self, run: str, synapse_ids, probabilities) -> None:
+        classes, _ = self.open_prediction_run(run)
+        ids, probs = check_predictions(synapse_ids, probabilities, len(classes), run)
+        if not len(ids):
+            return
+        collection = self._predictions_db[run]
+        id_list = ids.tolist()
+        collection.delete_many({"synapse_id": {"$in": id_list}})
+        collection.insert_many(
+            [
+                {"synapse_id": i, "prediction": p}
+                for i, p in zip(id_list, probs.tolist(), strict=True)
+            ]
+        )
+
+    def _predicted(self, run: str) -> list[dict]:
+        docs = self._predictions_db[run].find(
+            {"prediction": {"$ne": None}}, {"_id": 0, "synapse_id": 1, "prediction": 1}
+        )
+        return sorted(docs, key=lambda d: d["synapse_id"])
+
+    def predictions(self, run: str) -> pd.DataFrame:
+        classes = self._classes(run)
+        docs = self._predicted(run)
+        width = (
+            len(classes)
+            if classes is not None
+            else max((len(d["prediction"]) for d in docs), default=0)
+        )
+        names = [f"prob_{c}" for c in (classes if classes is not None else range(width))]
+        probs = np.asarray([d["prediction"] for d in docs], dtype=np.float64).reshape(-1, width)
+        frame = pd.DataFrame(probs, columns=names)
+        frame.insert(0, "synapse_id", np.asarray([d["synapse_id"] for d in docs], dtype=np.int64))
+        return frame
+
+    def predicted_synapse_ids(self, run: str) -> np.ndarray:
+        self._classes(run)
+        ids = self._predictions_db[run].distinct("synapse_id", {"prediction": {"$ne": None}})
+        return np.sort(np.asarray(ids, dtype=np.int64))
+
+    def prediction_runs(self) -> list[str]:
+        registered = set(self._db[RUN_REGISTRY].distinct("run"))
+        return sorted(registered | set(self._predictions_db.list_collection_names()))
+
+    def drop_prediction_run(self, run: str) -> None:
+        """Delete run ``run`` (its collection and registry entry); KeyError if there is none."""
+        self._classes(run)
+        self._predictions_db.drop_collection(run)
+        self._db[RUN_REGISTRY].delete_many({"run": run})

@@ -1,0 +1,131 @@
+"""SQLite backend: one file holds the whole database, created when missing.
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``. The schema is the
+shared one of :mod:`synister.db.sql`. Where the original kept a run in the MongoDB collection
+``<db_name>_predictions.<run>``, this file keeps it in the table ``"predictions.<run>"`` (a
+quoted name, e.g. ``SELECT * FROM "predictions.vgg_t1_p1"``), listed in ``prediction_runs``.
+
+The file is opened in WAL mode so that readers (e.g. data-loader workers) are not blocked by a
+writer. Bulk writes are one ``executemany`` inside one transaction; id-list filters go through
+temporary tables, so a query is one statement however many ids it names.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .base import DatabaseError
+from .sql import SQLDatabase, check_run_name
+
+PREFIX = "sqlite:///"
+BUSY_TIMEOUT_MS = 60_000
+
+
+def path_from_url(url: str) -> str:
+    """The file path of a ``sqlite:///path`` URL (``:memory:`` is allowed for throwaway use)."""
+    if not url.startswith(PREFIX) or len(url) == len(PREFIX):
+        raise DatabaseError(
+            f"bad SQLite URL {url!r}: expected sqlite:///relative.db or sqlite:////absolute.db"
+        )
+    return url[len(PREFIX) :]
+
+
+def _python_values(frame: pd.DataFrame) -> list[tuple]:
+    """Rows of plain Python values (None for missing) that sqlite3 can bind."""
+    columns = []
+    for name in frame.columns:
+        values = frame[name]
+        if isinstance(values.dtype, pd.Int64Dtype):
+            columns.append([None if v is pd.NA else int(v) for v in values.tolist()])
+        elif values.dtype.kind in "iu":
+            columns.append(values.to_numpy().tolist())
+        elif values.dtype.kind == "f":
+            array = values.to_numpy()
+            columns.append([None if np.isnan(v) else v for v in array.tolist()])
+        else:
+            columns.append([None if v is None or v is pd.NA else v for v in values.tolist()])
+    return list(zip(*columns, strict=True))
+
+
+class SQLiteDatabase(SQLDatabase):
+    """The shared SQL schema in a SQLite file."""
+
+    ID_PK = "INTEGER PRIMARY KEY"  # an alias of the rowid: the fastest key SQLite has
+    INT = "INTEGER"
+    FLOAT = "REAL"
+
+    def __init__(self, url: str):
+        self.url = url
+        path = path_from_url(url)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as error:
+            raise DatabaseError(f"cannot open SQLite database {path!r}: {error}") from None
+        self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if path != ":memory:":
+            self._connection.execute("PRAGMA journal_mode = WAL")
+        self._connection.execute("PRAGMA synchronous = NORMAL")
+        self._temp_tables: list[str] = []
+        self._create_schema()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    @contextmanager
+    def _transaction(self, write: bool):
+        cur = self._connection.cursor()
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+        finally:
+            for name in self._temp_tables:
+                self._connection.execute(f"DROP TABLE IF EXISTS temp.{name}")
+            self._temp_tables.clear()
+            cur.close()
+
+    def _insert_frame(self, cur, table: str, frame: pd.DataFrame) -> None:
+        columns = ", ".join(frame.columns)
+        marks = ", ".join("?" for _ in frame.columns)
+        cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", _python_values(frame))
+
+    def _temp_table(self, cur, name: str, columns: dict[str, str], frame: pd.DataFrame) -> None:
+        cur.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        spec = ", ".join(f"{c} {t}" for c, t in columns.items())
+        cur.execute(f"CREATE TEMP TABLE {name} ({spec})")
+        self._temp_tables.append(name)
+        if len(frame):
+            marks = ", ".join("?" for _ in columns)
+            cur.executemany(f"INSERT INTO temp.{name} VALUES ({marks})", _python_values(frame))
+        if len(columns) == 1:
+            cur.execute(f"CREATE INDEX temp.{name}_v ON {name} ({next(iter(columns))})")
+
+    def _run_table(self, run: str) -> str:
+        return f'"predictions.{check_run_name(run)}"'
+
+    def _prepare_run_storage(self, cur) -> None:
+        pass  # run tables live beside the others in the same file
+
+    def _upsert_predictions(self, cur, table: str, n_classes: int, frame: pd.DataFrame) -> None:
+        columns = ", ".join(frame.columns)
+        marks = ", ".join("?" for _ in frame.columns)
+        updates = ", ".join(f"p{i} = excluded.p{i}" for i in range(n_classes))
+        cur.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+            f"ON CONFLICT (synapse_id) DO UPDATE SET {updates}",
+            _python_values(frame),
+        )
+
+    def _is_unique_violation(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error)

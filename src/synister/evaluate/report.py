@@ -1,0 +1,293 @@
+"""One self-contained HTML report: inline CSS, figures as base64 data URIs, nothing external,
+so it can be mailed or archived and still opens offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+h3 { font-size: 1.05em; margin: 1.2em 0 0.4em; }
+table { border-collapse: collapse; margin: 0.4em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f2f4f7; }
+td.text, th.text { text-align: left; }
+tr.best td { background: #fff6d5; font-weight: 600; }
+.muted { color: #666; font-size: 0.9em; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; }
+.figures figure { margin: 0; }
+.figures img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #555; text-align: center; }
+details { margin: 0.8em 0; border: 1px solid #ddd; border-radius: 4px; padding: 0.4em 0.8em; }
+summary { cursor: pointer; font-weight: 600; font-size: 1.1em; }
+code { background: #f4f4f4; padding: 0 0.2em; }
+"""
+
+
+def data_uri(png_path: str | Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI."""
+    encoded = base64.b64encode(Path(png_path).read_bytes()).decode("ascii")
+    return f"data:image/png;base64,{encoded}"
+
+
+def write_report(
+    path: str | Path,
+    results: dict,
+    figures: dict[str, dict[str, Path]],
+    hemi_lineage_tables: dict[str, pd.DataFrame],
+) -> Path:
+    """Write the report of :func:`synister.evaluate.evaluate_runs`'s ``results``.
+
+    ``figures`` maps a run name (or ``""`` for figures over all runs) to caption -> PNG path;
+    ``hemi_lineage_tables`` maps a run name to its per-hemilineage predictions.
+    """
+    best = results.get("best") or {}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>synister evaluation</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>synister evaluation</h1>",
+        f'<p class="muted">Generated {_e(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))}'
+        f" from <code>{_e(results.get('database', ''))}</code>.</p>",
+        _filters_paragraph(results),
+        "<h2>Summary</h2>",
+        _summary_table(results["runs"].values(), best.get("run")),
+        _best_paragraph(best),
+    ]
+    overall = figures.get("", {})
+    if overall:
+        parts += ["<h2>Accuracy versus iteration</h2>", _figures(overall)]
+    for run, metrics in results["runs"].items():
+        parts.append(
+            _run_section(
+                metrics, figures.get(run, {}), hemi_lineage_tables.get(run), run == best.get("run")
+            )
+        )
+    parts.append("</body></html>")
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return _e(value)
+
+
+def _table(
+    header: Sequence[str],
+    rows: Sequence[Sequence],
+    text_columns: int = 1,
+    highlight: Sequence[int] = (),
+) -> str:
+    """An HTML table; the first ``text_columns`` columns are left-aligned text and the rows at
+    the positions in ``highlight`` are marked as the best."""
+
+    def cell(tag: str, i: int, value) -> str:
+        align = ' class="text"' if i < text_columns else ""
+        return f"<{tag}{align}>{_fmt(value)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join(
+        ('<tr class="best">' if n in highlight else "<tr>")
+        + "".join(cell("td", i, v) for i, v in enumerate(row))
+        + "</tr>"
+        for n, row in enumerate(rows)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _filters_paragraph(results: dict) -> str:
+    return (
+        f"<p>Filters: synapses with a highest class probability below "
+        f"<b>{_fmt(results['min_confidence'], 2)}</b> are left out at every level; neurons and "
+        f"hemilineages with fewer than <b>{_e(results['n_min'])}</b> synapses are left out. "
+        "Neuron and hemilineage predictions are made by majority vote of the synapses' argmax "
+        "(a tie goes to the tied class with the highest summed probability, then to the first "
+        "class in the run's order) and by the argmax of the mean probability.</p>"
+    )
+
+
+def _summary_table(runs, best_run: str | None) -> str:
+    header = [
+        "run",
+        "iteration",
+        "synapses",
+        "kept",
+        "synapse acc.",
+        "balanced acc.",
+        "neurons",
+        "neuron acc. (vote)",
+        "neuron acc. (mean)",
+        "vote ties",
+        "hemilineage acc. (vote)",
+        "hemilineage acc. (mean)",
+    ]
+    rows, highlight = [], []
+    for m in runs:
+        if m["run"] == best_run:
+            highlight.append(len(rows))
+        rows.append(
+            [
+                m["run"],
+                m["iteration"],
+                m["synapse"]["n"],
+                m["counts"]["fraction_kept_by_confidence"],
+                m["synapse"]["accuracy"],
+                m["synapse"]["balanced_accuracy"],
+                m["neuron"]["vote"]["n"],
+                m["neuron"]["vote"]["accuracy"],
+                m["neuron"]["mean"]["accuracy"],
+                m["neuron"]["vote"]["n_ties"],
+                m["hemi_lineage"]["vote"]["accuracy"],
+                m["hemi_lineage"]["mean"]["accuracy"],
+            ]
+        )
+    return _table(header, rows, highlight=highlight)
+
+
+def _best_paragraph(best: dict) -> str:
+    if not best:
+        return "<p>No run has an evaluated synapse, so there is no best run.</p>"
+    iteration = f" (iteration {_e(best['iteration'])})" if best.get("iteration") is not None else ""
+    return (
+        f"<p>Best run by synapse-level accuracy (ties: earliest iteration): "
+        f"<b>{_e(best['run'])}</b>{iteration}, accuracy {_fmt(best['synapse_accuracy'])}.</p>"
+    )
+
+
+def _figures(figures: dict[str, Path]) -> str:
+    items = [
+        f'<figure><img alt="{_e(caption)}" src="{data_uri(png)}">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+        for caption, png in figures.items()
+    ]
+    return f'<div class="figures">{"".join(items)}</div>'
+
+
+def _run_section(
+    metrics: dict, figures: dict[str, Path], lineages: pd.DataFrame | None, is_best: bool
+) -> str:
+    classes = metrics["classes"]
+    counts = metrics["counts"]
+    marker = " — best" if is_best else ""
+    parts = [
+        f"<details{' open' if is_best else ''}><summary>Run {_e(metrics['run'])}{marker}</summary>",
+        "<h3>Configuration</h3>",
+        _table(
+            ["field", "value"],
+            [[k, _json_text(v)] for k, v in metrics["meta"].items()] or [["(no meta)", ""]],
+            text_columns=2,
+        ),
+        "<h3>Synapses</h3>",
+        _table(
+            ["", "count"],
+            [["predicted", counts["predicted"]]]
+            + [[f"left out: {k.replace('_', ' ')}", v] for k, v in counts["left_out"].items()]
+            + [
+                ["with a true class", counts["labelled"]],
+                ["kept by the confidence cut-off", counts["kept_by_confidence"]],
+                ["fraction kept", counts["fraction_kept_by_confidence"]],
+            ],
+        ),
+        "<h3>Per class</h3>",
+        _table(
+            [
+                "class",
+                "synapses",
+                "synapse recall",
+                "expected probability",
+                "neurons",
+                "neuron recall (vote)",
+                "neuron recall (mean)",
+            ],
+            [
+                [
+                    c,
+                    metrics["synapse"]["n_per_class"][c],
+                    metrics["synapse"]["per_class_accuracy"][c],
+                    metrics["synapse"]["expected_probability"][i][i],
+                    metrics["neuron"]["vote"]["n_per_class"][c],
+                    metrics["neuron"]["vote"]["per_class_accuracy"][c],
+                    metrics["neuron"]["mean"]["per_class_accuracy"][c],
+                ]
+                for i, c in enumerate(classes)
+            ],
+        ),
+        _left_out_paragraph(metrics),
+    ]
+    if figures:
+        parts += ["<h3>Figures</h3>", _figures(figures)]
+    if lineages is not None and len(lineages):
+        parts += [
+            "<h3>Hemilineages</h3>",
+            _table(
+                [
+                    "hemilineage",
+                    "id",
+                    "neurons",
+                    "synapses",
+                    "true",
+                    "vote",
+                    "vote share",
+                    "mean",
+                    "mean probability",
+                ],
+                [
+                    [
+                        r.hemi_lineage_name if r.hemi_lineage_name is not None else "(unnamed)",
+                        int(r.hemi_lineage_id),
+                        int(r.n_neurons),
+                        int(r.n_synapses),
+                        classes[r.true_idx],
+                        classes[r.pred_idx],
+                        float(r.support),
+                        classes[r.mean_pred_idx],
+                        float(r.mean_support),
+                    ]
+                    for r in lineages.itertuples()
+                ],
+            ),
+        ]
+    parts.append("</details>")
+    return "\n".join(parts)
+
+
+def _left_out_paragraph(metrics: dict) -> str:
+    neuron = metrics["neuron"]
+    lineage = metrics["hemi_lineage"]
+    tied = neuron["vote"]["tied_skeleton_ids"]
+    shown = ", ".join(str(s) for s in tied[:20]) + (" …" if len(tied) > 20 else "")
+    return (
+        f"<p>Neurons left out (fewer than n_min synapses): {_e(neuron['left_out_n_min'])}. "
+        f"Neurons whose vote tied: {_e(neuron['vote']['n_ties'])}"
+        f"{' (skeletons ' + _e(shown) + ')' if tied else ''}. "
+        f"Hemilineages with neurons of different transmitters, evaluated per transmitter: "
+        f"{_e(lineage['split_by_transmitter'])}; hemilineage units below n_min: "
+        f"{_e(lineage['left_out_n_min'])}; synapses without a (named) hemilineage: "
+        f"{_e(lineage['synapses_without_hemi_lineage'])}.</p>"
+    )
+
+
+def _json_text(value) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)

@@ -1,0 +1,192 @@
+"""All metrics of one prediction run, and the comparison of several runs by iteration."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import metrics as m
+
+
+@dataclass
+class RunEvaluation:
+    """One run's metrics (JSON-able ``metrics``) and the tables behind them (for plots, CSVs)."""
+
+    run: str
+    classes: list[str]
+    meta: dict
+    metrics: dict
+    synapses: pd.DataFrame  # labelled synapses kept by the confidence cut-off
+    neurons: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per skeleton
+    hemi_lineages: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per lineage
+
+
+def evaluate_predictions(
+    run: str,
+    predictions: pd.DataFrame,
+    synapses: pd.DataFrame,
+    classes: Sequence[str],
+    meta: dict | None = None,
+    *,
+    n_min: int = 0,
+    min_confidence: float = 0.0,
+    hemi_lineage_names: dict[int, str | None] | None = None,
+) -> RunEvaluation:
+    """Metrics at synapse, neuron and hemilineage level of one run's prediction table.
+
+    The confidence cut-off applies first, to every level; ``n_min`` then applies to the
+    neuron and hemilineage levels (counting the synapses that passed the cut-off). Hemilineages
+    named None in ``hemi_lineage_names`` are the database's "unknown" ones and are left out of
+    the hemilineage level.
+    """
+    classes = list(classes)
+    meta = dict(meta or {})
+    if n_min < 0:
+        raise ValueError(f"n_min must be >= 0, got {n_min}")
+    labelled, excluded = m.label_predictions(predictions, synapses, classes)
+    kept = m.confidence_filter(labelled, min_confidence)
+    n_classes = len(classes)
+    probabilities = kept[m.prob_columns(classes)].to_numpy(dtype=np.float64)
+
+    synapse_level = m.level_metrics(kept["true_idx"], kept["pred_idx"], classes)
+    synapse_level["expected_probability"] = m.expected_probability_matrix(
+        kept["true_idx"].to_numpy(), probabilities, n_classes
+    ).tolist()
+
+    evaluation = RunEvaluation(run, classes, meta, {}, kept)
+    neuron_level: dict = {}
+    lineage_level: dict = {}
+    names = hemi_lineage_names or {}
+    unknown_lineages = [i for i, name in names.items() if name is None]
+    for method in m.AGGREGATION_METHODS:
+        neurons, n_small = m.neuron_predictions(kept, n_classes, method=method, n_min=n_min)
+        evaluation.neurons[method] = neurons
+        neuron_level[method] = {
+            **m.level_metrics(neurons["true_idx"], neurons["pred_idx"], classes),
+            "n_ties": int(neurons["tie"].sum()),
+            "tied_skeleton_ids": neurons.loc[neurons["tie"], "skeleton_id"].tolist(),
+        }
+        neuron_level["left_out_n_min"] = n_small
+
+        lineages, left_out = m.hemi_lineage_predictions(
+            kept, n_classes, method=method, n_min=n_min, unknown_ids=unknown_lineages
+        )
+        lineages.insert(
+            1,
+            "hemi_lineage_name",
+            [names.get(int(i)) for i in lineages["hemi_lineage_id"]],
+        )
+        evaluation.hemi_lineages[method] = lineages
+        lineage_level[method] = {
+            **m.level_metrics(lineages["true_idx"], lineages["pred_idx"], classes),
+            "n_ties": int(lineages["tie"].sum()),
+            "tied": [
+                [int(i), classes[t]]
+                for i, t in lineages.loc[
+                    lineages["tie"], ["hemi_lineage_id", "true_idx"]
+                ].to_numpy()
+            ],
+        }
+        lineage_level["split_by_transmitter"] = left_out["mixed"]
+        lineage_level["left_out_n_min"] = left_out["n_min"]
+        lineage_level["synapses_without_hemi_lineage"] = left_out["no_hemi_lineage"]
+
+    n_labelled = len(labelled)
+    evaluation.metrics = {
+        "run": run,
+        "classes": classes,
+        "iteration": _iteration(meta),
+        "meta": meta,
+        "filters": {"n_min": n_min, "min_confidence": min_confidence},
+        "counts": {
+            "predicted": int(len(predictions)),
+            "left_out": excluded,
+            "labelled": n_labelled,
+            "kept_by_confidence": int(len(kept)),
+            "fraction_kept_by_confidence": len(kept) / n_labelled if n_labelled else float("nan"),
+        },
+        "synapse": synapse_level,
+        "neuron": neuron_level,
+        "hemi_lineage": lineage_level,
+    }
+    return evaluation
+
+
+def _iteration(meta: dict) -> int | None:
+    value = meta.get("iteration")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"run meta field 'iteration' is not an integer: {value!r}") from error
+
+
+def series_key(metrics: dict) -> str:
+    """Label of the curve a run belongs to: runs of one training and split part form a series."""
+    meta = metrics["meta"]
+    parts = [
+        str(meta["experiment"]) if meta.get("experiment") is not None else None,
+        f"t{meta['train_number']}" if meta.get("train_number") is not None else None,
+        str(meta["split_part"]) if meta.get("split_part") is not None else None,
+    ]
+    label = " ".join(p for p in parts if p)
+    return label or "runs"
+
+
+def accuracy_by_iteration(run_metrics: Sequence[dict]) -> list[dict]:
+    """Per series, the runs with an iteration sorted by it, with their accuracies."""
+    series: dict[str, list[dict]] = {}
+    for metrics in run_metrics:
+        if metrics["iteration"] is None:
+            continue
+        series.setdefault(series_key(metrics), []).append(
+            {
+                "run": metrics["run"],
+                "iteration": metrics["iteration"],
+                "synapse_accuracy": metrics["synapse"]["accuracy"],
+                "synapse_balanced_accuracy": metrics["synapse"]["balanced_accuracy"],
+                "neuron_vote_accuracy": metrics["neuron"]["vote"]["accuracy"],
+                "neuron_mean_accuracy": metrics["neuron"]["mean"]["accuracy"],
+            }
+        )
+    return [
+        {"series": key, "points": sorted(points, key=lambda p: (p["iteration"], p["run"]))}
+        for key, points in series.items()
+    ]
+
+
+def best_run(run_metrics: Sequence[dict]) -> dict | None:
+    """The run with the highest synapse-level accuracy; ties go to the earliest iteration
+    (runs without one count as latest), then to the run given first. None if no run has any
+    evaluated synapse."""
+    candidates = [
+        (position, metrics)
+        for position, metrics in enumerate(run_metrics)
+        if not math.isnan(metrics["synapse"]["accuracy"])
+    ]
+    if not candidates:
+        return None
+
+    def rank(item):
+        position, metrics = item
+        iteration = metrics["iteration"]
+        return (
+            -metrics["synapse"]["accuracy"],
+            iteration is None,
+            iteration if iteration is not None else 0,
+            position,
+        )
+
+    _, metrics = min(candidates, key=rank)
+    return {
+        "run": metrics["run"],
+        "iteration": metrics["iteration"],
+        "synapse_accuracy": metrics["synapse"]["accuracy"],
+        "synapse_balanced_accuracy": metrics["synapse"]["balanced_accuracy"],
+        "neuron_vote_accuracy": metrics["neuron"]["vote"]["accuracy"],
+    }

@@ -1,0 +1,15 @@
+"""Training: ``synister train`` resumes a setup's newest checkpoint and trains on."""
+
+from .checkpoints import latest_checkpoint, save_training_checkpoint
+from .curves import plot_training_curves, read_scalars
+from .loop import LoopSettings, run_training, train
+
+__all__ = [
+    "LoopSettings",
+    "latest_checkpoint",
+    "plot_training_curves",
+    "read_scalars",
+    "run_training",
+    "save_training_checkpoint",
+    "train",
+]

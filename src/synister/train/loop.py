@@ -1,0 +1,370 @@
+"""The training loop behind ``synister train``.
+
+:func:`train` reads a setup folder (made by ``synister prepare-training``), resumes from its
+newest checkpoint and trains to the asked iteration; :func:`run_training` is the loop itself,
+independent of where the model and the batches come from.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoints import latest_checkpoint, save_training_checkpoint
+from .distributed import Distributed, any_rank, barrier, init_distributed, shutdown
+from .metrics import WindowedAccuracy
+from .snapshots import write_snapshot
+
+LOG_DIR = "log"
+SNAPSHOT_DIR = "snapshots"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How often to write what, and the speed options (which only act on a GPU)."""
+
+    checkpoint_every: int = 1000
+    snapshot_every: int = 100
+    log_every: int = 10
+    mixed_precision: bool = False
+    accuracy_window_samples: int = 400
+
+    def __post_init__(self):
+        for name in ("checkpoint_every", "snapshot_every", "log_every", "accuracy_window_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class StopRequest:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the running iteration.
+
+    The loop then saves a checkpoint at the iteration it reached, so Ctrl-C (or a cluster
+    scheduler's SIGTERM) loses no finished work. A second signal aborts at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after this iteration and saving a "
+            "checkpoint (send it again to abort without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def run_training(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[dict],
+    setup_dir: str | Path,
+    classes: Sequence[str],
+    *,
+    start_iteration: int,
+    num_iterations: int,
+    settings: LoopSettings,
+    ctx: Distributed | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    stop: StopRequest | None = None,
+) -> dict:
+    """Train iterations ``start_iteration + 1 .. num_iterations``; one batch per iteration.
+
+    ``batches`` yields dicts with ``raw`` (B, 1, Z, Y, X) float32 in [-1, 1], ``label`` (B,),
+    ``synapse_id`` (B,) and ``params`` (list of B augmentation dicts). Rank 0 writes
+    checkpoints, tensorboard scalars under ``log/`` and snapshots under ``snapshots/``.
+    """
+    ctx = ctx or Distributed()
+    device = torch.device(device)
+    setup_dir = Path(setup_dir)
+    amp = settings.mixed_precision and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    accuracy = WindowedAccuracy(len(classes), settings.accuracy_window_samples)
+    writer = None
+    if ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step hides what a killed run logged after the checkpoint we resume from
+        writer = SummaryWriter(str(setup_dir / LOG_DIR), purge_step=start_iteration + 1)
+    bar = tqdm(
+        total=num_iterations,
+        initial=start_iteration,
+        disable=not (progress and ctx.is_main),
+        unit="it",
+        dynamic_ncols=True,
+        desc="train",
+    )
+    iteration = start_iteration
+    saved_iteration = start_iteration if start_iteration > 0 else None
+    last_loss = float("nan")
+    interval_losses: list[float] = []
+    interval_start = run_start = time.perf_counter()
+    interval_samples = total_samples = 0
+    interrupted = False
+    checkpoint = None
+    model.train()
+    with stop or StopRequest() as stop:
+        try:
+            while iteration < num_iterations:
+                if any_rank(stop.requested, ctx, device):
+                    interrupted = True
+                    break
+                batch = next(batches)
+                raw = batch["raw"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    logits = model(raw)
+                loss = loss_fn(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                iteration += 1
+
+                last_loss = float(loss.detach())
+                if not math.isfinite(last_loss) and not amp:
+                    raise FloatingPointError(
+                        f"loss became {last_loss} at iteration {iteration}; the newest "
+                        f"checkpoint is {saved_iteration}: lower learning_rate in "
+                        f"{setup_dir / 'train_config.ini'} and resume"
+                    )
+                samples = raw.shape[0] * ctx.world_size
+                interval_samples += samples
+                total_samples += samples
+                interval_losses.append(last_loss)
+                predicted = logits.detach().argmax(dim=1)
+                accuracy.update(labels.cpu().numpy(), predicted.cpu().numpy())
+                bar.update(1)
+
+                if writer is not None and iteration % settings.log_every == 0:
+                    elapsed = time.perf_counter() - interval_start
+                    _log_scalars(
+                        writer,
+                        iteration,
+                        loss=float(np.mean(interval_losses)),
+                        accuracy=accuracy,
+                        classes=classes,
+                        learning_rate=optimizer.param_groups[0]["lr"],
+                        samples_per_s=interval_samples / max(elapsed, 1e-9),
+                    )
+                    bar.set_postfix(loss=f"{np.mean(interval_losses):.3f}")
+                    interval_losses.clear()
+                    interval_samples = 0
+                    interval_start = time.perf_counter()
+                if ctx.is_main and iteration % settings.snapshot_every == 0:
+                    write_snapshot(
+                        setup_dir / SNAPSHOT_DIR,
+                        iteration,
+                        raw=raw.detach().float().cpu().numpy(),
+                        labels=batch["label"].numpy(),
+                        probabilities=torch.softmax(logits.detach().float(), 1).cpu().numpy(),
+                        synapse_ids=batch["synapse_id"].numpy(),
+                        params=batch.get("params", [{}] * raw.shape[0]),
+                        classes=classes,
+                        loss=last_loss,
+                    )
+                if iteration % settings.checkpoint_every == 0:
+                    checkpoint = _save(setup_dir, model, optimizer, iteration, ctx)
+                    saved_iteration = iteration
+            if iteration != saved_iteration:
+                checkpoint = _save(setup_dir, model, optimizer, iteration, ctx)
+                saved_iteration = iteration
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+    elapsed = time.perf_counter() - run_start
+    return {
+        "iteration": iteration,
+        "start_iteration": start_iteration,
+        "loss": last_loss,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "interrupted": interrupted,
+        "elapsed_s": elapsed,
+        "samples_per_s": total_samples / elapsed if elapsed > 0 else float("nan"),
+    }
+
+
+def _save(setup_dir, model, optimizer, iteration, ctx: Distributed) -> Path:
+    path = None
+    if ctx.is_main:
+        path = save_training_checkpoint(setup_dir, model, optimizer, iteration)
+    barrier(ctx)
+    return path if path is not None else setup_dir / f"model_checkpoint_{iteration}"
+
+
+def _log_scalars(writer, iteration, *, loss, accuracy, classes, learning_rate, samples_per_s):
+    writer.add_scalar("loss", loss, iteration)
+    per_class = accuracy.per_class()
+    for name, value in zip(classes, per_class, strict=True):
+        if not math.isnan(value):
+            writer.add_scalar(f"accuracy/{name}", value, iteration)
+    if not np.all(np.isnan(per_class)):
+        writer.add_scalar("accuracy/mean", float(np.nanmean(per_class)), iteration)
+    writer.add_scalar("learning_rate", learning_rate, iteration)
+    writer.add_scalar("samples_per_s", samples_per_s, iteration)
+
+
+def make_optimizer(model: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:
+    """Adam, as the original; the fused kernel where torch has one (2x faster steps on CPU)."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=learning_rate)
+
+
+def data_seed(seed: int, rank: int, start_iteration: int) -> int:
+    """Seed of the sample stream: differs per rank and per resume point, fixed given both.
+
+    A resumed run thus draws new samples instead of replaying the ones the first run saw.
+    """
+    return int(np.random.SeedSequence([seed, rank, start_iteration]).generate_state(1)[0])
+
+
+def train(
+    setup_dir: str | Path,
+    num_iterations: int,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train the setup in ``setup_dir`` up to iteration ``num_iterations``.
+
+    Resumes from the newest ``model_checkpoint_<iteration>`` (weights and Adam state); when that
+    is already at or past ``num_iterations`` nothing is trained. Returns the final
+    ``iteration``, ``start_iteration``, last ``loss``, ``checkpoint`` path, ``interrupted``
+    (stopped by SIGINT/SIGTERM), ``elapsed_s`` and ``samples_per_s``.
+    """
+    from synister.config import load_train_setup
+    from synister.models import build_model, load_checkpoint
+
+    if num_iterations < 1:
+        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    setup_dir = Path(setup_dir).resolve()
+    if not (setup_dir / "train_config.ini").is_file():
+        raise FileNotFoundError(
+            f"{setup_dir} is not a training setup (no train_config.ini); make one with "
+            "`synister prepare-training`"
+        )
+    cfg, worker = load_train_setup(setup_dir)
+    latest = latest_checkpoint(setup_dir)
+    start_iteration = latest[0] if latest else 0
+    if num_iterations <= start_iteration:
+        return {
+            "iteration": start_iteration,
+            "start_iteration": start_iteration,
+            "loss": float("nan"),
+            "checkpoint": str(latest[1]),
+            "interrupted": False,
+            "elapsed_s": 0.0,
+            "samples_per_s": float("nan"),
+            "already_done": True,
+        }
+
+    ctx, device = init_distributed(device)
+    try:
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        model = build_model(cfg).to(device)
+        optimizer = make_optimizer(model, cfg.learning_rate)
+        if latest:
+            load_checkpoint(latest[1], model, optimizer, map_location=device)
+            for group in optimizer.param_groups:  # the config, not the checkpoint, sets the rate
+                group["lr"] = cfg.learning_rate
+        if cfg.compile_model and device.type == "cuda":
+            model = torch.compile(model)
+        if ctx.enabled:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        batches = _training_batches(
+            cfg, worker, seed=data_seed(cfg.seed, ctx.rank, start_iteration), device=device
+        )
+        settings = LoopSettings(
+            checkpoint_every=cfg.checkpoint_every,
+            snapshot_every=cfg.snapshot_every,
+            log_every=cfg.log_every,
+            mixed_precision=cfg.mixed_precision,
+            accuracy_window_samples=max(100, cfg.batch_size * cfg.log_every),
+        )
+        result = run_training(
+            model,
+            optimizer,
+            batches,
+            setup_dir,
+            cfg.classes,
+            start_iteration=start_iteration,
+            num_iterations=num_iterations,
+            settings=settings,
+            ctx=ctx,
+            device=device,
+            progress=progress,
+        )
+        result["already_done"] = False
+        return result
+    finally:
+        shutdown(ctx)
+
+
+def _training_batches(cfg, worker, *, seed: int, device: torch.device) -> Iterator[dict]:
+    """Endless class-balanced batches of the split's training part."""
+    from synister.data import TrainingData, training_loader, training_synapses
+    from synister.db import open_database
+    from synister.volumes import Volume
+
+    with open_database(cfg.database_url()) as db:
+        synapses = training_synapses(db, cfg.split_name, cfg.synapse_types, part="train")
+    if len(synapses) == 0:
+        raise ValueError(
+            f"split {cfg.split_name!r} holds no training synapses of {cfg.synapse_types} "
+            f"in {cfg.database_url()}"
+        )
+    volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
+    dataset = TrainingData(
+        synapses,
+        volume,
+        cfg.input_shape,
+        cfg.classes,
+        augment=cfg.augment,
+        neither=cfg.neither_class,
+        seed=seed,
+    )
+    num_workers = min(worker.num_cache_workers, os.cpu_count() or 1)
+    loader = training_loader(
+        dataset,
+        cfg.batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        seed=seed,
+    )
+    return iter(loader)

@@ -1,0 +1,444 @@
+"""One behavioural contract for every database backend (SQLite, PostgreSQL, MongoDB/mongomock).
+
+PostgreSQL tests read their server from ``SYNISTER_TEST_POSTGRES_URL`` (start one with
+``.ci/postgres.sh``); they skip without it, except under ``CI=true`` where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synister.db import (
+    DatabaseError,
+    DuplicateIdError,
+    PredictionRunExists,
+    SplitExists,
+    UnknownSplit,
+    open_database,
+)
+
+# hemilineage 2 uses one of the original's "unknown" names; skeleton 13 points at a missing
+# hemilineage; synapse 8 at a missing skeleton, synapse 9 at none; 7 and 8 share a location.
+HEMI_LINEAGES = pd.DataFrame(
+    {"hemi_lineage_id": [1, 2], "hemi_lineage_name": ["LB7", "NA"], "nt_guess": [["GABA"], None]}
+)
+SKELETONS = pd.DataFrame(
+    {
+        "skeleton_id": [10, 11, 12, 13],
+        "hemi_lineage_id": pd.array([1, 1, 2, 99], dtype="Int64"),
+        "nt_known": [["gaba"], ["OA", "gaba"], "ACh", []],
+    }
+)
+BRAIN_REGIONS = ["MB", "MB", None, "LH", "LH", "LH", None, None, None]
+PREPOST = ["pre", "pre", "pre", "post", None, "pre", "pre", "pre", "pre"]
+SYNAPSES = pd.DataFrame(
+    {
+        "synapse_id": [1, 2, 3, 4, 5, 6, 7, 8, 9],
+        "z": [0.0, 0.0, 0.0, 8.0, 8.0, 8.0, 16.0, 16.0, 24.0],
+        "y": [0.0, 0.0, 8.0, 0.0, 8.0, 8.0, 0.0, 0.0, 0.0],
+        "x": [0.0, 8.0, 0.0, 0.0, 0.0, 8.5, 0.0, 0.0, 0.0],
+        "skeleton_id": pd.array([10, 10, 11, 11, 12, 12, 13, 77, None], dtype="Int64"),
+        "brain_region": pd.Series(BRAIN_REGIONS, dtype=object),
+        "prepost": pd.Series(PREPOST, dtype=object),
+        "confidence": [0.9, 0.8, np.nan, 0.5, 0.5, 0.5, 0.1, 0.2, 0.3],
+    }
+)
+SPLIT = pd.DataFrame(
+    {
+        "synapse_id": [1, 2, 3, 4, 5, 6],
+        "part": ["train", "train", "validation", "test", "test", "train"],
+    }
+)
+
+
+def ids(frame: pd.DataFrame, column: str = "synapse_id") -> list[int]:
+    return frame[column].tolist()
+
+
+class DatabaseContract:
+    """Behaviour every backend must show; subclasses provide an empty ``db`` fixture."""
+
+    @pytest.fixture
+    def filled(self, db):
+        db.import_records(synapses=SYNAPSES, skeletons=SKELETONS, hemi_lineages=HEMI_LINEAGES)
+        db.write_split("s1", SPLIT, meta={"seed": 3, "fractions": [0.5, 0.25, 0.25]})
+        return db
+
+    # ---- import and read back ----------------------------------------------------------------
+    def test_synapses_read_back_with_skeleton_columns(self, filled):
+        got = filled.synapses()
+        assert ids(got) == list(range(1, 10))
+        assert got.synapse_id.dtype == np.int64 and got.z.dtype == np.float64
+        np.testing.assert_array_equal(got[["z", "y", "x"]].to_numpy(), SYNAPSES[["z", "y", "x"]])
+        assert got.skeleton_id.dtype == "Int64" and got.skeleton_id.isna().tolist()[-1]
+        assert got.brain_region.tolist() == BRAIN_REGIONS
+        assert got.prepost.tolist() == PREPOST
+        np.testing.assert_array_equal(got.confidence.to_numpy(), SYNAPSES.confidence.to_numpy())
+        assert got.nt_known[2] == frozenset({"gaba", "octopamine"})
+        assert got.nt_known[4] == frozenset({"acetylcholine"})
+        assert got.nt_known[7] == frozenset() and got.nt_known[8] == frozenset()
+        assert got.hemi_lineage_id.tolist()[:7] == [1, 1, 1, 1, 2, 2, 99]
+        assert "part" not in got.columns
+
+    def test_skeletons_and_hemi_lineages_read_back(self, filled):
+        skeletons = filled.skeletons()
+        assert ids(skeletons, "skeleton_id") == [10, 11, 12, 13]
+        assert skeletons.nt_known.tolist() == [
+            frozenset({"gaba"}),
+            frozenset({"gaba", "octopamine"}),
+            frozenset({"acetylcholine"}),
+            frozenset(),
+        ]
+        lineages = filled.hemi_lineages()
+        assert ids(lineages, "hemi_lineage_id") == [1, 2]
+        assert lineages.hemi_lineage_name.tolist() == ["LB7", None]  # "NA" means unknown
+        assert lineages.nt_guess.tolist() == [frozenset({"gaba"}), frozenset()]
+
+    # ---- filters -----------------------------------------------------------------------------
+    def test_filter_by_ids(self, filled):
+        assert ids(filled.synapses(synapse_ids=[9, 2, 2, 100])) == [2, 9]
+        assert ids(filled.synapses(skeleton_ids=np.array([11, 12]))) == [3, 4, 5, 6]
+        assert ids(filled.synapses(synapse_ids=[])) == []
+
+    def test_filter_by_transmitter_set_is_order_free_and_exact(self, filled):
+        assert ids(filled.synapses(nts=["OA", "GABA"])) == [3, 4]
+        assert ids(filled.synapses(nts=("gaba", "octopamine"))) == [3, 4]
+        assert ids(filled.synapses(nts=["gaba"])) == [1, 2]  # not the {gaba, octopamine} ones
+        assert ids(filled.synapses(nts=[])) == [7]  # unknown set of a stored skeleton
+        assert ids(filled.skeletons(nts=["octopamine", "gaba"]), "skeleton_id") == [11]
+
+    def test_filter_by_positions(self, filled):
+        positions_nm = np.array([[0.0, 8.0, 0.0], [8.0, 8.0, 8.5], [1.0, 1.0, 1.0]])
+        assert ids(filled.synapses(positions_nm=positions_nm)) == [3, 6]
+        assert ids(filled.synapses(positions_nm=[[16.0, 0.0, 0.0]])) == [7, 8]
+        with pytest.raises(DatabaseError, match="z,y,x"):
+            filled.synapses(positions_nm=[1.0, 2.0, 3.0])
+
+    def test_filter_by_hemi_lineage(self, filled):
+        assert ids(filled.synapses(hemi_lineage_ids=[1])) == [1, 2, 3, 4]
+        assert ids(filled.synapses(hemi_lineage_names=["LB7"])) == [1, 2, 3, 4]
+        assert ids(filled.synapses(hemi_lineage_names=["nope"])) == []
+        assert ids(filled.skeletons(hemi_lineage_ids=[2, 99]), "skeleton_id") == [12, 13]
+        assert ids(filled.skeletons(hemi_lineage_names=["LB7"]), "skeleton_id") == [10, 11]
+
+    def test_filter_by_split_and_part(self, filled):
+        got = filled.synapses(split="s1")
+        assert ids(got) == [1, 2, 3, 4, 5, 6]
+        assert got.part.tolist() == SPLIT.part.tolist()
+        assert ids(filled.synapses(split="s1", part="test")) == [4, 5]
+        assert ids(filled.synapses(split="s1", part=["validation", "test"])) == [3, 4, 5]
+        assert ids(filled.skeletons(split="s1", part="validation"), "skeleton_id") == [11]
+        assert ids(filled.skeletons(split="s1", part="test"), "skeleton_id") == [11, 12]
+        with pytest.raises(DatabaseError, match="split"):
+            filled.synapses(part="test")
+        with pytest.raises(DatabaseError, match="part"):
+            filled.synapses(split="s1", part="holdout")
+
+    def test_filters_combine_as_and(self, filled):
+        got = filled.synapses(skeleton_ids=[11, 12], split="s1", part="test", nts=["ACh"])
+        assert ids(got) == [5]
+        assert ids(filled.synapses(hemi_lineage_ids=[1], synapse_ids=[1, 5])) == [1]
+
+    # ---- splits ------------------------------------------------------------------------------
+    def test_splits_write_list_remove(self, filled):
+        assert filled.splits() == {"s1": {"seed": 3, "fractions": [0.5, 0.25, 0.25]}}
+        with pytest.raises(SplitExists, match="s1"):
+            filled.write_split("s1", SPLIT)
+        filled.write_split("s2", SPLIT.iloc[:2])
+        assert sorted(filled.splits()) == ["s1", "s2"]
+        filled.remove_split("s1")
+        assert list(filled.splits()) == ["s2"]
+        with pytest.raises(UnknownSplit, match="s1"):
+            filled.synapses(split="s1")
+        with pytest.raises(UnknownSplit, match="s1"):
+            filled.remove_split("s1")
+        assert ids(filled.synapses(split="s2")) == [1, 2]
+
+    def test_split_with_unknown_synapse_or_part_is_not_stored(self, filled):
+        bad_id = pd.DataFrame({"synapse_id": [1, 1000], "part": ["train", "test"]})
+        with pytest.raises(DatabaseError, match="1000"):
+            filled.write_split("s3", bad_id)
+        bad_part = pd.DataFrame({"synapse_id": [1], "part": ["holdout"]})
+        with pytest.raises(DatabaseError, match="holdout"):
+            filled.write_split("s3", bad_part)
+        assert list(filled.splits()) == ["s1"]
+
+    # ---- transactional imports ---------------------------------------------------------------
+    def test_duplicate_stored_id_raises_and_changes_nothing(self, filled):
+        before = filled.stats()
+        new_synapses = pd.DataFrame(
+            {"synapse_id": [50, 3, 51], "z": [1.0] * 3, "y": [0.0] * 3, "x": [0.0] * 3}
+        )
+        new_skeletons = pd.DataFrame({"skeleton_id": [500], "nt_known": [["gaba"]]})
+        with pytest.raises(DuplicateIdError, match="synapses") as caught:
+            filled.import_records(synapses=new_synapses, skeletons=new_skeletons)
+        assert caught.value.ids == [3] and caught.value.table == "synapses"
+        assert "3" in str(caught.value)
+        assert filled.stats() == before
+        assert ids(filled.skeletons(skeleton_ids=[500]), "skeleton_id") == []
+
+    def test_duplicate_within_input_raises_and_changes_nothing(self, db):
+        synapses = pd.DataFrame(
+            {"synapse_id": [5, 6, 5], "z": [0.0] * 3, "y": [0.0] * 3, "x": [1.0, 2, 3]}
+        )
+        with pytest.raises(DuplicateIdError) as caught:
+            db.import_records(synapses=synapses, skeletons=SKELETONS)
+        assert caught.value.ids == [5]
+        assert db.stats()["synapses"] == 0 and db.stats()["skeletons"] == 0
+
+    def test_bad_input_names_the_field(self, db):
+        with pytest.raises(DatabaseError, match="skeleton_id 10.*nt_known"):
+            db.import_records(
+                skeletons=pd.DataFrame({"skeleton_id": [10], "nt_known": [["coffee"]]})
+            )
+        with pytest.raises(DatabaseError, match="missing column.*x"):
+            db.import_records(synapses=pd.DataFrame({"synapse_id": [1], "z": [0.0], "y": [0.0]}))
+        bad = SYNAPSES.iloc[:1].assign(prepost="both")
+        with pytest.raises(DatabaseError, match="synapse_id 1.*prepost"):
+            db.import_records(synapses=bad)
+        assert db.stats()["synapses"] == 0
+
+    def test_synapse_without_stored_skeleton_is_allowed(self, db):
+        db.import_records(synapses=SYNAPSES.iloc[:2])
+        assert ids(db.synapses()) == [1, 2]
+        db.import_records(skeletons=SKELETONS.iloc[:1])
+        assert db.synapses().nt_known.tolist() == [frozenset({"gaba"})] * 2
+
+    # ---- validate and stats ------------------------------------------------------------------
+    def test_validate_reports_findings(self, filled):
+        report = filled.validate()
+        assert not report.ok
+        assert report.duplicate_synapse_ids == []
+        assert report.duplicate_locations == [(16.0, 0.0, 0.0)]
+        assert report.synapses_without_skeleton == [8, 9]
+        assert report.skeletons_without_hemi_lineage == [13]
+
+    def test_validate_clean_database(self, db):
+        db.import_records(
+            synapses=SYNAPSES.iloc[:6], skeletons=SKELETONS.iloc[:3], hemi_lineages=HEMI_LINEAGES
+        )
+        assert db.validate().ok
+
+    def test_stats(self, filled):
+        filled.create_prediction_run("r", ["gaba"])
+        stats = filled.stats()
+        assert json.loads(json.dumps(stats)) == stats
+        assert {
+            k: stats[k]
+            for k in ("synapses", "skeletons", "hemi_lineages", "splits", "prediction_runs")
+        } == {
+            "synapses": 9,
+            "skeletons": 4,
+            "hemi_lineages": 2,
+            "splits": 1,
+            "prediction_runs": 1,
+        }
+        assert stats["transmitters"] == {
+            "acetylcholine": {"skeletons": 1, "synapses": 2},
+            "gaba": {"skeletons": 1, "synapses": 2},
+            "gaba,octopamine": {"skeletons": 1, "synapses": 2},
+            "unknown": {"skeletons": 1, "synapses": 3},
+        }
+
+    # ---- prediction runs ---------------------------------------------------------------------
+    def test_prediction_run_lifecycle(self, filled):
+        classes = ["gaba", "acetylcholine", "glutamate"]
+        filled.create_prediction_run("vgg_t1_p1", classes, meta={"checkpoint": 1000})
+        assert filled.open_prediction_run("vgg_t1_p1") == (classes, {"checkpoint": 1000})
+        assert filled.prediction_runs() == ["vgg_t1_p1"]
+        with pytest.raises(PredictionRunExists):
+            filled.create_prediction_run("vgg_t1_p1", classes)
+        probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+        filled.write_predictions("vgg_t1_p1", np.array([4, 1, 5]), probs)
+        # a resumed run writes synapse 5 again: it is replaced, not doubled
+        filled.write_predictions("vgg_t1_p1", [5, 6], [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+        got = filled.predictions("vgg_t1_p1")
+        assert list(got.columns) == [
+            "synapse_id",
+            "prob_gaba",
+            "prob_acetylcholine",
+            "prob_glutamate",
+        ]
+        assert ids(got) == [1, 4, 5, 6]
+        np.testing.assert_allclose(
+            got.iloc[:, 1:].to_numpy(), [probs[1], probs[0], [0, 0, 1], [1, 0, 0]]
+        )
+        predicted = filled.predicted_synapse_ids("vgg_t1_p1")
+        assert predicted.dtype == np.int64 and predicted.tolist() == [1, 4, 5, 6]
+
+        filled.create_prediction_run("vgg_t1_p1", ["gaba", "dopamine"], overwrite=True)
+        assert filled.open_prediction_run("vgg_t1_p1")[0] == ["gaba", "dopamine"]
+        assert filled.predicted_synapse_ids("vgg_t1_p1").tolist() == []
+        filled.drop_prediction_run("vgg_t1_p1")
+        assert filled.prediction_runs() == []
+        with pytest.raises(KeyError):
+            filled.open_prediction_run("vgg_t1_p1")
+
+    def test_prediction_batch_checks(self, filled):
+        filled.create_prediction_run("r", ["gaba", "glutamate"])
+        with pytest.raises(DatabaseError, match=r"\(2, 2\)"):
+            filled.write_predictions("r", [1, 2], [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+        with pytest.raises(KeyError):
+            filled.write_predictions("absent", [1], [[1.0, 0.0]])
+        with pytest.raises(DatabaseError, match="run name"):
+            filled.create_prediction_run("bad name!", ["gaba"])
+        filled.write_predictions("r", [2, 2], [[1.0, 0.0], [0.25, 0.75]])  # last one wins
+        np.testing.assert_allclose(filled.predictions("r").iloc[:, 1:].to_numpy(), [[0.25, 0.75]])
+
+
+class TestSQLite(DatabaseContract):
+    @pytest.fixture
+    def db(self, tmp_path):
+        with open_database(f"sqlite:///{tmp_path / 'new' / 'synister.db'}") as database:
+            yield database
+
+    def test_file_persists_and_runs_are_tables(self, tmp_path):
+        path = tmp_path / "a.db"
+        with open_database(f"sqlite:///{path}") as db:
+            db.import_records(synapses=SYNAPSES.iloc[:3])
+            db.create_prediction_run("vgg_t1_p1", ["gaba"])
+            db.write_predictions("vgg_t1_p1", [1], [[0.5]])
+        with open_database(f"sqlite:///{path}") as db:
+            assert ids(db.synapses()) == [1, 2, 3]
+        with sqlite3.connect(path) as raw:
+            assert raw.execute('SELECT synapse_id, p0 FROM "predictions.vgg_t1_p1"').fetchall() == [
+                (1, 0.5)
+            ]
+
+
+def _postgres_url() -> str:
+    url = os.environ.get("SYNISTER_TEST_POSTGRES_URL")
+    if url:
+        return url
+    message = "SYNISTER_TEST_POSTGRES_URL is not set (start a server with .ci/postgres.sh)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must run the PostgreSQL tests")
+    pytest.skip(message)
+
+
+@pytest.mark.postgres
+class TestPostgres(DatabaseContract):
+    @pytest.fixture
+    def db(self):
+        psycopg = pytest.importorskip("psycopg")
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        url = _postgres_url()
+        name = f"synister_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        info = conninfo_to_dict(url)
+        info["dbname"] = name
+        try:
+            with open_database(f"postgresql://?{_query(make_conninfo(**info))}") as database:
+                yield database
+        finally:
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def test_runs_live_in_the_predictions_schema(self, db):
+        db.create_prediction_run("vgg_t1_p1", ["gaba"])
+        db.write_predictions("vgg_t1_p1", [1], [[0.5]])
+        schema = f"{db._connection.info.dbname}_predictions"
+        row = db._connection.execute(
+            f'SELECT synapse_id, p0 FROM "{schema}"."vgg_t1_p1"'
+        ).fetchall()
+        assert row == [(1, 0.5)]
+        with pytest.raises(DatabaseError, match="63"):
+            db.create_prediction_run("r" * 64, ["gaba"])
+
+
+def _query(conninfo: str) -> str:
+    """A libpq key=value string as URL query parameters (host, port, user, ... in one URL)."""
+    from urllib.parse import urlencode
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    return urlencode(conninfo_to_dict(conninfo))
+
+
+class TestMongo(DatabaseContract):
+    @pytest.fixture
+    def client(self):
+        mongomock = pytest.importorskip("mongomock")
+        return mongomock.MongoClient()
+
+    @pytest.fixture
+    def db(self, client):
+        from synister.db.mongo import MongoDatabase
+
+        with MongoDatabase("mongodb://localhost:27017/synister_test", client=client) as database:
+            yield database
+
+    def test_reads_the_original_schema(self, client):
+        """Documents as funkelab/synister wrote them (integers, splits on synapses, no registry)."""
+        from synister.db.mongo import MongoDatabase
+
+        raw = client["fafb"]
+        raw.synapses.insert_many(
+            [
+                {
+                    "synapse_id": 1,
+                    "x": 3,
+                    "y": 2,
+                    "z": 1,
+                    "skeleton_id": 10,
+                    "source_id": "X",
+                    "splits": {"skeleton": "train"},
+                    "prepost": "pre",
+                    "brain_region": "MB",
+                },
+                {
+                    "synapse_id": 2,
+                    "x": 6,
+                    "y": 5,
+                    "z": 4,
+                    "skeleton_id": 10,
+                    "source_id": "X",
+                    "splits": {"skeleton": "test", "random": "train"},
+                    "prepost": "pre",
+                    "brain_region": None,
+                },
+            ]
+        )
+        raw.skeletons.insert_one({"skeleton_id": 10, "hemi_lineage_id": 7, "nt_known": ["gaba"]})
+        raw.hemi_lineages.insert_one(
+            {"hemi_lineage_id": 7, "hemi_lineage_name": "NONE", "nt_guess": ["none"]}
+        )
+        client["fafb_predictions"]["skeleton_vgg_t1_p1"].insert_many(
+            [{"synapse_id": 2, "prediction": [0.9, 0.1]}, {"synapse_id": 1, "prediction": None}]
+        )
+        db = MongoDatabase("mongodb://somehost:27017/fafb", client=client)
+        assert db.splits() == {"random": {}, "skeleton": {}}
+        got = db.synapses(split="skeleton", part="test", positions_nm=[[4.0, 5.0, 6.0]])
+        assert ids(got) == [2] and got.part.tolist() == ["test"]
+        assert got.nt_known.tolist() == [frozenset({"gaba"})] and got.hemi_lineage_id.tolist() == [
+            7
+        ]
+        assert db.hemi_lineages().hemi_lineage_name.tolist() == [None]
+        assert db.prediction_runs() == ["skeleton_vgg_t1_p1"]
+        assert db.predicted_synapse_ids("skeleton_vgg_t1_p1").tolist() == [2]
+        assert list(db.predictions("skeleton_vgg_t1_p1").columns) == [
+            "synapse_id",
+            "prob_0",
+            "prob_1",
+        ]
+
+    def test_writes_the_original_schema(self, db, client):
+        db.import_records(synapses=SYNAPSES.iloc[:1], skeletons=SKELETONS.iloc[1:2])
+        db.write_split("s1", SPLIT.iloc[:1])
+        db.create_prediction_run("r", ["gaba"])
+        db.write_predictions("r", [1], [[0.5]])
+        synapse = client["synister_test"].synapses.find_one({"synapse_id": 1})
+        assert synapse["splits"] == {"s1": "train"} and synapse["z"] == 0.0
+        skeleton = client["synister_test"].skeletons.find_one({"skeleton_id": 11})
+        assert skeleton["nt_known"] == ["gaba", "octopamine"]
+        prediction = client["synister_test_predictions"]["r"].find_one({"synapse_id": 1})
+        assert prediction["prediction"] == [0.5]

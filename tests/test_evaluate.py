@@ -1,0 +1,352 @@
+"""Evaluation metrics against hand-computed numbers, the output folder, and the command."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synister.evaluate import (
+    aggregate_predictions,
+    best_run,
+    confusion_matrix,
+    evaluate_predictions,
+    evaluate_runs,
+    expected_probability_matrix,
+    label_predictions,
+    neuron_predictions,
+)
+
+CLASSES = ["gaba", "acetylcholine", "glutamate"]
+G, A, U = 0, 1, 2  # class indices (U: glutamate)
+
+# skeleton_id -> (nt_known, hemi_lineage_id)
+SKELETONS = {
+    1: ({"gaba"}, 10),
+    2: ({"gaba"}, 10),
+    3: ({"acetylcholine"}, 20),
+    4: ({"glutamate"}, 30),
+    5: (set(), 30),  # unknown transmitter
+    6: ({"gaba", "acetylcholine"}, 10),  # two transmitters among the classes
+    7: ({"serotonin"}, 30),  # transmitter not among the classes
+    8: ({"acetylcholine"}, None),  # no hemilineage
+    9: ({"glutamate"}, 20),  # makes hemilineage 20 mixed (ach + glu)
+    10: ({"gaba"}, 99),  # in an unnamed ("unknown") hemilineage
+}
+# synapse_id -> (skeleton_id or None, probabilities gaba, ach, glu)
+SYNAPSES = {
+    1: (1, [0.7, 0.2, 0.1]),  # G -> G
+    2: (1, [0.6, 0.3, 0.1]),  # G -> G
+    3: (1, [0.2, 0.7, 0.1]),  # G -> A
+    4: (2, [0.1, 0.85, 0.05]),  # G -> A   skeleton 2: votes tie 1:1, prob sums G 0.6 < A 1.3
+    5: (2, [0.5, 0.45, 0.05]),  # G -> G
+    6: (3, [0.1, 0.8, 0.1]),  # A -> A
+    7: (3, [0.3, 0.3, 0.4]),  # A -> U   (max 0.4)
+    8: (3, [0.2, 0.6, 0.2]),  # A -> A
+    9: (4, [0.0, 0.05, 0.95]),  # U -> U   skeleton 4: vote says G, mean says U
+    12: (4, [0.5, 0.1, 0.4]),  # U -> G
+    13: (4, [0.5, 0.1, 0.4]),  # U -> G
+    10: (8, [0.5, 0.4, 0.1]),  # A -> G   skeleton 8: votes tie G/U, sums G 0.6 < U 0.8
+    11: (8, [0.1, 0.2, 0.7]),  # A -> U
+    19: (9, [0.1, 0.1, 0.8]),  # U -> U
+    20: (10, [0.6, 0.3, 0.1]),  # G -> G
+    14: (5, [0.3, 0.3, 0.4]),  # left out: unknown transmitter
+    15: (6, [0.3, 0.3, 0.4]),  # left out: several transmitters
+    16: (7, [0.3, 0.3, 0.4]),  # left out: transmitter not in classes
+    17: ("absent", [0.3, 0.3, 0.4]),  # left out: not in the database
+    18: (None, [0.3, 0.3, 0.4]),  # left out: no skeleton
+}
+LINEAGE_NAMES = {10: "LINa", 20: "LINb", 30: "LINc", 99: None}
+
+
+def prediction_table() -> pd.DataFrame:
+    ids = sorted(SYNAPSES)
+    probs = np.array([SYNAPSES[i][1] for i in ids])
+    frame = pd.DataFrame({"synapse_id": np.array(ids, dtype=np.int64)})
+    for c, name in enumerate(CLASSES):
+        frame[f"prob_{name}"] = probs[:, c]
+    return frame
+
+
+def synapse_table() -> pd.DataFrame:
+    rows = []
+    for synapse_id, (skeleton, _) in sorted(SYNAPSES.items()):
+        if skeleton == "absent":
+            continue
+        nts, lineage = SKELETONS[skeleton] if skeleton is not None else (set(), None)
+        rows.append(
+            {
+                "synapse_id": synapse_id,
+                "skeleton_id": skeleton,
+                "hemi_lineage_id": lineage,
+                "nt_known": frozenset(nts),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    frame["skeleton_id"] = frame["skeleton_id"].astype("Int64")
+    frame["hemi_lineage_id"] = frame["hemi_lineage_id"].astype("Int64")
+    return frame
+
+
+def evaluate(**kwargs):
+    return evaluate_predictions(
+        "run",
+        prediction_table(),
+        synapse_table(),
+        CLASSES,
+        {"iteration": 1000},
+        hemi_lineage_names=LINEAGE_NAMES,
+        **kwargs,
+    )
+
+
+def test_confusion_matrix_counts_rows_true_columns_predicted():
+    cm = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 0, 2]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+    with pytest.raises(ValueError, match=r"pred_idx\[1\] = 3"):
+        confusion_matrix(np.array([0, 1]), np.array([0, 3]), 3)
+
+
+def test_label_predictions_counts_left_out_synapses_by_reason():
+    labelled, left_out = label_predictions(prediction_table(), synapse_table(), CLASSES)
+    assert left_out == {
+        "not_in_database": 1,
+        "no_skeleton": 1,
+        "unknown_transmitter": 1,
+        "transmitter_not_in_classes": 1,
+        "several_transmitters": 1,
+    }
+    assert labelled["synapse_id"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 19, 20]
+    truth = dict(zip(labelled["synapse_id"], labelled["true_idx"], strict=True))
+    assert truth[4] == G and truth[10] == A and truth[19] == U
+
+
+def test_synapse_level_matches_hand_computed():
+    metrics = evaluate().metrics["synapse"]
+    assert metrics["confusion"] == [[4, 2, 0], [1, 2, 2], [2, 0, 2]]
+    assert metrics["accuracy"] == pytest.approx(8 / 15)
+    assert metrics["balanced_accuracy"] == pytest.approx((4 / 6 + 2 / 5 + 2 / 4) / 3)
+    assert metrics["confusion_normalized"][1] == pytest.approx([1 / 5, 2 / 5, 2 / 5])
+    expected = np.array(metrics["expected_probability"])
+    # gaba synapses 1-5 and 20: mean of their probability rows
+    assert expected[G] == pytest.approx([2.7 / 6, 2.8 / 6, 0.5 / 6])
+    assert expected.sum(axis=1) == pytest.approx([1, 1, 1])
+
+
+def test_expected_probability_is_nan_for_classes_without_synapses():
+    matrix = expected_probability_matrix(np.array([0, 0]), np.array([[0.8, 0.2], [0.4, 0.6]]), 2)
+    assert matrix[0] == pytest.approx([0.6, 0.4])
+    assert np.isnan(matrix[1]).all()
+
+
+def test_neuron_vote_breaks_ties_by_summed_probability_and_counts_them():
+    neurons = evaluate().neurons["vote"].set_index("skeleton_id")
+    assert neurons["pred_idx"].to_dict() == {1: G, 2: A, 3: A, 4: G, 8: U, 9: U, 10: G}
+    assert neurons["tie"].to_dict() == {
+        1: False, 2: True, 3: False, 4: False, 8: True, 9: False, 10: False
+    }  # fmt: skip
+    metrics = evaluate().metrics["neuron"]["vote"]
+    assert metrics["confusion"] == [[2, 1, 0], [0, 1, 1], [1, 0, 1]]
+    assert metrics["accuracy"] == pytest.approx(4 / 7)
+    assert metrics["n_ties"] == 2
+    assert metrics["tied_skeleton_ids"] == [2, 8]
+
+
+def test_tie_with_equal_probability_sums_goes_to_first_class():
+    groups = aggregate_predictions(
+        np.array([5, 5]), np.array([1, 1]), np.array([[0.2, 0.3, 0.5], [0.3, 0.5, 0.2]])
+    )
+    # votes: class 2 and class 1 once each; summed probabilities equal (0.8) -> class 1
+    assert groups["pred_idx"].tolist() == [1] and groups["tie"].tolist() == [True]
+
+
+def test_neuron_mean_probability():
+    neurons = evaluate().neurons["mean"].set_index("skeleton_id")
+    assert neurons["pred_idx"].to_dict() == {1: G, 2: A, 3: A, 4: U, 8: U, 9: U, 10: G}
+    assert neurons.loc[4, "support"] == pytest.approx(1.75 / 3)
+    metrics = evaluate().metrics["neuron"]["mean"]
+    assert metrics["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 2]]
+    assert metrics["n_ties"] == 0
+
+
+def test_hemi_lineage_level_splits_mixed_lineages_by_transmitter():
+    evaluation = evaluate()
+    vote = evaluation.hemi_lineages["vote"].set_index(["hemi_lineage_id", "true_idx"])
+    mean = evaluation.hemi_lineages["mean"].set_index(["hemi_lineage_id", "true_idx"])
+    # lineage 20 holds an ach and a glu neuron: one unit each; 99 is unnamed, so left out
+    assert list(vote.index) == [(10, G), (20, A), (20, U), (30, U)]
+    assert vote["pred_idx"].tolist() == [G, A, U, G]  # lineage 10 votes 3:2 for gaba ...
+    assert mean["pred_idx"].tolist() == [A, A, U, U]  # ... but its mean favours ach
+    assert vote.loc[(10, G), "n_neurons"] == 2 and vote.loc[(10, G), "hemi_lineage_name"] == "LINa"
+    metrics = evaluation.metrics["hemi_lineage"]
+    assert metrics["vote"]["confusion"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert metrics["mean"]["confusion"] == [[0, 1, 0], [0, 1, 0], [0, 0, 2]]
+    assert metrics["split_by_transmitter"] == 1
+    assert metrics["synapses_without_hemi_lineage"] == 3  # skeleton 8 (none), 10 (unnamed)
+
+
+def test_n_min_leaves_out_small_neurons_and_lineages():
+    metrics = evaluate(n_min=3).metrics
+    assert metrics["neuron"]["left_out_n_min"] == 4  # skeletons 2, 8 (2 synapses), 9, 10 (1)
+    assert metrics["neuron"]["vote"]["confusion"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]
+    assert metrics["synapse"]["n"] == 15  # n_min does not touch the synapse level
+    lineage = evaluate(n_min=4).metrics["hemi_lineage"]
+    assert lineage["left_out_n_min"] == 3  # units (20, ach) 3, (20, glu) 1, (30, glu) 3 synapses
+    assert lineage["vote"]["n"] == 1
+    assert neuron_predictions(evaluate().synapses, 3, n_min=2)[1] == 2
+
+
+def test_confidence_cut_off_applies_before_everything():
+    metrics = evaluate(min_confidence=0.55).metrics
+    # left out: synapses 5 (0.5), 7 (0.4), 10, 12, 13 (0.5)
+    assert metrics["counts"]["kept_by_confidence"] == 10
+    assert metrics["counts"]["fraction_kept_by_confidence"] == pytest.approx(10 / 15)
+    assert metrics["synapse"]["accuracy"] == pytest.approx(7 / 10)
+    # skeleton 2 keeps only synapse 4 (ach), so it is no longer a tie
+    assert metrics["neuron"]["vote"]["n_ties"] == 0
+    with pytest.raises(ValueError, match="min_confidence"):
+        evaluate(min_confidence=1.5)
+
+
+def test_best_run_prefers_highest_accuracy_then_earliest_iteration():
+    def run(name, iteration, acc):
+        return {"run": name, "iteration": iteration, "synapse": {"accuracy": acc,
+                "balanced_accuracy": acc}, "neuron": {"vote": {"accuracy": acc}}}  # fmt: skip
+
+    runs = [run("a", 3000, 0.8), run("b", 2000, 0.9), run("c", 1000, 0.9), run("d", 500, 0.7)]
+    assert best_run(runs)["run"] == "c"
+    assert best_run([run("x", None, 0.9), run("y", 4000, 0.9)])["run"] == "y"
+    assert best_run([run("z", 1, float("nan"))]) is None
+
+
+def test_bad_prediction_table_names_the_synapse():
+    table = prediction_table()
+    table.loc[table["synapse_id"] == 7, "prob_glutamate"] = np.nan
+    with pytest.raises(ValueError, match="synapse 7: prob_glutamate"):
+        label_predictions(table, synapse_table(), CLASSES)
+    with pytest.raises(ValueError, match="prob_dopamine"):
+        label_predictions(prediction_table(), synapse_table(), [*CLASSES, "dopamine"])
+
+
+# ---- through a database ------------------------------------------------------------------------
+
+RUN_ITERATIONS = {"val_t0_p0": 1000, "val_t0_p1": 2000, "val_t0_p2": 3000}
+
+
+@pytest.fixture
+def database(tmp_path):
+    """An SQLite database with the hand-made synapses and three validation runs: p0 holds the
+    hand-made probabilities, p1 and p2 predict every labelled synapse right (a tie)."""
+    from synister.db import open_database
+
+    url = f"sqlite:///{tmp_path / 'synister.db'}"
+    truth = synapse_table()
+    synapses = truth[["synapse_id", "skeleton_id"]].assign(
+        z=0.0, y=0.0, x=truth["synapse_id"] * 40.0
+    )
+    skeletons = pd.DataFrame(
+        {
+            "skeleton_id": list(SKELETONS),
+            "hemi_lineage_id": pd.array([v[1] for v in SKELETONS.values()], dtype="Int64"),
+            "nt_known": [sorted(v[0]) for v in SKELETONS.values()],
+        }
+    )
+    lineages = pd.DataFrame(
+        {"hemi_lineage_id": list(LINEAGE_NAMES), "hemi_lineage_name": list(LINEAGE_NAMES.values())}
+    )
+    predictions = prediction_table()
+    stored = predictions[predictions["synapse_id"].isin(truth["synapse_id"])]
+    labelled, _ = label_predictions(stored, truth, CLASSES)
+    one_hot = np.eye(3)[labelled["true_idx"]]
+    with open_database(url) as db:
+        db.import_records(synapses=synapses, skeletons=skeletons, hemi_lineages=lineages)
+        for run, iteration in RUN_ITERATIONS.items():
+            meta = {"split_name": "val", "split_part": "validation", "experiment": "exp",
+                    "train_number": 0, "predict_number": int(run[-1]), "iteration": iteration,
+                    "checkpoint": f"model_checkpoint_{iteration}", "classes": CLASSES}  # fmt: skip
+            db.create_prediction_run(run, CLASSES, meta)
+            if run.endswith("p0"):
+                ids, probs = stored["synapse_id"].to_numpy(), stored.filter(like="prob_").to_numpy()
+            else:
+                ids, probs = labelled["synapse_id"].to_numpy(), one_hot
+            db.write_predictions(run, ids, probs)
+    return url
+
+
+def test_evaluate_runs_writes_metrics_figures_and_a_self_contained_report(database, tmp_path):
+    from synister.db import open_database
+
+    out = tmp_path / "evaluation"
+    with open_database(database) as db:
+        # given out of order: the curve must still run by iteration
+        results = evaluate_runs(db, ["val_t0_p2", "val_t0_p0", "val_t0_p1"], out, n_min=0)
+    assert json.loads((out / "metrics.json").read_text()) == results
+    p0 = results["runs"]["val_t0_p0"]
+    assert p0["synapse"]["confusion"] == [[4, 2, 0], [1, 2, 2], [2, 0, 2]]
+    assert p0["counts"]["left_out"]["not_in_database"] == 0
+    assert p0["neuron"]["vote"]["tied_skeleton_ids"] == [2, 8]
+    assert p0["iteration"] == 1000
+    assert results["best"]["run"] == "val_t0_p1"  # p1 and p2 both perfect: earliest wins
+    [curve] = results["accuracy_vs_iteration"]
+    assert [p["iteration"] for p in curve["points"]] == [1000, 2000, 3000]
+    assert [p["synapse_accuracy"] for p in curve["points"]] == pytest.approx([8 / 15, 1, 1])
+    # per-class recall of a class without hemilineage samples is NaN, written as null
+    assert p0["hemi_lineage"]["vote"]["per_class_accuracy"]["acetylcholine"] is None
+
+    for png in ["accuracy_vs_iteration.png", "val_t0_p0/confusion_synapse.png",
+                "val_t0_p0/confusion_neuron_vote.png", "val_t0_p0/expected_probability_synapse.png",
+                "val_t0_p0/confusion_hemi_lineage_mean.png"]:  # fmt: skip
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    neurons = pd.read_csv(out / "val_t0_p0" / "neurons.csv").set_index("skeleton_id")
+    assert (
+        neurons.loc[4, "vote_predicted"] == "gaba"
+        and neurons.loc[4, "mean_predicted"] == "glutamate"
+    )
+    assert bool(neurons.loc[2, "vote_tie"])
+
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    sources = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert len(sources) >= 13 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<link" not in page and "<script" not in page
+    assert "0.533" in page  # p0's synapse accuracy 8/15
+    assert "LINa" in page and "model_checkpoint_1000" in page
+
+
+def test_evaluate_unknown_run_names_the_run(database, tmp_path):
+    from synister.db import open_database
+
+    with open_database(database) as db, pytest.raises(KeyError, match="no_such_run"):
+        evaluate_runs(db, ["no_such_run"], tmp_path / "out")
+
+
+def test_command_prints_table_and_json(database, tmp_path):
+    from typer.testing import CliRunner
+
+    from synister.cli import app
+
+    out = tmp_path / "cli"
+    args = [
+        "evaluate",
+        "--db",
+        database,
+        "--out",
+        str(out),
+        "--n-min",
+        "3",
+        "val_t0_p0",
+        "val_t0_p1",
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["n_min"] == 3
+    assert document["runs"]["val_t0_p0"]["neuron"]["left_out_n_min"] == 4
+    assert "best: val_t0_p1 (iteration 2000)" in result.stderr
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 0 and "report.html" in plain.stdout and "0.533" in plain.stdout
+    missing = CliRunner().invoke(app, ["evaluate", "--db", database, "--out", str(out), "nope"])
+    assert missing.exit_code == 1 and "nope" in missing.stderr

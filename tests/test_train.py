@@ -1,0 +1,203 @@
+"""Training: checkpoints, resume, Ctrl-C, logs, snapshots, DDP with one process, curves."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from synister.models import list_checkpoints
+from synister.train.checkpoints import latest_checkpoint
+from synister.train.curves import plot_training_curves, read_scalars
+from synister.train.metrics import WindowedAccuracy
+from synister.train.snapshots import write_snapshot
+
+CLASSES = ["gaba", "acetylcholine", "glutamate"]
+PATCH_VOX = (4, 8, 8)
+
+
+# ---- small pieces --------------------------------------------------------------------------------
+
+
+def test_windowed_accuracy_forgets_old_samples_and_marks_absent_classes():
+    acc = WindowedAccuracy(num_classes=3, window=4)
+    acc.update(np.array([0, 0, 1, 1]), np.array([1, 1, 1, 1]))  # class 0 wrong, class 1 right
+    np.testing.assert_allclose(acc.per_class()[:2], [0.0, 1.0])
+    assert np.isnan(acc.per_class()[2])
+    acc.update(np.array([0, 0]), np.array([0, 0]))  # pushes out the two wrong class-0 samples
+    np.testing.assert_allclose(acc.per_class()[:2], [1.0, 1.0])
+    assert acc.overall() == 1.0
+    with pytest.raises(ValueError, match="2 labels but 1 predictions"):
+        acc.update(np.array([0, 1]), np.array([0]))
+
+
+def test_checkpoint_listing_ignores_temporary_and_foreign_files(tmp_path):
+    assert latest_checkpoint(tmp_path) is None
+    for name in ("model_checkpoint_100", "model_checkpoint_2000", "model_checkpoint_300"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".model_checkpoint_5000.tmp123").write_bytes(b"partial")
+    (tmp_path / "model_checkpoint_9000.bak").write_bytes(b"x")
+    (tmp_path / "model_checkpoint_7000").mkdir()
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [100, 300, 2000]
+    assert latest_checkpoint(tmp_path) == (2000, tmp_path / "model_checkpoint_2000")
+
+
+def test_snapshot_is_a_zarr_group_with_params_and_a_png(tmp_path):
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(-1, 1, (3, 1, *PATCH_VOX)).astype(np.float32)
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]], np.float32)
+    params = [{"mirror": [True, False, False], "angle": np.float64(0.5)} for _ in range(3)]
+    path = write_snapshot(
+        tmp_path / "snapshots",
+        300,
+        raw=raw,
+        labels=np.array([0, 2, 1]),
+        probabilities=probabilities,
+        synapse_ids=np.array([11, 12, 13]),
+        params=params,
+        classes=CLASSES,
+        loss=0.5,
+    )
+    assert path.name == "batch_300.zarr"
+    group = zarr.open_group(str(path), mode="r")
+    stored = group["raw"][:]
+    assert stored.dtype == np.uint8 and stored.shape == (3, *PATCH_VOX)
+    np.testing.assert_allclose(stored / 127.5 - 1, raw[:, 0], atol=1 / 127.5)
+    np.testing.assert_array_equal(group["labels"][:], [0, 2, 1])
+    np.testing.assert_allclose(group["predictions"][:], probabilities)
+    assert group.attrs["augmentation"][0] == {"mirror": [True, False, False], "angle": 0.5}
+    assert group.attrs["classes"] == CLASSES and group.attrs["iteration"] == 300
+    from PIL import Image
+
+    with Image.open(path.with_suffix(".png")) as image:
+        assert image.size[0] == 3 * PATCH_VOX[2] + 2 * 4  # three sections side by side
+    with pytest.raises(ValueError, match=r"\(B, 1, Z, Y, X\)"):
+        write_snapshot(
+            tmp_path, 1, raw=raw[:, 0], labels=[0], probabilities=[[1, 0, 0]],
+            synapse_ids=[1], params=[{}], classes=CLASSES, loss=0.0,
+        )  # fmt: skip
+
+
+def test_curves_merge_resumed_logs_and_plot(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    log = tmp_path / "log"
+    first = SummaryWriter(str(log))
+    for step in range(10, 60, 10):  # a run killed at 50 whose newest checkpoint was 30
+        first.add_scalar("loss", 10.0, step)
+    first.close()
+    resumed = SummaryWriter(str(log), purge_step=31)
+    for step in range(40, 70, 10):
+        resumed.add_scalar("loss", 1.0, step)
+        resumed.add_scalar("accuracy/gaba", 0.5, step)
+    resumed.close()
+    loss = read_scalars(log)["loss"]
+    assert loss.step.tolist() == [10, 20, 30, 40, 50, 60]
+    assert loss.value.tolist() == [10.0, 10.0, 10.0, 1.0, 1.0, 1.0]
+    out = plot_training_curves(tmp_path, tmp_path / "curves.png")
+    assert out.stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="no tensorboard log folder"):
+        plot_training_curves(tmp_path / "missing", tmp_path / "x.png")
+
+
+# ---- the loop, with a stand-in network and batches -----------------------------------------------
+
+
+def _batches(stop_after: int | None = None, batch_size: int = 6):
+    """Batches whose mean intensity tells the class; sends this process SIGINT at ``stop_after``."""
+    rng = np.random.default_rng(0)
+    count = 0
+    while True:
+        count += 1
+        if count == stop_after:
+            os.kill(os.getpid(), signal.SIGINT)
+        labels = rng.integers(0, len(CLASSES), batch_size)
+        raw = (
+            rng.normal(0, 0.3, (batch_size, 1, *PATCH_VOX))
+            + (labels - 1)[:, None, None, None, None]
+        )
+        yield {
+            "raw": torch.tensor(np.clip(raw, -1, 1), dtype=torch.float32),
+            "label": torch.tensor(labels),
+            "synapse_id": torch.arange(batch_size),
+            "params": [{"mirror": [bool(i % 2), False, False]} for i in range(batch_size)],
+        }
+
+
+def _standin():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(PATCH_VOX)), 3))
+    return model, torch.optim.Adam(model.parameters(), lr=1e-2)
+
+
+def _adam_steps(optimizer) -> set[int]:
+    return {int(state["step"]) for state in optimizer.state.values()}
+
+
+def test_run_training_learns_logs_snapshots_and_checkpoints(tmp_path):
+    from synister.train import LoopSettings, run_training
+
+    model, optimizer = _standin()
+    settings = LoopSettings(
+        checkpoint_every=10, snapshot_every=15, log_every=5, accuracy_window_samples=60
+    )
+    result = run_training(
+        model, optimizer, _batches(), tmp_path, CLASSES,
+        start_iteration=0, num_iterations=32, settings=settings, progress=False,
+    )  # fmt: skip
+    assert result["iteration"] == 32 and not result["interrupted"]
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [10, 20, 30, 32]  # every 10, at the end
+    assert sorted(p.name for p in (tmp_path / "snapshots").glob("*.zarr")) == [
+        "batch_15.zarr",
+        "batch_30.zarr",
+    ]
+    scalars = read_scalars(tmp_path / "log")
+    assert {"loss", "learning_rate", "samples_per_s", "accuracy/mean"} <= set(scalars)
+    assert {f"accuracy/{c}" for c in CLASSES} <= set(scalars)
+    assert scalars["loss"].step.tolist() == [5, 10, 15, 20, 25, 30]
+    assert scalars["loss"].value.iloc[-1] < 0.5 * scalars["loss"].value.iloc[0]
+    assert scalars["accuracy/mean"].value.iloc[-1] > 0.9
+    saved = torch.load(tmp_path / "model_checkpoint_32", map_location="cpu")
+    assert {"model_state_dict", "optimizer_state_dict"} <= set(saved)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_sigint_stops_after_the_iteration_with_a_checkpoint_and_resume_keeps_adam_state(tmp_path):
+    from synister.models import load_checkpoint
+    from synister.train import LoopSettings, run_training
+
+    settings = LoopSettings(checkpoint_every=100, snapshot_every=100, log_every=5)
+    model, optimizer = _standin()
+    handler_before = signal.getsignal(signal.SIGINT)
+    first = run_training(
+        model, optimizer, _batches(stop_after=7), tmp_path, CLASSES,
+        start_iteration=0, num_iterations=50, settings=settings, progress=False,
+    )  # fmt: skip
+    # the 7th batch was fetched when the signal came: it is trained, then the loop stops
+    assert first["interrupted"] and first["iteration"] == 7
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [7]
+    assert signal.getsignal(signal.SIGINT) is handler_before
+
+    model, optimizer = _standin()
+    assert load_checkpoint(tmp_path / "model_checkpoint_7", model, optimizer) == 7
+    assert _adam_steps(optimizer) == {7}
+    second = run_training(
+        model, optimizer, _batches(), tmp_path, CLASSES,
+        start_iteration=7, num_iterations=12, settings=settings, progress=False,
+    )  # fmt: skip
+    assert second["start_iteration"] == 7 and second["iteration"] == 12
+    assert _adam_steps(optimizer) == {12}  # continued, not restarted at 0
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [7, 12]
+
+
+def test_train_refuses_a_folder_that_is_no_setup(tmp_path):
+    from synister.train import train
+
+    with pytest.raises(FileNotFoundError, match="prepare-training"):
+        train(tmp_path, 10)
+    with pytest.raises(ValueError, match="num_iterations must be >= 1"):
+        train(tmp_path, 0)
