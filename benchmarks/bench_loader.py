@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from synister.augment import AugmentPipeline
 from synister.data import TrainingData, training_loader
@@ -66,6 +67,7 @@ def samples_per_second(dataset, workers: int, batch: int, batches: int, warmup: 
 
 
 def profile(dataset, n: int = 64) -> None:
+    torch.set_num_threads(1)  # as in a loader worker
     stream = iter(dataset)
     next(stream)
     profiler = cProfile.Profile()

@@ -233,7 +233,7 @@ def test_bad_prediction_table_names_the_synapse():
 
 # ---- through a database ------------------------------------------------------------------------
 
-RUN_ITERATIONS = {"val_t0_p0": 1000, "val_t0_p1": 2000, "val_t0_p2": 3000}
+RUN_ITERATIONS = {"val_exp_t0_p0": 1000, "val_exp_t0_p1": 2000, "val_exp_t0_p2": 3000}
 
 
 @pytest.fixture
@@ -282,25 +282,25 @@ def test_evaluate_runs_writes_metrics_figures_and_a_self_contained_report(databa
     out = tmp_path / "evaluation"
     with open_database(database) as db:
         # given out of order: the curve must still run by iteration
-        results = evaluate_runs(db, ["val_t0_p2", "val_t0_p0", "val_t0_p1"], out, n_min=0)
+        results = evaluate_runs(
+            db, ["val_exp_t0_p2", "val_exp_t0_p0", "val_exp_t0_p1"], out, n_min=0
+        )
     assert json.loads((out / "metrics.json").read_text()) == results
-    p0 = results["runs"]["val_t0_p0"]
+    p0 = results["runs"]["val_exp_t0_p0"]
     assert p0["synapse"]["confusion"] == [[4, 2, 0], [1, 2, 2], [2, 0, 2]]
     assert p0["counts"]["left_out"]["not_in_database"] == 0
     assert p0["neuron"]["vote"]["tied_skeleton_ids"] == [2, 8]
     assert p0["iteration"] == 1000
-    assert results["best"]["run"] == "val_t0_p1"  # p1 and p2 both perfect: earliest wins
+    assert results["best"]["run"] == "val_exp_t0_p1"  # p1 and p2 both perfect: earliest wins
     [curve] = results["accuracy_vs_iteration"]
     assert [p["iteration"] for p in curve["points"]] == [1000, 2000, 3000]
     assert [p["synapse_accuracy"] for p in curve["points"]] == pytest.approx([8 / 15, 1, 1])
-    # per-class recall of a class without hemilineage samples is NaN, written as null
-    assert p0["hemi_lineage"]["vote"]["per_class_accuracy"]["acetylcholine"] is None
 
-    for png in ["accuracy_vs_iteration.png", "val_t0_p0/confusion_synapse.png",
-                "val_t0_p0/confusion_neuron_vote.png", "val_t0_p0/expected_probability_synapse.png",
-                "val_t0_p0/confusion_hemi_lineage_mean.png"]:  # fmt: skip
+    pngs = ["confusion_synapse.png", "confusion_neuron_vote.png", "confusion_hemi_lineage_mean.png",
+            "expected_probability_synapse.png"]  # fmt: skip
+    for png in ["accuracy_vs_iteration.png", *(f"val_exp_t0_p0/{name}" for name in pngs)]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    neurons = pd.read_csv(out / "val_t0_p0" / "neurons.csv").set_index("skeleton_id")
+    neurons = pd.read_csv(out / "val_exp_t0_p0" / "neurons.csv").set_index("skeleton_id")
     assert (
         neurons.loc[4, "vote_predicted"] == "gaba"
         and neurons.loc[4, "mean_predicted"] == "glutamate"
@@ -337,16 +337,72 @@ def test_command_prints_table_and_json(database, tmp_path):
         str(out),
         "--n-min",
         "3",
-        "val_t0_p0",
-        "val_t0_p1",
+        "val_exp_t0_p0",
+        "val_exp_t0_p1",
     ]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["n_min"] == 3
-    assert document["runs"]["val_t0_p0"]["neuron"]["left_out_n_min"] == 4
-    assert "best: val_t0_p1 (iteration 2000)" in result.stderr
-    plain = CliRunner().invoke(app, args)
-    assert plain.exit_code == 0 and "report.html" in plain.stdout and "0.533" in plain.stdout
+    assert document["runs"]["val_exp_t0_p0"]["neuron"]["left_out_n_min"] == 4
+    assert "best: val_exp_t0_p1 (iteration 2000)" in result.stderr
+    # only synapse 9 (glutamate, p = 0.95) passes; recall of the other classes is NaN -> null
+    plain = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--db",
+            database,
+            "--out",
+            str(out),
+            "--min-confidence",
+            "0.9",
+            "val_exp_t0_p0",
+        ],
+    )
+    assert plain.exit_code == 0 and "report.html" in plain.stdout
+    assert re.search(r"val_exp_t0_p0\s+1000\s+1\s+1\.000", plain.stdout), plain.stdout
+    written = json.loads((out / "metrics.json").read_text())["runs"]["val_exp_t0_p0"]["synapse"]
+    assert written["per_class_accuracy"] == {"gaba": None, "acetylcholine": None, "glutamate": 1.0}
     missing = CliRunner().invoke(app, ["evaluate", "--db", database, "--out", str(out), "nope"])
     assert missing.exit_code == 1 and "nope" in missing.stderr
+
+
+def test_command_reads_runs_from_prediction_setups(database, tmp_path):
+    from typer.testing import CliRunner
+
+    from synister.cli import app
+    from synister.config import PredictConfig, WorkerConfig
+
+    setups = []
+    for number in (0, 2):
+        setup = tmp_path / "base" / "exp" / "03_predict" / f"setup_t0_p{number}"
+        setup.mkdir(parents=True)
+        PredictConfig(
+            train_checkpoint=f"exp/02_train/setup_t0/model_checkpoint_{1000 * (number + 1)}",
+            experiment="exp",
+            train_number=0,
+            predict_number=number,
+            split_part="validation",
+            synapse_types=CLASSES,
+            input_shape=(8, 32, 32),
+            db_url=database,
+            db_name_data="test",
+            split_name="val",  # run name: val_exp_t0_p<number>
+            voxel_size=(40, 4, 4),
+            raw_container="raw.zarr",
+            raw_dataset="raw",
+            downsample_factors=[(1, 2, 2)],
+            fmap_inc=(2,),
+            n_convolutions=(2,),
+        ).write(setup / "predict_config.ini")
+        WorkerConfig().write(setup / "worker_config.ini")
+        setups += ["--setup", str(setup)]
+    # the database URL comes from the setups
+    result = CliRunner().invoke(
+        app, ["evaluate", "--out", str(tmp_path / "out"), *setups, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert list(document["runs"]) == ["val_exp_t0_p0", "val_exp_t0_p2"]
+    assert document["best"]["iteration"] == 3000

@@ -74,7 +74,7 @@ def test_export_folder_is_imported(db, export_dir):
 def test_bad_json_names_file_line_and_column(db, export_dir):
     bad = export_dir / "synapses_v1.json"
     bad.write_text('{"1": {"x": 1, "y": 2, "z": 3},\n "2": {"x": 1 "y": 2}}')
-    with pytest.raises(BadInput, match=r"synapses_v1\.json: line 2, column 14"):
+    with pytest.raises(BadInput, match=r"synapses_v1\.json: line 2, column 15"):
         import_files(db, [export_dir])
     assert_empty(db)
 

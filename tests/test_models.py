@@ -41,7 +41,7 @@ def _fafb_expected_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def test_vgg_fafb_state_dict_keys_and_shapes_match_funlib():
-    with torch.device("meta"):  # no memory for the 315M weights, no forward pass
+    with torch.device("meta"):  # no memory for the 332M weights, no forward pass
         model = Vgg3D((16, 160, 160), fmaps=12, downsample_factors=FAFB_FACTORS)
     state = model.state_dict()
     expected = _fafb_expected_shapes()

@@ -48,7 +48,7 @@ def open_database(url: str | None = None) -> Database:
         from .postgres import PostgresDatabase
 
         return PostgresDatabase(url)
-    if url.startswith("mongodb:"):
+    if url.startswith(("mongodb:", "mongodb+srv:")):
         from .mongo import MongoDatabase
 
         return MongoDatabase(url)

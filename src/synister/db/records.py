@@ -106,10 +106,18 @@ def _id_column(frame: pd.DataFrame, table: str, column: str, nullable: bool) -> 
     return out if nullable else out.astype("int64")
 
 
-def _text_column(frame: pd.DataFrame, column: str) -> pd.Series:
+def _text_column(frame: pd.DataFrame, column: str, lower: bool = False) -> pd.Series:
+    """A text column as Python str objects with None for missing (vectorised: imports are big)."""
     if column not in frame.columns:
         return pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    return objects(frame[column], lambda v: None if _missing(v) else str(v))
+    values = frame[column]
+    missing = values.isna().to_numpy()
+    text = values.astype(str).str.strip()
+    if lower:
+        text = text.str.lower()
+    out = text.to_numpy(dtype=object)
+    out[missing] = None
+    return pd.Series(out, index=frame.index, dtype=object)
 
 
 def _nt_key_column(frame: pd.DataFrame, table: str, column: str, id_column: str) -> pd.Series:
@@ -160,9 +168,7 @@ def check_synapses(frame: pd.DataFrame) -> pd.DataFrame:
     else:
         out["skeleton_id"] = pd.array([pd.NA] * len(frame), dtype="Int64")
     out["brain_region"] = _text_column(frame, "brain_region")
-    prepost = objects(
-        _text_column(frame, "prepost"), lambda v: v if v is None else v.strip().lower()
-    )
+    prepost = _text_column(frame, "prepost", lower=True)
     bad = prepost.notna() & ~prepost.isin(PREPOST_VALUES)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -280,6 +286,20 @@ def nt_set(key) -> frozenset[str]:
     return frozenset(str(n).lower() for n in key if n and str(n).lower() not in ("unknown", "none"))
 
 
+def nt_sets(values: pd.Series) -> pd.Series:
+    """:func:`nt_set` of each value, computed once per distinct text key (queries are big)."""
+    cache: dict[str, frozenset[str]] = {}
+    out = []
+    for value in values.tolist():
+        if isinstance(value, str):
+            if value not in cache:
+                cache[value] = nt_set(value)
+            out.append(cache[value])
+        else:
+            out.append(nt_set(value))
+    return pd.Series(out, index=values.index, dtype=object)
+
+
 def finish_synapses(frame: pd.DataFrame, with_part: bool) -> pd.DataFrame:
     """Give a synapse query result its documented columns and dtypes."""
     columns = [*SYNAPSE_COLUMNS, "nt_known", "hemi_lineage_id"] + (["part"] if with_part else [])
@@ -294,7 +314,7 @@ def finish_synapses(frame: pd.DataFrame, with_part: bool) -> pd.DataFrame:
             "brain_region": _as_objects(frame.brain_region),
             "prepost": _as_objects(frame.prepost),
             "confidence": pd.to_numeric(frame.confidence).astype("float64"),
-            "nt_known": objects(frame.nt_known, nt_set),
+            "nt_known": nt_sets(frame.nt_known),
             "hemi_lineage_id": pd.array(frame.hemi_lineage_id.tolist(), dtype="Int64"),
         }
     )
@@ -309,7 +329,7 @@ def finish_skeletons(frame: pd.DataFrame) -> pd.DataFrame:
         {
             "skeleton_id": frame.skeleton_id.astype("int64"),
             "hemi_lineage_id": pd.array(frame.hemi_lineage_id.tolist(), dtype="Int64"),
-            "nt_known": objects(frame.nt_known, nt_set),
+            "nt_known": nt_sets(frame.nt_known),
         }
     )
     return out.sort_values("skeleton_id", kind="stable").reset_index(drop=True)
@@ -321,14 +341,16 @@ def finish_hemi_lineages(frame: pd.DataFrame) -> pd.DataFrame:
         {
             "hemi_lineage_id": frame.hemi_lineage_id.astype("int64"),
             "hemi_lineage_name": objects(frame.hemi_lineage_name, hemi_lineage_name),
-            "nt_guess": objects(frame.nt_guess, nt_set),
+            "nt_guess": nt_sets(frame.nt_guess),
         }
     )
     return out.sort_values("hemi_lineage_id", kind="stable").reset_index(drop=True)
 
 
 def _as_objects(values: pd.Series) -> pd.Series:
-    return objects(values, lambda v: None if _missing(v) else v)
+    out = values.to_numpy(dtype=object)
+    out[pd.isna(out)] = None
+    return pd.Series(out, index=values.index, dtype=object)
 
 
 def stats_key(key: str) -> str:

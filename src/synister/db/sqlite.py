@@ -40,15 +40,15 @@ def _python_values(frame: pd.DataFrame) -> list[tuple]:
     columns = []
     for name in frame.columns:
         values = frame[name]
-        if isinstance(values.dtype, pd.Int64Dtype):
-            columns.append([None if v is pd.NA else int(v) for v in values.tolist()])
-        elif values.dtype.kind in "iu":
+        if values.dtype.kind in "iu":
             columns.append(values.to_numpy().tolist())
         elif values.dtype.kind == "f":
             array = values.to_numpy()
-            columns.append([None if np.isnan(v) else v for v in array.tolist()])
-        else:
-            columns.append([None if v is None or v is pd.NA else v for v in values.tolist()])
+            column = array.astype(object)
+            column[np.isnan(array)] = None
+            columns.append(column.tolist())
+        else:  # nullable integers, text: NA becomes None, integers stay Python ints
+            columns.append(values.to_numpy(dtype=object, na_value=None).tolist())
     return list(zip(*columns, strict=True))
 
 
