@@ -7,12 +7,24 @@
 # in a temporary folder, starts it on 127.0.0.1 on a free port, and creates a password user
 # and a database. Everything else goes to stderr.
 #
-# To stop the server and delete its data, run the two commands this script prints to stderr
-# ("stop with: ..."), i.e. `pg_ctl -D <folder>/data stop` as the cluster's owner, then
-# `rm -rf <folder>`. The folder is also written to <folder>/../synister-pg-last (see stderr).
+# Stop the server and delete its data with `.ci/postgres.sh --stop [FOLDER]` (default: the last
+# one started, whose folder is written to $TMPDIR/synister-pg-last).
 set -euo pipefail
 
 log() { echo "postgres.sh: $*" >&2; }
+
+if [[ "${1:-}" == "--stop" ]]; then
+    FOLDER=${2:-$(cat "${TMPDIR:-/tmp}/synister-pg-last")}
+    PG_CTL=$(ls -d /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -n 1)
+    PG_CTL=${PG_CTL:-pg_ctl}
+    if [[ $(id -u) -eq 0 ]]; then
+        runuser -u postgres -- "$PG_CTL" -D "$FOLDER/data" -m fast stop >&2 || true
+    else
+        "$PG_CTL" -D "$FOLDER/data" -m fast stop >&2 || true
+    fi
+    rm -rf "$FOLDER"
+    exit 0
+fi
 
 find_bin() {
     local dir

@@ -115,7 +115,7 @@ def main() -> None:
             results["postgresql"] = measure(url, records)
         finally:
             with psycopg.connect(admin_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     print(f"{args.synapses} synapses, {args.skeletons} skeletons")
     print(f"{'backend':<12}{'import s':>10}{'split s':>10}{'query s':>10}{'rows':>10}")
     for backend, t in results.items():

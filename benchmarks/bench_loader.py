@@ -7,6 +7,8 @@ excluded. Target: >= 100 samples/s with 2 workers on 2 cores, elastic included.
 
     .venv/bin/python benchmarks/bench_loader.py [--batches 40] [--workers 1 2] [--profile]
 
+It also prints the CPU time per sample spent in one process (read + augment), which the
+load of other processes on the machine barely changes: 2 cores cannot beat 2000 / that.
 ``--profile`` instead runs the per-sample work in this process under cProfile and prints the
 top entries (read vs. augment), which is where to look before optimising.
 """
@@ -66,6 +68,17 @@ def samples_per_second(dataset, workers: int, batch: int, batches: int, warmup: 
     return batches * batch / elapsed
 
 
+def cpu_ms_per_sample(dataset, n: int = 48) -> float:
+    """CPU time of one sample in this process, one thread: robust to other load on the machine."""
+    torch.set_num_threads(1)
+    stream = iter(dataset)
+    next(stream)
+    start = time.process_time()
+    for _ in range(n):
+        next(stream)
+    return (time.process_time() - start) / n * 1000
+
+
 def profile(dataset, n: int = 64) -> None:
     torch.set_num_threads(1)  # as in a loader worker
     stream = iter(dataset)
@@ -100,6 +113,10 @@ def main() -> None:
                 print(f"--- {label}")
                 profile(dataset)
                 continue
+            cpu_ms = cpu_ms_per_sample(dataset)
+            print(
+                f"{label} in-process: {cpu_ms:5.1f} CPU ms/sample ({1000 / cpu_ms:6.1f}/s per core)"
+            )
             for workers in args.workers:
                 rate = samples_per_second(dataset, workers, args.batch, args.batches)
                 print(f"{label} workers={workers} batch={args.batch}: {rate:7.1f} samples/s")

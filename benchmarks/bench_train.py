@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,12 +79,121 @@ def speed(args) -> None:
     print(json.dumps(report, indent=2))
 
 
+def validation_accuracy(setup_dir, data_dir) -> dict:
+    """Synapse accuracy of the newest checkpoint on the validation part, next to the oracle's.
+
+    Centred patches, no augmentation, the network in eval mode: a quick stand-in for the
+    prediction and evaluation stages.
+    """
+    from synister.config import load_train_setup
+    from synister.data import training_synapses
+    from synister.db import open_database
+    from synister.models import build_model, load_checkpoint
+    from synister.synthetic import oracle_accuracy
+    from synister.train import latest_checkpoint
+    from synister.volumes import Volume, normalize
+
+    cfg, _ = load_train_setup(setup_dir)
+    with open_database(cfg.database_url()) as db:
+        synapses = training_synapses(db, cfg.split_name, cfg.synapse_types, part="validation")
+    volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
+    model = build_model(cfg)
+    iteration, path = latest_checkpoint(setup_dir)
+    load_checkpoint(path, model)
+    model.eval()
+    predicted = []
+    centers_nm = synapses[["z", "y", "x"]].to_numpy()
+    with torch.inference_mode():
+        for start in range(0, len(centers_nm), 32):
+            raw = volume.read_patches(centers_nm[start : start + 32], cfg.input_shape)
+            x = torch.as_tensor(normalize(raw.astype(np.float32)))[:, None]
+            predicted.append(model(x).argmax(1).numpy())
+    predicted = np.concatenate(predicted)
+    labels = synapses["label"].to_numpy()
+    per_class = {
+        name: round(float(np.mean(predicted[labels == k] == k)), 3)
+        for k, name in enumerate(cfg.classes)
+        if np.any(labels == k)
+    }
+    oracle = oracle_accuracy(data_dir, synapses["synapse_id"].tolist())
+    accuracy = float(np.mean(predicted == labels))
+    return {
+        "iteration": iteration,
+        "validation_synapses": len(labels),
+        "validation_neurons": int(synapses["skeleton_id"].nunique()),
+        "synapse_accuracy": round(accuracy, 3),
+        "per_class": per_class,
+        "oracle_synapse_accuracy": round(float(oracle["synapse"]), 3),
+        "ratio_to_oracle": round(accuracy / float(oracle["synapse"]), 3),
+    }
+
+
+def demo(args) -> None:
+    from synister.db import open_database
+    from synister.db.imports import import_files
+    from synister.setup import prepare_training
+    from synister.splits import SplitRequest, make_split
+    from synister.synthetic import generate
+    from synister.train import plot_training_curves, train
+
+    base = Path(args.workdir).resolve()
+    data = base / "data"
+    url = f"sqlite:///{base / 'synister.db'}"
+    timings = {}
+    if not (base / "synister.db").exists():
+        start = time.perf_counter()
+        generate(data, preset="easy", seed=args.seed, montages=False)
+        with open_database(url) as db:
+            import_files(db, [data])
+            make_split(db, "skeleton", SplitRequest(by="skeleton", seed=args.seed))
+        timings["dataset_s"] = round(time.perf_counter() - start, 1)
+    network = dict(DEMO_NETWORK)
+    overrides = {
+        "network": args.network,
+        "input_shape": network["input_size"],
+        "fmaps": network["fmaps"],
+        "downsample_factors": list(network["downsample_factors"]),
+        "fmap_inc": network["fmap_inc"],
+        "n_convolutions": network["n_convolutions"],
+        "batch_size": network["batch_size"],
+        "learning_rate": args.learning_rate,
+        "checkpoint_every": args.iterations,
+        "snapshot_every": max(1, args.iterations // 4),
+        "log_every": 10,
+        "num_cache_workers": args.workers,
+    }
+    setup = prepare_training(
+        base, "demo", args.train_id, db_url=url, raw_container="data/raw.zarr", **overrides
+    )
+    start = time.perf_counter()
+    result = train(setup, args.iterations, progress=False)
+    timings["train_s"] = round(time.perf_counter() - start, 1)
+    report = {
+        "network": overrides,
+        "iterations": result["iteration"],
+        "samples_per_s": round(result["samples_per_s"], 2),
+        **timings,
+        "validation": validation_accuracy(setup, data),
+        "curves_png": str(plot_training_curves(setup, setup / "training_curves.png")),
+    }
+    print(json.dumps(report, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p_speed = commands.add_parser("speed", help="network training samples/s")
     p_speed.add_argument("--iterations", type=int, default=3)
     p_speed.set_defaults(run=speed)
+    p_demo = commands.add_parser("demo", help="train the demo network on the easy preset")
+    p_demo.add_argument("workdir", help="folder for the dataset, database and setups")
+    p_demo.add_argument("--iterations", type=int, default=2000)
+    p_demo.add_argument("--train-id", type=int, default=0)
+    p_demo.add_argument("--network", default="VGG", choices=["VGG", "ResNet18"])
+    p_demo.add_argument("--learning-rate", type=float, default=1e-4)
+    p_demo.add_argument("--workers", type=int, default=1)
+    p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.set_defaults(run=demo)
     args = parser.parse_args()
     args.run(args)
 

@@ -4,11 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${SYNISTER_TEST_POSTGRES_URL:-}" ]; then
-    pg_dir=$(mktemp -d /tmp/synister-pg.XXXXXX)
-    export SYNISTER_PG_DIR="$pg_dir"
-    SYNISTER_TEST_POSTGRES_URL=$(bash .ci/postgres.sh "$pg_dir")
+    SYNISTER_TEST_POSTGRES_URL=$(bash .ci/postgres.sh)
     export SYNISTER_TEST_POSTGRES_URL
-    trap 'bash .ci/postgres.sh --stop "$pg_dir" >/dev/null 2>&1 || true' EXIT
+    pg_dir=$(cat "${TMPDIR:-/tmp}/synister-pg-last")
+    trap 'bash .ci/postgres.sh --stop "$pg_dir" 2>/dev/null || true' EXIT
 fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/python -m pytest -q "$@"

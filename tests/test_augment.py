@@ -212,6 +212,22 @@ def test_full_pipeline_gives_the_output_shape_in_range_and_replays():
     assert torch.equal(out, pipeline.apply(raw.copy(), params))
 
 
+def test_fused_pipeline_equals_the_steps_applied_one_after_the_other():
+    pipeline = AugmentPipeline(OUT)
+    rng = np.random.default_rng(4)
+    raw = rng.integers(0, 256, size=pipeline.context_shape_vox, dtype=np.uint8)
+    seen = set()
+    for _ in range(12):
+        params = pipeline.make_params(rng)
+        seen.add((tuple(params["simple"]["mirror"]), tuple(params["simple"]["transpose"])))
+        x = torch.from_numpy(raw).float() / 255
+        x = pipeline.elastic.apply(x, params["elastic"])
+        x = pipeline.simple.apply(x, params["simple"])
+        x = pipeline.intensity.apply(x, params["intensity"]) * 2 - 1
+        np.testing.assert_allclose(pipeline.apply(raw, params).numpy(), x.numpy(), atol=2e-5)
+    assert len(seen) > 4  # several mirror/transpose combinations were exercised
+
+
 def test_pipeline_refuses_a_patch_of_the_wrong_shape_or_type():
     pipeline = AugmentPipeline(OUT)
     with pytest.raises(ValueError, match="context shape"):

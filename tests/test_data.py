@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,25 +52,31 @@ def test_classes_are_drawn_uniformly_despite_imbalance(raw_volume):
     freq = np.bincount(labels, minlength=3) / len(labels)
     np.testing.assert_allclose(freq, 1 / 3, atol=0.015)
     # within a class, every synapse is drawn; ids carry the right label
-    id_to_label = dict(zip(table["synapse_id"], table["label"]))
-    assert all(id_to_label[i] == k for i, k in zip(ids[:500], labels[:500]))
+    id_to_label = dict(zip(table["synapse_id"], table["label"], strict=True))
+    assert all(id_to_label[i] == k for i, k in zip(ids[:500], labels[:500], strict=True))
     assert set(ids[labels == 2]) == set(table.loc[table.label == 2, "synapse_id"])
 
 
-def test_synapse_lies_uniformly_in_the_central_eighth_of_the_patch(raw_volume):
+@pytest.mark.parametrize(
+    ("fraction", "expected_ranges"),
+    [
+        (1 / 8, [(4, 5), (14, 18), (14, 18)]),  # the original: 1/8 of every axis
+        (1 / 2, [(2, 6), (8, 24), (8, 24)]),  # central 1/8 of the volume: +-1/4 of every axis
+    ],
+)
+def test_synapse_lies_uniformly_in_the_central_region(raw_volume, fraction, expected_ranges):
     volume = raw_volume[0]
     table = synapse_table()
-    data = TrainingData(table, volume, PATCH, CLASSES, augment=False)
+    data = TrainingData(
+        table, volume, PATCH, CLASSES, augment=False, synapse_region_fraction=fraction
+    )
     centers_nm, _, ids = data.sample_locations(np.random.default_rng(2), 20000)
     positions = table.set_index("synapse_id").loc[ids, ["z", "y", "x"]].to_numpy()
-    shape = np.asarray(PATCH)
-    first_vox = volume.center_vox(centers_nm) - shape // 2
+    first_vox = volume.center_vox(centers_nm) - np.asarray(PATCH) // 2
     index = volume.center_vox(positions) - first_vox  # synapse voxel inside the patch
-    for axis in range(3):
-        seen = np.unique(index[:, axis])
-        expected = np.arange(shape[axis] // 4, shape[axis] - shape[axis] // 4)
-        np.testing.assert_array_equal(seen, expected)
-        counts = np.bincount(index[:, axis] - expected[0])
+    for axis, (low, high) in enumerate(expected_ranges):
+        np.testing.assert_array_equal(np.unique(index[:, axis]), np.arange(low, high))
+        counts = np.bincount(index[:, axis] - low)
         assert counts.min() > 0.7 * counts.mean()
 
 
@@ -79,7 +87,9 @@ def test_unaugmented_patch_equals_normalised_numpy_slice(raw_volume):
     for _ in range(5):
         sample = next(stream)
         assert sample["raw"].shape == (1, *PATCH) and sample["raw"].dtype == torch.float32
-        start = volume.center_vox(np.asarray(sample["params"]["center_nm"])) - np.asarray(PATCH) // 2
+        start = (
+            volume.center_vox(np.asarray(sample["params"]["center_nm"])) - np.asarray(PATCH) // 2
+        )
         z, y, x = start
         expected = normalize(data_array[z : z + PATCH[0], y : y + PATCH[1], x : x + PATCH[2]])
         assert expected.shape == PATCH
@@ -94,10 +104,24 @@ def test_augmented_stream_is_deterministic_per_seed(raw_volume):
         return [next(stream) for _ in range(n)]
 
     a, b, c = first(5), first(5), first(6)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x["raw"], y["raw"]) and x["params"] == y["params"]
         assert x["raw"].min() >= -1 and x["raw"].max() <= 1
-    assert not all(torch.equal(x["raw"], z["raw"]) for x, z in zip(a, c))
+    assert not all(torch.equal(x["raw"], z["raw"]) for x, z in zip(a, c, strict=True))
+
+
+def test_a_logged_sample_replays_from_its_params(raw_volume):
+    volume = raw_volume[0]
+    data = TrainingData(synapse_table(), volume, PATCH, CLASSES, seed=1, read_batch=4)
+    stream = iter(data)
+    for _ in range(3):
+        sample = next(stream)
+        params = json.loads(json.dumps(sample["params"]))
+        context = volume.read_patches(
+            np.asarray([params["center_nm"]]), data.pipeline.context_shape_vox
+        )
+        replayed = data.pipeline.apply(context[0], params)
+        assert torch.equal(replayed, sample["raw"][0])
 
 
 def test_loader_batches_and_workers_are_reproducible(raw_volume):
@@ -115,7 +139,7 @@ def test_loader_batches_and_workers_are_reproducible(raw_volume):
     assert batch["raw"].shape == (4, 1, *PATCH) and batch["raw"].dtype == torch.float32
     assert batch["label"].dtype == torch.int64 and batch["synapse_id"].dtype == torch.int64
     assert len(batch["params"]) == 4 and "elastic" in batch["params"][0]
-    for x, y in zip(one, two):
+    for x, y in zip(one, two, strict=True):
         assert torch.equal(x["raw"], y["raw"]) and torch.equal(x["label"], y["label"])
     # the two workers draw different streams
     assert not torch.equal(one[0]["raw"], one[1]["raw"])

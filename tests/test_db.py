@@ -183,6 +183,10 @@ class DatabaseContract:
         assert "3" in str(caught.value)
         assert filled.stats() == before
         assert ids(filled.skeletons(skeleton_ids=[500]), "skeleton_id") == []
+        with pytest.raises(DuplicateIdError, match="skeletons") as caught:
+            filled.import_records(skeletons=SKELETONS.iloc[[0, 2]])
+        assert caught.value.ids == [10, 12] and caught.value.table == "skeletons"
+        assert filled.stats() == before
 
     def test_duplicate_within_input_raises_and_changes_nothing(self, db):
         synapses = pd.DataFrame(
@@ -341,7 +345,7 @@ class TestPostgres(DatabaseContract):
                 yield database
         finally:
             with psycopg.connect(url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
     def test_runs_live_in_the_predictions_schema(self, db):
         db.create_prediction_run("vgg_t1_p1", ["gaba"])

@@ -18,6 +18,7 @@ from synister.evaluate import (
     expected_probability_matrix,
     label_predictions,
     neuron_predictions,
+    public_url,
 )
 
 CLASSES = ["gaba", "acetylcholine", "glutamate"]
@@ -211,6 +212,17 @@ def test_confidence_cut_off_applies_before_everything():
         evaluate(min_confidence=1.5)
 
 
+def test_accuracy_by_confidence_is_computed_before_the_cut_off():
+    curve = {
+        row["min_confidence"]: row
+        for row in evaluate(min_confidence=0.9).metrics["synapse"]["by_confidence"]
+    }
+    assert curve[0.0]["n"] == 15 and curve[0.0]["accuracy"] == pytest.approx(8 / 15)
+    assert curve[0.6]["n"] == 10 and curve[0.6]["accuracy"] == pytest.approx(7 / 10)
+    # above 0.9 only synapse 9 (glutamate, 0.95, right) is left
+    assert curve[0.95]["fraction_kept"] == pytest.approx(1 / 15) and curve[0.95]["accuracy"] == 1
+
+
 def test_best_run_prefers_highest_accuracy_then_earliest_iteration():
     def run(name, iteration, acc):
         return {"run": name, "iteration": iteration, "synapse": {"accuracy": acc,
@@ -282,19 +294,18 @@ def test_evaluate_runs_writes_metrics_figures_and_a_self_contained_report(databa
     out = tmp_path / "evaluation"
     with open_database(database) as db:
         # given out of order: the curve must still run by iteration
-        results = evaluate_runs(
-            db, ["val_exp_t0_p2", "val_exp_t0_p0", "val_exp_t0_p1"], out, n_min=0
-        )
+        results = evaluate_runs(db, ["val_exp_t0_p2", "val_exp_t0_p0"], out, n_min=0)
     assert json.loads((out / "metrics.json").read_text()) == results
     p0 = results["runs"]["val_exp_t0_p0"]
     assert p0["synapse"]["confusion"] == [[4, 2, 0], [1, 2, 2], [2, 0, 2]]
     assert p0["counts"]["left_out"]["not_in_database"] == 0
     assert p0["neuron"]["vote"]["tied_skeleton_ids"] == [2, 8]
     assert p0["iteration"] == 1000
-    assert results["best"]["run"] == "val_exp_t0_p1"  # p1 and p2 both perfect: earliest wins
+    assert results["best"]["run"] == "val_exp_t0_p2"
     [curve] = results["accuracy_vs_iteration"]
-    assert [p["iteration"] for p in curve["points"]] == [1000, 2000, 3000]
-    assert [p["synapse_accuracy"] for p in curve["points"]] == pytest.approx([8 / 15, 1, 1])
+    assert curve["series"] == "exp t0 validation"
+    assert [p["iteration"] for p in curve["points"]] == [1000, 3000]
+    assert [p["synapse_accuracy"] for p in curve["points"]] == pytest.approx([8 / 15, 1])
 
     pngs = ["confusion_synapse.png", "confusion_neuron_vote.png", "confusion_hemi_lineage_mean.png",
             "expected_probability_synapse.png"]  # fmt: skip
@@ -331,12 +342,14 @@ def test_command_prints_table_and_json(database, tmp_path):
     out = tmp_path / "cli"
     args = [
         "evaluate",
+        "--no-figures",
         "--db",
         database,
         "--out",
         str(out),
         "--n-min",
         "3",
+        "val_exp_t0_p2",
         "val_exp_t0_p0",
         "val_exp_t0_p1",
     ]
@@ -345,12 +358,14 @@ def test_command_prints_table_and_json(database, tmp_path):
     document = json.loads(result.stdout)
     assert document["n_min"] == 3
     assert document["runs"]["val_exp_t0_p0"]["neuron"]["left_out_n_min"] == 4
+    # p1 and p2 are both perfect: the earlier iteration wins
     assert "best: val_exp_t0_p1 (iteration 2000)" in result.stderr
     # only synapse 9 (glutamate, p = 0.95) passes; recall of the other classes is NaN -> null
     plain = CliRunner().invoke(
         app,
         [
             "evaluate",
+            "--no-figures",
             "--db",
             database,
             "--out",
@@ -399,10 +414,68 @@ def test_command_reads_runs_from_prediction_setups(database, tmp_path):
         WorkerConfig().write(setup / "worker_config.ini")
         setups += ["--setup", str(setup)]
     # the database URL comes from the setups
-    result = CliRunner().invoke(
-        app, ["evaluate", "--out", str(tmp_path / "out"), *setups, "--json"]
-    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["evaluate", "--no-figures", "--out", str(out), *setups])
     assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
+    assert "best: val_exp_t0_p2 (iteration 3000)" in result.stdout
+    document = json.loads((out / "metrics.json").read_text())
     assert list(document["runs"]) == ["val_exp_t0_p0", "val_exp_t0_p2"]
-    assert document["best"]["iteration"] == 3000
+    assert not list(out.rglob("*.png")) and "<img" not in (out / "report.html").read_text()
+
+
+def test_fafb_hemi_lineages_split_mixed_and_drop_unknown(shared_data, tmp_path):
+    """The real FAFB skeletons and hemilineages, one synapse per skeleton predicted right:
+    mixed named hemilineages are split per transmitter, the 'unknown' one is left out."""
+    from synister.db import open_database
+    from synister.nt import TRANSMITTERS
+
+    skeletons = json.loads((shared_data / "fafb_v3" / "skeletons_v3.json").read_text())
+    lineages = json.loads((shared_data / "fafb_v3" / "hemi_lineages_v3.json").read_text())
+    classes = list(TRANSMITTERS)
+    single = {int(s): v for s, v in skeletons.items() if v["nt_known"] and len(v["nt_known"]) == 1}
+
+    ids = np.array(sorted(int(s) for s in skeletons), dtype=np.int64)
+    with open_database(f"sqlite:///{tmp_path / 'fafb.db'}") as db:
+        db.import_records(
+            synapses=pd.DataFrame(
+                {"synapse_id": ids, "z": 0.0, "y": 0.0, "x": 0.0, "skeleton_id": ids}
+            ),
+            skeletons=pd.DataFrame(
+                {
+                    "skeleton_id": ids,
+                    "hemi_lineage_id": [skeletons[str(i)]["hemi_lineage_id"] for i in ids],
+                    "nt_known": [skeletons[str(i)]["nt_known"] or [] for i in ids],
+                }
+            ),
+            hemi_lineages=pd.DataFrame(
+                {
+                    "hemi_lineage_id": [int(i) for i in lineages],
+                    "hemi_lineage_name": [v["hemi_lineage_name"] for v in lineages.values()],
+                }
+            ),
+        )
+        # the database stores the original's "unknown", "unknown2", "new", ... names as None
+        stored = db.hemi_lineages()
+        named = set(stored.loc[stored["hemi_lineage_name"].notna(), "hemi_lineage_id"])
+        db.create_prediction_run("fafb", classes, {})
+        truth = [classes.index(single[i]["nt_known"][0]) if i in single else 0 for i in ids]
+        db.write_predictions("fafb", ids, np.eye(len(classes))[truth])
+        results = evaluate_runs(db, ["fafb"], tmp_path / "out", figures=False)
+
+    units = {(v["hemi_lineage_id"], v["nt_known"][0]) for v in single.values()}
+    named_units = [u for u in units if u[0] in named]
+    per_lineage = pd.Series([u[0] for u in named_units]).value_counts()
+    assert 90 not in named and 12 in named  # 'unknown' and 'DL1_dorsal'
+    metrics = results["runs"]["fafb"]
+    assert metrics["counts"]["labelled"] == len(single) == 687
+    assert metrics["counts"]["left_out"]["several_transmitters"] == 1  # gaba + octopamine
+    lineage = metrics["hemi_lineage"]
+    assert lineage["vote"]["n"] == len(named_units)
+    assert lineage["split_by_transmitter"] == int((per_lineage > 1).sum()) > 0
+    assert lineage["vote"]["accuracy"] == 1.0
+
+
+def test_public_url_hides_the_password():
+    assert public_url("postgresql://bob:secret@host:5432/db") == "postgresql://bob@host:5432/db"
+    assert "p%40ss" not in public_url("mongodb+srv://u:p%40ss@cluster.example.net/db?w=1")
+    assert public_url("sqlite:///runs/synister.db") == "sqlite:///runs/synister.db"

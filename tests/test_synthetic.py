@@ -117,7 +117,7 @@ def _skeleton_split(synapses: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.n
 
 @pytest.mark.parametrize("preset", ["easy", "fafb"])
 def test_oracle_in_band_on_skeleton_split(preset):
-    _, _, synapses, model = sample_hierarchy(PRESETS[preset], 6000, np.random.default_rng(11))
+    _, _, synapses, model = sample_hierarchy(PRESETS[preset], 20000, np.random.default_rng(11))
     train_ids, test_ids = _skeleton_split(synapses, 0)
     assert not set(synapses.set_index("synapse_id").loc[train_ids, "skeleton_id"]) & set(
         synapses.set_index("synapse_id").loc[test_ids, "skeleton_id"]
@@ -151,9 +151,17 @@ def test_class_means_differ_as_designed():
     for monoamine in ("dopamine", "octopamine", "serotonin"):
         assert dense[monoamine] > dense["acetylcholine"] + 0.05
         assert dense[monoamine] > dense["glutamate"]
-    assert means.loc["octopamine", "vesicle_diameter_nm"] > means.loc["acetylcholine", "vesicle_diameter_nm"] + 3
-    assert means.loc["acetylcholine", "tbar_width_nm"] > means.loc["glutamate", "tbar_width_nm"] + 10
-    assert means.loc["glutamate", "cleft_width_nm"] > means.loc["acetylcholine", "cleft_width_nm"] + 1.5
+    assert (
+        means.loc["octopamine", "vesicle_diameter_nm"]
+        > means.loc["acetylcholine", "vesicle_diameter_nm"] + 3
+    )
+    assert (
+        means.loc["acetylcholine", "tbar_width_nm"] > means.loc["glutamate", "tbar_width_nm"] + 10
+    )
+    assert (
+        means.loc["glutamate", "cleft_width_nm"]
+        > means.loc["acetylcholine", "cleft_width_nm"] + 1.5
+    )
     # a neuron's synapses share an offset: within-neuron spread is below the class spread
     ach = syn[syn["nt"] == "acetylcholine"]
     within = ach.groupby("skeleton_id")["vesicle_diameter_nm"].std().mean()
@@ -178,8 +186,14 @@ def test_texture_from_real_em(shared_data, tmp_path):
     from PIL import Image
 
     tex_dir = shared_data / "isbi2012" / "train-volume"
-    generate(tmp_path, preset="easy", seed=1, shape_vox=(32, 448, 448), texture_dir=tex_dir,
-             montages=False)
+    generate(
+        tmp_path,
+        preset="easy",
+        seed=1,
+        shape_vox=(32, 448, 448),
+        texture_dir=tex_dir,
+        montages=False,
+    )
     raw = Volume(tmp_path / "raw.zarr", "raw").read_region_vox((0, 0, 0), (1, 64, 64))[0]
     tex = np.asarray(Image.open(tex_dir / "00.png").convert("L"))[:64, :64]
     r = np.corrcoef(raw.ravel().astype(float), tex.ravel().astype(float))[0, 1]
@@ -203,8 +217,10 @@ def test_oracle_command_per_split_part(easy_dir, tmp_path):
         lat = pd.read_parquet(easy_dir / "latents.parquet")
         train_ids, test_ids = _skeleton_split(lat, 1)
         parts = pd.DataFrame(
-            {"synapse_id": np.r_[train_ids, test_ids],
-             "part": ["train"] * len(train_ids) + ["test"] * len(test_ids)}
+            {
+                "synapse_id": np.r_[train_ids, test_ids],
+                "part": ["train"] * len(train_ids) + ["test"] * len(test_ids),
+            }
         )
         db.write_split("by_skeleton", parts)
     result = CliRunner().invoke(

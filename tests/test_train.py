@@ -201,3 +201,140 @@ def test_train_refuses_a_folder_that_is_no_setup(tmp_path):
         train(tmp_path, 10)
     with pytest.raises(ValueError, match="num_iterations must be >= 1"):
         train(tmp_path, 0)
+
+
+# ---- end to end on a small synthetic `easy` dataset ----------------------------------------------
+
+# Iteration counts are a tenth of the issue's (train 200, kill, train 300) so the tests stay
+# fast on a busy 2-core machine; checkpoint/snapshot intervals are scaled alike. A tiny ResNet
+# keeps checkpoints small (the VGG's 4096-unit classifier alone makes 200 MB checkpoints).
+TINY_NETWORK = {
+    "network": "ResNet18",
+    "fmaps": 4,
+    "input_shape": (8, 32, 32),
+    "downsample_factors": [(1, 2, 2), (1, 2, 2), (2, 2, 2)],
+    "fmap_inc": (2, 2, 2),
+    "n_convolutions": (2, 2, 2),
+    "batch_size": 4,
+    "checkpoint_every": 10,
+    "snapshot_every": 10,
+    "log_every": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic_base(tmp_path_factory):
+    """BASE folder with a small `easy` dataset, imported into SQLite and split by skeleton."""
+    from synister.db import open_database
+    from synister.db.imports import import_files
+    from synister.splits import SplitRequest, make_split
+    from synister.synthetic import generate
+
+    base = tmp_path_factory.mktemp("train_base")
+    generate(
+        base / "data", preset="easy", seed=0, shape_vox=(32, 512, 512), n_synapses=100,
+        montages=False,
+    )  # fmt: skip
+    url = f"sqlite:///{base / 'synister.db'}"
+    with open_database(url) as db:
+        import_files(db, [base / "data"])
+        make_split(db, "skeleton", SplitRequest(by="skeleton", seed=0, tolerance=0.3))
+    return base, url
+
+
+def _prepare(synthetic_base, train_id: int, **overrides):
+    from synister.setup import prepare_training
+
+    base, url = synthetic_base
+    values = {
+        **TINY_NETWORK,
+        "db_url": url,
+        "raw_container": "data/raw.zarr",  # relative to BASE
+        "raw_dataset": "raw",
+        "num_cache_workers": 0,
+        **overrides,
+    }
+    return prepare_training(base, "exp", train_id, **values)
+
+
+def _run_module(args, **kwargs):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, **kwargs,
+    )  # fmt: skip
+
+
+def test_train_writes_checkpoints_logs_snapshots_then_resumes_under_torchrun(synthetic_base):
+    from synister.train import train
+
+    setup = _prepare(synthetic_base, 1)
+    result = train(setup, 20, progress=False)
+    assert (result["start_iteration"], result["iteration"]) == (0, 20)
+    assert np.isfinite(result["loss"])
+    assert [i for i, _ in list_checkpoints(setup)] == [10, 20]
+    snapshot = zarr.open_group(str(setup / "snapshots" / "batch_20.zarr"), mode="r")
+    assert snapshot["raw"].shape == (4, 8, 32, 32)
+    assert snapshot["predictions"].shape == (4, 6)
+    np.testing.assert_allclose(snapshot["predictions"][:].sum(axis=1), 1.0, rtol=1e-5)
+    assert all("center_nm" in params for params in snapshot.attrs["augmentation"])
+    assert (setup / "snapshots" / "batch_20.png").is_file()
+    scalars = read_scalars(setup / "log")
+    assert scalars["loss"].step.tolist() == [5, 10, 15, 20]
+    assert "accuracy/gaba" in scalars
+
+    # asking for what is done already trains nothing and says so
+    from typer.testing import CliRunner
+
+    from synister.cli import app
+
+    done = CliRunner().invoke(app, ["train", "15", "--setup", str(setup), "--no-progress"])
+    assert done.exit_code == 0 and "already at iteration 20" in done.output
+    assert [i for i, _ in list_checkpoints(setup)] == [10, 20]
+
+    # the DDP code path (gloo, world size 1) resumes from 20 and writes plain state_dict keys
+    proc = _run_module(
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+         "-m", "synister.train", "25", "--setup", str(setup), "--no-progress"]
+    )  # fmt: skip
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "trained to iteration 25 (from 20" in output
+    saved = torch.load(setup / "model_checkpoint_25", map_location="cpu", weights_only=True)
+    assert not any(key.startswith("module.") for key in saved["model_state_dict"])
+    assert {int(s["step"]) for s in saved["optimizer_state_dict"]["state"].values()} == {25}
+
+    plot = CliRunner().invoke(app, ["train-plot", "--setup", str(setup)])
+    assert plot.exit_code == 0, plot.output
+    assert (setup / "training_curves.png").stat().st_size > 1000
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_it(synthetic_base):
+    import time
+
+    from synister.train import train
+
+    setup = _prepare(synthetic_base, 2, num_cache_workers=1)  # also the worker-process path
+    proc = _run_module(["-m", "synister.train", "1000", "--setup", str(setup), "--no-progress"])
+    deadline = time.monotonic() + 240
+    while not (setup / "model_checkpoint_10").exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "no checkpoint 10 within 240 s"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "SIGINT: stopping after this iteration" in output
+    stopped = max(i for i, _ in list_checkpoints(setup))
+    assert 10 <= stopped < 1000 and f"stopped at iteration {stopped}" in output
+
+    result = train(setup, stopped + 10, progress=False)
+    assert (result["start_iteration"], result["iteration"]) == (stopped, stopped + 10)
+    saved = torch.load(setup / f"model_checkpoint_{stopped + 10}", weights_only=True)
+    # Adam's step count continues from the checkpoint: the optimizer state was restored
+    assert {int(s["step"]) for s in saved["optimizer_state_dict"]["state"].values()} == {
+        stopped + 10
+    }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ def central_offset_vox(context_shape_vox: Sequence[int], shape_vox: Sequence[int
     Both patches follow the project's patch convention (voxel ``S // 2`` holds the centre), so
     the offset is ``C // 2 - S // 2`` per axis, not ``(C - S) // 2``.
     """
-    return tuple(int(c) // 2 - int(s) // 2 for c, s in zip(context_shape_vox, shape_vox))  # type: ignore[return-value]
+    return tuple(
+        int(c) // 2 - int(s) // 2 for c, s in zip(context_shape_vox, shape_vox, strict=True)
+    )  # type: ignore[return-value]
 
 
 def crop_center(x: torch.Tensor, shape_vox: Sequence[int]) -> torch.Tensor:
@@ -43,7 +46,12 @@ def crop_center(x: torch.Tensor, shape_vox: Sequence[int]) -> torch.Tensor:
     off = central_offset_vox(x.shape[-3:], shape_vox)
     if any(o < 0 for o in off):
         raise ValueError(f"patch of shape {tuple(x.shape[-3:])} is smaller than {tuple(shape_vox)}")
-    return x[..., off[0] : off[0] + shape_vox[0], off[1] : off[1] + shape_vox[1], off[2] : off[2] + shape_vox[2]]
+    return x[
+        ...,
+        off[0] : off[0] + shape_vox[0],
+        off[1] : off[1] + shape_vox[1],
+        off[2] : off[2] + shape_vox[2],
+    ]
 
 
 class Augmentation(ABC):
@@ -85,16 +93,24 @@ class ElasticAugment(Augmentation):
         subsample: int = 8,
         jitter_clip_sigmas: float = 3.0,
     ):
-        self.control_point_spacing_vox = _shape3(control_point_spacing_vox, "control_point_spacing_vox")
+        self.control_point_spacing_vox = _shape3(
+            control_point_spacing_vox, "control_point_spacing_vox"
+        )
         self.jitter_sigma_vox = tuple(float(s) for s in jitter_sigma_vox)
         if len(self.jitter_sigma_vox) != 3 or min(self.jitter_sigma_vox) < 0:
-            raise ValueError(f"jitter_sigma_vox must be three non-negative numbers, got {jitter_sigma_vox}")
+            raise ValueError(
+                f"jitter_sigma_vox must be three non-negative numbers, got {jitter_sigma_vox}"
+            )
         lo, hi = (float(a) for a in rotation_interval_rad)
         if hi < lo:
-            raise ValueError(f"rotation_interval_rad must be (low, high), got {rotation_interval_rad}")
+            raise ValueError(
+                f"rotation_interval_rad must be (low, high), got {rotation_interval_rad}"
+            )
         self.rotation_interval_rad = (lo, hi)
         if not (0 <= prob_slip and 0 <= prob_shift and prob_slip + prob_shift <= 1):
-            raise ValueError(f"prob_slip={prob_slip}, prob_shift={prob_shift} must be >= 0 and sum to <= 1")
+            raise ValueError(
+                f"prob_slip={prob_slip}, prob_shift={prob_shift} must be >= 0 and sum to <= 1"
+            )
         self.prob_slip, self.prob_shift = float(prob_slip), float(prob_shift)
         if max_misalign_vox < 0:
             raise ValueError(f"max_misalign_vox must be >= 0, got {max_misalign_vox}")
@@ -103,7 +119,7 @@ class ElasticAugment(Augmentation):
             raise ValueError(f"subsample must be >= 1, got {subsample}")
         self.subsample = int(subsample)
         self.jitter_clip_sigmas = float(jitter_clip_sigmas)
-        self._weights_cache: dict[tuple, np.ndarray | torch.Tensor] = {}
+        self._weights_cache: dict[tuple, Any] = {}  # per-shape weights and contexts
 
     # ---- geometry ----------------------------------------------------------------------------
     def _jitter_bound_vox(self) -> tuple[float, float, float]:
@@ -123,6 +139,12 @@ class ElasticAugment(Augmentation):
     def context_shape_vox(self, output_shape_vox: Sequence[int]) -> Shape3:
         """Shape to read around an output patch (same centre) so every sample hits real data."""
         out = _shape3(output_shape_vox, "output_shape_vox")
+        key = ("context", out)
+        if key not in self._weights_cache:
+            self._weights_cache[key] = self._context_shape_vox(out)
+        return self._weights_cache[key]  # type: ignore[return-value]
+
+    def _context_shape_vox(self, out: Shape3) -> Shape3:
         half = [(s - 1) / 2 for s in out]
         rot_y, rot_x = self._rotation_extent_vox(half[1], half[2])
         jit = self._jitter_bound_vox()
@@ -132,8 +154,8 @@ class ElasticAugment(Augmentation):
             rot_x + jit[2] + self.max_misalign_vox,
         ]
         # +1e-6 absorbs float error; a fractional reach needs the next voxel for interpolation
-        pads = [max(0, math.ceil(r - h - 1e-6)) for r, h in zip(reach, half)]
-        return tuple(s + 2 * p for s, p in zip(out, pads))  # type: ignore[return-value]
+        pads = [max(0, math.ceil(r - h - 1e-6)) for r, h in zip(reach, half, strict=True)]
+        return tuple(s + 2 * p for s, p in zip(out, pads, strict=True))  # type: ignore[return-value]
 
     def _subsampled_positions(self, size: int) -> np.ndarray:
         n = max(2, math.ceil((size - 1) / self.subsample) + 1) if size > 1 else 1
@@ -158,7 +180,10 @@ class ElasticAugment(Augmentation):
     def control_grid_shape(self, output_shape_vox: Sequence[int]) -> Shape3:
         """Control points per axis: one every ``control_point_spacing_vox``, ends included."""
         out = _shape3(output_shape_vox, "output_shape_vox")
-        return tuple(max(1, round(s / c)) + 1 for s, c in zip(out, self.control_point_spacing_vox))  # type: ignore[return-value]
+        return tuple(
+            max(1, round(s / c)) + 1
+            for s, c in zip(out, self.control_point_spacing_vox, strict=True)
+        )  # type: ignore[return-value]
 
     # ---- parameters --------------------------------------------------------------------------
     def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
@@ -197,12 +222,12 @@ class ElasticAugment(Augmentation):
         out = _shape3(params["output_shape_vox"], "params['output_shape_vox']")
         ctx = _shape3(context_shape_vox, "context_shape_vox")
         need = self.context_shape_vox(out)
-        if any(c < n for c, n in zip(ctx, need)):
+        if any(c < n for c, n in zip(ctx, need, strict=True)):
             raise ValueError(
                 f"context patch of shape {ctx} is smaller than the {need} needed for output {out}"
             )
         off = central_offset_vox(ctx, out)
-        centre = [o + (s - 1) / 2 for o, s in zip(off, out)]
+        centre = [o + (s - 1) / 2 for o, s in zip(off, out, strict=True)]
         zs = np.arange(out[0], dtype=np.float64)
         ys = self._subsampled_positions(out[1])
         xs = self._subsampled_positions(out[2])
@@ -220,40 +245,76 @@ class ElasticAugment(Augmentation):
         field = np.clip(field, -bound, bound)
         misalign = np.asarray(params["misalign_vox"], dtype=np.float64)
         if misalign.shape != (out[0], 2):
-            raise ValueError(f"params['misalign_vox'] has shape {misalign.shape}, expected {(out[0], 2)}")
+            raise ValueError(
+                f"params['misalign_vox'] has shape {misalign.shape}, expected {(out[0], 2)}"
+            )
         angle = float(params["angle_rad"])
         cos, sin = math.cos(angle), math.sin(angle)
         dy = (ys - (out[1] - 1) / 2)[None, :, None]
         dx = (xs - (out[2] - 1) / 2)[None, None, :]
         coords = np.empty_like(field)
         coords[..., 0] = (off[0] + zs)[:, None, None] + field[..., 0]
-        coords[..., 1] = centre[1] + cos * dy - sin * dx + field[..., 1] + misalign[:, 0, None, None]
-        coords[..., 2] = centre[2] + sin * dy + cos * dx + field[..., 2] + misalign[:, 1, None, None]
+        coords[..., 1] = (
+            centre[1] + cos * dy - sin * dx + field[..., 1] + misalign[:, 0, None, None]
+        )
+        coords[..., 2] = (
+            centre[2] + sin * dy + cos * dx + field[..., 2] + misalign[:, 1, None, None]
+        )
         return coords
 
     def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         """Resample a float context patch ``x`` (Z', Y', X') to the output shape (Z, Y, X)."""
+        return self.resample(x, params)
+
+    def resample(
+        self,
+        x: torch.Tensor,
+        params: dict,
+        mirror_yx: tuple[bool, bool] = (False, False),
+        transpose_yx: bool = False,
+    ) -> torch.Tensor:
+        """:meth:`apply`, optionally followed by a y/x mirror and y/x transpose at no cost.
+
+        The mirror and transpose are folded into the sampling grid (reversing or transposing
+        the subsampled grid, whose positions are symmetric), which saves a copy of the output.
+        """
         if x.dim() != 3:
-            raise ValueError(f"ElasticAugment expects a (Z, Y, X) patch, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"ElasticAugment expects a (Z, Y, X) patch, got shape {tuple(x.shape)}"
+            )
         if not x.is_floating_point():
             raise ValueError(f"ElasticAugment expects a floating point patch, got {x.dtype}")
         out = _shape3(params["output_shape_vox"], "params['output_shape_vox']")
         ctx = tuple(x.shape)
         coords = self.source_coordinates_vox(ctx, params)
+        if mirror_yx[0]:
+            coords = coords[:, ::-1]
+        if mirror_yx[1]:
+            coords = coords[:, :, ::-1]
+        if transpose_yx:
+            if out[1] != out[2]:
+                raise ValueError(f"cannot transpose y and x of a non-square output {out}")
+            coords = coords.transpose(0, 2, 1, 3)
         # normalise for align_corners=True: index 0 -> -1, index size-1 -> +1
         scale = np.array([2.0 / (c - 1) if c > 1 else 0.0 for c in ctx])
         normed = (coords * scale - (scale > 0)).astype(np.float32)
         planar = self.jitter_sigma_vox[0] == 0
         # grid_sample wants x, y(, z) last; z stays integral without z jitter
-        coarse = torch.from_numpy(np.ascontiguousarray(normed[..., [2, 1]] if planar else normed[..., ::-1]))
+        coarse = torch.from_numpy(
+            np.ascontiguousarray(normed[..., [2, 1]] if planar else normed[..., ::-1])
+        )
         grid = self._upsample_yx(coarse, out[1], out[2])
         if planar:
             # one bilinear grid_sample with the sections as the batch (nearest in z)
             z0 = central_offset_vox(ctx, out)[0]
             sections = x[z0 : z0 + out[0]].unsqueeze(1)
-            return F.grid_sample(sections, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+            return F.grid_sample(
+                sections, grid, mode="bilinear", padding_mode="border", align_corners=True
+            )[:, 0]
         volume = x[None, None]
-        return F.grid_sample(volume, grid[None], mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
+        return F.grid_sample(
+            volume, grid[None], mode="bilinear", padding_mode="border", align_corners=True
+        )[0, 0]
 
     def _upsample_yx(self, coarse: torch.Tensor, size_y: int, size_x: int) -> torch.Tensor:
         """Bilinear upsampling (align_corners) of (Z, n_y, n_x, D) to (Z, Y, X, D).
@@ -292,7 +353,9 @@ class SimpleAugment(Augmentation):
     transposed (the shape would change); with the defaults y and x swap when the patch is square.
     """
 
-    def __init__(self, mirror_axes: Sequence[int] = (0, 1, 2), transpose_axes: Sequence[int] = (1, 2)):
+    def __init__(
+        self, mirror_axes: Sequence[int] = (0, 1, 2), transpose_axes: Sequence[int] = (1, 2)
+    ):
         for a in (*mirror_axes, *transpose_axes):
             if a not in (0, 1, 2):
                 raise ValueError(f"axes must be 0 (z), 1 (y) or 2 (x), got {a}")
@@ -305,7 +368,7 @@ class SimpleAugment(Augmentation):
         permutation = [0, 1, 2]
         axes = list(self.transpose_axes)
         if len(axes) > 1 and len({shape[a] for a in axes}) == 1:
-            for a, b in zip(axes, rng.permutation(axes)):
+            for a, b in zip(axes, rng.permutation(axes), strict=True):
                 permutation[a] = int(b)
         return {"mirror": mirror, "transpose": permutation}
 
@@ -375,6 +438,30 @@ class IntensityAugment(Augmentation):
         y = (x - mean) * scale + (mean + shift)
         return y.clamp_(0.0, 1.0) if self.clip else y
 
+    def apply_to_raw(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """:meth:`apply` for intensities in [0, 255], followed by ``2x - 1``, in one pass.
+
+        Per section the augmentation, the clip and the mapping to [-1, 1] are one affine map
+        and a clamp.
+        """
+        if x.dim() != 3:
+            raise ValueError(f"apply_to_raw expects a (Z, Y, X) patch, got shape {tuple(x.shape)}")
+        scale = torch.tensor(params["scale"], dtype=torch.float64)
+        shift = torch.tensor(params["shift"], dtype=torch.float64)
+        z = x.shape[0]
+        if len(scale) not in (1, z) or len(shift) != len(scale):
+            raise ValueError(
+                f"params hold {len(scale)} scales and {len(shift)} shifts for {z} sections"
+            )
+        if len(scale) == z and self.z_section_wise:
+            mean = x.reshape(z, -1).mean(dim=1, dtype=torch.float64) / 255
+        else:
+            mean = x.mean(dtype=torch.float64).reshape(1) / 255
+        gain = (2 * scale / 255).to(x.dtype).view(-1, 1, 1)
+        bias = (2 * (mean * (1 - scale) + shift) - 1).to(x.dtype).view(-1, 1, 1)
+        y = torch.addcmul(bias, x, gain)
+        return y.clamp_(-1.0, 1.0) if self.clip else y
+
 
 class AugmentPipeline:
     """Context patch (uint8) -> augmented output patch in [-1, 1], the original's order.
@@ -415,7 +502,12 @@ class AugmentPipeline:
         }
 
     def apply(self, raw_uint8_context: np.ndarray | torch.Tensor, params: dict) -> torch.Tensor:
-        """float32 (Z, Y, X) in [-1, 1] from a uint8 context patch (Z', Y', X')."""
+        """float32 (Z, Y, X) in [-1, 1] from a uint8 context patch (Z', Y', X').
+
+        Same result (to float rounding) as applying the steps one after the other on [0, 1]
+        intensities, with fewer passes over the data: y/x mirror and transpose ride on the
+        elastic sampling grid, and the intensity change, clip and ``2x - 1`` are one affine map.
+        """
         raw = torch.as_tensor(raw_uint8_context)
         if raw.dtype != torch.uint8 or raw.dim() != 3:
             raise ValueError(
@@ -423,14 +515,33 @@ class AugmentPipeline:
             )
         if tuple(raw.shape) != self.context_shape_vox:
             raise ValueError(
-                f"patch of shape {tuple(raw.shape)} is not the context shape {self.context_shape_vox}"
+                f"patch of shape {tuple(raw.shape)} is not the context shape "
+                f"{self.context_shape_vox}"
             )
-        if self.elastic is not None and params.get("elastic") is not None:
-            x = self.elastic.apply(raw.to(torch.float32).div_(255), params["elastic"])
+        elastic = params.get("elastic") if self.elastic is not None else None
+        simple = params.get("simple") if self.simple is not None else None
+        intensity = params.get("intensity") if self.intensity is not None else None
+        fusable = simple is not None and [int(p) for p in simple["transpose"]] in (
+            [0, 1, 2],
+            [0, 2, 1],
+        )
+        if elastic is not None and fusable:
+            mirror = simple["mirror"]
+            x = self.elastic.resample(
+                raw.to(torch.float32),
+                elastic,
+                mirror_yx=(bool(mirror[1]), bool(mirror[2])),
+                transpose_yx=[int(p) for p in simple["transpose"]] == [0, 2, 1],
+            )
+            if mirror[0]:
+                x = torch.flip(x, [0])
         else:
-            x = crop_center(raw, self.output_shape_vox).to(torch.float32).div_(255)
-        if self.simple is not None and params.get("simple") is not None:
-            x = self.simple.apply(x, params["simple"])
-        if self.intensity is not None and params.get("intensity") is not None:
-            x = self.intensity.apply(x, params["intensity"])
-        return x.mul_(2).sub_(1)
+            if elastic is not None:
+                x = self.elastic.resample(raw.to(torch.float32), elastic)
+            else:
+                x = crop_center(raw, self.output_shape_vox).to(torch.float32)
+            if simple is not None:
+                x = self.simple.apply(x, simple)
+        if intensity is not None:
+            return self.intensity.apply_to_raw(x, intensity)
+        return x.div_(255).mul_(2).sub_(1)

@@ -1,10 +1,13 @@
 """Training data: class-balanced synapse sampling, batched patch reads, augmentation, loaders.
 
 Sampling follows the original synister training: draw a class uniformly, then one of its
-training synapses uniformly, then shift the patch so that the synapse lies uniformly within the
-central half of every axis (the central 1/8 of the patch volume). Optionally a "neither" class
-of locations 2-4 um from a known synapse and at least 2 um from every synapse is drawn as one
-more class.
+training synapses uniformly, then shift the patch so that the synapse lies uniformly within a
+central box of ``synapse_region_fraction`` of every axis. The original requested its synapse
+points in a box of ``input_size / 8`` centred in the raw request (funkelab/synister
+``train_pipeline.py``: ``request.add(synapses, input_size/8)``), i.e. 1/8 of every axis, which
+is the default; 0.5 (the central 1/8 of the patch *volume*) is the wider alternative.
+Optionally a "neither" class of locations 2-4 um from a known synapse and at least 2 um from
+every synapse is drawn as one more class.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.spatial import cKDTree
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from synister.augment import AugmentPipeline
 from synister.nt import canonical
@@ -27,7 +30,9 @@ NEITHER = "neither"
 TRAINING_COLUMNS = ["synapse_id", "z", "y", "x", "skeleton_id", "label"]
 
 
-def training_synapses(db, split_name: str, classes: Sequence[str], part: str = "train") -> pd.DataFrame:
+def training_synapses(
+    db, split_name: str, classes: Sequence[str], part: str = "train"
+) -> pd.DataFrame:
     """Synapses of ``part`` of split ``split_name`` whose skeleton has exactly one known
     transmitter, that transmitter being one of ``classes``; ``label`` is its index in ``classes``.
 
@@ -38,16 +43,14 @@ def training_synapses(db, split_name: str, classes: Sequence[str], part: str = "
     names = [canonical(c) for c in classes]
     index = {name: i for i, name in enumerate(names) if name != NEITHER}
     table = db.synapses(split=split_name, part=part)
-    single = table["nt_known"].map(lambda known: len(known) == 1 and next(iter(known)) in index)
+    single = table["nt_known"].map(
+        lambda known: bool(known) and len(known) == 1 and next(iter(known)) in index
+    )
     chosen = table.loc[single.astype(bool)].copy()
-    chosen["label"] = chosen["nt_known"].map(lambda known: index[next(iter(known))]).astype(np.int64)
+    chosen["label"] = (
+        chosen["nt_known"].map(lambda known: index[next(iter(known))]).astype(np.int64)
+    )
     return chosen[TRAINING_COLUMNS].reset_index(drop=True)
-
-
-def _worker_seeding() -> tuple[int, int]:
-    """(worker id, number of workers); (0, 1) in the main process."""
-    info = get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
 
 
 class TrainingData(IterableDataset):
@@ -78,12 +81,23 @@ class TrainingData(IterableDataset):
         all_synapses_nm: np.ndarray | None = None,
         neither_distance_nm: tuple[float, float] = (2000.0, 4000.0),
         neither_min_distance_nm: float = 2000.0,
+        synapse_region_fraction: float = 1 / 8,
     ):
         self.classes = [canonical(c) for c in classes]
         self.volume = volume
         self.input_shape_vox = tuple(int(s) for s in input_shape_vox)
         if len(self.input_shape_vox) != 3 or min(self.input_shape_vox) < 1:
-            raise ValueError(f"input_shape_vox must be three positive voxel counts, got {input_shape_vox}")
+            raise ValueError(
+                f"input_shape_vox must be three positive voxel counts, got {input_shape_vox}"
+            )
+        if not 0 < synapse_region_fraction <= 1:
+            raise ValueError(
+                f"synapse_region_fraction must be in (0, 1], got {synapse_region_fraction}"
+            )
+        shape = np.asarray(self.input_shape_vox)
+        region = np.maximum(1, np.round(shape * synapse_region_fraction)).astype(np.int64)
+        #: voxels [first, first + size) of the patch, per axis, where the synapse may lie
+        self.synapse_region_vox = (shape // 2 - region // 2, region)
         self.seed = int(seed)
         self.read_batch = int(read_batch)
         if self.read_batch < 1:
@@ -100,18 +114,27 @@ class TrainingData(IterableDataset):
         if missing:
             raise ValueError(f"synapses table lacks column(s) {missing}")
         labels = synapses["label"].to_numpy(dtype=np.int64)
-        bad = np.flatnonzero((labels < 0) | (labels >= len(self.classes)) | (labels == self.neither_label))
+        bad = np.flatnonzero(
+            (labels < 0) | (labels >= len(self.classes)) | (labels == self.neither_label)
+        )
         if bad.size:
+            synapse_id = int(synapses["synapse_id"].iloc[bad[0]])
             raise ValueError(
-                f"synapses row {int(bad[0])} (synapse_id {int(synapses['synapse_id'].iloc[bad[0]])}) "
-                f"has label {int(labels[bad[0]])}, not a synapse class index of {self.classes}"
+                f"synapses row {int(bad[0])} (synapse_id {synapse_id}) has label "
+                f"{int(labels[bad[0]])}, not a synapse class index of {self.classes}"
             )
         self.positions_nm = synapses[["z", "y", "x"]].to_numpy(dtype=np.float64)
         self.synapse_ids = synapses["synapse_id"].to_numpy(dtype=np.int64)
         self.members = [np.flatnonzero(labels == k) for k in range(len(self.classes))]
-        empty = [c for k, c in enumerate(self.classes) if k != self.neither_label and not self.members[k].size]
+        empty = [
+            c
+            for k, c in enumerate(self.classes)
+            if k != self.neither_label and not self.members[k].size
+        ]
         if empty:
-            raise ValueError(f"no training synapses for class(es) {empty}; drop them from the classes")
+            raise ValueError(
+                f"no training synapses for class(es) {empty}; drop them from the classes"
+            )
 
         if pipeline is None:
             pipeline = AugmentPipeline(
@@ -127,7 +150,9 @@ class TrainingData(IterableDataset):
         self.neither_distance_nm = (float(neither_distance_nm[0]), float(neither_distance_nm[1]))
         self.neither_min_distance_nm = float(neither_min_distance_nm)
         self.all_synapses_nm = (
-            self.positions_nm if all_synapses_nm is None else np.asarray(all_synapses_nm, dtype=np.float64)
+            self.positions_nm
+            if all_synapses_nm is None
+            else np.asarray(all_synapses_nm, dtype=np.float64)
         )
         self._tree: cKDTree | None = None
         if self.neither:
@@ -140,7 +165,9 @@ class TrainingData(IterableDataset):
         high = low + np.asarray(self.volume.shape_vox) * np.asarray(self.volume.voxel_size_nm)
         return low, high
 
-    def neither_locations(self, rng: np.random.Generator, n: int, max_rounds: int = 200) -> np.ndarray:
+    def neither_locations(
+        self, rng: np.random.Generator, n: int, max_rounds: int = 200
+    ) -> np.ndarray:
         """(n, 3) z,y,x nm: each 2-4 um from a random known synapse, >= 2 um from all, inside."""
         if self._tree is None:
             self._tree = cKDTree(self.all_synapses_nm)
@@ -170,11 +197,13 @@ class TrainingData(IterableDataset):
             f"{max_rounds * tries} tries; the synapses are too dense or the volume too small"
         )
 
-    def sample_locations(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample_locations(
+        self, rng: np.random.Generator, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw n samples: (patch centres (n, 3) z,y,x nm, labels (n,), synapse ids (n,)).
 
         The patch centre is the centre of a voxel ``d`` voxels from the synapse's voxel, ``d``
-        uniform so that the synapse lands in voxels ``[S//4, S - S//4)`` of the patch.
+        uniform so that the synapse lands uniformly in :attr:`synapse_region_vox` of the patch.
         """
         labels = rng.integers(len(self.classes), size=n)
         points = np.empty((n, 3))
@@ -188,9 +217,8 @@ class TrainingData(IterableDataset):
                 points[where] = self.positions_nm[chosen]
                 ids[where] = self.synapse_ids[chosen]
         shape = np.asarray(self.input_shape_vox)
-        # synapse voxel index in the patch, uniform over the central half of each axis
-        low, high = shape // 4, shape - shape // 4
-        index_in_patch = rng.integers(low, np.maximum(high, low + 1), size=(n, 3))
+        first, size = self.synapse_region_vox
+        index_in_patch = rng.integers(first, first + size, size=(n, 3))
         voxel = np.asarray(self.volume.voxel_size_nm, dtype=np.float64)
         offset = np.asarray(self.volume.offset_nm, dtype=np.float64)
         synapse_vox = np.floor((points - offset) / voxel)
@@ -200,10 +228,10 @@ class TrainingData(IterableDataset):
 
     # ---- iteration ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:
-        worker, _ = _worker_seeding()
-        if get_worker_info() is not None:
+        info = get_worker_info()
+        if info is not None:
             torch.set_num_threads(1)
-        rng = np.random.default_rng([self.seed, worker])
+        rng = np.random.default_rng([self.seed, 0 if info is None else info.id])
         context = self.pipeline.context_shape_vox
         while True:
             centers_nm, labels, ids = self.sample_locations(rng, self.read_batch)
@@ -221,9 +249,13 @@ class TrainingData(IterableDataset):
 
 def collate_samples(samples: list[dict]) -> dict:
     """Stack samples into a batch: raw (B, 1, Z, Y, X), label and synapse_id (B,) int64,
-    params as a list of dicts (left uncollated so they stay JSON-able)."""
+    params as a list of dicts (left uncollated so they stay JSON-able).
+
+    ``raw`` goes through ``default_collate``, which in a worker stacks straight into shared
+    memory, saving a copy of every batch on its way to the main process.
+    """
     return {
-        "raw": torch.stack([s["raw"] for s in samples]),
+        "raw": default_collate([s["raw"] for s in samples]),
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
         "synapse_id": torch.tensor([s["synapse_id"] for s in samples], dtype=torch.int64),
         "params": [s["params"] for s in samples],
@@ -256,7 +288,9 @@ def training_loader(
     well under a second where "spawn" re-imports torch in every worker.
     """
     if batch_size < 1 or num_workers < 0:
-        raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        raise ValueError(
+            f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}"
+        )
     extra = {}
     if num_workers > 0:
         if multiprocessing_context == "forkserver":

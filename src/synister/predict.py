@@ -1,15 +1,18 @@
 """Prediction of a split part with a trained checkpoint, into the database.
 
-Three stages overlap so that the model never waits: DataLoader workers read and normalise
-patches (one concurrent tensorstore request per batch), the main process runs the network, and
-a writer thread stores each batch of softmax probabilities in one transaction. Because every
-stored batch is a committed transaction and writes are upserts, a run that is killed at any
-moment resumes by predicting only the synapses that have no stored prediction yet.
+Three stages overlap so that the network never waits: DataLoader worker processes read and
+normalise patches (one concurrent tensorstore request per batch), the model process runs the
+network, and a writer thread stores each batch of softmax probabilities as one transaction.
+Every stored batch is committed and writes are upserts, so a run killed at any moment resumes
+by predicting only the synapses without a stored prediction. ``num_block_workers`` processes
+(one per GPU where there are GPUs) share the synapses; the parent shows their joint progress.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -22,16 +25,25 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .config import PredictConfig, load_predict_setup
+from .config import PredictConfig, WorkerConfig, load_predict_setup
+from .data import training_synapses
 from .db import PredictionRunExists, open_database
 from .models import build_model, load_checkpoint
 from .volumes import Volume, normalize
 
 log = logging.getLogger(__name__)
 
+#: meta keys that must agree before a stored, incomplete run is resumed
+RESUME_KEYS = ("split_name", "split_part", "iteration", "classes")
+
+PROGRESS_FORMAT = (
+    "{desc}: {n_fmt}/{total_fmt} synapses {percentage:3.0f}%|{bar}| "
+    "[{elapsed}<{remaining} ETA, {rate_noinv_fmt}]"
+)
+
 
 class PatchBatches(torch.utils.data.Dataset):
-    """Batch ``i`` = normalised patches (B, 1, Z, Y, X) around synapses ``i*B .. (i+1)*B`` and their ids."""
+    """Batch ``i``: ids and normalised patches (B, 1, Z, Y, X) of synapses ``i*B .. (i+1)*B``."""
 
     def __init__(
         self,
@@ -41,53 +53,85 @@ class PatchBatches(torch.utils.data.Dataset):
         input_shape_vox: tuple[int, int, int],
         batch_size: int,
     ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.volume = volume
         self.synapse_ids = np.asarray(synapse_ids, dtype=np.int64)
-        self.centers_nm = np.asarray(centers_nm, dtype=np.float64)
-        self.input_shape_vox = tuple(input_shape_vox)
-        self.batch_size = batch_size
+        self.centers_nm = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
+        if len(self.centers_nm) != len(self.synapse_ids):
+            raise ValueError(
+                f"{len(self.synapse_ids)} synapse ids but {len(self.centers_nm)} positions"
+            )
+        self.input_shape_vox = tuple(int(s) for s in input_shape_vox)
+        self.batch_size = int(batch_size)
 
     def __len__(self) -> int:
         return -(-len(self.synapse_ids) // self.batch_size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        raw = self.volume.read_patches(self.centers_nm[sl], self.input_shape_vox)
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} of {len(self)}")
+        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        raw = self.volume.read_patches(self.centers_nm[rows], self.input_shape_vox)
         patches = torch.from_numpy(normalize(raw)).unsqueeze(1)
-        return torch.from_numpy(self.synapse_ids[sl]), patches
+        return torch.from_numpy(self.synapse_ids[rows]), patches
 
 
-def _worker_init(_: int) -> None:
+def _init_read_worker(_: int) -> None:
+    """Readers spend their time in tensorstore's own threads; one torch thread each is enough."""
     torch.set_num_threads(1)
 
 
-def patch_loader(dataset: PatchBatches, num_workers: int, pin_memory: bool = False):
-    """Batches in order, read ahead by ``num_workers`` processes (0: read in this process)."""
+def patch_loader(
+    dataset: PatchBatches, num_workers: int, pin_memory: bool = False
+) -> torch.utils.data.DataLoader:
+    """Batches in order, read ahead by ``num_workers`` processes (0: read in this process).
+
+    Workers fork from a fork server, never from this process: tensorstore aborts in a child
+    forked after it started its threads.
+    """
+    if num_workers < 0:
+        raise ValueError(f"read workers must be >= 0, got {num_workers}")
+    extra = {}
+    if num_workers:
+        multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
+        extra = {
+            "worker_init_fn": _init_read_worker,
+            "prefetch_factor": 4,
+            "multiprocessing_context": "forkserver",
+        }
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        worker_init_fn=_worker_init if num_workers else None,
-        prefetch_factor=4 if num_workers else None,
-        # tensorstore does not survive fork() in a process that has used it
-        multiprocessing_context="forkserver" if num_workers else None,
+        **extra,
     )
 
 
 class BatchWriter:
     """Stores batches of predictions from a background thread, one transaction per batch.
 
-    The thread opens its own database connection (SQLite connections belong to one thread).
-    An error in the thread is raised again in the caller at the next :meth:`put` or at
+    The thread opens its own database connection (SQLite connections belong to one thread)
+    and calls ``on_written(n)`` after each commit, so progress counts stored synapses. An
+    error in the thread is raised again in the caller at the next :meth:`put` or at
     :meth:`close`, so a failing write never goes unnoticed.
     """
 
-    def __init__(self, db_url: str, run: str, max_pending: int = 8):
+    def __init__(
+        self,
+        db_url: str,
+        run: str,
+        on_written: Callable[[int], None] | None = None,
+        max_pending: int = 8,
+    ):
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, args=(db_url, run), daemon=True)
+        self._on_written = on_written
+        self._thread = threading.Thread(
+            target=self._work, args=(db_url, run), name="prediction-writer", daemon=True
+        )
         self._thread.start()
 
     def _work(self, db_url: str, run: str) -> None:
@@ -95,20 +139,23 @@ class BatchWriter:
             with open_database(db_url) as db:
                 while (item := self._queue.get()) is not None:
                     db.write_predictions(run, *item)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            self._error = e
+                    if self._on_written is not None:
+                        self._on_written(len(item[0]))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            self._error = error
             while self._queue.get() is not None:  # drain so put() never blocks forever
                 pass
 
     def put(self, synapse_ids: np.ndarray, probabilities: np.ndarray) -> None:
-        if self._error:
+        if self._error is not None:
             raise self._error
         self._queue.put((synapse_ids, probabilities))
 
     def close(self) -> None:
+        """Wait until every queued batch is stored; re-raise a write error."""
         self._queue.put(None)
         self._thread.join()
-        if self._error:
+        if self._error is not None:
             raise self._error
 
 
@@ -117,9 +164,8 @@ def run_model(
     loader,
     device: torch.device,
     on_batch: Callable[[np.ndarray, np.ndarray], None],
-    progress: tqdm | None = None,
 ) -> int:
-    """Softmax probabilities for every batch of ``loader``, handed to ``on_batch``; returns the count."""
+    """Softmax probabilities of every batch of ``loader`` handed to ``on_batch``; the count."""
     model.eval()
     done = 0
     autocast = device.type == "cuda"
@@ -128,103 +174,124 @@ def run_model(
             patches = patches.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=autocast):
                 logits = model(patches)
-            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-            on_batch(ids.numpy(), probs)
+            probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            on_batch(ids.numpy(), probabilities)
             done += len(ids)
-            if progress is not None:
-                progress.update(len(ids))
     return done
 
 
 @dataclass
 class PredictionPlan:
-    """What a prediction setup will do: the run, its synapses and what is already stored."""
+    """What a prediction setup will do: the run, its synapses and those still to predict."""
 
     cfg: PredictConfig
+    worker: WorkerConfig
     run: str
     synapses: pd.DataFrame  # synapse_id, z, y, x (nm) of the split part
-    todo: pd.DataFrame  # the subset without a stored prediction
-    checkpoint: Path
+    todo: pd.DataFrame  # the subset without a stored prediction, in reading order
+
+    @property
+    def resumed_from(self) -> int:
+        return len(self.synapses) - len(self.todo)
 
 
-def resolve_checkpoint(setup_dir: Path, checkpoint: str) -> Path:
-    """The seed writes ``train_checkpoint`` relative to the experiments' base folder."""
-    path = Path(checkpoint)
-    if path.is_absolute():
-        return path
-    for base in (setup_dir, setup_dir.parents[2] if len(setup_dir.parents) > 2 else setup_dir):
-        if (base / path).exists():
-            return (base / path).resolve()
-    return (setup_dir.parents[2] / path).resolve()
+def prediction_meta(cfg: PredictConfig) -> dict:
+    """The meta stored with a run (what produced it)."""
+    return {
+        "split_name": cfg.split_name,
+        "split_part": cfg.split_part,
+        "experiment": cfg.experiment,
+        "train_number": cfg.train_number,
+        "predict_number": cfg.predict_number,
+        "iteration": cfg.iteration,
+        "checkpoint": str(cfg.train_checkpoint),
+        "classes": list(cfg.classes),
+    }
+
+
+def reading_order(synapses: pd.DataFrame, block_nm: np.ndarray) -> pd.DataFrame:
+    """Synapses sorted block by block (z, y, x blocks of ``block_nm``), so that consecutive
+    batches touch the same chunks and a remote volume's chunk cache is reused."""
+    if len(synapses) == 0:
+        return synapses
+    blocks = np.floor(synapses[["z", "y", "x"]].to_numpy() / block_nm).astype(np.int64)
+    order = np.lexsort((synapses["x"].to_numpy(), blocks[:, 2], blocks[:, 1], blocks[:, 0]))
+    return synapses.iloc[order].reset_index(drop=True)
 
 
 def plan_prediction(setup_dir: str | Path) -> PredictionPlan:
     """Open (or create) the run of a predict setup and find what is left to predict.
 
-    An existing run that is complete aborts with :class:`PredictionRunExists` unless the config
-    says ``overwrite = True`` (then it is emptied); an incomplete one is resumed.
+    The synapses are those of the split part whose skeleton has exactly one known transmitter
+    among the classes (the ones training and evaluation use). A stored run that is complete
+    raises :class:`PredictionRunExists` unless the config says ``overwrite = True`` (then it is
+    emptied); an incomplete one of the same checkpoint and classes is resumed.
     """
-    setup_dir = Path(setup_dir).resolve()
-    cfg, _ = load_predict_setup(setup_dir)
+    setup_dir = Path(setup_dir)
+    config_file = setup_dir / "predict_config.ini"
+    cfg, worker = load_predict_setup(setup_dir)
     run = cfg.run_name
-    checkpoint = resolve_checkpoint(setup_dir, cfg.train_checkpoint)
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"{setup_dir / 'predict_config.ini'}: train_checkpoint {checkpoint} not found")
+    checkpoint = Path(cfg.train_checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"{config_file} [Predict] train_checkpoint: no checkpoint file at {checkpoint}"
+        )
+    meta = prediction_meta(cfg)
     with open_database(cfg.database_url()) as db:
-        synapses = db.synapses(split=cfg.split_name, part=cfg.split_part)
-        synapses = synapses[synapses["nt_known"].map(lambda s: len(s & set(cfg.classes)) == 1)]
-        synapses = synapses[["synapse_id", "z", "y", "x"]].reset_index(drop=True)
+        synapses = training_synapses(db, cfg.split_name, cfg.classes, part=cfg.split_part)
+        synapses = synapses[["synapse_id", "z", "y", "x"]]
         if len(synapses) == 0:
             raise ValueError(
-                f"split {cfg.split_name!r} part {cfg.split_part!r} holds no synapse of the classes "
-                f"{', '.join(cfg.classes)}"
+                f"{config_file}: split {cfg.split_name!r} part {cfg.split_part!r} holds no "
+                f"synapse of the classes {', '.join(cfg.classes)}"
             )
-        meta = {
-            "split_name": cfg.split_name,
-            "split_part": cfg.split_part,
-            "experiment": cfg.experiment,
-            "train_number": cfg.train_number,
-            "predict_number": cfg.predict_number,
-            "iteration": cfg.iteration,
-            "checkpoint": str(checkpoint),
-            "classes": list(cfg.classes),
-        }
         done = np.empty(0, dtype=np.int64)
         if run in db.prediction_runs() and not cfg.overwrite:
-            classes, _ = db.open_prediction_run(run)
-            done = db.predicted_synapse_ids(run)
-            if list(classes) != list(cfg.classes):
+            classes, stored = db.open_prediction_run(run)
+            stored = {**stored, "classes": list(classes)}
+            differ = [k for k in RESUME_KEYS if k in stored and stored[k] != meta[k]]
+            if differ:
+                found = ", ".join(f"{k}={stored[k]!r} (now {meta[k]!r})" for k in differ)
                 raise PredictionRunExists(
-                    f"prediction run {run!r} exists with classes {classes}, not {cfg.classes}; "
-                    "set overwrite = True in predict_config.ini to replace it"
+                    f"prediction run {run!r} exists with other settings: {found}; set "
+                    f"overwrite = True in {config_file} to replace it"
                 )
-            if np.isin(synapses["synapse_id"], done).all():
+            done = db.predicted_synapse_ids(run)
+            if np.isin(synapses["synapse_id"].to_numpy(), done).all():
                 raise PredictionRunExists(
-                    f"prediction run {run!r} exists and is complete ({len(done)} synapses); "
-                    "set overwrite = True in predict_config.ini to replace it"
+                    f"prediction run {run!r} exists and is complete ({len(synapses)} synapses); "
+                    f"set overwrite = True in {config_file} to replace it"
                 )
         else:
             db.create_prediction_run(run, cfg.classes, meta, overwrite=cfg.overwrite)
-    todo = synapses[~np.isin(synapses["synapse_id"], done)].reset_index(drop=True)
-    return PredictionPlan(cfg, run, synapses, todo, checkpoint)
+    todo = synapses[~np.isin(synapses["synapse_id"].to_numpy(), done)]
+    block_nm = np.asarray(cfg.input_shape, float) * np.asarray(cfg.voxel_size, float)
+    return PredictionPlan(cfg, worker, run, synapses.reset_index(drop=True),
+                          reading_order(todo, block_nm))
 
 
-def _device(requested: str | None, worker: int = 0) -> torch.device:
+def choose_device(requested: str | None, rank: int = 0) -> torch.device:
+    """``requested``, else GPU ``rank`` (round robin) when there are GPUs, else the CPU."""
     if requested:
         return torch.device(requested)
     if torch.cuda.is_available():
-        return torch.device(f"cuda:{worker % torch.cuda.device_count()}")
+        return torch.device(f"cuda:{rank % torch.cuda.device_count()}")
     return torch.device("cpu")
 
 
-def _predict_shard(plan: PredictionPlan, shard: slice, device: torch.device, read_workers: int,
-                   progress: tqdm | None) -> int:
-    cfg = plan.cfg
-    todo = plan.todo.iloc[shard]
+def predict_synapses(
+    cfg: PredictConfig,
+    run: str,
+    todo: pd.DataFrame,
+    device: torch.device,
+    read_workers: int,
+    on_written: Callable[[int], None] | None = None,
+) -> int:
+    """Predict ``todo`` (synapse_id, z, y, x nm) into ``run``; returns how many were stored."""
     if len(todo) == 0:
         return 0
     model = build_model(cfg)
-    load_checkpoint(plan.checkpoint, model, map_location="cpu")
+    load_checkpoint(cfg.train_checkpoint, model, map_location="cpu")
     model.to(device)
     volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
     batches = PatchBatches(
@@ -235,16 +302,41 @@ def _predict_shard(plan: PredictionPlan, shard: slice, device: torch.device, rea
         cfg.batch_size,
     )
     loader = patch_loader(batches, read_workers, pin_memory=device.type == "cuda")
-    writer = BatchWriter(cfg.database_url(), plan.run)
+    writer = BatchWriter(cfg.database_url(), run, on_written)
     try:
-        return run_model(model, loader, device, writer.put, progress)
+        run_model(model, loader, device, writer.put)
     finally:
         writer.close()
+    return len(todo)
 
 
-def _block_worker(rank: int, plan: PredictionPlan, n: int, device: str | None, read_workers: int):
-    torch.set_num_threads(max(1, torch.get_num_threads() // n))
-    _predict_shard(plan, slice(rank, None, n), _device(device, rank), read_workers, None)
+def _block_worker(
+    rank: int,
+    plan: PredictionPlan,
+    n: int,
+    device: str | None,
+    read_workers: int,
+    threads: int,
+    progress: multiprocessing.SimpleQueue,
+) -> None:
+    torch.set_num_threads(threads)
+    share = plan.todo.iloc[rank::n]
+    predict_synapses(plan.cfg, plan.run, share, choose_device(device, rank), read_workers,
+                     progress.put)
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_read_workers(worker: WorkerConfig, block_workers: int) -> int:
+    """Reading processes per block worker: num_cache_workers, at most the CPUs per block
+    worker less one for the model (at least one)."""
+    per_block = max(1, _available_cpus() // block_workers - 1)
+    return max(1, min(worker.num_cache_workers, per_block))
 
 
 def predict_setup(
@@ -253,45 +345,88 @@ def predict_setup(
     device: str | None = None,
     block_workers: int | None = None,
     read_workers: int | None = None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Predict the split part of one predict setup; returns counts and synapses/s.
+    """Predict the split part of one predict setup (see :func:`plan_prediction`).
 
-    ``block_workers`` (default: worker_config's num_block_workers) processes share the synapses,
-    one per GPU where GPUs exist.
+    ``block_workers`` (default: num_block_workers of worker_config.ini) processes share the
+    synapses, one per GPU where there are GPUs; each has ``read_workers`` reading processes and
+    ``threads`` torch threads (default: the CPUs divided among the block workers). Progress
+    (done/total, synapses/s, ETA) goes to stderr. Returns the run name, counts and synapses/s.
     """
-    setup_dir = Path(setup_dir).resolve()
-    _, worker_cfg = load_predict_setup(setup_dir)
-    plan = plan_prediction(setup_dir)
-    n = block_workers or worker_cfg.num_block_workers or 1
-    if read_workers is None:
-        read_workers = max(1, min(worker_cfg.num_cache_workers, (torch.get_num_threads() or 2) // n))
     start = time.perf_counter()
+    plan = plan_prediction(setup_dir)
+    n = block_workers or plan.worker.num_block_workers
+    if n < 1:
+        raise ValueError(f"block workers must be >= 1, got {n}")
+    n = min(n, max(1, len(plan.todo)))
+    if read_workers is None:
+        read_workers = default_read_workers(plan.worker, n)
+    if threads is None:
+        threads = max(1, torch.get_num_threads() // n)
+    log.info(
+        "prediction run %s: %d of %d synapses to predict (%d stored before), %d block worker(s)",
+        plan.run, len(plan.todo), len(plan.synapses), plan.resumed_from, n,
+    )
     bar = tqdm(
         total=len(plan.synapses),
-        initial=len(plan.synapses) - len(plan.todo),
+        initial=plan.resumed_from,
         desc=plan.run,
-        unit="syn",
+        unit=" synapses",
+        bar_format=PROGRESS_FORMAT,
         disable=not progress,
         dynamic_ncols=True,
     )
     try:
         if n == 1:
-            done = _predict_shard(plan, slice(None), _device(device), read_workers, bar)
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                predicted = predict_synapses(
+                    plan.cfg, plan.run, plan.todo, choose_device(device), read_workers, bar.update
+                )
+            finally:
+                torch.set_num_threads(previous)
         else:
-            torch.multiprocessing.spawn(
-                _block_worker, args=(plan, n, device, read_workers), nprocs=n, join=True
-            )
-            done = len(plan.todo)
-            bar.update(done)
+            predicted = _run_block_workers(plan, n, device, read_workers, threads, bar)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
     return {
         "run": plan.run,
         "total": len(plan.synapses),
-        "predicted": done,
-        "resumed_from": len(plan.synapses) - len(plan.todo),
+        "predicted": predicted,
+        "resumed_from": plan.resumed_from,
         "seconds": seconds,
-        "synapses_per_second": done / seconds if seconds > 0 else float("nan"),
+        "synapses_per_second": predicted / seconds if seconds > 0 else float("nan"),
     }
+
+
+def _run_block_workers(
+    plan: PredictionPlan, n: int, device: str | None, read_workers: int, threads: int, bar: tqdm
+) -> int:
+    """Run ``n`` block worker processes and forward their stored counts to ``bar``."""
+    context = torch.multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    counts = context.SimpleQueue()
+    stored = 0
+
+    def drain() -> None:
+        nonlocal stored
+        while not counts.empty():
+            count = counts.get()
+            stored += count
+            bar.update(count)
+
+    workers = torch.multiprocessing.start_processes(
+        _block_worker,
+        args=(plan, n, device, read_workers, threads, counts),
+        nprocs=n,
+        join=False,
+        start_method="forkserver",
+    )
+    while not workers.join(timeout=0.2):
+        drain()
+    drain()
+    return stored

@@ -51,6 +51,13 @@ def evaluate_command(
             help="Leave out synapses whose highest class probability is below this.",
         ),
     ] = 0.0,
+    figures: Annotated[
+        bool,
+        typer.Option(
+            "--figures/--no-figures",
+            help="Draw the PNG figures (about 1.5 s per run); without, the report has tables only.",
+        ),
+    ] = True,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print all metrics as one JSON document on stdout.")
     ] = False,
@@ -83,7 +90,14 @@ def evaluate_command(
 
     try:
         with open_database(url) as db:
-            results = evaluate_runs(db, names, out, n_min=n_min, min_confidence=min_confidence)
+            results = evaluate_runs(
+                db,
+                names,
+                out,
+                n_min=n_min,
+                min_confidence=min_confidence,
+                figures=figures,
+            )
     except (DatabaseError, KeyError, ValueError) as error:
         _fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
 

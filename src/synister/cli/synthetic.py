@@ -1,4 +1,4 @@
-"""``synister synthetic`` (make a FAFB-like dataset with a known oracle) and ``synthetic-oracle``."""
+"""``synister synthetic`` (a FAFB-like dataset with a known oracle) and ``synthetic-oracle``."""
 
 from __future__ import annotations
 
@@ -32,11 +32,15 @@ def synthetic_command(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same dataset.")] = 0,
     shape: Annotated[
         tuple[int, int, int] | None,
-        typer.Option("--shape", help="Volume size Z Y X in voxels (40x4x4 nm).", show_default=False),
+        typer.Option(
+            "--shape", help="Volume size Z Y X in voxels (40x4x4 nm).", show_default=False
+        ),
     ] = None,
     synapses: Annotated[
         int | None,
-        typer.Option("--synapses", help="Number of synapses (default: the preset's, capped to fit)."),
+        typer.Option(
+            "--synapses", help="Number of synapses (default: the preset's, capped to fit)."
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help="zarr (v3) or n5.")] = "zarr",
     texture: Annotated[
@@ -53,8 +57,14 @@ def synthetic_command(
         n_z = shape[0] if shape else get_preset(preset).shape_vox[0]
         with tqdm(total=n_z, unit="section", desc="rendering") as bar:
             summary = generate(
-                out, preset=preset, seed=seed, shape_vox=shape, n_synapses=synapses,
-                format=format, texture_dir=texture, progress=bar.update,
+                out,
+                preset=preset,
+                seed=seed,
+                shape_vox=shape,
+                n_synapses=synapses,
+                format=format,
+                texture_dir=texture,
+                progress=bar.update,
             )
     except user_errors() as e:
         fail(str(e))
@@ -78,7 +88,7 @@ def oracle_command(
     db_url: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Oracle accuracy on each part of a stored split; also recorded in the dataset's summary.json."""
+    """Oracle accuracy on each part of a stored split; also added to the dataset's summary.json."""
     from ..db import SPLIT_PARTS
     from ..synthetic import oracle_accuracy
 

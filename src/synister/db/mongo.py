@@ -135,7 +135,7 @@ class MongoDatabase(Database):
             for chunk in _chunks(ids):
                 stored |= set(self._db[table].distinct(column, {column: {"$in": chunk}}))
             if stored:
-                raise duplicate_id_error(table, stored, "are already stored")
+                raise duplicate_id_error(table, stored, "already stored")
         done: list[tuple[str, str, list[int]]] = []
         try:
             for table, column, frame in checked:

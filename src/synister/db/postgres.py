@@ -13,6 +13,7 @@ tables dropped at commit, so no operation costs a round trip per row.
 from __future__ import annotations
 
 import io
+import threading
 from contextlib import contextmanager
 
 import pandas as pd
@@ -60,6 +61,7 @@ class PostgresDatabase(SQLDatabase):
             self._connection = psycopg.connect(url, autocommit=True)
         except psycopg.Error as error:
             raise DatabaseError(f"cannot connect to PostgreSQL at {_safe(url)}: {error}") from None
+        self._lock = threading.RLock()  # one connection, shared by threads one at a time
         dbname = self._connection.info.dbname
         self._prediction_schema = _identifier(f"{dbname}_predictions", "prediction schema")
         self._create_schema()
@@ -69,7 +71,7 @@ class PostgresDatabase(SQLDatabase):
 
     @contextmanager
     def _transaction(self, write: bool):
-        with self._connection.transaction(), self._connection.cursor() as cur:
+        with self._lock, self._connection.transaction(), self._connection.cursor() as cur:
             yield cur
 
     def _execute(self, cur, statement: str, params=()):

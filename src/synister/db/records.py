@@ -47,7 +47,7 @@ def ids_text(ids: Iterable[int]) -> str:
 def duplicate_id_error(table: str, ids: Iterable[int], where: str) -> DuplicateIdError:
     ids = sorted({int(i) for i in ids})
     return DuplicateIdError(
-        f"{len(ids)} {table} id(s) {where}: {ids_text(ids)}; nothing was imported",
+        f"{table}: {len(ids)} id(s) {where}: {ids_text(ids)}; nothing was imported",
         ids=ids,
         table=table,
     )
@@ -115,7 +115,7 @@ def _text_column(frame: pd.DataFrame, column: str, lower: bool = False) -> pd.Se
     text = values.astype(str).str.strip()
     if lower:
         text = text.str.lower()
-    out = text.to_numpy(dtype=object)
+    out = text.to_numpy(dtype=object, copy=True)
     out[missing] = None
     return pd.Series(out, index=frame.index, dtype=object)
 
@@ -144,7 +144,7 @@ def _nt_key_column(frame: pd.DataFrame, table: str, column: str, id_column: str)
 def _reject_repeats(ids: pd.Series, table: str) -> None:
     repeated = ids[ids.duplicated(keep=False)].unique()
     if len(repeated):
-        raise duplicate_id_error(table, repeated, "appear more than once in the input")
+        raise duplicate_id_error(table, repeated, "repeated in the input")
 
 
 def check_synapses(frame: pd.DataFrame) -> pd.DataFrame:
@@ -348,7 +348,7 @@ def finish_hemi_lineages(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _as_objects(values: pd.Series) -> pd.Series:
-    out = values.to_numpy(dtype=object)
+    out = values.to_numpy(dtype=object, copy=True)
     out[pd.isna(out)] = None
     return pd.Series(out, index=values.index, dtype=object)
 

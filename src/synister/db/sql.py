@@ -198,7 +198,7 @@ class SQLDatabase(Database):
                     "ORDER BY n.v",
                 )
                 if rows:
-                    return duplicate_id_error(table, [r[0] for r in rows], "are already stored")
+                    return duplicate_id_error(table, [r[0] for r in rows], "already stored")
         return DatabaseError("import failed on a uniqueness constraint; nothing was imported")
 
     def write_split(self, name: str, parts: pd.DataFrame, meta: dict | None = None) -> None:

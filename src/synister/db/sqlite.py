@@ -13,6 +13,7 @@ temporary tables, so a query is one statement however many ids it names.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from .sql import SQLDatabase, check_run_name
 
 PREFIX = "sqlite:///"
 BUSY_TIMEOUT_MS = 60_000
+#: page cache per connection (KiB, grown on demand): with SQLite's 2 MiB default, index updates
+#: of a 500,000-row import thrash and the import takes about twice as long.
+CACHE_KIB = 131_072
 
 
 def path_from_url(url: str) -> str:
@@ -72,7 +76,10 @@ class SQLiteDatabase(SQLDatabase):
         if path != ":memory:":
             self._connection.execute("PRAGMA journal_mode = WAL")
         self._connection.execute("PRAGMA synchronous = NORMAL")
+        self._connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        self._connection.execute("PRAGMA temp_store = MEMORY")  # id-filter tables
         self._temp_tables: list[str] = []
+        self._lock = threading.RLock()  # one connection, shared by threads one at a time
         self._create_schema()
 
     def close(self) -> None:
@@ -80,6 +87,11 @@ class SQLiteDatabase(SQLDatabase):
 
     @contextmanager
     def _transaction(self, write: bool):
+        with self._lock, self._open_transaction(write) as cur:
+            yield cur
+
+    @contextmanager
+    def _open_transaction(self, write: bool):
         cur = self._connection.cursor()
         cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:

@@ -14,8 +14,6 @@ The pure metric functions live in :mod:`synister.evaluate.metrics`.
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +32,7 @@ from .metrics import (
     neuron_predictions,
     row_normalize,
 )
+from .outputs import draw_run_figures, jsonable, lineage_table, run_folders, write_run_tables
 from .runs import RunEvaluation, accuracy_by_iteration, best_run, evaluate_predictions
 
 __all__ = [
@@ -51,6 +50,7 @@ __all__ = [
     "label_predictions",
     "metrics",
     "neuron_predictions",
+    "public_url",
     "row_normalize",
 ]
 
@@ -72,9 +72,8 @@ def evaluate_run(
         classes, meta = db.open_prediction_run(run)
     except KeyError as error:
         stored = ", ".join(sorted(db.prediction_runs())) or "none"
-        raise KeyError(f"no prediction run {run!r} in {_public_url(db)} (stored: {stored})") from (
-            error
-        )
+        message = f"no prediction run {run!r} in {public_url(db.url)} (stored: {stored})"
+        raise KeyError(message) from error
     predictions = db.predictions(run)
     synapses = db.synapses(synapse_ids=predictions["synapse_id"].astype(np.int64).tolist())
     if hemi_lineage_names is None:
@@ -98,10 +97,13 @@ def evaluate_runs(
     *,
     n_min: int = 0,
     min_confidence: float = 0.0,
-    plots_enabled: bool = True,
+    figures: bool = True,
 ) -> dict:
     """Evaluate ``runs`` of ``db``, write metrics, figures and the report to ``out_dir``, and
-    return the metrics (the content of ``metrics.json``; NaN is written as null)."""
+    return the metrics (the content of ``metrics.json``; NaN is written as null).
+
+    ``figures=False`` skips the PNGs (about 1.5 s per run); the report then holds tables only.
+    """
     runs = list(runs)
     if not runs:
         raise ValueError("no prediction run to evaluate")
@@ -120,7 +122,7 @@ def evaluate_runs(
     best = best_run(run_metrics)
     curves = accuracy_by_iteration(run_metrics)
     results = {
-        "database": _public_url(db),
+        "database": public_url(db.url),
         "n_min": n_min,
         "min_confidence": min_confidence,
         "runs": {e.run: e.metrics for e in evaluations},
@@ -129,26 +131,26 @@ def evaluate_runs(
         "report": str(out_dir / REPORT_FILE),
     }
 
-    figures: dict[str, dict[str, Path]] = {}
+    drawn: dict[str, dict[str, Path]] = {}
     lineage_tables: dict[str, pd.DataFrame] = {}
-    folders = _run_folders(runs)
+    folders = run_folders(runs)
     for evaluation in evaluations:
         folder = out_dir / folders[evaluation.run]
         folder.mkdir(exist_ok=True)
-        _write_tables(evaluation, folder)
-        lineage_tables[evaluation.run] = _merged_lineages(evaluation)
-        if plots_enabled:
-            figures[evaluation.run] = _run_figures(evaluation, folder)
-    if plots_enabled and any(curve["points"] for curve in curves):
-        figures[""] = {
+        write_run_tables(evaluation, folder)
+        lineage_tables[evaluation.run] = lineage_table(evaluation)
+        if figures:
+            drawn[evaluation.run] = draw_run_figures(evaluation, folder)
+    if figures and any(curve["points"] for curve in curves):
+        drawn[""] = {
             "accuracy versus training iteration": plots.plot_accuracy_curves(
                 out_dir / CURVES_FILE, curves, best
             )
         }
 
-    results = _jsonable(results)
+    results = jsonable(results)
     (out_dir / METRICS_FILE).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    report.write_report(out_dir / REPORT_FILE, results, figures, lineage_tables)
+    report.write_report(out_dir / REPORT_FILE, results, drawn, lineage_tables)
     return results
 
 
@@ -160,9 +162,8 @@ def _hemi_lineage_names(db) -> dict[int, str | None]:
     }
 
 
-def _public_url(db) -> str:
-    """The database URL without a password, safe to print and to put into a report."""
-    url = str(getattr(db, "url", ""))
+def public_url(url: str) -> str:
+    """A database URL without its password, safe to print and to put into a report."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -171,130 +172,3 @@ def _public_url(db) -> str:
         host += f":{parts.port}"
     user = f"{parts.username}@" if parts.username else ""
     return urlunsplit(parts._replace(netloc=f"{user}{host}"))
-
-
-def _run_folders(runs: Sequence[str]) -> dict[str, str]:
-    """A file-system-safe, distinct folder name per run."""
-    folders: dict[str, str] = {}
-    taken: set[str] = set()
-    for run in runs:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", run).strip("._") or "run"
-        name, n = base, 1
-        while name.lower() in taken:
-            n += 1
-            name = f"{base}_{n}"
-        taken.add(name.lower())
-        folders[run] = name
-    return folders
-
-
-def _run_figures(evaluation: RunEvaluation, folder: Path) -> dict[str, Path]:
-    m = evaluation.metrics
-    classes = evaluation.classes
-    figures = {}
-    for caption, file, level in (
-        ("synapses: confusion matrix", "confusion_synapse.png", m["synapse"]),
-        ("neurons by majority vote", "confusion_neuron_vote.png", m["neuron"]["vote"]),
-        ("neurons by mean probability", "confusion_neuron_mean.png", m["neuron"]["mean"]),
-        ("hemilineages by majority vote", "confusion_hemi_lineage_vote.png",
-         m["hemi_lineage"]["vote"]),
-        ("hemilineages by mean probability", "confusion_hemi_lineage_mean.png",
-         m["hemi_lineage"]["mean"]),
-    ):  # fmt: skip
-        title = f"{evaluation.run}\n{caption}\naccuracy {_percent(level['accuracy'])}"
-        figures[caption] = plots.plot_matrix(
-            folder / file,
-            np.array(level["confusion_normalized"], dtype=np.float64),
-            classes,
-            counts=np.array(level["confusion"]),
-            title=title,
-        )
-    caption = "synapses: mean predicted probability per true class"
-    figures[caption] = plots.plot_matrix(
-        folder / "expected_probability_synapse.png",
-        np.array(m["synapse"]["expected_probability"], dtype=np.float64),
-        classes,
-        row_totals=list(m["synapse"]["n_per_class"].values()),
-        title=f"{evaluation.run}\nsynapses: mean predicted probability\nper true class",
-        xlabel="mean probability of class",
-    )
-    return figures
-
-
-def _percent(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
-
-
-def _merged(
-    evaluation: RunEvaluation, tables: dict[str, pd.DataFrame], keys: list[str]
-) -> pd.DataFrame:
-    """Vote and mean predictions side by side, one row per neuron or hemilineage."""
-    classes = evaluation.classes
-    vote, mean = tables["vote"], tables["mean"]
-    merged = vote.assign(
-        true=[classes[i] for i in vote["true_idx"]],
-        mean_pred_idx=mean["pred_idx"].to_numpy(),
-        mean_tie=mean["tie"].to_numpy(),
-        mean_support=mean["support"].to_numpy(),
-    )
-    if not vote[keys].equals(mean[keys]):
-        raise AssertionError("vote and mean tables are not aligned")
-    merged["vote_predicted"] = [classes[i] for i in merged["pred_idx"]]
-    merged["mean_predicted"] = [classes[i] for i in merged["mean_pred_idx"]]
-    return merged
-
-
-def _merged_lineages(evaluation: RunEvaluation) -> pd.DataFrame:
-    return _merged(evaluation, evaluation.hemi_lineages, ["hemi_lineage_id", "true_idx"])
-
-
-def _write_tables(evaluation: RunEvaluation, folder: Path) -> None:
-    neurons = _merged(evaluation, evaluation.neurons, ["skeleton_id"])
-    neurons.rename(columns={"tie": "vote_tie", "support": "vote_share"}).reindex(
-        columns=[
-            "skeleton_id",
-            "hemi_lineage_id",
-            "n_synapses",
-            "true",
-            "vote_predicted",
-            "vote_tie",
-            "vote_share",
-            "mean_predicted",
-            "mean_tie",
-            "mean_support",
-        ]
-    ).to_csv(folder / "neurons.csv", index=False)
-    lineages = _merged_lineages(evaluation)
-    lineages.rename(columns={"tie": "vote_tie", "support": "vote_share"}).reindex(
-        columns=[
-            "hemi_lineage_id",
-            "hemi_lineage_name",
-            "n_neurons",
-            "n_synapses",
-            "true",
-            "vote_predicted",
-            "vote_tie",
-            "vote_share",
-            "mean_predicted",
-            "mean_tie",
-            "mean_support",
-        ]
-    ).to_csv(folder / "hemi_lineages.csv", index=False)
-
-
-def _jsonable(value):
-    """Plain JSON types; NaN and infinities become None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value) if isinstance(value, set | frozenset) else value
-        return [_jsonable(v) for v in items]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if value is pd.NA:
-        return None
-    return str(value)

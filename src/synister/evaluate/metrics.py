@@ -216,6 +216,34 @@ def confidence_filter(labelled: pd.DataFrame, min_confidence: float) -> pd.DataF
     return labelled[labelled["max_prob"] >= min_confidence].reset_index(drop=True)
 
 
+#: Cut-offs of :func:`confidence_curve` in every evaluation.
+CONFIDENCE_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def confidence_curve(
+    labelled: pd.DataFrame, n_classes: int, thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS
+) -> list[dict]:
+    """Synapse accuracy against the fraction kept, for several confidence cut-offs: how much
+    accuracy a user buys by discarding uncertain synapses."""
+    max_prob = labelled["max_prob"].to_numpy()
+    true_idx = labelled["true_idx"].to_numpy(dtype=np.int64)
+    pred_idx = labelled["pred_idx"].to_numpy(dtype=np.int64)
+    curve = []
+    for threshold in thresholds:
+        keep = max_prob >= threshold
+        confusion = confusion_matrix(true_idx[keep], pred_idx[keep], n_classes)
+        curve.append(
+            {
+                "min_confidence": float(threshold),
+                "n": int(keep.sum()),
+                "fraction_kept": float(keep.mean()) if keep.size else float("nan"),
+                "accuracy": accuracy(confusion),
+                "balanced_accuracy": balanced_accuracy(confusion),
+            }
+        )
+    return curve
+
+
 def aggregate_predictions(
     group_ids: np.ndarray,
     true_idx: np.ndarray,

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 _DPI = 110
 
@@ -112,6 +113,7 @@ def plot_accuracy_curves(
                 )
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("training iteration")
+        ax.xaxis.set_major_formatter(FuncFormatter(_iteration_label))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     if best is not None and best.get("iteration") is not None:
@@ -129,6 +131,11 @@ def plot_accuracy_curves(
     axes[0].set_ylim(0.0, 1.02)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _iteration_label(value: float, _position) -> str:
+    """Tick labels such as 250k instead of 250000, which crowd the axis."""
+    return f"{value / 1000:g}k" if abs(value) >= 10_000 else f"{value:g}"
 
 
 def _nan(value) -> float:

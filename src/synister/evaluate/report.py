@@ -25,8 +25,9 @@ td.text, th.text { text-align: left; }
 tr.best td { background: #fff6d5; font-weight: 600; }
 .muted { color: #666; font-size: 0.9em; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
-.figures figure { margin: 0; }
-.figures img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.figures figure { margin: 0; flex: 1 1 420px; max-width: 580px; }
+.figures figure.wide { flex-basis: 100%; max-width: 1150px; }
+.figures img { width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; text-align: center; }
 details { margin: 0.8em 0; border: 1px solid #ddd; border-radius: 4px; padding: 0.4em 0.8em; }
 summary { cursor: pointer; font-weight: 600; font-size: 1.1em; }
@@ -67,7 +68,7 @@ def write_report(
     ]
     overall = figures.get("", {})
     if overall:
-        parts += ["<h2>Accuracy versus iteration</h2>", _figures(overall)]
+        parts += ["<h2>Accuracy versus iteration</h2>", _figures(overall, wide=True)]
     for run, metrics in results["runs"].items():
         parts.append(
             _run_section(
@@ -116,13 +117,25 @@ def _table(
 
 
 def _filters_paragraph(results: dict) -> str:
+    confidence = results["min_confidence"]
+    n_min = results["n_min"]
+    cut = (
+        f"synapses whose highest class probability is below <b>{_fmt(confidence, 2)}</b> are "
+        "left out at every level"
+        if confidence
+        else "no confidence cut-off"
+    )
+    small = (
+        f"neurons and hemilineages with fewer than <b>{_e(n_min)}</b> synapses are left out"
+        if n_min
+        else "no minimum number of synapses per neuron"
+    )
     return (
-        f"<p>Filters: synapses with a highest class probability below "
-        f"<b>{_fmt(results['min_confidence'], 2)}</b> are left out at every level; neurons and "
-        f"hemilineages with fewer than <b>{_e(results['n_min'])}</b> synapses are left out. "
-        "Neuron and hemilineage predictions are made by majority vote of the synapses' argmax "
-        "(a tie goes to the tied class with the highest summed probability, then to the first "
-        "class in the run's order) and by the argmax of the mean probability.</p>"
+        f"<p>Filters: {cut}; {small}. Neuron and hemilineage predictions are made by majority "
+        "vote of the synapses' argmax (a tie goes to the tied class with the highest summed "
+        "probability, then to the first class in the run's order) and by the argmax of the mean "
+        "probability. A hemilineage whose neurons have different transmitters is evaluated once "
+        "per transmitter.</p>"
     )
 
 
@@ -131,7 +144,7 @@ def _summary_table(runs, best_run: str | None) -> str:
         "run",
         "iteration",
         "synapses",
-        "kept",
+        "kept by confidence",
         "synapse acc.",
         "balanced acc.",
         "neurons",
@@ -169,14 +182,16 @@ def _best_paragraph(best: dict) -> str:
         return "<p>No run has an evaluated synapse, so there is no best run.</p>"
     iteration = f" (iteration {_e(best['iteration'])})" if best.get("iteration") is not None else ""
     return (
-        f"<p>Best run by synapse-level accuracy (ties: earliest iteration): "
+        f"<p>Best run by synapse-level accuracy after the filters above (ties: earliest "
+        f"iteration): "
         f"<b>{_e(best['run'])}</b>{iteration}, accuracy {_fmt(best['synapse_accuracy'])}.</p>"
     )
 
 
-def _figures(figures: dict[str, Path]) -> str:
+def _figures(figures: dict[str, Path], wide: bool = False) -> str:
+    css = ' class="wide"' if wide else ""
     items = [
-        f'<figure><img alt="{_e(caption)}" src="{data_uri(png)}">'
+        f'<figure{css}><img alt="{_e(caption)}" src="{data_uri(png)}">'
         f"<figcaption>{_e(caption)}</figcaption></figure>"
         for caption, png in figures.items()
     ]
@@ -214,7 +229,7 @@ def _run_section(
                 "class",
                 "synapses",
                 "synapse recall",
-                "expected probability",
+                "mean probability of the true class",
                 "neurons",
                 "neuron recall (vote)",
                 "neuron recall (mean)",
@@ -233,6 +248,26 @@ def _run_section(
             ],
         ),
         _left_out_paragraph(metrics),
+        "<h3>Synapse accuracy by confidence cut-off</h3>",
+        _table(
+            [
+                "highest probability at least",
+                "synapses kept",
+                "fraction kept",
+                "accuracy",
+                "balanced accuracy",
+            ],
+            [
+                [
+                    _fmt(row["min_confidence"], 2),
+                    row["n"],
+                    row["fraction_kept"],
+                    row["accuracy"],
+                    row["balanced_accuracy"],
+                ]
+                for row in metrics["synapse"]["by_confidence"]
+            ],
+        ),  # fmt: skip
     ]
     if figures:
         parts += ["<h3>Figures</h3>", _figures(figures)]

@@ -56,6 +56,8 @@ def evaluate_predictions(
     synapse_level["expected_probability"] = m.expected_probability_matrix(
         kept["true_idx"].to_numpy(), probabilities, n_classes
     ).tolist()
+    # Computed before the cut-off, so a user can choose one.
+    synapse_level["by_confidence"] = m.confidence_curve(labelled, n_classes)
 
     evaluation = RunEvaluation(run, classes, meta, {}, kept)
     neuron_level: dict = {}
@@ -84,7 +86,7 @@ def evaluate_predictions(
         lineage_level[method] = {
             **m.level_metrics(lineages["true_idx"], lineages["pred_idx"], classes),
             "n_ties": int(lineages["tie"].sum()),
-            "tied": [
+            "tied_units": [
                 [int(i), classes[t]]
                 for i, t in lineages.loc[
                     lineages["tie"], ["hemi_lineage_id", "true_idx"]
@@ -161,7 +163,8 @@ def accuracy_by_iteration(run_metrics: Sequence[dict]) -> list[dict]:
 
 
 def best_run(run_metrics: Sequence[dict]) -> dict | None:
-    """The run with the highest synapse-level accuracy; ties go to the earliest iteration
+    """The run with the highest synapse-level accuracy (after the confidence cut-off, as
+    reported); ties go to the earliest iteration
     (runs without one count as latest), then to the run given first. None if no run has any
     evaluated synapse."""
     candidates = [

@@ -1,4 +1,4 @@
-"""Write a synthetic dataset folder: raw volume, original-format JSON tables, latents, oracle, montages."""
+"""Write a synthetic dataset folder: raw volume, original-format JSON tables, latents, montages."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ VOXEL_SIZE_NM: tuple[float, float, float] = (SECTION_NM, PIXEL_NM, PIXEL_NM)
 BLOCK_SECTIONS = 8
 MONTAGE_SYNAPSES = 8
 MONTAGE_PX = 160
+#: Size of the latent-only draw that estimates the generator's expected oracle accuracy.
+EXPECTED_ORACLE_SYNAPSES = 40_000
 
 
 def _tables(hemi_lineages, skeletons, synapses, centers_nm) -> dict[str, dict]:
@@ -35,7 +37,9 @@ def _tables(hemi_lineages, skeletons, synapses, centers_nm) -> dict[str, dict]:
             "skeleton_id": int(sk),
             "prepost": "pre",
         }
-        for sid, sk, c in zip(synapses["synapse_id"], synapses["skeleton_id"], centers_nm, strict=True)
+        for sid, sk, c in zip(
+            synapses["synapse_id"], synapses["skeleton_id"], centers_nm, strict=True
+        )
     }
     skel = {
         str(int(r.skeleton_id)): {"hemi_lineage_id": int(r.hemi_lineage_id), "nt_known": [r.nt]}
@@ -49,13 +53,15 @@ def _tables(hemi_lineages, skeletons, synapses, centers_nm) -> dict[str, dict]:
 
 
 def _montage(volume: Volume, synapses: pd.DataFrame, nt: str, path: Path, rng) -> None:
-    """Central sections (row 2) with the sections above and below of a few synapses of class ``nt``."""
+    """A few synapses of class ``nt``: central section (middle row) and the sections around it."""
     from PIL import Image
 
     rows = synapses[synapses["nt"] == nt]
     if rows.empty:
         return
-    pick = rows.iloc[np.sort(rng.choice(len(rows), min(MONTAGE_SYNAPSES, len(rows)), replace=False))]
+    pick = rows.iloc[
+        np.sort(rng.choice(len(rows), min(MONTAGE_SYNAPSES, len(rows)), replace=False))
+    ]
     centers = pick[["z_nm", "y_nm", "x_nm"]].to_numpy()
     patches = volume.read_patches(centers, (3, MONTAGE_PX, MONTAGE_PX))  # (n, 3, Y, X)
     gap = 4
@@ -107,8 +113,13 @@ def generate(
     t_latents = time.perf_counter()
 
     scene = make_scene(
-        shape, synapses, centers_vox, rng_scene,
-        noise_sigma=p.noise_sigma, defect_probability=p.defect_probability, texture=texture,
+        shape,
+        synapses,
+        centers_vox,
+        rng_scene,
+        noise_sigma=p.noise_sigma,
+        defect_probability=p.defect_probability,
+        texture=texture,
     )
     section_seed = int(ss.generate_state(1)[0])
 
@@ -122,8 +133,14 @@ def generate(
 
     container = out / ("raw.zarr" if format == "zarr" else "raw.n5")
     volume = write_volume(
-        container, blocks(), VOXEL_SIZE_NM, (0, 0, 0), format=format, dataset="raw",
-        chunks_vox=(BLOCK_SECTIONS, 256, 256), shape_vox=shape,
+        container,
+        blocks(),
+        VOXEL_SIZE_NM,
+        (0, 0, 0),
+        format=format,
+        dataset="raw",
+        chunks_vox=(BLOCK_SECTIONS, 256, 256),
+        shape_vox=shape,
     )
     t_render = time.perf_counter()
 
@@ -136,6 +153,11 @@ def generate(
             _montage(volume, synapses, nt, out / f"montage_{nt}.png", rng_montage)
 
     oracle = oracle_from_latents(synapses, model)
+    # the same model's expectation, from a large draw of the hierarchy (no images)
+    _, _, many, many_model = sample_hierarchy(
+        p, EXPECTED_ORACLE_SYNAPSES, np.random.default_rng(seed)
+    )
+    expected = oracle_from_latents(many, many_model)
     syn_counts = synapses["nt"].value_counts()
     neuron_counts = skeletons["nt"].value_counts()
     summary = {
@@ -159,6 +181,9 @@ def generate(
         "oracle_synapse_accuracy": oracle["synapse"],
         "oracle_neuron_accuracy": oracle["neuron"],
         "oracle_neuron_vote_accuracy": oracle["neuron_vote"],
+        "oracle_expected": {
+            k: expected[k] for k in ("synapse", "neuron", "neuron_vote", "n_synapses", "n_neurons")
+        },
         "seconds": {
             "latents": round(t_latents - t0, 3),
             "render_and_write": round(t_render - t_latents, 3),

@@ -1,4 +1,4 @@
-"""The generative hierarchy: hemilineage -> neuron -> synapse, each adding its own feature offset."""
+"""The generative hierarchy: hemilineage -> neuron -> synapse, each adding a feature offset."""
 
 from __future__ import annotations
 
@@ -131,7 +131,9 @@ def sample_hierarchy(
 
     skeletons = pd.DataFrame(sk_rows, columns=["skeleton_id", "hemi_lineage_id", "nt"])
     hemi_lineages = pd.DataFrame(hl_rows, columns=["hemi_lineage_id", "hemi_lineage_name", "nt"])
-    synapse_ids = rng.choice(np.arange(100_000, 100_000 + 20 * n_synapses), n_synapses, replace=False)
+    synapse_ids = rng.choice(
+        np.arange(100_000, 100_000 + 20 * n_synapses), n_synapses, replace=False
+    )
     synapses = pd.DataFrame(
         {
             "synapse_id": np.sort(synapse_ids).astype(np.int64),

@@ -38,7 +38,7 @@ def place_synapses(
     capacity = int(np.prod(n_cells))
     if n_synapses > capacity:
         raise ValueError(
-            f"{n_synapses} synapses do not fit a volume of shape {tuple(shape_vox)} (z,y,x voxels): "
+            f"{n_synapses} synapses do not fit a volume of shape {tuple(shape_vox)} (z,y,x vox): "
             f"at most {capacity} at the minimum spacing {CELL_VOX} voxels; ask for fewer synapses "
             "or a larger --shape"
         )

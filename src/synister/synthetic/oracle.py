@@ -51,8 +51,13 @@ def oracle_from_latents(
             raise KeyError(f"synapse ids not in the dataset, e.g. {list(missing[:5])}")
         synapses = synapses[synapses["synapse_id"].isin(wanted)]
     if len(synapses) == 0:
-        return {"synapse": float("nan"), "neuron": float("nan"), "neuron_vote": float("nan"),
-                "n_synapses": 0, "n_neurons": 0}
+        return {
+            "synapse": float("nan"),
+            "neuron": float("nan"),
+            "neuron_vote": float("nan"),
+            "n_synapses": 0,
+            "n_neurons": 0,
+        }
     class_index = {c: i for i, c in enumerate(model.classes)}
     truth = synapses["nt"].map(class_index).to_numpy()
     post = synapse_posteriors(synapses, model)
@@ -86,7 +91,7 @@ def oracle_from_latents(
 
 
 def load_latents(dataset_dir: str | Path) -> tuple[pd.DataFrame, GenerativeModel]:
-    """The latents table and generative model of a dataset folder written by ``synister synthetic``."""
+    """The latents table and generative model of a folder written by ``synister synthetic``."""
     d = Path(dataset_dir)
     summary_path, latents_path = d / "summary.json", d / "latents.parquet"
     for p in (summary_path, latents_path):

@@ -96,9 +96,9 @@ PRESETS: dict[str, Preset] = {
     "fafb": Preset(
         name="fafb",
         separation=0.97,
-        var_hemi_lineage=0.25,
-        var_neuron=0.25,
-        var_synapse=0.40,
+        var_hemi_lineage=0.18,
+        var_neuron=0.18,
+        var_synapse=0.55,
         shape_vox=(64, 1024, 1024),
         n_synapses=2000,
         synapses_per_neuron=25.0,

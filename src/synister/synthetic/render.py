@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter, map_coordinates
 from scipy.spatial import cKDTree
+from scipy.special import expit
 
 SECTION_NM = 40.0
 PIXEL_NM = 4.0
@@ -30,7 +31,7 @@ WARP_STEP: tuple[int, int, int] = (4, 8, 8)
 
 @dataclass
 class SynapseShape:
-    """One synapse in its own frame: u along the membrane, v along the normal (pre side v < 0), nm."""
+    """One synapse in its own frame (nm): u along the membrane, v along the normal (pre: v < 0)."""
 
     center_vox: np.ndarray  # z, y, x
     normal: np.ndarray  # unit (y, x)
@@ -38,10 +39,8 @@ class SynapseShape:
     tbar_nm: float
     pre_ru_nm: float
     pre_rv_nm: float
-    post_rv_nm: float
-    cuts_u_nm: np.ndarray  # partner borders on the post side
+    partners: np.ndarray  # (n, 4): u from, u to, depth (nm), grey value of each post profile
     pre_value: float
-    post_values: np.ndarray  # one per partner
     vesicles: np.ndarray  # (n, 4): u, v, z (nm from centre), radius nm
     dense_core: np.ndarray  # (n,) bool
 
@@ -67,7 +66,24 @@ class Scene:
     texture: list[np.ndarray] | None = None
 
 
-def _synapse_shape(row: pd.Series, center_vox: np.ndarray, rng: np.random.Generator) -> SynapseShape:
+def _pack_vesicles(cand: np.ndarray, radius: np.ndarray, n_max: int) -> np.ndarray:
+    """Indices of up to ``n_max`` candidates (u, v, z nm) taken in order, skipping any that would
+    overlap an accepted vesicle."""
+    taken: list[int] = []
+    for i in range(len(cand)):
+        if taken:
+            d = np.linalg.norm(cand[taken] - cand[i], axis=1)
+            if np.any(d < radius[taken] + radius[i] + 2.0):
+                continue
+        taken.append(i)
+        if len(taken) == n_max:
+            break
+    return np.array(taken, dtype=int)
+
+
+def _synapse_shape(
+    row: pd.Series, center_vox: np.ndarray, rng: np.random.Generator
+) -> SynapseShape:
     """Geometry of one synapse from its latent features (the features decide what is seen)."""
     theta = rng.uniform(0, 2 * np.pi)
     cleft = float(np.clip(row["cleft_width_nm"], 8, 32))
@@ -77,27 +93,40 @@ def _synapse_shape(row: pd.Series, center_vox: np.ndarray, rng: np.random.Genera
     n_ves = int(np.clip(round(np.exp(row["log_vesicle_count"])), 4, 120))
     dense_fraction = 1.0 / (1.0 + np.exp(-row["dense_core_logit"]))
 
-    # the bouton: a flat ellipse on the cleft, at most ~115 nm deep so it stays near the synapse
-    squash = 0.75
+    # the bouton: a flat ellipse on the cleft, at most ~112 nm deep so it stays near the synapse
     pre_rv = (112.0 - cleft / 2) / 2
     pre_ru = float(rng.uniform(95, 112))
-    # vesicles: uniform in an ellipsoid around the cloud centre, kept off the membrane
-    cloud_v = -(cleft / 2 + pre_rv)
-    pts = rng.normal(size=(n_ves * 3, 3))
+    # vesicles: an ellipsoidal cloud around the T-bar (tight or loose: cloud_r), no overlaps,
+    # inside the bouton and off the T-bar
+    top = -(cleft / 2 + 34)
+    pts = rng.normal(size=(n_ves * 6, 3))
     pts /= np.linalg.norm(pts, axis=1, keepdims=True)
     pts *= rng.uniform(0, 1, (len(pts), 1)) ** (1 / 3)
-    u = pts[:, 0] * cloud_r
-    v = cloud_v + pts[:, 1] * cloud_r * squash
-    z = pts[:, 2] * min(cloud_r, 85.0)
+    u = pts[:, 0] * cloud_r * 1.3
+    v = top - 10 + pts[:, 1] * cloud_r * 0.8
+    z = pts[:, 2] * min(cloud_r * 1.2, 85.0)
     dense = rng.uniform(size=len(pts)) < dense_fraction
-    radius = np.where(dense, 1.75, 1.0) * diameter / 2 * rng.normal(1.0, 0.08, len(pts))
-    inside = ((u / (pre_ru - radius - 3)) ** 2 + ((v - cloud_v) / (pre_rv - radius - 3)) ** 2 < 1) & (
-        v + radius < -(cleft / 2 + 8)
-    )
-    keep = np.flatnonzero(inside)[:n_ves]
+    radius = np.where(dense, 1.7, 1.0) * diameter / 2 * rng.normal(1.0, 0.08, len(pts))
+    bouton_v = -(cleft / 2 + pre_rv)
+    in_bouton = (u / (pre_ru - radius - 4)) ** 2 + ((v - bouton_v) / (pre_rv - radius - 4)) ** 2 < 1
+    off_membrane = v + radius < -(cleft / 2 + 6)
+    on_tbar = (np.abs(u) < tbar / 2 + radius) & (v + radius > top - 14) & (np.abs(z) < 30)
+    ok = np.flatnonzero(in_bouton & off_membrane & ~on_tbar)
+    cand = np.stack([u, v, z], axis=1)[ok]
+    keep = ok[_pack_vesicles(cand, radius[ok], n_ves)]
 
+    # postsynaptic partners: 2-3 small profiles side by side across the cleft
     n_partners = int(rng.integers(2, 4))
-    cuts = np.sort(rng.uniform(-0.6, 0.6, n_partners - 1)) * pre_ru
+    edges = np.linspace(-0.95, 0.95, n_partners + 1) * pre_ru
+    edges[1:-1] += rng.uniform(-0.2, 0.2, n_partners - 1) * (edges[1] - edges[0])
+    partners = np.column_stack(
+        [
+            edges[:-1] + 3.0,
+            edges[1:] - 3.0,
+            rng.uniform(28, (112.0 - cleft / 2) / 2, n_partners),
+            rng.normal(172, 10, n_partners),
+        ]
+    )
     return SynapseShape(
         center_vox=np.asarray(center_vox, dtype=float),
         normal=np.array([np.sin(theta), np.cos(theta)]),
@@ -105,10 +134,8 @@ def _synapse_shape(row: pd.Series, center_vox: np.ndarray, rng: np.random.Genera
         tbar_nm=tbar,
         pre_ru_nm=pre_ru,
         pre_rv_nm=pre_rv,
-        post_rv_nm=float(rng.uniform(35, (112.0 - cleft / 2) / 2)),
-        cuts_u_nm=cuts,
+        partners=partners,
         pre_value=float(rng.normal(188, 6)),
-        post_values=rng.normal(172, 10, n_partners),
         vesicles=np.stack([u[keep], v[keep], z[keep], radius[keep]], axis=1),
         dense_core=dense[keep],
     )
@@ -132,8 +159,11 @@ def make_scene(
     seeds = rng.uniform([-pad, -pad], [n_y + pad, n_x + pad], (n_seeds, 2))
     drift = rng.normal(0, 0.35, (n_seeds, 2))
     wobble = np.column_stack(
-        [rng.normal(0, 2.5, (n_seeds, 2)), rng.uniform(0.05, 0.2, n_seeds),
-         rng.uniform(0, 2 * np.pi, n_seeds)]
+        [
+            rng.normal(0, 2.5, (n_seeds, 2)),
+            rng.uniform(0.05, 0.2, n_seeds),
+            rng.uniform(0, 2 * np.pi, n_seeds),
+        ]
     )
     weight = (rng.lognormal(np.log(14.0), 0.6, n_seeds)) ** 2
     dark_cell = rng.uniform(size=n_seeds) < 0.08
@@ -242,8 +272,10 @@ def _texture_background(scene: Scene, z: int) -> np.ndarray:
     _, n_y, n_x = scene.shape_vox
     reps = (-(-n_y // tex.shape[0]) + 1, -(-n_x // tex.shape[1]) + 1)
     tiled = np.block(
-        [[tex[:: (-1 if i % 2 else 1), :: (-1 if j % 2 else 1)] for j in range(reps[1])]
-         for i in range(reps[0])]
+        [
+            [tex[:: (-1 if i % 2 else 1), :: (-1 if j % 2 else 1)] for j in range(reps[1])]
+            for i in range(reps[0])
+        ]
     )[:n_y, :n_x]
     return (tiled - tiled.mean()) / (tiled.std() + 1e-6) * 30.0 + 165.0
 
@@ -269,7 +301,7 @@ def _draw_mitos(img: np.ndarray, scene: Scene, z: int, origin: np.ndarray) -> No
         v = dy * np.cos(ang) - dx * np.sin(ang)
         rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
         d_px = (rho - 1) * b  # ~ distance to the outline
-        inside = 1 / (1 + np.exp(d_px / 0.8))
+        inside = expit(-d_px / 0.8)
         cristae = 14.0 * np.sin(u * PIXEL_NM / 22.0 * 2 * np.pi + mz) * (rho < 0.8)
         value = 118.0 + cristae
         patch = img[y0:y1, x0:x1]
@@ -277,7 +309,7 @@ def _draw_mitos(img: np.ndarray, scene: Scene, z: int, origin: np.ndarray) -> No
 
 
 def _smooth_step(x: np.ndarray, width: float) -> np.ndarray:
-    return 1 / (1 + np.exp(-x / width))
+    return expit(x / width)
 
 
 def _draw_synapse(img: np.ndarray, syn: SynapseShape, z: int, origin: np.ndarray) -> None:
@@ -299,43 +331,51 @@ def _draw_synapse(img: np.ndarray, syn: SynapseShape, z: int, origin: np.ndarray
 
     ru = syn.pre_ru_nm * scale
     pre_c, rv = -(half_cleft + syn.pre_rv_nm), syn.pre_rv_nm
-    post_c, prv = half_cleft + syn.post_rv_nm, syn.post_rv_nm
     s_pre = ((np.abs(u) / ru) ** 3 + (np.abs(v - pre_c) / rv) ** 2) ** 0.5
-    s_post = ((np.abs(u) / ru) ** 3 + (np.abs(v - post_c) / prv) ** 2) ** 0.5
-    d_pre = (s_pre - 1) * min(ru, rv)  # nm, negative inside
-    d_post = (s_post - 1) * min(ru, prv)
+    d_pre = (s_pre - 1) * min(ru, rv)  # ~ nm to the outline, negative inside
     m_pre = _smooth_step(-d_pre, 3.0)
-    m_post = _smooth_step(-d_post, 3.0)
+    fill = m_pre * syn.pre_value
+    mass = m_pre.copy()
+    membrane = np.exp(-((d_pre / 5.0) ** 2))
+    psd = np.zeros_like(u)
+    for u0, u1, depth, value in syn.partners:
+        uc, hw = (u0 + u1) / 2 * scale, (u1 - u0) / 2 * scale
+        vc = half_cleft + depth
+        s_p = ((np.abs(u - uc) / hw) ** 3 + (np.abs(v - vc) / depth) ** 2) ** 0.5
+        d_p = (s_p - 1) * min(hw, depth)
+        m_p = _smooth_step(-d_p, 3.0)
+        fill = fill + m_p * value
+        mass = mass + m_p
+        membrane = membrane + np.exp(-((d_p / 5.0) ** 2))
+        # postsynaptic density: a dark band inside the partner's membrane facing the cleft
+        psd = psd + (
+            _smooth_step(0.75 * hw - np.abs(u - uc), 3.0)
+            * _smooth_step(v - half_cleft, 2.0)
+            * _smooth_step(half_cleft + 12 - v, 2.0)
+        )
     m_cleft = (np.abs(v) < half_cleft) * _smooth_step(ru - np.abs(u), 3.0)
-    partner = np.searchsorted(syn.cuts_u_nm, u)
-    fill = (
-        m_pre * syn.pre_value
-        + m_post * syn.post_values[partner]
-        + m_cleft * 150.0
-    )
-    mass = np.clip(m_pre + m_post + m_cleft, 0, 1)
+    fill = fill + m_cleft * 150.0
+    mass = np.clip(mass + m_cleft, 0, 1)
     patch = img[y0:y1, x0:x1]
     out = patch * (1 - mass) + fill
-    membrane = np.exp(-((d_pre / 5.0) ** 2)) + np.exp(-((d_post / 5.0) ** 2))
-    for cut in syn.cuts_u_nm:
-        membrane += np.exp(-(((u - cut * scale) / 5.0) ** 2)) * m_post
     out -= 85.0 * np.clip(membrane, 0, 1.2)
 
     if abs(dz) <= 1:
         strength = 1.0 if dz == 0 else 0.55
-        # postsynaptic densities: a dark band on each partner's membrane, off the partner borders
-        far_from_cut = np.ones_like(u)
-        for cut in syn.cuts_u_nm:
-            far_from_cut *= _smooth_step(np.abs(u - cut * scale) - 12, 3.0)
-        band = _smooth_step(v - half_cleft, 2.0) * _smooth_step(half_cleft + 11 - v, 2.0)
-        out -= 45.0 * strength * band * far_from_cut * _smooth_step(0.8 * ru - np.abs(u), 4.0)
+        out -= 45.0 * strength * np.clip(psd, 0, 1)
         # T-bar: pedestal on the membrane, platform above it
         tw = syn.tbar_nm / 2 * (1.0 if dz == 0 else 0.7)
         top = -(half_cleft + 34)
-        ped = (_smooth_step(0.32 * tw - np.abs(u), 2.0) * _smooth_step(v - top, 2.0)
-               * _smooth_step(-half_cleft - v, 2.0))
-        plat = (_smooth_step(tw - np.abs(u), 2.5) * _smooth_step(v - (top - 13), 2.0)
-                * _smooth_step(top - v, 2.0))
+        ped = (
+            _smooth_step(0.32 * tw - np.abs(u), 2.0)
+            * _smooth_step(v - top, 2.0)
+            * _smooth_step(-half_cleft - v, 2.0)
+        )
+        plat = (
+            _smooth_step(tw - np.abs(u), 2.5)
+            * _smooth_step(v - (top - 13), 2.0)
+            * _smooth_step(top - v, 2.0)
+        )
         out -= 95.0 * strength * np.clip(ped + plat, 0, 1)
 
     ves = syn.vesicles
@@ -347,10 +387,10 @@ def _draw_synapse(img: np.ndarray, syn: SynapseShape, z: int, origin: np.ndarray
         r_app = np.sqrt(vv[:, 3] ** 2 - sec_dz[vis] ** 2)[:, None, None]
         d = np.sqrt((u[None] - vv[:, 0, None, None]) ** 2 + (v[None] - vv[:, 1, None, None]) ** 2)
         dense = syn.dense_core[vis][:, None, None]
-        rim = np.exp(-(((d - r_app) / 3.5) ** 2))
+        rim = np.exp(-(((d - r_app) / 4.5) ** 2))
         lumen = _smooth_step(r_app - d, 2.0)
         core = dense * _smooth_step(0.5 * r_app - d, 2.5)
-        out += (14.0 * lumen - 50.0 * rim - 80.0 * core).sum(0)
+        out += (16.0 * lumen - 60.0 * rim - 80.0 * core).sum(0)
     patch[:] = out
 
 

@@ -1,0 +1,146 @@
+"""The files of an evaluation besides the report: per-run folders, figures, CSV tables, JSON."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .runs import RunEvaluation
+
+
+def run_folders(runs: Sequence[str]) -> dict[str, str]:
+    """A file-system-safe, distinct folder name per run."""
+    folders: dict[str, str] = {}
+    taken: set[str] = set()
+    for run in runs:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", run).strip("._") or "run"
+        name, n = base, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name.lower())
+        folders[run] = name
+    return folders
+
+
+def draw_run_figures(evaluation: RunEvaluation, folder: Path) -> dict[str, Path]:
+    """The run's confusion matrices (each level and method) and expected-probability matrix;
+    returns caption -> PNG path."""
+    m = evaluation.metrics
+    classes = evaluation.classes
+    figures = {}
+    for caption, file, level in (
+        ("synapses: confusion matrix", "confusion_synapse.png", m["synapse"]),
+        ("neurons by majority vote", "confusion_neuron_vote.png", m["neuron"]["vote"]),
+        ("neurons by mean probability", "confusion_neuron_mean.png", m["neuron"]["mean"]),
+        ("hemilineages by majority vote", "confusion_hemi_lineage_vote.png",
+         m["hemi_lineage"]["vote"]),
+        ("hemilineages by mean probability", "confusion_hemi_lineage_mean.png",
+         m["hemi_lineage"]["mean"]),
+    ):  # fmt: skip
+        title = f"{evaluation.run}\n{caption}\naccuracy {_percent(level['accuracy'])}"
+        figures[caption] = plots.plot_matrix(
+            folder / file,
+            np.array(level["confusion_normalized"], dtype=np.float64),
+            classes,
+            counts=np.array(level["confusion"]),
+            title=title,
+        )
+    caption = "synapses: mean predicted probability per true class"
+    figures[caption] = plots.plot_matrix(
+        folder / "expected_probability_synapse.png",
+        np.array(m["synapse"]["expected_probability"], dtype=np.float64),
+        classes,
+        row_totals=list(m["synapse"]["n_per_class"].values()),
+        title=f"{evaluation.run}\nsynapses: mean predicted probability\nper true class",
+        xlabel="mean probability of class",
+    )
+    return figures
+
+
+def _percent(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def merged_predictions(
+    evaluation: RunEvaluation, tables: dict[str, pd.DataFrame], keys: list[str]
+) -> pd.DataFrame:
+    """Vote and mean predictions side by side, one row per neuron or hemilineage."""
+    classes = evaluation.classes
+    vote, mean = tables["vote"], tables["mean"]
+    merged = vote.assign(
+        true=[classes[i] for i in vote["true_idx"]],
+        mean_pred_idx=mean["pred_idx"].to_numpy(),
+        mean_tie=mean["tie"].to_numpy(),
+        mean_support=mean["support"].to_numpy(),
+    )
+    if not vote[keys].equals(mean[keys]):
+        raise AssertionError("vote and mean tables are not aligned")
+    merged["vote_predicted"] = [classes[i] for i in merged["pred_idx"]]
+    merged["mean_predicted"] = [classes[i] for i in merged["mean_pred_idx"]]
+    return merged
+
+
+def lineage_table(evaluation: RunEvaluation) -> pd.DataFrame:
+    """Per (hemilineage, transmitter) unit: vote and mean predictions, for the report."""
+    return merged_predictions(evaluation, evaluation.hemi_lineages, ["hemi_lineage_id", "true_idx"])
+
+
+def write_run_tables(evaluation: RunEvaluation, folder: Path) -> None:
+    """``neurons.csv`` and ``hemi_lineages.csv``: every unit's truth and both predictions, so a
+    user can look up the neurons behind a confusion-matrix cell."""
+    neurons = merged_predictions(evaluation, evaluation.neurons, ["skeleton_id"])
+    neurons.rename(columns={"tie": "vote_tie", "support": "vote_share"}).reindex(
+        columns=[
+            "skeleton_id",
+            "hemi_lineage_id",
+            "n_synapses",
+            "true",
+            "vote_predicted",
+            "vote_tie",
+            "vote_share",
+            "mean_predicted",
+            "mean_tie",
+            "mean_support",
+        ]
+    ).to_csv(folder / "neurons.csv", index=False)
+    lineages = lineage_table(evaluation)
+    lineages.rename(columns={"tie": "vote_tie", "support": "vote_share"}).reindex(
+        columns=[
+            "hemi_lineage_id",
+            "hemi_lineage_name",
+            "n_neurons",
+            "n_synapses",
+            "true",
+            "vote_predicted",
+            "vote_tie",
+            "vote_share",
+            "mean_predicted",
+            "mean_tie",
+            "mean_support",
+        ]
+    ).to_csv(folder / "hemi_lineages.csv", index=False)
+
+
+def jsonable(value):
+    """Plain JSON types; NaN and infinities become None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else value
+        return [jsonable(v) for v in items]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if value is pd.NA:
+        return None
+    return str(value)
