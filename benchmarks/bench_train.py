@@ -140,13 +140,16 @@ def demo(args) -> None:
     data = base / "data"
     url = f"sqlite:///{base / 'synister.db'}"
     timings = {}
-    if not (base / "synister.db").exists():
-        start = time.perf_counter()
+    start = time.perf_counter()
+    if not (data / "summary.json").exists():
         generate(data, preset="easy", seed=args.seed, montages=False)
-        with open_database(url) as db:
+    with open_database(url) as db:
+        if db.stats()["synapses"] == 0:
             import_files(db, [data])
-            make_split(db, "skeleton", SplitRequest(by="skeleton", seed=args.seed))
-        timings["dataset_s"] = round(time.perf_counter() - start, 1)
+        if "skeleton" not in db.splits():
+            request = SplitRequest(by="skeleton", seed=args.seed, tolerance=args.split_tolerance)
+            make_split(db, "skeleton", request)
+    timings["dataset_s"] = round(time.perf_counter() - start, 1)
     network = dict(DEMO_NETWORK)
     overrides = {
         "network": args.network,
@@ -193,6 +196,7 @@ def main() -> None:
     p_demo.add_argument("--learning-rate", type=float, default=1e-4)
     p_demo.add_argument("--workers", type=int, default=1)
     p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--split-tolerance", type=float, default=0.2)
     p_demo.set_defaults(run=demo)
     args = parser.parse_args()
     args.run(args)

@@ -150,6 +150,16 @@ def test_context_covers_every_draw_at_the_fafb_patch_size():
         assert np.all(coords.max(axis=(0, 1, 2)) <= np.asarray(context) - 1)
 
 
+def test_uint8_and_float_contexts_resample_alike():
+    elastic = ElasticAugment(prob_slip=0.3)
+    shape = elastic.context_shape_vox(OUT)
+    raw = torch.from_numpy(np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8))
+    params = elastic.make_params(np.random.default_rng(2), OUT)
+    out = elastic.apply(raw, params)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, elastic.apply(raw.to(torch.float32), params))
+
+
 def test_too_small_a_context_is_refused():
     elastic = ElasticAugment()
     params = elastic.make_params(np.random.default_rng(0), OUT)

@@ -26,9 +26,17 @@ HEMI_LINEAGES = {
 }
 
 
-@pytest.fixture
-def db(tmp_path):
-    with open_database(f"sqlite:///{tmp_path / 'exports.db'}") as database:
+@pytest.fixture(params=["sqlite", "mongomock"])
+def db(request, tmp_path):
+    """Imports and exports only use the Database interface; check two backends."""
+    if request.param == "sqlite":
+        database = open_database(f"sqlite:///{tmp_path / 'exports.db'}")
+    else:
+        mongomock = pytest.importorskip("mongomock")
+        from synister.db.mongo import MongoDatabase
+
+        database = MongoDatabase("mongodb://localhost/exports", client=mongomock.MongoClient())
+    with database:
         yield database
 
 

@@ -261,7 +261,8 @@ def test_real_male_vnc_tables(db, shared_data):
     options = TableOptions(units="voxels", voxel_size_nm=(8.0, 8.0, 8.0))
     summary = import_files(db, sorted((shared_data / "malevnc_v0").glob("*.csv")), options)
     assert (summary.synapses, summary.skeletons) == (87_403, 191)
-    raw = pd.read_csv(shared_data / "malevnc_v0" / "gaba.csv", nrows=1).iloc[0]
+    raw = pd.read_csv(shared_data / "malevnc_v0" / "gaba.csv", nrows=1)
+    raw = {column: raw[column].iloc[0] for column in raw.columns}  # keeps int64 ids exact
     stored = db.synapses(synapse_ids=[int(raw["syn_id"])]).iloc[0]
     assert stored[["z", "y", "x"]].tolist() == [8.0 * raw["z"], 8.0 * raw["y"], 8.0 * raw["x"]]
     assert stored["skeleton_id"] == raw["body"] and stored["nt_known"] == frozenset({"gaba"})

@@ -263,7 +263,7 @@ class ElasticAugment(Augmentation):
         return coords
 
     def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
-        """Resample a float context patch ``x`` (Z', Y', X') to the output shape (Z, Y, X)."""
+        """Resample a context patch ``x`` (Z', Y', X') to a float32 output (Z, Y, X)."""
         return self.resample(x, params)
 
     def resample(
@@ -275,6 +275,8 @@ class ElasticAugment(Augmentation):
     ) -> torch.Tensor:
         """:meth:`apply`, optionally followed by a y/x mirror and y/x transpose at no cost.
 
+        ``x`` may be uint8: only the part the grid reaches is converted to float32.
+
         The mirror and transpose are folded into the sampling grid (reversing or transposing
         the subsampled grid, whose positions are symmetric), which saves a copy of the output.
         """
@@ -282,11 +284,8 @@ class ElasticAugment(Augmentation):
             raise ValueError(
                 f"ElasticAugment expects a (Z, Y, X) patch, got shape {tuple(x.shape)}"
             )
-        if not x.is_floating_point():
-            raise ValueError(f"ElasticAugment expects a floating point patch, got {x.dtype}")
         out = _shape3(params["output_shape_vox"], "params['output_shape_vox']")
-        ctx = tuple(x.shape)
-        coords = self.source_coordinates_vox(ctx, params)
+        coords = self.source_coordinates_vox(tuple(x.shape), params)
         if mirror_yx[0]:
             coords = coords[:, ::-1]
         if mirror_yx[1]:
@@ -295,25 +294,33 @@ class ElasticAugment(Augmentation):
             if out[1] != out[2]:
                 raise ValueError(f"cannot transpose y and x of a non-square output {out}")
             coords = coords.transpose(0, 2, 1, 3)
-        # normalise for align_corners=True: index 0 -> -1, index size-1 -> +1
-        scale = np.array([2.0 / (c - 1) if c > 1 else 0.0 for c in ctx])
-        normed = (coords * scale - (scale > 0)).astype(np.float32)
+        # only the box the grid reaches is converted and sampled (bilinear upsampling of the
+        # coarse grid stays inside its bounding box); a small angle needs far less than the
+        # context, and a smaller input is kinder to the cache
         planar = self.jitter_sigma_vox[0] == 0
-        # grid_sample wants x, y(, z) last; z stays integral without z jitter
+        low = np.floor(coords.min(axis=(0, 1, 2))).astype(np.int64)
+        high = np.ceil(coords.max(axis=(0, 1, 2))).astype(np.int64) + 1
+        low, high = np.maximum(low, 0), np.minimum(high, x.shape)
+        if planar:  # z stays integral: exactly the output's sections
+            low[0] = central_offset_vox(x.shape, out)[0]
+            high[0] = low[0] + out[0]
+        box = x[low[0] : high[0], low[1] : high[1], low[2] : high[2]].to(torch.float32)
+        size = high - low
+        # normalise for align_corners=True: index 0 -> -1, index size-1 -> +1
+        scale = np.where(size > 1, 2.0 / np.maximum(size - 1, 1), 0.0)
+        normed = ((coords - low) * scale - (size > 1)).astype(np.float32)
+        # grid_sample wants x, y(, z) last
         coarse = torch.from_numpy(
             np.ascontiguousarray(normed[..., [2, 1]] if planar else normed[..., ::-1])
         )
         grid = self._upsample_yx(coarse, out[1], out[2])
         if planar:
             # one bilinear grid_sample with the sections as the batch (nearest in z)
-            z0 = central_offset_vox(ctx, out)[0]
-            sections = x[z0 : z0 + out[0]].unsqueeze(1)
             return F.grid_sample(
-                sections, grid, mode="bilinear", padding_mode="border", align_corners=True
+                box.unsqueeze(1), grid, mode="bilinear", padding_mode="border", align_corners=True
             )[:, 0]
-        volume = x[None, None]
         return F.grid_sample(
-            volume, grid[None], mode="bilinear", padding_mode="border", align_corners=True
+            box[None, None], grid[None], mode="bilinear", padding_mode="border", align_corners=True
         )[0, 0]
 
     def _upsample_yx(self, coarse: torch.Tensor, size_y: int, size_x: int) -> torch.Tensor:
@@ -528,7 +535,7 @@ class AugmentPipeline:
         if elastic is not None and fusable:
             mirror = simple["mirror"]
             x = self.elastic.resample(
-                raw.to(torch.float32),
+                raw,
                 elastic,
                 mirror_yx=(bool(mirror[1]), bool(mirror[2])),
                 transpose_yx=[int(p) for p in simple["transpose"]] == [0, 2, 1],
@@ -537,7 +544,7 @@ class AugmentPipeline:
                 x = torch.flip(x, [0])
         else:
             if elastic is not None:
-                x = self.elastic.resample(raw.to(torch.float32), elastic)
+                x = self.elastic.resample(raw, elastic)
             else:
                 x = crop_center(raw, self.output_shape_vox).to(torch.float32)
             if simple is not None:

@@ -56,7 +56,7 @@ class PatchBatches(torch.utils.data.Dataset):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.volume = volume
-        self.synapse_ids = np.asarray(synapse_ids, dtype=np.int64)
+        self.synapse_ids = np.array(synapse_ids, dtype=np.int64)  # a writable copy for torch
         self.centers_nm = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
         if len(self.centers_nm) != len(self.synapse_ids):
             raise ValueError(
@@ -266,8 +266,9 @@ def plan_prediction(setup_dir: str | Path) -> PredictionPlan:
             db.create_prediction_run(run, cfg.classes, meta, overwrite=cfg.overwrite)
     todo = synapses[~np.isin(synapses["synapse_id"].to_numpy(), done)]
     block_nm = np.asarray(cfg.input_shape, float) * np.asarray(cfg.voxel_size, float)
-    return PredictionPlan(cfg, worker, run, synapses.reset_index(drop=True),
-                          reading_order(todo, block_nm))
+    return PredictionPlan(
+        cfg, worker, run, synapses.reset_index(drop=True), reading_order(todo, block_nm)
+    )
 
 
 def choose_device(requested: str | None, rank: int = 0) -> torch.device:
@@ -321,8 +322,9 @@ def _block_worker(
 ) -> None:
     torch.set_num_threads(threads)
     share = plan.todo.iloc[rank::n]
-    predict_synapses(plan.cfg, plan.run, share, choose_device(device, rank), read_workers,
-                     progress.put)
+    predict_synapses(
+        plan.cfg, plan.run, share, choose_device(device, rank), read_workers, progress.put
+    )
 
 
 def _available_cpus() -> int:
@@ -367,7 +369,11 @@ def predict_setup(
         threads = max(1, torch.get_num_threads() // n)
     log.info(
         "prediction run %s: %d of %d synapses to predict (%d stored before), %d block worker(s)",
-        plan.run, len(plan.todo), len(plan.synapses), plan.resumed_from, n,
+        plan.run,
+        len(plan.todo),
+        len(plan.synapses),
+        plan.resumed_from,
+        n,
     )
     bar = tqdm(
         total=len(plan.synapses),

@@ -128,10 +128,11 @@ def import_command(
 ) -> None:
     """Import synapses, skeletons and hemilineages, all or nothing.
 
-    Tables take their transmitter from --label-column, else --label, else the file name
-    (acetylcholine.csv); each neuron a table names is stored as a skeleton with that label.
-    Every file is checked first; on any error nothing is stored and the error names the file,
-    line or key, and field.
+    A table's transmitter comes from --label-column, else --label, else its file name.
+
+    Each neuron a table names is stored as a skeleton with that transmitter.
+
+    All files are checked first: on any error nothing is stored, and the error names the place.
     """
     from ..db.imports import TableOptions, import_files
 
@@ -160,8 +161,10 @@ def import_command(
 
 @db_app.command("validate")
 def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
-    """Check the database for repeated ids and positions, synapses without a skeleton and
-    skeletons without a hemilineage; exits with status 1 when anything is found."""
+    """Check for repeated ids and positions and for missing skeletons and hemilineages.
+
+    Exits with status 1 when any problem is found.
+    """
     try:
         with open_db(db_url) as db:
             report = db.validate()

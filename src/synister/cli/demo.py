@@ -10,7 +10,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
+        out: Path = typer.Option(
+            Path("demo_out"), "--out", help="Folder for everything the demo makes."
+        ),
         seed: int = typer.Option(0, help="Seed of the dataset, split and training."),
         iterations: int = typer.Option(None, help="Training iterations (default: the demo's own)."),
         device: str = typer.Option(None, help="torch device (default: a GPU if any, else CPU)."),

@@ -28,13 +28,14 @@ def predict_command(
         int | None,
         typer.Option(
             min=1,
-            help="Processes sharing the synapses (default: num_block_workers of worker_config.ini).",
+            help="Processes sharing the synapses (default: worker_config.ini num_block_workers).",
         ),
     ] = None,
     read_workers: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Patch-reading processes per block worker (default: from num_cache_workers)."
+            min=0,
+            help="Patch-reading processes per block worker (default: from num_cache_workers).",
         ),
     ] = None,
     threads: Annotated[

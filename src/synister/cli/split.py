@@ -74,9 +74,9 @@ def make_command(
 ) -> None:
     """Compute a split by integer programming and store it.
 
-    Only synapses whose skeleton has exactly one known transmitter among the chosen ones take
-    part. Fails, storing nothing, when some transmitter's part misses its target share by more
-    than --tolerance (e.g. too few groups).
+    Synapses take part when their skeleton has exactly one known transmitter among --nt.
+
+    Fails, storing nothing, when a transmitter's part misses its target by over --tolerance.
     """
     from ..splits import GROUPINGS, SplitRequest, make_split
 

@@ -78,7 +78,9 @@ def synthetic_command(
     typer.echo(
         f"oracle accuracy: synapse {summary['oracle_synapse_accuracy']:.3f}, neuron "
         f"{summary['oracle_neuron_accuracy']:.3f}, neuron vote "
-        f"{summary['oracle_neuron_vote_accuracy']:.3f}"
+        f"{summary['oracle_neuron_vote_accuracy']:.3f} (this dataset); expected over the "
+        f"generator: synapse {summary['oracle_expected']['synapse']:.3f}, neuron "
+        f"{summary['oracle_expected']['neuron']:.3f}"
     )
 
 

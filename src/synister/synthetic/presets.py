@@ -81,13 +81,13 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "easy": Preset(
         name="easy",
-        separation=1.5,
+        separation=2.5,
         var_hemi_lineage=0.04,
         var_neuron=0.06,
         var_synapse=0.30,
         shape_vox=(48, 768, 768),
-        n_synapses=1500,
-        synapses_per_neuron=25.0,
+        n_synapses=600,  # what fits 48x768x768
+        synapses_per_neuron=10.0,
         neurons_per_hemi_lineage=3.0,
         neuron_proportions={nt: 1.0 for nt in TRANSMITTERS},
         noise_sigma=9.0,

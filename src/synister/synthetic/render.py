@@ -20,13 +20,15 @@ from scipy.special import expit
 SECTION_NM = 40.0
 PIXEL_NM = 4.0
 #: Mean spacing of neurite profiles (pixels) in the background partition.
-CELL_SPACING_PX = 64.0
+CELL_SPACING_PX = 44.0
 #: Sections on each side of a synapse that show any of its features.
 SYNAPSE_HALF_SECTIONS = 2
 #: Half width (pixels) of the square drawn around a synapse: 30 px = 120 nm.
 SYNAPSE_HALF_BOX_PX = 30
 #: Grid (sections, px, px) of the coarse random warp of the cell borders.
 WARP_STEP: tuple[int, int, int] = (4, 8, 8)
+#: Rows of a section handled at once by the cell partition (bounds its temporary memory).
+STRIPE_ROWS = 128
 
 
 @dataclass
@@ -236,19 +238,23 @@ def _neuropil(scene: Scene, z: int, rng: np.random.Generator, origin: np.ndarray
     w_max = scene.seed_weight.max()
     lift = np.sqrt(w_max - scene.seed_weight)
     tree = cKDTree(np.column_stack([seeds, lift]))
-    yy, xx = np.mgrid[0:n_y, 0:n_x].astype(np.float32)
-    # a smooth random warp (continuous across sections) bends the cell borders into round profiles
-    ty, tx = yy + origin[0], xx + origin[1]
-    coords = [np.full(yy.shape, z / WARP_STEP[0]), ty / WARP_STEP[1] + 1, tx / WARP_STEP[2] + 1]
-    wy = map_coordinates(scene.warp[0], coords, order=1, mode="nearest")
-    wx = map_coordinates(scene.warp[1], coords, order=1, mode="nearest")
-    pts = np.column_stack([(ty + wy).ravel(), (tx + wx).ravel(), np.zeros(yy.size)])
-    dist, idx = tree.query(pts, k=2, workers=-1)
-    gap = np.linalg.norm(seeds[idx[:, 0]] - seeds[idx[:, 1]], axis=1)
-    to_border_px = ((dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * np.maximum(gap, 1e-6))).reshape(
-        n_y, n_x
-    )
-    label = idx[:, 0].reshape(n_y, n_x)
+    to_border_px = np.empty((n_y, n_x), np.float32)
+    label = np.empty((n_y, n_x), np.int32)
+    # row stripes keep the query's temporaries small whatever the section size
+    for r0 in range(0, n_y, STRIPE_ROWS):
+        r1 = min(n_y, r0 + STRIPE_ROWS)
+        yy, xx = np.mgrid[r0:r1, 0:n_x].astype(np.float32)
+        # a smooth random warp (continuous across sections) bends cell borders into round profiles
+        ty, tx = yy + origin[0], xx + origin[1]
+        coords = [np.full(yy.shape, z / WARP_STEP[0]), ty / WARP_STEP[1] + 1, tx / WARP_STEP[2] + 1]
+        wy = map_coordinates(scene.warp[0], coords, order=1, mode="nearest")
+        wx = map_coordinates(scene.warp[1], coords, order=1, mode="nearest")
+        pts = np.column_stack([(ty + wy).ravel(), (tx + wx).ravel(), np.zeros(yy.size)])
+        dist, idx = tree.query(pts, k=2, workers=-1)
+        gap = np.linalg.norm(seeds[idx[:, 0]] - seeds[idx[:, 1]], axis=1)
+        border = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2 * np.maximum(gap, 1e-6))
+        to_border_px[r0:r1] = border.reshape(r1 - r0, n_x)
+        label[r0:r1] = idx[:, 0].reshape(r1 - r0, n_x)
     img = scene.cell_value[label].astype(np.float32)
 
     # granular cytoplasm and microtubule cross-sections, smoothed together

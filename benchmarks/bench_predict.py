@@ -1,0 +1,268 @@
+"""Prediction throughput of ``synister predict`` against the original's design, in one run.
+
+    .venv/bin/python benchmarks/bench_predict.py [--small-synapses 4000] [--fafb-synapses 48]
+
+Writes a random uint8 volume (40 x 4 x 4 nm voxels) and a SQLite database with random synapses
+in the test part of one split to a temporary folder, makes training and prediction setups with
+a randomly initialised checkpoint, then times on the same model, data and machine:
+
+- ``ours``: :func:`synister.predict.predict_setup` (reading processes, the model in this
+  process, a writer thread with one transaction per batch), whole run including start-up;
+- ``baseline``: the original's design: per batch, a Python loop of blocking single-patch reads,
+  the model, then one database update per synapse, each its own statement and transaction
+  (the original's MongoDB ``update_one`` per synapse). ``baseline-api`` writes each synapse
+  through ``Database.write_predictions``; ``baseline-sql`` with one bare ``INSERT`` and
+  ``COMMIT`` per synapse on the backend's own connection (the cheapest per-synapse write);
+- ``bare``: the model alone on pre-loaded, normalised tensors (measured before and after
+  ``ours``; the mean is the reference).
+
+Cases: ``small`` (a ResNet-18 with 2 feature maps on the FAFB patch: reading and writing
+dominate; target ours >= 10x baseline) and ``fafb`` (the seed's VGG: input 16x160x160, fmaps 12,
+downsample (1,2,2)x3 + (2,2,2); target ours >= 90 % of bare). Runs on SQLite, and on PostgreSQL
+too when ``SYNISTER_TEST_POSTGRES_URL`` is set (a scratch database, dropped afterwards).
+Timings are wall-clock: other load on the machine lowers all of them; compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+import pandas as pd
+import torch
+
+from synister.config import load_predict_setup, load_train_setup
+from synister.db import open_database
+from synister.models import build_model, load_checkpoint, save_checkpoint
+from synister.nt import TRANSMITTERS
+from synister.predict import predict_setup
+from synister.setup import prepare_prediction, prepare_training
+from synister.volumes import Volume, normalize, write_volume
+
+VOXEL_NM = (40, 4, 4)
+FAFB = {
+    "network": "VGG",
+    "input_shape": (16, 160, 160),
+    "fmaps": 12,
+    "downsample_factors": [(1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2)],
+}
+SMALL = {**FAFB, "network": "ResNet18", "fmaps": 2}
+
+
+def build_data(base: Path, url: str, shape_vox: tuple[int, int, int], n: int, n_fafb: int) -> None:
+    """A random volume and ``n`` synapses: all in the test part of split ``small``, the first
+    ``n_fafb`` in the test part of split ``fafb``."""
+    rng = np.random.default_rng(0)
+    write_volume(base / "raw.zarr", rng.integers(0, 256, shape_vox, dtype=np.uint8), VOXEL_NM)
+    n_skeletons = 60
+    skeletons = pd.DataFrame(
+        {
+            "skeleton_id": np.arange(n_skeletons),
+            "nt_known": [[TRANSMITTERS[i % len(TRANSMITTERS)]] for i in range(n_skeletons)],
+        }
+    )
+    # patch centres at least half a patch inside, so no read is zero-padded
+    margin_nm = np.array([8, 80, 80]) * VOXEL_NM
+    extent_nm = np.array(shape_vox) * VOXEL_NM - 2 * margin_nm
+    positions_nm = margin_nm + rng.random((n, 3)) * extent_nm
+    synapses = pd.DataFrame(
+        {
+            "synapse_id": np.arange(n) + 1,
+            "z": positions_nm[:, 0],
+            "y": positions_nm[:, 1],
+            "x": positions_nm[:, 2],
+            "skeleton_id": rng.integers(0, n_skeletons, n),
+        }
+    )
+    with open_database(url) as db:
+        db.import_records(synapses=synapses, skeletons=skeletons)
+        ids = synapses.synapse_id
+        db.write_split("small", pd.DataFrame({"synapse_id": ids, "part": "test"}))
+        parts = np.where(np.arange(n) < n_fafb, "test", "train")
+        db.write_split("fafb", pd.DataFrame({"synapse_id": ids, "part": parts}))
+
+
+def make_setup(base: Path, url: str, experiment: str, batch_size: int, model: dict) -> Path:
+    train = prepare_training(
+        base,
+        experiment,
+        1,
+        db_url=url,
+        split_name=experiment,
+        raw_container="raw.zarr",
+        raw_dataset="raw",
+        voxel_size=VOXEL_NM,
+        batch_size=batch_size,
+        num_cache_workers=1,
+        **model,
+    )
+    cfg, _ = load_train_setup(train)
+    torch.manual_seed(0)
+    save_checkpoint(train / "model_checkpoint_1", build_model(cfg), None, 1)
+    return prepare_prediction(base, experiment, 1, [1], validation=False)[0]
+
+
+def load_model(setup: Path):
+    cfg, _ = load_predict_setup(setup)
+    model = build_model(cfg)
+    load_checkpoint(cfg.train_checkpoint, model)
+    return cfg, model.eval()
+
+
+def sql_row_writer(db, run: str, n_classes: int):
+    """One INSERT, committed on its own, per synapse on the backend's own connection (SQLite/PostgreSQL)."""
+    table = db._run_table(run)  # the backend's quoted table name of the run
+    marks = ", ".join(["?"] * (n_classes + 1))
+    if type(db).__name__.startswith("Postgres"):
+        marks = marks.replace("?", "%s")
+    statement = f"INSERT INTO {table} VALUES ({marks})"
+    connection = db._connection
+
+    def write(synapse_id: int, probabilities: np.ndarray) -> None:
+        # both connections are in autocommit mode: the statement is its own transaction
+        connection.execute(statement, [synapse_id, *probabilities.tolist()])
+
+    return write
+
+
+def baseline(setup: Path, writes: str) -> float:
+    """The original's design; returns synapses/s of the whole run (model load included)."""
+    start = time.perf_counter()
+    cfg, model = load_model(setup)
+    volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
+    run = f"{cfg.run_name}_baseline_{writes}"
+    with open_database(cfg.database_url()) as db:
+        synapses = db.synapses(split=cfg.split_name, part=cfg.split_part)
+        db.create_prediction_run(run, cfg.classes, {}, overwrite=True)
+        write_row = sql_row_writer(db, run, len(cfg.classes)) if writes == "sql" else None
+        centers_nm = synapses[["z", "y", "x"]].to_numpy()
+        ids = synapses.synapse_id.to_numpy()
+        with torch.inference_mode():
+            for first in range(0, len(ids), cfg.batch_size):
+                rows = range(first, min(first + cfg.batch_size, len(ids)))
+                raw = np.stack([volume.read_patch(centers_nm[i], cfg.input_shape) for i in rows])
+                logits = model(torch.from_numpy(normalize(raw))[:, None])
+                probabilities = torch.softmax(logits, dim=1).numpy()
+                for i, p in zip(rows, probabilities, strict=True):
+                    if write_row is None:
+                        db.write_predictions(run, ids[i : i + 1], p[None])
+                    else:
+                        write_row(int(ids[i]), p)
+        assert len(db.predicted_synapse_ids(run)) == len(ids)
+        db.drop_prediction_run(run)
+    return len(ids) / (time.perf_counter() - start)
+
+
+def bare(setup: Path, n: int) -> float:
+    """The model alone on pre-loaded tensors, batch by batch: synapses/s."""
+    cfg, model = load_model(setup)
+    batch = torch.rand(cfg.batch_size, 1, *cfg.input_shape) * 2 - 1
+    batches = max(1, n // cfg.batch_size)
+    with torch.inference_mode():
+        model(batch)  # warm-up
+        start = time.perf_counter()
+        for _ in range(batches):
+            torch.softmax(model(batch), dim=1).numpy()
+    return batches * cfg.batch_size / (time.perf_counter() - start)
+
+
+def ours(setup: Path, read_workers: int, threads: int | None) -> float:
+    cfg, _ = load_predict_setup(setup)
+    result = predict_setup(setup, read_workers=read_workers, threads=threads, progress=False)
+    with open_database(cfg.database_url()) as db:
+        assert len(db.predicted_synapse_ids(cfg.run_name)) == result["total"]
+        db.drop_prediction_run(cfg.run_name)
+    return result["synapses_per_second"]
+
+
+def postgres_scratch(admin_url: str) -> tuple[str, str]:
+    """A fresh database beside ``admin_url``: (name, url)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = f"synister_bench_predict_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    info = {**conninfo_to_dict(admin_url), "dbname": name}
+    return name, f"postgresql://?{urlencode(info)}"
+
+
+def run_backend(base: Path, url: str, args) -> list[str]:
+    n = max(args.small_synapses, args.fafb_synapses)
+    build_data(base, url, tuple(args.shape), n, args.fafb_synapses)
+    lines = []
+    # small model: reading and writing dominate
+    small = make_setup(base, url, "small", args.small_batch, SMALL)
+    predict_setup(small, read_workers=1, progress=False)  # warm-up: fork server, page cache
+    with open_database(url) as db:
+        db.drop_prediction_run(load_predict_setup(small)[0].run_name)
+    ours_rate = ours(small, read_workers=1, threads=None)
+    api_rate = baseline(small, "api")
+    sql_rate = baseline(small, "sql")
+    bare_rate = bare(small, 20 * args.small_batch)
+    lines.append(
+        f"small  ours {ours_rate:7.1f}/s  baseline-api {api_rate:6.1f}/s ({ours_rate / api_rate:4.1f}x)"
+        f"  baseline-sql {sql_rate:6.1f}/s ({ours_rate / sql_rate:4.1f}x)  bare model {bare_rate:7.1f}/s"
+    )
+    # the FAFB network: compute dominates; reading and writing must hide behind it
+    fafb = make_setup(base, url, "fafb", args.fafb_batch, FAFB)
+    bare_before = bare(fafb, args.fafb_synapses)
+    configs = [(1, None)] if not args.thread_sweep else [(1, None), (1, 1), (0, None)]
+    rates = {}
+    for read_workers, threads in configs:
+        rates[(read_workers, threads)] = ours(fafb, read_workers, threads)
+    bare_after = bare(fafb, args.fafb_synapses)
+    bare_mean = (bare_before + bare_after) / 2
+    for (read_workers, threads), rate in rates.items():
+        lines.append(
+            f"fafb   ours {rate:6.2f}/s (read_workers={read_workers}, threads="
+            f"{threads or torch.get_num_threads()}) = {100 * rate / bare_mean:5.1f} % of bare "
+            f"{bare_mean:.2f}/s (before {bare_before:.2f}, after {bare_after:.2f})"
+        )
+    if args.fafb_baseline:
+        rate = baseline(fafb, "api")
+        lines.append(f"fafb   baseline-api {rate:6.2f}/s")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=(48, 640, 640), help="volume, vox")
+    parser.add_argument("--small-synapses", type=int, default=4000)
+    parser.add_argument("--small-batch", type=int, default=32)
+    parser.add_argument("--fafb-synapses", type=int, default=48)
+    parser.add_argument("--fafb-batch", type=int, default=8)
+    parser.add_argument("--fafb-baseline", action="store_true", help="also time the baseline")
+    parser.add_argument("--thread-sweep", action="store_true", help="fafb: other thread splits")
+    args = parser.parse_args()
+    print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, load {os.getloadavg()}")
+    backends = {}
+    with tempfile.TemporaryDirectory() as folder:
+        backends["sqlite"] = run_backend(
+            Path(folder), f"sqlite:///{Path(folder) / 'bench.db'}", args
+        )
+    admin_url = os.environ.get("SYNISTER_TEST_POSTGRES_URL")
+    if admin_url:
+        import psycopg
+
+        name, url = postgres_scratch(admin_url)
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                backends["postgresql"] = run_backend(Path(folder), url, args)
+        finally:
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(f"load after {os.getloadavg()}")
+    for backend, lines in backends.items():
+        for line in lines:
+            print(f"{backend:<11}{line}")
+
+
+if __name__ == "__main__":
+    main()

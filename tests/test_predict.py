@@ -1,0 +1,290 @@
+"""``synister predict``: what is stored, overwrite and resume rules, kill -9 recovery, block
+workers and the progress display, on a small random volume and a tiny network."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from synister.cli import app
+from synister.config import load_predict_setup, load_train_setup
+from synister.db import PredictionRunExists, open_database
+from synister.models import build_model, load_checkpoint, save_checkpoint
+from synister.predict import plan_prediction, predict_setup
+from synister.setup import prepare_prediction, prepare_training
+from synister.volumes import normalize, write_volume
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.filterwarnings("ignore:.*reach outside the volume:UserWarning"),
+]
+
+CLASSES = ["gaba", "acetylcholine", "glutamate"]
+VOXEL_NM = np.array([40, 4, 4])
+SHAPE_VOX = (24, 96, 96)
+INPUT_VOX = (8, 32, 32)
+N_SYNAPSES = 2600
+#: skeletons 0-49 hold one class each; 50 two transmitters, 51 none (both must be skipped)
+SINGLE_SKELETONS = 50
+
+
+@dataclass
+class World:
+    base: Path
+    url: str
+    raw: np.ndarray  # z, y, x uint8
+    synapses: pd.DataFrame  # as imported, with the split part
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    base = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(7)
+    raw = rng.integers(0, 256, SHAPE_VOX, dtype=np.uint8)
+    write_volume(base / "raw.zarr", raw, VOXEL_NM, chunks_vox=(8, 32, 32))
+    nt_known = [[CLASSES[i % 3]] for i in range(SINGLE_SKELETONS)] + [["gaba", "octopamine"], []]
+    skeletons = pd.DataFrame({"skeleton_id": np.arange(len(nt_known)), "nt_known": nt_known})
+    # positions anywhere in the volume, so some patches reach outside and are zero-padded
+    positions_nm = rng.random((N_SYNAPSES, 3)) * np.array(SHAPE_VOX) * VOXEL_NM
+    skeleton_ids = rng.integers(0, len(nt_known), N_SYNAPSES)
+    synapses = pd.DataFrame(
+        {
+            "synapse_id": np.arange(1, N_SYNAPSES + 1) * 3,
+            "z": positions_nm[:, 0],
+            "y": positions_nm[:, 1],
+            "x": positions_nm[:, 2],
+            "skeleton_id": skeleton_ids,
+        }
+    )
+    synapses["part"] = np.select(
+        [skeleton_ids < 40, (skeleton_ids < 45) | (skeleton_ids >= SINGLE_SKELETONS)],
+        ["validation", "test"],
+        "train",
+    )
+    url = f"sqlite:///{base / 'synister.db'}"
+    with open_database(url) as db:
+        db.import_records(synapses=synapses.drop(columns="part"), skeletons=skeletons)
+        db.write_split("skeleton", synapses[["synapse_id", "part"]])
+    return World(base, url, raw, synapses)
+
+
+def make_setup(
+    world: World,
+    experiment: str,
+    *,
+    network: str = "ResNet18",
+    validation: bool = False,
+    batch_size: int = 16,
+    **overrides,
+) -> Path:
+    """A training setup with a randomly initialised checkpoint and its prediction setup."""
+    train = prepare_training(
+        world.base,
+        experiment,
+        1,
+        synapse_types=CLASSES,
+        input_shape=INPUT_VOX,
+        fmaps=2,
+        downsample_factors=[(1, 2, 2), (2, 2, 2)],
+        network=network,
+        batch_size=batch_size,
+        db_url=world.url,
+        split_name="skeleton",
+        raw_container="raw.zarr",
+        raw_dataset="raw",
+        voxel_size=tuple(VOXEL_NM),
+        num_cache_workers=1,
+        **overrides,
+    )
+    cfg, _ = load_train_setup(train)
+    torch.manual_seed(len(experiment))
+    save_checkpoint(train / "model_checkpoint_10", build_model(cfg), None, 10)
+    [setup] = prepare_prediction(world.base, experiment, 1, [10], validation=validation)
+    return setup
+
+
+def expected_ids(world: World, part: str) -> np.ndarray:
+    """Synapses of the part whose skeleton has exactly one known transmitter."""
+    chosen = world.synapses[
+        (world.synapses.part == part) & (world.synapses.skeleton_id < SINGLE_SKELETONS)
+    ]
+    return np.sort(chosen.synapse_id.to_numpy())
+
+
+def reference_probabilities(world: World, setup: Path, synapse_ids: np.ndarray) -> np.ndarray:
+    """The network run directly on patches cut from the numpy volume (zero-padded)."""
+    cfg, _ = load_predict_setup(setup)
+    model = build_model(cfg)
+    load_checkpoint(cfg.train_checkpoint, model)
+    model.eval()
+    half = np.array(INPUT_VOX) // 2
+    padded = np.pad(world.raw, [(h, h) for h in half])
+    rows = world.synapses.set_index("synapse_id").loc[synapse_ids]
+    centers_vox = np.floor(rows[["z", "y", "x"]].to_numpy() / VOXEL_NM).astype(int)
+    patches = np.stack(
+        [
+            padded[z : z + INPUT_VOX[0], y : y + INPUT_VOX[1], x : x + INPUT_VOX[2]]
+            for z, y, x in centers_vox
+        ]
+    )  # padded index c - half + half = c: the patch starts at c - S//2 in the volume
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(normalize(patches))[:, None])
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def stored(world: World, run: str) -> pd.DataFrame:
+    with open_database(world.url) as db:
+        return db.predictions(run)
+
+
+def probability_columns() -> list[str]:
+    return [f"prob_{c}" for c in CLASSES]
+
+
+def test_stores_one_softmax_row_per_synapse_equal_to_the_model(world):
+    setup = make_setup(world, "vgg", network="VGG")
+    result = predict_setup(setup, read_workers=1, progress=False)
+
+    run = "skeleton_vgg_t1_p0"
+    ids = expected_ids(world, "test")
+    assert result["run"] == run
+    assert (result["total"], result["predicted"], result["resumed_from"]) == (len(ids), len(ids), 0)
+    got = stored(world, run)
+    np.testing.assert_array_equal(got.synapse_id.to_numpy(), ids)  # one row each, no others
+    probabilities = got[probability_columns()].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    expected = reference_probabilities(world, setup, ids)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    assert np.ptp(probabilities[:, 0]) > 1e-4  # patches differ, so do the outputs
+    with open_database(world.url) as db:
+        classes, meta = db.open_prediction_run(run)
+    assert classes == CLASSES
+    assert meta["iteration"] == 10 and meta["split_part"] == "test"
+    assert meta["checkpoint"].endswith("vgg/02_train/setup_t1/model_checkpoint_10")
+
+
+def test_second_prediction_aborts_and_overwrite_replaces(world):
+    setup = make_setup(world, "twice")
+    run = "skeleton_twice_t1_p0"
+    predict_setup(setup, read_workers=0, progress=False)
+    first = stored(world, run)
+
+    with pytest.raises(PredictionRunExists, match=r"exists and is complete.*overwrite = True"):
+        predict_setup(setup, read_workers=0, progress=False)
+    outcome = CliRunner().invoke(app, ["predict", str(setup)])
+    assert outcome.exit_code == 1
+    assert "exists and is complete" in outcome.output
+    pd.testing.assert_frame_equal(stored(world, run), first)
+
+    # spoil one row and add a foreign one: overwrite must empty the run and predict afresh
+    with open_database(world.url) as db:
+        db.write_predictions(run, first.synapse_id[:1], np.array([[1.0, 0.0, 0.0]]))
+        db.write_predictions(run, np.array([1]), np.array([[0.0, 1.0, 0.0]]))
+    config = setup / "predict_config.ini"
+    config.write_text(config.read_text().replace("overwrite = False", "overwrite = True"))
+    result = predict_setup(setup, read_workers=0, progress=False)
+    assert result["resumed_from"] == 0 and result["predicted"] == len(first)
+    again = stored(world, run)
+    np.testing.assert_array_equal(again.synapse_id, first.synapse_id)
+    np.testing.assert_allclose(
+        again[probability_columns()], first[probability_columns()], atol=1e-6
+    )
+
+
+def test_resume_refuses_a_run_of_another_checkpoint(world):
+    setup = make_setup(world, "other")
+    with open_database(world.url) as db:
+        db.create_prediction_run("skeleton_other_t1_p0", CLASSES, {"iteration": 99})
+    with pytest.raises(PredictionRunExists, match=r"iteration=99 \(now 10\)"):
+        plan_prediction(setup)
+
+
+def test_missing_checkpoint_names_the_config(world):
+    setup = make_setup(world, "nockpt")
+    (world.base / "nockpt/02_train/setup_t1/model_checkpoint_10").unlink()
+    with pytest.raises(FileNotFoundError, match=r"predict_config.ini.*train_checkpoint"):
+        predict_setup(setup, progress=False)
+
+
+def test_two_block_workers_give_the_same_result_as_one(world):
+    setup = make_setup(world, "blocks", num_block_workers=2)
+    run = "skeleton_blocks_t1_p0"
+    predict_setup(setup, block_workers=1, read_workers=0, progress=False)
+    one = stored(world, run)
+    with open_database(world.url) as db:
+        db.drop_prediction_run(run)
+    result = predict_setup(setup, read_workers=0, progress=False)  # 2 from worker_config.ini
+    two = stored(world, run)
+    assert result["predicted"] == len(one) == len(expected_ids(world, "test"))
+    np.testing.assert_array_equal(two.synapse_id, one.synapse_id)
+    np.testing.assert_allclose(two[probability_columns()], one[probability_columns()], atol=1e-5)
+
+
+def count_stored(url: str, run: str) -> int:
+    with open_database(url) as db:
+        if run not in db.prediction_runs():
+            return 0
+        return len(db.predicted_synapse_ids(run))
+
+
+def test_killed_prediction_resumes_with_only_the_missing_synapses(world, capsys):
+    setup = make_setup(world, "killed", validation=True, batch_size=4)
+    run = "skeleton_killed_t1_p0"
+    ids = expected_ids(world, "validation")
+    command = "from synister.cli import main; main()"
+    process = subprocess.Popen(
+        [sys.executable, "-c", command, "predict", str(setup), "--read-workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: the readers die with it below
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while count_stored(world.url, run) == 0:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no prediction stored within 120 s"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.stderr.close()
+    before = count_stored(world.url, run)
+    assert 0 < before < len(ids), f"kill came too late: {before} of {len(ids)} stored"
+
+    result = predict_setup(setup, read_workers=1, progress=True)
+    assert result["resumed_from"] == before
+    assert result["predicted"] == len(ids) - before
+    got = stored(world, run)
+    np.testing.assert_array_equal(got.synapse_id.to_numpy(), ids)
+    np.testing.assert_allclose(got[probability_columns()].sum(axis=1), 1.0, atol=1e-6)
+    sample = ids[:: max(1, len(ids) // 50)]
+    np.testing.assert_allclose(
+        got.set_index("synapse_id").loc[sample, probability_columns()],
+        reference_probabilities(world, setup, sample),
+        atol=1e-5,
+    )
+
+    # the progress display: done/total starting at the stored count, synapses/s and ETA
+    progress = capsys.readouterr().err
+    assert f"{before}/{len(ids)} synapses" in progress
+    assert f"{len(ids)}/{len(ids)} synapses 100%" in progress
+    assert re.search(r"\d+\.\d\d synapses/s", progress)
+    assert re.search(r"<\d\d:\d\d ETA", progress)
