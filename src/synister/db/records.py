@@ -31,7 +31,7 @@ HEMI_LINEAGE_COLUMNS = ("hemi_lineage_id", "hemi_lineage_name", "nt_guess")
 PREPOST_VALUES = ("pre", "post")
 
 #: Names the original database used for "hemilineage not known"; they are stored as None.
-_UNKNOWN_HEMI_LINEAGE = re.compile(r"^(NA\d*|NONE|NEW\d*(_.*)?|UNKNOWN\d*)$", re.IGNORECASE)
+_UNKNOWN_HEMI_LINEAGE = re.compile(r"^(NA|NONE|NEW|UNKNOWN)\d*(_.*)?$", re.IGNORECASE)
 
 MAX_IDS_IN_MESSAGE = 20
 
@@ -82,8 +82,26 @@ def _required(frame: pd.DataFrame, table: str, columns: Iterable[str]) -> None:
 
 
 def _id_column(frame: pd.DataFrame, table: str, column: str, nullable: bool) -> pd.Series:
-    """An id column as int64 (or nullable Int64); floats with fractions and text are refused."""
+    """An id column as int64 (or nullable Int64); floats with fractions and text are refused.
+
+    Integer input never passes through floats: connectome ids (e.g. male-VNC synapse ids, ~8e16)
+    exceed 2**53 and would be rounded.
+    """
     values = frame[column]
+    if pd.api.types.is_integer_dtype(values.dtype):
+        out = values.astype("Int64")
+        return out if nullable else out.astype("int64")
+    if values.dtype == object:
+        text = values.map(lambda v: None if _missing(v) else str(v).strip())
+        whole = text.str.fullmatch(r"[+-]?\d+").fillna(False).astype(bool)
+        if whole[text.notna()].all():
+            missing = text.isna().to_numpy()
+            if missing.any() and not nullable:
+                row = int(np.flatnonzero(missing)[0])
+                raise DatabaseError(f"{table}: row {row}: field {column} is missing")
+            out = pd.array([None if v is None else int(v) for v in text.tolist()], dtype="Int64")
+            out = pd.Series(out, index=values.index)
+            return out if nullable else out.astype("int64")
     try:
         ids = pd.to_numeric(values, errors="raise").astype("Float64")
     except (ValueError, TypeError):

@@ -178,7 +178,7 @@ def make_scene(
     mt_off = rng.normal(0, 9.0, (len(mt_seed), 2))
     microtubules = np.column_stack([mt_seed, mt_off])
 
-    # mitochondria: ellipsoids away from synapses
+    # mitochondria: ellipsoids, drawn before the synapses (which cover them where they meet)
     vol_um3 = n_z * SECTION_NM * n_y * n_x * PIXEL_NM**2 / 1e9
     n_mito = rng.poisson(vol_um3 * 1.2)
     mz = rng.uniform(0, n_z * SECTION_NM, n_mito)
@@ -196,11 +196,11 @@ def make_scene(
         for (_, row), c in zip(latents.iterrows(), centers_vox, strict=True)
     ]
 
-    # section nuisances: jitter, rare slips, brightness/contrast, blur, defects
-    steps = rng.normal(0, 0.6, (n_z, 2))
+    # section nuisances: alignment jitter, rare slipped sections, brightness/contrast, blur, defects
+    shift = rng.normal(0, 0.7, (n_z, 2))
     slips = rng.uniform(size=n_z) < 0.04
-    steps[slips] += rng.normal(0, 8.0, (int(slips.sum()), 2))
-    shift = np.round(np.cumsum(steps, axis=0) - np.cumsum(steps, axis=0).mean(0)).astype(int)
+    shift[slips] += rng.normal(0, 8.0, (int(slips.sum()), 2))
+    shift = np.round(shift).astype(int)
     defect = np.where(
         rng.uniform(size=n_z) < defect_probability, rng.integers(1, 3, n_z), 0
     ).astype(int)
