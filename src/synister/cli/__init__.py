@@ -9,9 +9,10 @@ import typer
 app = typer.Typer(
     name="synister",
     help=(
-        "Train, validate and test networks that tell the neurotransmitter of a synapse from 3D EM.\n\n"
-        "Typical run: db import -> split make -> prepare-training -> train -> prepare-prediction -> "
-        "predict -> evaluate. `synister demo` runs all of it on a synthetic dataset."
+        "Train, validate and test networks that tell the neurotransmitter of a synapse "
+        "from 3D EM.\n\nTypical run: db import -> split make -> prepare-training -> train -> "
+        "prepare-prediction -> predict -> evaluate. `synister demo` runs all of it on a "
+        "synthetic dataset."
     ),
     no_args_is_help=True,
     add_completion=False,
