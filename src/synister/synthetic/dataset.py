@@ -1,4 +1,10 @@
-"""Write a synthetic dataset folder: raw volume, original-format JSON tables, latents, montages."""
+"""Write a synthetic dataset folder: raw volume, original-format JSON tables, latents, montages.
+
+The folder holds ``raw.zarr`` (or ``raw.n5``; dataset ``raw``, uint8, 40x4x4 nm, offset 0),
+``synapses.json``/``skeletons.json``/``hemi_lineages.json`` in the original synister export format
+(positions in nm), ``latents.parquet`` (every synapse's generative features), ``summary.json``
+(sizes, counts, oracle accuracies, the generative model) and ``montage_<nt>.png`` per class.
+"""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ class Preset:
     neurons_per_hemi_lineage: float
     min_neurons_per_class: int = 4
     neuron_proportions: dict[str, float] = field(default_factory=dict)  # empty = FAFB
-    # rendering: how strongly the image shows the features (1 = as the latents say)
+    # imaging nuisances
     noise_sigma: float = 13.0
     defect_probability: float = 0.02  # per section
 
@@ -81,7 +81,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "easy": Preset(
         name="easy",
-        separation=2.5,
+        separation=3.5,
         var_hemi_lineage=0.04,
         var_neuron=0.06,
         var_synapse=0.30,
@@ -95,14 +95,14 @@ PRESETS: dict[str, Preset] = {
     ),
     "fafb": Preset(
         name="fafb",
-        separation=0.97,
-        var_hemi_lineage=0.18,
-        var_neuron=0.18,
-        var_synapse=0.55,
+        separation=0.98,
+        var_hemi_lineage=0.12,
+        var_neuron=0.15,
+        var_synapse=0.60,
         shape_vox=(64, 1024, 1024),
         n_synapses=2000,
-        synapses_per_neuron=25.0,
-        neurons_per_hemi_lineage=5.0,
+        synapses_per_neuron=12.0,
+        neurons_per_hemi_lineage=4.0,
     ),
 }
 
