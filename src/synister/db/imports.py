@@ -27,7 +27,12 @@ from tqdm import tqdm
 
 from ..nt import UnknownTransmitter, canonical, canonical_set
 from .base import Database
-from .records import hemi_lineage_name
+from .records import (
+    HEMI_LINEAGE_COLUMNS,
+    SKELETON_COLUMNS,
+    SYNAPSE_COLUMNS,
+    hemi_lineage_name,
+)
 
 EXPORT_KINDS = ("synapses", "skeletons", "hemi_lineages")
 _EXPORT_PATTERN = re.compile(r"^(synapses|skeletons|hemi_?lineages).*\.json$", re.IGNORECASE)
@@ -266,18 +271,9 @@ def read_export_file(path: Path | str, kind: str | None = None) -> pd.DataFrame:
                 )
             )
     columns = {
-        "synapses": [
-            "synapse_id",
-            "z",
-            "y",
-            "x",
-            "skeleton_id",
-            "brain_region",
-            "prepost",
-            "confidence",
-        ],
-        "skeletons": ["skeleton_id", "hemi_lineage_id", "nt_known"],
-        "hemi_lineages": ["hemi_lineage_id", "hemi_lineage_name", "nt_guess"],
+        "synapses": list(SYNAPSE_COLUMNS),
+        "skeletons": list(SKELETON_COLUMNS),
+        "hemi_lineages": list(HEMI_LINEAGE_COLUMNS),
     }[kind]
     frame = pd.DataFrame.from_records(rows, columns=columns)
     frame[id_name] = frame[id_name].astype("int64")

@@ -38,6 +38,7 @@ from .base import (
     ValidationReport,
 )
 from .records import (
+    SYNAPSE_COLUMNS,
     check_hemi_lineages,
     check_parts_filter,
     check_positions,
@@ -59,18 +60,7 @@ _SYNAPSE_SELECT = (
     "s.synapse_id, s.z, s.y, s.x, s.skeleton_id, s.brain_region, s.prepost, s.confidence, "
     "k.nt_known, k.hemi_lineage_id"
 )
-_SYNAPSE_OUT = [
-    "synapse_id",
-    "z",
-    "y",
-    "x",
-    "skeleton_id",
-    "brain_region",
-    "prepost",
-    "confidence",
-    "nt_known",
-    "hemi_lineage_id",
-]
+_SYNAPSE_OUT = [*SYNAPSE_COLUMNS, "nt_known", "hemi_lineage_id"]
 #: id tables that must be unique on import, in the order they are written
 _ID_TABLES = (
     ("hemi_lineages", "hemi_lineage_id"),
