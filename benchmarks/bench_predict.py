@@ -1,26 +1,28 @@
 """Prediction throughput of ``synister predict`` against the original's design, in one run.
 
-    .venv/bin/python benchmarks/bench_predict.py [--small-synapses 4000] [--fafb-synapses 48]
+    .venv/bin/python benchmarks/bench_predict.py [--small-synapses 4000] [--fafb-synapses 24]
 
 Writes a random uint8 volume (40 x 4 x 4 nm voxels) and a SQLite database with random synapses
-in the test part of one split to a temporary folder, makes training and prediction setups with
-a randomly initialised checkpoint, then times on the same model, data and machine:
+to a temporary folder, makes training and prediction setups with randomly initialised
+checkpoints, then times on the same network, data, torch threads and machine:
 
-- ``ours``: :func:`synister.predict.predict_setup` (reading processes, the model in this
-  process, a writer thread with one transaction per batch), whole run including start-up;
+- ``ours``: :func:`synister.predict.predict_setup` (a reading process, the network in this
+  process, a writer thread with one transaction per batch); the whole call, and the rate after
+  start-up (from the first to the last stored batch);
 - ``baseline``: the original's design: per batch, a Python loop of blocking single-patch reads,
-  the model, then one database update per synapse, each its own statement and transaction
-  (the original's MongoDB ``update_one`` per synapse). ``baseline-api`` writes each synapse
-  through ``Database.write_predictions``; ``baseline-sql`` with one bare ``INSERT`` and
-  ``COMMIT`` per synapse on the backend's own connection (the cheapest per-synapse write);
-- ``bare``: the model alone on pre-loaded, normalised tensors (measured before and after
-  ``ours``; the mean is the reference).
+  the network, then one database write per synapse, each its own statement and transaction
+  (the original's MongoDB ``update_one`` per synapse): ``baseline-api`` through
+  ``Database.write_predictions``, ``baseline-sql`` as one bare INSERT on the backend's own
+  autocommit connection (the cheapest per-synapse write there is);
+- ``model alone``: the network on pre-loaded, normalised tensors.
 
-Cases: ``small`` (a ResNet-18 with 2 feature maps on the FAFB patch: reading and writing
-dominate; target ours >= 10x baseline) and ``fafb`` (the seed's VGG: input 16x160x160, fmaps 12,
-downsample (1,2,2)x3 + (2,2,2); target ours >= 90 % of bare). Runs on SQLite, and on PostgreSQL
-too when ``SYNISTER_TEST_POSTGRES_URL`` is set (a scratch database, dropped afterwards).
-Timings are wall-clock: other load on the machine lowers all of them; compare within one run.
+Cases: ``io-fafb-patch`` and ``io-small-patch`` use a stand-in network that costs nothing
+(the pipeline alone, on 16x160x160 and 8x32x32 patches); ``small-model`` a ResNet-18 with one
+feature map on 8x32x32 patches (reading and writing dominate; target ours >= 10x baseline);
+``fafb-vgg`` the seed's VGG (input 16x160x160, fmaps 12, downsample (1,2,2)x3 + (2,2,2); target
+ours after start-up >= 90 % of the model alone). Runs on SQLite, and on PostgreSQL too when
+``SYNISTER_TEST_POSTGRES_URL`` is set (a scratch database, dropped afterwards). Timings are
+wall-clock: other load on the machine lowers all of them; compare within one run.
 """
 
 from __future__ import annotations
@@ -52,7 +54,26 @@ FAFB = {
     "fmaps": 12,
     "downsample_factors": [(1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2)],
 }
-SMALL = {**FAFB, "network": "ResNet18", "fmaps": 2}
+SMALL_INPUT = {"input_shape": (8, 32, 32), "downsample_factors": [(1, 2, 2), (2, 2, 2)]}
+SMALL = {**SMALL_INPUT, "network": "ResNet18", "fmaps": 1}
+#: name -> (setup keys, stand-in network or None, batch size)
+CASES = {
+    "io-fafb-patch": ({**FAFB, "network": "ResNet18", "fmaps": 1}, True, 8),
+    "io-small-patch": (SMALL, True, 32),
+    "small-model": (SMALL, False, 32),
+}
+
+
+class MeanNet(torch.nn.Module):
+    """A stand-in network that costs next to nothing: logits from the patch mean. It isolates
+    what the pipeline itself costs: reading, normalising, handing over and storing."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.linspace(-1, 1, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3, 4))[:, None] * self.scale
 
 
 def build_data(base: Path, url: str, shape_vox: tuple[int, int, int], n: int, n_fafb: int) -> None:
@@ -88,13 +109,15 @@ def build_data(base: Path, url: str, shape_vox: tuple[int, int, int], n: int, n_
         db.write_split("fafb", pd.DataFrame({"synapse_id": ids, "part": parts}))
 
 
-def make_setup(base: Path, url: str, experiment: str, batch_size: int, model: dict) -> Path:
+def make_setup(
+    base: Path, url: str, experiment: str, split: str, batch_size: int, model: dict
+) -> Path:
     train = prepare_training(
         base,
         experiment,
         1,
         db_url=url,
-        split_name=experiment,
+        split_name=split,
         raw_container="raw.zarr",
         raw_dataset="raw",
         voxel_size=VOXEL_NM,
@@ -108,15 +131,17 @@ def make_setup(base: Path, url: str, experiment: str, batch_size: int, model: di
     return prepare_prediction(base, experiment, 1, [1], validation=False)[0]
 
 
-def load_model(setup: Path):
+def load_model(setup: Path, stand_in: bool = False):
     cfg, _ = load_predict_setup(setup)
+    if stand_in:
+        return cfg, MeanNet(len(cfg.classes)).eval()
     model = build_model(cfg)
     load_checkpoint(cfg.train_checkpoint, model)
     return cfg, model.eval()
 
 
 def sql_row_writer(db, run: str, n_classes: int):
-    """One INSERT, committed on its own, per synapse on the backend's own connection (SQLite/PostgreSQL)."""
+    """One INSERT per synapse, each its own transaction, on the backend's own connection."""
     table = db._run_table(run)  # the backend's quoted table name of the run
     marks = ", ".join(["?"] * (n_classes + 1))
     if type(db).__name__.startswith("Postgres"):
@@ -131,10 +156,10 @@ def sql_row_writer(db, run: str, n_classes: int):
     return write
 
 
-def baseline(setup: Path, writes: str) -> float:
+def baseline(setup: Path, writes: str, stand_in: bool = False) -> float:
     """The original's design; returns synapses/s of the whole run (model load included)."""
     start = time.perf_counter()
-    cfg, model = load_model(setup)
+    cfg, model = load_model(setup, stand_in)
     volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
     run = f"{cfg.run_name}_baseline_{writes}"
     with open_database(cfg.database_url()) as db:
@@ -159,9 +184,9 @@ def baseline(setup: Path, writes: str) -> float:
     return len(ids) / (time.perf_counter() - start)
 
 
-def bare(setup: Path, n: int) -> float:
+def bare(setup: Path, n: int, stand_in: bool = False) -> float:
     """The model alone on pre-loaded tensors, batch by batch: synapses/s."""
-    cfg, model = load_model(setup)
+    cfg, model = load_model(setup, stand_in)
     batch = torch.rand(cfg.batch_size, 1, *cfg.input_shape) * 2 - 1
     batches = max(1, n // cfg.batch_size)
     with torch.inference_mode():
@@ -172,13 +197,16 @@ def bare(setup: Path, n: int) -> float:
     return batches * cfg.batch_size / (time.perf_counter() - start)
 
 
-def ours(setup: Path, read_workers: int, threads: int | None) -> float:
-    cfg, _ = load_predict_setup(setup)
-    result = predict_setup(setup, read_workers=read_workers, threads=threads, progress=False)
+def ours(setup: Path, read_workers: int, threads: int | None, stand_in: bool = False) -> dict:
+    """``predict_setup`` on the setup (the run is dropped afterwards): its result."""
+    cfg, model = load_model(setup, stand_in) if stand_in else (load_predict_setup(setup)[0], None)
+    result = predict_setup(
+        setup, read_workers=read_workers, threads=threads, progress=False, model=model
+    )
     with open_database(cfg.database_url()) as db:
         assert len(db.predicted_synapse_ids(cfg.run_name)) == result["total"]
         db.drop_prediction_run(cfg.run_name)
-    return result["synapses_per_second"]
+    return result
 
 
 def postgres_scratch(admin_url: str) -> tuple[str, str]:
@@ -197,37 +225,53 @@ def run_backend(base: Path, url: str, args) -> list[str]:
     n = max(args.small_synapses, args.fafb_synapses)
     build_data(base, url, tuple(args.shape), n, args.fafb_synapses)
     lines = []
-    # small model: reading and writing dominate
-    small = make_setup(base, url, "small", args.small_batch, SMALL)
-    predict_setup(small, read_workers=1, progress=False)  # warm-up: fork server, page cache
-    with open_database(url) as db:
-        db.drop_prediction_run(load_predict_setup(small)[0].run_name)
-    ours_rate = ours(small, read_workers=1, threads=None)
-    api_rate = baseline(small, "api")
-    sql_rate = baseline(small, "sql")
-    bare_rate = bare(small, 20 * args.small_batch)
-    lines.append(
-        f"small  ours {ours_rate:7.1f}/s  baseline-api {api_rate:6.1f}/s ({ours_rate / api_rate:4.1f}x)"
-        f"  baseline-sql {sql_rate:6.1f}/s ({ours_rate / sql_rate:4.1f}x)  bare model {bare_rate:7.1f}/s"
-    )
-    # the FAFB network: compute dominates; reading and writing must hide behind it
-    fafb = make_setup(base, url, "fafb", args.fafb_batch, FAFB)
-    bare_before = bare(fafb, args.fafb_synapses)
-    configs = [(1, None)] if not args.thread_sweep else [(1, None), (1, 1), (0, None)]
-    rates = {}
-    for read_workers, threads in configs:
-        rates[(read_workers, threads)] = ours(fafb, read_workers, threads)
-    bare_after = bare(fafb, args.fafb_synapses)
-    bare_mean = (bare_before + bare_after) / 2
-    for (read_workers, threads), rate in rates.items():
+    for name, (model, stand_in, batch) in CASES.items():
+        setup = make_setup(base, url, name, "small", batch, model)
+        if not lines:  # warm-up: the fork server of the readers, the page cache
+            ours(setup, 1, None, stand_in)
+        results = {readers: ours(setup, readers, None, stand_in) for readers in (1, 0)}
+        previous = torch.get_num_threads()
+        torch.set_num_threads(results[1]["threads"])  # the baseline gets the same torch threads
+        api = baseline(setup, "api", stand_in)
+        sql = baseline(setup, "sql", stand_in)
+        model_only = bare(setup, 20 * batch, stand_in)
+        torch.set_num_threads(previous)
         lines.append(
-            f"fafb   ours {rate:6.2f}/s (read_workers={read_workers}, threads="
-            f"{threads or torch.get_num_threads()}) = {100 * rate / bare_mean:5.1f} % of bare "
-            f"{bare_mean:.2f}/s (before {bare_before:.2f}, after {bare_after:.2f})"
+            f"{name:<15}baseline-api {api:6.1f}/s, baseline-sql {sql:6.1f}/s, "
+            f"model alone {model_only:7.1f}/s ({results[1]['threads']} thread)"
+        )
+        for readers, result in results.items():
+            rate, steady = result["synapses_per_second"], result["steady_synapses_per_second"]
+            how = "1 reading process" if readers else "a reading thread "
+            lines.append(
+                f"{name:<15}ours with {how}: {rate:7.1f}/s = {rate / api:4.1f}x api, "
+                f"{rate / sql:4.1f}x sql (after start-up {steady:7.1f}/s)"
+            )
+    # the FAFB network: compute dominates; reading and writing must hide behind it
+    setup = make_setup(base, url, "fafb", "fafb", args.fafb_batch, FAFB)
+    previous = torch.get_num_threads()
+    bare_rates = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        bare_rates[threads] = bare(setup, args.fafb_synapses)
+    torch.set_num_threads(previous)
+    results = {config: ours(setup, *config) for config in ((1, None), (0, None), (1, 2))}
+    torch.set_num_threads(1)  # the 1-thread reference again, after ours: load drifts
+    bare_rates[1] = (bare_rates[1] + bare(setup, args.fafb_synapses)) / 2
+    torch.set_num_threads(previous)
+    best = max(bare_rates.values())
+    for (readers, _), result in results.items():
+        steady, whole = result["steady_synapses_per_second"], result["synapses_per_second"]
+        lines.append(
+            f"{'fafb-vgg':<15}ours {steady:6.2f}/s after start-up ({whole:.2f}/s whole run), "
+            f"{readers} reading process(es) + {result['threads']} thread(s) = "
+            f"{100 * steady / best:5.1f} % "
+            f"of the model alone on pre-loaded tensors ({bare_rates[1]:.2f}/s with 1 thread "
+            "(mean of before and after), "
+            f"{bare_rates[2]:.2f}/s with 2)"
         )
     if args.fafb_baseline:
-        rate = baseline(fafb, "api")
-        lines.append(f"fafb   baseline-api {rate:6.2f}/s")
+        lines.append(f"{'fafb-vgg':<15}baseline-api {baseline(setup, 'api'):6.2f}/s")
     return lines
 
 
@@ -235,11 +279,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 640, 640), help="volume, vox")
     parser.add_argument("--small-synapses", type=int, default=4000)
-    parser.add_argument("--small-batch", type=int, default=32)
-    parser.add_argument("--fafb-synapses", type=int, default=48)
+    parser.add_argument("--fafb-synapses", type=int, default=24)
     parser.add_argument("--fafb-batch", type=int, default=8)
     parser.add_argument("--fafb-baseline", action="store_true", help="also time the baseline")
-    parser.add_argument("--thread-sweep", action="store_true", help="fafb: other thread splits")
     args = parser.parse_args()
     print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, load {os.getloadavg()}")
     backends = {}

@@ -3,6 +3,7 @@ workers and the progress display, on a small random volume and a tiny network.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,7 +23,7 @@ from synister.cli import app
 from synister.config import load_predict_setup, load_train_setup
 from synister.db import PredictionRunExists, open_database
 from synister.models import build_model, load_checkpoint, save_checkpoint
-from synister.predict import plan_prediction, predict_setup
+from synister.predict import network_input, plan_prediction, predict_setup
 from synister.setup import prepare_prediction, prepare_training
 from synister.volumes import normalize, write_volume
 
@@ -153,6 +154,14 @@ def probability_columns() -> list[str]:
     return [f"prob_{c}" for c in CLASSES]
 
 
+def test_network_input_is_normalize_bit_for_bit():
+    raw = torch.from_numpy(np.arange(256, dtype=np.uint8).reshape(1, 1, 4, 8, 8))
+    got = network_input(raw, torch.device("cpu"))
+    assert got.dtype == torch.float32 and got.shape == raw.shape
+    np.testing.assert_array_equal(got.numpy(), normalize(raw.numpy()))
+    assert (got.min().item(), got.max().item()) == (-1.0, 1.0)
+
+
 def test_stores_one_softmax_row_per_synapse_equal_to_the_model(world):
     setup = make_setup(world, "vgg", network="VGG")
     result = predict_setup(setup, read_workers=1, progress=False)
@@ -178,11 +187,11 @@ def test_stores_one_softmax_row_per_synapse_equal_to_the_model(world):
 def test_second_prediction_aborts_and_overwrite_replaces(world):
     setup = make_setup(world, "twice")
     run = "skeleton_twice_t1_p0"
-    predict_setup(setup, read_workers=0, progress=False)
+    predict_setup(setup, read_workers=0, threads=1, progress=False)
     first = stored(world, run)
 
     with pytest.raises(PredictionRunExists, match=r"exists and is complete.*overwrite = True"):
-        predict_setup(setup, read_workers=0, progress=False)
+        predict_setup(setup, read_workers=0, threads=1, progress=False)
     outcome = CliRunner().invoke(app, ["predict", str(setup)])
     assert outcome.exit_code == 1
     assert "exists and is complete" in outcome.output
@@ -194,7 +203,11 @@ def test_second_prediction_aborts_and_overwrite_replaces(world):
         db.write_predictions(run, np.array([1]), np.array([[0.0, 1.0, 0.0]]))
     config = setup / "predict_config.ini"
     config.write_text(config.read_text().replace("overwrite = False", "overwrite = True"))
-    result = predict_setup(setup, read_workers=0, progress=False)
+    options = ["--read-workers", "0", "--threads", "1", "--no-progress", "--json"]
+    outcome = CliRunner().invoke(app, ["predict", str(setup), *options])
+    assert outcome.exit_code == 0, outcome.output
+    [result] = json.loads(outcome.stdout)
+    assert result["run"] == run
     assert result["resumed_from"] == 0 and result["predicted"] == len(first)
     again = stored(world, run)
     np.testing.assert_array_equal(again.synapse_id, first.synapse_id)
@@ -221,12 +234,14 @@ def test_missing_checkpoint_names_the_config(world):
 def test_two_block_workers_give_the_same_result_as_one(world):
     setup = make_setup(world, "blocks", num_block_workers=2)
     run = "skeleton_blocks_t1_p0"
-    predict_setup(setup, block_workers=1, read_workers=0, progress=False)
+    predict_setup(setup, block_workers=1, read_workers=0, threads=1, progress=False)
     one = stored(world, run)
     with open_database(world.url) as db:
         db.drop_prediction_run(run)
-    result = predict_setup(setup, read_workers=0, progress=False)  # 2 from worker_config.ini
+    # two block workers, as worker_config.ini says; one thread each (2 CPUs / 2)
+    result = predict_setup(setup, read_workers=0, progress=False)
     two = stored(world, run)
+    assert result["block_workers"] == 2
     assert result["predicted"] == len(one) == len(expected_ids(world, "test"))
     np.testing.assert_array_equal(two.synapse_id, one.synapse_id)
     np.testing.assert_allclose(two[probability_columns()], one[probability_columns()], atol=1e-5)

@@ -1,8 +1,9 @@
 """Prediction of a split part with a trained checkpoint, into the database.
 
-Three stages overlap so that the network never waits: DataLoader worker processes read and
-normalise patches (one concurrent tensorstore request per batch), the model process runs the
-network, and a writer thread stores each batch of softmax probabilities as one transaction.
+Three stages overlap so that the network never waits: DataLoader worker processes (or, with
+none, a thread) read uint8 patches (one concurrent tensorstore request per batch), the model
+process normalises them and runs the network, and a writer thread stores each batch of softmax
+probabilities as one transaction.
 Every stored batch is committed and writes are upserts, so a run killed at any moment resumes
 by predicting only the synapses without a stored prediction. ``num_block_workers`` processes
 (one per GPU where there are GPUs) share the synapses; the parent shows their joint progress.
@@ -43,7 +44,7 @@ PROGRESS_FORMAT = (
 
 
 class PatchBatches(torch.utils.data.Dataset):
-    """Batch ``i``: ids and normalised patches (B, 1, Z, Y, X) of synapses ``i*B .. (i+1)*B``."""
+    """Batch ``i``: ids and uint8 patches (B, 1, Z, Y, X) of synapses ``i*B .. (i+1)*B``."""
 
     def __init__(
         self,
@@ -73,8 +74,25 @@ class PatchBatches(torch.utils.data.Dataset):
             raise IndexError(f"batch {i} of {len(self)}")
         rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
         raw = self.volume.read_patches(self.centers_nm[rows], self.input_shape_vox)
-        patches = torch.from_numpy(normalize(raw)).unsqueeze(1)
-        return torch.from_numpy(self.synapse_ids[rows]), patches
+        return torch.from_numpy(self.synapse_ids[rows]), torch.from_numpy(raw).unsqueeze(1)
+
+
+def network_input(raw: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 patches to the network's float32 input in [-1, 1] on ``device``.
+
+    Readers hand over uint8, normalised only here: passing float32 between processes moves 4x
+    the bytes through freshly allocated shared memory, which cost 2 ms per 16x160x160 patch
+    against 0.4 ms for uint8 (and 4x the bytes to a GPU).
+    """
+    if device.type == "cpu":
+        # normalize()'s float32 operations in its order (so bit-identical), in place: one fresh
+        # array instead of four
+        patches = raw.numpy().astype(np.float32)
+        patches /= np.float32(255.0)
+        patches *= np.float32(2.0)
+        patches -= np.float32(1.0)
+        return torch.from_numpy(patches)
+    return normalize(raw.to(device, non_blocking=True))
 
 
 def _init_read_worker(_: int) -> None:
@@ -85,7 +103,7 @@ def _init_read_worker(_: int) -> None:
 def patch_loader(
     dataset: PatchBatches, num_workers: int, pin_memory: bool = False
 ) -> torch.utils.data.DataLoader:
-    """Batches in order, read ahead by ``num_workers`` processes (0: read in this process).
+    """Batches in order, read ahead by ``num_workers`` processes (0: read when iterated).
 
     Workers fork from a fork server, never from this process: tensorstore aborts in a child
     forked after it started its threads.
@@ -108,6 +126,42 @@ def patch_loader(
         pin_memory=pin_memory,
         **extra,
     )
+
+
+def read_ahead(batches, depth: int = 4):
+    """Iterate ``batches`` in a background thread, up to ``depth`` items ahead.
+
+    With no reading processes this still overlaps reading with the network: tensorstore and
+    the network release the GIL. A reading error is raised here, in the consumer.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            items.put(error)
+
+    thread = threading.Thread(target=produce, name="prediction-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 class BatchWriter:
@@ -170,10 +224,9 @@ def run_model(
     done = 0
     autocast = device.type == "cuda"
     with torch.inference_mode():
-        for ids, patches in loader:
-            patches = patches.to(device, non_blocking=True)
+        for ids, raw in loader:
             with torch.autocast(device.type, enabled=autocast):
-                logits = model(patches)
+                logits = model(network_input(raw, device))
             probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
             on_batch(ids.numpy(), probabilities)
             done += len(ids)
@@ -287,12 +340,17 @@ def predict_synapses(
     device: torch.device,
     read_workers: int,
     on_written: Callable[[int], None] | None = None,
+    model: torch.nn.Module | None = None,
 ) -> int:
-    """Predict ``todo`` (synapse_id, z, y, x nm) into ``run``; returns how many were stored."""
+    """Predict ``todo`` (synapse_id, z, y, x nm) into ``run``; returns how many were stored.
+
+    ``model`` replaces the network of the config and its checkpoint (custom networks).
+    """
     if len(todo) == 0:
         return 0
-    model = build_model(cfg)
-    load_checkpoint(cfg.train_checkpoint, model, map_location="cpu")
+    if model is None:
+        model = build_model(cfg)
+        load_checkpoint(cfg.train_checkpoint, model, map_location="cpu")
     model.to(device)
     volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
     batches = PatchBatches(
@@ -303,6 +361,8 @@ def predict_synapses(
         cfg.batch_size,
     )
     loader = patch_loader(batches, read_workers, pin_memory=device.type == "cuda")
+    if read_workers == 0:
+        loader = read_ahead(loader)
     writer = BatchWriter(cfg.database_url(), run, on_written)
     try:
         run_model(model, loader, device, writer.put)
@@ -319,12 +379,12 @@ def _block_worker(
     read_workers: int,
     threads: int,
     progress: multiprocessing.SimpleQueue,
+    model: torch.nn.Module | None,
 ) -> None:
     torch.set_num_threads(threads)
     share = plan.todo.iloc[rank::n]
-    predict_synapses(
-        plan.cfg, plan.run, share, choose_device(device, rank), read_workers, progress.put
-    )
+    device = choose_device(device, rank)
+    predict_synapses(plan.cfg, plan.run, share, device, read_workers, progress.put, model)
 
 
 def _available_cpus() -> int:
@@ -336,9 +396,53 @@ def _available_cpus() -> int:
 
 def default_read_workers(worker: WorkerConfig, block_workers: int) -> int:
     """Reading processes per block worker: num_cache_workers, at most the CPUs per block
-    worker less one for the model (at least one)."""
-    per_block = max(1, _available_cpus() // block_workers - 1)
-    return max(1, min(worker.num_cache_workers, per_block))
+    worker less one for the model; none (a reading thread) with 2 CPUs or fewer per block
+    worker, where handing patches between processes cost more than it saved (2.3x the
+    throughput with a thread on 16x160x160 patches, see benchmarks/bench_predict.py)."""
+    per_block = _available_cpus() // block_workers
+    if per_block <= 2:
+        return 0
+    return max(0, min(worker.num_cache_workers, per_block - 1))
+
+
+def default_threads(device: torch.device, block_workers: int, read_workers: int) -> int:
+    """torch threads per block worker. On the CPU: the CPUs per block worker less its readers
+    (at least one, for the reading thread used without reading processes).
+
+    Never more threads than free cores: a parallel torch operator waits for its slowest thread,
+    so one descheduled thread (by a reader or any other load) stalls all of them; on a busy
+    2-core machine 2 threads ran a small network 100x slower than 1.
+    """
+    per_block = max(1, _available_cpus() // block_workers)
+    if device.type != "cpu":
+        return per_block  # the network runs on the GPU; threads only feed it
+    return max(1, per_block - max(1, read_workers))  # 0 processes: a reading thread
+
+
+class StoredCounter:
+    """Counts stored synapses for the progress bar and the rate after the first stored batch
+    (which excludes start-up: model loading, reader start, first reads)."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+        self.count = 0
+        self.first_count = 0
+        self.first_time: float | None = None
+        self.last_time: float | None = None
+
+    def __call__(self, n: int) -> None:
+        now = time.perf_counter()
+        if self.first_time is None:
+            self.first_time, self.first_count = now, n
+        self.count += n
+        self.last_time = now
+        self.bar.update(n)
+
+    def steady_rate(self) -> float:
+        """Synapses/s from the first to the last stored batch (NaN with fewer than 2 batches)."""
+        if self.first_time is None or self.last_time <= self.first_time:
+            return float("nan")
+        return (self.count - self.first_count) / (self.last_time - self.first_time)
 
 
 def predict_setup(
@@ -349,13 +453,19 @@ def predict_setup(
     read_workers: int | None = None,
     threads: int | None = None,
     progress: bool = True,
+    model: torch.nn.Module | None = None,
 ) -> dict:
     """Predict the split part of one predict setup (see :func:`plan_prediction`).
 
     ``block_workers`` (default: num_block_workers of worker_config.ini) processes share the
     synapses, one per GPU where there are GPUs; each has ``read_workers`` reading processes and
-    ``threads`` torch threads (default: the CPUs divided among the block workers). Progress
-    (done/total, synapses/s, ETA) goes to stderr. Returns the run name, counts and synapses/s.
+    ``threads`` torch threads (defaults: :func:`default_read_workers`, :func:`default_threads`).
+    ``model`` replaces the network built from the config and its checkpoint. Progress
+    (done/total, synapses/s, ETA) goes to stderr.
+
+    Returns run, total, predicted, resumed_from, seconds, synapses_per_second (whole call),
+    steady_synapses_per_second (from the first to the last stored batch), and the
+    block_workers, read_workers and threads used.
     """
     start = time.perf_counter()
     plan = plan_prediction(setup_dir)
@@ -366,14 +476,17 @@ def predict_setup(
     if read_workers is None:
         read_workers = default_read_workers(plan.worker, n)
     if threads is None:
-        threads = max(1, torch.get_num_threads() // n)
+        threads = default_threads(choose_device(device), n, read_workers)
     log.info(
-        "prediction run %s: %d of %d synapses to predict (%d stored before), %d block worker(s)",
+        "prediction run %s: %d of %d synapses to predict (%d stored before); %d block "
+        "worker(s) with %d reader(s) and %d thread(s) each",
         plan.run,
         len(plan.todo),
         len(plan.synapses),
         plan.resumed_from,
         n,
+        read_workers,
+        threads,
     )
     bar = tqdm(
         total=len(plan.synapses),
@@ -384,50 +497,63 @@ def predict_setup(
         disable=not progress,
         dynamic_ncols=True,
     )
+    counter = StoredCounter(bar)
     try:
         if n == 1:
             previous = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                predicted = predict_synapses(
-                    plan.cfg, plan.run, plan.todo, choose_device(device), read_workers, bar.update
+                predict_synapses(
+                    plan.cfg,
+                    plan.run,
+                    plan.todo,
+                    choose_device(device),
+                    read_workers,
+                    counter,
+                    model,
                 )
             finally:
                 torch.set_num_threads(previous)
         else:
-            predicted = _run_block_workers(plan, n, device, read_workers, threads, bar)
+            _run_block_workers(plan, n, device, read_workers, threads, counter, model)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
     return {
         "run": plan.run,
         "total": len(plan.synapses),
-        "predicted": predicted,
+        "predicted": counter.count,
         "resumed_from": plan.resumed_from,
         "seconds": seconds,
-        "synapses_per_second": predicted / seconds if seconds > 0 else float("nan"),
+        "synapses_per_second": counter.count / seconds if seconds > 0 else float("nan"),
+        "steady_synapses_per_second": counter.steady_rate(),
+        "block_workers": n,
+        "read_workers": read_workers,
+        "threads": threads,
     }
 
 
 def _run_block_workers(
-    plan: PredictionPlan, n: int, device: str | None, read_workers: int, threads: int, bar: tqdm
-) -> int:
-    """Run ``n`` block worker processes and forward their stored counts to ``bar``."""
+    plan: PredictionPlan,
+    n: int,
+    device: str | None,
+    read_workers: int,
+    threads: int,
+    counter: StoredCounter,
+    model: torch.nn.Module | None,
+) -> None:
+    """Run ``n`` block worker processes and count what they store."""
     context = torch.multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     counts = context.SimpleQueue()
-    stored = 0
 
     def drain() -> None:
-        nonlocal stored
         while not counts.empty():
-            count = counts.get()
-            stored += count
-            bar.update(count)
+            counter(counts.get())
 
     workers = torch.multiprocessing.start_processes(
         _block_worker,
-        args=(plan, n, device, read_workers, threads, counts),
+        args=(plan, n, device, read_workers, threads, counts, model),
         nprocs=n,
         join=False,
         start_method="forkserver",
@@ -435,4 +561,3 @@ def _run_block_workers(
     while not workers.join(timeout=0.2):
         drain()
     drain()
-    return stored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -35,12 +36,15 @@ def predict_command(
         int | None,
         typer.Option(
             min=0,
-            help="Patch-reading processes per block worker (default: from num_cache_workers).",
+            help="Patch-reading processes per block worker; 0: a reading thread "
+            "(default: num_cache_workers, at most the CPUs less one).",
         ),
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(min=1, help="torch threads per block worker (default: CPUs / block workers)."),
+        typer.Option(
+            min=1, help="torch threads per block worker (default: its CPUs less its readers)."
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show done/total, synapses/s and ETA.")] = True,
     as_json: Annotated[
@@ -70,12 +74,18 @@ def predict_command(
         except (DatabaseError, OSError, ValueError) as error:  # ConfigError is a ValueError
             typer.echo(f"error: {setup}: {error}", err=True)
             raise typer.Exit(1) from None
+        # a rate without two stored batches is NaN, which JSON cannot hold
+        result = {
+            k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()
+        }
         results.append(result)
         if not as_json:
+            steady = result["steady_synapses_per_second"]
             typer.echo(
                 f"{result['run']}: {result['predicted']} predicted "
-                f"({result['resumed_from']} were stored before) in {result['seconds']:.1f} s, "
-                f"{result['synapses_per_second']:.1f} synapses/s",
+                f"({result['resumed_from']} were stored before) in {result['seconds']:.1f} s: "
+                f"{result['synapses_per_second']:.1f} synapses/s, "
+                + (f"{steady:.1f} after start-up" if steady is not None else "one batch only"),
                 err=True,
             )
     if as_json:
