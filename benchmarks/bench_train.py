@@ -72,6 +72,8 @@ def training_samples_per_s(network: dict, iterations: int, warmup: int = 1) -> d
 
 
 def speed(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     report = {
         "fafb_vgg": training_samples_per_s(FAFB_NETWORK, args.iterations),
         "demo_vgg": training_samples_per_s(DEMO_NETWORK, max(args.iterations, 10)),
@@ -79,7 +81,7 @@ def speed(args) -> None:
     print(json.dumps(report, indent=2))
 
 
-def validation_accuracy(setup_dir, data_dir) -> dict:
+def validation_accuracy(setup_dir, data_dir, part: str = "validation") -> dict:
     """Synapse accuracy of the newest checkpoint on the validation part, next to the oracle's.
 
     Centred patches, no augmentation, the network in eval mode: a quick stand-in for the
@@ -95,7 +97,7 @@ def validation_accuracy(setup_dir, data_dir) -> dict:
 
     cfg, _ = load_train_setup(setup_dir)
     with open_database(cfg.database_url()) as db:
-        synapses = training_synapses(db, cfg.split_name, cfg.synapse_types, part="validation")
+        synapses = training_synapses(db, cfg.split_name, cfg.synapse_types, part=part)
     volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
     model = build_model(cfg)
     iteration, path = latest_checkpoint(setup_dir)
@@ -119,8 +121,9 @@ def validation_accuracy(setup_dir, data_dir) -> dict:
     accuracy = float(np.mean(predicted == labels))
     return {
         "iteration": iteration,
-        "validation_synapses": len(labels),
-        "validation_neurons": int(synapses["skeleton_id"].nunique()),
+        "part": part,
+        "synapses": len(labels),
+        "neurons": int(synapses["skeleton_id"].nunique()),
         "synapse_accuracy": round(accuracy, 3),
         "per_class": per_class,
         "oracle_synapse_accuracy": round(float(oracle["synapse"]), 3),
@@ -142,7 +145,11 @@ def demo(args) -> None:
     timings = {}
     start = time.perf_counter()
     if not (data / "summary.json").exists():
-        generate(data, preset="easy", seed=args.seed, montages=False)
+        shape = tuple(args.shape) if args.shape else None
+        generate(
+            data, preset="easy", seed=args.seed, shape_vox=shape, n_synapses=args.synapses,
+            montages=False,
+        )  # fmt: skip
     with open_database(url) as db:
         if db.stats()["synapses"] == 0:
             import_files(db, [data])
@@ -153,14 +160,15 @@ def demo(args) -> None:
     network = dict(DEMO_NETWORK)
     overrides = {
         "network": args.network,
-        "input_shape": network["input_size"],
-        "fmaps": network["fmaps"],
+        "input_shape": tuple(args.input_shape) if args.input_shape else network["input_size"],
+        "fmaps": args.fmaps or network["fmaps"],
         "downsample_factors": list(network["downsample_factors"]),
         "fmap_inc": network["fmap_inc"],
         "n_convolutions": network["n_convolutions"],
         "batch_size": network["batch_size"],
         "learning_rate": args.learning_rate,
-        "checkpoint_every": args.iterations,
+        "checkpoint_every": args.checkpoint_every or args.iterations,
+        "augment": not args.no_augment,
         "snapshot_every": max(1, args.iterations // 4),
         "log_every": 10,
         "num_cache_workers": args.workers,
@@ -187,6 +195,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     p_speed = commands.add_parser("speed", help="network training samples/s")
     p_speed.add_argument("--iterations", type=int, default=3)
+    p_speed.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p_speed.set_defaults(run=speed)
     p_demo = commands.add_parser("demo", help="train the demo network on the easy preset")
     p_demo.add_argument("workdir", help="folder for the dataset, database and setups")
@@ -197,7 +206,20 @@ def main() -> None:
     p_demo.add_argument("--workers", type=int, default=1)
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--split-tolerance", type=float, default=0.2)
+    p_demo.add_argument("--input-shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
+    p_demo.add_argument("--fmaps", type=int)
+    p_demo.add_argument("--checkpoint-every", type=int)
+    p_demo.add_argument("--no-augment", action="store_true")
+    p_demo.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="volume")
+    p_demo.add_argument("--synapses", type=int, help="synapses in the dataset")
     p_demo.set_defaults(run=demo)
+    p_eval = commands.add_parser("evaluate", help="validation accuracy of a setup's checkpoints")
+    p_eval.add_argument("setup", help="training setup folder")
+    p_eval.add_argument("data", help="the synthetic dataset folder (for the oracle)")
+    p_eval.add_argument("--part", default="validation", choices=["train", "validation", "test"])
+    p_eval.set_defaults(
+        run=lambda a: print(json.dumps(validation_accuracy(a.setup, a.data, a.part), indent=2))
+    )
     args = parser.parse_args()
     args.run(args)
 

@@ -74,7 +74,7 @@ def test_snapshot_is_a_zarr_group_with_params_and_a_png(tmp_path):
     from PIL import Image
 
     with Image.open(path.with_suffix(".png")) as image:
-        assert image.size[0] == 3 * PATCH_VOX[2] + 2 * 4  # three sections side by side
+        assert image.size == (3 * 128 + 2 * 4, 128 + 26)  # three sections, enlarged 16x
     with pytest.raises(ValueError, match=r"\(B, 1, Z, Y, X\)"):
         write_snapshot(
             tmp_path, 1, raw=raw[:, 0], labels=[0], probabilities=[[1, 0, 0]],
@@ -318,13 +318,16 @@ def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_it(synthetic_base):
     from synister.train import train
 
     setup = _prepare(synthetic_base, 2, num_cache_workers=1)  # also the worker-process path
-    proc = _run_module(["-m", "synister.train", "1000", "--setup", str(setup), "--no-progress"])
+    proc = _run_module(
+        ["-m", "synister.train", "1000", "--setup", str(setup), "--no-progress"],
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while not (setup / "model_checkpoint_10").exists():
         assert proc.poll() is None, proc.communicate()[0]
         assert time.monotonic() < deadline, "no checkpoint 10 within 240 s"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the loader's worker too
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert "SIGINT: stopping after this iteration" in output
@@ -338,3 +341,19 @@ def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_it(synthetic_base):
     assert {int(s["step"]) for s in saved["optimizer_state_dict"]["state"].values()} == {
         stopped + 10
     }
+
+
+def test_compute_threads_leave_cores_to_loader_workers_unless_omp_says(monkeypatch):
+    from synister.train.loop import set_compute_threads, usable_cpus
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert set_compute_threads(num_cpus=64, num_workers=1) == max(1, usable_cpus() - 1)
+        assert set_compute_threads(num_cpus=1, num_workers=0) == 1
+        assert set_compute_threads(num_cpus=4, num_workers=9) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(2)
+        assert set_compute_threads(num_cpus=1, num_workers=0) == 2  # the user's choice stands
+    finally:
+        torch.set_num_threads(before)

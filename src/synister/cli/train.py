@@ -34,11 +34,11 @@ def train_command(
     Writes model_checkpoint_<iteration>, tensorboard logs (log/) and snapshots (snapshots/)
     into the setup folder. Several GPUs: torchrun --nproc_per_node=N -m synister.train ITERATIONS.
     """
-    from synister.train import train
+    from synister.train import NotATrainingSetup, train
 
     try:
         result = train(setup, num_iterations, device=device, progress=progress)
-    except (FileNotFoundError, ValueError) as err:  # ConfigError is a ValueError
+    except (NotATrainingSetup, ValueError) as err:  # ConfigError is a ValueError
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from err
     if result.get("already_done"):

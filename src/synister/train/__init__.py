@@ -2,10 +2,11 @@
 
 from .checkpoints import latest_checkpoint, save_training_checkpoint
 from .curves import plot_training_curves, read_scalars
-from .loop import LoopSettings, run_training, train
+from .loop import LoopSettings, NotATrainingSetup, run_training, train
 
 __all__ = [
     "LoopSettings",
+    "NotATrainingSetup",
     "latest_checkpoint",
     "plot_training_curves",
     "read_scalars",

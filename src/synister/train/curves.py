@@ -64,10 +64,10 @@ def plot_training_curves(setup_dir: str | Path, out_png: str | Path) -> Path:
     for tag in accuracy_tags:
         frame = scalars[tag]
         name = tag.split("/", 1)[1]
-        style = {"color": "black", "lw": 2} if name == "mean" else {"lw": 1}
-        ax_acc.plot(frame.step, frame.value, label=name, **style)
+        style = {"color": "black", "lw": 2} if name == "mean" else {"lw": 1, "alpha": 0.7}
+        ax_acc.plot(frame.step, _smooth(frame.value.to_numpy(), 0.6), label=name, **style)
     ax_acc.set_xlabel("iteration")
-    ax_acc.set_ylabel("training accuracy (recent window)")
+    ax_acc.set_ylabel("training accuracy per class (recent samples)")
     ax_acc.set_ylim(-0.02, 1.02)
     if accuracy_tags:
         ax_acc.legend(fontsize=7)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from synister.models import checkpoint_path
+
 from .checkpoints import latest_checkpoint, save_training_checkpoint
 from .distributed import Distributed, any_rank, barrier, init_distributed, shutdown
 from .metrics import WindowedAccuracy
@@ -44,6 +46,10 @@ class LoopSettings:
         for name in ("checkpoint_every", "snapshot_every", "log_every", "accuracy_window_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class NotATrainingSetup(FileNotFoundError):
+    """The folder holds no train_config.ini."""
 
 
 class StopRequest:
@@ -113,7 +119,9 @@ def run_training(
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step hides what a killed run logged after the checkpoint we resume from
-        writer = SummaryWriter(str(setup_dir / LOG_DIR), purge_step=start_iteration + 1)
+        writer = SummaryWriter(
+            str(setup_dir / LOG_DIR), purge_step=start_iteration + 1, flush_secs=30
+        )
     bar = tqdm(
         total=num_iterations,
         initial=start_iteration,
@@ -129,7 +137,7 @@ def run_training(
     interval_start = run_start = time.perf_counter()
     interval_samples = total_samples = 0
     interrupted = False
-    checkpoint = None
+    checkpoint = checkpoint_path(setup_dir, start_iteration) if start_iteration > 0 else None
     model.train()
     with stop or StopRequest() as stop:
         try:
@@ -137,7 +145,15 @@ def run_training(
                 if any_rank(stop.requested, ctx, device):
                     interrupted = True
                     break
-                batch = next(batches)
+                try:
+                    batch = next(batches)
+                except Exception:
+                    # Ctrl-C in a terminal also reaches the loader's worker processes, which
+                    # then exit, maybe mid-transfer; the loader reports that as some error
+                    if stop.requested:
+                        interrupted = True
+                        break
+                    raise
                 raw = batch["raw"].to(device, non_blocking=True)
                 labels = batch["label"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
@@ -152,8 +168,8 @@ def run_training(
                 last_loss = float(loss.detach())
                 if not math.isfinite(last_loss) and not amp:
                     raise FloatingPointError(
-                        f"loss became {last_loss} at iteration {iteration}; the newest "
-                        f"checkpoint is {saved_iteration}: lower learning_rate in "
+                        f"loss became {last_loss} at iteration {iteration} (newest checkpoint: "
+                        f"{saved_iteration or 'none'}); lower learning_rate in "
                         f"{setup_dir / 'train_config.ini'} and resume"
                     )
                 samples = raw.shape[0] * ctx.world_size
@@ -194,7 +210,7 @@ def run_training(
                 if iteration % settings.checkpoint_every == 0:
                     checkpoint = _save(setup_dir, model, optimizer, iteration, ctx)
                     saved_iteration = iteration
-            if iteration != saved_iteration:
+            if iteration not in (saved_iteration, 0):
                 checkpoint = _save(setup_dir, model, optimizer, iteration, ctx)
                 saved_iteration = iteration
         finally:
@@ -218,7 +234,7 @@ def _save(setup_dir, model, optimizer, iteration, ctx: Distributed) -> Path:
     if ctx.is_main:
         path = save_training_checkpoint(setup_dir, model, optimizer, iteration)
     barrier(ctx)
-    return path if path is not None else setup_dir / f"model_checkpoint_{iteration}"
+    return path if path is not None else checkpoint_path(setup_dir, iteration)
 
 
 def _log_scalars(writer, iteration, *, loss, accuracy, classes, learning_rate, samples_per_s):
@@ -231,6 +247,24 @@ def _log_scalars(writer, iteration, *, loss, accuracy, classes, learning_rate, s
         writer.add_scalar("accuracy/mean", float(np.nanmean(per_class)), iteration)
     writer.add_scalar("learning_rate", learning_rate, iteration)
     writer.add_scalar("samples_per_s", samples_per_s, iteration)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a batch job's allocation, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def set_compute_threads(num_cpus: int, num_workers: int) -> int:
+    """Give the network the job's CPUs that the loader workers leave free.
+
+    More torch threads than free cores is ruinous: on a busy 2-core machine two threads made a
+    training step 7x slower than one. ``OMP_NUM_THREADS``, when set, wins.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, min(num_cpus, usable_cpus()) - num_workers))
+    return torch.get_num_threads()
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:
@@ -270,7 +304,7 @@ def train(
         raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
     setup_dir = Path(setup_dir).resolve()
     if not (setup_dir / "train_config.ini").is_file():
-        raise FileNotFoundError(
+        raise NotATrainingSetup(
             f"{setup_dir} is not a training setup (no train_config.ini); make one with "
             "`synister prepare-training`"
         )
@@ -292,7 +326,6 @@ def train(
     ctx, device = init_distributed(device)
     try:
         torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         model = build_model(cfg).to(device)
@@ -315,7 +348,8 @@ def train(
             snapshot_every=cfg.snapshot_every,
             log_every=cfg.log_every,
             mixed_precision=cfg.mixed_precision,
-            accuracy_window_samples=max(100, cfg.batch_size * cfg.log_every),
+            # about 100 samples per class, so the per-class curves are not mostly noise
+            accuracy_window_samples=max(100 * len(cfg.classes), cfg.batch_size * cfg.log_every),
         )
         result = run_training(
             model,
@@ -359,7 +393,8 @@ def _training_batches(cfg, worker, *, seed: int, device: torch.device) -> Iterat
         neither=cfg.neither_class,
         seed=seed,
     )
-    num_workers = min(worker.num_cache_workers, os.cpu_count() or 1)
+    num_workers = min(worker.num_cache_workers, usable_cpus())
+    set_compute_threads(worker.num_cpus, num_workers)
     loader = training_loader(
         dataset,
         cfg.batch_size,

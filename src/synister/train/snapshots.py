@@ -15,7 +15,9 @@ import numpy as np
 import zarr
 from PIL import Image, ImageDraw
 
-_LABEL_ROW_PX = 24
+_CAPTION_PX = 26
+_MIN_TILE_PX = 128
+_GAP_PX = 4
 
 
 def _json_safe(value):
@@ -82,16 +84,21 @@ def _write_preview_png(
     probabilities: np.ndarray,
     classes: Sequence[str],
 ) -> None:
-    """Central z-section of every sample side by side, captioned true -> predicted (p)."""
+    """Central z-section of every sample side by side, enlarged to >= 128 px, captioned with
+    the true class and the predicted class with its probability."""
     batch, depth, height, width = raw_uint8.shape
-    gap = 4
-    canvas = Image.new("L", (batch * (width + gap) - gap, height + _LABEL_ROW_PX), color=0)
+    scale = max(1, -(-_MIN_TILE_PX // width))
+    tile_w, tile_h = width * scale, height * scale
+    canvas = Image.new("L", (batch * (tile_w + _GAP_PX) - _GAP_PX, tile_h + _CAPTION_PX), 0)
     draw = ImageDraw.Draw(canvas)
     for i in range(batch):
-        left = i * (width + gap)
-        canvas.paste(Image.fromarray(raw_uint8[i, depth // 2]), (left, _LABEL_ROW_PX))
+        left = i * (tile_w + _GAP_PX)
+        section = Image.fromarray(raw_uint8[i, depth // 2]).resize((tile_w, tile_h), Image.NEAREST)
+        canvas.paste(section, (left, _CAPTION_PX))
         predicted = int(np.argmax(probabilities[i]))
-        caption_true = f"{classes[labels[i]][:4]}" if 0 <= labels[i] < len(classes) else "?"
-        caption = f"{caption_true}>{classes[predicted][:4]} {probabilities[i, predicted]:.2f}"
-        draw.text((left + 2, 2), caption, fill=255)
+        true = classes[labels[i]] if 0 <= labels[i] < len(classes) else "?"
+        draw.text((left + 2, 1), f"true {true}", fill=255)
+        draw.text(
+            (left + 2, 13), f"pred {classes[predicted]} {probabilities[i, predicted]:.2f}", fill=255
+        )
     canvas.save(path)
