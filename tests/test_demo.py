@@ -5,14 +5,12 @@ The demo itself (minutes of training) is not run here; benchmarks and the README
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from synister.config import load_train_setup
-from synister.demo import DemoSettings, _training_threads
+from synister.demo import DemoSettings
 from synister.models import build_model
 from synister.setup import prepare_training
-from synister.train.loop import usable_cpus
 
 
 def test_default_settings_make_a_setup_whose_network_classifies_a_batch(tmp_path):
@@ -41,14 +39,3 @@ def test_default_settings_make_a_setup_whose_network_classifies_a_batch(tmp_path
     with torch.no_grad():
         logits = model(torch.zeros(2, 1, *s.input_shape))
     assert logits.shape == (2, len(cfg.classes)) == (2, 6)
-
-
-def test_training_threads_leave_the_loader_its_cores_and_restore():
-    before = torch.get_num_threads()
-    with _training_threads("cpu", loader_workers=1):
-        assert torch.get_num_threads() == max(1, usable_cpus() - 1)
-    assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), _training_threads("cpu", loader_workers=99):
-        assert torch.get_num_threads() == 1
-        raise RuntimeError("training failed")
-    assert torch.get_num_threads() == before
