@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from synister.models import Vgg3D
-from synister.train.loop import make_optimizer
+from synister.train.setup_run import make_optimizer
 
 FAFB_NETWORK = {
     "input_size": (16, 160, 160),

@@ -31,8 +31,9 @@ def train_command(
 ) -> None:
     """Train a network; Ctrl-C stops cleanly after saving a checkpoint.
 
-    Writes model_checkpoint_<iteration>, tensorboard logs (log/) and snapshots (snapshots/)
-    into the setup folder. Several GPUs: torchrun --nproc_per_node=N -m synister.train ITERATIONS.
+    Writes model_checkpoint_<iteration>, log/ (tensorboard) and snapshots/ into the setup.
+
+    Several GPUs: torchrun --nproc_per_node=N -m synister.train ITERATIONS --setup DIR
     """
     from synister.train import NotATrainingSetup, train
 

@@ -2,7 +2,8 @@
 
 from .checkpoints import latest_checkpoint, save_training_checkpoint
 from .curves import plot_training_curves, read_scalars
-from .loop import LoopSettings, NotATrainingSetup, run_training, train
+from .loop import LoopSettings, run_training
+from .setup_run import NotATrainingSetup, train
 
 __all__ = [
     "LoopSettings",

@@ -1,14 +1,12 @@
-"""The training loop behind ``synister train``.
+"""The training loop behind ``synister train``, independent of where the model and batches
+come from (:mod:`synister.train.setup_run` builds them from a setup folder).
 
-:func:`train` reads a setup folder (made by ``synister prepare-training``), resumes from its
-newest checkpoint and trains to the asked iteration; :func:`run_training` is the loop itself,
-independent of where the model and the batches come from.
+Rank 0 writes checkpoints, tensorboard scalars and snapshots; SIGINT/SIGTERM stop cleanly.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -23,8 +21,8 @@ from tqdm import tqdm
 
 from synister.models import checkpoint_path
 
-from .checkpoints import latest_checkpoint, save_training_checkpoint
-from .distributed import Distributed, any_rank, barrier, init_distributed, shutdown
+from .checkpoints import save_training_checkpoint
+from .distributed import Distributed, any_rank, barrier
 from .metrics import WindowedAccuracy
 from .snapshots import write_snapshot
 
@@ -46,10 +44,6 @@ class LoopSettings:
         for name in ("checkpoint_every", "snapshot_every", "log_every", "accuracy_window_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-class NotATrainingSetup(FileNotFoundError):
-    """The folder holds no train_config.ini."""
 
 
 class StopRequest:
@@ -247,159 +241,3 @@ def _log_scalars(writer, iteration, *, loss, accuracy, classes, learning_rate, s
         writer.add_scalar("accuracy/mean", float(np.nanmean(per_class)), iteration)
     writer.add_scalar("learning_rate", learning_rate, iteration)
     writer.add_scalar("samples_per_s", samples_per_s, iteration)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (a batch job's allocation, not the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def set_compute_threads(num_cpus: int, num_workers: int) -> int:
-    """Give the network the job's CPUs that the loader workers leave free.
-
-    More torch threads than free cores is ruinous: on a busy 2-core machine two threads made a
-    training step 7x slower than one. ``OMP_NUM_THREADS``, when set, wins.
-    """
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, min(num_cpus, usable_cpus()) - num_workers))
-    return torch.get_num_threads()
-
-
-def make_optimizer(model: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:
-    """Adam, as the original; the fused kernel where torch has one (2x faster steps on CPU)."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=learning_rate)
-
-
-def data_seed(seed: int, rank: int, start_iteration: int) -> int:
-    """Seed of the sample stream: differs per rank and per resume point, fixed given both.
-
-    A resumed run thus draws new samples instead of replaying the ones the first run saw.
-    """
-    return int(np.random.SeedSequence([seed, rank, start_iteration]).generate_state(1)[0])
-
-
-def train(
-    setup_dir: str | Path,
-    num_iterations: int,
-    *,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> dict:
-    """Train the setup in ``setup_dir`` up to iteration ``num_iterations``.
-
-    Resumes from the newest ``model_checkpoint_<iteration>`` (weights and Adam state); when that
-    is already at or past ``num_iterations`` nothing is trained. Returns the final
-    ``iteration``, ``start_iteration``, last ``loss``, ``checkpoint`` path, ``interrupted``
-    (stopped by SIGINT/SIGTERM), ``elapsed_s`` and ``samples_per_s``.
-    """
-    from synister.config import load_train_setup
-    from synister.models import build_model, load_checkpoint
-
-    if num_iterations < 1:
-        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
-    setup_dir = Path(setup_dir).resolve()
-    if not (setup_dir / "train_config.ini").is_file():
-        raise NotATrainingSetup(
-            f"{setup_dir} is not a training setup (no train_config.ini); make one with "
-            "`synister prepare-training`"
-        )
-    cfg, worker = load_train_setup(setup_dir)
-    latest = latest_checkpoint(setup_dir)
-    start_iteration = latest[0] if latest else 0
-    if num_iterations <= start_iteration:
-        return {
-            "iteration": start_iteration,
-            "start_iteration": start_iteration,
-            "loss": float("nan"),
-            "checkpoint": str(latest[1]),
-            "interrupted": False,
-            "elapsed_s": 0.0,
-            "samples_per_s": float("nan"),
-            "already_done": True,
-        }
-
-    ctx, device = init_distributed(device)
-    try:
-        torch.manual_seed(cfg.seed)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        model = build_model(cfg).to(device)
-        optimizer = make_optimizer(model, cfg.learning_rate)
-        if latest:
-            load_checkpoint(latest[1], model, optimizer, map_location=device)
-            for group in optimizer.param_groups:  # the config, not the checkpoint, sets the rate
-                group["lr"] = cfg.learning_rate
-        if cfg.compile_model and device.type == "cuda":
-            model = torch.compile(model)
-        if ctx.enabled:
-            model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        batches = _training_batches(
-            cfg, worker, seed=data_seed(cfg.seed, ctx.rank, start_iteration), device=device
-        )
-        settings = LoopSettings(
-            checkpoint_every=cfg.checkpoint_every,
-            snapshot_every=cfg.snapshot_every,
-            log_every=cfg.log_every,
-            mixed_precision=cfg.mixed_precision,
-            # about 100 samples per class, so the per-class curves are not mostly noise
-            accuracy_window_samples=max(100 * len(cfg.classes), cfg.batch_size * cfg.log_every),
-        )
-        result = run_training(
-            model,
-            optimizer,
-            batches,
-            setup_dir,
-            cfg.classes,
-            start_iteration=start_iteration,
-            num_iterations=num_iterations,
-            settings=settings,
-            ctx=ctx,
-            device=device,
-            progress=progress,
-        )
-        result["already_done"] = False
-        return result
-    finally:
-        shutdown(ctx)
-
-
-def _training_batches(cfg, worker, *, seed: int, device: torch.device) -> Iterator[dict]:
-    """Endless class-balanced batches of the split's training part."""
-    from synister.data import TrainingData, training_loader, training_synapses
-    from synister.db import open_database
-    from synister.volumes import Volume
-
-    with open_database(cfg.database_url()) as db:
-        synapses = training_synapses(db, cfg.split_name, cfg.synapse_types, part="train")
-    if len(synapses) == 0:
-        raise ValueError(
-            f"split {cfg.split_name!r} holds no training synapses of {cfg.synapse_types} "
-            f"in {cfg.database_url()}"
-        )
-    volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
-    dataset = TrainingData(
-        synapses,
-        volume,
-        cfg.input_shape,
-        cfg.classes,
-        augment=cfg.augment,
-        neither=cfg.neither_class,
-        seed=seed,
-    )
-    num_workers = min(worker.num_cache_workers, usable_cpus())
-    set_compute_threads(worker.num_cpus, num_workers)
-    loader = training_loader(
-        dataset,
-        cfg.batch_size,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        seed=seed,
-    )
-    return iter(loader)
