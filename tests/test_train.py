@@ -205,9 +205,8 @@ def test_train_refuses_a_folder_that_is_no_setup(tmp_path):
 
 # ---- end to end on a small synthetic `easy` dataset ----------------------------------------------
 
-# Iteration counts are a tenth of the (train 200, kill, train 300) so the tests stay
-# fast on a busy 2-core machine; checkpoint/snapshot intervals are scaled alike. A tiny ResNet
-# keeps checkpoints small (the VGG's 4096-unit classifier alone makes 200 MB checkpoints).
+# The sequence: train 200, then 300 resumes at 200. A tiny ResNet keeps iterations and
+# checkpoints small (the VGG's 4096-unit classifier alone makes 200 MB checkpoints).
 TINY_NETWORK = {
     "network": "ResNet18",
     "fmaps": 4,
@@ -216,9 +215,9 @@ TINY_NETWORK = {
     "fmap_inc": (2, 2, 2),
     "n_convolutions": (2, 2, 2),
     "batch_size": 4,
-    "checkpoint_every": 10,
-    "snapshot_every": 10,
-    "log_every": 5,
+    "checkpoint_every": 100,
+    "snapshot_every": 100,
+    "log_every": 50,
 }
 
 
@@ -272,18 +271,18 @@ def test_train_writes_checkpoints_logs_snapshots_then_resumes_under_torchrun(syn
     from synister.train import train
 
     setup = _prepare(synthetic_base, 1)
-    result = train(setup, 20, progress=False)
-    assert (result["start_iteration"], result["iteration"]) == (0, 20)
+    result = train(setup, 200, progress=False)
+    assert (result["start_iteration"], result["iteration"]) == (0, 200)
     assert np.isfinite(result["loss"])
-    assert [i for i, _ in list_checkpoints(setup)] == [10, 20]
-    snapshot = zarr.open_group(str(setup / "snapshots" / "batch_20.zarr"), mode="r")
+    assert [i for i, _ in list_checkpoints(setup)] == [100, 200]
+    snapshot = zarr.open_group(str(setup / "snapshots" / "batch_200.zarr"), mode="r")
     assert snapshot["raw"].shape == (4, 8, 32, 32)
     assert snapshot["predictions"].shape == (4, 6)
     np.testing.assert_allclose(snapshot["predictions"][:].sum(axis=1), 1.0, rtol=1e-5)
     assert all("center_nm" in params for params in snapshot.attrs["augmentation"])
-    assert (setup / "snapshots" / "batch_20.png").is_file()
+    assert (setup / "snapshots" / "batch_200.png").is_file()
     scalars = read_scalars(setup / "log")
-    assert scalars["loss"].step.tolist() == [5, 10, 15, 20]
+    assert scalars["loss"].step.tolist() == [50, 100, 150, 200]
     assert "accuracy/gaba" in scalars
 
     # asking for what is done already trains nothing and says so
@@ -291,21 +290,22 @@ def test_train_writes_checkpoints_logs_snapshots_then_resumes_under_torchrun(syn
 
     from synister.cli import app
 
-    done = CliRunner().invoke(app, ["train", "15", "--setup", str(setup), "--no-progress"])
-    assert done.exit_code == 0 and "already at iteration 20" in done.output
-    assert [i for i, _ in list_checkpoints(setup)] == [10, 20]
+    done = CliRunner().invoke(app, ["train", "150", "--setup", str(setup), "--no-progress"])
+    assert done.exit_code == 0 and "already at iteration 200" in done.output
+    assert [i for i, _ in list_checkpoints(setup)] == [100, 200]
 
-    # the DDP code path (gloo, world size 1) resumes from 20 and writes plain state_dict keys
+    # the DDP code path (gloo, world size 1) resumes from 200 and writes plain state_dict keys
     proc = _run_module(
         ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-         "-m", "synister.train", "25", "--setup", str(setup), "--no-progress"]
+         "-m", "synister.train", "300", "--setup", str(setup), "--no-progress"]
     )  # fmt: skip
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, output
-    assert "trained to iteration 25 (from 20" in output
-    saved = torch.load(setup / "model_checkpoint_25", map_location="cpu", weights_only=True)
+    assert "trained to iteration 300 (from 200" in output
+    assert [i for i, _ in list_checkpoints(setup)] == [100, 200, 300]
+    saved = torch.load(setup / "model_checkpoint_300", map_location="cpu", weights_only=True)
     assert not any(key.startswith("module.") for key in saved["model_state_dict"])
-    assert {int(s["step"]) for s in saved["optimizer_state_dict"]["state"].values()} == {25}
+    assert {int(s["step"]) for s in saved["optimizer_state_dict"]["state"].values()} == {300}
 
     plot = CliRunner().invoke(app, ["train-plot", "--setup", str(setup)])
     assert plot.exit_code == 0, plot.output
@@ -323,16 +323,16 @@ def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_it(synthetic_base):
         start_new_session=True,
     )
     deadline = time.monotonic() + 240
-    while not (setup / "model_checkpoint_10").exists():
+    while not (setup / "model_checkpoint_100").exists():
         assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "no checkpoint 10 within 240 s"
+        assert time.monotonic() < deadline, "no checkpoint 100 within 240 s"
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the loader's worker too
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert "SIGINT: stopping after this iteration" in output
     stopped = max(i for i, _ in list_checkpoints(setup))
-    assert 10 <= stopped < 1000 and f"stopped at iteration {stopped}" in output
+    assert 100 <= stopped < 1000 and f"stopped at iteration {stopped}" in output
 
     result = train(setup, stopped + 10, progress=False)
     assert (result["start_iteration"], result["iteration"]) == (stopped, stopped + 10)

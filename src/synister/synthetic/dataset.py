@@ -126,6 +126,7 @@ def generate(
         noise_sigma=p.noise_sigma,
         defect_probability=p.defect_probability,
         texture=texture,
+        dense_core_scale=p.dense_core_scale,
     )
     section_seed = int(ss.generate_state(1)[0])
 

@@ -71,6 +71,9 @@ class Preset:
     # imaging nuisances
     noise_sigma: float = 13.0
     defect_probability: float = 0.02  # per section
+    # dense-core vesicles are this many times the clear vesicles' diameter; large ones rarely fit
+    # the ~110 nm deep bouton, so fewer are drawn than the latents ask for
+    dense_core_scale: float = 1.7
 
     def proportions(self) -> dict[str, float]:
         counts = self.neuron_proportions or FAFB_NEURON_COUNTS
@@ -94,6 +97,7 @@ PRESETS: dict[str, Preset] = {
         neuron_proportions={nt: 1.0 for nt in TRANSMITTERS},
         noise_sigma=4.0,  # dense cores and vesicle rims stay crisp at 4 nm pixels
         defect_probability=0.0,
+        dense_core_scale=1.0,  # so the drawn dense-core fraction follows the latent one
     ),
     "fafb": Preset(
         name="fafb",

@@ -84,7 +84,10 @@ def _pack_vesicles(cand: np.ndarray, radius: np.ndarray, n_max: int) -> np.ndarr
 
 
 def _synapse_shape(
-    row: pd.Series, center_vox: np.ndarray, rng: np.random.Generator
+    row: pd.Series,
+    center_vox: np.ndarray,
+    rng: np.random.Generator,
+    dense_core_scale: float = 1.7,
 ) -> SynapseShape:
     """Geometry of one synapse from its latent features (the features decide what is seen)."""
     theta = rng.uniform(0, 2 * np.pi)
@@ -108,7 +111,7 @@ def _synapse_shape(
     v = top - 10 + pts[:, 1] * cloud_r * 0.8
     z = pts[:, 2] * min(cloud_r * 1.2, 85.0)
     dense = rng.uniform(size=len(pts)) < dense_fraction
-    radius = np.where(dense, 1.7, 1.0) * diameter / 2 * rng.normal(1.0, 0.08, len(pts))
+    radius = np.where(dense, dense_core_scale, 1.0) * diameter / 2 * rng.normal(1.0, 0.08, len(pts))
     bouton_v = -(cleft / 2 + pre_rv)
     in_bouton = (u / (pre_ru - radius - 4)) ** 2 + ((v - bouton_v) / (pre_rv - radius - 4)) ** 2 < 1
     off_membrane = v + radius < -(cleft / 2 + 6)
@@ -152,6 +155,7 @@ def make_scene(
     noise_sigma: float,
     defect_probability: float,
     texture: list[np.ndarray] | None = None,
+    dense_core_scale: float = 1.7,
 ) -> Scene:
     """Draw every random element of the volume (cells, organelles, synapse shapes, nuisances)."""
     n_z, n_y, n_x = shape_vox
@@ -192,7 +196,7 @@ def make_scene(
     warp = np.stack([gaussian_filter(rng.normal(0, 1, coarse), (0.7, 1.5, 1.5)) for _ in range(2)])
     warp = (warp / warp.std() * 9.0).astype(np.float32)
     synapses = [
-        _synapse_shape(row, c, rng)
+        _synapse_shape(row, c, rng, dense_core_scale)
         for (_, row), c in zip(latents.iterrows(), centers_vox, strict=True)
     ]
 
