@@ -446,3 +446,12 @@ class TestMongo(DatabaseContract):
         assert skeleton["nt_known"] == ["gaba", "octopamine"]
         prediction = client["synister_test_predictions"]["r"].find_one({"synapse_id": 1})
         assert prediction["prediction"] == [0.5]
+
+
+def test_sqlite_file_that_is_no_database_names_the_path(tmp_path):
+    from synister.db import DatabaseError, open_database
+
+    path = tmp_path / "notes.db"
+    path.write_text("not a database, just text\n" * 100)
+    with pytest.raises(DatabaseError, match="notes.db"):
+        open_database(f"sqlite:///{path}")

@@ -344,7 +344,8 @@ def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_it(synthetic_base):
 
 
 def test_compute_threads_leave_cores_to_loader_workers_unless_omp_says(monkeypatch):
-    from synister.train.setup_run import set_compute_threads, usable_cpus
+    from synister.data import usable_cpus
+    from synister.train.setup_run import set_compute_threads
 
     before = torch.get_num_threads()
     try:

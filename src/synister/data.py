@@ -13,6 +13,7 @@ every synapse is drawn as one more class.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -312,3 +313,10 @@ def training_loader(
         generator=torch.Generator().manual_seed(int(seed)),
         **extra,
     )
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a batch job's allocation, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

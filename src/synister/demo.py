@@ -52,6 +52,13 @@ class DemoSettings:
     learning_rate: float = 2e-3
     augment: bool = True
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.validation_checkpoints <= self.iterations:
+            raise ValueError(
+                f"validation_checkpoints must lie in 1..iterations ({self.iterations}), "
+                f"got {self.validation_checkpoints}"
+            )
+
     @property
     def checkpoint_every(self) -> int:
         return self.iterations // self.validation_checkpoints

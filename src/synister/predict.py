@@ -11,9 +11,9 @@ by predicting only the synapses without a stored prediction. ``num_block_workers
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
-import os
 import queue
 import threading
 import time
@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from .config import PredictConfig, WorkerConfig, load_predict_setup
-from .data import training_synapses
+from .data import training_synapses, usable_cpus
 from .db import PredictionRunExists, open_database
 from .models import build_model, load_checkpoint
 from .volumes import Volume, normalize
@@ -138,20 +138,24 @@ def read_ahead(batches, depth: int = 4):
     stop = threading.Event()
     done = object()
 
+    def put(item) -> bool:
+        """Queue ``item`` unless the consumer has gone; never blocks for good."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in batches:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            items.put(done)
+            put(done)
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            items.put(error)
+            put(error)
 
     thread = threading.Thread(target=produce, name="prediction-reader", daemon=True)
     thread.start()
@@ -366,8 +370,11 @@ def predict_synapses(
     writer = BatchWriter(cfg.database_url(), run, on_written)
     try:
         run_model(model, loader, device, writer.put)
-    finally:
-        writer.close()
+    except BaseException:
+        with contextlib.suppress(BaseException):  # the first error is the one to report
+            writer.close()
+        raise
+    writer.close()
     return len(todo)
 
 
@@ -382,16 +389,10 @@ def _block_worker(
     model: torch.nn.Module | None,
 ) -> None:
     torch.set_num_threads(threads)
-    share = plan.todo.iloc[rank::n]
+    # contiguous shares keep each worker's reads spatially together (see reading_order)
+    share = plan.todo.iloc[np.array_split(np.arange(len(plan.todo)), n)[rank]]
     device = choose_device(device, rank)
     predict_synapses(plan.cfg, plan.run, share, device, read_workers, progress.put, model)
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_read_workers(worker: WorkerConfig, block_workers: int) -> int:
@@ -399,24 +400,22 @@ def default_read_workers(worker: WorkerConfig, block_workers: int) -> int:
     worker less one for the model; none (a reading thread) with 2 CPUs or fewer per block
     worker, where handing patches between processes cost more than it saved (2.3x the
     throughput with a thread on 16x160x160 patches, see benchmarks/bench_predict.py)."""
-    per_block = _available_cpus() // block_workers
+    per_block = usable_cpus() // block_workers
     if per_block <= 2:
         return 0
     return max(0, min(worker.num_cache_workers, per_block - 1))
 
 
-def default_threads(device: torch.device, block_workers: int, read_workers: int) -> int:
-    """torch threads per block worker. On the CPU: the CPUs per block worker less its readers
-    (at least one, for the reading thread used without reading processes).
+def default_threads(block_workers: int) -> int:
+    """torch threads per block worker: its share of the CPUs.
 
-    Never more threads than free cores: a parallel torch operator waits for its slowest thread,
-    so one descheduled thread (by a reader or any other load) stalls all of them; on a busy
-    2-core machine 2 threads ran a small network 100x slower than 1.
+    Reading (a thread, or processes that mostly wait on decompression) costs little next to a
+    real network: on 2 idle cores the FAFB VGG with 2 threads and a reading process ran at 100 %
+    of its bare 2-thread rate, but at 55 % with 1 thread. On a machine loaded by other work, fewer
+    threads than cores can be far faster (``--threads``): one descheduled thread stalls a
+    parallel operator.
     """
-    per_block = max(1, _available_cpus() // block_workers)
-    if device.type != "cpu":
-        return per_block  # the network runs on the GPU; threads only feed it
-    return max(1, per_block - max(1, read_workers))  # 0 processes: a reading thread
+    return max(1, usable_cpus() // block_workers)
 
 
 class StoredCounter:
@@ -476,7 +475,7 @@ def predict_setup(
     if read_workers is None:
         read_workers = default_read_workers(plan.worker, n)
     if threads is None:
-        threads = default_threads(choose_device(device), n, read_workers)
+        threads = default_threads(n)
     log.info(
         "prediction run %s: %d of %d synapses to predict (%d stored before); %d block "
         "worker(s) with %d reader(s) and %d thread(s) each",

@@ -26,11 +26,11 @@ def register(app: typer.Typer) -> None:
 
         from ..demo import DemoSettings, run_demo
 
-        settings = DemoSettings(seed=seed)
-        if iterations:
-            settings = replace(settings, iterations=iterations)
         try:
+            settings = DemoSettings(seed=seed)
+            if iterations:
+                settings = replace(settings, iterations=iterations)
             run_demo(out, settings, device=device)
-        except FileExistsError as e:
+        except (FileExistsError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None

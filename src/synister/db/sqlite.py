@@ -72,15 +72,19 @@ class SQLiteDatabase(SQLDatabase):
             self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as error:
             raise DatabaseError(f"cannot open SQLite database {path!r}: {error}") from None
-        self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if path != ":memory:":
-            self._connection.execute("PRAGMA journal_mode = WAL")
-        self._connection.execute("PRAGMA synchronous = NORMAL")
-        self._connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        self._connection.execute("PRAGMA temp_store = MEMORY")  # id-filter tables
         self._temp_tables: list[str] = []
         self._lock = threading.RLock()  # one connection, shared by threads one at a time
-        self._create_schema()
+        try:
+            self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if path != ":memory:":
+                self._connection.execute("PRAGMA journal_mode = WAL")
+            self._connection.execute("PRAGMA synchronous = NORMAL")
+            self._connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            self._connection.execute("PRAGMA temp_store = MEMORY")  # id-filter tables
+            self._create_schema()
+        except sqlite3.Error as error:  # e.g. a file that is no SQLite database
+            self._connection.close()
+            raise DatabaseError(f"cannot open SQLite database {path!r}: {error}") from None
 
     def close(self) -> None:
         self._connection.close()

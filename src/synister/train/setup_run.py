@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import usable_cpus
 from .checkpoints import latest_checkpoint
 from .distributed import init_distributed, shutdown
 from .loop import LoopSettings, run_training
@@ -20,13 +21,6 @@ from .loop import LoopSettings, run_training
 
 class NotATrainingSetup(FileNotFoundError):
     """The folder holds no train_config.ini."""
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (a batch job's allocation, not the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def set_compute_threads(num_cpus: int, num_workers: int) -> int:
@@ -152,6 +146,8 @@ def _training_batches(cfg, worker, *, seed: int, device: torch.device) -> Iterat
 
     with open_database(cfg.database_url()) as db:
         synapses = training_synapses(db, cfg.split_name, cfg.synapse_types, part="train")
+        # "neither" locations keep their distance from every known synapse, not only these
+        all_synapses_nm = db.synapses()[["z", "y", "x"]].to_numpy() if cfg.neither_class else None
     if len(synapses) == 0:
         raise ValueError(
             f"split {cfg.split_name!r} holds no training synapses of {cfg.synapse_types} "
@@ -166,6 +162,7 @@ def _training_batches(cfg, worker, *, seed: int, device: torch.device) -> Iterat
         augment=cfg.augment,
         neither=cfg.neither_class,
         seed=seed,
+        all_synapses_nm=all_synapses_nm,
     )
     num_workers = min(worker.num_cache_workers, usable_cpus())
     set_compute_threads(worker.num_cpus, num_workers)
