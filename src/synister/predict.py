@@ -85,13 +85,7 @@ def network_input(raw: torch.Tensor, device: torch.device) -> torch.Tensor:
     against 0.4 ms for uint8 (and 4x the bytes to a GPU).
     """
     if device.type == "cpu":
-        # normalize()'s float32 operations in its order (so bit-identical), in place: one fresh
-        # array instead of four
-        patches = raw.numpy().astype(np.float32)
-        patches /= np.float32(255.0)
-        patches *= np.float32(2.0)
-        patches -= np.float32(1.0)
-        return torch.from_numpy(patches)
+        return torch.from_numpy(normalize(raw.numpy()))
     return normalize(raw.to(device, non_blocking=True))
 
 

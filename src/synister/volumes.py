@@ -606,9 +606,11 @@ def normalize(raw: Any) -> Any:
         import torch
 
         return raw.to(torch.float32) / 255.0 * 2.0 - 1.0
-    return (np.asarray(raw, dtype=np.float32) / np.float32(255.0)) * np.float32(2.0) - np.float32(
-        1.0
-    )
+    out = np.array(raw, dtype=np.float32)  # a fresh array, then in place: one allocation
+    out /= np.float32(255.0)
+    out *= np.float32(2.0)
+    out -= np.float32(1.0)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
