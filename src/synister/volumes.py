@@ -570,12 +570,15 @@ class Volume:
         inside = np.all((starts >= 0) & (ends <= volume_shape), axis=1)
         patches = np.zeros((len(starts), *shape.tolist()), dtype=self.dtype)
         store = self.store
-        pending = []
-        for i in np.flatnonzero(overlaps):
-            (z0, y0, x0), (z1, y1, x1) = lo[i], hi[i]
-            pending.append((i, store[z0:z1, y0:y1, x0:x1].read()))
-        for i, future in pending:
-            a, b = lo[i] - starts[i], hi[i] - starts[i]
+        # Python ints: tensorstore indexes with numpy scalars several times slower
+        rows = np.flatnonzero(overlaps)
+        lo_l, hi_l = lo[rows].tolist(), hi[rows].tolist()
+        pending = [
+            store[z0:z1, y0:y1, x0:x1].read()
+            for (z0, y0, x0), (z1, y1, x1) in zip(lo_l, hi_l, strict=True)
+        ]
+        a_l, b_l = (lo[rows] - starts[rows]).tolist(), (hi[rows] - starts[rows]).tolist()
+        for i, future, a, b in zip(rows.tolist(), pending, a_l, b_l, strict=True):
             patches[i, a[0] : b[0], a[1] : b[1], a[2] : b[2]] = future.result()
         return patches, int(len(starts) - inside.sum())
 
