@@ -411,17 +411,24 @@ def build_config(cls, values: dict[str, Any], where: str):
         raise ConfigError(_format_validation_error(exc, where)) from None
 
 
-def read_ini(path: str | Path, cls):
-    """Read section ``cls.SECTION`` of ``path`` into ``cls``; unknown keys warn and are ignored."""
-    path = Path(path)
+def _open_ini(path: Path, what: str) -> configparser.ConfigParser:
+    """The parsed ini file ``path`` (no interpolation); a missing or invalid file raises
+    :class:`ConfigError` naming it as ``what`` ("config file", "db_credentials file")."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
     except configparser.Error as exc:
         raise ConfigError(f"{path}: not a valid ini file: {exc}") from None
+    return parser
+
+
+def read_ini(path: str | Path, cls):
+    """Read section ``cls.SECTION`` of ``path`` into ``cls``; unknown keys warn and are ignored."""
+    path = Path(path)
+    parser = _open_ini(path, "config file")
     if not parser.has_section(cls.SECTION):
         found = ", ".join(parser.sections()) or "none"
         raise ConfigError(f"{path}: no [{cls.SECTION}] section (sections found: {found})")
@@ -464,14 +471,7 @@ def mongo_url_from_credentials(credentials_file: str | Path, db_name: str | None
     """The original's credentials ini (``[Credentials]`` user/password/host/port, optional
     ``[Connection]`` is_srv/options) as a ``mongodb://`` (or ``mongodb+srv://``) URL."""
     path = Path(credentials_file).expanduser()
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: db_credentials file not found") from None
-    except configparser.Error as exc:
-        raise ConfigError(f"{path}: not a valid ini file: {exc}") from None
+    parser = _open_ini(path, "db_credentials file")
     if not parser.has_section("Credentials"):
         raise ConfigError(f"{path}: no [Credentials] section")
     values = {}

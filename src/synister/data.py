@@ -30,6 +30,14 @@ NEITHER = "neither"
 
 TRAINING_COLUMNS = ["synapse_id", "z", "y", "x", "skeleton_id", "label"]
 
+#: a "neither" location lies this far (min, max nm) from the known synapse it is drawn around
+NEITHER_DISTANCE_NM = (2000.0, 4000.0)
+#: and at least this far (nm) from every known synapse
+NEITHER_MIN_DISTANCE_NM = 2000.0
+
+#: DataLoader workers fork from a fork server, never from the caller (see :func:`worker_options`)
+WORKER_CONTEXT = "forkserver"
+
 
 def training_synapses(
     db, split_name: str, classes: Sequence[str], part: str = "train"
@@ -80,8 +88,6 @@ class TrainingData(IterableDataset):
         pipeline: AugmentPipeline | None = None,
         read_batch: int = 8,
         all_synapses_nm: np.ndarray | None = None,
-        neither_distance_nm: tuple[float, float] = (2000.0, 4000.0),
-        neither_min_distance_nm: float = 2000.0,
         synapse_region_fraction: float = 1 / 8,
     ):
         self.classes = [canonical(c) for c in classes]
@@ -148,8 +154,6 @@ class TrainingData(IterableDataset):
             )
         self.pipeline = pipeline
 
-        self.neither_distance_nm = (float(neither_distance_nm[0]), float(neither_distance_nm[1]))
-        self.neither_min_distance_nm = float(neither_min_distance_nm)
         self.all_synapses_nm = (
             self.positions_nm
             if all_synapses_nm is None
@@ -173,7 +177,7 @@ class TrainingData(IterableDataset):
         if self._tree is None:
             self._tree = cKDTree(self.all_synapses_nm)
         low, high = self._volume_bounds_nm()
-        near, far = self.neither_distance_nm
+        near, far = NEITHER_DISTANCE_NM
         found: list[np.ndarray] = []
         count = 0
         tries = max(64, 4 * n)
@@ -186,14 +190,14 @@ class TrainingData(IterableDataset):
             candidates = candidates[inside]
             if len(candidates):
                 distance, _ = self._tree.query(candidates, k=1)
-                candidates = candidates[distance >= self.neither_min_distance_nm]
+                candidates = candidates[distance >= NEITHER_MIN_DISTANCE_NM]
             found.append(candidates)
             count += len(candidates)
             if count >= n:
                 return np.concatenate(found)[:n]
         raise ValueError(
             f"found no 'neither' location ({near:g}-{far:g} nm from a training synapse, >= "
-            f"{self.neither_min_distance_nm:g} nm from all {len(self.all_synapses_nm)} synapses) "
+            f"{NEITHER_MIN_DISTANCE_NM:g} nm from all {len(self.all_synapses_nm)} synapses) "
             f"inside the volume {self.volume!r} bounds {low.tolist()}-{high.tolist()} nm after "
             f"{max_rounds * tries} tries; the synapses are too dense or the volume too small"
         )
@@ -268,14 +272,26 @@ def _init_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def worker_options(preload: str) -> dict:
+    """DataLoader options for worker processes, each with one torch thread, forked from a fork
+    server that has imported module ``preload``.
+
+    Workers are not forked from the caller: tensorstore aborts a process forked after it has
+    started its threads (as soon as the main process has read any volume). A fork server that
+    has imported ``preload`` but never used tensorstore starts them in well under a second,
+    where "spawn" re-imports torch in every worker.
+    """
+    # only takes effect before the process's fork server starts; harmless after
+    multiprocessing.get_context(WORKER_CONTEXT).set_forkserver_preload([preload])
+    return {"worker_init_fn": _init_worker, "multiprocessing_context": WORKER_CONTEXT}
+
+
 def training_loader(
     dataset: TrainingData,
     batch_size: int,
     num_workers: int,
     pin_memory: bool = False,
     seed: int = 0,
-    prefetch_factor: int | None = None,
-    multiprocessing_context: str = "forkserver",
 ) -> DataLoader:
     """A DataLoader of collated batches; workers are persistent and single-threaded.
 
@@ -283,10 +299,7 @@ def training_loader(
     loader's torch generator (torch-side randomness in workers). Batches come from the workers
     in turn, so the stream is reproducible for a given seed and ``num_workers``.
 
-    Workers are not forked from the caller: tensorstore aborts a process forked after it has
-    started its threads (as soon as the main process has read any volume). They fork from a
-    fork server that has imported this module but never used tensorstore, which starts them in
-    well under a second where "spawn" re-imports torch in every worker.
+    Workers fork from a fork server that has imported this module (see :func:`worker_options`).
     """
     if batch_size < 1 or num_workers < 0:
         raise ValueError(
@@ -294,16 +307,7 @@ def training_loader(
         )
     extra = {}
     if num_workers > 0:
-        if multiprocessing_context == "forkserver":
-            # only takes effect before the process's fork server starts; harmless after
-            multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
-        extra = {
-            "persistent_workers": True,
-            "worker_init_fn": _init_worker,
-            "multiprocessing_context": multiprocessing_context,
-        }
-        if prefetch_factor is not None:
-            extra["prefetch_factor"] = prefetch_factor
+        extra = {"persistent_workers": True, **worker_options(__name__)}
     return DataLoader(
         dataset,
         batch_size=batch_size,

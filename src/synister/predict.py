@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from .config import PredictConfig, WorkerConfig, load_predict_setup
-from .data import training_synapses, usable_cpus
+from .data import training_synapses, usable_cpus, worker_options
 from .db import PredictionRunExists, open_database
 from .models import build_model, load_checkpoint
 from .volumes import Volume, normalize
@@ -89,29 +89,20 @@ def network_input(raw: torch.Tensor, device: torch.device) -> torch.Tensor:
     return normalize(raw.to(device, non_blocking=True))
 
 
-def _init_read_worker(_: int) -> None:
-    """Readers spend their time in tensorstore's own threads; one torch thread each is enough."""
-    torch.set_num_threads(1)
-
-
 def patch_loader(
     dataset: PatchBatches, num_workers: int, pin_memory: bool = False
 ) -> torch.utils.data.DataLoader:
     """Batches in order, read ahead by ``num_workers`` processes (0: read when iterated).
 
     Workers fork from a fork server, never from this process: tensorstore aborts in a child
-    forked after it started its threads.
+    forked after it started its threads (see :func:`synister.data.worker_options`). Readers
+    spend their time in tensorstore's own threads; one torch thread each is enough.
     """
     if num_workers < 0:
         raise ValueError(f"read workers must be >= 0, got {num_workers}")
     extra = {}
     if num_workers:
-        multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
-        extra = {
-            "worker_init_fn": _init_read_worker,
-            "prefetch_factor": 4,
-            "multiprocessing_context": "forkserver",
-        }
+        extra = {"prefetch_factor": 4, **worker_options(__name__)}
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
@@ -216,10 +207,9 @@ def run_model(
     loader,
     device: torch.device,
     on_batch: Callable[[np.ndarray, np.ndarray], None],
-) -> int:
-    """Softmax probabilities of every batch of ``loader`` handed to ``on_batch``; the count."""
+) -> None:
+    """Hand the softmax probabilities of every batch of ``loader`` to ``on_batch``."""
     model.eval()
-    done = 0
     autocast = device.type == "cuda"
     with torch.inference_mode():
         for ids, raw in loader:
@@ -227,8 +217,6 @@ def run_model(
                 logits = model(network_input(raw, device))
             probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
             on_batch(ids.numpy(), probabilities)
-            done += len(ids)
-    return done
 
 
 @dataclass
@@ -339,13 +327,14 @@ def predict_synapses(
     read_workers: int,
     on_written: Callable[[int], None] | None = None,
     model: torch.nn.Module | None = None,
-) -> int:
-    """Predict ``todo`` (synapse_id, z, y, x nm) into ``run``; returns how many were stored.
+) -> None:
+    """Predict ``todo`` (synapse_id, z, y, x nm) into ``run``, storing every batch before it
+    returns; ``on_written`` gets the number of synapses of each stored batch.
 
     ``model`` replaces the network of the config and its checkpoint (custom networks).
     """
     if len(todo) == 0:
-        return 0
+        return
     if model is None:
         model = build_model(cfg)
         load_checkpoint(cfg.train_checkpoint, model, map_location="cpu")
@@ -369,7 +358,6 @@ def predict_synapses(
             writer.close()
         raise
     writer.close()
-    return len(todo)
 
 
 def _block_worker(

@@ -53,9 +53,11 @@ def predict_command(
 ) -> None:
     """Store softmax probabilities for every synapse of each setup's split part.
 
-    The run is stored as <db_name>_predictions.<split>_<experiment>_t<train>_p<predict>. A
-    complete run aborts unless predict_config.ini says overwrite = True; an interrupted run
-    resumes and predicts only what is missing.
+    The run is named <split>_<experiment>_t<train>_p<predict> and stored where the database
+    backend keeps runs (MongoDB: collection <db_name>_predictions.<run>; SQLite: table
+    "predictions.<run>"; PostgreSQL: table "<db_name>_predictions"."<run>"). A complete run
+    aborts unless predict_config.ini says overwrite = True; an interrupted run resumes and
+    predicts only what is missing.
     """
     from synister.db import DatabaseError
     from synister.predict import predict_setup

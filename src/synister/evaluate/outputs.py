@@ -95,37 +95,31 @@ def lineage_table(evaluation: RunEvaluation) -> pd.DataFrame:
 def write_run_tables(evaluation: RunEvaluation, folder: Path) -> None:
     """``neurons.csv`` and ``hemi_lineages.csv``: every unit's truth and both predictions, so a
     user can look up the neurons behind a confusion-matrix cell."""
-    neurons = merged_predictions(evaluation, evaluation.neurons, ["skeleton_id"])
-    neurons.rename(columns={"tie": "vote_tie", "support": "vote_share"}).reindex(
-        columns=[
-            "skeleton_id",
-            "hemi_lineage_id",
-            "n_synapses",
-            "true",
-            "vote_predicted",
-            "vote_tie",
-            "vote_share",
-            "mean_predicted",
-            "mean_tie",
-            "mean_support",
-        ]
-    ).to_csv(folder / "neurons.csv", index=False)
-    lineages = lineage_table(evaluation)
-    lineages.rename(columns={"tie": "vote_tie", "support": "vote_share"}).reindex(
-        columns=[
-            "hemi_lineage_id",
-            "hemi_lineage_name",
-            "n_neurons",
-            "n_synapses",
-            "true",
-            "vote_predicted",
-            "vote_tie",
-            "vote_share",
-            "mean_predicted",
-            "mean_tie",
-            "mean_support",
-        ]
-    ).to_csv(folder / "hemi_lineages.csv", index=False)
+    predictions = [
+        "true",
+        "vote_predicted",
+        "vote_tie",
+        "vote_share",
+        "mean_predicted",
+        "mean_tie",
+        "mean_support",
+    ]
+    tables = [
+        (
+            "neurons.csv",
+            merged_predictions(evaluation, evaluation.neurons, ["skeleton_id"]),
+            ["skeleton_id", "hemi_lineage_id", "n_synapses"],
+        ),
+        (
+            "hemi_lineages.csv",
+            lineage_table(evaluation),
+            ["hemi_lineage_id", "hemi_lineage_name", "n_neurons", "n_synapses"],
+        ),
+    ]
+    for name, table, units in tables:
+        table.rename(columns={"tie": "vote_tie", "support": "vote_share"}).reindex(
+            columns=units + predictions
+        ).to_csv(folder / name, index=False)
 
 
 def jsonable(value):
