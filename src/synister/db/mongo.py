@@ -95,6 +95,7 @@ class MongoDatabase(Database):
 
     def __init__(self, url: str, client=None):
         from pymongo import ASCENDING, MongoClient, uri_parser
+        from pymongo.errors import PyMongoError
 
         self.url = url
         try:
@@ -107,13 +108,17 @@ class MongoDatabase(Database):
         self._owns_client = client is None
         self._db = self._client[name]
         self._predictions_db = self._client[f"{name}_predictions"]
-        # the original's indexes (not unique, so that old databases with duplicates still open)
-        self._db.synapses.create_index([("z", ASCENDING), ("y", ASCENDING), ("x", ASCENDING)])
-        self._db.synapses.create_index("synapse_id")
-        self._db.synapses.create_index("skeleton_id")
-        self._db.skeletons.create_index("skeleton_id")
-        self._db.skeletons.create_index("hemi_lineage_id")
-        self._db.hemi_lineages.create_index("hemi_lineage_id")
+        try:
+            # the original's indexes (not unique, so old databases with duplicates still open)
+            self._db.synapses.create_index([("z", ASCENDING), ("y", ASCENDING), ("x", ASCENDING)])
+            self._db.synapses.create_index("synapse_id")
+            self._db.synapses.create_index("skeleton_id")
+            self._db.skeletons.create_index("skeleton_id")
+            self._db.skeletons.create_index("hemi_lineage_id")
+            self._db.hemi_lineages.create_index("hemi_lineage_id")
+        except PyMongoError as error:  # e.g. no server reachable
+            self.close()
+            raise DatabaseError(f"cannot set up MongoDB database {name!r}: {error}") from None
 
     def close(self) -> None:
         if self._owns_client:

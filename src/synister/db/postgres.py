@@ -62,9 +62,13 @@ class PostgresDatabase(SQLDatabase):
         except psycopg.Error as error:
             raise DatabaseError(f"cannot connect to PostgreSQL at {_safe(url)}: {error}") from None
         self._lock = threading.RLock()  # one connection, shared by threads one at a time
-        dbname = self._connection.info.dbname
-        self._prediction_schema = _identifier(f"{dbname}_predictions", "prediction schema")
-        self._create_schema()
+        try:
+            dbname = self._connection.info.dbname
+            self._prediction_schema = _identifier(f"{dbname}_predictions", "prediction schema")
+            self._create_schema()
+        except (psycopg.Error, DatabaseError) as error:
+            self._connection.close()
+            raise DatabaseError(f"cannot set up PostgreSQL at {_safe(url)}: {error}") from None
 
     def close(self) -> None:
         self._connection.close()
