@@ -455,3 +455,18 @@ def test_sqlite_file_that_is_no_database_names_the_path(tmp_path):
     path.write_text("not a database, just text\n" * 100)
     with pytest.raises(DatabaseError, match="notes.db"):
         open_database(f"sqlite:///{path}")
+
+
+def test_text_ids_above_2_to_the_53_are_stored_exactly(tmp_path):
+    import pandas as pd
+
+    from synister.db import open_database
+
+    big = "77537584185632101"  # a male-VNC synapse id; float64 would round it to ...096
+    with open_database(f"sqlite:///{tmp_path / 'ids.db'}") as db:
+        db.import_records(
+            synapses=pd.DataFrame(
+                {"synapse_id": [big], "z": [0.0], "y": [0.0], "x": [0.0], "skeleton_id": [None]}
+            )
+        )
+        assert db.synapses()["synapse_id"].tolist() == [int(big)]

@@ -87,41 +87,38 @@ def _id_column(frame: pd.DataFrame, table: str, column: str, nullable: bool) -> 
     Integer input never passes through floats: connectome ids (e.g. male-VNC synapse ids, ~8e16)
     exceed 2**53 and would be rounded.
     """
-    values = frame[column]
+    ids = _exact_ids(frame[column], table, column)
+    missing = ids.isna().to_numpy()
+    if missing.any() and not nullable:
+        row = int(np.flatnonzero(missing)[0])
+        raise DatabaseError(f"{table}: row {row}: field {column} is missing")
+    return ids if nullable else ids.astype("int64")
+
+
+def _exact_ids(values: pd.Series, table: str, column: str) -> pd.Series:
+    """``values`` as Int64: integers and integer text exactly, whole floats through Float64."""
     if pd.api.types.is_integer_dtype(values.dtype):
-        out = values.astype("Int64")
-        return out if nullable else out.astype("int64")
-    if values.dtype == object:
+        return values.astype("Int64")
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
         text = values.map(lambda v: None if _missing(v) else str(v).strip())
-        whole = text.str.fullmatch(r"[+-]?\d+").fillna(False).astype(bool)
-        if whole[text.notna()].all():
-            missing = text.isna().to_numpy()
-            if missing.any() and not nullable:
-                row = int(np.flatnonzero(missing)[0])
-                raise DatabaseError(f"{table}: row {row}: field {column} is missing")
-            out = pd.array([None if v is None else int(v) for v in text.tolist()], dtype="Int64")
-            out = pd.Series(out, index=values.index)
-            return out if nullable else out.astype("int64")
+        if text.dropna().str.fullmatch(r"[+-]?\d+").all():
+            ints = [None if _missing(v) else int(v) for v in text.tolist()]
+            return pd.Series(pd.array(ints, dtype="Int64"), index=values.index)
     try:
-        ids = pd.to_numeric(values, errors="raise").astype("Float64")
+        floats = pd.to_numeric(values, errors="raise").astype("Float64")
     except (ValueError, TypeError):
         bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
         row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
         raise DatabaseError(
             f"{table}: row {row}: field {column} is not an integer id: {values.iloc[row]!r}"
         ) from None
-    missing = ids.isna().to_numpy()
-    if missing.any() and not nullable:
-        row = int(np.flatnonzero(missing)[0])
-        raise DatabaseError(f"{table}: row {row}: field {column} is missing")
-    fractional = (~missing) & (ids.fillna(0).to_numpy() % 1 != 0)
+    fractional = floats.notna().to_numpy() & (floats.fillna(0).to_numpy() % 1 != 0)
     if fractional.any():
         row = int(np.flatnonzero(fractional)[0])
         raise DatabaseError(
-            f"{table}: row {row}: field {column} is not an integer: {ids.iloc[row]}"
+            f"{table}: row {row}: field {column} is not an integer: {floats.iloc[row]}"
         )
-    out = ids.astype("Int64")
-    return out if nullable else out.astype("int64")
+    return floats.astype("Int64")
 
 
 def _text_column(frame: pd.DataFrame, column: str, lower: bool = False) -> pd.Series:
