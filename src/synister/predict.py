@@ -284,7 +284,7 @@ def plan_prediction(setup_dir: str | Path) -> PredictionPlan:
                 f"{config_file}: split {cfg.split_name!r} part {cfg.split_part!r} holds no "
                 f"synapse of the classes {', '.join(cfg.classes)}"
             )
-        done = np.empty(0, dtype=np.int64)
+        is_done = np.zeros(len(synapses), dtype=bool)
         if run in db.prediction_runs() and not cfg.overwrite:
             classes, stored = db.open_prediction_run(run)
             stored = {**stored, "classes": list(classes)}
@@ -295,15 +295,15 @@ def plan_prediction(setup_dir: str | Path) -> PredictionPlan:
                     f"prediction run {run!r} exists with other settings: {found}; set "
                     f"overwrite = True in {config_file} to replace it"
                 )
-            done = db.predicted_synapse_ids(run)
-            if np.isin(synapses["synapse_id"].to_numpy(), done).all():
+            is_done = np.isin(synapses["synapse_id"].to_numpy(), db.predicted_synapse_ids(run))
+            if is_done.all():
                 raise PredictionRunExists(
                     f"prediction run {run!r} exists and is complete ({len(synapses)} synapses); "
                     f"set overwrite = True in {config_file} to replace it"
                 )
         else:
             db.create_prediction_run(run, cfg.classes, meta, overwrite=cfg.overwrite)
-    todo = synapses[~np.isin(synapses["synapse_id"].to_numpy(), done)]
+    todo = synapses[~is_done]
     block_nm = np.asarray(cfg.input_shape, float) * np.asarray(cfg.voxel_size, float)
     return PredictionPlan(
         cfg, worker, run, synapses.reset_index(drop=True), reading_order(todo, block_nm)
