@@ -19,11 +19,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from synister import predict
 from synister.cli import app
 from synister.config import load_predict_setup, load_train_setup
 from synister.db import PredictionRunExists, open_database
 from synister.models import build_model, load_checkpoint, save_checkpoint
-from synister.predict import network_input, plan_prediction, predict_setup
+from synister.predict import ThreadTuner, network_input, plan_prediction, predict_setup
 from synister.setup import prepare_prediction, prepare_training
 from synister.volumes import normalize, write_volume
 
@@ -152,6 +153,26 @@ def stored(world: World, run: str) -> pd.DataFrame:
 
 def probability_columns() -> list[str]:
     return [f"prob_{c}" for c in CLASSES]
+
+
+@pytest.mark.parametrize("faster", [1, 2])
+def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, faster):
+    """Batches take 1 s with the faster count and 3 s with the other, on a fake clock."""
+    clock = [0.0]
+    monkeypatch.setattr(predict.time, "perf_counter", lambda: clock[0])
+    previous = torch.get_num_threads()
+    tuner = ThreadTuner([2, 1], warmup=3, trial=2, min_seconds=0.0)
+    try:
+        used = []
+        for _ in range(tuner.batches_needed + 5):
+            used.append(torch.get_num_threads())
+            clock[0] += 1.0 if torch.get_num_threads() == faster else 3.0
+            tuner.step()
+        assert tuner.chosen == faster and torch.get_num_threads() == faster
+        # after the warm-up, turns of 2 batches: 2, 1, 2, 1; then the choice
+        assert used[3:11] == [2, 2, 1, 1, 2, 2, 1, 1] and set(used[11:]) == {faster}
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_network_input_is_normalize_bit_for_bit():

@@ -2,8 +2,8 @@
 
 Three stages overlap so that the network never waits: DataLoader worker processes (or, with
 none, a thread) read uint8 patches (one concurrent tensorstore request per batch), the model
-process normalises them and runs the network, and a writer thread stores each batch of softmax
-probabilities as one transaction.
+process normalises them and runs the network, and a writer process stores the batches of softmax
+probabilities, each batch (with those queued behind it) in one transaction.
 Every stored batch is committed and writes are upserts, so a run killed at any moment resumes
 by predicting only the synapses without a stored prediction. ``num_block_workers`` processes
 (one per GPU where there are GPUs) share the synapses; the parent shows their joint progress.
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from .config import PredictConfig, WorkerConfig, load_predict_setup
 from .data import training_synapses, usable_cpus, worker_options
 from .db import PredictionRunExists, open_database
+from .db.writer import BatchWriter
 from .models import build_model, load_checkpoint
 from .volumes import Volume, normalize
 
@@ -153,53 +154,68 @@ def read_ahead(batches, depth: int = 4):
         stop.set()
 
 
-class BatchWriter:
-    """Stores batches of predictions from a background thread, one transaction per batch.
+class ThreadTuner:
+    """Chooses the number of torch threads from the throughput of the first batches.
 
-    The thread opens its own database connection (SQLite connections belong to one thread)
-    and calls ``on_written(n)`` after each commit, so progress counts stored synapses. An
-    error in the thread is raised again in the caller at the next :meth:`put` or at
-    :meth:`close`, so a failing write never goes unnoticed.
+    Reading shares the CPUs with the network. A network that costs more than reading runs
+    fastest with all of them (the FAFB VGG on 2 cores: 100 % of its bare rate with 2 threads,
+    55 % with 1); a small one with a core left to reading (a two-layer CNN on 2 cores: 1.4x
+    faster with 1 thread than with 2; see benchmarks/bench_predict.py). So after ``warmup``
+    batches the candidates take turns, ``rounds`` times each, every turn at least ``trial``
+    batches and ``min_seconds`` long, and the fastest in total keeps running.
     """
 
     def __init__(
         self,
-        db_url: str,
-        run: str,
-        on_written: Callable[[int], None] | None = None,
-        max_pending: int = 8,
+        candidates: list[int],
+        warmup: int = 8,
+        trial: int = 8,
+        min_seconds: float = 0.5,
+        rounds: int = 2,
     ):
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
-        self._error: BaseException | None = None
-        self._on_written = on_written
-        self._thread = threading.Thread(
-            target=self._work, args=(db_url, run), name="prediction-writer", daemon=True
+        self.warmup, self.trial, self.min_seconds = warmup, trial, min_seconds
+        self.turns = candidates * rounds
+        self.timing = {c: [0, 0.0] for c in candidates}  # batches, seconds
+        self.batches = 0
+        self.turn = -1
+        self.turn_batches = 0
+        self.started = 0.0
+        self.chosen: int | None = candidates[0] if len(candidates) == 1 else None
+
+    @property
+    def batches_needed(self) -> int:
+        """The fewest batches the choice takes."""
+        return self.warmup + self.trial * len(self.turns)
+
+    def step(self) -> None:
+        """Call after each batch."""
+        if self.chosen is not None:
+            return
+        self.batches += 1
+        self.turn_batches += 1
+        now = time.perf_counter()
+        if self.turn < 0:
+            if self.batches < self.warmup:
+                return
+        elif self.turn_batches < self.trial or now - self.started < self.min_seconds:
+            return
+        else:
+            timing = self.timing[self.turns[self.turn]]
+            timing[0] += self.turn_batches
+            timing[1] += now - self.started
+        self.turn += 1
+        if self.turn < len(self.turns):
+            torch.set_num_threads(self.turns[self.turn])
+            self.started, self.turn_batches = now, 0
+            return
+        rates = {c: b / s for c, (b, s) in self.timing.items()}
+        self.chosen = max(rates, key=rates.__getitem__)
+        torch.set_num_threads(self.chosen)
+        log.info(
+            "torch threads: %s batches/s; keeping %d",
+            {c: round(r, 2) for c, r in rates.items()},
+            self.chosen,
         )
-        self._thread.start()
-
-    def _work(self, db_url: str, run: str) -> None:
-        try:
-            with open_database(db_url) as db:
-                while (item := self._queue.get()) is not None:
-                    db.write_predictions(run, *item)
-                    if self._on_written is not None:
-                        self._on_written(len(item[0]))
-        except BaseException as error:  # noqa: BLE001 - handed to the caller
-            self._error = error
-            while self._queue.get() is not None:  # drain so put() never blocks forever
-                pass
-
-    def put(self, synapse_ids: np.ndarray, probabilities: np.ndarray) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put((synapse_ids, probabilities))
-
-    def close(self) -> None:
-        """Wait until every queued batch is stored; re-raise a write error."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 def run_model(
@@ -207,6 +223,7 @@ def run_model(
     loader,
     device: torch.device,
     on_batch: Callable[[np.ndarray, np.ndarray], None],
+    tuner: ThreadTuner | None = None,
 ) -> None:
     """Hand the softmax probabilities of every batch of ``loader`` to ``on_batch``."""
     model.eval()
@@ -217,6 +234,8 @@ def run_model(
                 logits = model(network_input(raw, device))
             probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
             on_batch(ids.numpy(), probabilities)
+            if tuner is not None:
+                tuner.step()
 
 
 @dataclass
@@ -327,37 +346,48 @@ def predict_synapses(
     read_workers: int,
     on_written: Callable[[int], None] | None = None,
     model: torch.nn.Module | None = None,
-) -> None:
+    tune_threads: bool = False,
+) -> int:
     """Predict ``todo`` (synapse_id, z, y, x nm) into ``run``, storing every batch before it
     returns; ``on_written`` gets the number of synapses of each stored batch.
 
-    ``model`` replaces the network of the config and its checkpoint (custom networks).
+    ``model`` replaces the network of the config and its checkpoint (custom networks). With
+    ``tune_threads``, a long enough run on the CPU tries the current number of torch threads
+    and one fewer (see :class:`ThreadTuner`). Returns the number of torch threads it ended with.
     """
+    threads = torch.get_num_threads()
+    tuner = None
+    if tune_threads and device.type == "cpu" and threads > 1:
+        tuner = ThreadTuner([threads, threads - 1])
+        if -(-len(todo) // cfg.batch_size) < 2 * tuner.batches_needed:
+            tuner = None  # too short a run to gain from trying
     if len(todo) == 0:
-        return
-    if model is None:
-        model = build_model(cfg)
-        load_checkpoint(cfg.train_checkpoint, model, map_location="cpu")
-    model.to(device)
-    volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
-    batches = PatchBatches(
-        volume,
-        todo["synapse_id"].to_numpy(),
-        todo[["z", "y", "x"]].to_numpy(),
-        cfg.input_shape,
-        cfg.batch_size,
-    )
-    loader = patch_loader(batches, read_workers, pin_memory=device.type == "cuda")
-    if read_workers == 0:
-        loader = read_ahead(loader)
+        return threads
+    # the writer process starts first: its start-up overlaps loading the model
     writer = BatchWriter(cfg.database_url(), run, on_written)
     try:
-        run_model(model, loader, device, writer.put)
+        if model is None:
+            model = build_model(cfg)
+            load_checkpoint(cfg.train_checkpoint, model, map_location="cpu")
+        model.to(device)
+        volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
+        batches = PatchBatches(
+            volume,
+            todo["synapse_id"].to_numpy(),
+            todo[["z", "y", "x"]].to_numpy(),
+            cfg.input_shape,
+            cfg.batch_size,
+        )
+        loader = patch_loader(batches, read_workers, pin_memory=device.type == "cuda")
+        if read_workers == 0:
+            loader = read_ahead(loader)
+        run_model(model, loader, device, writer.put, tuner)
     except BaseException:
         with contextlib.suppress(BaseException):  # the first error is the one to report
             writer.close()
         raise
     writer.close()
+    return torch.get_num_threads()
 
 
 def _block_worker(
@@ -369,12 +399,15 @@ def _block_worker(
     threads: int,
     progress: multiprocessing.SimpleQueue,
     model: torch.nn.Module | None,
+    tune_threads: bool,
 ) -> None:
     torch.set_num_threads(threads)
     # contiguous shares keep each worker's reads spatially together (see reading_order)
     share = plan.todo.iloc[np.array_split(np.arange(len(plan.todo)), n)[rank]]
     device = choose_device(device, rank)
-    predict_synapses(plan.cfg, plan.run, share, device, read_workers, progress.put, model)
+    predict_synapses(
+        plan.cfg, plan.run, share, device, read_workers, progress.put, model, tune_threads
+    )
 
 
 def default_read_workers(worker: WorkerConfig, block_workers: int) -> int:
@@ -389,13 +422,11 @@ def default_read_workers(worker: WorkerConfig, block_workers: int) -> int:
 
 
 def default_threads(block_workers: int) -> int:
-    """torch threads per block worker: its share of the CPUs.
+    """torch threads per block worker to start with: its share of the CPUs (a long run then
+    tries one fewer, see :class:`ThreadTuner`).
 
-    Reading (a thread, or processes that mostly wait on decompression) costs little next to a
-    real network: on 2 idle cores the FAFB VGG with 2 threads and a reading process ran at 100 %
-    of its bare 2-thread rate, but at 55 % with 1 thread. On a machine loaded by other work, fewer
-    threads than cores can be far faster (``--threads``): one descheduled thread stalls a
-    parallel operator.
+    On a machine loaded by other work, fewer threads than cores can be far faster
+    (``--threads``): one descheduled thread stalls a parallel operator.
     """
     return max(1, usable_cpus() // block_workers)
 
@@ -440,7 +471,8 @@ def predict_setup(
 
     ``block_workers`` (default: num_block_workers of worker_config.ini) processes share the
     synapses, one per GPU where there are GPUs; each has ``read_workers`` reading processes and
-    ``threads`` torch threads (defaults: :func:`default_read_workers`, :func:`default_threads`).
+    ``threads`` torch threads (defaults: :func:`default_read_workers`, :func:`default_threads`,
+    with which a long run also tries one thread fewer, see :class:`ThreadTuner`).
     ``model`` replaces the network built from the config and its checkpoint. Progress
     (done/total, synapses/s, ETA) goes to stderr.
 
@@ -456,6 +488,7 @@ def predict_setup(
     n = min(n, max(1, len(plan.todo)))
     if read_workers is None:
         read_workers = default_read_workers(plan.worker, n)
+    tune_threads = threads is None
     if threads is None:
         threads = default_threads(n)
     log.info(
@@ -484,7 +517,7 @@ def predict_setup(
             previous = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                predict_synapses(
+                threads = predict_synapses(
                     plan.cfg,
                     plan.run,
                     plan.todo,
@@ -492,11 +525,12 @@ def predict_setup(
                     read_workers,
                     counter,
                     model,
+                    tune_threads,
                 )
             finally:
                 torch.set_num_threads(previous)
         else:
-            _run_block_workers(plan, n, device, read_workers, threads, counter, model)
+            _run_block_workers(plan, n, device, read_workers, threads, counter, model, tune_threads)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
@@ -522,6 +556,7 @@ def _run_block_workers(
     threads: int,
     counter: StoredCounter,
     model: torch.nn.Module | None,
+    tune_threads: bool,
 ) -> None:
     """Run ``n`` block worker processes and count what they store."""
     context = torch.multiprocessing.get_context("forkserver")
@@ -534,7 +569,7 @@ def _run_block_workers(
 
     workers = torch.multiprocessing.start_processes(
         _block_worker,
-        args=(plan, n, device, read_workers, threads, counts, model),
+        args=(plan, n, device, read_workers, threads, counts, model, tune_threads),
         nprocs=n,
         join=False,
         start_method="forkserver",

@@ -573,10 +573,13 @@ class Volume:
         # Python ints: tensorstore indexes with numpy scalars several times slower
         rows = np.flatnonzero(overlaps)
         lo_l, hi_l = lo[rows].tolist(), hi[rows].tolist()
-        pending = [
-            store[z0:z1, y0:y1, x0:x1].read()
-            for (z0, y0, x0), (z1, y1, x1) in zip(lo_l, hi_l, strict=True)
-        ]
+        # one tensorstore batch: requests for the same chunk are merged (28 instead of 41 us a
+        # patch for 8x32x32 patches read from the chunk cache)
+        with ts.Batch() as batch:
+            pending = [
+                store[z0:z1, y0:y1, x0:x1].read(batch=batch)
+                for (z0, y0, x0), (z1, y1, x1) in zip(lo_l, hi_l, strict=True)
+            ]
         a_l, b_l = (lo[rows] - starts[rows]).tolist(), (hi[rows] - starts[rows]).tolist()
         for i, future, a, b in zip(rows.tolist(), pending, a_l, b_l, strict=True):
             patches[i, a[0] : b[0], a[1] : b[1], a[2] : b[2]] = future.result()

@@ -43,7 +43,9 @@ def predict_command(
     threads: Annotated[
         int | None,
         typer.Option(
-            min=1, help="torch threads per block worker (default: its CPUs less its readers)."
+            min=1,
+            help="torch threads per block worker (default: its share of the CPUs, or one "
+            "fewer where that ran faster on the first batches).",
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show done/total, synapses/s and ETA.")] = True,

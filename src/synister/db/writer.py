@@ -1,0 +1,161 @@
+"""A prediction writer in its own process: ``BatchWriter`` here, ``python -m synister.db.writer``
+there.
+
+A process, not a thread: a writer thread in the predicting process competes with reading and
+the network for the GIL, which halved the throughput of small networks (see
+benchmarks/bench_predict.py); the original wrote from processes too. A plain subprocess, not
+multiprocessing, so that it neither re-runs the caller's ``__main__`` nor imports torch, and it
+sees the end of its input when its parent dies, however it dies.
+
+Protocol: the parent pickles ``(synapse_ids, probabilities)`` batches to the child's stdin and
+``None`` at the end; the child pickles ``("written", n)`` after each commit, then ``("error",
+exception)`` or ``("done", 0)``, to its stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from . import open_database
+
+_END = object()
+#: the pipe to the writer holds this much (the usual Linux maximum), so that the predicting
+#: process runs on while the writer starts (~0.5 s) or waits for a database lock
+PIPE_BYTES = 2**20
+
+
+def _read_batches(stream, batches: queue.Queue) -> None:
+    """Unpickle batches from ``stream`` into ``batches`` until ``None`` or end of input."""
+    try:
+        while (item := pickle.load(stream)) is not None:
+            batches.put(item)
+    except EOFError:  # the parent is gone: store what came, then end
+        pass
+    batches.put(_END)
+
+
+def _take(batches: queue.Queue) -> list:
+    """The next batch and every batch queued behind it; [] at the end (the end mark stays)."""
+    taken = []
+    item = batches.get()
+    while item is not _END:
+        taken.append(item)
+        try:
+            item = batches.get_nowait()
+        except queue.Empty:
+            return taken
+    batches.put(_END)
+    return taken
+
+
+def _send(stream, event: tuple) -> None:
+    pickle.dump(event, stream)
+    stream.flush()
+
+
+def serve(db_url: str, run: str, source, sink) -> None:
+    """Store the batches pickled to ``source`` into ``run``, each group of queued batches in one
+    transaction (commits get fewer, not the backlog longer, when writing falls behind), and
+    report to ``sink``."""
+    batches: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_read_batches, args=(source, batches), daemon=True)
+    reader.start()
+    try:
+        with open_database(db_url) as db:
+            while taken := _take(batches):
+                ids = np.concatenate([ids for ids, _ in taken])
+                db.write_predictions(run, ids, np.concatenate([p for _, p in taken]))
+                _send(sink, ("written", len(ids)))
+    except Exception as error:  # noqa: BLE001 - handed to the parent
+        try:
+            pickle.dumps(error)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            error = RuntimeError(f"{type(error).__name__}: {error}")
+        _send(sink, ("error", error))
+        reader.join()  # keep reading, so the parent never blocks on a full pipe
+        return
+    _send(sink, ("done", 0))
+
+
+class BatchWriter:
+    """Stores batches of predictions through a writer process (see the module docstring).
+
+    ``on_written(n)`` is called, from a relay thread, after each commit, so progress counts
+    stored synapses. A write error is raised again at the next :meth:`put` or at :meth:`close`.
+    """
+
+    def __init__(self, db_url: str, run: str, on_written: Callable[[int], None] | None = None):
+        self._error: BaseException | None = None
+        self._on_written = on_written
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", __name__, db_url, run],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        with contextlib.suppress(AttributeError, OSError):  # Linux: room for ~500 batches
+            fcntl.fcntl(self._process.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self._relay = threading.Thread(target=self._relay_events, name="writer-events", daemon=True)
+        self._relay.start()
+
+    def _relay_events(self) -> None:
+        try:
+            while True:
+                kind, value = pickle.load(self._process.stdout)
+                if kind == "written" and self._on_written is not None:
+                    self._on_written(value)
+                elif kind == "error":
+                    self._error = value
+                elif kind == "done":
+                    return
+        except (EOFError, pickle.UnpicklingError) as error:
+            if self._error is None:
+                self._error = RuntimeError(
+                    f"the prediction writer process ended (exit code {self._process.wait()}) "
+                    f"before storing everything ({type(error).__name__}); see its messages above"
+                )
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, synapse_ids: np.ndarray, probabilities: np.ndarray) -> None:
+        self._check()
+        try:
+            _send(self._process.stdin, (np.asarray(synapse_ids), np.asarray(probabilities)))
+        except BrokenPipeError:
+            self._relay.join()
+            self._check()
+            raise
+
+    def close(self) -> None:
+        """Wait until every batch is stored; re-raise a write error."""
+        try:
+            _send(self._process.stdin, None)
+            self._process.stdin.close()
+        except BrokenPipeError:
+            pass  # the process has ended; the relay says why
+        self._relay.join()
+        self._process.wait()
+        self._process.stdout.close()
+        self._check()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends it by closing its input
+    db_url, run = sys.argv[1:3]
+    sink, sys.stdout = sys.stdout.buffer, sys.stderr  # stray prints must not enter the protocol
+    serve(db_url, run, sys.stdin.buffer, sink)
+
+
+if __name__ == "__main__":
+    main()
