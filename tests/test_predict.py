@@ -175,6 +175,20 @@ def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, faster):
         torch.set_num_threads(previous)
 
 
+def test_default_threads_share_num_cpus_unless_omp_says(monkeypatch):
+    from synister.config import WorkerConfig
+    from synister.data import usable_cpus
+    from synister.predict import default_read_workers, default_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_threads(WorkerConfig(num_cpus=1), 1) == 1
+    assert default_threads(WorkerConfig(num_cpus=64), 1) == usable_cpus()
+    assert default_threads(WorkerConfig(num_cpus=64), 64) == 1
+    assert default_read_workers(WorkerConfig(num_cpus=2, num_cache_workers=4), 1) == 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads(WorkerConfig(num_cpus=1), 1) is None  # the user's choice stands
+
+
 def test_network_input_is_normalize_bit_for_bit():
     raw = torch.from_numpy(np.arange(256, dtype=np.uint8).reshape(1, 1, 4, 8, 8))
     got = network_input(raw, torch.device("cpu"))

@@ -358,3 +358,54 @@ def test_compute_threads_leave_cores_to_loader_workers_unless_omp_says(monkeypat
         assert set_compute_threads(num_cpus=1, num_workers=0) == 2  # the user's choice stands
     finally:
         torch.set_num_threads(before)
+
+
+def _rank_stopped_by_its_loader(rank: int, port: int, folder: str, results) -> None:
+    """Rank 1's loader fails after a stop request that rank 0 never sees (Ctrl-C killed rank
+    1's loader workers just after the ranks agreed to go on)."""
+    import torch.distributed as dist
+
+    from synister.train import LoopSettings, run_training
+    from synister.train.distributed import Distributed
+    from synister.train.loop import StopRequest
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        model, optimizer = _standin()
+        model = torch.nn.parallel.DistributedDataParallel(model)
+        stop = StopRequest()
+
+        def batches():
+            for i, batch in enumerate(_batches()):
+                if rank == 1 and i == 3:
+                    stop.requested = True
+                    raise RuntimeError("DataLoader worker exited unexpectedly")
+                yield batch
+
+        result = run_training(
+            model, optimizer, batches(), folder, CLASSES,
+            start_iteration=0, num_iterations=50, ctx=Distributed(True, rank, rank, 2),
+            settings=LoopSettings(checkpoint_every=100, snapshot_every=100), progress=False,
+            stop=stop,
+        )  # fmt: skip
+        results[rank] = (result["iteration"], result["interrupted"])
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_a_rank_whose_loader_fails_on_ctrl_c_still_stops_with_the_others(tmp_path):
+    """Without taking part in the iteration the other rank has begun, both would hang."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = torch.multiprocessing.get_context("spawn").Manager().dict()
+    torch.multiprocessing.start_processes(
+        _rank_stopped_by_its_loader, args=(port, str(tmp_path), results), nprocs=2,
+        start_method="spawn",
+    )  # fmt: skip
+    # rank 1 trains iteration 4 on its previous batch; both see the stop at the next check
+    assert dict(results) == {0: (4, True), 1: (4, True)}
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [4]

@@ -324,3 +324,9 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def job_cpus(num_cpus: int) -> int:
+    """CPUs a training or prediction job uses: worker_config.ini's num_cpus, at most those
+    this process may run on."""
+    return max(1, min(num_cpus, usable_cpus()))

@@ -44,8 +44,8 @@ def predict_command(
         int | None,
         typer.Option(
             min=1,
-            help="torch threads per block worker (default: its share of the CPUs, or one "
-            "fewer where that ran faster on the first batches).",
+            help="torch threads per block worker (default: OMP_NUM_THREADS if set, else its "
+            "share of num_cpus, or one fewer where that ran faster on the first batches).",
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show done/total, synapses/s and ETA.")] = True,

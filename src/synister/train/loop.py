@@ -132,6 +132,7 @@ def run_training(
     interval_samples = total_samples = 0
     interrupted = False
     checkpoint = checkpoint_path(setup_dir, start_iteration) if start_iteration > 0 else None
+    previous = None  # the last batch
     model.train()
     with stop or StopRequest() as stop:
         try:
@@ -144,10 +145,16 @@ def run_training(
                 except Exception:
                     # Ctrl-C in a terminal also reaches the loader's worker processes, which
                     # then exit, maybe mid-transfer; the loader reports that as some error
-                    if stop.requested:
+                    if not stop.requested:
+                        raise
+                    if not ctx.enabled or previous is None:
                         interrupted = True
                         break
-                    raise
+                    # other ranks, which saw no stop at the check above, are on their way
+                    # into this iteration's gradient all-reduce: take part with the previous
+                    # batch, then every rank stops at the next check
+                    batch = previous
+                previous = batch
                 raw = batch["raw"].to(device, non_blocking=True)
                 labels = batch["label"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=amp):

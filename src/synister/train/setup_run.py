@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import usable_cpus
+from ..data import job_cpus, usable_cpus
 from .checkpoints import latest_checkpoint
 from .distributed import init_distributed, shutdown
 from .loop import LoopSettings, run_training
@@ -30,7 +30,7 @@ def set_compute_threads(num_cpus: int, num_workers: int) -> int:
     training step 7x slower than one. ``OMP_NUM_THREADS``, when set, wins.
     """
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, min(num_cpus, usable_cpus()) - num_workers))
+        torch.set_num_threads(max(1, job_cpus(num_cpus) - num_workers))
     return torch.get_num_threads()
 
 

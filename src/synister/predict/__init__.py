@@ -1,8 +1,9 @@
 """Prediction of a split part with a trained checkpoint, into the database.
 
-Three stages overlap so that the network never waits: DataLoader worker processes (or, with
-none, a thread) read uint8 patches (one concurrent tensorstore request per batch), the model
-process normalises them and runs the network, and a writer process stores the batches of softmax
+Three stages overlap so that the network never waits: reading processes (handing batches over
+through shared-memory slots, see :mod:`synister.predict.ring`) or, with none, a thread read
+uint8 patches (one concurrent tensorstore request per batch), the predicting process
+normalises them and runs the network, and a writer process stores the batches of softmax
 probabilities, each batch (with those queued behind it) in one transaction.
 Every stored batch is committed and writes are upserts, so a run killed at any moment resumes
 by predicting only the synapses without a stored prediction. ``num_block_workers`` processes
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -26,12 +28,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .config import PredictConfig, WorkerConfig, load_predict_setup
-from .data import training_synapses, usable_cpus, worker_options
-from .db import PredictionRunExists, open_database
-from .db.writer import BatchWriter
-from .models import build_model, load_checkpoint
-from .volumes import Volume, normalize
+from ..config import PredictConfig, WorkerConfig, load_predict_setup
+from ..data import job_cpus, training_synapses
+from ..db import PredictionRunExists, open_database
+from ..db.writer import BatchWriter
+from ..models import build_model, load_checkpoint
+from ..volumes import Volume, normalize
+from .ring import RingReader
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,11 @@ class PatchBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return -(-len(self.synapse_ids) // self.batch_size)
 
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """(B, 1, Z, Y, X) of a full batch."""
+        return (self.batch_size, 1, *self.input_shape_vox)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} of {len(self)}")
@@ -88,30 +96,6 @@ def network_input(raw: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cpu":
         return torch.from_numpy(normalize(raw.numpy()))
     return normalize(raw.to(device, non_blocking=True))
-
-
-def patch_loader(
-    dataset: PatchBatches, num_workers: int, pin_memory: bool = False
-) -> torch.utils.data.DataLoader:
-    """Batches in order, read ahead by ``num_workers`` processes (0: read when iterated).
-
-    Workers fork from a fork server, never from this process: tensorstore aborts in a child
-    forked after it started its threads (see :func:`synister.data.worker_options`). Readers
-    spend their time in tensorstore's own threads; one torch thread each is enough.
-    """
-    if num_workers < 0:
-        raise ValueError(f"read workers must be >= 0, got {num_workers}")
-    extra = {}
-    if num_workers:
-        extra = {"prefetch_factor": 4, **worker_options(__name__)}
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        **extra,
-    )
 
 
 def read_ahead(batches, depth: int = 4):
@@ -347,9 +331,11 @@ def predict_synapses(
     on_written: Callable[[int], None] | None = None,
     model: torch.nn.Module | None = None,
     tune_threads: bool = False,
+    on_computed: Callable[[int], None] | None = None,
 ) -> int:
     """Predict ``todo`` (synapse_id, z, y, x nm) into ``run``, storing every batch before it
-    returns; ``on_written`` gets the number of synapses of each stored batch.
+    returns; ``on_written`` gets the number of synapses of each stored group of batches,
+    ``on_computed`` that of each batch that went through the network.
 
     ``model`` replaces the network of the config and its checkpoint (custom networks). With
     ``tune_threads``, a long enough run on the CPU tries the current number of torch threads
@@ -378,10 +364,19 @@ def predict_synapses(
             cfg.input_shape,
             cfg.batch_size,
         )
-        loader = patch_loader(batches, read_workers, pin_memory=device.type == "cuda")
-        if read_workers == 0:
-            loader = read_ahead(loader)
-        run_model(model, loader, device, writer.put, tuner)
+        if read_workers < 0:
+            raise ValueError(f"read workers must be >= 0, got {read_workers}")
+        if read_workers:
+            loader = RingReader(batches, read_workers, preload=__name__)
+        else:
+            loader = read_ahead(batches)
+
+        def store(ids: np.ndarray, probabilities: np.ndarray) -> None:
+            if on_computed is not None:
+                on_computed(len(ids))
+            writer.put(ids, probabilities)
+
+        run_model(model, loader, device, store, tuner)
     except BaseException:
         with contextlib.suppress(BaseException):  # the first error is the one to report
             writer.close()
@@ -411,29 +406,34 @@ def _block_worker(
 
 
 def default_read_workers(worker: WorkerConfig, block_workers: int) -> int:
-    """Reading processes per block worker: num_cache_workers, at most the CPUs per block
-    worker less one for the model; none (a reading thread) with 2 CPUs or fewer per block
-    worker, where handing patches between processes cost more than it saved (2.3x the
-    throughput with a thread on 16x160x160 patches, see benchmarks/bench_predict.py)."""
-    per_block = usable_cpus() // block_workers
+    """Reading processes per block worker: num_cache_workers, at most the job's CPUs (see
+    :func:`synister.data.job_cpus`) per block worker less one for the model; none (a reading
+    thread) with 2 CPUs or fewer per block worker, where handing patches between processes
+    cost more than it saved (2.3x the throughput with a thread on 16x160x160 patches, see
+    benchmarks/bench_predict.py)."""
+    per_block = job_cpus(worker.num_cpus) // block_workers
     if per_block <= 2:
         return 0
     return max(0, min(worker.num_cache_workers, per_block - 1))
 
 
-def default_threads(block_workers: int) -> int:
-    """torch threads per block worker to start with: its share of the CPUs (a long run then
-    tries one fewer, see :class:`ThreadTuner`).
+def default_threads(worker: WorkerConfig, block_workers: int) -> int | None:
+    """torch threads per block worker to start with: its share of the job's CPUs (see
+    :func:`synister.data.job_cpus`; a long run then tries one fewer, see
+    :class:`ThreadTuner`). None where ``OMP_NUM_THREADS`` is set: the user's choice stands.
 
     On a machine loaded by other work, fewer threads than cores can be far faster
     (``--threads``): one descheduled thread stalls a parallel operator.
     """
-    return max(1, usable_cpus() // block_workers)
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, job_cpus(worker.num_cpus) // block_workers)
 
 
 class StoredCounter:
-    """Counts stored synapses for the progress bar and the rate after the first stored batch
-    (which excludes start-up: model loading, reader start, first reads)."""
+    """Counts stored synapses for the progress bar, and the rate after start-up: from the
+    first computed batch (after model loading, reader start and the first reads) to the last
+    stored one."""
 
     def __init__(self, bar: tqdm):
         self.bar = bar
@@ -442,16 +442,19 @@ class StoredCounter:
         self.first_time: float | None = None
         self.last_time: float | None = None
 
-    def __call__(self, n: int) -> None:
-        now = time.perf_counter()
+    def computed(self, n: int) -> None:
+        """Note a batch of ``n`` synapses that went through the network."""
         if self.first_time is None:
-            self.first_time, self.first_count = now, n
+            self.first_time, self.first_count = time.perf_counter(), n
+
+    def __call__(self, n: int) -> None:
+        self.computed(n)  # where computed batches are not reported (block workers)
         self.count += n
-        self.last_time = now
+        self.last_time = time.perf_counter()
         self.bar.update(n)
 
     def steady_rate(self) -> float:
-        """Synapses/s from the first to the last stored batch (NaN with fewer than 2 batches)."""
+        """Synapses/s after start-up (NaN with fewer than 2 batches)."""
         if self.first_time is None or self.last_time <= self.first_time:
             return float("nan")
         return (self.count - self.first_count) / (self.last_time - self.first_time)
@@ -477,7 +480,7 @@ def predict_setup(
     (done/total, synapses/s, ETA) goes to stderr.
 
     Returns run, total, predicted, resumed_from, seconds, synapses_per_second (whole call),
-    steady_synapses_per_second (from the first to the last stored batch), and the
+    steady_synapses_per_second (after start-up, see :class:`StoredCounter`), and the
     block_workers, read_workers and threads used.
     """
     start = time.perf_counter()
@@ -488,9 +491,11 @@ def predict_setup(
     n = min(n, max(1, len(plan.todo)))
     if read_workers is None:
         read_workers = default_read_workers(plan.worker, n)
-    tune_threads = threads is None
+    tune_threads = False
     if threads is None:
-        threads = default_threads(n)
+        threads = default_threads(plan.worker, n)
+        tune_threads = threads is not None
+        threads = threads or torch.get_num_threads()
     log.info(
         "prediction run %s: %d of %d synapses to predict (%d stored before); %d block "
         "worker(s) with %d reader(s) and %d thread(s) each",
@@ -526,6 +531,7 @@ def predict_setup(
                     counter,
                     model,
                     tune_threads,
+                    counter.computed,
                 )
             finally:
                 torch.set_num_threads(previous)
