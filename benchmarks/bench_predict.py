@@ -6,9 +6,10 @@ Writes a random uint8 volume (40 x 4 x 4 nm voxels, zarr chunks 32 x 128 x 128) 
 database with random synapses to a temporary folder, makes training and prediction setups with
 randomly initialised checkpoints, then times on the same network, data, torch threads and machine:
 
-- ``ours``: :func:`synister.predict.predict_setup` (reading in a thread or process, the network
-  in this process, a writer thread storing each batch, with those queued behind it, in one
-  transaction); the whole call, and the rate after start-up (first to last stored batch);
+- ``ours``: :func:`synister.predict.predict_setup` (reading in a thread, or in a process handing
+  batches over through shared-memory slots; the network in this process; a writer process
+  storing each batch, with those queued behind it, in one transaction); the whole call, and the
+  rate after start-up (from the first batch through the network to the last stored);
 - ``original``: the original's design (its ``predict_pipeline.py``): per batch, open the volume
   (``daisy.open_ds`` there) and read the patches one after the other with blocking reads and no
   chunk cache (zarr-python has none, so every patch decodes its chunks again), run the network,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import pickle
 import queue
 import signal
@@ -97,10 +98,13 @@ class BatchWriter:
     def __init__(self, db_url: str, run: str, on_written: Callable[[int], None] | None = None):
         self._error: BaseException | None = None
         self._on_written = on_written
+        # the child finds synister where this process found it, installed or not
+        path = os.pathsep.join(p for p in sys.path if p)
         self._process = subprocess.Popen(
             [sys.executable, "-m", __name__, db_url, run],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
         )
         with contextlib.suppress(AttributeError, OSError):  # Linux: room for ~500 batches
             fcntl.fcntl(self._process.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
