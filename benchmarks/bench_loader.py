@@ -40,9 +40,12 @@ def random_volume(folder: Path, shape_vox: tuple[int, int, int], seed: int = 0):
     return write_volume(folder / "raw.zarr", data, VOXEL_NM)
 
 
-def random_synapses(shape_vox, n: int = 3000, seed: int = 0) -> pd.DataFrame:
+def random_synapses(shape_vox, margin_vox, n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """Synapses at least ``margin_vox`` (z, y, x) inside the volume, so no read is padded."""
     rng = np.random.default_rng(seed)
-    nm = rng.random((n, 3)) * np.asarray(shape_vox) * np.asarray(VOXEL_NM)
+    margin = np.asarray(margin_vox)
+    vox = margin + rng.random((n, 3)) * (np.asarray(shape_vox) - 2 * margin)
+    nm = vox * np.asarray(VOXEL_NM)
     return pd.DataFrame(
         {
             "synapse_id": np.arange(n),
@@ -104,7 +107,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         volume = random_volume(Path(tmp), shape)
-        synapses = random_synapses(shape)
+        # the widest read: the elastic context around a patch jittered by up to 1/16 of it
+        context = np.asarray(AugmentPipeline(patch, elastic=True).context_shape_vox)
+        synapses = random_synapses(shape, context // 2 + np.asarray(patch) // 16 + 1)
         for elastic in (True, False):
             pipeline = AugmentPipeline(patch, elastic=elastic)
             dataset = TrainingData(synapses, volume, patch, CLASSES, pipeline=pipeline)
