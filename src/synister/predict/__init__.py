@@ -89,9 +89,8 @@ class PatchBatches(torch.utils.data.Dataset):
 def network_input(raw: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 patches to the network's float32 input in [-1, 1] on ``device``.
 
-    Readers hand over uint8, normalised only here: passing float32 between processes moves 4x
-    the bytes through freshly allocated shared memory, which cost 2 ms per 16x160x160 patch
-    against 0.4 ms for uint8 (and 4x the bytes to a GPU).
+    Readers hand over uint8, normalised only here: float32 would move 4x the bytes between
+    processes (and to a GPU).
     """
     if device.type == "cpu":
         return torch.from_numpy(normalize(raw.numpy()))
@@ -143,7 +142,7 @@ class ThreadTuner:
 
     Reading shares the CPUs with the network. A network that costs more than reading runs
     fastest with all of them (the FAFB VGG on 2 cores: 100 % of its bare rate with 2 threads,
-    55 % with 1); a small one with a core left to reading (a two-layer CNN on 2 cores: 1.4x
+    55 % with 1); a small one with a core left to reading (a two-layer CNN on 2 cores: 1.3x
     faster with 1 thread than with 2; see benchmarks/bench_predict.py). So after ``warmup``
     batches the candidates take turns, ``rounds`` times each, every turn at least ``trial``
     batches and ``min_seconds`` long, and the fastest in total keeps running.
