@@ -272,17 +272,25 @@ def _init_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def worker_options(preload: str) -> dict:
-    """DataLoader options for worker processes, each with one torch thread, forked from a fork
-    server that has imported module ``preload``.
+def worker_context(preload: str):
+    """The multiprocessing context for worker processes: a fork server that has imported
+    module ``preload``.
 
     Workers are not forked from the caller: tensorstore aborts a process forked after it has
     started its threads (as soon as the main process has read any volume). A fork server that
     has imported ``preload`` but never used tensorstore starts them in well under a second,
     where "spawn" re-imports torch in every worker.
     """
+    context = multiprocessing.get_context(WORKER_CONTEXT)
     # only takes effect before the process's fork server starts; harmless after
-    multiprocessing.get_context(WORKER_CONTEXT).set_forkserver_preload([preload])
+    context.set_forkserver_preload([preload])
+    return context
+
+
+def worker_options(preload: str) -> dict:
+    """DataLoader options for worker processes, each with one torch thread, started from
+    :func:`worker_context`."""
+    worker_context(preload)
     return {"worker_init_fn": _init_worker, "multiprocessing_context": WORKER_CONTEXT}
 
 

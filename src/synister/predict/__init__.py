@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import PredictConfig, WorkerConfig, load_predict_setup
-from ..data import job_cpus, training_synapses
+from ..data import WORKER_CONTEXT, job_cpus, training_synapses, worker_context
 from ..db import PredictionRunExists, open_database
 from ..db.writer import BatchWriter
 from ..models import build_model, load_checkpoint
@@ -163,7 +163,7 @@ class ThreadTuner:
         self.turn = -1
         self.turn_batches = 0
         self.started = 0.0
-        self.chosen: int | None = candidates[0] if len(candidates) == 1 else None
+        self.chosen: int | None = None
 
     @property
     def batches_needed(self) -> int:
@@ -340,6 +340,8 @@ def predict_synapses(
     ``tune_threads``, a long enough run on the CPU tries the current number of torch threads
     and one fewer (see :class:`ThreadTuner`). Returns the number of torch threads it ended with.
     """
+    if read_workers < 0:
+        raise ValueError(f"read workers must be >= 0, got {read_workers}")
     threads = torch.get_num_threads()
     tuner = None
     if tune_threads and device.type == "cpu" and threads > 1:
@@ -363,8 +365,6 @@ def predict_synapses(
             cfg.input_shape,
             cfg.batch_size,
         )
-        if read_workers < 0:
-            raise ValueError(f"read workers must be >= 0, got {read_workers}")
         if read_workers:
             loader = RingReader(batches, read_workers, preload=__name__)
         else:
@@ -407,9 +407,9 @@ def _block_worker(
 def default_read_workers(worker: WorkerConfig, block_workers: int) -> int:
     """Reading processes per block worker: num_cache_workers, at most the job's CPUs (see
     :func:`synister.data.job_cpus`) per block worker less one for the model; none (a reading
-    thread) with 2 CPUs or fewer per block worker, where handing patches between processes
-    cost more than it saved (2.3x the throughput with a thread on 16x160x160 patches, see
-    benchmarks/bench_predict.py)."""
+    thread) with 2 CPUs or fewer per block worker, where a reading process gains nothing and
+    costs its start-up (16x160x160 patches on 2 cores: 1,884/s with a process, 1,950/s with a
+    thread, see benchmarks/bench_predict.py)."""
     per_block = job_cpus(worker.num_cpus) // block_workers
     if per_block <= 2:
         return 0
@@ -564,8 +564,7 @@ def _run_block_workers(
     tune_threads: bool,
 ) -> None:
     """Run ``n`` block worker processes and count what they store."""
-    context = torch.multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context = worker_context(__name__)
     counts = context.SimpleQueue()
 
     def drain() -> None:
@@ -577,7 +576,7 @@ def _run_block_workers(
         args=(plan, n, device, read_workers, threads, counts, model, tune_threads),
         nprocs=n,
         join=False,
-        start_method="forkserver",
+        start_method=WORKER_CONTEXT,
     )
     while not workers.join(timeout=0.2):
         drain()

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..data import worker_context
+
 #: free slot numbers are polled this often (s), to notice a parent that died
 POLL_SECONDS = 0.5
 
@@ -50,7 +52,7 @@ class RingReader:
 
     A yielded patch tensor is a view of a slot: it is valid until the next batch is asked for.
     Readers start from a fork server that has imported ``preload`` (tensorstore aborts in a
-    child forked after it started threads; see :func:`synister.data.worker_options`).
+    child forked after it started threads; see :func:`synister.data.worker_context`).
     """
 
     def __init__(self, batches, readers: int, preload: str, slots: int = 4):
@@ -61,17 +63,13 @@ class RingReader:
         self.slots = slots
         self.preload = preload
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if len(self.batches) == 0:
             return
         dtype = torch.from_numpy(np.empty(0, self.batches.volume.dtype)).dtype
         ring = torch.zeros((self.readers * self.slots, *self.batches.batch_shape), dtype=dtype)
         ring.share_memory_()
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([self.preload])  # only before the fork server starts
+        context = worker_context(self.preload)
         free = [context.Queue() for _ in range(self.readers)]
         ready = [context.Queue() for _ in range(self.readers)]
         processes = []
