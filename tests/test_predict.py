@@ -161,16 +161,36 @@ def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, faster):
     clock = [0.0]
     monkeypatch.setattr(predict.time, "perf_counter", lambda: clock[0])
     previous = torch.get_num_threads()
-    tuner = ThreadTuner([2, 1], warmup=3, trial=2, min_seconds=0.0)
+    torch.set_num_threads(2)
+    tuner = ThreadTuner([2, 1], 1000, warmup=3, trial=2, min_seconds=0.0)
     try:
         used = []
-        for _ in range(tuner.batches_needed + 5):
+        for _ in range(16):
             used.append(torch.get_num_threads())
             clock[0] += 1.0 if torch.get_num_threads() == faster else 3.0
             tuner.step()
         assert tuner.chosen == faster and torch.get_num_threads() == faster
         # after the warm-up, turns of 2 batches: 2, 1, 2, 1; then the choice
         assert used[3:11] == [2, 2, 1, 1, 2, 2, 1, 1] and set(used[11:]) == {faster}
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize(("total", "tries"), [(60, False), (200, True)])
+def test_thread_tuner_tries_only_where_the_run_outlasts_the_trial(monkeypatch, total, tries):
+    """1 s a batch, turns of 2 s (4 turns = 8 s): a run must have 10 x 8 s left to try."""
+    clock = [0.0]
+    monkeypatch.setattr(predict.time, "perf_counter", lambda: clock[0])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    tuner = ThreadTuner([2, 1], total, warmup=3, trial=2, min_seconds=2.0)
+    try:
+        used = set()
+        for _ in range(total):
+            used.add(torch.get_num_threads())
+            clock[0] += 1.0
+            tuner.step()
+        assert (used == {1, 2}) is tries and tuner.chosen is not None
     finally:
         torch.set_num_threads(previous)
 

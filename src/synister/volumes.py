@@ -564,26 +564,41 @@ class Volume:
         """Read boxes of one shape at ``starts`` (N, 3); returns them and the count not inside."""
         volume_shape = np.asarray(self.shape_vox, dtype=np.int64)
         ends = starts + shape
+        inside = np.all((starts >= 0) & (ends <= volume_shape), axis=1)
+        if inside.all():
+            return self._read_inside(starts, ends), 0
         lo = np.clip(starts, 0, volume_shape)
         hi = np.clip(ends, 0, volume_shape)
-        overlaps = np.all(hi > lo, axis=1)
-        inside = np.all((starts >= 0) & (ends <= volume_shape), axis=1)
         patches = np.zeros((len(starts), *shape.tolist()), dtype=self.dtype)
+        if inside.any():
+            patches[inside] = self._read_inside(starts[inside], ends[inside])
         store = self.store
-        # Python ints: tensorstore indexes with numpy scalars several times slower
-        rows = np.flatnonzero(overlaps)
+        rows = np.flatnonzero(~inside & np.all(hi > lo, axis=1))  # partly inside
         lo_l, hi_l = lo[rows].tolist(), hi[rows].tolist()
-        # one tensorstore batch: requests for the same chunk are merged (28 instead of 41 us a
-        # patch for 8x32x32 patches read from the chunk cache)
+        a_l, b_l = (lo[rows] - starts[rows]).tolist(), (hi[rows] - starts[rows]).tolist()
         with ts.Batch() as batch:
             pending = [
                 store[z0:z1, y0:y1, x0:x1].read(batch=batch)
                 for (z0, y0, x0), (z1, y1, x1) in zip(lo_l, hi_l, strict=True)
             ]
-        a_l, b_l = (lo[rows] - starts[rows]).tolist(), (hi[rows] - starts[rows]).tolist()
         for i, future, a, b in zip(rows.tolist(), pending, a_l, b_l, strict=True):
             patches[i, a[0] : b[0], a[1] : b[1], a[2] : b[2]] = future.result()
         return patches, int(len(starts) - inside.sum())
+
+    def _read_inside(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Boxes [starts, ends) (N, 3, all inside, one shape) as one (N, Z, Y, X) array.
+
+        One read of a virtual stack of the boxes: requests for the same chunk are merged and
+        the result needs no copy (8x32x32 patches from the chunk cache: 18 us a patch, 28 us
+        read one by one in a ``ts.Batch``, 41 us without). Python ints: tensorstore indexes
+        with numpy scalars several times slower.
+        """
+        store = self.store
+        boxes = [
+            store[z0:z1, y0:y1, x0:x1].translate_to[0, 0, 0]
+            for (z0, y0, x0), (z1, y1, x1) in zip(starts.tolist(), ends.tolist(), strict=True)
+        ]
+        return ts.stack(boxes).read().result()
 
     def _note_out_of_bounds(self, outside: int, total: int) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -33,6 +34,10 @@ _END = object()
 #: the pipe to the writer holds this much (the usual Linux maximum), so that the predicting
 #: process runs on while the writer starts (~0.5 s) or waits for a database lock
 PIPE_BYTES = 2**20
+#: a commit stores what came within this many seconds of its first batch, up to GROUP_ROWS
+#: synapses; a crash loses at most that much work, which a resumed run predicts again
+GROUP_SECONDS = 0.2
+GROUP_ROWS = 4096
 
 
 def _read_batches(stream, batches: queue.Queue) -> None:
@@ -45,14 +50,22 @@ def _read_batches(stream, batches: queue.Queue) -> None:
     batches.put(_END)
 
 
-def _take(batches: queue.Queue) -> list:
-    """The next batch and every batch queued behind it; [] at the end (the end mark stays)."""
+def _take(batches: queue.Queue, seconds: float = GROUP_SECONDS, rows: int = GROUP_ROWS) -> list:
+    """The next batch and those that follow within ``seconds`` of it, up to ``rows`` synapses;
+    [] at the end (the end mark stays). Without the wait a writer that keeps up commits every
+    batch: 17 us a synapse for batches of 32 on SQLite, 3 us for groups of 320."""
     taken = []
     item = batches.get()
+    deadline = time.monotonic() + seconds
+    count = 0
     while item is not _END:
         taken.append(item)
+        count += len(item[0])
+        left = deadline - time.monotonic()
+        if count >= rows or left <= 0:
+            return taken
         try:
-            item = batches.get_nowait()
+            item = batches.get(timeout=left)
         except queue.Empty:
             return taken
     batches.put(_END)
@@ -65,9 +78,8 @@ def _send(stream, event: tuple) -> None:
 
 
 def serve(db_url: str, run: str, source, sink) -> None:
-    """Store the batches pickled to ``source`` into ``run``, each group of queued batches in one
-    transaction (commits get fewer, not the backlog longer, when writing falls behind), and
-    report to ``sink``."""
+    """Store the batches pickled to ``source`` into ``run``, a group of batches (see
+    :func:`_take`) in one transaction, and report to ``sink``."""
     batches: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_read_batches, args=(source, batches), daemon=True)
     reader.start()

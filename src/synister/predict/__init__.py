@@ -142,21 +142,26 @@ class ThreadTuner:
 
     Reading shares the CPUs with the network. A network that costs more than reading runs
     fastest with all of them (the FAFB VGG on 2 cores: 100 % of its bare rate with 2 threads,
-    55 % with 1); a small one with a core left to reading (a two-layer CNN on 2 cores: 1.3x
-    faster with 1 thread than with 2; see benchmarks/bench_predict.py). So after ``warmup``
-    batches the candidates take turns, ``rounds`` times each, every turn at least ``trial``
-    batches and ``min_seconds`` long, and the fastest in total keeps running.
+    55 % with 1); a small one can run faster with a core left to reading (a two-layer CNN on
+    2 cores: 1.1-1.3x faster with 1 thread than with 2; see benchmarks/bench_predict.py). So
+    after ``warmup`` batches the candidates take turns, ``rounds`` times each, every turn at
+    least ``trial`` batches and ``min_seconds`` long, and the fastest in total keeps running.
+    Trying costs time on the slower candidate, so a run of ``total`` batches that would end
+    within ``worth`` times the trial's length keeps the first candidate untried.
     """
 
     def __init__(
         self,
         candidates: list[int],
+        total: int,
         warmup: int = 8,
         trial: int = 8,
         min_seconds: float = 0.5,
         rounds: int = 2,
+        worth: float = 10.0,
     ):
         self.warmup, self.trial, self.min_seconds = warmup, trial, min_seconds
+        self.total, self.worth = total, worth
         self.turns = candidates * rounds
         self.timing = {c: [0, 0.0] for c in candidates}  # batches, seconds
         self.batches = 0
@@ -165,10 +170,12 @@ class ThreadTuner:
         self.started = 0.0
         self.chosen: int | None = None
 
-    @property
-    def batches_needed(self) -> int:
-        """The fewest batches the choice takes."""
-        return self.warmup + self.trial * len(self.turns)
+    def _worth_trying(self, now: float) -> bool:
+        """Whether the rest of the run, at the warm-up's pace, is long enough to gain."""
+        per_batch = (now - self.started) / max(1, self.batches - 1)
+        trial_seconds = len(self.turns) * max(self.min_seconds, self.trial * per_batch)
+        left_seconds = (self.total - self.batches) * per_batch
+        return left_seconds >= self.worth * trial_seconds
 
     def step(self) -> None:
         """Call after each batch."""
@@ -178,7 +185,12 @@ class ThreadTuner:
         self.turn_batches += 1
         now = time.perf_counter()
         if self.turn < 0:
+            if self.batches == 1:  # the first batch carries the start-up: timed from here
+                self.started = now
             if self.batches < self.warmup:
+                return
+            if not self._worth_trying(now):
+                self.chosen = torch.get_num_threads()
                 return
         elif self.turn_batches < self.trial or now - self.started < self.min_seconds:
             return
@@ -337,17 +349,15 @@ def predict_synapses(
     ``on_computed`` that of each batch that went through the network.
 
     ``model`` replaces the network of the config and its checkpoint (custom networks). With
-    ``tune_threads``, a long enough run on the CPU tries the current number of torch threads
-    and one fewer (see :class:`ThreadTuner`). Returns the number of torch threads it ended with.
+    ``tune_threads``, a long run on the CPU tries the current number of torch threads and one
+    fewer (see :class:`ThreadTuner`). Returns the number of torch threads it ended with.
     """
     if read_workers < 0:
         raise ValueError(f"read workers must be >= 0, got {read_workers}")
     threads = torch.get_num_threads()
     tuner = None
     if tune_threads and device.type == "cpu" and threads > 1:
-        tuner = ThreadTuner([threads, threads - 1])
-        if -(-len(todo) // cfg.batch_size) < 2 * tuner.batches_needed:
-            tuner = None  # too short a run to gain from trying
+        tuner = ThreadTuner([threads, threads - 1], -(-len(todo) // cfg.batch_size))
     if len(todo) == 0:
         return threads
     # the writer process starts first: its start-up overlaps loading the model
