@@ -8,7 +8,7 @@ randomly initialised checkpoints, then times on the same network, data, torch th
 
 - ``ours``: :func:`synister.predict.predict_setup` (reading in a thread, or in a process handing
   batches over through shared-memory slots; the network in this process; a writer process
-  storing each batch, with those queued behind it, in one transaction); the whole call, and the
+  storing the batches that come within 0.2 s in one transaction); the whole call, and the
   rate after start-up (from the first batch through the network to the last stored);
 - ``original``: the original's design (its ``predict_pipeline.py``): per batch, open the volume
   (``daisy.open_ds`` there) and read the patches one after the other with blocking reads and no
@@ -27,7 +27,8 @@ than our reading and writing; ``fafb-vgg`` the seed's VGG (input 16x160x160, fma
 downsample (1,2,2)x3 + (2,2,2); target ours after start-up >= 90 % of the model alone). Runs on
 SQLite, and on PostgreSQL too when ``SYNISTER_TEST_POSTGRES_URL`` is set (a scratch database,
 dropped afterwards). Timings are wall-clock: other load on the machine lowers all of them;
-compare within one run.
+compare within one run (``--repeat N``: N interleaved rounds of the small cases, medians).
+Like the ``synister`` command, it runs with ``OMP_WAIT_POLICY=PASSIVE`` unless that is set.
 """
 
 from __future__ import annotations
@@ -40,17 +41,20 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlencode
 
-import numpy as np
-import pandas as pd
-import torch
+# what the synister command sets before torch loads OpenMP (see synister/cli/__init__.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from synister.config import load_predict_setup, load_train_setup
-from synister.db import open_database
-from synister.models import build_model, load_checkpoint, save_checkpoint
-from synister.nt import TRANSMITTERS
-from synister.predict import predict_setup
-from synister.setup import prepare_prediction, prepare_training
-from synister.volumes import Volume, normalize, write_volume
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from synister.config import load_predict_setup, load_train_setup  # noqa: E402
+from synister.db import open_database  # noqa: E402
+from synister.models import build_model, load_checkpoint, save_checkpoint  # noqa: E402
+from synister.nt import TRANSMITTERS  # noqa: E402
+from synister.predict import predict_setup  # noqa: E402
+from synister.setup import prepare_prediction, prepare_training  # noqa: E402
+from synister.volumes import Volume, normalize, write_volume  # noqa: E402
 
 VOXEL_NM = (40, 4, 4)
 FAFB = {
@@ -268,16 +272,33 @@ def run_backend(base: Path, url: str, args) -> list[str]:
         setup = make_setup(base, url, name, "small", batch, model)
         if not lines:  # warm-up: the fork server of the readers, the page cache
             ours(setup, 1, None, stand_in)
-        results = {readers: ours(setup, readers, None, stand_in) for readers in (1, 0)}
-        previous = torch.get_num_threads()
-        torch.set_num_threads(results[1]["threads"])  # the baseline gets the same torch threads
-        original = baseline(setup, "original", stand_in)
-        lean = baseline(setup, "lean", stand_in)
-        model_only = bare(setup, 20 * batch, stand_in)
-        torch.set_num_threads(previous)
+        rounds = []  # interleaved, so that drifting load meets all alike; medians reported
+        for _ in range(args.repeat):
+            results = {readers: ours(setup, readers, None, stand_in) for readers in (1, 0)}
+            previous = torch.get_num_threads()
+            torch.set_num_threads(results[1]["threads"])  # the baseline: the same torch threads
+            original = baseline(setup, "original", stand_in)
+            lean = baseline(setup, "lean", stand_in)
+            model_only = bare(setup, 20 * batch, stand_in)
+            torch.set_num_threads(previous)
+            rounds.append((results, original, lean, model_only))
+        original, lean, model_only = (float(np.median([r[i] for r in rounds])) for i in (1, 2, 3))
+        results = {
+            readers: {
+                key: float(np.median([r[0][readers][key] for r in rounds]))
+                for key in ("synapses_per_second", "steady_synapses_per_second", "threads")
+            }
+            for readers in (1, 0)
+        }
+        if args.repeat > 1:
+            ratios = [r[0][0]["synapses_per_second"] / r[1] for r in rounds]
+            lines.append(
+                f"{name:<15}{args.repeat} rounds, ours with a reading thread / original: "
+                + ", ".join(f"{x:.1f}x" for x in ratios)
+            )
         lines.append(
             f"{name:<15}original {original:6.1f}/s, lean {lean:6.1f}/s, "
-            f"model alone {model_only:7.1f}/s ({results[1]['threads']} thread)"
+            f"model alone {model_only:7.1f}/s ({results[1]['threads']:.0f} thread)"
         )
         for readers, result in results.items():
             rate, steady = result["synapses_per_second"], result["steady_synapses_per_second"]
@@ -320,6 +341,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 640, 640), help="volume, vox")
     parser.add_argument("--small-synapses", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the small cases")
     parser.add_argument("--fafb-synapses", type=int, default=24)
     parser.add_argument("--fafb-batch", type=int, default=8)
     parser.add_argument("--fafb-baseline", action="store_true", help="also time the baseline")

@@ -144,10 +144,11 @@ class ThreadTuner:
     fastest with all of them (the FAFB VGG on 2 cores: 100 % of its bare rate with 2 threads,
     55 % with 1); a small one can run faster with a core left to reading (a two-layer CNN on
     2 cores: 1.1-1.3x faster with 1 thread than with 2; see benchmarks/bench_predict.py). So
-    after ``warmup`` batches the candidates take turns, ``rounds`` times each, every turn at
-    least ``trial`` batches and ``min_seconds`` long, and the fastest in total keeps running.
-    Trying costs time on the slower candidate, so a run of ``total`` batches that would end
-    within ``worth`` times the trial's length keeps the first candidate untried.
+    after a warm-up (``warmup`` batches and ``min_seconds``) the candidates take turns,
+    ``rounds`` times each, every turn at least ``trial`` batches and ``min_seconds`` long, and
+    the fastest in total keeps running. Trying costs time on the slower candidate, so a run of
+    ``total`` batches whose rest would last less than ``worth`` times the trial keeps the first
+    candidate untried.
     """
 
     def __init__(
@@ -168,11 +169,14 @@ class ThreadTuner:
         self.turn = -1
         self.turn_batches = 0
         self.started = 0.0
+        self.warmup_times: list[float] = []
         self.chosen: int | None = None
 
-    def _worth_trying(self, now: float) -> bool:
-        """Whether the rest of the run, at the warm-up's pace, is long enough to gain."""
-        per_batch = (now - self.started) / max(1, self.batches - 1)
+    def _worth_trying(self) -> bool:
+        """Whether the rest of the run, at the pace of the warm-up's second half, is long
+        enough to gain (the first batches can take 30x longer while chunks decode)."""
+        times = self.warmup_times[len(self.warmup_times) // 2 :]
+        per_batch = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
         trial_seconds = len(self.turns) * max(self.min_seconds, self.trial * per_batch)
         left_seconds = (self.total - self.batches) * per_batch
         return left_seconds >= self.worth * trial_seconds
@@ -185,11 +189,10 @@ class ThreadTuner:
         self.turn_batches += 1
         now = time.perf_counter()
         if self.turn < 0:
-            if self.batches == 1:  # the first batch carries the start-up: timed from here
-                self.started = now
-            if self.batches < self.warmup:
+            self.warmup_times.append(now)
+            if self.batches < self.warmup or now - self.warmup_times[0] < self.min_seconds:
                 return
-            if not self._worth_trying(now):
+            if not self._worth_trying():
                 self.chosen = torch.get_num_threads()
                 return
         elif self.turn_batches < self.trial or now - self.started < self.min_seconds:
