@@ -28,7 +28,6 @@ downsample (1,2,2)x3 + (2,2,2); target ours after start-up >= 90 % of the model 
 SQLite, and on PostgreSQL too when ``SYNISTER_TEST_POSTGRES_URL`` is set (a scratch database,
 dropped afterwards). Timings are wall-clock: other load on the machine lowers all of them;
 compare within one run (``--repeat N``: N interleaved rounds of the small cases, medians).
-Like the ``synister`` command, it runs with ``OMP_WAIT_POLICY=PASSIVE`` unless that is set.
 """
 
 from __future__ import annotations
@@ -41,20 +40,17 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlencode
 
-# what the synister command sets before torch loads OpenMP (see synister/cli/__init__.py)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import pandas as pd
+import torch
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from synister.config import load_predict_setup, load_train_setup  # noqa: E402
-from synister.db import open_database  # noqa: E402
-from synister.models import build_model, load_checkpoint, save_checkpoint  # noqa: E402
-from synister.nt import TRANSMITTERS  # noqa: E402
-from synister.predict import predict_setup  # noqa: E402
-from synister.setup import prepare_prediction, prepare_training  # noqa: E402
-from synister.volumes import Volume, normalize, write_volume  # noqa: E402
+from synister.config import load_predict_setup, load_train_setup
+from synister.db import open_database
+from synister.models import build_model, load_checkpoint, save_checkpoint
+from synister.nt import TRANSMITTERS
+from synister.predict import predict_setup
+from synister.setup import prepare_prediction, prepare_training
+from synister.volumes import Volume, normalize, write_volume
 
 VOXEL_NM = (40, 4, 4)
 FAFB = {

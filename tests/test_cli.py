@@ -159,22 +159,3 @@ def test_every_command_has_help(command):
     assert result.exit_code == 0 and "--help" in result.stdout
     if len(command) == 2:
         assert "--db" in result.stdout
-
-
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_threads_sleep_between_regions_unless_the_user_says(given, expected):
-    """OpenMP reads it when torch loads it, so importing the command must not load torch."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given:
-        env["OMP_WAIT_POLICY"] = given
-    code = (
-        "import sys, synister.cli, os; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split() == [expected, "False"]

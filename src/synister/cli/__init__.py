@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 
 import typer
 
@@ -19,12 +18,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-# Before torch loads OpenMP (commands import it when they run): its threads then sleep between
-# parallel regions instead of spinning on cores that reading and writing need (predicting a
-# small CNN on 2 cores: whole runs 11.0-12.5k synapses/s instead of 7.7-12.9k). A user's
-# value stands.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # One module per stage; each defines ``register(app)``.
 _STAGES = ("db", "split", "synthetic", "setup", "train", "predict", "evaluate", "demo")
