@@ -46,6 +46,21 @@ def test_batches_queued_behind_a_busy_writer_share_a_commit(url):
     np.testing.assert_allclose(got[[f"prob_{c}" for c in CLASSES]].to_numpy(), probabilities)
 
 
+def test_batches_that_come_within_the_group_window_share_a_commit(url):
+    """A writer that keeps up still commits what comes within GROUP_SECONDS together."""
+    from synister.db import writer as writer_module
+
+    written = []
+    writer = BatchWriter(url, "r", written.append)
+    time.sleep(1.5)  # the writer process has started and waits
+    for first in range(0, 200, 10):  # 20 batches in 0.1 s, each well after the one before
+        writer.put(np.arange(first, first + 10), np.full((10, 3), 1 / 3))
+        time.sleep(0.005)
+    writer.close()
+    assert writer_module.GROUP_SECONDS >= 0.1
+    assert sum(written) == 200 and len(written) <= 2
+
+
 def test_a_write_error_is_raised_in_the_caller_and_nothing_is_stored(url):
     writer = BatchWriter(url, "r")
     writer.put(np.arange(2), np.full((2, 4), 0.25))  # 4 probabilities for 3 classes
