@@ -172,6 +172,8 @@ def test_read_patch_and_region(written, raw):
     region = volume.read_region_vox((-2, 60, 40), (5, 8, 12))
     np.testing.assert_array_equal(region, expected_box(raw, (-2, 60, 40), (5, 8, 12)))
     assert volume.out_of_bounds_count == 0  # regions overhang on purpose: not counted
+    empty = volume.read_patches(np.empty((0, 3)), (4, 4, 4))
+    assert empty.shape == (0, 4, 4, 4) and empty.dtype == raw.dtype
 
 
 def test_out_of_bounds_warns_once_and_counts(tmp_path, raw):

@@ -565,7 +565,7 @@ class Volume:
         volume_shape = np.asarray(self.shape_vox, dtype=np.int64)
         ends = starts + shape
         inside = np.all((starts >= 0) & (ends <= volume_shape), axis=1)
-        if inside.all():
+        if len(starts) and inside.all():
             return self._read_inside(starts, ends), 0
         lo = np.clip(starts, 0, volume_shape)
         hi = np.clip(ends, 0, volume_shape)
