@@ -2,10 +2,10 @@
 
 Three stages overlap so that the network never waits: reading processes (handing batches over
 through shared-memory slots, see :mod:`synister.predict.ring`) or, with none, a thread read
-uint8 patches (one concurrent tensorstore request per batch), the predicting process
+uint8 patches (one tensorstore read of a virtual stack per batch), the predicting process
 normalises them and runs the network, and a writer process stores the batches of softmax
-probabilities, each batch (with those queued behind it) in one transaction.
-Every stored batch is committed and writes are upserts, so a run killed at any moment resumes
+probabilities, those that come within 0.2 s in one transaction.
+Every stored group is committed and writes are upserts, so a run killed at any moment resumes
 by predicting only the synapses without a stored prediction. ``num_block_workers`` processes
 (one per GPU where there are GPUs) share the synapses; the parent shows their joint progress.
 """
