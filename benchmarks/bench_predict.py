@@ -197,7 +197,7 @@ def baseline(setup: Path, design: str, stand_in: str | None = None) -> float:
             cache_bytes=cache_bytes,
         )
 
-    volume = open_volume(256 * 2**20)
+    volume = open_volume(256 * 2**20) if design == "lean" else None  # original: per batch
     with open_database(cfg.database_url()) as db:
         synapses = db.synapses(split=cfg.split_name, part=cfg.split_part)
         db.create_prediction_run(run, cfg.classes, {}, overwrite=True)

@@ -290,8 +290,7 @@ def worker_context(preload: str):
 def worker_options(preload: str) -> dict:
     """DataLoader options for worker processes, each with one torch thread, started from
     :func:`worker_context`."""
-    worker_context(preload)
-    return {"worker_init_fn": _init_worker, "multiprocessing_context": WORKER_CONTEXT}
+    return {"worker_init_fn": _init_worker, "multiprocessing_context": worker_context(preload)}
 
 
 def training_loader(

@@ -358,11 +358,11 @@ def predict_synapses(
     if read_workers < 0:
         raise ValueError(f"read workers must be >= 0, got {read_workers}")
     threads = torch.get_num_threads()
+    if len(todo) == 0:
+        return threads
     tuner = None
     if tune_threads and device.type == "cpu" and threads > 1:
         tuner = ThreadTuner([threads, threads - 1], -(-len(todo) // cfg.batch_size))
-    if len(todo) == 0:
-        return threads
     # the writer process starts first: its start-up overlaps loading the model
     writer = BatchWriter(cfg.database_url(), run, on_written)
     try:
