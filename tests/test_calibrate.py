@@ -1,0 +1,194 @@
+"""``synister calibrate``: the temperature fitted on a validation run, stored beside the
+checkpoint, the unclear thresholds chosen there, and the errors for runs it must refuse."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from synister.cli import app
+from synister.config import load_train_setup
+from synister.db import open_database
+from synister.evaluate import calibration as cal
+from synister.evaluate.calibrate import calibration_summary, labelled_run, raw_probabilities
+from synister.models import build_model, save_checkpoint
+from synister.models.calibration import (
+    CalibrationError,
+    calibration_path,
+    checkpoint_temperature,
+    read_calibration,
+)
+from synister.setup import prepare_training
+from synister.volumes import write_volume
+
+pytestmark = pytest.mark.timeout(120)
+
+CLASSES = ["gaba", "acetylcholine", "glutamate"]
+VOXEL_NM = (40, 4, 4)
+TRUE_TEMPERATURE = 2.0
+N_SKELETONS = 60
+SYNAPSES_PER_SKELETON = 25
+
+
+@dataclass
+class World:
+    base: Path
+    url: str
+    setup: Path
+    checkpoint: Path
+    synapses: pd.DataFrame
+
+
+def overconfident_probabilities(true_idx: np.ndarray, rng) -> np.ndarray:
+    """Softmax of logits whose labels follow softmax(logits / TRUE_TEMPERATURE): logits are
+    drawn exchangeably, a label is drawn from the tempered softmax, and its logit is swapped
+    into the true class's place."""
+    logits = rng.normal(0.0, 2.5, (len(true_idx), len(CLASSES)))
+    tempered = cal.softmax(logits, TRUE_TEMPERATURE)
+    drawn = (tempered.cumsum(axis=1) > rng.random((len(true_idx), 1))).argmax(axis=1)
+    rows = np.arange(len(true_idx))
+    at_drawn, at_true = logits[rows, drawn].copy(), logits[rows, true_idx].copy()
+    logits[rows, true_idx], logits[rows, drawn] = at_drawn, at_true
+    return cal.softmax(logits)
+
+
+def store_run(world: World, run: str, part: str, meta: dict | None = None, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    chosen = world.synapses[world.synapses["part"] == part]
+    probabilities = overconfident_probabilities(chosen["true_idx"].to_numpy(), rng)
+    meta = {"split_name": "skeleton", "split_part": part, "experiment": "exp",
+            "train_number": 1, "predict_number": 0, "iteration": 10,
+            "checkpoint": str(world.checkpoint), "classes": CLASSES, **(meta or {})}  # fmt: skip
+    with open_database(world.url) as db:
+        db.create_prediction_run(run, CLASSES, meta, overwrite=True)
+        db.write_predictions(run, chosen["synapse_id"].to_numpy(), probabilities)
+    return probabilities
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    base = tmp_path_factory.mktemp("calibrate")
+    rng = np.random.default_rng(3)
+    write_volume(base / "raw.zarr", rng.integers(0, 256, (8, 64, 64), dtype=np.uint8), VOXEL_NM)
+    skeleton_of = np.repeat(np.arange(N_SKELETONS), SYNAPSES_PER_SKELETON)
+    synapses = pd.DataFrame(
+        {
+            "synapse_id": np.arange(1, len(skeleton_of) + 1),
+            "z": 160.0,
+            "y": 128.0,
+            "x": 128.0,
+            "skeleton_id": skeleton_of,
+        }
+    )
+    synapses["true_idx"] = skeleton_of % 3
+    synapses["part"] = np.where(skeleton_of % 2 == 0, "validation", "test")
+    skeletons = pd.DataFrame(
+        {"skeleton_id": np.arange(N_SKELETONS),
+         "nt_known": [[CLASSES[i % 3]] for i in range(N_SKELETONS)]}
+    )  # fmt: skip
+    url = f"sqlite:///{base / 'synister.db'}"
+    with open_database(url) as db:
+        db.import_records(synapses=synapses.drop(columns=["true_idx", "part"]), skeletons=skeletons)
+        db.write_split("skeleton", synapses[["synapse_id", "part"]])
+    setup = prepare_training(
+        base, "exp", 1, synapse_types=CLASSES, input_shape=(8, 32, 32), fmaps=2,
+        downsample_factors=[(1, 2, 2), (2, 2, 2)], network="ResNet18", db_url=url,
+        split_name="skeleton", raw_container="raw.zarr", raw_dataset="raw",
+        voxel_size=VOXEL_NM, num_cache_workers=1,
+    )  # fmt: skip
+    cfg, _ = load_train_setup(setup)
+    checkpoint = save_checkpoint(setup / "model_checkpoint_10", build_model(cfg), None, 10)
+    w = World(base, url, setup, checkpoint, synapses)
+    store_run(w, "skeleton_exp_t1_p0", "validation", seed=1)
+    store_run(w, "skeleton_exp_t1_p1", "test", seed=2)
+    return w
+
+
+def test_calibrate_stores_the_fitted_temperature_beside_the_checkpoint(world):
+    calibration_path(world.checkpoint).unlink(missing_ok=True)
+    assert checkpoint_temperature(world.checkpoint) is None
+    result = CliRunner().invoke(
+        app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p0"]
+    )
+    assert result.exit_code == 0, result.output
+    record = read_calibration(world.checkpoint)
+    assert record["temperature"] == pytest.approx(TRUE_TEMPERATURE, rel=0.15)
+    assert record["fitted_on"]["run"] == "skeleton_exp_t1_p0"
+    assert record["fitted_on"]["synapses"] == N_SKELETONS // 2 * SYNAPSES_PER_SKELETON
+    assert record["synapse"]["after"]["nll"] < record["synapse"]["before"]["nll"]
+    assert record["synapse"]["after"]["ece"] < record["synapse"]["before"]["ece"]
+    # a neuron's mean probability is no calibrated probability (it is less confident than its
+    # call is right): it is measured, not fitted
+    assert 0 < record["neuron"]["after"]["nll"] and record["neuron"]["after"]["n"] == 30
+    assert record["unclear"]["thresholds"]["min_synapses"] >= 1
+    assert f"temperature {record['temperature']:.4g}" in result.output
+    assert (
+        "NLL before" in result.output and str(calibration_path(world.checkpoint)) in result.output
+    )
+    # the held-out test run gains too (same generating temperature)
+    with open_database(world.url) as db:
+        _, meta, labelled = labelled_run(db, "skeleton_exp_t1_p1")
+    summary, neurons = calibration_summary(labelled, CLASSES, record["temperature"])
+    assert summary["synapse"]["after"]["nll"] < summary["synapse"]["before"]["nll"]
+    assert len(neurons) == N_SKELETONS // 2 and set(neurons["outcome"]) <= {*CLASSES, "unclear"}
+
+
+def test_calibrate_json_and_a_run_predicted_with_a_temperature(world):
+    """A run whose prediction applied T0 is turned back to raw probabilities first: the stored
+    temperature is relative to the raw logits."""
+    raw = store_run(world, "skeleton_exp_t1_p2", "validation", {"temperature": 4.0}, seed=1)
+    tempered = cal.apply_temperature(raw, 4.0)
+    assert np.allclose(raw_probabilities(tempered, {"temperature": 4.0}), raw, atol=1e-6)
+
+    with open_database(world.url) as db:
+        ids = world.synapses.loc[world.synapses["part"] == "validation", "synapse_id"].to_numpy()
+        db.write_predictions("skeleton_exp_t1_p2", ids, tempered)
+    result = CliRunner().invoke(
+        app,
+        ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p2", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["fitted_on"]["temperature_applied_by_run"] == 4.0
+    assert record["temperature"] == pytest.approx(TRUE_TEMPERATURE, rel=0.15)
+
+
+@pytest.mark.parametrize(
+    ("run", "meta", "message"),
+    [
+        ("skeleton_exp_t1_p1", None, "predicts the test part"),
+        ("no_such_run", None, "no prediction run 'no_such_run'.*stored: skeleton_exp"),
+        ("skeleton_exp_t1_p3", {"iteration": 20}, "model_checkpoint_20 does not exist"),
+        ("skeleton_exp_t1_p4", {"checkpoint": "/elsewhere/model_checkpoint_10"},
+         "predicted with /elsewhere/model_checkpoint_10, not with"),
+    ],
+)  # fmt: skip
+def test_calibrate_refuses_runs_it_must_not_use(world, run, meta, message):
+    if meta is not None:
+        store_run(world, run, "validation", meta)
+    before = calibration_path(world.checkpoint).read_bytes() if calibration_path(
+        world.checkpoint).exists() else None  # fmt: skip
+    result = CliRunner().invoke(app, ["calibrate", str(world.setup), "--validation-run", run])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert re.search(message, result.output), result.output
+    after = calibration_path(world.checkpoint).read_bytes() if calibration_path(
+        world.checkpoint).exists() else None  # fmt: skip
+    assert after == before  # nothing stored
+
+
+def test_a_bad_calibration_file_names_the_file_and_key(tmp_path):
+    checkpoint = tmp_path / "model_checkpoint_5"
+    calibration_path(checkpoint).write_text('{"temperature": -1}')
+    with pytest.raises(CalibrationError, match=r"model_checkpoint_5.calibration.json key "):
+        checkpoint_temperature(checkpoint)
+    calibration_path(checkpoint).write_text("{not json")
+    with pytest.raises(CalibrationError, match="not a readable calibration file"):
+        read_calibration(checkpoint)
