@@ -192,3 +192,43 @@ def test_a_bad_calibration_file_names_the_file_and_key(tmp_path):
     calibration_path(checkpoint).write_text("{not json")
     with pytest.raises(CalibrationError, match="not a readable calibration file"):
         read_calibration(checkpoint)
+
+
+def test_evaluation_of_a_test_run_uses_the_stored_calibration(world, tmp_path):
+    from synister.evaluate.calibrate import evaluate_calibration
+    from synister.evaluate.calibration_plots import draw_calibration_figures
+    from synister.evaluate.calibration_report import calibration_section
+
+    with open_database(world.url) as db:
+        _, meta, labelled = labelled_run(db, "skeleton_exp_t1_p1")
+    calibration_path(world.checkpoint).unlink(missing_ok=True)
+    uncalibrated, _ = evaluate_calibration(labelled, CLASSES, meta)
+    assert uncalibrated["temperature"] is None and uncalibrated["synapse"]["after"] is None
+    assert uncalibrated["unclear"]["chosen_on"] == "chosen on this run for 95% accuracy"
+
+    result = CliRunner().invoke(
+        app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p0"]
+    )
+    assert result.exit_code == 0, result.output
+    record = read_calibration(world.checkpoint)
+    summary, neurons = evaluate_calibration(labelled, CLASSES, meta)
+    assert summary["temperature"] == record["temperature"]
+    assert "fitted on run skeleton_exp_t1_p0" in summary["temperature_source"]
+    assert summary["unclear"]["thresholds"] == record["unclear"]["thresholds"]
+    assert summary["unclear"]["chosen_on"].startswith("chosen on validation run skeleton_exp_t1_p0")
+    assert summary["synapse"]["after"]["nll"] < summary["synapse"]["before"]["nll"]
+    assert summary["synapse"]["after"]["ece"] < summary["synapse"]["before"]["ece"]
+    confident = neurons["outcome"] != "unclear"
+    assert confident.sum() == summary["unclear"]["n_confident"]
+
+    # a temperature given explicitly wins
+    given, _ = evaluate_calibration(labelled, CLASSES, meta, temperature=1.0)
+    assert given["temperature"] == 1.0 and given["temperature_source"] == "given"
+    assert given["synapse"]["after"]["nll"] == pytest.approx(given["synapse"]["before"]["nll"])
+
+    figures = draw_calibration_figures(summary, tmp_path, "skeleton_exp_t1_p1")
+    assert len(figures) == 3
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figures.values())
+    html = calibration_section(summary, figures)
+    assert "Unclear neuron calls" in html and f"{record['temperature']:.3f}" in html
+    assert html.count("data:image/png;base64,") == 3

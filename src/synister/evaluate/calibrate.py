@@ -253,3 +253,60 @@ def stored_calibration(meta: dict) -> dict | None:
     """The calibration record stored beside the checkpoint a run's meta names, or None."""
     checkpoint = (meta or {}).get("checkpoint")
     return read_calibration(checkpoint) if checkpoint else None
+
+
+def evaluate_calibration(
+    labelled: pd.DataFrame,
+    classes: list[str],
+    meta: dict,
+    *,
+    temperature: float | None = None,
+    thresholds: cal.UnclearThresholds | None = None,
+    target_accuracy: float = cal.DEFAULT_TARGET_ACCURACY,
+) -> tuple[dict | None, pd.DataFrame]:
+    """:func:`calibration_summary` of a run's labelled synapses (probabilities as stored) with
+    the temperature and thresholds an evaluation should use, and where they came from.
+
+    The temperature is ``temperature`` if given, else the one stored beside the run's checkpoint
+    by ``synister calibrate``, else the one the run's prediction applied, else none (only
+    "before"). The thresholds are ``thresholds`` if given, else those chosen with the stored
+    calibration (on its validation run), else chosen on this run for ``target_accuracy``.
+    "Before" is always the network's raw softmax. None (and an empty table) without labelled
+    synapses.
+    """
+    if not len(labelled):
+        return None, pd.DataFrame()
+    record = stored_calibration(meta)
+    applied = run_temperature(meta)
+    if temperature is not None:
+        source = "given"
+    elif record is not None:
+        temperature = record["temperature"]
+        source = f"stored with the checkpoint (fitted on run {record['fitted_on']['run']})"
+    elif applied is not None:
+        temperature, source = applied, "applied by the run's prediction"
+    else:
+        source = None
+    if thresholds is not None:
+        threshold_source = "given"
+    elif record is not None and record.get("unclear", {}).get("thresholds"):
+        thresholds = cal.UnclearThresholds(**record["unclear"]["thresholds"])
+        threshold_source = (
+            f"chosen on validation run {record['fitted_on']['run']} for "
+            f"{record['unclear']['target_accuracy']:.0%} accuracy"
+        )
+    else:
+        threshold_source = f"chosen on this run for {target_accuracy:.0%} accuracy"
+    raw = labelled.copy()
+    columns = prob_columns(classes)
+    if len(raw):
+        raw[columns] = raw_probabilities(raw[columns].to_numpy(), meta)
+    summary, neurons = calibration_summary(
+        raw, classes, temperature, thresholds=thresholds, target_accuracy=target_accuracy
+    )
+    summary["temperature_source"] = source
+    summary["temperature_applied_by_run"] = applied
+    summary["unclear"]["chosen_on"] = threshold_source
+    if threshold_source.startswith("chosen on validation"):
+        summary["unclear"]["target_accuracy"] = record["unclear"]["target_accuracy"]
+    return summary, neurons

@@ -99,3 +99,33 @@ def plot_risk_coverage(
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def draw_calibration_figures(summary: dict, folder: str | Path, run: str) -> dict[str, Path]:
+    """The reliability diagrams (synapse and neuron level, before and after the temperature)
+    and the neuron-level risk-coverage curve of an evaluation's calibration ``summary``
+    (:func:`synister.evaluate.calibrate.evaluate_calibration`); returns caption -> PNG path."""
+    folder = Path(folder)
+    temperature = summary["temperature"]
+    figures = {}
+    for level, file, caption in (
+        ("synapse", "reliability_synapse.png", "synapses: reliability diagram"),
+        ("neuron", "reliability_neuron.png",
+         "neurons (mean probability of their synapses): reliability diagram"),
+    ):  # fmt: skip
+        panels = [("raw softmax", summary[level]["before"]["bins"])]
+        if summary[level]["after"] is not None:
+            panels.append((f"temperature {temperature:.3g}", summary[level]["after"]["bins"]))
+        figures[caption] = plot_reliability(
+            folder / file, panels, title=f"{run}: {caption.split(':')[0]}"
+        )
+    unclear = summary["unclear"]
+    caption = "neurons: accuracy of the confident calls versus coverage"
+    figures[caption] = plot_risk_coverage(
+        folder / "risk_coverage_neuron.png",
+        summary["risk_coverage"],
+        chosen=unclear,
+        target_accuracy=unclear.get("target_accuracy"),
+        title=f"{run}: neurons kept by one score (others at 0); star: the thresholds in use",
+    )
+    return figures
