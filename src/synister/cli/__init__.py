@@ -20,8 +20,19 @@ app = typer.Typer(
 )
 
 # One module per stage; each defines ``register(app)``.
-_STAGES = ("db", "split", "synthetic", "setup", "train", "predict", "evaluate", "demo")
-_STAGES += ("calibrate", "explain")  # issue 15
+_STAGES = (
+    "db",
+    "split",
+    "synthetic",
+    "setup",
+    "train",
+    "predict",
+    "evaluate",
+    "calibrate",
+    "explain",
+    "bundle",
+    "demo",
+)
 
 for _stage in _STAGES:
     importlib.import_module(f"{__name__}.{_stage}").register(app)
