@@ -106,8 +106,8 @@ def world(tmp_path_factory) -> World:
     cfg, _ = load_train_setup(setup)
     checkpoint = save_checkpoint(setup / "model_checkpoint_10", build_model(cfg), None, 10)
     w = World(base, url, setup, checkpoint, synapses)
-    store_run(w, "skeleton_exp_t1_p0", "validation", seed=1)
-    store_run(w, "skeleton_exp_t1_p1", "test", seed=2)
+    store_run(w, "skeleton_exp_t1_p90", "validation", seed=1)
+    store_run(w, "skeleton_exp_t1_p91", "test", seed=2)
     return w
 
 
@@ -115,12 +115,12 @@ def test_calibrate_stores_the_fitted_temperature_beside_the_checkpoint(world):
     calibration_path(world.checkpoint).unlink(missing_ok=True)
     assert checkpoint_temperature(world.checkpoint) is None
     result = CliRunner().invoke(
-        app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p0"]
+        app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p90"]
     )
     assert result.exit_code == 0, result.output
     record = read_calibration(world.checkpoint)
     assert record["temperature"] == pytest.approx(TRUE_TEMPERATURE, rel=0.15)
-    assert record["fitted_on"]["run"] == "skeleton_exp_t1_p0"
+    assert record["fitted_on"]["run"] == "skeleton_exp_t1_p90"
     assert record["fitted_on"]["synapses"] == N_SKELETONS // 2 * SYNAPSES_PER_SKELETON
     assert record["synapse"]["after"]["nll"] < record["synapse"]["before"]["nll"]
     assert record["synapse"]["after"]["ece"] < record["synapse"]["before"]["ece"]
@@ -134,7 +134,7 @@ def test_calibrate_stores_the_fitted_temperature_beside_the_checkpoint(world):
     )
     # the held-out test run gains too (same generating temperature)
     with open_database(world.url) as db:
-        _, meta, labelled = labelled_run(db, "skeleton_exp_t1_p1")
+        _, meta, labelled = labelled_run(db, "skeleton_exp_t1_p91")
     summary, neurons = calibration_summary(labelled, CLASSES, record["temperature"])
     assert summary["synapse"]["after"]["nll"] < summary["synapse"]["before"]["nll"]
     assert len(neurons) == N_SKELETONS // 2 and set(neurons["outcome"]) <= {*CLASSES, "unclear"}
@@ -143,16 +143,16 @@ def test_calibrate_stores_the_fitted_temperature_beside_the_checkpoint(world):
 def test_calibrate_json_and_a_run_predicted_with_a_temperature(world):
     """A run whose prediction applied T0 is turned back to raw probabilities first: the stored
     temperature is relative to the raw logits."""
-    raw = store_run(world, "skeleton_exp_t1_p2", "validation", {"temperature": 4.0}, seed=1)
+    raw = store_run(world, "skeleton_exp_t1_p92", "validation", {"temperature": 4.0}, seed=1)
     tempered = cal.apply_temperature(raw, 4.0)
     assert np.allclose(raw_probabilities(tempered, {"temperature": 4.0}), raw, atol=1e-6)
 
     with open_database(world.url) as db:
         ids = world.synapses.loc[world.synapses["part"] == "validation", "synapse_id"].to_numpy()
-        db.write_predictions("skeleton_exp_t1_p2", ids, tempered)
+        db.write_predictions("skeleton_exp_t1_p92", ids, tempered)
     result = CliRunner().invoke(
         app,
-        ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p2", "--json"],
+        ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p92", "--json"],
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
@@ -163,10 +163,10 @@ def test_calibrate_json_and_a_run_predicted_with_a_temperature(world):
 @pytest.mark.parametrize(
     ("run", "meta", "message"),
     [
-        ("skeleton_exp_t1_p1", None, "predicts the test part"),
+        ("skeleton_exp_t1_p91", None, "predicts the test part"),
         ("no_such_run", None, "no prediction run 'no_such_run'.*stored: skeleton_exp"),
-        ("skeleton_exp_t1_p3", {"iteration": 20}, "model_checkpoint_20 does not exist"),
-        ("skeleton_exp_t1_p4", {"checkpoint": "/elsewhere/model_checkpoint_10"},
+        ("skeleton_exp_t1_p93", {"iteration": 20}, "model_checkpoint_20 does not exist"),
+        ("skeleton_exp_t1_p94", {"checkpoint": "/elsewhere/model_checkpoint_10"},
          "predicted with /elsewhere/model_checkpoint_10, not with"),
     ],
 )  # fmt: skip
@@ -200,22 +200,24 @@ def test_evaluation_of_a_test_run_uses_the_stored_calibration(world, tmp_path):
     from synister.evaluate.calibration_report import calibration_section
 
     with open_database(world.url) as db:
-        _, meta, labelled = labelled_run(db, "skeleton_exp_t1_p1")
+        _, meta, labelled = labelled_run(db, "skeleton_exp_t1_p91")
     calibration_path(world.checkpoint).unlink(missing_ok=True)
     uncalibrated, _ = evaluate_calibration(labelled, CLASSES, meta)
     assert uncalibrated["temperature"] is None and uncalibrated["synapse"]["after"] is None
     assert uncalibrated["unclear"]["chosen_on"] == "chosen on this run for 95% accuracy"
 
     result = CliRunner().invoke(
-        app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p0"]
+        app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p90"]
     )
     assert result.exit_code == 0, result.output
     record = read_calibration(world.checkpoint)
     summary, neurons = evaluate_calibration(labelled, CLASSES, meta)
     assert summary["temperature"] == record["temperature"]
-    assert "fitted on run skeleton_exp_t1_p0" in summary["temperature_source"]
+    assert "fitted on run skeleton_exp_t1_p90" in summary["temperature_source"]
     assert summary["unclear"]["thresholds"] == record["unclear"]["thresholds"]
-    assert summary["unclear"]["chosen_on"].startswith("chosen on validation run skeleton_exp_t1_p0")
+    assert summary["unclear"]["chosen_on"].startswith(
+        "chosen on validation run skeleton_exp_t1_p90"
+    )
     assert summary["synapse"]["after"]["nll"] < summary["synapse"]["before"]["nll"]
     assert summary["synapse"]["after"]["ece"] < summary["synapse"]["before"]["ece"]
     confident = neurons["outcome"] != "unclear"
@@ -226,9 +228,73 @@ def test_evaluation_of_a_test_run_uses_the_stored_calibration(world, tmp_path):
     assert given["temperature"] == 1.0 and given["temperature_source"] == "given"
     assert given["synapse"]["after"]["nll"] == pytest.approx(given["synapse"]["before"]["nll"])
 
-    figures = draw_calibration_figures(summary, tmp_path, "skeleton_exp_t1_p1")
+    figures = draw_calibration_figures(summary, tmp_path, "skeleton_exp_t1_p91")
     assert len(figures) == 3
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figures.values())
     html = calibration_section(summary, figures)
     assert "Unclear neuron calls" in html and f"{record['temperature']:.3f}" in html
     assert html.count("data:image/png;base64,") == 3
+
+
+def test_prediction_applies_the_stored_temperature_and_says_so(world):
+    """A test-part prediction after calibrate divides the logits by the temperature, records
+    it in the run's meta and the command's output, and refuses to resume once it changed."""
+    from synister.models.calibration import write_calibration
+    from synister.predict import predict_setup
+    from synister.setup import prepare_prediction
+
+    [setup] = prepare_prediction(world.base, "exp", 1, [10], validation=False)
+    calibration_path(world.checkpoint).unlink(missing_ok=True)
+    raw = predict_setup(setup, progress=False, threads=1)
+    assert raw["temperature"] is None
+    with open_database(world.url) as db:
+        raw_probs = db.predictions(raw["run"]).filter(like="prob_").to_numpy()
+        assert db.open_prediction_run(raw["run"])[1]["temperature"] is None
+        db.drop_prediction_run(raw["run"])
+
+    write_calibration(world.checkpoint, {"temperature": 3.0})
+    result = CliRunner().invoke(app, ["predict", str(setup), "--no-progress", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "logits divided by the model's temperature 3" in result.output
+    with open_database(world.url) as db:
+        _, meta = db.open_prediction_run(raw["run"])
+        tempered = db.predictions(raw["run"]).filter(like="prob_").to_numpy()
+    assert meta["temperature"] == 3.0
+    assert np.allclose(tempered, cal.apply_temperature(raw_probs, 3.0), atol=1e-5)
+
+    # an interrupted run of temperature 3 does not resume under another temperature
+    with open_database(world.url) as db:
+        kept = db.predictions(raw["run"]).iloc[:10]
+        db.create_prediction_run(raw["run"], CLASSES, meta, overwrite=True)
+        db.write_predictions(raw["run"], kept["synapse_id"].to_numpy(),
+                             kept.filter(like="prob_").to_numpy())  # fmt: skip
+    write_calibration(world.checkpoint, {"temperature": 2.0})
+    with pytest.raises(Exception, match=r"temperature=3.0 \(now 2.0\)"):
+        predict_setup(setup, progress=False, threads=1)
+    calibration_path(world.checkpoint).unlink()
+
+
+def test_calibrate_a_bundle_writes_its_temperature(world, tmp_path):
+    from synister.models.bundle import export_model, load_bundle
+    from synister.models.calibration import stored_temperature
+
+    bundle = export_model(world.setup, 10, tmp_path / "bundle")
+    assert load_bundle(bundle).temperature is None
+    result = CliRunner().invoke(
+        app,
+        ["calibrate", str(bundle), "--validation-run", "skeleton_exp_t1_p90", "--db", world.url],
+    )
+    assert result.exit_code == 0, result.output
+    loaded = load_bundle(bundle)
+    assert loaded.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.15)
+    assert read_calibration(loaded.checkpoint)["temperature"] == loaded.temperature
+    assert stored_temperature(loaded.checkpoint) == loaded.temperature
+    assert "model.json (temperature)" in result.output
+
+    # a run of another iteration is refused
+    store_run(world, "skeleton_exp_t1_p95", "validation", {"iteration": 20, "checkpoint": None})
+    result = CliRunner().invoke(
+        app,
+        ["calibrate", str(bundle), "--validation-run", "skeleton_exp_t1_p95", "--db", world.url],
+    )
+    assert result.exit_code == 1 and "holds iteration 10" in result.output

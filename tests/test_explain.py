@@ -18,6 +18,7 @@ from synister.cli import app
 from synister.config import load_train_setup
 from synister.explain import attribute, attribution_mass_ratio, explain_positions
 from synister.models import build_model, save_checkpoint
+from synister.models.bundle import bundle_from_checkpoint
 from synister.setup import prepare_training
 from synister.volumes import write_volume
 
@@ -98,6 +99,7 @@ def model_and_volume(tmp_path_factory):
     cfg, _ = load_train_setup(setup)
     torch.manual_seed(0)
     checkpoint = save_checkpoint(setup / "model_checkpoint_5", build_model(cfg), None, 5)
+    bundle = bundle_from_checkpoint(checkpoint, setup / "train_config.ini", base / "bundle")
     positions = pd.DataFrame(
         {   # nm, x, y, z: inside; near the corner (partly outside); far outside
             "synapse_id": [11, 12, 13],
@@ -108,11 +110,11 @@ def model_and_volume(tmp_path_factory):
     )  # fmt: skip
     table = base / "positions.csv"
     positions.to_csv(table, index=False)
-    return checkpoint, base / "raw.zarr", table
+    return bundle, base / "raw.zarr", table, checkpoint
 
 
 def test_explain_writes_a_zarr_and_a_montage_per_synapse(model_and_volume, tmp_path):
-    checkpoint, volume, table = model_and_volume
+    checkpoint, volume, table, _ = model_and_volume
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
@@ -131,9 +133,9 @@ def test_explain_writes_a_zarr_and_a_montage_per_synapse(model_and_volume, tmp_p
     group = zarr.open_group(out / "synapse_11.zarr", mode="r")
     raw = group["raw"][:]
     assert raw.shape == INPUT_VOX and raw.dtype == np.uint8
-    # the patch starts at the centre voxel less half the shape, in the volume's nm
-    centre_vox = np.floor((np.array([720, 200, 240]) - [400, 40, 40]) / VOXEL_NM)
-    start_nm = np.array([400, 40, 40]) + (centre_vox - np.array(INPUT_VOX) // 2) * VOXEL_NM
+    # the patch is the box [p - S//2 voxels, + S) snapped to the nearest voxel grid line (nm)
+    half_nm = np.array(INPUT_VOX) // 2 * VOXEL_NM
+    start_nm = np.rint((np.array([720, 200, 240]) - half_nm) / VOXEL_NM) * VOXEL_NM
     assert group["raw"].attrs["offset"] == pytest.approx(start_nm.tolist())
     assert group.attrs["resolution"] == list(VOXEL_NM)
     predicted = index.loc[0, "predicted"]
@@ -150,7 +152,7 @@ def test_explain_writes_a_zarr_and_a_montage_per_synapse(model_and_volume, tmp_p
 
 
 def test_explain_resumes_and_redoes_on_other_settings(model_and_volume, tmp_path):
-    checkpoint, volume, table = model_and_volume
+    _, volume, table, checkpoint = model_and_volume  # a checkpoint in its setup
     out = tmp_path / "out"
     kwargs = {"dataset": "raw", "progress": False}
     explain_positions(checkpoint, str(volume), table, out, n_steps=4, **kwargs)
@@ -171,11 +173,12 @@ def test_explain_resumes_and_redoes_on_other_settings(model_and_volume, tmp_path
         ({"--positions": "no_xyz.csv"}, r"no_xyz.csv: no position column\(s\) y, z"),
         ({"--positions": "text.csv"}, r"text.csv: column 'y' line 3: 'abc' is not a number"),
         ({"--model": "nothing"}, "nothing: not a model"),
+        ({"--model": "."}, "not a model bundle: no model.json"),
         ({"--method": "saliency"}, "--method must be one of"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_writes_nothing(model_and_volume, tmp_path, change, message):
-    checkpoint, volume, table = model_and_volume
+    checkpoint, volume, table, _ = model_and_volume
     pd.DataFrame({"x": [1.0], "q": [2.0]}).to_csv(tmp_path / "no_xyz.csv", index=False)
     pd.DataFrame({"x": [1.0, 2.0], "y": ["3", "abc"], "z": [1, 2]}).to_csv(
         tmp_path / "text.csv", index=False
@@ -195,7 +198,7 @@ def test_bad_input_is_one_line_and_writes_nothing(model_and_volume, tmp_path, ch
 
 def test_second_class_equal_to_the_prediction_contrasts_with_the_runner_up(model_and_volume,
                                                                          tmp_path):  # fmt: skip
-    checkpoint, volume, table = model_and_volume
+    checkpoint, volume, table, _ = model_and_volume
     out = tmp_path / "first"
     first = explain_positions(checkpoint, str(volume), table, out, dataset="raw", n_steps=4,
                               progress=False)  # fmt: skip

@@ -165,6 +165,7 @@ def setup_checkpoint(setup_dir: Path, meta: dict, classes: list[str], run: str) 
     """The checkpoint of training setup ``setup_dir`` that predicted ``run``; refuses a run of
     another training or other classes, naming both."""
     from ..config import load_train_setup
+    from ..predict.database import file_sha256
 
     cfg, _ = load_train_setup(setup_dir)
     if list(cfg.classes) != classes:
@@ -185,7 +186,40 @@ def setup_checkpoint(setup_dir: Path, meta: dict, classes: list[str], run: str) 
         raise CalibrationInputError(
             f"run {run!r} was predicted with {used}, not with {checkpoint} of this setup"
         )
+    if meta.get("checkpoint_sha256") and meta["checkpoint_sha256"] != file_sha256(checkpoint):
+        raise CalibrationInputError(
+            f"{checkpoint} has changed since run {run!r} was predicted with it (its SHA-256 "
+            "differs from the one the run stored)"
+        )
     return checkpoint
+
+
+def bundle_for_run(path: Path, meta: dict, classes: list[str], run: str):
+    """The model bundle at ``path``, checked to be the model that predicted ``run``: the same
+    classes, and its weights file, or weights of the same training setup and iteration."""
+    from ..models.bundle import load_bundle
+
+    bundle = load_bundle(path)
+    if list(bundle.classes) != classes:
+        raise CalibrationInputError(
+            f"run {run!r} has classes {classes}, the bundle {path} has {list(bundle.classes)}"
+        )
+    used = meta.get("checkpoint")
+    if used and Path(used).resolve() == bundle.checkpoint.resolve():
+        return bundle
+    setup = bundle.provenance.get("setup")
+    if used and setup and Path(used).resolve().parent != Path(setup).resolve():
+        raise CalibrationInputError(
+            f"run {run!r} was predicted with {used}; the bundle {path} comes from {setup}"
+        )
+    iteration = meta.get("iteration")
+    known = iteration is not None and bundle.iteration is not None
+    if known and int(iteration) != bundle.iteration:
+        raise CalibrationInputError(
+            f"run {run!r} was predicted at iteration {iteration}; the bundle {path} holds "
+            f"iteration {bundle.iteration}"
+        )
+    return bundle
 
 
 def calibrate(
@@ -199,7 +233,8 @@ def calibrate(
     neuron-level unclear thresholds there, store both with the model, and return the record.
 
     ``model`` is a training setup folder (the record goes beside the checkpoint the run was
-    predicted with). A run of the test part is refused: calibrating on it would make its
+    predicted with) or a model bundle (the temperature goes into its model.json, the record
+    beside its weights). A run of the test part is refused: calibrating on it would make its
     evaluation optimistic.
     """
     model = Path(model)
@@ -214,11 +249,15 @@ def calibrate(
         )
     if not len(labelled):
         raise CalibrationInputError(f"run {run!r} has no synapse with a known true class")
+    bundle = None
     if (model / "train_config.ini").is_file():
         store = setup_checkpoint(model, meta, classes, run)
+    elif (model / "model.json").is_file():
+        bundle = bundle_for_run(model, meta, classes, run)
+        store = bundle.checkpoint
     else:
         raise CalibrationInputError(
-            f"{model}: not a training setup (no train_config.ini) or model bundle"
+            f"{model}: neither a training setup (train_config.ini) nor a model bundle (model.json)"
         )
 
     raw = labelled[prob_columns(classes)].to_numpy(dtype=np.float64)
@@ -245,7 +284,11 @@ def calibrate(
         "synister_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    record["stored_in"] = str(write_calibration(store, record))
+    stored_in = write_calibration(store, record)
+    if bundle is not None:
+        bundle.save_temperature(temperature)
+        stored_in = f"{bundle.path / 'model.json'} (temperature) and {stored_in}"
+    record["stored_in"] = str(stored_in)
     return record
 
 

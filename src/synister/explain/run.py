@@ -57,30 +57,43 @@ class ExplainModel:
 
 
 def load_explain_model(path: str | Path) -> ExplainModel:
-    """The network of a checkpoint ``<training setup>/model_checkpoint_<it>`` with the settings
-    of its setup and the temperature stored beside it."""
+    """The network of a model bundle (with its temperature), or of a checkpoint
+    ``<training setup>/model_checkpoint_<it>`` with its setup's settings and the temperature
+    stored beside it."""
     from ..config import ConfigError, load_train_setup
     from ..models import CheckpointError, build_model, load_checkpoint
-    from ..models.calibration import checkpoint_temperature
+    from ..models.bundle import BundleError, load_bundle
+    from ..models.calibration import CalibrationError, checkpoint_temperature
 
     path = Path(path)
-    if not path.is_file() or not (path.parent / "train_config.ini").is_file():
-        raise ExplainInputError(
-            f"{path}: not a model: expected a checkpoint file inside a training setup "
-            "(02_train/setup_t<ID>/model_checkpoint_<iteration>)"
-        )
     try:
+        if path.is_dir() or path.name == "model.json":
+            bundle = load_bundle(path)
+            return ExplainModel(
+                model=bundle.build_model("cpu"),
+                classes=list(bundle.classes),
+                input_shape_vox=tuple(bundle.input_shape_vox),
+                voxel_size_nm=tuple(bundle.voxel_size_nm),
+                temperature=bundle.temperature,
+                source=str(bundle.path.resolve()),
+            )
+        if not path.is_file() or not (path.parent / "train_config.ini").is_file():
+            raise ExplainInputError(
+                f"{path}: not a model: expected a model bundle folder (synister export-model) "
+                "or a checkpoint file inside a training setup"
+            )
         cfg, _ = load_train_setup(path.parent)
         model = build_model(cfg)
         load_checkpoint(path, model)
-    except (ConfigError, CheckpointError) as error:
+        temperature = checkpoint_temperature(path)
+    except (BundleError, CalibrationError, ConfigError, CheckpointError) as error:
         raise ExplainInputError(str(error)) from None
     return ExplainModel(
         model=model.eval(),
         classes=list(cfg.classes),
         input_shape_vox=tuple(int(s) for s in cfg.input_shape),
         voxel_size_nm=tuple(float(v) for v in cfg.voxel_size),
-        temperature=checkpoint_temperature(path),
+        temperature=temperature,
         source=str(path.resolve()),
     )
 
@@ -129,11 +142,12 @@ def read_positions(path: str | Path) -> pd.DataFrame:
 def position_status(volume: Volume, centers_nm: np.ndarray, shape_vox) -> np.ndarray:
     """``ok``, ``partly_outside`` (the patch reaches outside) or ``outside_volume`` (the
     position itself is outside) per position."""
-    centers = volume.center_vox(np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3))
+    centers = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
     shape = np.asarray(volume.shape_vox)
-    starts = centers - np.asarray(shape_vox) // 2
+    starts = volume.patch_starts_vox(centers, shape_vox)
     ends = starts + np.asarray(shape_vox)
-    inside = np.all((centers >= 0) & (centers < shape), axis=1)
+    voxel = np.floor((centers - volume.offset_nm) / volume.voxel_size_nm)
+    inside = np.all((voxel >= 0) & (voxel < shape), axis=1)
     whole = np.all((starts >= 0) & (ends <= shape), axis=1)
     return np.where(whole, "ok", np.where(inside, "partly_outside", "outside_volume"))
 
@@ -203,6 +217,7 @@ def explain_positions(
     positions = read_positions(positions_path)
     try:
         volume = Volume(volume_url, dataset)
+        volume.require_uint8()
     except (OSError, ValueError) as error:
         raise ExplainInputError(str(error)) from None
     if not np.allclose(volume.voxel_size_nm, loaded.voxel_size_nm):
@@ -260,7 +275,7 @@ def explain_positions(
                     loaded.model, patch, target, other=other, method=method, device=device,
                     **attribute_options,
                 )  # fmt: skip
-            start_vox = volume.center_vox(center[None])[0] - np.asarray(shape) // 2
+            start_vox = volume.patch_starts_vox(center[None], shape)[0]
             attrs = {
                 "resolution": volume.voxel_size_nm.tolist(),
                 "offset": (volume.offset_nm + start_vox * volume.voxel_size_nm).tolist(),

@@ -67,3 +67,18 @@ def write_calibration(checkpoint: str | Path, record: dict) -> Path:
     tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def stored_temperature(checkpoint: str | Path) -> float | None:
+    """The temperature a prediction with ``checkpoint`` applies: for the weights file of a model
+    bundle the bundle's (model.json), else the one stored beside the checkpoint, else None."""
+    from .manifest import MANIFEST_FILE
+
+    checkpoint = Path(checkpoint)
+    if (checkpoint.parent / MANIFEST_FILE).is_file():
+        from .bundle import load_bundle
+
+        bundle = load_bundle(checkpoint.parent)
+        if bundle.checkpoint.resolve() == checkpoint.resolve():
+            return bundle.temperature
+    return checkpoint_temperature(checkpoint)
