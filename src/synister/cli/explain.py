@@ -78,6 +78,14 @@ def explain_command(
     device: Annotated[
         str | None, typer.Option(help="torch device (default: a GPU when present, else cpu).")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="torch threads on the CPU (default: torch's, one per core; on a machine "
+            "loaded by other work fewer can be several times faster).",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Attribute each synapse's prediction to the voxels of its patch (captum).
@@ -86,8 +94,12 @@ def explain_command(
     the source volume's nm coordinates) and synapse_<id>.png (sections with the attribution
     overlaid: red speaks for the class, blue against), and explanations.csv listing them.
     """
+    import torch
+
     from ..explain import ExplainInputError, explain_positions
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     options: dict = {}
     if method == "integrated_gradients":
         options["n_steps"] = steps
