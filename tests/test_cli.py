@@ -242,3 +242,33 @@ def test_every_command_has_help(command):
     assert result.exit_code == 0 and "--help" in result.stdout
     if len(command) == 2:
         assert "--db" in result.stdout
+
+
+def test_register_run_takes_the_class_order_of_an_original_train_config(tmp_path, monkeypatch):
+    """A MongoDB run of the original code (mongomock stands in for the server)."""
+    mongomock = pytest.importorskip("mongomock")
+    client = mongomock.MongoClient()
+    monkeypatch.setattr("pymongo.MongoClient", lambda url: client)
+    url = "mongodb://localhost:27017/fafb"
+    client["fafb"].synapses.insert_one({"synapse_id": 1, "x": 0, "y": 0, "z": 0})
+    client["fafb_predictions"]["skeleton_vgg_t1_p1"].insert_one(
+        {"synapse_id": 1, "prediction": [0.1, 0.2, 0.3, 0.4]}
+    )
+    from test_config import SEED_TRAIN  # the original README's train_config.ini
+
+    seed_types = "synapse_types = gaba, acetylcholine, glutamate, serotonin, octopamine, dopamine"
+    assert seed_types in SEED_TRAIN
+    three = "synapse_types = gaba, acetylcholine, glutamate\nneither_class = True"
+    config = tmp_path / "train_config.ini"
+    config.write_text(SEED_TRAIN.replace(seed_types, three))
+    wrong = invoke("db", "register-run", "--db", url, "skeleton_vgg_t1_p1", "--classes", "gaba")
+    assert wrong.exit_code == 1 and "4 classes, but 1 classes were given" in wrong.stderr
+    result = invoke(
+        "db", "register-run", "--db", url, "skeleton_vgg_t1_p1", "--train-config", config
+    )
+    assert result.exit_code == 0, result.output
+    assert "classes gaba, acetylcholine, glutamate, neither" in result.stdout
+    with open_database(url, create=False) as db:
+        assert db.open_prediction_run("skeleton_vgg_t1_p1")[0][-1] == "neither"
+    missing = invoke("db", "register-run", "--db", url, "absent", "--classes", "gaba")
+    assert missing.exit_code == 1 and "no prediction run 'absent'" in missing.stderr

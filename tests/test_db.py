@@ -6,6 +6,7 @@ PostgreSQL tests read their server from ``SYNISTER_TEST_POSTGRES_URL`` (start on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -389,25 +390,32 @@ def _postgres_url() -> str:
     pytest.skip(message)
 
 
+@contextlib.contextmanager
+def _empty_postgres_database():
+    """A new, empty database on the test server (its libpq conninfo), dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    url = _postgres_url()
+    name = f"synister_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    info = conninfo_to_dict(url)
+    info["dbname"] = name
+    try:
+        yield make_conninfo(**info)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 @pytest.mark.postgres
 class TestPostgres(DatabaseContract):
     @pytest.fixture
     def db(self):
-        psycopg = pytest.importorskip("psycopg")
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-        url = _postgres_url()
-        name = f"synister_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        info = conninfo_to_dict(url)
-        info["dbname"] = name
-        try:
-            with open_database(f"postgresql://?{_query(make_conninfo(**info))}") as database:
+        with _empty_postgres_database() as conninfo:
+            with open_database(f"postgresql://?{_query(conninfo)}") as database:
                 yield database
-        finally:
-            with psycopg.connect(url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
     @pytest.fixture
     def reopen(self, db):
@@ -416,31 +424,23 @@ class TestPostgres(DatabaseContract):
     @pytest.fixture
     def missing(self):
         """A database that exists on the server but holds no synister tables."""
-        psycopg = pytest.importorskip("psycopg")
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+        import psycopg
 
-        url = _postgres_url()
-        name = f"synister_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        info = conninfo_to_dict(url)
-        info["dbname"] = name
+        with _empty_postgres_database() as conninfo:
 
-        def tables() -> bool:
-            with psycopg.connect(make_conninfo(**info)) as conn:
-                return bool(
-                    conn.execute(
-                        "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public'"
-                    ).fetchall()
-                )
+            def tables() -> bool:
+                with psycopg.connect(conninfo) as conn:
+                    return bool(
+                        conn.execute(
+                            "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public'"
+                        ).fetchall()
+                    )
 
-        yield (
-            lambda: open_database(f"postgresql://?{_query(make_conninfo(**info))}", create=False),
-            tables,
-            "no synister database",
-        )
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            yield (
+                lambda: open_database(f"postgresql://?{_query(conninfo)}", create=False),
+                tables,
+                "no synister database",
+            )
 
     def test_connection_errors_never_show_the_password(self):
         for url in (
@@ -713,3 +713,106 @@ def test_text_ids_above_2_to_the_53_are_stored_exactly(tmp_path):
             )
         )
         assert db.synapses()["synapse_id"].tolist() == [int(big)]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///runs/synister.db", "sqlite:///runs/synister.db"),
+        ("postgresql://bob:secret@host:5432/db", "postgresql://bob@host:5432/db"),
+        (
+            "postgresql://bob@host/db?password=secret&sslmode=require",
+            "postgresql://bob@host/db?sslmode=require",
+        ),
+        ("postgresql://?host=h&password=secret&dbname=x", "postgresql://?host=h&dbname=x"),
+        ("postgres://bob:se%40cr/et@host/db", "postgres://bob@host/db"),
+        (
+            "postgresql://bob:sec?ret@host/db?sslmode=require",
+            "postgresql://bob@host/db?sslmode=require",
+        ),
+        (
+            "mongodb://u:secret@h1:27017,h2:27018/db?authSource=admin",
+            "mongodb://u@h1:27017,h2:27018/db?authSource=admin",
+        ),
+        (
+            "mongodb+srv://u:p%40ss@cluster.example.net/db?w=1",
+            "mongodb+srv://u@cluster.example.net/db?w=1",
+        ),
+        ("mongodb://host/db", "mongodb://host/db"),
+    ],
+)
+def test_public_url_drops_every_password(url, shown):
+    from synister.db import hide_secrets, public_url
+
+    assert public_url(url) == shown
+    secret = {"se%40cr/et": "se@cr/et", "sec?ret": "sec?ret", "p%40ss": "p@ss"}
+    written = next((s for s in ("secret", *secret) if s in url), None)
+    if written:  # a driver error quoting the URL, or the password decoded
+        quoted = hide_secrets(f"cannot use {url} (password {secret.get(written, written)})", url)
+        assert written not in quoted and secret.get(written, written) not in quoted
+
+
+def test_mongodb_connection_errors_never_show_the_password():
+    pytest.importorskip("pymongo")
+    url = "mongodb://synister:pw-in-url@127.0.0.1:1/db?serverSelectionTimeoutMS=200"
+    for create in (True, False):
+        with pytest.raises(DatabaseError) as caught:
+            open_database(url, create=create)
+        assert "pw-in-url" not in str(caught.value) and "127.0.0.1:1" in str(caught.value)
+    with pytest.raises(DatabaseError) as caught:
+        open_database("mongodb://synister:pw-in-url@127.0.0.1:1")  # no database named
+    assert "pw-in-url" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["skeleton", "hemi-lineage_2", "x" * 24, "Ünïcode"[:1] + "a"])
+def test_names_that_fit_a_run_name_pass(name):
+    from synister.db import check_name
+
+    if name.isascii():
+        assert check_name(name, "split name") == name
+    else:
+        from synister.db import BadName
+
+        with pytest.raises(BadName, match="holds 'Ü'"):
+            check_name(name, "split name")
+
+
+def test_longest_names_leave_room_for_the_run_suffix():
+    from synister.db import MAX_NAME_BYTES, BadName, check_name
+    from synister.db.names import MAX_IDENTIFIER_BYTES
+
+    run = f"{'s' * MAX_NAME_BYTES}_{'e' * MAX_NAME_BYTES}_t123456_p1234"
+    assert len(run.encode()) <= MAX_IDENTIFIER_BYTES
+    with pytest.raises(BadName, match="25 bytes long; at most 24"):
+        check_name("s" * 25, "split name")
+    with pytest.raises(BadName, match="non-empty"):
+        check_name("", "experiment name")
+
+
+@pytest.mark.parametrize(
+    ("name", "unknown"),
+    [
+        ("unknown", True),
+        ("unknown2", True),
+        ("unknown4", True),
+        ("unknown6_ventral", True),
+        ("new", True),
+        ("new2_ventral", True),
+        ("NA", True),
+        ("NONE", True),
+        (None, True),
+        ("", True),
+        ("ALad1", False),
+        ("Primary", False),
+        ("LHa2_ventral", False),
+        ("newton", False),
+    ],
+)
+def test_unknown_hemi_lineage_rule(name, unknown):
+    """One rule for import (stored as None), splits and evaluation."""
+    from synister.db import unknown_hemi_lineage
+    from synister.db.records import hemi_lineage_name
+
+    assert unknown_hemi_lineage(name) is unknown
+    assert (hemi_lineage_name(name) is None) is unknown
+    assert unknown_hemi_lineage("LHa2_ventral", pattern="lha.*") is True

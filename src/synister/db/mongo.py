@@ -509,7 +509,7 @@ class MongoDatabase(Database):
                 "synister, which stored no class order; record it once with `synister db "
                 f"register-run {run} --classes gaba,acetylcholine,...` (the synapse_types of the "
                 "run's train_config.ini in order, then neither if neither_class was set) or "
-                "--train-config PATH"
+                "--train-config PATH, to evaluate it (synister does not add predictions to it)"
             )
         return list(doc["classes"]), dict(doc.get("meta") or {})
 
