@@ -468,6 +468,8 @@ def test_fafb_v3_splits_by_hemi_lineage(fafb_url):
     with open_database(fafb_url) as db:
         meta = db.splits()["h"]
         assert meta["unknown_lineage_neurons"] >= 100  # "unknown" alone holds 118 neurons
+        lone = f"{meta['unknown_lineage_neurons']:,} neurons of an unknown hemilineage (none, "
+        assert lone + f"or a name matching '{UNKNOWN_HEMI_LINEAGE_PATTERN}')" in result.stdout
         names = db.hemi_lineages().set_index("hemi_lineage_id")["hemi_lineage_name"]
         stored = db.synapses(split="h")
     assert set(meta["summary"]) == {"gaba", "acetylcholine", "glutamate", "dopamine"}

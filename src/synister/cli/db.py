@@ -269,8 +269,9 @@ def register_run_command(
 ) -> None:
     """Record the class order of a run of the original synister, so it can be evaluated.
 
-    The original stored only a list of probabilities per synapse; the order of the classes
-    was in its training config. Predictions are never added to such a run.
+    The original stored only probabilities per synapse; their class order was in its config.
+
+    Predictions are never added to such a run.
     """
     if (classes is None) == (train_config is None):
         fail("give the class order with either --classes or --train-config")

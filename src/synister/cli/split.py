@@ -45,7 +45,7 @@ def _print_notes(meta: dict, lone_neurons: int | None = None) -> None:
         pattern = meta.get("unknown_lineage_pattern", "")
         typer.echo(
             f"{lone:,} neurons of an unknown hemilineage (none, or a name matching "
-            f"{pattern!r}) are groups of their own"
+            f"'{pattern}') are groups of their own"
         )
     for warning in meta.get("warnings", []):
         typer.echo(f"WARNING: {warning}", err=True)
@@ -109,10 +109,9 @@ def make_command(
 
     Synapses take part when their skeleton has exactly one known transmitter among --nt.
 
-    The best split is stored even where a share misses its target by over --tolerance; a
-    WARNING then names the transmitter, its groups and the tolerance the split needs
-    (--strict fails instead). Fails, storing nothing, where a transmitter would have no
-    synapse in some part.
+    A share that misses its target by over --tolerance gives a WARNING; --strict fails instead.
+
+    Fails, storing nothing, where a transmitter would have no synapse in some part.
     """
     from ..splits import GROUPINGS, SplitRequest, make_split
 
