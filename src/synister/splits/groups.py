@@ -94,9 +94,9 @@ def group_keys(
 
 
 def lone_neurons(frame: pd.DataFrame, by: str, unknown_hemi_lineages: Iterable[int]) -> int:
-    """How many neurons of ``frame`` are groups of their own because their group under ``by``
-    (hemilineage, brain region) is missing or unknown."""
-    if by not in ("hemi_lineage", "brain_region") or frame.empty:
+    """How many neurons of ``frame`` are groups of their own in a hemilineage split because
+    their hemilineage is missing or unknown (0 for other groupings)."""
+    if by != "hemi_lineage" or frame.empty:
         return 0
     lone = _lone(frame, by, unknown_hemi_lineages).to_numpy()
     return int(frame.loc[lone, "skeleton_id"].nunique())
