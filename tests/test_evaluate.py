@@ -157,11 +157,58 @@ def test_neuron_vote_breaks_ties_by_summed_probability_and_counts_them():
 
 
 def test_tie_with_equal_probability_sums_goes_to_first_class():
-    groups = aggregate_predictions(
-        np.array([5, 5]), np.array([1, 1]), np.array([[0.2, 0.3, 0.5], [0.3, 0.5, 0.2]])
-    )
-    # votes: class 2 and class 1 once each; summed probabilities equal (0.8) -> class 1
+    probabilities = np.array([[0.1, 0.3, 0.6], [0.1, 0.6, 0.3]])
+    # votes: class 2 and class 1 once each; summed probabilities are equal too (0.9 each)
+    sums = probabilities.sum(axis=0)
+    assert sums[1] == sums[2] and sums[0] < sums[1]
+    groups = aggregate_predictions(np.array([5, 5]), np.array([1, 1]), probabilities)
     assert groups["pred_idx"].tolist() == [1] and groups["tie"].tolist() == [True]
+    # given in the other order, the first class still wins (not the first synapse's vote)
+    groups = aggregate_predictions(np.array([5, 5]), np.array([1, 1]), probabilities[::-1])
+    assert groups["pred_idx"].tolist() == [1]
+
+
+def test_ties_first_takes_the_first_tied_class_as_the_original_did():
+    # skeleton 2 ties gaba/ach and skeleton 8 gaba/glutamate; the sums favour ach and glutamate
+    neurons = evaluate(ties="first").neurons["vote"].set_index("skeleton_id")
+    assert neurons["pred_idx"].to_dict() == {1: G, 2: G, 3: A, 4: G, 8: G, 9: U, 10: G}
+    assert neurons["tie"].to_dict()[2] and neurons["tie"].to_dict()[8]
+    metrics = evaluate(ties="first").metrics
+    assert metrics["filters"]["ties"] == "first"
+    assert metrics["neuron"]["vote"]["confusion"] == [[3, 0, 0], [1, 1, 0], [1, 0, 1]]
+    # the mean-probability method has no vote to tie
+    assert metrics["neuron"]["mean"] == evaluate().metrics["neuron"]["mean"]
+    with pytest.raises(ValueError, match="ties"):
+        evaluate(ties="last")
+
+
+def test_cutoff_leaves_out_neurons_whose_majority_share_is_below_it():
+    # majority shares: skeletons 1, 3, 4: 2/3; 2 and 8: 1/2; 9 and 10: 1
+    metrics = evaluate(cutoff=2 / 3).metrics
+    assert metrics["filters"]["cutoff"] == pytest.approx(2 / 3)
+    assert metrics["neuron"]["left_out_cutoff"] == 2  # a share equal to the cut-off stays
+    assert metrics["neuron"]["vote"]["n"] == metrics["neuron"]["mean"]["n"] == 5
+    assert metrics["neuron"]["vote"]["confusion"] == [[2, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert metrics["synapse"]["n"] == 15  # the cut-off is a neuron-level rule
+    strict = evaluate(cutoff=0.7).metrics
+    assert strict["neuron"]["left_out_cutoff"] == 5 and strict["neuron"]["vote"]["n"] == 2
+    # hemilineage units: (10, gaba) 4/6, (20, ach) 2/3, (30, glu) 2/3, (20, glu) 1/1
+    assert strict["hemi_lineage"]["left_out_cutoff"] == 3
+    assert strict["hemi_lineage"]["vote"]["n"] == 1
+    with pytest.raises(ValueError, match="cutoff"):
+        evaluate(cutoff=1.5)
+
+
+def test_n_min_at_synapse_level_leaves_out_the_synapses_of_small_neurons():
+    plain = evaluate(n_min=3).metrics
+    original = evaluate(n_min=3, n_min_synapse_level=True).metrics
+    assert plain["synapse"]["n"] == 15
+    # skeletons 1, 3 and 4 hold 3 synapses each; 2, 8 (2), 9 and 10 (1) are left out
+    assert original["synapse"]["n"] == 9
+    assert original["synapse"]["left_out_n_min"] == 6
+    assert original["synapse"]["accuracy"] == pytest.approx(5 / 9)
+    assert original["filters"]["n_min_synapse_level"] is True
+    assert original["neuron"]["vote"] == plain["neuron"]["vote"]
 
 
 def test_neuron_mean_probability():
@@ -197,7 +244,7 @@ def test_n_min_leaves_out_small_neurons_and_lineages():
     lineage = evaluate(n_min=4).metrics["hemi_lineage"]
     assert lineage["left_out_n_min"] == 3  # units (20, ach) 3, (20, glu) 1, (30, glu) 3 synapses
     assert lineage["vote"]["n"] == 1
-    assert neuron_predictions(evaluate().synapses, 3, n_min=2)[1] == 2
+    assert neuron_predictions(evaluate().synapses, 3, n_min=2)[1] == {"n_min": 2, "cutoff": 0}
 
 
 def test_confidence_cut_off_applies_before_everything():

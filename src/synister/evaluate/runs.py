@@ -20,7 +20,7 @@ class RunEvaluation:
     classes: list[str]
     meta: dict
     metrics: dict
-    synapses: pd.DataFrame  # labelled synapses kept by the confidence cut-off
+    synapses: pd.DataFrame  # labelled synapses kept by the confidence cut-off (and n_min)
     neurons: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per skeleton
     hemi_lineages: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per lineage
 
@@ -34,21 +34,31 @@ def evaluate_predictions(
     *,
     n_min: int = 0,
     min_confidence: float = 0.0,
+    cutoff: float = 0.0,
+    ties: str = "probability",
+    n_min_synapse_level: bool = False,
     hemi_lineage_names: dict[int, str | None] | None = None,
 ) -> RunEvaluation:
     """Metrics at synapse, neuron and hemilineage level of one run's prediction table.
 
     The confidence cut-off applies first, to every level; ``n_min`` then applies to the
-    neuron and hemilineage levels (counting the synapses that passed the cut-off). Hemilineages
-    named None in ``hemi_lineage_names`` are the database's "unknown" ones and are left out of
-    the hemilineage level.
+    neuron and hemilineage levels (counting the synapses that passed the cut-off), and with
+    ``n_min_synapse_level`` (the original's rule) to the synapse level too: the synapses of
+    neurons with fewer than ``n_min`` synapses are left out everywhere. ``cutoff`` leaves out
+    neurons and hemilineage units whose majority vote holds less than that share of their
+    synapses; ``ties`` says how a tied vote is broken (see :data:`metrics.TIE_RULES`).
+    Hemilineages named None in ``hemi_lineage_names`` are the database's "unknown" ones and are
+    left out of the hemilineage level.
     """
     classes = list(classes)
     meta = dict(meta or {})
     if n_min < 0:
         raise ValueError(f"n_min must be >= 0, got {n_min}")
+    m.check_cutoff(cutoff)
+    m.check_ties(ties)
     labelled, excluded = m.label_predictions(predictions, synapses, classes)
-    kept = m.confidence_filter(labelled, min_confidence)
+    confident = m.confidence_filter(labelled, min_confidence)
+    kept = m.n_min_synapse_filter(confident, n_min) if n_min_synapse_level else confident
     n_classes = len(classes)
     probabilities = kept[m.prob_columns(classes)].to_numpy(dtype=np.float64)
 
@@ -56,6 +66,7 @@ def evaluate_predictions(
     synapse_level["expected_probability"] = m.expected_probability_matrix(
         kept["true_idx"].to_numpy(), probabilities, n_classes
     ).tolist()
+    synapse_level["left_out_n_min"] = len(confident) - len(kept)
     # Computed before the cut-off, so a user can choose one.
     synapse_level["by_confidence"] = m.confidence_curve(labelled, n_classes)
 
@@ -65,17 +76,26 @@ def evaluate_predictions(
     names = hemi_lineage_names or {}
     unknown_lineages = [i for i, name in names.items() if name is None]
     for method in m.AGGREGATION_METHODS:
-        neurons, n_small = m.neuron_predictions(kept, n_classes, method=method, n_min=n_min)
+        neurons, neurons_left_out = m.neuron_predictions(
+            kept, n_classes, method=method, n_min=n_min, cutoff=cutoff, ties=ties
+        )
         evaluation.neurons[method] = neurons
         neuron_level[method] = {
             **m.level_metrics(neurons["true_idx"], neurons["pred_idx"], classes),
             "n_ties": int(neurons["tie"].sum()),
             "tied_skeleton_ids": neurons.loc[neurons["tie"], "skeleton_id"].tolist(),
         }
-        neuron_level["left_out_n_min"] = n_small
+        neuron_level["left_out_n_min"] = neurons_left_out["n_min"]
+        neuron_level["left_out_cutoff"] = neurons_left_out["cutoff"]
 
         lineages, left_out = m.hemi_lineage_predictions(
-            kept, n_classes, method=method, n_min=n_min, unknown_ids=unknown_lineages
+            kept,
+            n_classes,
+            method=method,
+            n_min=n_min,
+            cutoff=cutoff,
+            ties=ties,
+            unknown_ids=unknown_lineages,
         )
         lineages.insert(
             1,
@@ -95,6 +115,7 @@ def evaluate_predictions(
         }
         lineage_level["split_by_transmitter"] = left_out["mixed"]
         lineage_level["left_out_n_min"] = left_out["n_min"]
+        lineage_level["left_out_cutoff"] = left_out["cutoff"]
         lineage_level["synapses_without_hemi_lineage"] = left_out["no_hemi_lineage"]
 
     n_labelled = len(labelled)
@@ -103,13 +124,22 @@ def evaluate_predictions(
         "classes": classes,
         "iteration": _iteration(meta),
         "meta": meta,
-        "filters": {"n_min": n_min, "min_confidence": min_confidence},
+        "filters": {
+            "n_min": n_min,
+            "n_min_synapse_level": n_min_synapse_level,
+            "min_confidence": min_confidence,
+            "cutoff": cutoff,
+            "ties": ties,
+        },
         "counts": {
             "predicted": int(len(predictions)),
             "left_out": excluded,
             "labelled": n_labelled,
-            "kept_by_confidence": int(len(kept)),
-            "fraction_kept_by_confidence": len(kept) / n_labelled if n_labelled else float("nan"),
+            "kept_by_confidence": int(len(confident)),
+            "fraction_kept_by_confidence": (
+                len(confident) / n_labelled if n_labelled else float("nan")
+            ),
+            "evaluated": int(len(kept)),
         },
         "synapse": synapse_level,
         "neuron": neuron_level,
