@@ -148,6 +148,10 @@ def evaluate_predictions(
     return evaluation
 
 
+def _is_nan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _iteration(meta: dict) -> int | None:
     value = meta.get("iteration")
     if value is None:
@@ -164,10 +168,58 @@ def series_key(metrics: dict) -> str:
     parts = [
         str(meta["experiment"]) if meta.get("experiment") is not None else None,
         f"t{meta['train_number']}" if meta.get("train_number") is not None else None,
-        str(meta["split_part"]) if meta.get("split_part") is not None else None,
+        split_label(meta) if meta.get("split_name") or meta.get("split_part") else None,
     ]
     label = " ".join(p for p in parts if p)
     return label or "runs"
+
+
+def split_label(meta: dict) -> str:
+    """``<split> / <part>`` of a run's meta; ``?`` for what it does not name."""
+    return f"{meta.get('split_name') or '?'} / {meta.get('split_part') or '?'}"
+
+
+def synapse_set(metrics: dict) -> dict:
+    """What decides which synapses a run predicts: its split, split part and set of classes.
+    Runs of different synapse sets have accuracies that cannot be compared."""
+    meta = metrics["meta"]
+    return {
+        "split_name": meta.get("split_name"),
+        "split_part": meta.get("split_part"),
+        "classes": sorted(metrics["classes"]),
+    }
+
+
+def choose_best(run_metrics: Sequence[dict]) -> dict:
+    """The best run (see :func:`best_run`), only when all runs predict one synapse set.
+
+    Returns ``best`` (None when refused), ``best_refused`` (why, or None) and
+    ``synapse_sets``: per set (in the order of its first run) its split, part, classes, runs and
+    best run.
+    """
+    groups: dict[tuple, dict] = {}
+    for metrics in run_metrics:
+        key = synapse_set(metrics)
+        entry = groups.setdefault(
+            (key["split_name"], key["split_part"], tuple(key["classes"])), {**key, "runs": []}
+        )
+        entry["runs"].append(metrics)
+    sets = [
+        {**entry, "runs": [m["run"] for m in entry["runs"]], "best": best_run(entry["runs"])}
+        for entry in groups.values()
+    ]
+    if len(sets) == 1:
+        return {"best": sets[0]["best"], "best_refused": None, "synapse_sets": sets}
+    listed = "; ".join(
+        f"split {s['split_name'] or '?'} / {s['split_part'] or '?'} with classes "
+        f"{', '.join(s['classes'])}: {', '.join(s['runs'])}"
+        for s in sets
+    )
+    reason = (
+        f"the runs predict {len(sets)} different synapse sets, whose accuracies cannot be "
+        f"compared ({listed}); each set's best is listed"
+    )
+    return {"best": None, "best_refused": reason, "synapse_sets": sets}
 
 
 def accuracy_by_iteration(run_metrics: Sequence[dict]) -> list[dict]:
@@ -194,13 +246,14 @@ def accuracy_by_iteration(run_metrics: Sequence[dict]) -> list[dict]:
 
 def best_run(run_metrics: Sequence[dict]) -> dict | None:
     """The run with the highest synapse-level accuracy (after the confidence cut-off, as
-    reported); ties go to the earliest iteration
-    (runs without one count as latest), then to the run given first. None if no run has any
+    reported); ties go to the earliest iteration (runs without one count as latest), then to
+    the run given first. Incomplete runs are no candidates. None if no candidate has any
     evaluated synapse."""
     candidates = [
         (position, metrics)
         for position, metrics in enumerate(run_metrics)
-        if not math.isnan(metrics["synapse"]["accuracy"])
+        if not _is_nan(metrics["synapse"]["accuracy"])
+        and metrics.get("completeness", {}).get("status") != "incomplete"
     ]
     if not candidates:
         return None
