@@ -34,6 +34,7 @@ figcaption { font-size: 0.85em; color: #555; text-align: center; }
 details { margin: 0.8em 0; border: 1px solid #ddd; border-radius: 4px; padding: 0.4em 0.8em; }
 summary { cursor: pointer; font-weight: 600; font-size: 1.1em; }
 code { background: #f4f4f4; padding: 0 0.2em; }
+.scroll { overflow-x: auto; }
 .warnings { background: #fff4e5; border: 1px solid #f0b37e; padding: 0.4em 0.8em; }
 """
 
@@ -76,7 +77,7 @@ def write_report(
     for run, metrics in results["runs"].items():
         parts.append(
             _run_section(
-                metrics, figures.get(run, {}), hemi_lineage_tables.get(run), run in best_runs
+                metrics, figures.get(run, {}), hemi_lineage_tables.get(run), best_runs.get(run)
             )
         )
     parts.append("</body></html>")
@@ -117,7 +118,10 @@ def _table(
         + "</tr>"
         for n, row in enumerate(rows)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _filters_paragraph(results: dict) -> str:
@@ -165,11 +169,13 @@ def _warnings_list(warnings: Sequence[str]) -> str:
     return f'<div class="warnings"><b>Warnings</b><ul>{items}</ul></div>'
 
 
-def _best_runs(results: dict) -> set[str]:
-    """The best run, or each synapse set's best where no overall best is picked."""
+def _best_runs(results: dict) -> dict[str, str]:
+    """The best run, or each synapse set's best where no overall best is picked: run -> what
+    it is the best of."""
     if results.get("best"):
-        return {results["best"]["run"]}
-    return {s["best"]["run"] for s in results.get("synapse_sets") or [] if s.get("best")}
+        return {results["best"]["run"]: "best"}
+    sets = results.get("synapse_sets") or []
+    return {s["best"]["run"]: "best of its synapse set" for s in sets if s.get("best")}
 
 
 def completeness_text(completeness: dict | None) -> str:
@@ -181,7 +187,7 @@ def completeness_text(completeness: dict | None) -> str:
     return text if status == "complete" else f"{text} ({status})"
 
 
-def _summary_table(runs, best_runs: set[str]) -> str:
+def _summary_table(runs, best_runs: dict[str, str]) -> str:
     header = [
         "run",
         "split / part",
@@ -237,8 +243,7 @@ def _best_paragraph(results: dict) -> str:
         return f"<p>Best run {rule}: {_best_sentence(results['best'])}.</p>"
     if results.get("best_refused"):
         rows = "".join(
-            f"<li>split {_e(s['split_name'] or '?')} / {_e(s['split_part'] or '?')}, classes "
-            f"{_e(', '.join(s['classes']))}: "
+            f"<li>{_e(split_label(s))} ({_e(', '.join(s['classes']))}): "
             + (_best_sentence(s["best"]) if s.get("best") else "no candidate")
             + "</li>"
             for s in results.get("synapse_sets") or []
@@ -261,13 +266,14 @@ def _figures(figures: dict[str, Path], wide: bool = False) -> str:
 
 
 def _run_section(
-    metrics: dict, figures: dict[str, Path], lineages: pd.DataFrame | None, is_best: bool
+    metrics: dict, figures: dict[str, Path], lineages: pd.DataFrame | None, best_label: str | None
 ) -> str:
     classes = metrics["classes"]
     counts = metrics["counts"]
-    marker = " — best" if is_best else ""
+    marker = f" — {best_label}" if best_label else ""
     parts = [
-        f"<details{' open' if is_best else ''}><summary>Run {_e(metrics['run'])}{marker}</summary>",
+        f"<details{' open' if best_label else ''}>",
+        f"<summary>Run {_e(metrics['run'])}{marker}</summary>",
         "<h3>Configuration</h3>",
         _table(
             ["field", "value"],

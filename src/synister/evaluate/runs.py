@@ -210,14 +210,16 @@ def choose_best(run_metrics: Sequence[dict]) -> dict:
     ]
     if len(sets) == 1:
         return {"best": sets[0]["best"], "best_refused": None, "synapse_sets": sets}
+    classes_differ = len({tuple(s["classes"]) for s in sets}) > 1
     listed = "; ".join(
-        f"split {s['split_name'] or '?'} / {s['split_part'] or '?'} with classes "
-        f"{', '.join(s['classes'])}: {', '.join(s['runs'])}"
+        split_label(s)
+        + (f" of {', '.join(s['classes'])}" if classes_differ else "")
+        + f": {', '.join(s['runs'])}"
         for s in sets
     )
     reason = (
-        f"the runs predict {len(sets)} different synapse sets, whose accuracies cannot be "
-        f"compared ({listed}); each set's best is listed"
+        f"the runs predict {len(sets)} different synapse sets ({listed}), whose accuracies "
+        "cannot be compared; each set's best is listed"
     )
     return {"best": None, "best_refused": reason, "synapse_sets": sets}
 
