@@ -103,15 +103,15 @@ def run_completeness(db, classes: Sequence[str], meta: dict, n_predicted: int) -
     why. Returns status (complete, incomplete, unknown), predicted, expected, fraction, source
     (meta, split or None) and reason.
     """
-    from ..data import training_synapses
-    from ..db import UnknownSplit
-
     expected, source, reason = meta.get("expected_synapses"), "meta", None
     if expected is None:
         split, part = meta.get("split_name"), meta.get("split_part")
         if split is None or part is None:
             source, reason = None, "its meta names no split (a run of the original synister?)"
         else:
+            from ..data import training_synapses  # imports torch: only for runs that need it
+            from ..db import UnknownSplit
+
             try:
                 expected = len(training_synapses(db, split, classes, part=part))
                 source = "split"
