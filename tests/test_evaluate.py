@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from synister.evaluate import (
+    EvaluationRules,
     aggregate_predictions,
     best_run,
     confusion_matrix,
@@ -92,15 +93,15 @@ def synapse_table() -> pd.DataFrame:
     return frame
 
 
-def evaluate(**kwargs):
+def evaluate(**rules):
     return evaluate_predictions(
         "run",
         prediction_table(),
         synapse_table(),
         CLASSES,
         {"iteration": 1000},
+        rules=EvaluationRules(**rules),
         hemi_lineage_names=LINEAGE_NAMES,
-        **kwargs,
     )
 
 
@@ -344,7 +345,7 @@ def test_evaluate_runs_writes_metrics_figures_and_a_self_contained_report(databa
     out = tmp_path / "evaluation"
     with open_database(database) as db:
         # given out of order: the curve must still run by iteration
-        results = evaluate_runs(db, ["val_exp_t0_p2", "val_exp_t0_p0"], out, n_min=0)
+        results = evaluate_runs(db, ["val_exp_t0_p2", "val_exp_t0_p0"], out)
     assert json.loads((out / "metrics.json").read_text()) == results
     p0 = results["runs"]["val_exp_t0_p0"]
     assert p0["synapse"]["confusion"] == [[4, 2, 0], [1, 2, 2], [2, 0, 2]]

@@ -125,7 +125,7 @@ def evaluate_command(
     """
     from ..config import ConfigError
     from ..db import DatabaseError, open_database
-    from ..evaluate import evaluate_runs
+    from ..evaluate import EvaluationRules, evaluate_runs
 
     names: list[str] = []
     urls: set[str] = set()
@@ -154,15 +154,17 @@ def evaluate_command(
                 db,
                 names,
                 out,
-                n_min=n_min,
-                min_confidence=min_confidence,
-                cutoff=cutoff,
-                ties=ties.value,
-                n_min_synapse_level=n_min_synapses,
+                rules=EvaluationRules(
+                    n_min=n_min,
+                    min_confidence=min_confidence,
+                    cutoff=cutoff,
+                    ties=ties.value,
+                    n_min_synapse_level=n_min_synapses,
+                ),
                 allow_incomplete=allow_incomplete,
                 figures=figures,
             )
-    except (DatabaseError, KeyError, ValueError) as error:
+    except (DatabaseError, KeyError, ValueError, OSError) as error:
         _fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
 
     for warning in results["warnings"]:

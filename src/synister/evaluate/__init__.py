@@ -37,10 +37,18 @@ from .runner import (
     public_url,
     run_completeness,
 )
-from .runs import RunEvaluation, accuracy_by_iteration, best_run, choose_best, evaluate_predictions
+from .runs import (
+    EvaluationRules,
+    RunEvaluation,
+    accuracy_by_iteration,
+    best_run,
+    choose_best,
+    evaluate_predictions,
+)
 
 __all__ = [
     "CURVES_FILE",
+    "EvaluationRules",
     "METRICS_FILE",
     "REPORT_FILE",
     "TIE_RULES",

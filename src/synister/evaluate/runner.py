@@ -20,7 +20,14 @@ from .outputs import (
     staged_folder,
     write_run_tables,
 )
-from .runs import RunEvaluation, accuracy_by_iteration, choose_best, evaluate_predictions
+from .runs import (
+    DEFAULT_RULES,
+    EvaluationRules,
+    RunEvaluation,
+    accuracy_by_iteration,
+    choose_best,
+    evaluate_predictions,
+)
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -35,11 +42,7 @@ def evaluate_run(
     db,
     run: str,
     *,
-    n_min: int = 0,
-    min_confidence: float = 0.0,
-    cutoff: float = 0.0,
-    ties: str = "probability",
-    n_min_synapse_level: bool = False,
+    rules: EvaluationRules = DEFAULT_RULES,
     allow_incomplete: bool = False,
     hemi_lineage_names: dict[int, str | None] | None = None,
     completeness: dict | None = None,
@@ -47,9 +50,8 @@ def evaluate_run(
     """Read run ``run`` and its synapses' truth from ``db`` and compute its metrics, with its
     completeness (``completeness``, else :func:`check_run`'s) under ``metrics["completeness"]``.
 
-    An incomplete run raises :class:`IncompleteRun` unless ``allow_incomplete``. The rules
-    (``n_min`` ... ``n_min_synapse_level``) are those of
-    :func:`synister.evaluate.runs.evaluate_predictions`.
+    An incomplete run raises :class:`IncompleteRun` unless ``allow_incomplete``; ``rules``:
+    see :class:`~synister.evaluate.runs.EvaluationRules`.
     """
     classes, meta = _open_run(db, run)
     if completeness is None:
@@ -66,11 +68,7 @@ def evaluate_run(
         synapses,
         classes,
         meta,
-        n_min=n_min,
-        min_confidence=min_confidence,
-        cutoff=cutoff,
-        ties=ties,
-        n_min_synapse_level=n_min_synapse_level,
+        rules=rules,
         hemi_lineage_names=hemi_lineage_names,
     )
     evaluation.metrics["completeness"] = completeness
@@ -148,11 +146,7 @@ def evaluate_runs(
     runs: Sequence[str],
     out_dir: str | Path,
     *,
-    n_min: int = 0,
-    min_confidence: float = 0.0,
-    cutoff: float = 0.0,
-    ties: str = "probability",
-    n_min_synapse_level: bool = False,
+    rules: EvaluationRules = DEFAULT_RULES,
     allow_incomplete: bool = False,
     figures: bool = True,
 ) -> dict:
@@ -162,7 +156,8 @@ def evaluate_runs(
     Every run is read and checked before anything is written; the outputs are written beside
     ``out_dir`` and moved into it at the end, so a failure leaves no trace (and an existing
     ``out_dir`` keeps what it held). Incomplete runs raise :class:`IncompleteRun` unless
-    ``allow_incomplete``; they are never the best. A best run is only picked among runs of one
+    ``allow_incomplete``; they are never the best. ``rules``: see
+    :class:`~synister.evaluate.runs.EvaluationRules`. A best run is only picked among runs of one
     synapse set (split, part and classes); otherwise ``best`` is None, ``best_refused`` says why
     and ``synapse_sets`` lists each set's best. ``figures=False`` skips the PNGs (about 1.5 s per
     run); the report then holds tables only.
@@ -186,11 +181,7 @@ def evaluate_runs(
         evaluate_run(
             db,
             run,
-            n_min=n_min,
-            min_confidence=min_confidence,
-            cutoff=cutoff,
-            ties=ties,
-            n_min_synapse_level=n_min_synapse_level,
+            rules=rules,
             allow_incomplete=True,
             hemi_lineage_names=names,
             completeness=completeness[run],
@@ -212,11 +203,7 @@ def evaluate_runs(
     curves = accuracy_by_iteration(run_metrics)
     results = {
         "database": public_url(db.url),
-        "n_min": n_min,
-        "n_min_synapse_level": n_min_synapse_level,
-        "min_confidence": min_confidence,
-        "cutoff": cutoff,
-        "ties": ties,
+        **rules.as_dict(),
         "runs": {e.run: e.metrics for e in evaluations},
         "accuracy_vs_iteration": curves,
         **best,

@@ -4,12 +4,48 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from . import metrics as m
+
+
+@dataclass(frozen=True)
+class EvaluationRules:
+    """What an evaluation leaves out and how it breaks a tied vote.
+
+    ``min_confidence`` leaves out synapses whose highest probability is below it, at every
+    level; ``n_min`` then neurons and hemilineage units with fewer synapses, and with
+    ``n_min_synapse_level`` their synapses at synapse level too; ``cutoff`` leaves out neurons
+    and hemilineage units whose majority vote holds less than that share of their synapses;
+    ``ties`` is one of :data:`metrics.TIE_RULES`. The defaults are synister's; the original
+    synister had ``n_min`` and ``cutoff`` off by default and, when given ``n_min``, applied it at
+    synapse level too (``n_min_synapse_level=True``), and broke ties to the first class
+    (``ties="first"``).
+    """
+
+    n_min: int = 0
+    min_confidence: float = 0.0
+    cutoff: float = 0.0
+    ties: str = "probability"
+    n_min_synapse_level: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_min < 0:
+            raise ValueError(f"n_min must be >= 0, got {self.n_min}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must lie in [0, 1], got {self.min_confidence}")
+        m.check_cutoff(self.cutoff)
+        m.check_ties(self.ties)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: synister's rules (see :class:`EvaluationRules`)
+DEFAULT_RULES = EvaluationRules()
 
 
 @dataclass
@@ -32,33 +68,21 @@ def evaluate_predictions(
     classes: Sequence[str],
     meta: dict | None = None,
     *,
-    n_min: int = 0,
-    min_confidence: float = 0.0,
-    cutoff: float = 0.0,
-    ties: str = "probability",
-    n_min_synapse_level: bool = False,
+    rules: EvaluationRules = DEFAULT_RULES,
     hemi_lineage_names: dict[int, str | None] | None = None,
 ) -> RunEvaluation:
-    """Metrics at synapse, neuron and hemilineage level of one run's prediction table.
-
-    The confidence cut-off applies first, to every level; ``n_min`` then applies to the
-    neuron and hemilineage levels (counting the synapses that passed the cut-off), and with
-    ``n_min_synapse_level`` (the original's rule) to the synapse level too: the synapses of
-    neurons with fewer than ``n_min`` synapses are left out everywhere. ``cutoff`` leaves out
-    neurons and hemilineage units whose majority vote holds less than that share of their
-    synapses; ``ties`` says how a tied vote is broken (see :data:`metrics.TIE_RULES`).
-    Hemilineages named None in ``hemi_lineage_names`` are the database's "unknown" ones and are
-    left out of the hemilineage level.
+    """Metrics at synapse, neuron and hemilineage level of one run's prediction table, under
+    ``rules`` (see :class:`EvaluationRules`). Hemilineages named None in
+    ``hemi_lineage_names`` are the database's "unknown" ones and are left out of the
+    hemilineage level.
     """
     classes = list(classes)
     meta = dict(meta or {})
-    if n_min < 0:
-        raise ValueError(f"n_min must be >= 0, got {n_min}")
-    m.check_cutoff(cutoff)
-    m.check_ties(ties)
     labelled, excluded = m.label_predictions(predictions, synapses, classes)
-    confident = m.confidence_filter(labelled, min_confidence)
-    kept = m.n_min_synapse_filter(confident, n_min) if n_min_synapse_level else confident
+    confident = m.confidence_filter(labelled, rules.min_confidence)
+    kept = (
+        m.n_min_synapse_filter(confident, rules.n_min) if rules.n_min_synapse_level else confident
+    )
     n_classes = len(classes)
     probabilities = kept[m.prob_columns(classes)].to_numpy(dtype=np.float64)
 
@@ -76,9 +100,8 @@ def evaluate_predictions(
     names = hemi_lineage_names or {}
     unknown_lineages = [i for i, name in names.items() if name is None]
     for method in m.AGGREGATION_METHODS:
-        neurons, neurons_left_out = m.neuron_predictions(
-            kept, n_classes, method=method, n_min=n_min, cutoff=cutoff, ties=ties
-        )
+        how = {"method": method, "n_min": rules.n_min, "cutoff": rules.cutoff, "ties": rules.ties}
+        neurons, neurons_left_out = m.neuron_predictions(kept, n_classes, **how)
         evaluation.neurons[method] = neurons
         neuron_level[method] = {
             **m.level_metrics(neurons["true_idx"], neurons["pred_idx"], classes),
@@ -89,13 +112,7 @@ def evaluate_predictions(
         neuron_level["left_out_cutoff"] = neurons_left_out["cutoff"]
 
         lineages, left_out = m.hemi_lineage_predictions(
-            kept,
-            n_classes,
-            method=method,
-            n_min=n_min,
-            cutoff=cutoff,
-            ties=ties,
-            unknown_ids=unknown_lineages,
+            kept, n_classes, **how, unknown_ids=unknown_lineages
         )
         lineages.insert(
             1,
@@ -124,13 +141,7 @@ def evaluate_predictions(
         "classes": classes,
         "iteration": _iteration(meta),
         "meta": meta,
-        "filters": {
-            "n_min": n_min,
-            "n_min_synapse_level": n_min_synapse_level,
-            "min_confidence": min_confidence,
-            "cutoff": cutoff,
-            "ties": ties,
-        },
+        "filters": rules.as_dict(),
         "counts": {
             "predicted": int(len(predictions)),
             "left_out": excluded,
