@@ -555,7 +555,9 @@ def test_command_prints_table_and_json(database, tmp_path):
         ],
     )
     assert plain.exit_code == 0 and "report.html" in plain.stdout
-    assert re.search(r"val_exp_t0_p0\s+val / validation\s+19/15\s+1000\s+1\s+1\.000", plain.stdout)
+    assert re.search(
+        r"val_exp_t0_p0\s+val / validation\s+19 / 15\s+1000\s+1\s+1\.000", plain.stdout
+    )
     written = json.loads((out / "metrics.json").read_text())["runs"]["val_exp_t0_p0"]["synapse"]
     assert written["per_class_accuracy"] == {"gaba": None, "acetylcholine": None, "glutamate": 1.0}
     missing = CliRunner().invoke(app, ["evaluate", "--db", database, "--out", str(out), "nope"])
@@ -661,8 +663,8 @@ def test_command_shows_split_and_completeness_and_refuses_incomplete(database, t
     )
     assert allowed.exit_code == 0, allowed.output
     lines = allowed.stdout.splitlines()
-    assert re.search(r"val_exp_t0_p0\s+val / validation\s+19/15\s+1000", lines[1]), lines
-    assert re.search(r"val_exp_t0_p3\s+val / validation\s+5/15 \(incomplete\)\s", lines[2])
+    assert re.search(r"val_exp_t0_p0\s+val / validation\s+19 / 15\s+1000", lines[1]), lines
+    assert re.search(r"val_exp_t0_p3\s+val / validation\s+5 / 15 \(incomplete\)\s", lines[2])
     assert "best: val_exp_t0_p0 (iteration 1000)" in allowed.stdout
     assert "warning: val_exp_t0_p3: incomplete" in allowed.stderr
 
@@ -670,7 +672,7 @@ def test_command_shows_split_and_completeness_and_refuses_incomplete(database, t
         app, [*base, "val_exp_t0_p1", "other_exp_t0_p0", "fafb_original_run"]
     )
     assert mixed.exit_code == 0, mixed.output
-    assert "other / test" in mixed.stdout and "15/?" in mixed.stdout
+    assert "other / test" in mixed.stdout and "15 / ? (unknown)" in mixed.stdout
     assert "best: none, the runs predict 3 different synapse sets" in mixed.stdout
     assert "best of val / validation: val_exp_t0_p1 (iteration 2000)" in mixed.stdout
     assert "best of other / test: other_exp_t0_p0 (iteration 9)" in mixed.stdout

@@ -200,7 +200,7 @@ def _predict_config(setup: Path):
 def format_summary(results: dict) -> str:
     """A short plain-text table: split, completeness and accuracies per run, the best run (or
     each synapse set's best), the report's path."""
-    from ..evaluate.runs import split_label
+    from ..evaluate.runs import completeness_text, split_label
 
     header = ("run", "split / part", "predicted", "iter", "synapses", "syn acc", "bal acc",
               "neurons", "vote acc", "mean acc")  # fmt: skip
@@ -210,7 +210,7 @@ def format_summary(results: dict) -> str:
             (
                 m["run"],
                 split_label(m["meta"]),
-                _completeness(m["completeness"]),
+                completeness_text(m["completeness"]),
                 "-" if m["iteration"] is None else str(m["iteration"]),
                 str(m["synapse"]["n"]),
                 _number(m["synapse"]["accuracy"]),
@@ -247,12 +247,6 @@ def format_summary(results: dict) -> str:
 def _best(best: dict) -> str:
     at = f" (iteration {best['iteration']})" if best.get("iteration") is not None else ""
     return f"{best['run']}{at}, synapse accuracy {_number(best['synapse_accuracy'])}"
-
-
-def _completeness(completeness: dict) -> str:
-    expected = "?" if completeness["expected"] is None else completeness["expected"]
-    text = f"{completeness['predicted']}/{expected}"
-    return text + (" (incomplete)" if completeness["status"] == "incomplete" else "")
 
 
 def _number(value) -> str:

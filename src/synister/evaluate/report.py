@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import split_label
+from .runs import completeness_text, split_label
 
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
@@ -176,15 +176,6 @@ def _best_runs(results: dict) -> dict[str, str]:
         return {results["best"]["run"]: "best"}
     sets = results.get("synapse_sets") or []
     return {s["best"]["run"]: "best of its synapse set" for s in sets if s.get("best")}
-
-
-def completeness_text(completeness: dict | None) -> str:
-    """``predicted / expected`` (``?`` when unknown), with the status when not complete."""
-    c = completeness or {}
-    expected = "?" if c.get("expected") is None else c["expected"]
-    text = f"{c.get('predicted', '?')} / {expected}"
-    status = c.get("status", "unknown")
-    return text if status == "complete" else f"{text} ({status})"
 
 
 def _summary_table(runs, best_runs: dict[str, str]) -> str:
@@ -394,8 +385,8 @@ def _left_out_paragraph(metrics: dict) -> str:
     tied = neuron["vote"]["tied_skeleton_ids"]
     shown = ", ".join(str(s) for s in tied[:20]) + (" …" if len(tied) > 20 else "")
     return (
-        f"<p>Neurons left out (fewer than n_min synapses): {_e(neuron['left_out_n_min'])}; "
-        f"(majority share below the cut-off): {_e(neuron.get('left_out_cutoff', 0))}. "
+        f"<p>Neurons left out: {_e(neuron['left_out_n_min'])} with fewer than n_min synapses, "
+        f"{_e(neuron.get('left_out_cutoff', 0))} with a majority share below the cut-off. "
         f"Neurons whose vote tied: {_e(neuron['vote']['n_ties'])}"
         f"{' (skeletons ' + _e(shown) + ')' if tied else ''}. "
         f"Hemilineages with neurons of different transmitters, evaluated per transmitter: "

@@ -190,6 +190,15 @@ def split_label(meta: dict) -> str:
     return f"{meta.get('split_name') or '?'} / {meta.get('split_part') or '?'}"
 
 
+def completeness_text(completeness: dict | None) -> str:
+    """``predicted / expected`` (``?`` when unknown), with the status when not complete."""
+    c = completeness or {}
+    expected = "?" if c.get("expected") is None else c["expected"]
+    text = f"{c.get('predicted', '?')} / {expected}"
+    status = c.get("status", "unknown")
+    return text if status == "complete" else f"{text} ({status})"
+
+
 def synapse_set(metrics: dict) -> dict:
     """What decides which synapses a run predicts: its split, split part and set of classes.
     Runs of different synapse sets have accuracies that cannot be compared."""
