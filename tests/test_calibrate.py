@@ -17,7 +17,12 @@ from synister.cli import app
 from synister.config import load_train_setup
 from synister.db import open_database
 from synister.evaluate import calibration as cal
-from synister.evaluate.calibrate import calibration_summary, labelled_run, raw_probabilities
+from synister.evaluate.calibrate import (
+    CalibrationOptions,
+    calibration_summary,
+    labelled_run,
+    raw_probabilities,
+)
 from synister.models import build_model, save_checkpoint
 from synister.models.calibration import (
     CalibrationError,
@@ -202,16 +207,18 @@ def test_evaluation_of_a_test_run_uses_the_stored_calibration(world, tmp_path):
     with open_database(world.url) as db:
         _, meta, labelled = labelled_run(db, "skeleton_exp_t1_p91")
     calibration_path(world.checkpoint).unlink(missing_ok=True)
-    uncalibrated, _ = evaluate_calibration(labelled, CLASSES, meta)
+    uncalibrated, _ = evaluate_calibration(labelled, CLASSES, meta, CalibrationOptions())
     assert uncalibrated["temperature"] is None and uncalibrated["synapse"]["after"] is None
-    assert uncalibrated["unclear"]["chosen_on"] == "chosen on this run for 95% accuracy"
+    assert uncalibrated["unclear"]["chosen_on"] == (
+        "chosen on this run for 95% accuracy of the confident calls"
+    )
 
     result = CliRunner().invoke(
         app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p90"]
     )
     assert result.exit_code == 0, result.output
     record = read_calibration(world.checkpoint)
-    summary, neurons = evaluate_calibration(labelled, CLASSES, meta)
+    summary, neurons = evaluate_calibration(labelled, CLASSES, meta, CalibrationOptions())
     assert summary["temperature"] == record["temperature"]
     assert "fitted on run skeleton_exp_t1_p90" in summary["temperature_source"]
     assert summary["unclear"]["thresholds"] == record["unclear"]["thresholds"]
@@ -224,9 +231,19 @@ def test_evaluation_of_a_test_run_uses_the_stored_calibration(world, tmp_path):
     assert confident.sum() == summary["unclear"]["n_confident"]
 
     # a temperature given explicitly wins
-    given, _ = evaluate_calibration(labelled, CLASSES, meta, temperature=1.0)
+    given, _ = evaluate_calibration(
+        labelled, CLASSES, meta, CalibrationOptions(temperature=1.0, unclear_min_synapses=26)
+    )
     assert given["temperature"] == 1.0 and given["temperature_source"] == "given"
     assert given["synapse"]["after"]["nll"] == pytest.approx(given["synapse"]["before"]["nll"])
+    # a threshold given replaces the chosen one; the others stay (every neuron has 25 synapses)
+    assert (
+        given["unclear"]["thresholds"]["min_synapses"] == 26
+        and given["unclear"]["n_confident"] == 0
+    )
+    assert given["unclear"]["chosen_on"].startswith(
+        "min_synapses given, the rest chosen on validation"
+    )
 
     figures = draw_calibration_figures(summary, tmp_path, "skeleton_exp_t1_p91")
     assert len(figures) == 3
@@ -298,3 +315,44 @@ def test_calibrate_a_bundle_writes_its_temperature(world, tmp_path):
         ["calibrate", str(bundle), "--validation-run", "skeleton_exp_t1_p95", "--db", world.url],
     )
     assert result.exit_code == 1 and "holds iteration 10" in result.output
+
+
+def test_evaluate_shows_calibration_unclear_neurons_and_the_risk_coverage_curve(world, tmp_path):
+    result = CliRunner().invoke(
+        app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p90"]
+    )
+    assert result.exit_code == 0, result.output
+    temperature = read_calibration(world.checkpoint)["temperature"]
+    out = tmp_path / "evaluation"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "skeleton_exp_t1_p91", "--db", world.url, "--out", str(out),
+],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"temperature {temperature:.3g}: synapse ECE" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    calibration = metrics["runs"]["skeleton_exp_t1_p91"]["calibration"]
+    assert calibration["temperature"] == pytest.approx(temperature)
+    assert calibration["synapse"]["after"]["ece"] < calibration["synapse"]["before"]["ece"]
+    assert len(calibration["synapse"]["before"]["bins"]) == 15
+    assert set(calibration["risk_coverage"]) == {"top-class mean probability", "margin"}
+    run_dir = out / "skeleton_exp_t1_p91"
+    unclear = pd.read_csv(run_dir / "neurons_unclear.csv")
+    assert len(unclear) == N_SKELETONS // 2
+    assert (unclear["outcome"] == "unclear").sum() == calibration["unclear"]["n_unclear"]
+    for png in ("reliability_synapse.png", "reliability_neuron.png", "risk_coverage_neuron.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert "<h3>Calibration</h3>" in page and "Unclear neuron calls" in page
+    assert "accuracy of the confident calls versus coverage" in page
+
+    # thresholds given on the command line replace the stored ones
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "skeleton_exp_t1_p91", "--db", world.url, "--out", str(tmp_path / "e2"),
+         "--unclear-min-probability", "1", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    given = json.loads(result.stdout)["runs"]["skeleton_exp_t1_p91"]["calibration"]["unclear"]
+    assert given["thresholds"]["min_probability"] == 1.0 and given["n_confident"] == 0

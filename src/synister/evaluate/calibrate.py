@@ -12,6 +12,7 @@ relative to the raw logits, whatever the run applied.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -298,29 +299,57 @@ def stored_calibration(meta: dict) -> dict | None:
     return read_calibration(checkpoint) if checkpoint else None
 
 
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """How an evaluation measures calibration and decides unclear neuron calls.
+
+    ``temperature`` replaces the model's stored one (None: stored, see
+    :func:`evaluate_calibration`); each ``unclear_*`` threshold given replaces the one chosen on
+    the validation run (or on this run, for ``target_accuracy``, when the model has none).
+    """
+
+    temperature: float | None = None
+    unclear_min_probability: float | None = None
+    unclear_min_margin: float | None = None
+    unclear_min_synapses: int | None = None
+    target_accuracy: float = cal.DEFAULT_TARGET_ACCURACY
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None:
+            check_temperature(self.temperature, "temperature")
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(f"target_accuracy must lie in (0, 1], got {self.target_accuracy}")
+        cal.UnclearThresholds(**self.overrides())  # checks the ranges
+
+    def overrides(self) -> dict:
+        """The thresholds given, by :class:`~synister.evaluate.calibration.UnclearThresholds`
+        field name."""
+        given = {
+            "min_probability": self.unclear_min_probability,
+            "min_margin": self.unclear_min_margin,
+            "min_synapses": self.unclear_min_synapses,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
 def evaluate_calibration(
-    labelled: pd.DataFrame,
-    classes: list[str],
-    meta: dict,
-    *,
-    temperature: float | None = None,
-    thresholds: cal.UnclearThresholds | None = None,
-    target_accuracy: float = cal.DEFAULT_TARGET_ACCURACY,
+    labelled: pd.DataFrame, classes: list[str], meta: dict, options: CalibrationOptions
 ) -> tuple[dict | None, pd.DataFrame]:
     """:func:`calibration_summary` of a run's labelled synapses (probabilities as stored) with
     the temperature and thresholds an evaluation should use, and where they came from.
 
-    The temperature is ``temperature`` if given, else the one stored beside the run's checkpoint
-    by ``synister calibrate``, else the one the run's prediction applied, else none (only
-    "before"). The thresholds are ``thresholds`` if given, else those chosen with the stored
-    calibration (on its validation run), else chosen on this run for ``target_accuracy``.
-    "Before" is always the network's raw softmax. None (and an empty table) without labelled
-    synapses.
+    The temperature is the one given in ``options``, else the one stored beside the run's
+    checkpoint by ``synister calibrate``, else the one the run's prediction applied, else none
+    (only "before"). The thresholds are those chosen with the stored calibration (on its
+    validation run), else chosen on this run for the target accuracy; thresholds given in
+    ``options`` replace them. "Before" is always the network's raw softmax. None (and an empty
+    table) without labelled synapses.
     """
     if not len(labelled):
         return None, pd.DataFrame()
     record = stored_calibration(meta)
     applied = run_temperature(meta)
+    temperature = options.temperature
     if temperature is not None:
         source = "given"
     elif record is not None:
@@ -330,26 +359,31 @@ def evaluate_calibration(
         temperature, source = applied, "applied by the run's prediction"
     else:
         source = None
-    if thresholds is not None:
-        threshold_source = "given"
-    elif record is not None and record.get("unclear", {}).get("thresholds"):
-        thresholds = cal.UnclearThresholds(**record["unclear"]["thresholds"])
-        threshold_source = (
-            f"chosen on validation run {record['fitted_on']['run']} for "
-            f"{record['unclear']['target_accuracy']:.0%} accuracy"
-        )
-    else:
-        threshold_source = f"chosen on this run for {target_accuracy:.0%} accuracy"
     raw = labelled.copy()
     columns = prob_columns(classes)
-    if len(raw):
-        raw[columns] = raw_probabilities(raw[columns].to_numpy(), meta)
-    summary, neurons = calibration_summary(
-        raw, classes, temperature, thresholds=thresholds, target_accuracy=target_accuracy
-    )
+    raw[columns] = raw_probabilities(raw[columns].to_numpy(), meta)
+
+    target = options.target_accuracy
+    if record is not None and record.get("unclear", {}).get("thresholds"):
+        thresholds = cal.UnclearThresholds(**record["unclear"]["thresholds"])
+        target = record["unclear"]["target_accuracy"]
+        chosen_on = f"chosen on validation run {record['fitted_on']['run']}"
+    else:
+        summary, _ = calibration_summary(raw, classes, temperature, target_accuracy=target)
+        thresholds = cal.UnclearThresholds(**summary["unclear"]["thresholds"])
+        chosen_on = "chosen on this run"
+    chosen_on += f" for {target:.0%} accuracy of the confident calls"
+    given = options.overrides()
+    if given:
+        thresholds = replace(thresholds, **given)
+        chosen_on = f"{', '.join(sorted(given))} given, the rest {chosen_on}"
+    summary, neurons = calibration_summary(raw, classes, temperature, thresholds=thresholds)
     summary["temperature_source"] = source
     summary["temperature_applied_by_run"] = applied
-    summary["unclear"]["chosen_on"] = threshold_source
-    if threshold_source.startswith("chosen on validation"):
-        summary["unclear"]["target_accuracy"] = record["unclear"]["target_accuracy"]
+    summary["unclear"].update(chosen_on=chosen_on, target_accuracy=target)
+    summary["unclear"]["reached"] = (
+        bool(summary["unclear"]["accuracy"] >= target - 1e-12)
+        if summary["unclear"]["n_confident"]
+        else False
+    )
     return summary, neurons

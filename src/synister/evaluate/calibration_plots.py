@@ -101,6 +101,14 @@ def plot_risk_coverage(
     return _save(fig, path)
 
 
+#: captions of :func:`draw_calibration_figures`
+CAPTIONS = {
+    "synapse": "synapses: reliability diagram",
+    "neuron": "neurons (mean probability of their synapses): reliability diagram",
+    "risk_coverage": "neurons: accuracy of the confident calls versus coverage",
+}
+
+
 def draw_calibration_figures(summary: dict, folder: str | Path, run: str) -> dict[str, Path]:
     """The reliability diagrams (synapse and neuron level, before and after the temperature)
     and the neuron-level risk-coverage curve of an evaluation's calibration ``summary``
@@ -108,11 +116,10 @@ def draw_calibration_figures(summary: dict, folder: str | Path, run: str) -> dic
     folder = Path(folder)
     temperature = summary["temperature"]
     figures = {}
-    for level, file, caption in (
-        ("synapse", "reliability_synapse.png", "synapses: reliability diagram"),
-        ("neuron", "reliability_neuron.png",
-         "neurons (mean probability of their synapses): reliability diagram"),
+    for level, file in (
+        ("synapse", "reliability_synapse.png"), ("neuron", "reliability_neuron.png")
     ):  # fmt: skip
+        caption = CAPTIONS[level]
         panels = [("raw softmax", summary[level]["before"]["bins"])]
         if summary[level]["after"] is not None:
             panels.append((f"temperature {temperature:.3g}", summary[level]["after"]["bins"]))
@@ -120,12 +127,12 @@ def draw_calibration_figures(summary: dict, folder: str | Path, run: str) -> dic
             folder / file, panels, title=f"{run}: {caption.split(':')[0]}"
         )
     unclear = summary["unclear"]
-    caption = "neurons: accuracy of the confident calls versus coverage"
+    caption = CAPTIONS["risk_coverage"]
     figures[caption] = plot_risk_coverage(
         folder / "risk_coverage_neuron.png",
         summary["risk_coverage"],
         chosen=unclear,
         target_accuracy=unclear.get("target_accuracy"),
-        title=f"{run}: neurons kept by one score (others at 0); star: the thresholds in use",
+        title=f"{run}: neurons\nlines: kept by one score alone; star: the thresholds in use",
     )
     return figures

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .calibration_plots import CAPTIONS
 from .report import _e, _figures, _fmt, _table
 
 _MEASURES = (("accuracy", "accuracy"), ("ece", "ECE (15 bins)"), ("nll", "NLL"),
@@ -38,8 +39,8 @@ def calibration_section(summary: dict | None, figures: dict[str, Path]) -> str:
     parts = [
         "<h3>Calibration</h3>",
         f"<p>{where} A neuron's distribution is the mean of its synapses' probabilities; it "
-        "averages out synapse noise, so it is usually less confident than its calls are right "
-        "and a temperature fitted on synapses does not calibrate it.</p>",
+        "averages out synapse noise, so it is usually less confident than its calls are right, "
+        "and the temperature, fitted on synapses, is not fitted to it.</p>",
         _table(["measure", "raw softmax", "with temperature"], rows),
         "<h3>Unclear neuron calls</h3>",
         f"<p>A neuron is called <b>unclear</b> when the mean probability of its top class is "
@@ -55,3 +56,9 @@ def calibration_section(summary: dict | None, figures: dict[str, Path]) -> str:
     if figures:
         parts.append(_figures(figures))
     return "\n".join(parts)
+
+
+def split_figures(figures: dict[str, Path]) -> tuple[dict[str, Path], dict[str, Path]]:
+    """A run's figures without, and then only, the calibration figures."""
+    calibration = {k: v for k, v in figures.items() if k in CAPTIONS.values()}
+    return {k: v for k, v in figures.items() if k not in calibration}, calibration
