@@ -2,7 +2,8 @@
 
 generate -> import into SQLite -> skeleton split -> prepare-training -> train ->
 prepare-prediction on validation for several iterations -> predict -> evaluate -> pick the best
-iteration -> predict the test part -> evaluate -> compare with the generator's Bayes oracle.
+iteration and calibrate it (temperature, unclear thresholds) -> predict the test part -> evaluate
+-> compare with the generator's Bayes oracle.
 Every step is the same code the ``synister`` commands run; the demo only chooses small settings.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from .db import open_database
 from .db.imports import import_files
 from .evaluate import evaluate_runs
+from .evaluate.calibrate import calibrate, calibration_digest
 from .predict import predict_setup
 from .setup import prepare_prediction, prepare_training
 from .splits import SplitRequest, make_split
@@ -138,10 +140,11 @@ def run_demo(
     lap("predict_validation", t)
 
     t = time.perf_counter()
-    _say("5/7 evaluating the validation runs and choosing the best iteration")
+    _say("5/7 evaluating the validation runs, choosing the best iteration and calibrating it")
     with open_database(db_url) as db:
         validation_runs = sorted(r for r in db.prediction_runs() if r.startswith(f"{SPLIT}_"))
         validation = evaluate_runs(db, validation_runs, out / "evaluation_validation")
+        calibration = calibrate(db, setup, validation["best"]["run"])  # the test run applies it
     best_iteration = int(validation["best"]["iteration"])
     lap("evaluate_validation", t)
 
@@ -168,6 +171,8 @@ def run_demo(
             str(m["iteration"]): m["synapse"]["accuracy"] for m in validation["runs"].values()
         },
         "test_synapses": int(metrics["counts"]["labelled"]),
+        "temperature": calibration["temperature"],
+        "test_calibration": calibration_digest(metrics["calibration"]),
         "report": test["report"],
         "validation_report": validation["report"],
         "settings": asdict(settings),

@@ -387,3 +387,20 @@ def evaluate_calibration(
         else False
     )
     return summary, neurons
+
+
+def calibration_digest(summary: dict | None) -> dict | None:
+    """The figures of an evaluation's calibration ``summary`` without bins and curves:
+    temperature, ECE/NLL/Brier before and after per level, and the unclear neuron calls."""
+    if summary is None:
+        return None
+    levels = {
+        level: {k: None if v is None else _scalars(v) for k, v in summary[level].items()}
+        for level in ("synapse", "neuron")
+    }
+    unclear = {k: v for k, v in summary["unclear"].items() if k != "thresholds"}
+    return {
+        "temperature": summary["temperature"],
+        **levels,
+        "unclear": {**unclear, "thresholds": summary["unclear"]["thresholds"]},
+    }
