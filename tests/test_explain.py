@@ -209,3 +209,15 @@ def test_second_class_equal_to_the_prediction_contrasts_with_the_runner_up(model
     explained = index.loc[0, "explained"].split(";")
     assert explained[0] == predicted and explained[1].startswith(f"{predicted}_vs_")
     assert Path(tmp_path / "second" / "synapse_11.zarr").is_dir()
+
+
+def test_limit_keeps_the_first_rows_and_parquet_tables_work(model_and_volume, tmp_path):
+    bundle, volume, table, _ = model_and_volume
+    parquet = tmp_path / "positions.parquet"
+    pd.read_csv(table).to_parquet(parquet)
+    index = explain_positions(bundle, str(volume), parquet, tmp_path / "out", dataset="raw",
+                              limit=1, n_steps=2, progress=False)  # fmt: skip
+    assert index["id"].tolist() == [11]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "explanations.csv", "synapse_11.png", "synapse_11.zarr"
+    ]  # fmt: skip

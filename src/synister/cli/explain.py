@@ -75,6 +75,10 @@ def explain_command(
         str | None,
         typer.Option("--occlusion-stride", help="Occlusion step z,y,x (default: half the box)."),
     ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Explain only the first N positions of the table."),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="torch device (default: a GPU when present, else cpu).")
     ] = None,
@@ -111,7 +115,8 @@ def explain_command(
     try:
         index = explain_positions(
             model, volume, positions, out, dataset=dataset, method=method,
-            second_class=second_class, device=device, progress=progress, **options,
+            second_class=second_class, device=device, progress=progress, limit=limit,
+            **options,
         )  # fmt: skip
     except ExplainInputError as error:
         _fail(str(error))

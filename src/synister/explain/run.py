@@ -201,6 +201,7 @@ def explain_positions(
     second_class: str | None = None,
     device: str | None = None,
     progress: bool = True,
+    limit: int | None = None,
     **attribute_options,
 ) -> pd.DataFrame:
     """Explain every position of a table with the model at ``model_path`` (see the module doc);
@@ -208,13 +209,16 @@ def explain_positions(
 
     ``second_class`` adds, per synapse, the attribution of the logit difference between the
     predicted class and it (if the prediction is that class: between it and the runner-up).
-    ``attribute_options`` go to :func:`synister.explain.attribution.attribute`.
+    ``limit`` keeps the first rows of the table only. ``attribute_options`` go to
+    :func:`synister.explain.attribution.attribute`.
     """
     if method not in METHODS:
         raise ExplainInputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     loaded = load_explain_model(model_path)
     second = _class_index(second_class, loaded.classes)
     positions = read_positions(positions_path)
+    if limit is not None:
+        positions = positions.iloc[: max(0, int(limit))].reset_index(drop=True)
     try:
         volume = Volume(volume_url, dataset)
         volume.require_uint8()
