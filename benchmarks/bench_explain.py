@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-#: how the generator names the label volume and its values (see synister.synthetic)
-LABELS_CONTAINER = "labels.zarr"
-LABELS_DATASET = "structures"
+#: the generator's label volume of the structures: a dataset beside raw (see
+#: synister.synthetic.structures; summary.json names it and its values)
+DEFAULT_LABELS = {"structures_dataset": "structures", "structure_labels": {}}
 
 
 def summarize(values) -> dict:
@@ -90,8 +90,11 @@ def ground_truth(bundle_dir: Path, data: Path, n: int, methods: list[str], seed:
     for module in untrained.modules():  # the same network with fresh random weights
         if module is not untrained and hasattr(module, "reset_parameters"):
             module.reset_parameters()
-    raw = Volume(data / "raw.zarr", "raw")
-    labels = Volume(data / LABELS_CONTAINER, LABELS_DATASET)
+    summary = {**DEFAULT_LABELS, **json.loads((data / "summary.json").read_text())}
+    container = data / summary["raw_container"]
+    raw = Volume(container, summary["raw_dataset"])
+    labels = Volume(container, summary["structures_dataset"])
+    kinds = {int(k): v for k, v in summary["structure_labels"].items() if int(k) > 0}
     synapses, _ = load_latents(data)
     rng = np.random.default_rng(seed)
     chosen = synapses.iloc[np.sort(rng.choice(len(synapses), min(n, len(synapses)), False))]
@@ -120,12 +123,17 @@ def ground_truth(bundle_dir: Path, data: Path, n: int, methods: list[str], seed:
             for name, network in (("trained", trained), ("random_weights", untrained)):
                 values, _ = attribute(network, patch, predicted, method=method)
                 row[f"{method}/{name}"] = attribution_mass_ratio(values, mask)
+                if name == "trained":  # per kind of structure
+                    for value, kind in kinds.items():
+                        row[f"{kind}: {method}"] = attribution_mass_ratio(
+                            values, mask_values == value
+                        )
         rows.append(row)
         if (i + 1) % 25 == 0:
             rate = (i + 1) / (time.perf_counter() - started)
             print(f"  {i + 1}/{len(patches)} synapses, {rate:.2f}/s", flush=True)
     table = pd.DataFrame(rows)
-    measures = [c for c in table.columns if "/" in c] + ["darkness"]
+    measures = [c for c in table.columns if "/" in c or ": " in c] + ["darkness"]
     return {
         "synapses": int(len(table)),
         "accuracy": float(table["correct"].mean()),
