@@ -174,3 +174,18 @@ def test_figures_are_png(tmp_path):
         target_accuracy=0.95,
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cross_validation_keeps_temperature_one_where_the_fit_follows_noise():
+    # a calibrated network (labels drawn at temperature 1), few samples: the fit wanders off 1
+    logits, labels = sampled(1.0, n=90, seed=4)
+    groups = np.arange(90) // 9  # 10 "neurons"
+    result = cal.cross_validated_temperature(logits, labels, groups)
+    assert result["fitted"] != pytest.approx(1.0, abs=0.01)
+    assert result["kept_at_one"] and result["temperature"] == 1.0
+    assert result["cv_nll_fitted"] >= result["cv_nll_one"] and result["folds"] == 5
+    # a clearly over-confident one: the fit generalises and is kept
+    logits, labels = sampled(2.5, n=2000, seed=5)
+    result = cal.cross_validated_temperature(logits, labels, np.arange(2000) // 20)
+    assert not result["kept_at_one"]
+    assert result["temperature"] == result["fitted"] == pytest.approx(2.5, rel=0.1)

@@ -89,9 +89,16 @@ def _train_config(setup: Path):
 def format_record(record: dict) -> str:
     """Temperature, NLL/ECE/Brier before and after per level, the thresholds, the file."""
     fitted = record["fitted_on"]
+    fit = fitted["fit"]
+    kept = (
+        f"; the fitted {fit['fitted']:.4g} did not beat 1 in {fit['folds']}-fold cross-validation "
+        f"by neuron (NLL {_n(fit['cv_nll_fitted'])} against {_n(fit['cv_nll_one'])}), so 1 is kept"
+        if fit["kept_at_one"]
+        else ""
+    )
     lines = [
-        f"temperature {record['temperature']:.4g} fitted on run {fitted['run']} "
-        f"({fitted['synapses']} synapses, {fitted['neurons']} neurons)",
+        f"temperature {record['temperature']:.4g} from validation run {fitted['run']} "
+        f"({fitted['synapses']} synapses, {fitted['neurons']} neurons){kept}",
         f"{'':8}{'NLL before':>11}{'after':>8}{'ECE before':>12}{'after':>8}"
         f"{'Brier before':>14}{'after':>8}",
     ]

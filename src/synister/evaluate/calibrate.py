@@ -263,7 +263,10 @@ def calibrate(
 
     raw = labelled[prob_columns(classes)].to_numpy(dtype=np.float64)
     true_idx = labelled["true_idx"].to_numpy(dtype=np.int64)
-    temperature = cal.fit_temperature(cal.logits_from_probabilities(raw), true_idx)
+    fit = cal.cross_validated_temperature(
+        cal.logits_from_probabilities(raw), true_idx, labelled["skeleton_id"].to_numpy()
+    )
+    temperature = fit["temperature"]
     summary, _ = calibration_summary(
         labelled, classes, temperature, target_accuracy=target_accuracy
     )
@@ -278,6 +281,7 @@ def calibrate(
             "synapses": int(len(labelled)),
             "neurons": int(labelled["skeleton_id"].nunique()),
             "temperature_applied_by_run": run_temperature(meta),
+            "fit": fit,
         },
         "synapse": {k: _scalars(v) for k, v in summary["synapse"].items()},
         "neuron": {k: _scalars(v) for k, v in summary["neuron"].items()},
