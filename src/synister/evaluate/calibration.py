@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, logsumexp
 
 #: Probabilities are clipped to this before taking logs (the smallest normal float32).
@@ -120,6 +119,8 @@ def fit_temperature(logits, labels, *, bounds: tuple[float, float] = TEMPERATURE
     global minimum. Pass :func:`logits_from_probabilities` of stored probabilities to fit on a
     prediction run. A result at a bound means the data ask for a more extreme temperature.
     """
+    from scipy.optimize import minimize_scalar  # 1 s to import: only where a fit is made
+
     logits = _matrix(logits, "logits")
     labels = _labels(labels, len(logits), logits.shape[1])
     if not len(labels):

@@ -31,7 +31,6 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..evaluate.calibration import softmax
 from ..nt import canonical
 from ..volumes import Volume, normalize
 from .attribution import METHODS, attribute
@@ -256,7 +255,8 @@ def explain_positions(
             logits = loaded.model.to(device)(
                 torch.from_numpy(normalize(patch))[None, None].to(device)
             )
-        probabilities = softmax(logits.float().cpu().numpy(), loaded.temperature or 1.0)[0]
+        temperature = loaded.temperature or 1.0
+        probabilities = torch.softmax(logits.float() / temperature, dim=1)[0].cpu().numpy()
         predicted = int(probabilities.argmax())
         order = np.argsort(-probabilities, kind="stable")
         scores = {f"attribution_{loaded.classes[predicted]}": (predicted, None)}
