@@ -89,8 +89,12 @@ def draw_montage(
         axes[0, 0].set_ylabel("EM", fontsize=8)
         for row, label in enumerate(attributions, start=1):
             axes[row, 0].set_ylabel(label, fontsize=8)
-    for row, label in enumerate(attributions, start=1):
-        mappable = matplotlib.cm.ScalarMappable(Normalize(-limits[label], limits[label]), _CMAP)
+    # a colour bar per row (intensity for the EM row) keeps the rows equally wide
+    bars = [("EM", matplotlib.cm.ScalarMappable(Normalize(0, 255), "gray"))] + [
+        (label, matplotlib.cm.ScalarMappable(Normalize(-limits[label], limits[label]), _CMAP))
+        for label in attributions
+    ]
+    for row, (_, mappable) in enumerate(bars):
         bar = fig.colorbar(mappable, ax=list(axes[row]), fraction=0.02, pad=0.01)
         bar.ax.tick_params(labelsize=6)
     if title:
