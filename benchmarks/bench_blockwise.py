@@ -1,0 +1,317 @@
+"""``predict-volume`` against one patch per synapse, block sizes, and the acceptance run.
+
+    .venv/bin/python benchmarks/bench_blockwise.py DATASET [--generate] [--work DIR]
+        [--block-sizes 16x256x256 32x512x512 ...] [--skip-acceptance] [--json FILE]
+
+DATASET is a folder written by ``synister synthetic``; with ``--generate`` it is made first
+(20,000 synapses in 216 x 1504 x 1504 voxels of 40 x 4 x 4 nm, the smallest volume the
+generator fits them in; about 20-40 min on 2 loaded cores).
+
+1. Reading, in one process on the same synapses, volume and a network that costs nothing
+   (logits from the patch mean, so reading dominates; patches 16 x 160 x 160 as FAFB's VGG):
+   ``per-patch``: the predict-positions path, batches of 32 patches in the engine's reading
+   order (blocks of one patch), each batch one ``Volume.read_patches``, the volume's 256 MB
+   chunk cache on; ``blockwise``: :func:`read_block` + the network per block, for each block
+   size. Per synapse: voxels requested (uint8 bytes), bytes fetched from storage (compressed
+   chunks, tensorstore's kvstore counter, after its cache) and synapses/s; the ratios.
+2. Acceptance (unless ``--skip-acceptance``): a random-weight ResNet (8 x 48 x 48 patches) as a
+   bundle; the per-patch probabilities of every synapse; ``synister predict-volume`` with 2
+   workers, killed with SIGKILL (its whole process group) once some blocks are done and rerun:
+   blocks finished before the kill are not computed again (their done markers untouched), every
+   synapse is present once and its probabilities equal the per-patch ones.
+Timings are wall-clock on a shared machine: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from synister.models import ResNet3D
+from synister.predict import reading_order
+from synister.predict.blockwise import (
+    Predictor,
+    Source,
+    export_bundle,
+    load_bundle,
+    prepare,
+    read_block,
+)
+from synister.predict.blockwise.block import storage_bytes_read
+from synister.predict.blockwise.estimate import read_overhead
+from synister.predict.blockwise.layout import Store
+from synister.predict.blockwise.source import BlockRows
+from synister.volumes import Volume
+
+CLASSES = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
+VOXEL_NM = (40.0, 4.0, 4.0)
+FAFB_PATCH = (16, 160, 160)
+ACCEPTANCE_PATCH = (8, 48, 48)
+BATCH = 32
+
+
+class MeanNet(torch.nn.Module):
+    """Logits from the patch mean: costs nothing, so the pipeline's reading is what is timed."""
+
+    def __init__(self, classes: int = 6):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.linspace(-1, 1, classes))
+
+    def forward(self, x):
+        return x.mean(dim=(1, 2, 3, 4))[:, None] * self.scale
+
+
+def synapse_table(dataset: Path, out: Path) -> Path:
+    """The dataset's synapses as a Parquet table: syn_id, skeleton_id, x, y, z (nm)."""
+    records = json.loads((dataset / "synapses.json").read_text())
+    table = pd.DataFrame.from_dict(records, orient="index")
+    table.index = table.index.astype(np.int64)
+    table = table.rename_axis("syn_id").reset_index()[["syn_id", "skeleton_id", "x", "y", "z"]]
+    table.to_parquet(out, index=False)
+    return out
+
+
+def make_bundle(path: Path, patch, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    network = {"name": "ResNet18", "start_channels": 2, "downsample_factors": [[1, 2, 2]] * 3}
+    model = ResNet3D(output_classes=6, start_channels=2, downsample_factors=((1, 2, 2),) * 3)
+    return export_bundle(
+        path, model, network=network, classes=CLASSES, input_shape_vox=patch, voxel_size_nm=VOXEL_NM
+    )
+
+
+def per_patch(volume_path: Path, table: pd.DataFrame, predictor: Predictor, patch) -> dict:
+    """One patch per synapse, batches in the engine's reading order (a fresh volume/cache)."""
+    volume = Volume(volume_path, "raw")
+    frame = table.rename(columns={"syn_id": "synapse_id"})[["synapse_id", "z", "y", "x"]]
+    ordered = reading_order(frame, np.asarray(patch) * np.asarray(VOXEL_NM))
+    centers = ordered[["z", "y", "x"]].to_numpy()
+    before, started = storage_bytes_read(), time.perf_counter()
+    read_seconds = 0.0
+    for start in range(0, len(centers), BATCH):
+        t = time.perf_counter()
+        patches = volume.read_patches(centers[start : start + BATCH], patch)
+        read_seconds += time.perf_counter() - t
+        predictor.predict(patches)
+    seconds = time.perf_counter() - started
+    starts = volume.center_vox(centers) - np.asarray(patch) // 2
+    shape = np.asarray(volume.shape_vox)
+    inside = np.prod(np.clip(starts + patch, 0, shape) - np.clip(starts, 0, shape), axis=1).sum()
+    return {
+        "synapses": len(centers),
+        "voxel_bytes": int(inside),
+        "storage_bytes": storage_bytes_read() - before,
+        "seconds": seconds,
+        "read_seconds": read_seconds,
+    }
+
+
+def blockwise(plan, volume_path: Path, predictor: Predictor) -> dict:
+    """Every block of ``plan`` read once and predicted, in this process (a fresh volume)."""
+    volume = Volume(volume_path, "raw")
+    rows = BlockRows(plan.store.sorted_file, plan.block_table)
+    totals = {"synapses": 0, "voxel_bytes": 0, "read_seconds": 0.0, "peak_region_bytes": 0}
+    before, started = storage_bytes_read(), time.perf_counter()
+    for linear in plan.blocks["block"].tolist():
+        block = plan.grid.block(linear)
+        read = read_block(block, rows.read(linear), volume, plan.patch_vox)
+        predictor.predict(read.patches)
+        totals["synapses"] += len(read.patches)
+        totals["voxel_bytes"] += read.voxel_bytes
+        totals["read_seconds"] += read.seconds
+        if read.strategy == "region":
+            grown = np.asarray(block.shape_vox) + np.asarray(plan.patch_vox) - 1
+            totals["peak_region_bytes"] = max(totals["peak_region_bytes"], int(np.prod(grown)))
+    totals["seconds"] = time.perf_counter() - started
+    totals["storage_bytes"] = storage_bytes_read() - before
+    return totals
+
+
+def per_synapse(result: dict) -> dict:
+    n = max(result["synapses"], 1)
+    return {
+        "voxel_bytes_per_synapse": result["voxel_bytes"] / n,
+        "storage_bytes_per_synapse": result["storage_bytes"] / n,
+        "synapses_per_second": n / result["seconds"],
+    }
+
+
+def reading_benchmark(dataset, work, table_file, block_sizes) -> dict:
+    table = pd.read_parquet(table_file)
+    volume_path = dataset / "raw.zarr"
+    bundle_path = make_bundle(work / "bundle_fafb_patch", FAFB_PATCH)
+    bundle = load_bundle(bundle_path)
+    predictor = Predictor(bundle)
+    predictor.model = MeanNet()
+    volume = Volume(volume_path, "raw")
+    results = {"synapses": len(table), "volume_shape_vox": list(volume.shape_vox)}
+    extent_um3 = np.prod(np.asarray(volume.shape_vox) * VOXEL_NM) / 1e9
+    results["synapses_per_um3"] = len(table) / extent_um3
+    results["per_patch"] = per_patch(volume_path, table, predictor, FAFB_PATCH)
+    results["per_patch"].update(per_synapse(results["per_patch"]))
+    results["blockwise"] = {}
+    for text in block_sizes:
+        block_vox = tuple(int(v) for v in text.split("x"))
+        out = work / f"plan_{text}"
+        plan = prepare(
+            out, bundle, volume, str(volume_path), "raw", Source(str(table_file)),
+            np.asarray(block_vox) * VOXEL_NM, log=lambda _: None,
+        )  # fmt: skip
+        result = blockwise(plan, volume_path, predictor)
+        result.update(per_synapse(result))
+        result["blocks"] = len(plan.blocks)
+        result["read_overhead"] = read_overhead(block_vox, FAFB_PATCH)
+        result["storage_ratio"] = (
+            results["per_patch"]["storage_bytes_per_synapse"] / result["storage_bytes_per_synapse"]
+        )
+        result["voxel_ratio"] = (
+            results["per_patch"]["voxel_bytes_per_synapse"] / result["voxel_bytes_per_synapse"]
+        )
+        result["speedup"] = (
+            result["synapses_per_second"] / results["per_patch"]["synapses_per_second"]
+        )
+        results["blockwise"][text] = result
+        print(
+            f"  {text:>14}: {result['blocks']:>4} blocks, "
+            f"{result['voxel_bytes_per_synapse'] / 1e3:8.1f} kB requested/synapse "
+            f"({result['voxel_ratio']:.1f}x fewer), "
+            f"{result['storage_bytes_per_synapse'] / 1e3:7.1f} kB fetched/synapse "
+            f"({result['storage_ratio']:.1f}x fewer), {result['synapses_per_second']:7.0f} "
+            f"synapses/s ({result['speedup']:.2f}x), "
+            f"region {result['peak_region_bytes'] / 1e6:.0f} MB",
+            flush=True,
+        )
+    best = max(results["blockwise"], key=lambda k: results["blockwise"][k]["synapses_per_second"])
+    results["best_block"] = best
+    return results
+
+
+def acceptance(dataset, work, table_file) -> dict:
+    """predict-volume with 2 workers, killed half-way and rerun, against one patch per synapse."""
+    table = pd.read_parquet(table_file)
+    bundle_path = make_bundle(work / "bundle_acceptance", ACCEPTANCE_PATCH, seed=1)
+    volume_path = dataset / "raw.zarr"
+    started = time.perf_counter()
+    predictor = Predictor(load_bundle(bundle_path), batch_size=BATCH)
+    volume = Volume(volume_path, "raw")
+    centers = table[["z", "y", "x"]].to_numpy()
+    reference = np.concatenate(
+        [
+            predictor.predict(volume.read_patches(centers[s : s + 512], ACCEPTANCE_PATCH))
+            for s in range(0, len(centers), 512)
+        ]
+    )
+    reference_seconds = time.perf_counter() - started
+    out = work / "acceptance_out"
+    command = [
+        sys.executable, "-c", "from synister.cli import main; main()", "predict-volume",
+        "--model", str(bundle_path), "--volume", str(volume_path), "--dataset", "raw",
+        "--synapses", str(table_file), "--out", str(out), "--workers", "2",
+        "--block-size", "1280", "2048", "2048", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    store = Store(out)
+    started = time.perf_counter()
+    while len([n for n in store.finished_markers() if n.startswith("block")]) < 4:
+        if process.poll() is not None:
+            raise RuntimeError("the run ended before the kill")
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_after = time.perf_counter() - started
+    finished = {n: store.marker(n).stat().st_mtime_ns for n in store.finished_markers()}
+    finished.pop("outside_volume", None)
+    started = time.perf_counter()
+    rerun = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True)
+    if rerun.returncode != 0:
+        raise RuntimeError(rerun.stderr)
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    rerun_seconds = time.perf_counter() - started
+    untouched = all(store.marker(n).stat().st_mtime_ns == t for n, t in finished.items())
+    result = pd.read_parquet(out / "synapses")
+    short = ["gaba", "ach", "glut", "ser", "oct", "da"]
+    indexed = result.set_index("syn_id").loc[table["syn_id"]]
+    difference = float(np.nanmax(np.abs(indexed[short].to_numpy() - reference)))
+    checks = {
+        "synapses": len(table),
+        "rows": len(result),
+        "unique_ids": bool(result["syn_id"].is_unique),
+        "same_id_set": set(result["syn_id"]) == set(table["syn_id"]),
+        "max_abs_difference": difference,
+        "blocks": summary["blocks_with_synapses"],
+        "blocks_finished_before_kill": len(finished),
+        "blocks_run_after_kill": summary["blocks_run"],
+        "blocks_skipped_after_kill": summary["blocks_skipped"],
+        "finished_markers_untouched": untouched,
+        "killed_after_seconds": killed_after,
+        "rerun_seconds": rerun_seconds,
+        "reference_seconds": reference_seconds,
+    }
+    checks["passed"] = bool(
+        checks["rows"] == checks["synapses"]
+        and checks["unique_ids"]
+        and checks["same_id_set"]
+        and difference < 1e-4
+        and untouched
+        and summary["blocks_skipped"] == len(finished)
+        and summary["blocks_run"] == summary["blocks_with_synapses"] - len(finished)
+    )
+    return checks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--generate", action="store_true")
+    parser.add_argument("--work", type=Path)
+    parser.add_argument(
+        "--block-sizes",
+        nargs="+",
+        default=["16x256x256", "32x512x512", "64x1024x1024", "216x1504x1504"],
+    )
+    parser.add_argument("--skip-acceptance", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.generate and not (args.dataset / "raw.zarr").exists():
+        from synister.synthetic import generate
+
+        started = time.perf_counter()
+        generate(args.dataset, shape_vox=(216, 1504, 1504), n_synapses=20000, montages=False)
+        print(f"generated {args.dataset} in {time.perf_counter() - started:.0f} s", flush=True)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
+    work.mkdir(parents=True, exist_ok=True)
+    table_file = synapse_table(args.dataset, work / "synapses.parquet")
+    print(f"load: {os.getloadavg()}, torch threads {torch.get_num_threads()}", flush=True)
+    results = {"load_before": os.getloadavg()}
+    print("reading, 16x160x160 patches, a network that costs nothing:", flush=True)
+    results["reading"] = reading_benchmark(args.dataset, work, table_file, args.block_sizes)
+    p = results["reading"]["per_patch"]
+    print(
+        f"  {'per-patch':>14}: {p['voxel_bytes_per_synapse'] / 1e3:8.1f} kB requested/synapse, "
+        f"{p['storage_bytes_per_synapse'] / 1e3:7.1f} kB fetched/synapse, "
+        f"{p['synapses_per_second']:7.0f} synapses/s; "
+        f"best block {results['reading']['best_block']}",
+        flush=True,
+    )
+    if not args.skip_acceptance:
+        results["acceptance"] = acceptance(args.dataset, work, table_file)
+        print(json.dumps(results["acceptance"], indent=1), flush=True)
+    results["load_after"] = os.getloadavg()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
