@@ -7,13 +7,15 @@ DATASET is a folder written by ``synister synthetic``; with ``--generate`` it is
 (20,000 synapses in 216 x 1504 x 1504 voxels of 40 x 4 x 4 nm, the smallest volume the
 generator fits them in; about 20-40 min on 2 loaded cores).
 
-1. Reading, in one process on the same synapses, volume and a network that costs nothing
-   (logits from the patch mean, so reading dominates; patches 16 x 160 x 160 as FAFB's VGG):
-   ``per-patch``: the predict-positions path, batches of 32 patches in the engine's reading
-   order (blocks of one patch), each batch one ``Volume.read_patches``, the volume's 256 MB
-   chunk cache on; ``blockwise``: :func:`read_block` + the network per block, for each block
-   size. Per synapse: voxels requested (uint8 bytes), bytes fetched from storage (compressed
-   chunks, tensorstore's kvstore counter, after its cache) and synapses/s; the ratios.
+1. Reading, in one process on the same synapses and volume, 16 x 160 x 160 patches (FAFB's
+   VGG), the network left out (it costs the same on both paths): ``per-patch``, the
+   predict-positions path: batches of 32 patches in the engine's reading order (blocks of one
+   patch), each one ``Volume.read_patches``; ``blockwise``: per block :func:`read_block` and
+   every patch cut from its region as a worker does, for each block size. Both with the
+   volume's 256 MB chunk cache (``cache``: this volume fits in it, as no whole-brain volume
+   does) and without (``no cache``: every batch or block decodes its chunks itself). Per
+   synapse: voxels requested (uint8 bytes), bytes fetched from storage (compressed chunks,
+   tensorstore's kvstore counter), chunk decodes, and synapses/s; the ratios.
 2. Acceptance (unless ``--skip-acceptance``): a random-weight ResNet (8 x 48 x 48 patches) as a
    bundle; the per-patch probabilities of every synapse; ``synister predict-volume`` with 2
    workers, killed with SIGKILL (its whole process group) once some blocks are done and rerun:
@@ -36,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorstore as ts
 import torch
 
 from synister.models import ResNet3D
@@ -48,28 +51,18 @@ from synister.predict.blockwise import (
     prepare,
     read_block,
 )
-from synister.predict.blockwise.block import storage_bytes_read
+from synister.predict.blockwise.block import PATCHES_PER_CUT, storage_bytes_read
 from synister.predict.blockwise.estimate import read_overhead
 from synister.predict.blockwise.layout import Store
 from synister.predict.blockwise.source import BlockRows
 from synister.volumes import Volume
 
+CACHES = {"cache": 256 * 2**20, "no cache": 0}
 CLASSES = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
 VOXEL_NM = (40.0, 4.0, 4.0)
 FAFB_PATCH = (16, 160, 160)
 ACCEPTANCE_PATCH = (8, 48, 48)
 BATCH = 32
-
-
-class MeanNet(torch.nn.Module):
-    """Logits from the patch mean: costs nothing, so the pipeline's reading is what is timed."""
-
-    def __init__(self, classes: int = 6):
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.linspace(-1, 1, classes))
-
-    def forward(self, x):
-        return x.mean(dim=(1, 2, 3, 4))[:, None] * self.scale
 
 
 def synapse_table(dataset: Path, out: Path) -> Path:
@@ -91,110 +84,114 @@ def make_bundle(path: Path, patch, seed: int = 0) -> Path:
     )
 
 
-def per_patch(volume_path: Path, table: pd.DataFrame, predictor: Predictor, patch) -> dict:
-    """One patch per synapse, batches in the engine's reading order (a fresh volume/cache)."""
-    volume = Volume(volume_path, "raw")
-    frame = table.rename(columns={"syn_id": "synapse_id"})[["synapse_id", "z", "y", "x"]]
-    ordered = reading_order(frame, np.asarray(patch) * np.asarray(VOXEL_NM))
-    centers = ordered[["z", "y", "x"]].to_numpy()
-    before, started = storage_bytes_read(), time.perf_counter()
-    read_seconds = 0.0
-    for start in range(0, len(centers), BATCH):
-        t = time.perf_counter()
-        patches = volume.read_patches(centers[start : start + BATCH], patch)
-        read_seconds += time.perf_counter() - t
-        predictor.predict(patches)
-    seconds = time.perf_counter() - started
-    starts = volume.center_vox(centers) - np.asarray(patch) // 2
-    shape = np.asarray(volume.shape_vox)
-    inside = np.prod(np.clip(starts + patch, 0, shape) - np.clip(starts, 0, shape), axis=1).sum()
-    return {
-        "synapses": len(centers),
-        "voxel_bytes": int(inside),
-        "storage_bytes": storage_bytes_read() - before,
-        "seconds": seconds,
-        "read_seconds": read_seconds,
-    }
+def chunk_decodes() -> int:
+    """Chunks tensorstore has fetched and decoded in this process (cache reads that loaded
+    new data; a cache hit does not count)."""
+    for metric in ts.experimental_collect_matching_metrics("/tensorstore/cache/kvs_cache_read"):
+        return int(
+            sum(v.get("value", 0) for v in metric["values"] if v.get("category") == "changed")
+        )
+    return 0
 
 
-def blockwise(plan, volume_path: Path, predictor: Predictor) -> dict:
-    """Every block of ``plan`` read once and predicted, in this process (a fresh volume)."""
-    volume = Volume(volume_path, "raw")
-    rows = BlockRows(plan.store.sorted_file, plan.block_table)
-    totals = {"synapses": 0, "voxel_bytes": 0, "read_seconds": 0.0, "peak_region_bytes": 0}
-    before, started = storage_bytes_read(), time.perf_counter()
-    for linear in plan.blocks["block"].tolist():
-        block = plan.grid.block(linear)
-        read = read_block(block, rows.read(linear), volume, plan.patch_vox)
-        predictor.predict(read.patches)
-        totals["synapses"] += len(read.patches)
-        totals["voxel_bytes"] += read.voxel_bytes
-        totals["read_seconds"] += read.seconds
-        if read.strategy == "region":
-            grown = np.asarray(block.shape_vox) + np.asarray(plan.patch_vox) - 1
-            totals["peak_region_bytes"] = max(totals["peak_region_bytes"], int(np.prod(grown)))
+def counters() -> tuple[int, int, float]:
+    return storage_bytes_read(), chunk_decodes(), time.perf_counter()
+
+
+def finish(totals: dict, before: tuple[int, int, float]) -> dict:
+    storage, decodes, started = before
     totals["seconds"] = time.perf_counter() - started
-    totals["storage_bytes"] = storage_bytes_read() - before
+    totals["storage_bytes"] = storage_bytes_read() - storage
+    totals["chunk_decodes"] = chunk_decodes() - decodes
+    n = max(totals["synapses"], 1)
+    totals["voxel_bytes_per_synapse"] = totals["voxel_bytes"] / n
+    totals["storage_bytes_per_synapse"] = totals["storage_bytes"] / n
+    totals["chunk_decodes_per_synapse"] = totals["chunk_decodes"] / n
+    totals["synapses_per_second"] = n / totals["seconds"]
     return totals
 
 
-def per_synapse(result: dict) -> dict:
-    n = max(result["synapses"], 1)
-    return {
-        "voxel_bytes_per_synapse": result["voxel_bytes"] / n,
-        "storage_bytes_per_synapse": result["storage_bytes"] / n,
-        "synapses_per_second": n / result["seconds"],
-    }
+def per_patch(volume_path: Path, table: pd.DataFrame, patch, cache_bytes: int) -> dict:
+    """One patch per synapse (the predict-positions path): batches of 32 in the engine's
+    reading order, each one ``Volume.read_patches``; a fresh volume and cache."""
+    volume = Volume(volume_path, "raw", cache_bytes=cache_bytes)
+    frame = table.rename(columns={"syn_id": "synapse_id"})[["synapse_id", "z", "y", "x"]]
+    ordered = reading_order(frame, np.asarray(patch) * np.asarray(VOXEL_NM))
+    centers = ordered[["z", "y", "x"]].to_numpy()
+    before = counters()
+    for start in range(0, len(centers), BATCH):
+        volume.read_patches(centers[start : start + BATCH], patch)
+    starts = volume.center_vox(centers) - np.asarray(patch) // 2
+    shape = np.asarray(volume.shape_vox)
+    inside = np.prod(np.clip(starts + patch, 0, shape) - np.clip(starts, 0, shape), axis=1).sum()
+    return finish({"synapses": len(centers), "voxel_bytes": int(inside)}, before)
+
+
+def blockwise(plan, volume_path: Path, cache_bytes: int) -> dict:
+    """Every block of ``plan`` read once and all its patches cut, as a worker does (a fresh
+    volume and cache)."""
+    volume = Volume(volume_path, "raw", cache_bytes=cache_bytes)
+    rows = BlockRows(plan.store.sorted_file, plan.block_table)
+    totals = {"synapses": 0, "voxel_bytes": 0, "region_bytes_max": 0, "blocks_by_patch": 0}
+    step = BATCH * PATCHES_PER_CUT
+    before = counters()
+    for linear in plan.blocks["block"].tolist():
+        read = read_block(plan.grid.block(linear), rows.read(linear), volume, plan.patch_vox)
+        for i in range(0, read.count, step):
+            read.patches(i, i + step)
+        totals["synapses"] += read.count
+        totals["voxel_bytes"] += read.voxel_bytes
+        if read.region is not None:
+            totals["region_bytes_max"] = max(totals["region_bytes_max"], read.region.nbytes)
+        else:
+            totals["blocks_by_patch"] += 1
+    return finish(totals, before)
 
 
 def reading_benchmark(dataset, work, table_file, block_sizes) -> dict:
     table = pd.read_parquet(table_file)
     volume_path = dataset / "raw.zarr"
-    bundle_path = make_bundle(work / "bundle_fafb_patch", FAFB_PATCH)
-    bundle = load_bundle(bundle_path)
-    predictor = Predictor(bundle)
-    predictor.model = MeanNet()
+    bundle = load_bundle(make_bundle(work / "bundle_fafb_patch", FAFB_PATCH))
     volume = Volume(volume_path, "raw")
     results = {"synapses": len(table), "volume_shape_vox": list(volume.shape_vox)}
     extent_um3 = np.prod(np.asarray(volume.shape_vox) * VOXEL_NM) / 1e9
     results["synapses_per_um3"] = len(table) / extent_um3
-    results["per_patch"] = per_patch(volume_path, table, predictor, FAFB_PATCH)
-    results["per_patch"].update(per_synapse(results["per_patch"]))
-    results["blockwise"] = {}
+    plans = {}
     for text in block_sizes:
         block_vox = tuple(int(v) for v in text.split("x"))
-        out = work / f"plan_{text}"
-        plan = prepare(
-            out, bundle, volume, str(volume_path), "raw", Source(str(table_file)),
-            np.asarray(block_vox) * VOXEL_NM, log=lambda _: None,
+        plans[text] = prepare(
+            work / f"plan_{text}", bundle, volume, str(volume_path), "raw",
+            Source(str(table_file)), np.asarray(block_vox) * VOXEL_NM, log=lambda _: None,
         )  # fmt: skip
-        result = blockwise(plan, volume_path, predictor)
-        result.update(per_synapse(result))
-        result["blocks"] = len(plan.blocks)
-        result["read_overhead"] = read_overhead(block_vox, FAFB_PATCH)
-        result["storage_ratio"] = (
-            results["per_patch"]["storage_bytes_per_synapse"] / result["storage_bytes_per_synapse"]
-        )
-        result["voxel_ratio"] = (
-            results["per_patch"]["voxel_bytes_per_synapse"] / result["voxel_bytes_per_synapse"]
-        )
-        result["speedup"] = (
-            result["synapses_per_second"] / results["per_patch"]["synapses_per_second"]
-        )
-        results["blockwise"][text] = result
-        print(
-            f"  {text:>14}: {result['blocks']:>4} blocks, "
-            f"{result['voxel_bytes_per_synapse'] / 1e3:8.1f} kB requested/synapse "
-            f"({result['voxel_ratio']:.1f}x fewer), "
-            f"{result['storage_bytes_per_synapse'] / 1e3:7.1f} kB fetched/synapse "
-            f"({result['storage_ratio']:.1f}x fewer), {result['synapses_per_second']:7.0f} "
-            f"synapses/s ({result['speedup']:.2f}x), "
-            f"region {result['peak_region_bytes'] / 1e6:.0f} MB",
-            flush=True,
-        )
-    best = max(results["blockwise"], key=lambda k: results["blockwise"][k]["synapses_per_second"])
-    results["best_block"] = best
+    for cache_name, cache_bytes in CACHES.items():
+        case = results[cache_name] = {
+            "per_patch": per_patch(volume_path, table, FAFB_PATCH, cache_bytes)
+        }
+        base = case["per_patch"]
+        report("per-patch", cache_name, base, base)
+        for text, plan in plans.items():
+            result = blockwise(plan, volume_path, cache_bytes)
+            result["blocks"] = len(plan.blocks)
+            result["read_overhead"] = read_overhead(plan.grid.block_vox, FAFB_PATCH)
+            for key in ("voxel_bytes", "storage_bytes", "chunk_decodes"):
+                result[f"{key}_ratio"] = base[f"{key}_per_synapse"] / max(
+                    result[f"{key}_per_synapse"], 1e-9
+                )
+            result["speedup"] = result["synapses_per_second"] / base["synapses_per_second"]
+            case[text] = result
+            report(text, cache_name, result, base)
     return results
+
+
+def report(name: str, cache: str, r: dict, base: dict) -> None:
+    print(
+        f"  {cache:>9} {name:>14}: {r['voxel_bytes_per_synapse'] / 1e3:7.1f} kB requested, "
+        f"{r['storage_bytes_per_synapse'] / 1e3:6.1f} kB fetched, "
+        f"{r['chunk_decodes_per_synapse']:5.2f} chunk decodes per synapse; "
+        f"{r['synapses_per_second']:6.0f} synapses/s "
+        f"({r['synapses_per_second'] / base['synapses_per_second']:.2f}x)",
+        flush=True,
+    )
 
 
 def acceptance(dataset, work, table_file) -> dict:
@@ -295,16 +292,8 @@ def main() -> None:
     table_file = synapse_table(args.dataset, work / "synapses.parquet")
     print(f"load: {os.getloadavg()}, torch threads {torch.get_num_threads()}", flush=True)
     results = {"load_before": os.getloadavg()}
-    print("reading, 16x160x160 patches, a network that costs nothing:", flush=True)
+    print("reading 16x160x160 patches (and cutting them from block regions):", flush=True)
     results["reading"] = reading_benchmark(args.dataset, work, table_file, args.block_sizes)
-    p = results["reading"]["per_patch"]
-    print(
-        f"  {'per-patch':>14}: {p['voxel_bytes_per_synapse'] / 1e3:8.1f} kB requested/synapse, "
-        f"{p['storage_bytes_per_synapse'] / 1e3:7.1f} kB fetched/synapse, "
-        f"{p['synapses_per_second']:7.0f} synapses/s; "
-        f"best block {results['reading']['best_block']}",
-        flush=True,
-    )
     if not args.skip_acceptance:
         results["acceptance"] = acceptance(args.dataset, work, table_file)
         print(json.dumps(results["acceptance"], indent=1), flush=True)

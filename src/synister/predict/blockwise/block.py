@@ -20,6 +20,8 @@ from .adapters import STATUS_OUTSIDE, Columns, Predictor, patch_starts_vox, patc
 from .layout import BlockSpec
 
 STRATEGIES = ("auto", "region", "patches")
+#: network batches cut from a block's region at a time
+PATCHES_PER_CUT = 8
 
 
 def storage_bytes_read() -> int:
@@ -41,14 +43,37 @@ def centers_nm(rows: pa.Table) -> np.ndarray:
 
 @dataclass
 class BlockRead:
-    """A block's patches and what reading them cost."""
+    """A block's raw data and what reading it cost. :meth:`patches` cuts the patches of the
+    rows not ``outside_volume`` (in row order) a slice at a time, so a block never holds all
+    its patches at once: its memory is at most the read region (one patch per synapse is
+    chosen only where that is smaller)."""
 
     status: np.ndarray  # per row: ok / partly_outside / outside_volume
-    patches: np.ndarray  # (M, Z, Y, X) uint8 for the rows not outside_volume, in row order
     strategy: str  # "region" (one read of the patches' bounding box) or "patches"
+    count: int  # patches to predict
     voxel_bytes: int  # voxels read inside the volume (uint8: bytes)
     storage_bytes: int  # bytes fetched from storage by this read
     seconds: float
+    patch_vox: tuple[int, int, int]
+    region: np.ndarray | None = None  # "region": the bounding box of the patches
+    offsets: np.ndarray | None = None  # "region": patch starts relative to the region
+    patch_array: np.ndarray | None = None  # "patches": all patches
+
+    def patches(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Patches ``start:stop`` (M, Z, Y, X) uint8."""
+        if self.patch_array is not None:
+            return self.patch_array[start:stop]
+        offsets = self.offsets[start:stop]
+        if len(offsets) == 0:
+            return np.zeros((0, *self.patch_vox), dtype=np.uint8)
+        # tensorstore copies the boxes in parallel (3x numpy's gather on 2 cores)
+        region = ts.array(self.region)
+        z, y, x = self.patch_vox
+        boxes = [
+            region[a : a + z, b : b + y, c : c + x].translate_to[0, 0, 0]
+            for a, b, c in offsets.tolist()
+        ]
+        return ts.stack(boxes).read().result()
 
 
 def _inside_bytes(starts: np.ndarray, shape: np.ndarray, volume_shape: np.ndarray) -> int:
@@ -100,29 +125,24 @@ def read_block(
     if strategy == "auto":
         strategy = choose_strategy(starts_kept, shape)
     before = storage_bytes_read()
+    patch = tuple(int(v) for v in shape)
+    read = BlockRead(status, strategy, len(starts_kept), 0, 0, 0.0, patch)
     if len(starts_kept) == 0:
-        patches = np.zeros((0, *shape.tolist()), dtype=np.uint8)
-        voxel_bytes = 0
+        read.patch_array = np.zeros((0, *patch), dtype=np.uint8)
     elif strategy == "region":
         lo = starts_kept.min(axis=0)
-        region = volume.read_region_vox(lo, (starts_kept + shape).max(axis=0) - lo)
-        windows = np.lib.stride_tricks.sliding_window_view(region, tuple(shape.tolist()))
-        rel = starts_kept - lo
-        patches = np.ascontiguousarray(windows[rel[:, 0], rel[:, 1], rel[:, 2]])
-        voxel_bytes = _inside_bytes(lo, (starts_kept + shape).max(axis=0) - lo, volume_shape)
+        size = (starts_kept + shape).max(axis=0) - lo
+        read.region = volume.read_region_vox(lo, size)
+        read.offsets = starts_kept - lo
+        read.voxel_bytes = _inside_bytes(lo, size, volume_shape)
     else:
         with warnings.catch_warnings():  # partly outside patches are flagged in ``status``
             warnings.simplefilter("ignore")
-            patches = volume.read_patches(centers[keep], shape)
-        voxel_bytes = _inside_bytes(starts_kept, shape, volume_shape)
-    return BlockRead(
-        status=status,
-        patches=patches,
-        strategy=strategy,
-        voxel_bytes=voxel_bytes,
-        storage_bytes=storage_bytes_read() - before,
-        seconds=time.perf_counter() - started,
-    )
+            read.patch_array = volume.read_patches(centers[keep], shape)
+        read.voxel_bytes = _inside_bytes(starts_kept, shape, volume_shape)
+    read.storage_bytes = storage_bytes_read() - before
+    read.seconds = time.perf_counter() - started
+    return read
 
 
 def result_table(
@@ -192,12 +212,16 @@ def predict_block(
     if read is None:
         read = read_block(block, rows, volume, predictor.bundle.input_shape_vox, strategy)
     started = time.perf_counter()
-    probabilities = predictor.predict(read.patches)
+    step = predictor.batch_size * PATCHES_PER_CUT
+    probabilities = np.concatenate(
+        [predictor.predict(read.patches(i, i + step)) for i in range(0, read.count, step)]
+        or [np.zeros((0, len(class_names)), dtype=np.float32)]
+    )
     predict_seconds = time.perf_counter() - started
     table = result_table(rows, columns, class_names, read.status, probabilities)
     stats = {
         "rows": table.num_rows,
-        "predicted": int(len(read.patches)),
+        "predicted": read.count,
         "strategy": read.strategy,
         "voxel_bytes": read.voxel_bytes,
         "storage_bytes": read.storage_bytes,

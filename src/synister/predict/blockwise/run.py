@@ -250,7 +250,7 @@ def predict_volume(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     workers = max(1, min(workers, len(todo)))
-    if threads is None and not device and "OMP_NUM_THREADS" not in os.environ:
+    if threads is None and "OMP_NUM_THREADS" not in os.environ:  # CPU workers share the cores
         from ...data import usable_cpus
 
         threads = max(1, usable_cpus() // workers)
