@@ -171,10 +171,12 @@ def result_table(
     if columns.id is None:
         arrays.append(rows["_row"])
         names.append("id")
+    computed = ("x_nm", "y_nm", "z_nm")  # a source column of that name is replaced
     for name in columns.source_columns():
-        arrays.append(rows[name])
-        names.append(name)
-    for name in ("x_nm", "y_nm", "z_nm"):
+        if name not in computed:
+            arrays.append(rows[name])
+            names.append(name)
+    for name in computed:
         arrays.append(rows[name])
         names.append(name)
     for i, name in enumerate(class_names):

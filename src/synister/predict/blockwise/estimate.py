@@ -143,7 +143,8 @@ def dry_run(plan: VolumePlan, predictor, volume, workers: int, sample: int = 3) 
         "bytes_every_block": fafb_all_blocks,
         "read_overhead": read_overhead(plan.grid.block_vox, plan.patch_vox),
         "projection": [
-            projection(FAFB["synapses"], fafb_bytes, timed, n) for n in (1, 8, 64, max(1, workers))
+            projection(FAFB["synapses"], fafb_bytes, timed, n)
+            for n in sorted({1, 8, 64, max(1, workers)})
         ],
     }
     return report

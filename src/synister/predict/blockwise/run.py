@@ -47,8 +47,8 @@ def incomplete_blocks(plan: VolumePlan) -> list[str]:
 
 
 class Progress:
-    """daisy progress observer: blocks done/total, synapses/s, raw MB/s and ETA, read from the
-    done markers workers write (only when daisy reports another finished block)."""
+    """daisy progress observer: blocks done/total, synapses/s, raw MB/s and ETA, from the done
+    markers workers write (read when daisy reports a finished block, at most once a second)."""
 
     def __init__(self, plan: VolumePlan, todo: Sequence[str], enabled: bool = True):
         from tqdm import tqdm
@@ -63,6 +63,7 @@ class Progress:
         self.synapses = 0
         self.voxel_bytes = 0
         self.started = time.perf_counter()
+        self.scanned = -1.0
         done_synapses = sum(counts.values()) - sum(self.todo.values())
         self.bar = tqdm(
             total=sum(counts.values()),
@@ -84,14 +85,18 @@ class Progress:
             refresh=False,
         )
 
-    def update(self) -> None:
-        for name in self.todo.keys() - self.seen:
-            marker = self.store.marker(name)
-            if not marker.is_file():
+    def update(self, force: bool = False) -> None:
+        """Count the done markers that appeared (one directory scan, at most once a second)."""
+        now = time.perf_counter()
+        if not force and now - self.scanned < 1.0:
+            return
+        self.scanned = now
+        for name in set(self.store.finished_markers()) - self.seen:
+            if name not in self.todo:
                 continue
             try:
-                stats = json.loads(marker.read_text())
-            except ValueError:  # being written
+                stats = json.loads(self.store.marker(name).read_text())
+            except (OSError, ValueError):  # being replaced
                 continue
             self.seen.add(name)
             self.blocks_done += 1
@@ -103,7 +108,7 @@ class Progress:
 
     # daisy observer interface
     def on_start(self, states) -> None:
-        self.update()
+        self.update(force=True)
 
     def on_progress(self, states) -> None:
         state = states.get(TASK_ID)
@@ -113,7 +118,7 @@ class Progress:
             self.update()
 
     def on_finish(self, states) -> None:
-        self.update()
+        self.update(force=True)
         self.bar.close()
 
 
@@ -243,6 +248,8 @@ def predict_volume(
         overwrite=overwrite, column_options=column_options, log=log,
     )  # fmt: skip
     todo = incomplete_blocks(plan)
+    for name in todo:  # a marker that does not match its shard is no marker
+        plan.store.marker(name).unlink(missing_ok=True)
     if OUTSIDE_SHARD in todo:  # no raw data to read: written here
         write_outside_shard(plan)
         todo.remove(OUTSIDE_SHARD)
