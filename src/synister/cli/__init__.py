@@ -29,6 +29,7 @@ _STAGES = (
     "predict",
     "blockwise",
     "evaluate",
+    "bundle",
     "demo",
 )
 
