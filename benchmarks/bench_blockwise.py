@@ -41,20 +41,16 @@ import pandas as pd
 import tensorstore as ts
 import torch
 
-from synister.models import ResNet3D
-from synister.predict import reading_order
-from synister.predict.blockwise import (
-    Predictor,
-    Source,
-    export_bundle,
-    load_bundle,
-    prepare,
-    read_block,
-)
+from synister.config import load_train_setup
+from synister.models import build_model, save_checkpoint
+from synister.models.bundle import export_model, load_bundle
+from synister.predict import Predictor, reading_order
+from synister.predict.blockwise import Source, prepare, read_block
 from synister.predict.blockwise.block import PATCHES_PER_CUT, storage_bytes_read
 from synister.predict.blockwise.estimate import read_overhead
 from synister.predict.blockwise.layout import Store
 from synister.predict.blockwise.source import BlockRows
+from synister.setup import prepare_training
 from synister.volumes import Volume
 
 CACHES = {"cache": 256 * 2**20, "no cache": 0}
@@ -75,13 +71,17 @@ def synapse_table(dataset: Path, out: Path) -> Path:
     return out
 
 
-def make_bundle(path: Path, patch, seed: int = 0) -> Path:
+def make_bundle(base: Path, patch, seed: int = 0) -> Path:
+    """A random-weight small ResNet for ``patch``, exported as a bundle (``base/bundle``)."""
+    setup = prepare_training(
+        base, "bench", 0, db_url=f"sqlite:///{base / 'none.db'}", check_volume=False,
+        synapse_types=CLASSES, input_shape=patch, fmaps=2, network="ResNet18",
+        downsample_factors=[(1, 2, 2)] * 3, voxel_size=VOXEL_NM,
+    )  # fmt: skip
+    cfg, _ = load_train_setup(setup)
     torch.manual_seed(seed)
-    network = {"name": "ResNet18", "start_channels": 2, "downsample_factors": [[1, 2, 2]] * 3}
-    model = ResNet3D(output_classes=6, start_channels=2, downsample_factors=((1, 2, 2),) * 3)
-    return export_bundle(
-        path, model, network=network, classes=CLASSES, input_shape_vox=patch, voxel_size_nm=VOXEL_NM
-    )
+    save_checkpoint(setup / "model_checkpoint_1", build_model(cfg), None, 1)
+    return export_model(setup, 1, base / "bundle")
 
 
 def chunk_decodes() -> int:
@@ -115,13 +115,12 @@ def per_patch(volume_path: Path, table: pd.DataFrame, patch, cache_bytes: int) -
     """One patch per synapse (the predict-positions path): batches of 32 in the engine's
     reading order, each one ``Volume.read_patches``; a fresh volume and cache."""
     volume = Volume(volume_path, "raw", cache_bytes=cache_bytes)
-    frame = table.rename(columns={"syn_id": "synapse_id"})[["synapse_id", "z", "y", "x"]]
-    ordered = reading_order(frame, np.asarray(patch) * np.asarray(VOXEL_NM))
-    centers = ordered[["z", "y", "x"]].to_numpy()
+    order = reading_order(table, np.asarray(patch) * np.asarray(VOXEL_NM))
+    centers = table[["z", "y", "x"]].to_numpy()[order]
     before = counters()
     for start in range(0, len(centers), BATCH):
         volume.read_patches(centers[start : start + BATCH], patch)
-    starts = volume.center_vox(centers) - np.asarray(patch) // 2
+    starts = volume.patch_starts_vox(centers, patch)
     shape = np.asarray(volume.shape_vox)
     inside = np.prod(np.clip(starts + patch, 0, shape) - np.clip(starts, 0, shape), axis=1).sum()
     return finish({"synapses": len(centers), "voxel_bytes": int(inside)}, before)
@@ -151,7 +150,7 @@ def blockwise(plan, volume_path: Path, cache_bytes: int) -> dict:
 def reading_benchmark(dataset, work, table_file, block_sizes) -> dict:
     table = pd.read_parquet(table_file)
     volume_path = dataset / "raw.zarr"
-    bundle = load_bundle(make_bundle(work / "bundle_fafb_patch", FAFB_PATCH))
+    bundle = load_bundle(make_bundle(work / "fafb_patch", FAFB_PATCH))
     volume = Volume(volume_path, "raw")
     results = {"synapses": len(table), "volume_shape_vox": list(volume.shape_vox)}
     extent_um3 = np.prod(np.asarray(volume.shape_vox) * VOXEL_NM) / 1e9
@@ -197,18 +196,19 @@ def report(name: str, cache: str, r: dict, base: dict) -> None:
 def acceptance(dataset, work, table_file) -> dict:
     """predict-volume with 2 workers, killed half-way and rerun, against one patch per synapse."""
     table = pd.read_parquet(table_file)
-    bundle_path = make_bundle(work / "bundle_acceptance", ACCEPTANCE_PATCH, seed=1)
+    bundle_path = make_bundle(work / "acceptance", ACCEPTANCE_PATCH, seed=1)
+    bundle = load_bundle(bundle_path)
     volume_path = dataset / "raw.zarr"
     started = time.perf_counter()
-    predictor = Predictor(load_bundle(bundle_path), batch_size=BATCH)
+    torch.set_num_threads(1)  # as each of the run's 2 workers on 2 cores
+    engine = Predictor(bundle.build_model(), bundle.input_shape_vox, bundle.classes, device="cpu")
+    reference = np.empty((len(table), len(bundle.classes)), dtype=np.float32)
+
+    def store(rows, probabilities):
+        reference[rows] = probabilities
+
     volume = Volume(volume_path, "raw")
-    centers = table[["z", "y", "x"]].to_numpy()
-    reference = np.concatenate(
-        [
-            predictor.predict(volume.read_patches(centers[s : s + 512], ACCEPTANCE_PATCH))
-            for s in range(0, len(centers), 512)
-        ]
-    )
+    engine.predict_volume(volume, np.arange(len(table)), table[["z", "y", "x"]].to_numpy(), store)
     reference_seconds = time.perf_counter() - started
     out = work / "acceptance_out"
     command = [

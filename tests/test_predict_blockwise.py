@@ -21,23 +21,25 @@ import torch
 from typer.testing import CliRunner
 
 from synister.cli import app
+from synister.config import load_train_setup
 from synister.db import open_database
-from synister.models import ResNet3D
+from synister.models import build_model, save_checkpoint
+from synister.models.bundle import export_model, load_bundle
+from synister.predict import Predictor
 from synister.predict.blockwise import (
     BlockGrid,
     Columns,
     PlanMismatch,
-    Predictor,
     Source,
-    export_bundle,
-    load_bundle,
     load_plan,
     predict_block,
     predict_volume,
+    prepare,
     read_block,
 )
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
+from synister.setup import prepare_training
 from synister.volumes import Volume, write_volume
 
 pytestmark = [
@@ -77,17 +79,7 @@ def world(tmp_path_factory):
         VOXEL_NM,
         chunks_vox=(8, 32, 32),
     )
-    torch.manual_seed(0)
-    network = {"name": "ResNet18", "start_channels": 2, "downsample_factors": [[1, 2, 2]] * 2}
-    model = ResNet3D(output_classes=6, start_channels=2, downsample_factors=((1, 2, 2),) * 2)
-    export_bundle(
-        base / "bundle",
-        model,
-        network=network,
-        classes=CLASSES,
-        input_shape_vox=INPUT_VOX,
-        voxel_size_nm=VOXEL_NM,
-    )
+    make_bundle(base, INPUT_VOX)
     extent_xyz = (np.array(SHAPE_VOX) * VOXEL_NM)[::-1]
     xyz = rng.uniform(-0.05, 1.05, (N_SYNAPSES, 3)) * extent_xyz
     table = pd.DataFrame(
@@ -103,18 +95,41 @@ def world(tmp_path_factory):
     return base, table
 
 
+def make_bundle(base: Path, input_vox) -> Path:
+    """A random-weight tiny ResNet exported as a model bundle (``base/bundle``)."""
+    setup = prepare_training(
+        base, "e", 0, db_url=f"sqlite:///{base / 'none.db'}", check_volume=False,
+        synapse_types=CLASSES, input_shape=input_vox, fmaps=2, network="ResNet18",
+        downsample_factors=[(1, 2, 2), (1, 2, 2)], voxel_size=tuple(VOXEL_NM),
+    )  # fmt: skip
+    cfg, _ = load_train_setup(setup)
+    torch.manual_seed(0)
+    save_checkpoint(setup / "model_checkpoint_1", build_model(cfg), None, 1)
+    return export_model(setup, 1, base / "bundle")
+
+
+def predictor(base: Path) -> Predictor:
+    bundle = load_bundle(base / "bundle")
+    return Predictor(bundle.build_model(), bundle.input_shape_vox, bundle.classes, device="cpu")
+
+
 def reference(base: Path, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (NaN outside the volume) and status, one patch per synapse."""
+    """Probabilities (NaN outside the volume) and status, one patch per synapse, through the
+    engine's volume entry point (the predict-positions path)."""
     volume = Volume(base / "raw.zarr", "raw")
-    predictor = Predictor(load_bundle(base / "bundle"))
     centers = table[["z", "y", "x"]].to_numpy()
-    starts = volume.center_vox(centers) - np.array(INPUT_VOX) // 2
+    starts = volume.patch_starts_vox(centers, INPUT_VOX)
     centre = starts + np.array(INPUT_VOX) // 2
     outside = ~np.all((centre >= 0) & (centre < np.array(SHAPE_VOX)), axis=1)
     inside = np.all((starts >= 0) & (starts + INPUT_VOX <= np.array(SHAPE_VOX)), axis=1)
     status = np.where(outside, "outside_volume", np.where(inside, "ok", "partly_outside"))
     probabilities = np.full((len(table), 6), np.nan, dtype=np.float32)
-    probabilities[~outside] = predictor.predict(volume.read_patches(centers[~outside], INPUT_VOX))
+
+    def store(rows, values):
+        probabilities[rows] = values
+
+    rows = np.flatnonzero(~outside)
+    predictor(base).predict_volume(volume, rows, centers[rows], store)
     return probabilities, status
 
 
@@ -182,10 +197,9 @@ def test_read_strategy_follows_density():
 def test_predict_block_equals_one_patch_per_synapse(world, expected, strategy):
     base, table = world
     volume = Volume(base / "raw.zarr", "raw")
-    predictor = Predictor(load_bundle(base / "bundle"))
+    engine = predictor(base)
     grid = BlockGrid.from_nm(SHAPE_VOX, BLOCK_NM, VOXEL_NM)
-    starts = volume.center_vox(table[["z", "y", "x"]].to_numpy()) - np.array(INPUT_VOX) // 2
-    owner = grid.linear_index(starts + np.array(INPUT_VOX) // 2)
+    owner = grid.linear_index(volume.center_vox(table[["z", "y", "x"]].to_numpy(), INPUT_VOX))
     columns = Columns("syn_id", "body", ("x", "y", "z"))
     probabilities, status = expected
     checked = 0
@@ -195,7 +209,7 @@ def test_predict_block_equals_one_patch_per_synapse(world, expected, strategy):
             grid.block(linear),
             staged_rows(table.iloc[rows]),
             volume,
-            predictor,
+            engine,
             columns=columns,
             class_names=SHORT,
             strategy=strategy,
@@ -326,8 +340,6 @@ def test_other_settings_are_refused_while_results_exist(world, tmp_path):
     store = Store(out)
     bundle = load_bundle(base / "bundle")
     volume = Volume(base / "raw.zarr", "raw")
-    from synister.predict.blockwise import prepare
-
     source = Source(str(base / "synapses.parquet"))
     quiet = {"log": lambda _: None}
     plan = prepare(out, bundle, volume, str(base / "raw.zarr"), "raw", source, BLOCK_NM, **quiet)

@@ -13,6 +13,7 @@ from .db import _voxel_size, fail, user_errors
 
 def register(app: typer.Typer) -> None:
     app.command("predict-volume")(predict_volume_command)
+    app.command("predict-volume-worker", hidden=True)(worker_command)
 
 
 def predict_volume_command(
@@ -53,6 +54,9 @@ def predict_volume_command(
         int | None, typer.Option(min=1, help="torch threads per CPU worker (default: its share).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per network batch.")] = 32,
+    precision: Annotated[
+        str, typer.Option(help="fp32, fp16 (GPU) or bf16 (part of the run's settings).")
+    ] = "fp32",
     id_column: Annotated[str | None, typer.Option(help="Id column (default: found).")] = None,
     neuron_column: Annotated[
         str | None, typer.Option(help="Neuron id column (default: found).")
@@ -111,7 +115,12 @@ def predict_volume_command(
     log = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
     try:
         if dry_run:
-            options = {"naming": naming, "overwrite": overwrite, "column_options": column_options}
+            options = {
+                "naming": naming,
+                "precision": precision,
+                "overwrite": overwrite,
+                "column_options": column_options,
+            }
             report = _dry_run(
                 model, volume, dataset, source, out, block_nm, workers, device, batch_size,
                 sample, options, log,
@@ -122,7 +131,8 @@ def predict_volume_command(
             return
         summary = predict_volume(
             model, volume, source, out, dataset=dataset, block_nm=block_nm, workers=workers,
-            device=device, threads=threads, batch_size=batch_size, naming=naming,
+            device=device, threads=threads, batch_size=batch_size, precision=precision,
+            naming=naming,
             retries=retries, worker_config=worker_config, overwrite=overwrite,
             column_options=column_options, min_synapses=min_synapses, progress=progress,
             log=log,
@@ -148,10 +158,11 @@ def _dry_run(
     log,
 ) -> dict:  # fmt: skip
     """Plan into ``out`` (reused by the run), time ``sample`` blocks here, project."""
-    from ..predict.blockwise import Predictor, load_bundle, prepare
+    from ..models.bundle import load_bundle
+    from ..predict.blockwise import prepare
     from ..predict.blockwise.estimate import dry_run
     from ..predict.blockwise.run import check_voxel_size, default_workers
-    from ..predict.blockwise.worker import choose_device, open_volume
+    from ..predict.blockwise.worker import make_predictor, open_volume
 
     bundle = load_bundle(model)
     raw = open_volume(
@@ -159,5 +170,19 @@ def _dry_run(
     )
     check_voxel_size(bundle, raw)
     plan = prepare(out, bundle, raw, volume, dataset, source, block_nm, log=log, **options)
-    predictor = Predictor(bundle, choose_device(device, 0), batch_size)
+    predictor = make_predictor(bundle, device, batch_size, None, plan.settings["precision"])
     return dry_run(plan, predictor, raw, workers or default_workers(), sample)
+
+
+def worker_command(
+    out: Annotated[Path, typer.Argument(help="The run's output folder.")],
+    context: Annotated[str, typer.Option(help="daisy worker context (from the scheduler).")],
+    device: Annotated[str | None, typer.Option()] = None,
+    threads: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """One predict-volume worker, as a cluster job runs it (started by predict-volume)."""
+    from ..predict.blockwise.worker import run_worker
+
+    blocks = run_worker(str(out), device, threads, batch_size, context=context)
+    typer.echo(json.dumps({"blocks": blocks}))

@@ -6,7 +6,7 @@ Parquet shard. See :mod:`.layout` for the blocks and the output store, :mod:`.so
 synapse sources, :mod:`.block` for one block, :mod:`.worker` and :mod:`.run` for daisy.
 """
 
-from .adapters import Columns, ModelBundle, Predictor, export_bundle, load_bundle
+from .adapters import Columns
 from .block import BlockRead, predict_block, read_block
 from .layout import BlockGrid, BlockSpec, Store
 from .plan import PlanMismatch, VolumePlan, load_plan, prepare
@@ -19,14 +19,10 @@ __all__ = [
     "BlockRead",
     "BlockSpec",
     "Columns",
-    "ModelBundle",
     "PlanMismatch",
-    "Predictor",
     "Source",
     "Store",
     "VolumePlan",
-    "export_bundle",
-    "load_bundle",
     "load_plan",
     "predict_block",
     "predict_volume",

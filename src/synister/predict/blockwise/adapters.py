@@ -1,35 +1,22 @@
-"""Stand-ins for interfaces that parallel work is building; the only place they are guessed.
+"""Stand-ins for the ``predict-positions`` conventions (issue #12), the only place they are
+guessed until that front-end lands on ``main``; the rest of the package calls only these
+names, and each is replaced by the real one then:
 
-Each function here is replaced by the real one when it lands on ``main`` (the rest of the
-package calls only these names):
-
-- model bundles (``synister.models.bundle.load_bundle``): :func:`load_bundle`,
-  :func:`export_bundle` (tests and benchmarks only);
-- the prediction engine taking in-memory uint8 patches (issue #12): :class:`Predictor`,
-  which meanwhile drives today's engine core :func:`synister.predict.run_model`;
-- patch placement (``synister.volumes.Volume``): :func:`patch_starts_vox`, which meanwhile
-  combines ``Volume.center_vox`` with the patch convention of CONTRIBUTING.md;
-- ``predict-positions`` conventions (issue #12): :func:`discover_columns`,
-  :func:`class_columns`, :func:`patch_status`, :func:`summarize_neurons`;
-- the job-submission template of ``worker_config.ini``: :func:`submit_command`.
+- :func:`discover_columns` / :class:`Columns`: finding id, neuron and position columns, units
+  (``synister.predict.read_positions`` there);
+- :func:`class_columns`: the output's class column names (short or full);
+- :func:`patch_status`: ok / partly_outside / outside_volume;
+- :func:`summarize_neurons`: the per-neuron table (``synister.summarize_neurons``; here from
+  per-neuron sums, so that 244 million synapses never have to be in memory at once).
 """
 
 from __future__ import annotations
 
-import configparser
-import json
-import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from ...nt import canonical
-
-BUNDLE_FILE = "model.json"
-CHECKPOINT_FILE = "checkpoint.pt"
 
 #: the field's short class names (FlyWire's synapse table)
 SHORT_NAMES = {
@@ -50,159 +37,7 @@ POSITION_LIST_COLUMN = "pre_pt_position"
 
 
 # ---------------------------------------------------------------------------------------------
-# model bundles
-
-
-@dataclass
-class ModelBundle:
-    """What a bundle declares (the planned ``synister.models.bundle.ModelBundle``)."""
-
-    path: Path
-    classes: tuple[str, ...]
-    input_shape_vox: tuple[int, int, int]
-    voxel_size_nm: tuple[float, float, float]
-    network: dict
-    normalization: str = "uint8_to_pm1"
-    temperature: float = 1.0
-    extra: dict = field(default_factory=dict)
-
-    def build_model(self, device=None):
-        """The network with the bundle's weights, in eval mode, on ``device``."""
-        import torch
-
-        from ...models import ResNet3D, Vgg3D, load_checkpoint
-
-        kind = self.network.get("name")
-        kwargs = {k: v for k, v in self.network.items() if k != "name"}
-        if kind == "VGG":
-            model = Vgg3D(
-                input_size=self.input_shape_vox, output_classes=len(self.classes), **kwargs
-            )
-        elif kind == "ResNet18":
-            model = ResNet3D(output_classes=len(self.classes), **kwargs)
-        else:
-            raise ValueError(
-                f"{self.path / BUNDLE_FILE}: network.name {kind!r} is not VGG/ResNet18"
-            )
-        load_checkpoint(self.path / CHECKPOINT_FILE, model, map_location="cpu")
-        return model.to(torch.device(device or "cpu")).eval()
-
-
-def load_bundle(path: str | Path) -> ModelBundle:
-    """Read a bundle folder; errors name the file and the field."""
-    path = Path(path)
-    meta_file = path / BUNDLE_FILE
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"{meta_file}: no model bundle here (missing {BUNDLE_FILE})")
-    if not (path / CHECKPOINT_FILE).is_file():
-        raise FileNotFoundError(f"{path / CHECKPOINT_FILE}: the bundle's checkpoint is missing")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{meta_file}: not valid JSON ({err})") from err
-    for key in ("classes", "input_shape_vox", "voxel_size_nm", "network"):
-        if key not in meta:
-            raise ValueError(f"{meta_file}: field {key!r} is missing")
-    shape = tuple(int(s) for s in meta["input_shape_vox"])
-    voxel = tuple(float(v) for v in meta["voxel_size_nm"])
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"{meta_file}: field 'input_shape_vox' must be 3 positive sizes (z,y,x)")
-    if len(voxel) != 3 or min(voxel) <= 0:
-        raise ValueError(f"{meta_file}: field 'voxel_size_nm' must be 3 positive sizes (z,y,x)")
-    return ModelBundle(
-        path=path,
-        classes=tuple(canonical(c) for c in meta["classes"]),
-        input_shape_vox=shape,
-        voxel_size_nm=voxel,
-        network=dict(meta["network"]),
-        normalization=meta.get("normalization", "uint8_to_pm1"),
-        temperature=float(meta.get("temperature", 1.0)),
-    )
-
-
-def export_bundle(
-    path: str | Path,
-    model,
-    *,
-    network: dict,
-    classes: Sequence[str],
-    input_shape_vox: Sequence[int],
-    voxel_size_nm: Sequence[float],
-) -> Path:
-    """Write ``model``'s weights and what they mean as a bundle folder (tests, benchmarks)."""
-    import torch
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save({"model_state_dict": model.state_dict()}, path / CHECKPOINT_FILE)
-    meta = {
-        "classes": list(classes),
-        "input_shape_vox": [int(s) for s in input_shape_vox],
-        "voxel_size_nm": [float(v) for v in voxel_size_nm],
-        "network": network,
-        "normalization": "uint8_to_pm1",
-        "temperature": 1.0,
-    }
-    (path / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# the engine on in-memory patches
-
-
-class Predictor:
-    """A loaded network that turns uint8 patches (N, Z, Y, X) into class probabilities (N, C).
-
-    Batches go through :func:`synister.predict.run_model`, the loop ``synister predict`` uses,
-    so the numbers are those of the per-synapse path.
-    """
-
-    def __init__(self, bundle: ModelBundle, device=None, batch_size: int = 32):
-        import torch
-
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        self.bundle = bundle
-        self.device = torch.device(device or "cpu")
-        self.batch_size = int(batch_size)
-        self.model = bundle.build_model(self.device)
-
-    def predict(self, patches: np.ndarray) -> np.ndarray:
-        import torch
-
-        from .. import run_model
-
-        patches = np.ascontiguousarray(patches, dtype=np.uint8)
-        n = len(patches)
-        out = np.empty((n, len(self.bundle.classes)), dtype=np.float32)
-        if n == 0:
-            return out
-
-        def batches():
-            for start in range(0, n, self.batch_size):
-                raw = torch.from_numpy(patches[start : start + self.batch_size]).unsqueeze(1)
-                yield torch.arange(start, start + len(raw)), raw
-
-        def store(rows: np.ndarray, probabilities: np.ndarray) -> None:
-            out[rows] = probabilities
-
-        run_model(self.model, batches(), self.device, store)
-        if self.bundle.temperature != 1.0:  # softmax(logits / T) from softmax(logits)
-            scaled = np.log(np.maximum(out, 1e-30)) / self.bundle.temperature
-            scaled = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-            out = (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# patch placement and status
-
-
-def patch_starts_vox(volume, centers_nm: np.ndarray, shape_vox: Sequence[int]) -> np.ndarray:
-    """First voxel (z, y, x) of the patch of each centre: the engine's placement rule."""
-    shape = np.asarray(shape_vox, dtype=np.int64)
-    return volume.center_vox(np.asarray(centers_nm, dtype=np.float64)) - shape // 2
+# patch status
 
 
 def patch_status(starts_vox: np.ndarray, shape_vox: Sequence[int], volume_shape_vox) -> np.ndarray:
@@ -365,24 +200,3 @@ def summarize_neurons(
     table["margin"] = margin
     table["confident"] = (n >= min_synapses) & (margin >= min_margin)
     return table
-
-
-# ---------------------------------------------------------------------------------------------
-# cluster jobs
-
-
-def submit_command(worker_config: str | Path | None, command: Sequence[str]) -> str | None:
-    """The shell line that runs ``command`` as a cluster job, from ``worker_config.ini``'s
-    ``[Worker] submit_command`` template (``{command}`` placeholder); None without one."""
-    if worker_config is None:
-        return None
-    path = Path(worker_config)
-    parser = configparser.ConfigParser(interpolation=None)
-    if not parser.read(path):
-        raise FileNotFoundError(f"{path}: worker config not found")
-    template = parser.get("Worker", "submit_command", fallback=None)
-    if not template:
-        return None
-    if "{command}" not in template:
-        raise ValueError(f"{path}: [Worker] submit_command must contain {{command}}")
-    return template.replace("{command}", shlex.join(command))

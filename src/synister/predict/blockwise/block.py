@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import tensorstore as ts
 
-from .adapters import STATUS_OUTSIDE, Columns, Predictor, patch_starts_vox, patch_status
+from ..engine import Predictor
+from .adapters import STATUS_OUTSIDE, Columns, patch_status
 from .layout import BlockSpec
 
 STRATEGIES = ("auto", "region", "patches")
@@ -103,7 +104,8 @@ def read_block(
     """Read the patches of ``rows`` (staged synapses of ``block``) from ``volume``.
 
     Every row's patch-centre voxel (clipped into the volume) must lie in ``block``; the
-    patches are exactly those :meth:`Volume.read_patches` returns, zero outside the volume.
+    patches are exactly those :meth:`Volume.read_patches` returns (the volume's placement),
+    zero outside the volume.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -111,7 +113,7 @@ def read_block(
     shape = np.asarray(patch_vox, dtype=np.int64)
     volume_shape = np.asarray(volume.shape_vox, dtype=np.int64)
     centers = centers_nm(rows)
-    starts = patch_starts_vox(volume, centers, shape)
+    starts = volume.patch_starts_vox(centers, shape)
     owned = block.contains(np.clip(starts + shape // 2, 0, volume_shape - 1))
     if not owned.all():
         bad = int(np.flatnonzero(~owned)[0])
@@ -195,6 +197,21 @@ def result_table(
     return pa.Table.from_arrays(arrays, names=names)
 
 
+def block_probabilities(predictor: Predictor, read: BlockRead) -> np.ndarray:
+    """Probabilities (count, C) of a read block's patches, through the engine's in-memory
+    entry point, cut ``PATCHES_PER_CUT`` network batches at a time."""
+    out = np.empty((read.count, len(predictor.classes)), dtype=np.float32)
+
+    def store(rows: np.ndarray, probabilities: np.ndarray) -> None:
+        out[rows] = probabilities
+
+    step = predictor.batch_size * PATCHES_PER_CUT
+    for first in range(0, read.count, step):
+        patches = read.patches(first, first + step)
+        predictor.predict_patches(np.arange(first, first + len(patches)), patches, store)
+    return out
+
+
 def predict_block(
     block: BlockSpec,
     rows: pa.Table,
@@ -212,13 +229,9 @@ def predict_block(
     ``_row``); ``read`` is its :func:`read_block` result when a worker read it ahead.
     """
     if read is None:
-        read = read_block(block, rows, volume, predictor.bundle.input_shape_vox, strategy)
+        read = read_block(block, rows, volume, predictor.input_shape_vox, strategy)
     started = time.perf_counter()
-    step = predictor.batch_size * PATCHES_PER_CUT
-    probabilities = np.concatenate(
-        [predictor.predict(read.patches(i, i + step)) for i in range(0, read.count, step)]
-        or [np.zeros((0, len(class_names)), dtype=np.float32)]
-    )
+    probabilities = block_probabilities(predictor, read)
     predict_seconds = time.perf_counter() - started
     table = result_table(rows, columns, class_names, read.status, probabilities)
     stats = {

@@ -62,7 +62,7 @@ def sample_blocks(plan: VolumePlan, k: int) -> list[int]:
 
 def time_sample(plan: VolumePlan, predictor, volume, blocks: list[int]) -> dict:
     """Run ``blocks`` in this process (after one warm-up batch) and total their costs."""
-    predictor.predict(np.zeros((1, *plan.patch_vox), dtype=np.uint8))  # first-call set-up
+    predictor.probabilities(np.zeros((1, 1, *plan.patch_vox), dtype=np.uint8))  # first call
     rows = BlockRows(plan.store.sorted_file, plan.block_table)
     totals = {"blocks": 0, "synapses": 0, "voxel_bytes": 0, "read_seconds": 0.0}
     totals["predict_seconds"] = 0.0

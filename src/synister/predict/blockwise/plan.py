@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .adapters import STATUS_OUTSIDE, Columns, ModelBundle, class_columns
+from ...models.bundle import ModelBundle
+from .adapters import STATUS_OUTSIDE, Columns, class_columns
 from .block import result_table
 from .layout import OUTSIDE_SHARD, BlockGrid, Store, write_json
 from .source import BlockRows, Source, open_source, sort_by_block, stage
@@ -85,6 +86,7 @@ def run_settings(
     grid: BlockGrid,
     columns: Columns,
     naming: str,
+    precision: str = "fp32",
 ) -> dict:
     """Everything that decides the output (as stored in JSON); a resumed run must match it."""
     settings = {
@@ -97,6 +99,8 @@ def run_settings(
         "volume_shape_vox": list(volume.shape_vox),
         "voxel_size_nm": [float(v) for v in volume.voxel_size_nm],
         "offset_nm": [float(v) for v in volume.offset_nm],
+        "placement": volume.placement,
+        "precision": precision,
         "block_vox": list(grid.block_vox),
         "source": source.public(),
         "columns": columns.to_json(),
@@ -139,6 +143,7 @@ def prepare(
     block_nm,
     *,
     naming: str = "short",
+    precision: str = "fp32",
     overwrite: bool = False,
     column_options: dict | None = None,
     log=print,
@@ -151,7 +156,9 @@ def prepare(
     store = Store(out)
     grid = BlockGrid.from_nm(volume.shape_vox, block_nm, volume.voxel_size_nm)
     columns, batches, where = open_source(source, **(column_options or {}))
-    settings = run_settings(bundle, volume, volume_url, dataset, source, grid, columns, naming)
+    settings = run_settings(
+        bundle, volume, volume_url, dataset, source, grid, columns, naming, precision
+    )
     stored = store.read_plan()
     if stored is not None and stored.get("version") == PLAN_VERSION and not overwrite:
         if stored["settings"] == settings:

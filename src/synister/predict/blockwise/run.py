@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .adapters import STATUS_OUTSIDE, load_bundle, summarize_neurons
+from .adapters import STATUS_OUTSIDE, summarize_neurons
 from .layout import OUTSIDE_SHARD, context_vox
 from .plan import VolumePlan, prepare, write_outside_shard
 from .source import Source
@@ -221,6 +221,7 @@ def predict_volume(
     device: str | None = None,
     threads: int | None = None,
     batch_size: int = 32,
+    precision: str = "fp32",
     naming: str = "short",
     retries: int = 2,
     block_timeout: float = 3600.0,
@@ -237,6 +238,8 @@ def predict_volume(
     failed blocks with their errors (empty when complete), seconds, rates, and the output
     paths. A rerun with the same arguments continues where a killed or failed run stopped.
     """
+    from ...models.bundle import load_bundle
+
     started = time.perf_counter()
     model = load_bundle(bundle)
     raw = open_volume(
@@ -245,7 +248,7 @@ def predict_volume(
     check_voxel_size(model, raw)
     plan = prepare(
         out, model, raw, volume, dataset, synapses, block_nm, naming=naming,
-        overwrite=overwrite, column_options=column_options, log=log,
+        precision=precision, overwrite=overwrite, column_options=column_options, log=log,
     )  # fmt: skip
     todo = incomplete_blocks(plan)
     for name in todo:  # a marker that does not match its shard is no marker

@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .adapters import STATUS_OUTSIDE, Columns, discover_columns, patch_starts_vox, patch_status
+from .adapters import STATUS_OUTSIDE, Columns, discover_columns, patch_status
 from .layout import BlockGrid
 
 DATABASE_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "mongodb:", "mongodb+srv:")
@@ -229,7 +229,7 @@ def stage(
             if batch.num_rows == 0:
                 continue
             xyz = positions_xyz_nm(batch, columns, where, first_row)
-            starts = patch_starts_vox(volume, xyz[:, ::-1], patch)
+            starts = volume.patch_starts_vox(xyz[:, ::-1], patch)
             status = patch_status(starts, patch, volume.shape_vox)
             block = grid.linear_index(starts + patch // 2)
             block[status == STATUS_OUTSIDE] = -1

@@ -2,18 +2,15 @@
 left, and reads the next block while the network runs on the current one.
 
 Started by daisy as its own process (locally), or as a cluster job through the submit
-template of ``worker_config.ini`` (``python -m synister.predict.blockwise.worker OUT``); either
-way it connects back to the scheduler with ``daisy.Client`` (``DAISY_CONTEXT``).
+template of ``worker_config.ini`` (``python -m synister predict-volume-worker OUT --context
+...``); either way it connects back to the scheduler with ``daisy.Client``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import subprocess
-import sys
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +18,7 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from .adapters import Predictor, load_bundle, submit_command
+from ..engine import Predictor, choose_device
 from .block import predict_block, read_block
 from .layout import Store, write_json
 from .plan import VolumePlan, load_plan
@@ -30,26 +27,34 @@ from .source import BlockRows
 log = logging.getLogger(__name__)
 
 
-def choose_device(requested: str | None, worker_id: int) -> str:
-    """``requested``, else GPU ``worker_id`` (round robin) where there are GPUs, else CPU."""
-    import torch
-
-    if requested:
-        return requested
-    if torch.cuda.is_available():
-        return f"cuda:{worker_id % torch.cuda.device_count()}"
-    return "cpu"
-
-
 def open_volume(settings: dict):
-    """The run's volume, with the voxel size and offset the plan was made with."""
+    """The run's volume, with the voxel size, offset and patch placement of its plan (``None``
+    where the plan has none yet: the volume's own)."""
     from ...volumes import Volume
 
-    return Volume(
+    volume = Volume(
         settings["volume"],
         settings["dataset"],
-        voxel_size_nm=settings["voxel_size_nm"],
-        offset_nm=settings["offset_nm"],
+        voxel_size_nm=settings.get("voxel_size_nm"),
+        offset_nm=settings.get("offset_nm"),
+        placement=settings.get("placement", "closest"),
+    )
+    volume.require_uint8()
+    return volume
+
+
+def make_predictor(bundle, device, batch_size: int, threads: int | None, precision: str):
+    """The engine's predictor for a model bundle, its network loaded on ``device``."""
+    device = choose_device(device)
+    return Predictor(
+        bundle.build_model(device),
+        bundle.input_shape_vox,
+        bundle.classes,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        threads=threads,
+        temperature=bundle.temperature,
     )
 
 
@@ -104,30 +109,39 @@ def block_linear(plan: VolumePlan, daisy_block) -> int:
     return plan.grid.linear(index)
 
 
-def run_worker(out: str, device: str | None, threads: int | None, batch_size: int) -> int:
+def run_worker(
+    out: str,
+    device: str | None,
+    threads: int | None,
+    batch_size: int,
+    context: str | None = None,
+) -> int:
     """Take blocks from the scheduler until none is left; returns how many were finished.
 
-    The worker holds at most two blocks, the one the network runs on and the one being read,
-    each through its own connection: daisy 2.0 answers an acquire with "shut down" once no
-    block is waiting, drops that connection and retries a block still held on it elsewhere,
-    so the read-ahead block must never share a connection with the current one.
+    ``context``: daisy's worker context (else ``DAISY_CONTEXT`` in the environment). The
+    worker holds at most two blocks, the one the network runs on and the one being read, each
+    through its own connection: daisy 2.0 answers an acquire with "shut down" once no block
+    is waiting, drops that connection and retries a block still held on it elsewhere, so the
+    read-ahead block must never share a connection with the current one.
     """
     import daisy.v2 as daisy
-    import torch
 
-    context = daisy.Context.from_env()
-    second = context.copy()
+    from ...models.bundle import load_bundle
+
+    if context is not None:
+        os.environ[daisy.Context.ENV_VARIABLE] = context
+    first = daisy.Context.from_env()
+    second = first.copy()
     second["worker_id"] = -1  # a helper connection of the same worker
-    clients = (daisy.Client(context), daisy.Client(second))
+    clients = (daisy.Client(first), daisy.Client(second))
     worker_id = max(clients[0].worker_id, 0)
-    if threads:
-        torch.set_num_threads(threads)
     plan = load_plan(Store(out))
-    device = choose_device(device, worker_id)
-    bundle = load_bundle(plan.settings["bundle"])
-    runner = BlockRunner(
-        plan, Predictor(bundle, device, batch_size), open_volume(plan.settings), worker_id
-    )
+    device = str(choose_device(device, worker_id))
+    predictor = make_predictor(
+        load_bundle(plan.settings["bundle"]), device, batch_size, threads,
+        plan.settings["precision"],
+    )  # fmt: skip
+    runner = BlockRunner(plan, predictor, open_volume(plan.settings), worker_id)
     done = 0
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="block-reader")
 
@@ -165,7 +179,10 @@ def run_worker(out: str, device: str | None, threads: int | None, batch_size: in
 
 @dataclass
 class Launcher:
-    """What daisy starts per worker slot: the worker itself, or a cluster job running it."""
+    """What daisy starts per worker slot: the worker itself, or a cluster job running it
+    through ``worker_config``'s submission template (see :func:`synister.config.submit_command`;
+    a template that waits for the job, ``srun``/``bsub -K``/``sbatch --wait``, or one that
+    only queues it: the job connects back either way)."""
 
     out: str
     device: str | None = None
@@ -173,37 +190,25 @@ class Launcher:
     batch_size: int = 32
     worker_config: str | None = None
 
-    def command(self) -> list[str]:
-        command = [sys.executable, "-m", __name__, self.out, "--batch-size", str(self.batch_size)]
-        if self.device:
-            command += ["--device", self.device]
-        if self.threads:
-            command += ["--threads", str(self.threads)]
-        return command
-
     def __call__(self, *, context=None) -> None:
-        line = None
-        if self.worker_config is not None:
-            env = ["env", f"DAISY_CONTEXT={context.to_env()}"] if context is not None else []
-            line = submit_command(self.worker_config, [*env, *self.command()])
-        if line is None:
+        if self.worker_config is None:
             run_worker(self.out, self.device, self.threads, self.batch_size)
             return
-        result = subprocess.run(line, shell=True, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"cluster job exited with status {result.returncode}: {line}")
+        import daisy.v2 as daisy
 
+        from ...config import WorkerConfig, read_ini, submit_command
+        from ...submit import synister_argv
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A predict-volume worker (started by daisy).")
-    parser.add_argument("out")
-    parser.add_argument("--device")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
-    finished = run_worker(args.out, args.device, args.threads, args.batch_size)
-    print(json.dumps({"blocks": finished}))
-
-
-if __name__ == "__main__":
-    main()
+        context = context if context is not None else daisy.Context.from_env()
+        worker = read_ini(self.worker_config, WorkerConfig)
+        args = ["predict-volume-worker", self.out, "--context", context.to_env()]
+        args += ["--batch-size", str(self.batch_size)]
+        if self.device:
+            args += ["--device", self.device]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        job = f"predict_volume_{context['worker_id']}"
+        command = submit_command(worker, synister_argv(worker, args), job)
+        status = subprocess.run(command, check=False).returncode
+        if status != 0:
+            raise RuntimeError(f"job submission exited with status {status}: {command}")
