@@ -18,9 +18,9 @@ generator fits them in; about 20-40 min on 2 loaded cores).
    tensorstore's kvstore counter), chunk decodes, and synapses/s; the ratios.
 2. Acceptance (unless ``--skip-acceptance``): a random-weight ResNet (8 x 48 x 48 patches) as a
    bundle; the per-patch probabilities of every synapse; ``synister predict-volume`` with 2
-   workers, killed with SIGKILL (its whole process group) once some blocks are done and rerun:
-   blocks finished before the kill are not computed again (their done markers untouched), every
-   synapse is present once and its probabilities equal the per-patch ones.
+   workers, killed with SIGKILL (its whole process group) once half of its blocks are done, and
+   rerun: blocks finished before the kill are not computed again (their done markers
+   untouched), every synapse is present once and its probabilities equal the per-patch ones.
 Timings are wall-clock on a shared machine: compare within one run.
 """
 
@@ -221,7 +221,11 @@ def acceptance(dataset, work, table_file) -> dict:
     process = subprocess.Popen(command, env=env, start_new_session=True)
     store = Store(out)
     started = time.perf_counter()
-    while len([n for n in store.finished_markers() if n.startswith("block")]) < 4:
+    while True:  # half-way: once half of the blocks with synapses are done
+        plan = store.read_plan()
+        done = len([n for n in store.finished_markers() if n.startswith("block")])
+        if plan is not None and done >= plan["n_blocks_with_synapses"] // 2:
+            break
         if process.poll() is not None:
             raise RuntimeError("the run ended before the kill")
         time.sleep(0.05)
@@ -278,6 +282,7 @@ def main() -> None:
         nargs="+",
         default=["16x256x256", "32x512x512", "64x1024x1024", "216x1504x1504"],
     )
+    parser.add_argument("--skip-reading", action="store_true")
     parser.add_argument("--skip-acceptance", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -292,8 +297,9 @@ def main() -> None:
     table_file = synapse_table(args.dataset, work / "synapses.parquet")
     print(f"load: {os.getloadavg()}, torch threads {torch.get_num_threads()}", flush=True)
     results = {"load_before": os.getloadavg()}
-    print("reading 16x160x160 patches (and cutting them from block regions):", flush=True)
-    results["reading"] = reading_benchmark(args.dataset, work, table_file, args.block_sizes)
+    if not args.skip_reading:
+        print("reading 16x160x160 patches (and cutting them from block regions):", flush=True)
+        results["reading"] = reading_benchmark(args.dataset, work, table_file, args.block_sizes)
     if not args.skip_acceptance:
         results["acceptance"] = acceptance(args.dataset, work, table_file)
         print(json.dumps(results["acceptance"], indent=1), flush=True)
