@@ -186,6 +186,12 @@ def test_every_centre_voxel_has_exactly_one_block():
     assert all(b.contains(c[None])[0] for b, c in zip(owners, inside, strict=True))
 
 
+def test_block_sizes_are_whole_voxels_and_positive():
+    assert BlockGrid.from_nm((10, 100, 70), (100, 130, 10), VOXEL_NM).block_vox == (2, 32, 2)
+    with pytest.raises(ValueError, match="3 positive sizes"):
+        BlockGrid.from_nm((10, 100, 70), (0, 256, 256), VOXEL_NM)
+
+
 def test_read_strategy_follows_density():
     dense = np.array([[0, 0, 0], [1, 2, 2], [2, 1, 3]])
     sparse = np.array([[0, 0, 0], [40, 400, 400]])

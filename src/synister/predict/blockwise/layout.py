@@ -7,8 +7,10 @@ Its read region is the block plus half a patch on every side.
 Store layout (``OUT``)::
 
     plan.json                       what the run is (resuming checks it), written last
-    plan/synapses_by_block.parquet  the synapses, sorted by block (one frozen copy of the source)
-    plan/blocks.parquet             per non-empty block: index, synapses, first row, patch bbox
+    plan/synapses_by_block.parquet  the synapses sorted by block, those outside the volume first
+                                    (one frozen copy of the source)
+    plan/blocks.parquet             per block with synapses (-1: outside the volume): index,
+                                    synapses, first row, bounding box of the patch starts
     synapses/<block>.parquet        one shard per block (+ outside_volume.parquet): the result
     done/<block>.json               done marker: rows, bytes and seconds of the finished shard
     failed/<block>.json             the last error of a block that failed (removed on success)
@@ -67,6 +69,9 @@ class BlockGrid:
         cls, volume_shape_vox: Sequence[int], block_nm: Sequence[float], voxel_nm: Sequence[float]
     ) -> BlockGrid:
         """Blocks of ``block_nm`` rounded to whole voxels (at least one)."""
+        sizes = np.asarray(block_nm, float).reshape(-1)
+        if sizes.size != 3 or not np.all(np.isfinite(sizes) & (sizes > 0)):
+            raise ValueError(f"block size must be 3 positive sizes Z Y X in nm, got {block_nm}")
         block = np.maximum(1, np.round(np.asarray(block_nm, float) / np.asarray(voxel_nm, float)))
         return cls(tuple(int(s) for s in volume_shape_vox), tuple(int(b) for b in block))
 

@@ -235,8 +235,9 @@ def predict_volume(
     """Predict every synapse of ``synapses`` in ``volume`` block by block into ``out``.
 
     Returns a summary: synapses, blocks (total, with synapses, run now, skipped as finished),
-    failed blocks with their errors (empty when complete), seconds, rates, and the output
-    paths. A rerun with the same arguments continues where a killed or failed run stopped.
+    synapses predicted now and per second, failed blocks with their errors (empty when
+    complete), seconds, and the output paths. A rerun with the same arguments continues where
+    a killed or failed run stopped.
     """
     from ...models.bundle import load_bundle
 
@@ -260,7 +261,8 @@ def predict_volume(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     workers = max(1, min(workers, len(todo)))
-    if threads is None and "OMP_NUM_THREADS" not in os.environ:  # CPU workers share the cores
+    local = worker_config is None  # cluster jobs use the cores their job has
+    if threads is None and local and "OMP_NUM_THREADS" not in os.environ:  # CPU workers share
         from ...data import usable_cpus
 
         threads = max(1, usable_cpus() // workers)
@@ -282,6 +284,9 @@ def predict_volume(
         )  # fmt: skip
         last_error = state.last_worker_error
     unfinished = incomplete_blocks(plan)
+    seconds = time.perf_counter() - started
+    counts = plan.shards()
+    predicted = sum(counts[name] for name in set(todo) - set(unfinished))
     summary = {
         "out": str(plan.store.path),
         "synapses": plan.n_synapses,
@@ -290,8 +295,10 @@ def predict_volume(
         "blocks_with_synapses": len(plan.blocks),
         "blocks_run": len(todo) - len(unfinished),
         "blocks_skipped": n_blocks - len(todo),
+        "predicted": predicted,
+        "synapses_per_second": predicted / seconds if seconds > 0 else float("nan"),
         "failed": failures(plan, unfinished, last_error),
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
     }
     if not unfinished:
         neurons = neuron_table(plan, min_synapses)

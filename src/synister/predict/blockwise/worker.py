@@ -8,7 +8,6 @@ template of ``worker_config.ini`` (``python -m synister predict-volume-worker OU
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import time
@@ -23,8 +22,6 @@ from .block import predict_block, read_block
 from .layout import Store, write_json
 from .plan import VolumePlan, load_plan
 from .source import BlockRows
-
-log = logging.getLogger(__name__)
 
 
 def open_volume(settings: dict):
