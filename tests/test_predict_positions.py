@@ -6,12 +6,8 @@ network exported as a model bundle."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -99,23 +95,19 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, ["predict-positions", *map(str, args), "--no-progress"])
 
 
+def run_on(trained: Trained, table: Path, out: Path, *extra: str):
+    """``predict-positions`` of ``table`` with the trained bundle on the synthetic volume."""
+    return run_cli(
+        "--model", trained.bundle, "--volume", trained.volume, "--dataset", "raw",
+        "--positions", table, "--out", out, *extra,
+    )  # fmt: skip
+
+
 def test_same_probabilities_as_synister_predict_through_the_database(trained, tmp_path):
     table = trained.synapses.rename(columns={"skeleton_id": "skid"})
     table[["synapse_id", "skid", "x", "y", "z"]].to_csv(tmp_path / "syn.csv", index=False)
     out = tmp_path / "out"
-    outcome = run_cli(
-        "--model",
-        trained.bundle,
-        "--volume",
-        trained.volume,
-        "--dataset",
-        "raw",
-        "--positions",
-        tmp_path / "syn.csv",
-        "--out",
-        out,
-        "--csv",
-    )
+    outcome = run_on(trained, tmp_path / "syn.csv", out, "--csv")
     assert outcome.exit_code == 0, outcome.output
     got = pd.read_parquet(out / "synapses.parquet")
     assert list(got.columns) == [
@@ -198,22 +190,7 @@ def test_malevnc_tables_in_8_nm_voxels_give_neurons_and_a_report(trained, shared
         mapped[name] = np.round((0.1 + 0.8 * unit) * extent_vox8[axis]).astype(int)
     mapped.to_csv(tmp_path / "manc.csv", index=False)
     out = tmp_path / "manc_out"
-    outcome = run_cli(
-        "--model",
-        trained.bundle,
-        "--volume",
-        trained.volume,
-        "--dataset",
-        "raw",
-        "--positions",
-        tmp_path / "manc.csv",
-        "--units",
-        "voxels",
-        "--voxel-size",
-        "8",
-        "--out",
-        out,
-    )
+    outcome = run_on(trained, tmp_path / "manc.csv", out, "--units", "voxels", "--voxel-size", "8")
     assert outcome.exit_code == 0, outcome.output
     got = pd.read_parquet(out / "synapses.parquet")
     assert got["id"].dtype == np.int64
@@ -396,7 +373,7 @@ def positions_command(trained: Trained, table: Path, out: Path, *extra: str) -> 
     ]
 
 
-def test_a_killed_run_continues_with_the_same_out(trained, tmp_path):
+def test_a_killed_run_continues_with_the_same_out(trained, tmp_path, kill_when):
     # many rows (positions repeated) and small batches, so that the run lasts
     table = trained.synapses.rename(columns={"synapse_id": "id"})[["id", "x", "y", "z"]]
     table = pd.concat([table] * 40, ignore_index=True)
@@ -404,41 +381,15 @@ def test_a_killed_run_continues_with_the_same_out(trained, tmp_path):
     table.to_parquet(tmp_path / "many.parquet")
     out = tmp_path / "out"
     options = ["--batch-size", "2", "--read-workers", "0", "--threads", "1", "--no-progress"]
-    process = subprocess.Popen(
+    kill_when(
         positions_command(trained, tmp_path / "many.parquet", out, *options),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+        lambda: any((out / "parts").glob("part-*.parquet")),
+        "a part file written",
     )
-    try:
-        deadline = time.monotonic() + 300
-        while not list((out / "parts").glob("part-*.parquet")):
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no part written within 300 s"
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.stderr.close()
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["state"] == "running" and not (out / "synapses.parquet").exists()
 
-    outcome = run_cli(
-        "--model",
-        trained.bundle,
-        "--volume",
-        trained.volume,
-        "--dataset",
-        "raw",
-        "--positions",
-        tmp_path / "many.parquet",
-        "--out",
-        out,
-        "--json",
-        *options[:-1],
-    )
+    outcome = run_on(trained, tmp_path / "many.parquet", out, "--json", *options[:-1])
     assert outcome.exit_code == 0, outcome.output
     summary = json.loads(outcome.stdout)
     predictable = len(table) - summary["outside_volume"]
@@ -449,30 +400,8 @@ def test_a_killed_run_continues_with_the_same_out(trained, tmp_path):
     whole = synister.predict_positions(trained.bundle, trained.volume, table, dataset="raw")
     np.testing.assert_allclose(got[SHORT].to_numpy(), whole[SHORT].to_numpy(), atol=1e-6)
 
-    again = run_cli(
-        "--model",
-        trained.bundle,
-        "--volume",
-        trained.volume,
-        "--dataset",
-        "raw",
-        "--positions",
-        tmp_path / "many.parquet",
-        "--out",
-        out,
-    )
+    again = run_on(trained, tmp_path / "many.parquet", out)
     assert again.exit_code == 0 and "already complete" in again.output
     table.iloc[:10].to_parquet(tmp_path / "many.parquet")  # other input, same --out
-    other = run_cli(
-        "--model",
-        trained.bundle,
-        "--volume",
-        trained.volume,
-        "--dataset",
-        "raw",
-        "--positions",
-        tmp_path / "many.parquet",
-        "--out",
-        out,
-    )
+    other = run_on(trained, tmp_path / "many.parquet", out)
     assert other.exit_code == 1 and "holds a run of other inputs (table." in other.output

@@ -197,52 +197,26 @@ def predict_positions(
     volume: str | Path | Volume,
     table: str | Path | pd.DataFrame,
     *,
-    dataset: str | None = None,
-    units: str = "nm",
-    voxel_size: str | float | Sequence[float] | None = None,
-    id_column: str | None = None,
-    neuron_column: str | None = None,
-    position_columns: Sequence[str] | None = None,
-    neurons: str | Path | Sequence | None = None,
     naming: str = "short",
-    device: str | None = None,
-    precision: str = "fp32",
-    batch_size: int | None = None,
-    threads: int | None = None,
-    read_workers: int = 0,
-    tta: Augmenter | None = None,
+    **options,
 ) -> pd.DataFrame:
     """Predict every position of ``table`` with a model bundle on a volume, in memory.
 
     ``table`` is a CSV/Parquet/Feather file or a DataFrame; columns are found by name (id:
     ``id``, ``synapse_id``, ``syn_id``; neuron: ``pre_pt_root_id``, ``bodyId``, ``body``,
     ``skeleton_id``, ``skid``; positions: ``x, y, z``, ``pre_x, pre_y, pre_z`` or a
-    ``pre_pt_position`` list) unless named. Positions are nm unless ``units="voxels"`` with
-    ``voxel_size`` (one number or x, y, z nm). Returns one row per input row in input order:
+    ``pre_pt_position`` list) unless named. ``options`` are those of
+    :func:`prepare_positions`: ``dataset``, ``units`` ("nm", or "voxels" with
+    ``voxel_size``: one number or x, y, z nm), ``id_column``, ``neuron_column``,
+    ``position_columns``, ``neurons``, ``device``, ``precision``, ``batch_size``,
+    ``threads``, ``read_workers``, ``tta``. Returns one row per input row in input order:
     ``row``, ``id``, ``neuron_id``, the caller's ``x, y, z``, ``x_nm, y_nm, z_nm``, one
     probability per class (``gaba, ach, glut, oct, ser, da`` or full names with
     ``naming="full"``), ``top_nt``, ``top_nt_conf`` and ``status`` (see :data:`STATUSES`).
     The command ``synister predict-positions`` writes the same table, resumably, with a
     per-neuron summary and a report.
     """
-    job = prepare_positions(
-        bundle,
-        volume,
-        table,
-        dataset=dataset,
-        units=units,
-        voxel_size=voxel_size,
-        id_column=id_column,
-        neuron_column=neuron_column,
-        position_columns=position_columns,
-        neurons=neurons,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        threads=threads,
-        read_workers=read_workers,
-        tta=tta,
-    )
+    job = prepare_positions(bundle, volume, table, **options)
     probabilities = np.full((len(job.table.rows), len(job.classes)), np.nan, dtype=np.float32)
 
     def store(rows: np.ndarray, batch: np.ndarray) -> None:
