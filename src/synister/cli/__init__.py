@@ -29,6 +29,7 @@ _STAGES = (
     "predict",
     "positions",
     "evaluate",
+    "bundle",
     "demo",
 )
 

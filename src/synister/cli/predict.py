@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from .submit import LOCAL_HELP, SUBMIT_HELP, submit_or_refuse
+
 PRECISION_HELP = (
     "Network precision: fp32 (default; the same numbers as the original and as on the CPU), "
     "fp16 (GPU only) or bf16."
@@ -60,6 +62,8 @@ def predict_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the results as one JSON document.")
     ] = False,
+    submit: Annotated[bool, typer.Option("--submit", help=SUBMIT_HELP)] = False,
+    local: Annotated[bool, typer.Option("--local", help=LOCAL_HELP)] = False,
 ) -> None:
     """Store softmax probabilities for every synapse of each setup's split part.
 
@@ -76,6 +80,17 @@ def predict_command(
 
     results = []
     for setup in setups or [Path.cwd()]:
+        args = ["predict", str(setup.resolve()), "--no-progress", "--precision", precision]
+        for option, value in (
+            ("--device", device),
+            ("--block-workers", block_workers),
+            ("--read-workers", read_workers),
+            ("--threads", threads),
+        ):
+            args += [option, str(value)] if value is not None else []
+        job = f"predict-{setup.resolve().name}"
+        if submit_or_refuse(setup / "worker_config.ini", args, submit, local, job):
+            continue
         try:
             result = predict_setup(
                 setup,
