@@ -34,8 +34,8 @@ from bench_predict import FAFB, SMALL, build_data, make_setup  # noqa: E402
 
 from synister.config import load_predict_setup  # noqa: E402
 from synister.db import open_database  # noqa: E402
+from synister.models.bundle import export_model  # noqa: E402
 from synister.predict import predict_setup, prepare_positions  # noqa: E402
-from synister.predict.bundles import export_bundle  # noqa: E402
 from synister.predict.positions import default_devices_and_threads  # noqa: E402
 from synister.predict.store import run_positions  # noqa: E402
 
@@ -77,7 +77,7 @@ def main() -> None:
         url = f"sqlite:///{base / 'bench.db'}"
         build_data(base, url, tuple(args.shape), args.synapses, 0)
         setup = make_setup(base, url, "positions", "small", batch, model)
-        bundle = export_bundle(base / "positions/02_train/setup_t1", 1, base / "bundle")
+        bundle = export_model(base / "positions/02_train/setup_t1", 1, base / "bundle")
         with open_database(url) as db:
             synapses = db.synapses(split="small", part="test")
         table = base / "synapses.parquet"

@@ -178,6 +178,17 @@ def _bar(values: dict[str, float], colors: dict[str, str]) -> str:
     return f'<span class="bar">{segments}</span>'
 
 
+def _metrics(provenance: dict) -> str:
+    """Synapse accuracy per evaluated split part, from the bundle's provenance."""
+    metrics = provenance.get("metrics") or {}
+    found = [
+        f"{part} {run['synapse_accuracy']:.3f} ({run.get('expected', '?')} synapses)"
+        for part, run in sorted(metrics.items())
+        if isinstance(run, dict) and isinstance(run.get("synapse_accuracy"), int | float)
+    ]
+    return "; ".join(found) or "not evaluated in the bundle"
+
+
 def _definitions(items: list[tuple[str, object]]) -> str:
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
     return f'<table class="kv">{rows}</table>'
@@ -228,6 +239,7 @@ def write_report(
                     "training split / iteration",
                     f"{provenance.get('split_name', '?')} / {provenance.get('iteration', '?')}",
                 ),
+                ("accuracy at this iteration", _metrics(provenance)),
                 ("volume", volume.location),
                 ("volume format, shape (z, y, x voxels)", f"{volume.format}, {volume.shape_vox}"),
                 (
