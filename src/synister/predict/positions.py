@@ -9,7 +9,6 @@ after dropping positions, so every later row got the wrong id).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,9 +221,7 @@ def predict_positions(
     def store(rows: np.ndarray, batch: np.ndarray) -> None:
         probabilities[rows] = batch
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*reach outside the volume")
-        job.predict(job.predictable, store)
+    job.predict(job.predictable, store)
     return job.result(probabilities, naming)
 
 

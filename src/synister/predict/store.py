@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -189,9 +188,7 @@ def run_positions(
 
     writer = PartWriter(parts, last_part, counter)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*reach outside the volume")
-            job.predict(todo, keep, on_computed=counter.computed, tune_threads=tune_threads)
+        job.predict(todo, keep, on_computed=counter.computed, tune_threads=tune_threads)
         writer.flush()
     finally:
         bar.close()
