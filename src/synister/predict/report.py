@@ -149,6 +149,7 @@ def _histogram(synapses: pd.DataFrame, neurons: pd.DataFrame | None) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = 2 if neurons is not None and len(neurons) else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.2), squeeze=False)
@@ -162,6 +163,8 @@ def _histogram(synapses: pd.DataFrame, neurons: pd.DataFrame | None) -> str:
         axes[0, 1].set(
             xlabel="top_nt_conf (mean of the top class)", ylabel="neurons", title="per neuron"
         )
+    for ax in axes[0]:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
@@ -372,7 +375,8 @@ def _skipped_section(synapses: pd.DataFrame, volume) -> list[str]:
 
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 75em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 75em;
+       color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 td, th { padding: 0.2em 0.6em; border-bottom: 1px solid #ddd; text-align: left; }
