@@ -40,19 +40,27 @@ from synister.predict.positions import default_devices_and_threads  # noqa: E402
 from synister.predict.store import run_positions  # noqa: E402
 
 
-def through_database(setup: Path, read_workers: int) -> dict:
+def through_database(setup: Path, read_workers: int, threads: int | None) -> dict:
     cfg, _ = load_predict_setup(setup)
-    result = predict_setup(setup, read_workers=read_workers, progress=False)
+    result = predict_setup(setup, read_workers=read_workers, threads=threads, progress=False)
     with open_database(cfg.database_url()) as db:
         db.drop_prediction_run(cfg.run_name)
     return result
 
 
 def through_positions(
-    bundle: Path, volume: Path, table: Path, out: Path, read_workers: int, batch: int
+    bundle: Path,
+    volume: Path,
+    table: Path,
+    out: Path,
+    read_workers: int,
+    batch: int,
+    threads: int | None,
 ) -> dict:
-    """What ``synister predict-positions`` runs, with its default threads (tuned)."""
-    threads, _, tune = default_devices_and_threads()
+    """What ``synister predict-positions`` runs; without ``threads`` its default (tuned)."""
+    tune = threads is None
+    if tune:
+        threads, _, tune = default_devices_and_threads()
     job = prepare_positions(
         bundle, volume, table, dataset="raw", threads=threads, read_workers=read_workers,
         batch_size=batch,
@@ -68,6 +76,9 @@ def main() -> None:
     parser.add_argument("--synapses", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--read-workers", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, help="torch threads for both (default: each command's, tuned)"
+    )
     parser.add_argument("--fafb", action="store_true", help="the FAFB VGG instead")
     args = parser.parse_args()
     print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, load {os.getloadavg()}")
@@ -82,13 +93,14 @@ def main() -> None:
             synapses = db.synapses(split="small", part="test")
         table = base / "synapses.parquet"
         synapses[["synapse_id", "skeleton_id", "x", "y", "z"]].to_parquet(table)
-        through_database(setup, args.read_workers)  # warm-up: page cache, fork server
+        through_database(setup, args.read_workers, args.threads)  # warm-up: page cache, fork server
         rounds = []
         for _ in range(args.repeat):
-            db = through_database(setup, args.read_workers)
+            db = through_database(setup, args.read_workers, args.threads)
             pos = through_positions(
-                bundle, base / "raw.zarr", table, base / "out", args.read_workers, batch
-            )
+                bundle, base / "raw.zarr", table, base / "out", args.read_workers, batch,
+                args.threads,
+            )  # fmt: skip
             rounds.append((db, pos))
         print(f"load after {os.getloadavg()}")
     name = "fafb-vgg" if args.fafb else "resnet18-f1"

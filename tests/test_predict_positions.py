@@ -405,3 +405,33 @@ def test_a_killed_run_continues_with_the_same_out(trained, tmp_path, kill_when):
     table.iloc[:10].to_parquet(tmp_path / "many.parquet")  # other input, same --out
     other = run_on(trained, tmp_path / "many.parquet", out)
     assert other.exit_code == 1 and "holds a run of other inputs (table." in other.output
+
+
+def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
+    from synister.predict import prepare_positions
+    from synister.predict.store import run_positions
+
+    table = trained.synapses.rename(columns={"synapse_id": "id"})[["id", "x", "y", "z"]]
+    table.to_parquet(tmp_path / "t.parquet")
+    job = prepare_positions(
+        trained.bundle, trained.volume, tmp_path / "t.parquet", dataset="raw", batch_size=4
+    )
+    network, calls = job.predictor.logits, []
+
+    def interrupted(raw):
+        calls.append(len(raw))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third batch
+        return network(raw)
+
+    job.predictor.logits = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run_positions(job, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["state"] == "running"
+    again = prepare_positions(
+        trained.bundle, trained.volume, tmp_path / "t.parquet", dataset="raw", batch_size=4
+    )
+    summary = run_positions(
+        again, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False
+    )
+    assert summary["resumed_from"] == 8 and summary["predicted"] == len(table) - 8

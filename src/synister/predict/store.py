@@ -190,6 +190,10 @@ def run_positions(
     try:
         job.predict(todo, keep, on_computed=counter.computed, tune_threads=tune_threads)
         writer.flush()
+    except BaseException:
+        with contextlib.suppress(Exception):  # keep the finished batches (Ctrl-C, a bad read)
+            writer.flush()
+        raise
     finally:
         bar.close()
 
