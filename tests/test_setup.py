@@ -267,6 +267,8 @@ def test_another_input_shape_is_refused_unless_allowed(base):
     other = {"input_shape": "8, 64, 64"}
     with pytest.raises(SetupError, match="trained on 8, 32, 32 voxels, this setup would predict"):
         prepare_prediction(base, "e", 0, [10], settings=other)
+    with pytest.raises(SetupError, match="trained on 8, 32, 32 voxels"):
+        prepare_prediction(base, "e", 0, [10], settings={**other, "allow_other_input_shape": "No"})
     [path] = prepare_prediction(base, "e", 0, [10], settings=other, allow_other_input_shape=True)
     cfg, _ = load_predict_setup(path)
     assert cfg.input_shape == (8, 64, 64) and cfg.allow_other_input_shape is True
@@ -298,3 +300,13 @@ def test_commands(base):
     assert result.exit_code == 0 and not setup.exists()
     result = runner.invoke(app, [*args, "-c", "--yes"])
     assert result.exit_code == 1 and "no training setup" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("my experiment", "holds ' '"), ("e" * 25, "at most 24"), ("../x", "holds '.', '/'")],
+)
+def test_experiment_names_that_cannot_become_run_names_are_refused(tmp_path, name, message):
+    with pytest.raises(SetupError, match=f"experiment name .*{message}"):
+        prepare_training(tmp_path, name, 0)
+    assert list(tmp_path.iterdir()) == []
