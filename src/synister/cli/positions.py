@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from .predict import temperature_note
+
 
 def register(app: typer.Typer) -> None:
     app.command("predict-positions")(predict_positions_command)
@@ -172,6 +174,7 @@ def predict_positions_command(
         f"{out}: {summary['rows']} positions: {summary['ok']} ok, {summary['partly_outside']} "
         f"partly outside, {summary['outside_volume']} outside the volume; "
         f"{summary['predicted']} predicted now, {summary['resumed_from']} before"
-        f"{rate}{neurons_text}; report: {out / 'report.html'}",
+        f"{rate}{neurons_text}{temperature_note(summary.get('temperature'))}; "
+        f"report: {out / 'report.html'}",
         err=True,
     )

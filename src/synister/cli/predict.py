@@ -121,7 +121,7 @@ def predict_command(
                 f"({result['resumed_from']} were stored before) in {result['seconds']:.1f} s: "
                 f"{result['synapses_per_second']:.1f} synapses/s, "
                 + (f"{steady:.1f} after start-up" if steady is not None else "one batch only")
-                + _temperature_note(result.get("temperature")),
+                + temperature_note(result.get("temperature")),
                 err=True,
             )
     failed = [r for r in results if r["status"] == "failed"]
@@ -138,7 +138,7 @@ def predict_command(
         raise typer.Exit(1)
 
 
-def _temperature_note(temperature: float | None) -> str:
+def temperature_note(temperature: float | None) -> str:
     """Says that probabilities are calibrated, and by what (synister calibrate)."""
     if temperature is None:
         return ""

@@ -144,7 +144,8 @@ def run_positions(
 ) -> dict:
     """Predict ``job`` into folder ``out`` (see the module docstring); returns a summary:
     out, state ("complete", or "already complete" when there was nothing to do), counts by
-    status, predicted (this call), resumed_from, neurons, confident_neurons, seconds,
+    status, predicted (this call), resumed_from, neurons, confident_neurons, temperature (the
+    bundle's, which divided the logits; None: raw softmax), seconds,
     synapses_per_second (this call) and steady_synapses_per_second (after start-up)."""
     from .report import write_report
 
@@ -213,6 +214,7 @@ def run_positions(
         "resumed_from": int(resumed_from),
         "neurons": None if neurons is None else int(len(neurons)),
         "confident_neurons": None if neurons is None else int(neurons["confident"].sum()),
+        "temperature": job.bundle.temperature,  # divided the logits (synister calibrate)
         "seconds": seconds,
         "synapses_per_second": counter.count / seconds if seconds > 0 else float("nan"),
         "steady_synapses_per_second": counter.steady_rate(),
