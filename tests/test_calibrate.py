@@ -356,3 +356,11 @@ def test_evaluate_shows_calibration_unclear_neurons_and_the_risk_coverage_curve(
     assert result.exit_code == 0, result.output
     given = json.loads(result.stdout)["runs"]["skeleton_exp_t1_p91"]["calibration"]["unclear"]
     assert given["thresholds"]["min_probability"] == 1.0 and given["n_confident"] == 0
+
+
+def test_the_prediction_message_names_the_temperature():
+    from synister.cli.predict import temperature_note
+
+    assert temperature_note(None) == ""
+    assert "logits divided by the model's temperature 1.5 " in temperature_note(1.5)
+    assert "temperature is 1 (synister calibrate kept the raw softmax)" in temperature_note(1.0)

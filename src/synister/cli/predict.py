@@ -142,4 +142,6 @@ def temperature_note(temperature: float | None) -> str:
     """Says that probabilities are calibrated, and by what (synister calibrate)."""
     if temperature is None:
         return ""
+    if temperature == 1:
+        return "; the model's temperature is 1 (synister calibrate kept the raw softmax)"
     return f"; logits divided by the model's temperature {temperature:.4g} (synister calibrate)"
