@@ -364,3 +364,19 @@ def test_the_prediction_message_names_the_temperature():
     assert temperature_note(None) == ""
     assert "logits divided by the model's temperature 1.5 " in temperature_note(1.5)
     assert "temperature is 1 (synister calibrate kept the raw softmax)" in temperature_note(1.0)
+
+
+def test_the_report_says_when_the_run_applied_a_temperature(world):
+    from synister.evaluate.calibrate import evaluate_calibration
+    from synister.evaluate.calibration_report import calibration_section
+
+    with open_database(world.url) as db:
+        _, meta, labelled = labelled_run(db, "skeleton_exp_t1_p91")
+    given = CalibrationOptions(temperature=1.5)
+    for applied, said in ((2.0, True), (1.0, False), (None, False)):
+        summary, _ = evaluate_calibration(
+            labelled, CLASSES, {**meta, "temperature": applied}, given
+        )
+        html = calibration_section(summary, {})
+        assert ("divided the logits by 2.000" in html) is said
+        assert ("'raw' undoes that" in html) is said

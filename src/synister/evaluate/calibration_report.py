@@ -25,7 +25,7 @@ def calibration_section(summary: dict | None, figures: dict[str, Path]) -> str:
     else:
         where = f"Temperature <b>{_fmt(temperature)}</b>, {_e(summary['temperature_source'])}."
     applied = summary.get("temperature_applied_by_run")
-    if applied is not None:
+    if applied is not None and applied != 1:  # 1: the raw softmax was stored
         where += f" The run's prediction divided the logits by {_fmt(applied)}; 'raw' undoes that."
     rows = []
     for level, name in (("synapse", "synapses"), ("neuron", "neurons (mean probability)")):
