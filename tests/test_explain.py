@@ -170,8 +170,9 @@ def test_explain_resumes_and_redoes_on_other_settings(model_and_volume, tmp_path
     [
         ({"--second-class": "histamine"}, "--second-class: unknown transmitter"),
         ({"--second-class": "dopamine"}, "'dopamine' is not a class of the model"),
-        ({"--positions": "no_xyz.csv"}, r"no_xyz.csv: no position column\(s\) y, z"),
-        ({"--positions": "text.csv"}, r"text.csv: column 'y' line 3: 'abc' is not a number"),
+        ({"--positions": "no_xyz.csv"}, r"no_xyz.csv: no position columns \(looked for x,y,z"),
+        ({"--positions": "text.csv"}, r"text.csv, column y, line 3: 'abc' is not a number"),
+        ({"--units": "voxels"}, "no --voxel-size was given"),
         ({"--model": "nothing"}, "nothing: not a model"),
         ({"--model": "."}, "not a model bundle: no model.json"),
         ({"--method": "saliency"}, "--method must be one of"),
@@ -212,6 +213,7 @@ def test_second_class_equal_to_the_prediction_contrasts_with_the_runner_up(model
 
 
 def test_limit_keeps_the_first_rows_and_parquet_tables_work(model_and_volume, tmp_path):
+    """Also: tables are read as predict-positions reads them (voxel units, named columns)."""
     bundle, volume, table, _ = model_and_volume
     parquet = tmp_path / "positions.parquet"
     pd.read_csv(table).to_parquet(parquet)
@@ -221,3 +223,19 @@ def test_limit_keeps_the_first_rows_and_parquet_tables_work(model_and_volume, tm
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "explanations.csv", "synapse_11.png", "synapse_11.zarr"
     ]  # fmt: skip
+    voxels = pd.read_csv(table)
+    voxels = pd.DataFrame({"syn": voxels["synapse_id"], "px": voxels["x"] / 4, "py": voxels["y"] / 4,
+                           "pz": voxels["z"] / 40})  # fmt: skip
+    voxels.to_csv(tmp_path / "voxels.csv", index=False)
+    again = explain_positions(
+        bundle, str(volume), tmp_path / "voxels.csv", tmp_path / "voxels", dataset="raw",
+        limit=1, n_steps=2, progress=False, table_options={
+            "units": "voxels", "voxel_size": "4,4,40", "id_column": "syn",
+            "position_columns": ["px", "py", "pz"]},
+    )  # fmt: skip
+    assert again["id"].tolist() == [11]
+    assert (
+        again.loc[0, ["x_nm", "y_nm", "z_nm"]].tolist()
+        == index.loc[0, ["x_nm", "y_nm", "z_nm"]].tolist()
+    )
+    assert again.loc[0, "probability"] == pytest.approx(index.loc[0, "probability"])

@@ -7,6 +7,14 @@ from typing import Annotated
 
 import typer
 
+from .positions import (
+    IdColumnOption,
+    PositionColumnsOption,
+    UnitsOption,
+    VoxelSizeOption,
+    column_list,
+)
+
 
 def register(app: typer.Typer) -> None:
     app.command("explain")(explain_command)
@@ -39,13 +47,18 @@ def explain_command(
         Path,
         typer.Option(
             "--positions",
-            help="CSV, Parquet or Feather table with x, y, z in nm and an optional id column.",
+            help="CSV, Parquet or Feather table of positions (columns found by name as in "
+            "predict-positions: x,y,z, pre_x,pre_y,pre_z or pre_pt_position; an id column).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="Array inside the volume container.")
     ] = None,
+    units: UnitsOption = "nm",
+    voxel_size: VoxelSizeOption = None,
+    id_column: IdColumnOption = None,
+    position_columns: PositionColumnsOption = None,
     method: Annotated[
         str,
         typer.Option(
@@ -116,6 +129,8 @@ def explain_command(
         index = explain_positions(
             model, volume, positions, out, dataset=dataset, method=method,
             second_class=second_class, device=device, progress=progress, limit=limit,
+            table_options={"units": units, "voxel_size": voxel_size, "id_column": id_column,
+                           "position_columns": column_list(position_columns)},
             **options,
         )  # fmt: skip
     except ExplainInputError as error:

@@ -12,6 +12,33 @@ import typer
 
 from .predict import temperature_note
 
+# how a positions table is read (synister.predict.tables); shared with synister explain
+UnitsOption = Annotated[
+    Literal["nm", "voxels"], typer.Option(help="Units of the position columns.")
+]
+VoxelSizeOption = Annotated[
+    str | None,
+    typer.Option(help="Voxel size of voxel positions in nm: one number or x,y,z."),
+]
+IdColumnOption = Annotated[
+    str | None,
+    typer.Option(help="Synapse id column (default: id, synapse_id or syn_id; else rows)."),
+]
+PositionColumnsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Position columns x,y,z or one list column (default: x,y,z; pre_x,pre_y,"
+        "pre_z; pre_pt_position)."
+    ),
+]
+
+
+def column_list(text: str | None) -> list[str] | None:
+    """``--position-columns`` as a list (None: found by name)."""
+    if not text:
+        return None
+    return [c.strip() for c in text.split(",") if c.strip()]
+
 
 def register(app: typer.Typer) -> None:
     app.command("predict-positions")(predict_positions_command)
@@ -33,33 +60,19 @@ def predict_positions_command(
     dataset: Annotated[
         str | None, typer.Option(help="Dataset inside the volume, e.g. raw or volumes/raw/s0.")
     ] = None,
-    units: Annotated[
-        Literal["nm", "voxels"], typer.Option(help="Units of the position columns.")
-    ] = "nm",
-    voxel_size: Annotated[
-        str | None,
-        typer.Option(help="Voxel size of voxel positions in nm: one number or x,y,z."),
-    ] = None,
+    units: UnitsOption = "nm",
+    voxel_size: VoxelSizeOption = None,
     neurons: Annotated[
         Path | None, typer.Option(help="File of neuron ids (one per line): only their rows.")
     ] = None,
-    id_column: Annotated[
-        str | None,
-        typer.Option(help="Synapse id column (default: id, synapse_id or syn_id; else rows)."),
-    ] = None,
+    id_column: IdColumnOption = None,
     neuron_column: Annotated[
         str | None,
         typer.Option(
             help="Neuron id column (default: pre_pt_root_id, bodyId, body, skeleton_id, skid)."
         ),
     ] = None,
-    position_columns: Annotated[
-        str | None,
-        typer.Option(
-            help="Position columns x,y,z or one list column (default: x,y,z; pre_x,pre_y,"
-            "pre_z; pre_pt_position)."
-        ),
-    ] = None,
+    position_columns: PositionColumnsOption = None,
     naming: Annotated[
         Literal["short", "full"],
         typer.Option(help="Class columns: short (gaba, ach, glut, oct, ser, da) or full."),
@@ -118,9 +131,7 @@ def predict_positions_command(
     tuned_threads, default_readers, tune = default_devices_and_threads()
     if threads is not None:
         tune = False
-    columns = None
-    if position_columns:
-        columns = [c.strip() for c in position_columns.split(",") if c.strip()]
+    columns = column_list(position_columns)
     try:
         job = prepare_positions(
             model,

@@ -3,7 +3,7 @@ and the measure of how much of it falls on known structures."""
 
 from .attribution import METHODS, attribute, attribution_mass_ratio, occlusion_window
 from .montage import draw_montage
-from .run import ExplainInputError, explain_positions, load_explain_model, read_positions
+from .run import ExplainInputError, explain_positions, load_explain_model
 
 __all__ = [
     "METHODS",
@@ -14,5 +14,4 @@ __all__ = [
     "explain_positions",
     "load_explain_model",
     "occlusion_window",
-    "read_positions",
 ]

@@ -32,6 +32,8 @@ import torch
 from tqdm import tqdm
 
 from ..nt import canonical
+from ..predict.positions import locate
+from ..predict.tables import TableError, read_positions
 from ..volumes import Volume, normalize
 from .attribution import METHODS, attribute
 from .montage import draw_montage
@@ -97,60 +99,6 @@ def load_explain_model(path: str | Path) -> ExplainModel:
     )
 
 
-def read_positions(path: str | Path) -> pd.DataFrame:
-    """A table of positions in nm (CSV, Parquet or Feather) with an id column (``id``,
-    ``synapse_id`` or ``syn_id``; else the row number) and ``x``, ``y``, ``z``; returns id and
-    the positions as x, y, z (as given) and z_nm, y_nm, x_nm."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExplainInputError(f"{path}: no such positions table")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            table = pd.read_parquet(path)
-        elif suffix == ".feather":
-            table = pd.read_feather(path)
-        else:
-            table = pd.read_csv(path)
-    except Exception as error:  # pandas raises many types for unreadable files
-        raise ExplainInputError(f"{path}: not a readable table ({error})") from None
-    missing = [c for c in ("x", "y", "z") if c not in table.columns]
-    if missing:
-        raise ExplainInputError(
-            f"{path}: no position column(s) {', '.join(missing)}; columns are "
-            f"{', '.join(map(str, table.columns))}"
-        )
-    id_column = next((c for c in ("id", "synapse_id", "syn_id") if c in table.columns), None)
-    out = pd.DataFrame({"id": table[id_column] if id_column else np.arange(len(table))})
-    for axis in ("x", "y", "z"):
-        values = pd.to_numeric(table[axis], errors="coerce")
-        bad = np.flatnonzero(values.isna() | ~np.isfinite(values.fillna(0)))
-        if bad.size:
-            raise ExplainInputError(
-                f"{path}: column {axis!r} line {int(bad[0]) + 2}: {table[axis].iloc[bad[0]]!r} "
-                "is not a number"
-            )
-        out[axis] = table[axis]
-        out[f"{axis}_nm"] = values.astype(np.float64)
-    if out["id"].duplicated().any():
-        raise ExplainInputError(f"{path}: id {out['id'][out['id'].duplicated()].iloc[0]!r} "
-                                "appears more than once")  # fmt: skip
-    return out
-
-
-def position_status(volume: Volume, centers_nm: np.ndarray, shape_vox) -> np.ndarray:
-    """``ok``, ``partly_outside`` (the patch reaches outside) or ``outside_volume`` (the
-    position itself is outside) per position."""
-    centers = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
-    shape = np.asarray(volume.shape_vox)
-    starts = volume.patch_starts_vox(centers, shape_vox)
-    ends = starts + np.asarray(shape_vox)
-    voxel = np.floor((centers - volume.offset_nm) / volume.voxel_size_nm)
-    inside = np.all((voxel >= 0) & (voxel < shape), axis=1)
-    whole = np.all((starts >= 0) & (ends <= shape), axis=1)
-    return np.where(whole, "ok", np.where(inside, "partly_outside", "outside_volume"))
-
-
 def _class_index(name: str | None, classes: list[str]) -> int | None:
     if name is None:
         return None
@@ -201,6 +149,7 @@ def explain_positions(
     device: str | None = None,
     progress: bool = True,
     limit: int | None = None,
+    table_options: dict | None = None,
     **attribute_options,
 ) -> pd.DataFrame:
     """Explain every position of a table with the model at ``model_path`` (see the module doc);
@@ -208,14 +157,19 @@ def explain_positions(
 
     ``second_class`` adds, per synapse, the attribution of the logit difference between the
     predicted class and it (if the prediction is that class: between it and the runner-up).
-    ``limit`` keeps the first rows of the table only. ``attribute_options`` go to
+    ``limit`` keeps the first rows of the table only. ``table_options`` (``units``,
+    ``voxel_size``, ``id_column``, ``position_columns``) say how to read the table (see
+    :func:`synister.predict.tables.read_positions`). ``attribute_options`` go to
     :func:`synister.explain.attribution.attribute`.
     """
     if method not in METHODS:
         raise ExplainInputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     loaded = load_explain_model(model_path)
     second = _class_index(second_class, loaded.classes)
-    positions = read_positions(positions_path)
+    try:
+        positions = read_positions(positions_path, **(table_options or {})).rows
+    except TableError as error:
+        raise ExplainInputError(str(error)) from None
     if limit is not None:
         positions = positions.iloc[: max(0, int(limit))].reset_index(drop=True)
     try:
@@ -233,7 +187,7 @@ def explain_positions(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     shape = loaded.input_shape_vox
     centers = positions[["z_nm", "y_nm", "x_nm"]].to_numpy()
-    positions["status"] = position_status(volume, centers, shape)
+    positions["status"] = locate(volume, centers, shape)
     settings = {"model": loaded.source, "method": method, "second_class": second_class,
                 "options": {k: list(v) if isinstance(v, tuple) else v
                             for k, v in sorted(attribute_options.items())}}  # fmt: skip
