@@ -224,8 +224,8 @@ def test_limit_keeps_the_first_rows_and_parquet_tables_work(model_and_volume, tm
         "explanations.csv", "synapse_11.png", "synapse_11.zarr"
     ]  # fmt: skip
     voxels = pd.read_csv(table)
-    voxels = pd.DataFrame({"syn": voxels["synapse_id"], "px": voxels["x"] / 4, "py": voxels["y"] / 4,
-                           "pz": voxels["z"] / 40})  # fmt: skip
+    voxels = pd.DataFrame({"syn": voxels["synapse_id"], "px": voxels["x"] / 4,
+                           "py": voxels["y"] / 4, "pz": voxels["z"] / 40})  # fmt: skip
     voxels.to_csv(tmp_path / "voxels.csv", index=False)
     again = explain_positions(
         bundle, str(volume), tmp_path / "voxels.csv", tmp_path / "voxels", dataset="raw",
