@@ -14,6 +14,14 @@ Run after ``synister demo --out demo_out``::
 
     .venv/bin/python benchmarks/bench_explain.py --demo demo_out --out bench_explain
 
+The README's figures came from two runs, the first with 1 thread (a whole-box occlusion
+step: a sixth of the default's network passes)::
+
+    .venv/bin/python benchmarks/bench_explain.py --demo demo_out --out bench_explain \
+        --synapses 220 --occlusion-stride 2 8 8 --skip-timing
+    .venv/bin/python benchmarks/bench_explain.py --demo demo_out --out bench_explain \
+        --skip-ground-truth --timing-threads 2
+
 The held-out data is a fresh dataset of the demo's preset and another seed (default 1), so
 no synapse of it was seen in training; ``--synapses`` of them (default 250) are used.
 Writes ``bench_explain/results.json`` (``results_ground_truth.json`` or ``results_timing.json``
@@ -32,10 +40,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
-#: the generator's label volume of the structures: a dataset beside raw (see
-#: synister.synthetic.structures; summary.json names it and its values)
-DEFAULT_LABELS = {"structures_dataset": "structures", "structure_labels": {}}
 
 
 def summarize(values) -> dict:
@@ -99,7 +103,12 @@ def ground_truth(
     for module in untrained.modules():  # the same network with fresh random weights
         if module is not untrained and hasattr(module, "reset_parameters"):
             module.reset_parameters()
-    summary = {**DEFAULT_LABELS, **json.loads((data / "summary.json").read_text())}
+    summary = json.loads((data / "summary.json").read_text())
+    if "structures_dataset" not in summary:  # synister.synthetic.structures writes it
+        raise SystemExit(
+            f"{data}: the generator wrote no label volume of the structures "
+            "(summary.json names no structures_dataset); generate it anew"
+        )
     container = data / summary["raw_container"]
     raw = Volume(container, summary["raw_dataset"])
     labels = Volume(container, summary["structures_dataset"])
