@@ -37,16 +37,43 @@ class VolumeMismatch(ValueError):
     """The volume's voxel size is not the one the model was trained on."""
 
 
+def patch_status(
+    starts_vox: np.ndarray, shape_vox: Sequence[int], volume_shape_vox: Sequence[int]
+) -> np.ndarray:
+    """The status (see :data:`STATUSES`) of each patch (first voxels ``starts_vox``, N x 3):
+    ``outside_volume`` where its centre voxel (index ``S//2``) lies outside the volume, ``ok``
+    where the whole patch lies inside, else ``partly_outside``."""
+    starts = np.asarray(starts_vox, dtype=np.int64).reshape(-1, 3)
+    shape = np.asarray(shape_vox, dtype=np.int64)
+    volume_shape = np.asarray(volume_shape_vox, dtype=np.int64)
+    centers = starts + shape // 2
+    inside = np.all((centers >= 0) & (centers < volume_shape), axis=1)
+    whole = np.all((starts >= 0) & (starts + shape <= volume_shape), axis=1)
+    return np.where(~inside, "outside_volume", np.where(whole, "ok", "partly_outside"))
+
+
 def locate(volume: Volume, centers_nm: np.ndarray, input_shape_vox: Sequence[int]) -> np.ndarray:
     """The status (see :data:`STATUSES`) of each position (N, 3; z, y, x nm)."""
     centers = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
-    low = volume.offset_nm
-    high = low + np.asarray(volume.shape_vox) * volume.voxel_size_nm
-    inside = np.all((centers >= low) & (centers < high), axis=1)
     starts = volume.patch_starts_vox(centers, input_shape_vox)
-    ends = starts + np.asarray(input_shape_vox)
-    whole = np.all((starts >= 0) & (ends <= np.asarray(volume.shape_vox)), axis=1)
-    return np.where(~inside, "outside_volume", np.where(whole, "ok", "partly_outside"))
+    return patch_status(starts, input_shape_vox, volume.shape_vox)
+
+
+def synapse_table(
+    rows: pd.DataFrame,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    status: np.ndarray,
+    naming: str = "short",
+) -> pd.DataFrame:
+    """The per-synapse output of both front-ends (``predict-positions``, ``predict-volume``):
+    ``rows`` (:func:`~synister.predict.tables.position_rows`), one probability column per
+    class, ``top_nt``, ``top_nt_conf`` and ``status``; ``probabilities`` is NaN where a row
+    was not predicted."""
+    rows = rows.reset_index(drop=True)
+    frame = pd.concat([rows, probability_frame(probabilities, classes, naming)], axis=1)
+    frame["status"] = pd.array(np.asarray(status, dtype=object), dtype="string")
+    return frame
 
 
 @dataclass
@@ -115,10 +142,7 @@ class PositionsJob:
         """The per-synapse table: the input columns, one probability column per class,
         ``top_nt``, ``top_nt_conf`` and ``status``; ``probabilities`` (rows, classes) is NaN
         where a row was not predicted."""
-        rows = self.table.rows.reset_index(drop=True)
-        frame = pd.concat([rows, probability_frame(probabilities, self.classes, naming)], axis=1)
-        frame["status"] = pd.array(self.status, dtype="string")
-        return frame
+        return synapse_table(self.table.rows, probabilities, self.classes, self.status, naming)
 
 
 def default_devices_and_threads() -> tuple[int | None, int, bool]:
@@ -232,6 +256,8 @@ __all__ = [
     "VolumeMismatch",
     "default_devices_and_threads",
     "locate",
+    "patch_status",
     "predict_positions",
     "prepare_positions",
+    "synapse_table",
 ]
