@@ -28,7 +28,6 @@ from synister.models.bundle import export_model, load_bundle
 from synister.predict import Predictor
 from synister.predict.blockwise import (
     BlockGrid,
-    Columns,
     PlanMismatch,
     Source,
     load_plan,
@@ -39,6 +38,7 @@ from synister.predict.blockwise import (
 )
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
+from synister.predict.tables import choose_columns, position_rows
 from synister.setup import prepare_training
 from synister.volumes import Volume, write_volume
 
@@ -140,34 +140,25 @@ def expected(world):
 
 
 def staged_rows(table: pd.DataFrame) -> pa.Table:
-    """Rows as the plan stages them (source columns, nm positions, row number)."""
-    return pa.table(
-        {
-            "syn_id": table["syn_id"].to_numpy(),
-            "body": table["body"].to_numpy(),
-            "x": table["x"].to_numpy(),
-            "y": table["y"].to_numpy(),
-            "z": table["z"].to_numpy(),
-            "x_nm": table["x"].to_numpy(),
-            "y_nm": table["y"].to_numpy(),
-            "z_nm": table["z"].to_numpy(),
-            "_row": np.arange(len(table)),
-        }
-    )
+    """Rows as the plan stages them (those of predict-positions: row, id, neuron_id, x, y, z,
+    x_nm, y_nm, z_nm)."""
+    columns = choose_columns(list(table.columns), "<test>")
+    rows = position_rows(table, "<test>", columns, csv=False, first_row=int(table.index[0]))
+    return pa.Table.from_pandas(rows, preserve_index=False)
 
 
 def check_result(out: Path, table: pd.DataFrame, expected) -> pd.DataFrame:
     """Every synapse exactly once, with the per-patch probabilities and status."""
     result = pd.read_parquet(out / "synapses")
     assert len(result) == len(table)
-    assert result["syn_id"].is_unique
-    assert set(result["syn_id"]) == set(table["syn_id"])
-    result = result.set_index("syn_id").loc[table["syn_id"]]
+    assert result["id"].is_unique
+    assert set(result["id"]) == set(table["syn_id"])
+    result = result.set_index("id").loc[table["syn_id"]]
     probabilities, status = expected
     np.testing.assert_array_equal(result["status"].to_numpy(), status)
     np.testing.assert_allclose(result[SHORT].to_numpy(), probabilities, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(result["x"].to_numpy(), table["x"].to_numpy())
-    assert list(result.columns[:6]) == ["body", "x", "y", "z", "x_nm", "y_nm"]
+    assert list(result.columns[:6]) == ["row", "neuron_id", "x", "y", "z", "x_nm"]
     return result
 
 
@@ -206,7 +197,6 @@ def test_predict_block_equals_one_patch_per_synapse(world, expected, strategy):
     engine = predictor(base)
     grid = BlockGrid.from_nm(SHAPE_VOX, BLOCK_NM, VOXEL_NM)
     owner = grid.linear_index(volume.center_vox(table[["z", "y", "x"]].to_numpy(), INPUT_VOX))
-    columns = Columns("syn_id", "body", ("x", "y", "z"))
     probabilities, status = expected
     checked = 0
     for linear in np.unique(owner):
@@ -216,12 +206,11 @@ def test_predict_block_equals_one_patch_per_synapse(world, expected, strategy):
             staged_rows(table.iloc[rows]),
             volume,
             engine,
-            columns=columns,
-            class_names=SHORT,
+            classes=CLASSES,
             strategy=strategy,
         )
         assert stats["strategy"] == strategy
-        assert result.column("syn_id").to_pylist() == table["syn_id"].iloc[rows].tolist()
+        assert result.column("id").to_pylist() == table["syn_id"].iloc[rows].tolist()
         assert result.column("status").to_pylist() == status[rows].tolist()
         got = np.stack([result.column(c).to_numpy(zero_copy_only=False) for c in SHORT], axis=1)
         np.testing.assert_allclose(got, probabilities[rows], rtol=1e-4, atol=1e-5)
@@ -261,11 +250,15 @@ def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, ex
     top = np.asarray(SHORT)[np.nanargmax(result.loc[ok, SHORT].to_numpy(), axis=1)]
     np.testing.assert_array_equal(result.loc[ok, "top_nt"].to_numpy(), top)
     assert result.loc[~ok, "top_nt"].isna().all()
-    neurons = pd.read_parquet(tmp_path / "out/neurons.parquet").set_index("body")
-    counts = result.loc[ok].groupby("body").size()
-    pd.testing.assert_series_equal(neurons["synapses"], counts, check_names=False)
-    means = result.loc[ok].groupby("body")[SHORT].mean()
-    np.testing.assert_allclose(neurons[SHORT].to_numpy(), means.to_numpy(), rtol=1e-5)
+    neurons = pd.read_parquet(tmp_path / "out/neurons.parquet").set_index("neuron_id")
+    counts = result.loc[ok].groupby("neuron_id").size()
+    pd.testing.assert_series_equal(
+        neurons["n_synapses"].sort_index(), counts, check_names=False, check_dtype=False
+    )
+    means = result.loc[ok].groupby("neuron_id")[SHORT].mean()
+    np.testing.assert_allclose(
+        neurons.loc[means.index, SHORT].to_numpy(), means.to_numpy(), rtol=1e-5
+    )
     assert not neurons["confident"].any()  # fewer than 100 synapses each
 
     again = run(base, tmp_path / "out")  # complete: nothing is run again
@@ -392,8 +385,8 @@ def test_a_database_split_part_on_cluster_jobs_started_by_the_submit_template(wo
     assert summary["failed"] == {}
     assert jobs.read_text().split() == ["job", "job"]  # one cluster job per worker
     result = pd.read_parquet(tmp_path / "out/synapses")
-    assert sorted(result["synapse_id"]) == sorted(table["syn_id"][parts == "test"])
-    assert {"skeleton_id", "x_nm", "gaba", "status"} <= set(result.columns)
+    assert sorted(result["id"]) == sorted(table["syn_id"][parts == "test"])
+    assert {"neuron_id", "x_nm", "gaba", "status"} <= set(result.columns)
     plan = json.loads((tmp_path / "out/plan.json").read_text())
     assert plan["settings"]["source"] == {"database": url, "split": "by_body", "part": "test"}
 
@@ -407,7 +400,7 @@ def test_bad_tables_name_file_and_column_and_leave_nothing(world, tmp_path):
     bad = table.astype({"y": object})
     bad.loc[5, "y"] = "twelve"
     bad.to_csv(text, index=False)
-    for path, message in [(no_positions, "no position columns"), (text, "'y'")]:
+    for path, message in [(no_positions, "no position columns"), (text, "column y, line 7:")]:
         out = tmp_path / f"out_{path.stem}"
         result = runner.invoke(
             app,

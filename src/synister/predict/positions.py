@@ -29,6 +29,7 @@ from .threads import default_read_workers, default_threads
 #: ``ok``: predicted; ``partly_outside``: inside the volume but its patch reaches out
 #: (predicted on a zero-padded patch); ``outside_volume``: not predicted
 STATUSES = ("ok", "partly_outside", "outside_volume")
+OUTSIDE_VOLUME = STATUSES[2]
 #: patches per network pass where the caller does not say
 BATCH_SIZE = 32
 
@@ -49,7 +50,7 @@ def patch_status(
     centers = starts + shape // 2
     inside = np.all((centers >= 0) & (centers < volume_shape), axis=1)
     whole = np.all((starts >= 0) & (starts + shape <= volume_shape), axis=1)
-    return np.where(~inside, "outside_volume", np.where(whole, "ok", "partly_outside"))
+    return np.where(~inside, OUTSIDE_VOLUME, np.where(whole, "ok", "partly_outside"))
 
 
 def locate(volume: Volume, centers_nm: np.ndarray, input_shape_vox: Sequence[int]) -> np.ndarray:
@@ -76,6 +77,18 @@ def synapse_table(
     return frame
 
 
+def check_voxel_size(bundle, volume: Volume) -> None:
+    """A network sees patches at the voxel size it was trained on, or its output means
+    nothing; raises :class:`VolumeMismatch` otherwise."""
+    trained = np.asarray(bundle.voxel_size_nm, dtype=np.float64)
+    if not np.allclose(volume.voxel_size_nm, trained):
+        raise VolumeMismatch(
+            f"{volume.location}: voxel size {volume.voxel_size_nm.tolist()} nm (z, y, x), but "
+            f"the model {bundle.path} was trained on {trained.tolist()} nm; use a volume of "
+            "that resolution (or allow it explicitly)"
+        )
+
+
 @dataclass
 class PositionsJob:
     """Everything checked and loaded, nothing predicted: the table, the bundle and its
@@ -96,7 +109,7 @@ class PositionsJob:
     @property
     def predictable(self) -> np.ndarray:
         """Indices into ``table.rows`` of the rows to predict."""
-        return np.flatnonzero(self.status != "outside_volume")
+        return np.flatnonzero(self.status != OUTSIDE_VOLUME)
 
     def identity(self) -> dict:
         """What determines the stored numbers (a resumed run must agree on all of it)."""
@@ -191,13 +204,8 @@ def prepare_positions(
         volume = Volume(volume, dataset)
     volume.require_uint8()
     volume.warn_out_of_bounds = False  # reported per row instead
-    trained = np.asarray(bundle.voxel_size_nm, dtype=np.float64)
-    if not allow_other_voxel_size and not np.allclose(volume.voxel_size_nm, trained):
-        raise VolumeMismatch(
-            f"{volume.location}: voxel size {volume.voxel_size_nm.tolist()} nm (z, y, x), but "
-            f"the model {bundle.path} was trained on {trained.tolist()} nm; use a volume of "
-            "that resolution (or allow it explicitly)"
-        )
+    if not allow_other_voxel_size:
+        check_voxel_size(bundle, volume)
     model = bundle.build_model("cpu")
     predictor = Predictor(
         model,
@@ -251,9 +259,11 @@ def predict_positions(
 
 __all__ = [
     "BATCH_SIZE",
+    "OUTSIDE_VOLUME",
     "STATUSES",
     "PositionsJob",
     "VolumeMismatch",
+    "check_voxel_size",
     "default_devices_and_threads",
     "locate",
     "patch_status",

@@ -329,9 +329,7 @@ def _exact_ids(
     return text.where(~absent, pd.NA)
 
 
-def _numbers(
-    values: pd.Series, where: str, column: str, csv: bool, first: int = 0
-) -> np.ndarray:
+def _numbers(values: pd.Series, where: str, column: str, csv: bool, first: int = 0) -> np.ndarray:
     """A coordinate column as float64; text or a missing value raises naming the row."""
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
