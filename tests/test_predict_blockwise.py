@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -38,7 +39,8 @@ from synister.predict.blockwise import (
 )
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
-from synister.predict.tables import choose_columns, position_rows
+from synister.predict.blockwise.source import rows_frame
+from synister.predict.tables import choose_columns, position_rows, read_positions
 from synister.setup import prepare_training
 from synister.volumes import Volume, write_volume
 
@@ -439,3 +441,106 @@ def test_dry_run_prints_the_plan_and_predicts_nothing(world, tmp_path):
     assert [p["workers"] for p in report["projection"]] == [1, 4]
     assert report["fafb"]["synapses"] == 244_000_000
     assert not list((out / "done").glob("block*"))  # nothing predicted
+
+
+# -- the same tables as predict-positions --------------------------------------------------------
+
+
+def positions_cli(base: Path, table: Path, out: Path, *extra: str):
+    return CliRunner().invoke(
+        app,
+        ["predict-positions", "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"),
+         "--dataset", "raw", "--positions", str(table), "--out", str(out), "--threads", "1",
+         "--read-workers", "0", "--no-progress", *extra],
+    )  # fmt: skip
+
+
+def volume_cli(base: Path, table: Path, out: Path, *extra: str):
+    return CliRunner().invoke(
+        app,
+        ["predict-volume", "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"),
+         "--dataset", "raw", "--synapses", str(table), "--out", str(out), "--no-progress",
+         "--block-size", *map(str, BLOCK_NM), *extra],
+    )  # fmt: skip
+
+
+def test_predict_volume_gives_the_tables_of_predict_positions(world, tmp_path):
+    """Two workers, blockwise, against one patch per synapse through ``predict-positions``,
+    on the same table (positions outside the volume included) and bundle: the same rows,
+    ids, statuses, probabilities, columns, dtypes and per-neuron table."""
+    base, table = world
+    voxels = table.assign(z=table["z"] / VOXEL_NM[0], y=table["y"] / 4, x=table["x"] / 4)
+    voxels.to_csv(tmp_path / "synapses.csv", index=False)  # another reader, another unit
+    units = ["--units", "voxels", "--voxel-size", "4,4,40"]
+    positions = positions_cli(base, tmp_path / "synapses.csv", tmp_path / "positions", *units)
+    assert positions.exit_code == 0, positions.output
+    blockwise = volume_cli(base, tmp_path / "synapses.csv", tmp_path / "volume", *units,
+                           "--workers", "2")  # fmt: skip
+    assert blockwise.exit_code == 0, blockwise.output
+
+    expected = pd.read_parquet(tmp_path / "positions/synapses.parquet")
+    got = pd.read_parquet(tmp_path / "volume/synapses").sort_values("row", ignore_index=True)
+    assert list(got.columns) == list(expected.columns)
+    assert got.dtypes.to_dict() == expected.dtypes.to_dict()
+    assert got["status"].value_counts()["outside_volume"] > 0
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-4, atol=1e-5)
+
+    expected = pd.read_parquet(tmp_path / "positions/neurons.parquet")
+    got = pd.read_parquet(tmp_path / "volume/neurons.parquet")
+    assert len(got) == table["body"].nunique()
+    assert got.dtypes.to_dict() == expected.dtypes.to_dict()
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-4, atol=1e-5)
+
+
+def test_planned_rows_are_those_predict_positions_reads(world, tmp_path, monkeypatch):
+    """Read in batches (of 16 here), a table gives the rows of ``read_positions``: exact
+    FlyWire root ids with a missing one, a position list in voxels, and ids that are text
+    because of one row of one batch."""
+    base, _ = world
+    monkeypatch.setattr("synister.predict.blockwise.source.BATCH_ROWS", 16)
+    n, big = 50, 720575940621836992
+    rng = np.random.default_rng(1)
+    xyz = rng.uniform(0, 1, (n, 3)) * np.array([160, 160, 16])
+    frame = pd.DataFrame(
+        {
+            "syn": [f"s{i}" if i == 40 else str(i * 7) for i in range(n)],
+            "pre_pt_root_id": pd.array([None if i == 5 else big + i % 3 for i in range(n)]),
+            "pre_pt_position": [list(p) for p in xyz],
+        }
+    )
+    frame.to_parquet(tmp_path / "t.parquet")
+    options = {"id_column": "syn", "units": "voxels", "voxel_size": "4,4,40"}
+    plan = prepare(
+        tmp_path / "out", load_bundle(base / "bundle"), Volume(base / "raw.zarr", "raw"),
+        str(base / "raw.zarr"), "raw", Source(str(tmp_path / "t.parquet")), BLOCK_NM,
+        column_options=options, log=lambda _: None,
+    )  # fmt: skip
+    got = rows_frame(pq.read_table(plan.store.sorted_file))
+    expected = read_positions(tmp_path / "t.parquet", **options).rows
+    assert expected["id"].iloc[40] == "s40" and expected["neuron_id"].iloc[6] == big
+    pd.testing.assert_frame_equal(got.sort_values("row", ignore_index=True), expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "extra"),
+    [
+        ("no_positions", "syn_id,body\n1,2\n", []),
+        ("text", "syn_id,body,x,y,z\n1,2,3,4,5\n2,2,3,twelve,5\n", []),
+        ("twice", "syn_id,body,x,y,z\n1,2,3,4,5\n7,2,3,4,5\n1,2,3,4,6\n", []),
+        ("no_id", "syn_id,body,x,y,z\n1,2,3,4,5\n,2,3,4,5\n", []),
+        ("voxels", "syn_id,x,y,z\n1,2,3,4\n", ["--units", "voxels"]),
+        ("column", "syn_id,x,y,z\n1,2,3,4\n", ["--neuron-column", "cell"]),
+        ("empty", "syn_id,x,y,z\n", []),
+    ],
+)
+def test_bad_tables_give_the_error_of_predict_positions(world, tmp_path, name, text, extra):
+    base, _ = world
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text)
+    positions = positions_cli(base, path, tmp_path / "positions", *extra)
+    blockwise = volume_cli(base, path, tmp_path / "volume", *extra)
+    assert positions.exit_code == blockwise.exit_code == 1
+    lines = blockwise.output.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], blockwise.output
+    assert lines == positions.output.strip().splitlines()
+    assert not (tmp_path / "volume").exists()
