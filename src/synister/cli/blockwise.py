@@ -8,20 +8,8 @@ from typing import Annotated
 
 import typer
 
+from . import tables as table_options
 from .db import fail, user_errors
-from .tables import (
-    DEFAULT_MIN_MARGIN,
-    DEFAULT_MIN_SYNAPSES,
-    IdColumn,
-    MinMargin,
-    MinSynapses,
-    Naming,
-    NeuronColumn,
-    PositionColumns,
-    Units,
-    VoxelSize,
-    column_options,
-)
 
 
 def register(app: typer.Typer) -> None:
@@ -70,19 +58,19 @@ def predict_volume_command(
     precision: Annotated[
         str, typer.Option(help="fp32, fp16 (GPU) or bf16 (part of the run's settings).")
     ] = "fp32",
-    id_column: IdColumn = None,
-    neuron_column: NeuronColumn = None,
-    position_columns: PositionColumns = None,
-    units: Units = "nm",
-    voxel_size: VoxelSize = None,
-    naming: Naming = "short",
+    id_column: table_options.IdColumn = None,
+    neuron_column: table_options.NeuronColumn = None,
+    position_columns: table_options.PositionColumns = None,
+    units: table_options.Units = "nm",
+    voxel_size: table_options.VoxelSize = None,
+    naming: table_options.Naming = "short",
     retries: Annotated[int, typer.Option(min=0, help="Retries of a failed block.")] = 2,
     worker_config: Annotated[
         Path | None,
         typer.Option(help="worker_config.ini whose submit_command starts cluster workers."),
     ] = None,
-    min_synapses: MinSynapses = DEFAULT_MIN_SYNAPSES,
-    min_margin: MinMargin = DEFAULT_MIN_MARGIN,
+    min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
+    min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Discard a run with other settings in --out.")
     ] = False,
@@ -101,7 +89,9 @@ def predict_volume_command(
     """
     from ..predict.blockwise import DEFAULT_BLOCK_NM, PlanMismatch, Source, predict_volume
 
-    columns = column_options(id_column, neuron_column, position_columns, units, voxel_size)
+    columns = table_options.column_options(
+        id_column, neuron_column, position_columns, units, voxel_size
+    )
     source = Source(synapses, split, part)
     block_nm = block_size or DEFAULT_BLOCK_NM
     log = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo

@@ -10,19 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from .tables import (
-    DEFAULT_MIN_MARGIN,
-    DEFAULT_MIN_SYNAPSES,
-    IdColumn,
-    MinMargin,
-    MinSynapses,
-    Naming,
-    NeuronColumn,
-    PositionColumns,
-    Units,
-    VoxelSize,
-    column_options,
-)
+from . import tables as table_options
 
 
 def register(app: typer.Typer) -> None:
@@ -45,18 +33,18 @@ def predict_positions_command(
     dataset: Annotated[
         str | None, typer.Option(help="Dataset inside the volume, e.g. raw or volumes/raw/s0.")
     ] = None,
-    units: Units = "nm",
-    voxel_size: VoxelSize = None,
+    units: table_options.Units = "nm",
+    voxel_size: table_options.VoxelSize = None,
     neurons: Annotated[
         Path | None, typer.Option(help="File of neuron ids (one per line): only their rows.")
     ] = None,
-    id_column: IdColumn = None,
-    neuron_column: NeuronColumn = None,
-    position_columns: PositionColumns = None,
-    naming: Naming = "short",
+    id_column: table_options.IdColumn = None,
+    neuron_column: table_options.NeuronColumn = None,
+    position_columns: table_options.PositionColumns = None,
+    naming: table_options.Naming = "short",
     csv: Annotated[bool, typer.Option("--csv", help="Also write synapses.csv.")] = False,
-    min_synapses: MinSynapses = DEFAULT_MIN_SYNAPSES,
-    min_margin: MinMargin = DEFAULT_MIN_MARGIN,
+    min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
+    min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
     device: Annotated[
         str | None, typer.Option(help="torch device (default: a GPU when present).")
     ] = None,
@@ -110,7 +98,9 @@ def predict_positions_command(
             positions,
             dataset=dataset,
             neurons=neurons,
-            **column_options(id_column, neuron_column, position_columns, units, voxel_size),
+            **table_options.column_options(
+                id_column, neuron_column, position_columns, units, voxel_size
+            ),
             device=device,
             precision=precision,
             batch_size=batch_size,
