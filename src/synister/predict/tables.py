@@ -31,6 +31,10 @@ class TableError(ValueError):
     and row."""
 
 
+def _listed(values) -> list | None:
+    return None if values is None else list(values)
+
+
 @dataclass
 class PositionTable:
     """A checked table of positions: ``rows`` has ``row`` (the row number in the source),
@@ -60,9 +64,7 @@ class PositionTable:
             "neuron_column": self.neuron_column,
             "position_columns": list(self.position_columns),
             "units": self.units,
-            "voxel_size_xyz_nm": None
-            if self.voxel_size_xyz_nm is None
-            else list(self.voxel_size_xyz_nm),
+            "voxel_size_xyz_nm": _listed(self.voxel_size_xyz_nm),
             "neurons_listed": self.neurons_listed,
             "neurons_missing": self.neurons_missing[:100],
         }
@@ -140,9 +142,7 @@ class TableColumns:
             "neuron": self.neuron,
             "positions": list(self.positions),
             "units": self.units,
-            "voxel_size_xyz_nm": None
-            if self.voxel_size_xyz_nm is None
-            else list(self.voxel_size_xyz_nm),
+            "voxel_size_xyz_nm": _listed(self.voxel_size_xyz_nm),
         }
 
     @classmethod
