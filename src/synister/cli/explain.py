@@ -7,13 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .positions import (
-    IdColumnOption,
-    PositionColumnsOption,
-    UnitsOption,
-    VoxelSizeOption,
-    column_list,
-)
+from . import tables as table_options
 
 
 def register(app: typer.Typer) -> None:
@@ -55,10 +49,10 @@ def explain_command(
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="Array inside the volume container.")
     ] = None,
-    units: UnitsOption = "nm",
-    voxel_size: VoxelSizeOption = None,
-    id_column: IdColumnOption = None,
-    position_columns: PositionColumnsOption = None,
+    units: table_options.Units = "nm",
+    voxel_size: table_options.VoxelSize = None,
+    id_column: table_options.IdColumn = None,
+    position_columns: table_options.PositionColumns = None,
     method: Annotated[
         str,
         typer.Option(
@@ -129,8 +123,9 @@ def explain_command(
         index = explain_positions(
             model, volume, positions, out, dataset=dataset, method=method,
             second_class=second_class, device=device, progress=progress, limit=limit,
-            table_options={"units": units, "voxel_size": voxel_size, "id_column": id_column,
-                           "position_columns": column_list(position_columns)},
+            table_options=table_options.column_options(
+                id_column, None, position_columns, units, voxel_size
+            ),
             **options,
         )  # fmt: skip
     except ExplainInputError as error:
