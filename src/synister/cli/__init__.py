@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # One module per stage; each defines ``register(app)``.
-_STAGES = ("db", "split", "synthetic", "setup", "train", "predict", "evaluate", "demo")
+_STAGES = ("db", "split", "synthetic", "setup", "train", "predict", "evaluate", "demo", "serve")
 
 for _stage in _STAGES:
     importlib.import_module(f"{__name__}.{_stage}").register(app)

@@ -1,0 +1,113 @@
+"""Workers of `synister serve`: jobs survive kill -9 of a worker and of the whole service, and a
+graceful stop hands the running job back; a running job can be cancelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pandas as pd
+import pytest
+import torch
+from serve_support import Service, make_site, positions, submit, wait_job
+
+from synister.serve import engine
+from synister.serve.config import VolumeChoice, load_service_config
+from synister.serve.store import open_store
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    return make_site(tmp_path_factory.mktemp("site"))
+
+
+def stored_job(service: Service, job_id: str):
+    with open_store(load_service_config(service.config).database_url) as store:
+        return store.get_job(job_id)
+
+
+def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path):
+    table = tmp_path / "synapses.csv"
+    positions(1280, seed=5).to_csv(table, index=False)
+    service = Service(tmp_path / "service", site, workers=1, rows_per_job=5000).start()
+    try:
+        client = service.client(service.token("alice"))
+        job_id = submit(client, table, bundle="slow").json()["id"]
+
+        def progressed(attempts: int, beyond: int):
+            return lambda j: j["attempts"] == attempts and j["progress"]["done"] > beyond
+
+        # 1: kill -9 the worker while it runs; the service starts another, which takes the
+        # job once its lease runs out and resumes it
+        job = wait_job(client, job_id, "running", predicate=progressed(1, 0))
+        assert job["progress"]["done"] < 1280, "the job ended before the test could kill it"
+        worker_pid = int(stored_job(service, job_id).worker.split(":")[1])
+        os.kill(worker_pid, signal.SIGKILL)
+        done = job["progress"]["done"]
+        job = wait_job(client, job_id, "running", predicate=progressed(2, done))
+        assert job["progress"]["done"] < 1280, "the job ended before the test could stop it"
+
+        # 2: SIGTERM the service: the worker stops at the next batch and hands the job back
+        assert service.stop() == 0
+        stopped = stored_job(service, job_id)
+        assert (stopped.state, stopped.attempts, stopped.worker) == ("queued", 1, None)
+        log = [json.loads(line) for line in service.log.read_text().splitlines()]
+        assert any(e.get("state") == "released" and e.get("job") == job_id for e in log)
+        done = stopped.done
+
+        # 3: start again, then kill -9 the service and its worker while the job runs
+        service.start()
+        job = wait_job(client, job_id, "running", predicate=progressed(2, done))
+        assert job["progress"]["done"] < 1280, "the job ended before the test could kill it"
+        service.kill()
+        assert stored_job(service, job_id).state == "running"
+
+        # 4: start again: the job is taken once its lease runs out and finishes
+        service.start()
+        job = wait_job(client, job_id, "done", timeout=600)
+        assert job["attempts"] == 3 and job["error"] is None
+        assert 0 < job["result"]["resumed_from"] < 1280
+        served = client.get(f"/api/v1/jobs/{job_id}/results/synapses.parquet")
+        served_path = tmp_path / "served.parquet"
+        served_path.write_bytes(served.content)
+    finally:
+        service.stop()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        volume = VolumeChoice(url=str(site / "vol.zarr"), dataset="raw")
+        direct = tmp_path / "direct"
+        engine.run_job(
+            engine.EngineJob(table, site / "bundles" / "slow", volume),
+            direct,
+            lambda done, total: None,
+            lambda: False,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(served_path), pd.read_parquet(direct / "synapses.parquet")
+    )
+
+
+def test_running_job_can_be_cancelled(site, tmp_path):
+    table = tmp_path / "synapses.csv"
+    positions(1000, seed=6).to_csv(table, index=False)
+    service = Service(tmp_path / "service", site, workers=1).start()
+    try:
+        client = service.client(service.token("alice"))
+        job_id = submit(client, table, bundle="slow").json()["id"]
+        wait_job(client, job_id, "running", predicate=lambda j: j["progress"]["done"] > 0)
+        assert client.post(f"/api/v1/jobs/{job_id}/cancel").json()["cancel_requested"]
+        job = wait_job(client, job_id, "cancelled", timeout=120)
+        assert job["error"] == "cancelled by the user" and job["progress"]["done"] < 1000
+        assert client.get(f"/api/v1/jobs/{job_id}/results").status_code == 409
+        # the worker is free again: the next job runs
+        second = submit(client, table, bundle="tiny")
+        wait_job(client, second.json()["id"], "done", timeout=300)
+    finally:
+        service.stop()
