@@ -10,11 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from synister.models import ResNet3D, save_checkpoint
@@ -233,3 +237,33 @@ def wait_job(
         return job if job["state"] in states and (predicate is None or predicate(job)) else None
 
     return wait_for(check, timeout, what or f"job {job_id} to be {'/'.join(states)}")
+
+
+def postgres_url() -> str:
+    """The test server's URL (tests/test_db.py's rule: skip without one, fail under CI)."""
+    url = os.environ.get("SYNISTER_TEST_POSTGRES_URL")
+    if url:
+        return url
+    message = "SYNISTER_TEST_POSTGRES_URL is not set (start a server with .ci/postgres.sh)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must run the PostgreSQL tests")
+    pytest.skip(message)
+
+
+@contextmanager
+def new_postgres_database():
+    """A fresh database on the test server, as one postgresql://?key=value URL; dropped after."""
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = postgres_url()
+    name = f"synister_serve_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    info = conninfo_to_dict(url)
+    info["dbname"] = name
+    try:
+        yield "postgresql://?" + urlencode(info)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -13,7 +13,7 @@ import subprocess
 import httpx
 import pandas as pd
 import pytest
-from serve_support import CLI, Service, make_site, positions, submit, wait_job
+from serve_support import CLI, Service, make_site, positions, submit, wait_for, wait_job
 
 from synister.serve import engine
 from synister.serve.config import VolumeChoice
@@ -340,12 +340,15 @@ def test_failed_job_shows_the_reason(web, site, tokens):
 
 def test_logs_are_json_lines_without_tokens(web, tokens):
     with web.client(tokens["alice"]) as client:
-        client.get(f"{API}/jobs")
-    entries = [json.loads(line) for line in web.log.read_text().splitlines()]
-    requests = [e for e in entries if e.get("event") == "request"]
-    assert any(
-        e["user"] == "alice" and e["path"] == f"{API}/jobs" and e["status"] == 200 for e in requests
-    )
+        assert client.get(f"{API}/jobs").status_code == 200
+
+    def logged():  # a background thread writes the log
+        entries = [json.loads(line) for line in web.log.read_text().splitlines()]
+        requests = [e for e in entries if e.get("event") == "request"]
+        seen = any(e["user"] == "alice" and e["path"] == f"{API}/jobs" for e in requests)
+        return (entries, requests) if seen else None
+
+    entries, requests = wait_for(logged, 30, "the request's log line")
     assert all({"time", "level", "message", "method", "status", "ms"} <= set(e) for e in requests)
     assert any(e.get("event") == "job" and e.get("state") == "queued" for e in entries)
     text = web.log.read_text() + (web.folder / "worker.log").read_text()

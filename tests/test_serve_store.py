@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
 
 import pytest
+from serve_support import new_postgres_database
 
 from synister.serve import tokens
 from synister.serve.store import JobFinished, NewJob, QueueFull, StoreError, open_store
@@ -224,41 +224,17 @@ class TestSQLiteStore(StoreContract):
             open_store("mongodb://localhost/x")
 
 
-def postgres_url() -> str:
-    """The test server's URL (tests/test_db.py's rule: skip without one, fail under CI)."""
-    url = os.environ.get("SYNISTER_TEST_POSTGRES_URL")
-    if url:
-        return url
-    message = "SYNISTER_TEST_POSTGRES_URL is not set (start a server with .ci/postgres.sh)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must run the PostgreSQL tests")
-    pytest.skip(message)
-
-
 @pytest.fixture
 def postgres_database():
-    """The URL of a fresh database on the test server, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    url = postgres_url()
-    name = f"synister_serve_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    info = conninfo_to_dict(url)
-    info["dbname"] = name
-    try:
-        yield make_conninfo(**info)
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_postgres_database() as conninfo:
+        yield conninfo
 
 
 @pytest.mark.postgres
 class TestPostgresStore(StoreContract):
     @pytest.fixture
     def url(self, postgres_database):
-        return "postgresql://?" + _query(postgres_database)
+        return postgres_database
 
     @pytest.fixture
     def store(self, url):
@@ -275,20 +251,10 @@ class TestPostgresStore(StoreContract):
         return lambda: open_store(url)
 
     def test_password_never_in_errors(self, postgres_database):
-        from psycopg.conninfo import conninfo_to_dict
+        from urllib.parse import parse_qsl, urlencode
 
-        info = conninfo_to_dict(postgres_database)
+        info = dict(parse_qsl(postgres_database.split("?", 1)[1]))
         info["password"] = "not-the-password-42"
-        from urllib.parse import urlencode
-
         with pytest.raises(StoreError) as error:
             open_store("postgresql://?" + urlencode(info))
         assert "not-the-password-42" not in str(error.value)
-
-
-def _query(conninfo: str) -> str:
-    from urllib.parse import urlencode
-
-    from psycopg.conninfo import conninfo_to_dict
-
-    return urlencode(conninfo_to_dict(conninfo))

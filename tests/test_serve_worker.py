@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+from urllib.parse import parse_qsl
 
 import pandas as pd
 import pytest
 import torch
-from serve_support import Service, make_site, positions, submit, wait_job
+from serve_support import Service, make_site, new_postgres_database, positions, submit, wait_job
 
 from synister.serve import engine
 from synister.serve.config import VolumeChoice, load_service_config
@@ -111,3 +112,28 @@ def test_running_job_can_be_cancelled(site, tmp_path):
         wait_job(client, second.json()["id"], "done", timeout=300)
     finally:
         service.stop()
+
+
+@pytest.mark.postgres
+def test_workers_share_a_postgresql_queue(site, tmp_path):
+    """Two workers on one PostgreSQL queue: every job runs once, to the end."""
+    table = tmp_path / "synapses.csv"
+    positions(200, seed=9).to_csv(table, index=False)
+    with new_postgres_database() as url:
+        service = Service(tmp_path / "service", site, workers=2, database=url).start()
+        try:
+            ids = []
+            for user in ("alice", "bob", "carol"):
+                client = service.client(service.token(user))
+                ids.append((client, submit(client, table).json()["id"]))
+            jobs = [wait_job(client, job_id, "done", timeout=300) for client, job_id in ids]
+        finally:
+            service.stop()
+    assert [j["attempts"] for j in jobs] == [1, 1, 1]
+    assert all(j["result"]["predicted"] == 200 for j in jobs)
+    log = [json.loads(line) for line in service.log.read_text().splitlines()]
+    started = [e["job"] for e in log if e.get("message") == "job started"]
+    assert sorted(started) == sorted(job_id for _, job_id in ids)
+    assert len({e["worker"] for e in log if e.get("message") == "job started"}) <= 2
+    password = dict(parse_qsl(url.split("?", 1)[1])).get("password")
+    assert not password or password not in service.log.read_text()

@@ -124,6 +124,68 @@ def worker_command(
         _fail(str(error))
 
 
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            _fail(f"--{what} {value!r}: expected NAME=PATH")
+        pairs[name] = target
+    return pairs
+
+
+@serve_app.command("init")
+def init_command(
+    folder: Annotated[Path, typer.Argument(help="The service's folder (created).")],
+    bundle: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=FOLDER of a model bundle (`synister export-model`); repeatable."),
+    ] = None,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATH_OR_URL of a volume (zarr, N5, precomputed; a path may "
+            "end in the array, e.g. raw.zarr/raw); repeatable."
+        ),
+    ] = None,
+    admin: Annotated[str, typer.Option(help="User name of the admin token printed.")] = "admin",
+    port: Annotated[int, typer.Option(help="Port to listen on (loopback).")] = 8000,
+) -> None:
+    """Write FOLDER/service.toml offering the given bundles and volumes, create the job database
+    beside it, and print an admin token. Then: synister serve --config FOLDER/service.toml"""
+    from synister.config import ConfigError
+    from synister.serve.config import load_service_config, render_config
+    from synister.serve.server import check_choices
+    from synister.serve.store import open_store
+
+    bundles = {n: Path(p).expanduser().absolute() for n, p in _pairs(bundle, "bundle").items()}
+    volumes = {
+        n: u if "://" in u else str(Path(u).expanduser().absolute())
+        for n, u in _pairs(volume, "volume").items()
+    }
+    config_path = folder / "service.toml"
+    if config_path.exists():
+        _fail(f"{config_path} exists; edit it, or choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(render_config(bundles, volumes, port=port))
+    try:
+        config = load_service_config(config_path)
+        check_choices(config)
+    except ConfigError as error:
+        config_path.unlink()
+        _fail(str(error))
+    with open_store(config.database_url) as store:
+        _, token = store.create_token(admin, admin=True)
+    typer.echo(
+        f"wrote {config_path}; start the service with\n"
+        f"  synister serve --config {config_path}\n"
+        f"and open http://127.0.0.1:{port}/ with this admin token of {admin!r} (shown only now; "
+        "more with `synister serve token create USER`):",
+        err=True,
+    )
+    typer.echo(token)
+
+
 @serve_app.command("example-config")
 def example_config_command() -> None:
     """Print an example service.toml."""

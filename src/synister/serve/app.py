@@ -212,13 +212,23 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.store = store
+
+    async def read(function, *args):
+        """A read of the store: on SQLite in the event loop (a read of the WAL file takes
+        microseconds and never waits for a writer, and a hand-over to a thread costs more
+        than that on a loaded machine), elsewhere in a thread."""
+        if store.fast_reads:
+            return function(*args)
+        return await run_in_threadpool(function, *args)
     bearer = HTTPBearer(auto_error=False, description="a token of `synister serve token create`")
 
-    def principal(
+    async def principal(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        found = store.authenticate(credentials.credentials) if credentials else None
+        found = None
+        if credentials is not None:
+            found = await read(store.authenticate, credentials.credentials)
         if found is None:
             raise HTTPException(
                 401,
@@ -230,14 +240,16 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
 
     User = Annotated[Principal, Depends(principal)]
 
-    def visible_job(job_id: str, who: Principal) -> Job:
-        job = store.get_job(job_id) if job_files.JOB_ID.match(job_id) else None
+    async def visible_job(job_id: str, who: Principal) -> Job:
+        job = None
+        if job_files.JOB_ID.match(job_id):
+            job = await read(store.get_job, job_id)
         if job is None or (job.user != who.user and not who.admin):
             raise HTTPException(404, f"no job {job_id}")
         return job
 
-    def done_job(job_id: str, who: Principal) -> Job:
-        job = visible_job(job_id, who)
+    async def done_job(job_id: str, who: Principal) -> Job:
+        job = await visible_job(job_id, who)
         if job.state != "done":
             raise HTTPException(409, f"job {job_id} is {job.state}; results come when it is done")
         return job
@@ -245,43 +257,42 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
     # -- page, health, metrics, schema ----------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    async def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/health", tags=["service"])
-    def health() -> dict:
+    async def health() -> dict:
         """Whether the service and its database answer (no token needed)."""
         try:
-            counts = store.counts()
+            counts = await read(store.counts)
         except Exception as error:  # noqa: BLE001 - any failure means unhealthy
             log.error("health check failed", extra={"event": "health", "error": str(error)})
             return JSONResponse({"status": "database unavailable"}, status_code=503)
         return {"status": "ok", "version": __version__, "queued": counts["queued"]}
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
-    def get_metrics(who: User) -> PlainTextResponse:
+    async def get_metrics(who: User) -> PlainTextResponse:
         """Prometheus text format: queue length, jobs by state, synapses/s (admin token)."""
         if not who.admin:
             raise HTTPException(403, "metrics need an admin token")
-        return PlainTextResponse(
-            metrics.render(store, dict(request_counts)), media_type=metrics.CONTENT_TYPE
-        )
+        text = await read(metrics.render, store, dict(request_counts))
+        return PlainTextResponse(text, media_type=metrics.CONTENT_TYPE)
 
     @app.get("/api/openapi.json", include_in_schema=False)
-    def openapi(who: User) -> JSONResponse:
+    async def openapi(who: User) -> JSONResponse:
         return JSONResponse(app.openapi())
 
     # -- the API ------------------------------------------------------------------------------
 
     @app.get(f"{API}/me", tags=["jobs"])
-    def me(who: User) -> Me:
+    async def me(who: User) -> Me:
         """Whose token this is."""
         return Me(user=who.user, admin=who.admin)
 
     @app.get(f"{API}/choices", tags=["jobs"])
-    def choices(who: User) -> Choices:
+    async def choices(who: User) -> Choices:
         """The bundles and volumes a job may use (by name), and the limits."""
         return Choices(
             bundles=[Choice(name=n, description=c.description) for n, c in config.bundles.items()],
@@ -345,7 +356,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         options: dict = {"units": units}
         if (size := _parse_voxel_size(voxel_size)) is not None:
             options["voxel_size"] = size
-        active = await run_in_threadpool(store.active_jobs, who.user)
+        active = await read(store.active_jobs, who.user)
         if active >= limits.queued_jobs_per_user:
             raise HTTPException(
                 429,
@@ -410,7 +421,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         return job_out(job)
 
     @app.get(f"{API}/jobs", tags=["jobs"])
-    def list_jobs(
+    async def list_jobs(
         who: User,
         all_users: Annotated[
             bool, Query(alias="all", description="every user's jobs (admin tokens only)")
@@ -420,19 +431,20 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         """Your jobs, newest first."""
         if all_users and not who.admin:
             raise HTTPException(403, "all=true needs an admin token")
-        return [job_out(j) for j in store.list_jobs(None if all_users else who.user, limit)]
+        jobs = await read(store.list_jobs, None if all_users else who.user, limit)
+        return [job_out(j) for j in jobs]
 
     @app.get(f"{API}/jobs/{{job_id}}", tags=["jobs"], responses={404: {}})
-    def get_job(job_id: str, who: User) -> JobOut:
+    async def get_job(job_id: str, who: User) -> JobOut:
         """A job's state and progress."""
-        return job_out(visible_job(job_id, who))
+        return job_out(await visible_job(job_id, who))
 
     @app.post(f"{API}/jobs/{{job_id}}/cancel", tags=["jobs"], responses={404: {}, 409: {}})
-    def cancel_job(job_id: str, who: User) -> JobOut:
+    async def cancel_job(job_id: str, who: User) -> JobOut:
         """Cancel a queued job, or stop a running one at its next batch."""
-        visible_job(job_id, who)
+        await visible_job(job_id, who)
         try:
-            job = store.cancel(job_id)
+            job = await run_in_threadpool(store.cancel, job_id)
         except JobFinished as error:
             raise HTTPException(409, str(error)) from None
         log.info(
@@ -442,9 +454,9 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         return job_out(job)
 
     @app.get(f"{API}/jobs/{{job_id}}/results", tags=["results"], responses={404: {}, 409: {}})
-    def list_results(job_id: str, who: User) -> Results:
+    async def list_results(job_id: str, who: User) -> Results:
         """The result files of a finished job."""
-        done_job(job_id, who)
+        await done_job(job_id, who)
         found = job_files.result_files(results, job_id)
         return Results(
             job=job_id,
@@ -460,9 +472,9 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         response_class=FileResponse,
         responses={404: {}, 409: {}},
     )
-    def get_result(job_id: str, name: str, who: User) -> FileResponse:
+    async def get_result(job_id: str, name: str, who: User) -> FileResponse:
         """One result file: synapses.parquet/.csv, neurons.parquet/.csv or report.html."""
-        done_job(job_id, who)
+        await done_job(job_id, who)
         path = job_files.result_files(results, job_id).get(name)
         if path is None:
             raise HTTPException(404, f"job {job_id} has no result {name!r}")
@@ -474,10 +486,10 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         response_class=FileResponse,
         responses={404: {}, 409: {}},
     )
-    def get_report(job_id: str, who: User) -> FileResponse:
+    async def get_report(job_id: str, who: User) -> FileResponse:
         """The HTML report of `predict-positions` (shown in a sandbox: its scripts cannot
         reach this site)."""
-        done_job(job_id, who)
+        await done_job(job_id, who)
         path = job_files.result_files(results, job_id).get("report.html")
         if path is None:
             raise HTTPException(404, f"job {job_id} has no report")

@@ -8,6 +8,7 @@ file and the key.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -125,6 +126,33 @@ class ServiceConfig(_Model):
     @property
     def results_dir(self) -> Path:
         return self.service.results
+
+
+def render_config(
+    bundles: dict[str, Path], volumes: dict[str, str], port: int = 8000, host: str = "127.0.0.1"
+) -> str:
+    """A service.toml offering ``bundles`` and ``volumes`` (name -> path or URL), with the
+    SQLite database and the results folder beside it and the default limits."""
+    quote = json.dumps  # a JSON string is a TOML basic string
+    lines = [
+        "# synister serve --config service.toml (see `synister serve example-config`)",
+        "[service]",
+        f"host = {quote(host)}",
+        f"port = {port}",
+        'database = "sqlite:///service.db"',
+        'results = "service_results"',
+        "workers = 1",
+        "",
+        "[limits]",
+        f"upload_bytes = {LimitsSection().upload_bytes}",
+        f"rows_per_job = {LimitsSection().rows_per_job}",
+        f"queued_jobs_per_user = {LimitsSection().queued_jobs_per_user}",
+    ]
+    for name, path in bundles.items():
+        lines += ["", f"[bundles.{quote(name)}]", f"path = {quote(str(path))}"]
+    for name, url in volumes.items():
+        lines += ["", f"[volumes.{quote(name)}]", f"url = {quote(str(url))}"]
+    return "\n".join(lines) + "\n"
 
 
 def _absolute(base: Path, path: Path | str) -> Path:

@@ -6,8 +6,11 @@ request header is ever logged, so tokens never reach a log.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 
@@ -31,9 +34,15 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: int = logging.INFO, stream=None) -> None:
     """Send every log record (uvicorn's and Python warnings too) to ``stream`` (stderr) as
-    JSON lines."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    JSON lines. Records are formatted where they are logged and written by a background
+    thread, so the web app's event loop never waits for a write."""
+    output = logging.StreamHandler(stream or sys.stderr)  # writes the JSON text as it is
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    handler = logging.handlers.QueueHandler(records)
     handler.setFormatter(JsonFormatter())
+    listener = logging.handlers.QueueListener(records, output)
+    listener.start()
+    atexit.register(listener.stop)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

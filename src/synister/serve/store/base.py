@@ -116,6 +116,10 @@ class Job:
 class Store(ABC):
     """Jobs and tokens in one database (see :func:`synister.serve.store.open_store`)."""
 
+    #: reads take microseconds and never wait for a writer (the web app may call them from
+    #: its event loop instead of a thread)
+    fast_reads = False
+
     # -- tokens -----------------------------------------------------------------------------
 
     @abstractmethod

@@ -19,6 +19,7 @@ from .sql import SQLStore
 
 
 class SQLiteStore(SQLStore):
+    fast_reads = True
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, url: str):
