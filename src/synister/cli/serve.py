@@ -110,8 +110,11 @@ def worker_command(
     config: ConfigOption = None,
     parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Run one worker (e.g. on another machine sharing the config's PostgreSQL database and
-    results folder): it claims jobs one at a time until SIGTERM or Ctrl-C."""
+    """Run one worker: it claims jobs one at a time until SIGTERM or Ctrl-C.
+
+    `synister serve` starts its own workers; start more with this command, e.g. on another
+    machine that shares the config's PostgreSQL database and results folder.
+    """
     from synister.serve.logs import configure_logging
     from synister.serve.store import StoreError
     from synister.serve.worker import run_worker
@@ -151,8 +154,12 @@ def init_command(
     admin: Annotated[str, typer.Option(help="User name of the admin token printed.")] = "admin",
     port: Annotated[int, typer.Option(help="Port to listen on (loopback).")] = 8000,
 ) -> None:
-    """Write FOLDER/service.toml offering the given bundles and volumes, create the job database
-    beside it, and print an admin token. Then: synister serve --config FOLDER/service.toml"""
+    """Write a service folder: service.toml, its job database and an admin token.
+
+    The config offers the given bundles and volumes by name, keeps jobs in FOLDER/service.db
+    and results in FOLDER/service_results, and listens on loopback. The admin token goes to
+    stdout. Then: synister serve --config FOLDER/service.toml
+    """
     from synister.config import ConfigError
     from synister.serve.config import load_service_config, render_config
     from synister.serve.server import check_choices
@@ -201,7 +208,7 @@ def token_create(
     admin: Annotated[bool, typer.Option(help="Sees every user's jobs and /metrics.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Create a token and print it once on stdout (only its hash is stored)."""
+    """Create a token of USER and print it, once, on stdout (only its hash is stored)."""
     from synister.serve.store import StoreError
 
     with _store(ctx, config) as store:
