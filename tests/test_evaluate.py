@@ -402,7 +402,7 @@ def test_command_reads_runs_from_prediction_setups(database, tmp_path):
             synapse_types=CLASSES,
             input_shape=(8, 32, 32),
             db_url=database,
-            db_name_data="test",
+            db_name_data="synister",  # agrees with the SQLite file name
             split_name="val",  # run name: val_exp_t0_p<number>
             voxel_size=(40, 4, 4),
             raw_container="raw.zarr",

@@ -20,7 +20,18 @@ app = typer.Typer(
 )
 
 # One module per stage; each defines ``register(app)``.
-_STAGES = ("db", "split", "synthetic", "setup", "train", "predict", "evaluate", "demo", "serve")
+_STAGES = (
+    "db",
+    "split",
+    "synthetic",
+    "setup",
+    "train",
+    "predict",
+    "evaluate",
+    "bundle",
+    "demo",
+    "serve",
+)
 
 for _stage in _STAGES:
     importlib.import_module(f"{__name__}.{_stage}").register(app)
