@@ -10,18 +10,17 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
-from synister.models import ResNet3D, save_checkpoint
+from synister.config import load_train_setup
+from synister.models import build_model, save_checkpoint
+from synister.models.bundle import export_model
+from synister.setup import prepare_training
 from synister.volumes import write_volume
 
 CLASSES = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
@@ -31,21 +30,24 @@ CLI = [sys.executable, "-c", "from synister.cli import main; main()"]
 
 
 def make_bundle(path: Path, input_shape: tuple[int, int, int], fmaps: int, seed: int = 0) -> Path:
-    """A random-weight ResNet bundle (INTERIM format of synister.serve.engine until the model
-    bundles of issue #12 land)."""
+    """A random-weight ResNet model bundle (`synister export-model` of a fresh setup)."""
+    setup = prepare_training(
+        path.parent / f".{path.name}_setup",
+        "e",
+        0,
+        db_url="sqlite:///unused.db",
+        check_volume=False,
+        synapse_types=CLASSES,
+        input_shape=input_shape,
+        fmaps=fmaps,
+        downsample_factors=[(1, 2, 2)] * 4,
+        network="ResNet18",
+        voxel_size=VOXEL_NM,
+    )
+    cfg, _ = load_train_setup(setup)
     torch.manual_seed(seed)
-    factors = [[1, 2, 2]] * 4
-    model = ResNet3D(output_classes=len(CLASSES), start_channels=fmaps, downsample_factors=factors)
-    path.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path / "checkpoint.pt", model, None, 0)
-    network = {
-        "network": "ResNet18",
-        "input_shape": list(input_shape),
-        "fmaps": fmaps,
-        "downsample_factors": factors,
-    }
-    (path / "model.json").write_text(json.dumps({"network": network, "classes": CLASSES}))
-    return path
+    save_checkpoint(setup / "model_checkpoint_1", build_model(cfg), None, 1)
+    return export_model(setup, 1, path)
 
 
 def positions(n: int, seed: int) -> pd.DataFrame:
@@ -237,33 +239,3 @@ def wait_job(
         return job if job["state"] in states and (predicate is None or predicate(job)) else None
 
     return wait_for(check, timeout, what or f"job {job_id} to be {'/'.join(states)}")
-
-
-def postgres_url() -> str:
-    """The test server's URL (tests/test_db.py's rule: skip without one, fail under CI)."""
-    url = os.environ.get("SYNISTER_TEST_POSTGRES_URL")
-    if url:
-        return url
-    message = "SYNISTER_TEST_POSTGRES_URL is not set (start a server with .ci/postgres.sh)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must run the PostgreSQL tests")
-    pytest.skip(message)
-
-
-@contextmanager
-def new_postgres_database():
-    """A fresh database on the test server, as one postgresql://?key=value URL; dropped after."""
-    psycopg = pytest.importorskip("psycopg")
-    from psycopg.conninfo import conninfo_to_dict
-
-    url = postgres_url()
-    name = f"synister_serve_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    info = conninfo_to_dict(url)
-    info["dbname"] = name
-    try:
-        yield "postgresql://?" + urlencode(info)
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -64,6 +64,7 @@ def browser(tmp_path):
 
 
 def test_sign_in_upload_follow_and_download(browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -89,9 +90,25 @@ def test_sign_in_upload_follow_and_download(browser, tmp_path):
         found = browser.find_elements(By.CSS_SELECTOR, css)
         return found[0] if found and found[0].is_displayed() else None
 
+    def newest_job() -> dict | None:
+        """The first row of the job table, read in one step (the page redraws rows)."""
+        return browser.execute_script(
+            "const r = document.querySelector('#jobs tbody tr');"
+            "const bar = r && r.querySelector('progress');"
+            "return r && {id: r.dataset.jobId, state: r.dataset.state, text: r.innerText,"
+            " done: bar ? bar.value : null};"
+        )
+
     def job_row(states):
-        rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
-        return rows[0] if rows and rows[0].get_attribute("data-state") in states else None
+        job = newest_job()
+        return job if job and job["state"] in states else None
+
+    def click_result(name: str) -> bool:
+        try:
+            browser.find_element(By.CSS_SELECTOR, f"#jobs tbody tr a[data-name='{name}']").click()
+            return True
+        except StaleElementReferenceException:  # redrawn meanwhile: find it again
+            return False
 
     try:
         token = service.token("alice")
@@ -133,33 +150,31 @@ def test_sign_in_upload_follow_and_download(browser, tmp_path):
         Select(element("#bundle")).select_by_value("slow")
         Select(element("#volume")).select_by_value("vol")
         element("#submit").click()
-        row = wait_for(lambda: job_row({"queued", "running", "done"}), 60, "the job's row")
+        wait_for(lambda: job_row({"queued", "running", "done"}), 60, "the job's row")
         assert "Queued flywire_synapses.csv: 600 positions" in element("#submit-message").text
         shot("submitted")
 
         def progressing():
-            bars = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr progress")
-            return job_row({"done"}) or (
-                job_row({"running"}) and bars and float(bars[0].get_attribute("value")) > 0
-            )
+            job = job_row({"running", "done"})
+            return job and (job["state"] == "done" or job["done"] > 0)
 
         wait_for(progressing, 300, "the job to progress", interval=0.2)
         if job_row({"running"}):  # a fast machine may be done already
             shot("running")
         row = wait_for(lambda: job_row({"done"}), 300, "the job to be done", interval=0.2)
-        assert "600 synapses" in row.text
+        assert "600 synapses" in row["text"]
         shot("done_with_results")
 
-        row.find_element(By.CSS_SELECTOR, "a[data-name='synapses.parquet']").click()
+        wait_for(lambda: click_result("synapses.parquet"), 60, "a click on synapses.parquet")
         expected = browser.downloads / "flywire_synapses_synapses.parquet"
         wait_for(expected.is_file, 60, "the download")
-        job_id = row.get_attribute("data-job-id")
+        job_id = row["id"]
         with service.client(token) as client:
             served = client.get(f"/api/v1/jobs/{job_id}/results/synapses.parquet").content
         wait_for(lambda: expected.read_bytes() == served, 60, "the download to complete")
         assert len(pd.read_parquet(expected)) == 600
 
-        row.find_element(By.CSS_SELECTOR, "a[data-name='report']").click()
+        wait_for(lambda: click_result("report"), 60, "a click on the report")
         wait_for(lambda: visible("#report-section"), 60, "the report")
         browser.switch_to.frame(element("#report"))
         wait_for(

@@ -7,7 +7,7 @@ import time
 import uuid
 
 import pytest
-from serve_support import new_postgres_database
+from conftest import scratch_postgres
 
 from synister.serve import tokens
 from synister.serve.store import JobFinished, NewJob, QueueFull, StoreError, open_store
@@ -226,7 +226,7 @@ class TestSQLiteStore(StoreContract):
 
 @pytest.fixture
 def postgres_database():
-    with new_postgres_database() as conninfo:
+    with scratch_postgres("synister_serve") as conninfo:
         yield conninfo
 
 

@@ -11,7 +11,8 @@ from urllib.parse import parse_qsl
 import pandas as pd
 import pytest
 import torch
-from serve_support import Service, make_site, new_postgres_database, positions, submit, wait_job
+from conftest import scratch_postgres
+from serve_support import Service, make_site, positions, submit, wait_job
 
 from synister.serve import engine
 from synister.serve.config import VolumeChoice, load_service_config
@@ -119,7 +120,7 @@ def test_workers_share_a_postgresql_queue(site, tmp_path):
     """Two workers on one PostgreSQL queue: every job runs once, to the end."""
     table = tmp_path / "synapses.csv"
     positions(200, seed=9).to_csv(table, index=False)
-    with new_postgres_database() as url:
+    with scratch_postgres("synister_serve") as url:
         service = Service(tmp_path / "service", site, workers=2, database=url).start()
         try:
             ids = []

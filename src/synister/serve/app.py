@@ -220,6 +220,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         if store.fast_reads:
             return function(*args)
         return await run_in_threadpool(function, *args)
+
     bearer = HTTPBearer(auto_error=False, description="a token of `synister serve token create`")
 
     async def principal(

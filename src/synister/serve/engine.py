@@ -4,19 +4,18 @@ The web app calls :func:`check_table` on an upload (its error becomes the 422 me
 worker calls :func:`run_job`. Everything else in :mod:`synister.serve` is independent of how
 prediction is done.
 
-INTERIM: until `predict-positions` (issue #12) is merged, this module reads tables and predicts
-with a minimal stand-in built on :mod:`synister.predict`'s batches and network runner, and reads
-a stand-in bundle (``model.json`` + ``checkpoint.pt``). Both go when the engine lands.
+INTERIM: until `predict-positions` (issue #12) is merged, this module reads tables and writes
+outputs with a minimal stand-in around the one prediction engine
+(:class:`synister.predict.engine.Predictor` with a model bundle); it goes when
+`predict-positions` lands.
 """
 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -83,7 +82,8 @@ def run_job(
     out_dir = Path(out_dir)
     parts = out_dir / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
-    model, spec = _load_bundle(job.bundle)
+    bundle, predictor = _load_bundle(job.bundle, job.device)
+    columns = [SHORT_NAMES.get(c, c) for c in bundle.classes]
     volume = _open_volume(job.volume)
     total = len(table)
     chunks = range(0, total, CHUNK_SYNAPSES)
@@ -99,14 +99,13 @@ def run_job(
             raise JobStopped("cancelled")
         rows = table.iloc[i : i + CHUNK_SYNAPSES]
         centers = rows[["z_nm", "y_nm", "x_nm"]].to_numpy()
-        probabilities = _predict(model, spec, volume, centers, job.device)
-        frame = pd.DataFrame(probabilities, columns=spec["class_columns"])
+        frame = pd.DataFrame(_predict(predictor, volume, centers), columns=columns)
         frame.to_parquet(path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
         done += len(rows)
         progress(done, total)
     probabilities = pd.concat([pd.read_parquet(p) for p in stored], ignore_index=True)
-    _write_outputs(table, probabilities, spec, job, out_dir)
+    _write_outputs(table, probabilities, columns, job, out_dir)
     return {
         "total": total,
         "predicted": total - resumed_from,
@@ -165,16 +164,19 @@ def _read_positions(path: Path, options: dict) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _load_bundle(path: Path):
-    from synister.models import build_model, load_checkpoint
+def _load_bundle(path: Path, device: str | None):
+    from synister.models.bundle import load_bundle
+    from synister.predict.engine import Predictor
 
-    spec = json.loads((Path(path) / "model.json").read_text())
-    cfg = SimpleNamespace(**spec["network"], classes=spec["classes"])
-    model = build_model(cfg)
-    load_checkpoint(Path(path) / "checkpoint.pt", model, map_location="cpu")
-    model.eval()
-    spec["class_columns"] = [SHORT_NAMES.get(c, c) for c in spec["classes"]]
-    return model, spec
+    bundle = load_bundle(path)
+    predictor = Predictor(
+        bundle.build_model(),
+        bundle.input_shape_vox,
+        bundle.classes,
+        device=device,
+        temperature=bundle.temperature,
+    )
+    return bundle, predictor
 
 
 def _open_volume(choice: VolumeChoice):
@@ -183,24 +185,14 @@ def _open_volume(choice: VolumeChoice):
     return Volume(choice.url, choice.dataset, voxel_size_nm=choice.voxel_size_nm)
 
 
-def _predict(model, spec, volume, centers_zyx_nm: np.ndarray, device: str | None) -> np.ndarray:
-    from synister.predict import PatchBatches, choose_device, run_model
-
-    batches = PatchBatches(
-        volume,
-        np.arange(len(centers_zyx_nm)),
-        centers_zyx_nm,
-        spec["network"]["input_shape"],
-        batch_size=32,
-    )
+def _predict(predictor, volume, centers_zyx_nm: np.ndarray) -> np.ndarray:
     out = []
-    device = choose_device(device)
-    run_model(model.to(device), iter(batches), device, lambda ids, p: out.append(p))
+    ids = np.arange(len(centers_zyx_nm), dtype=np.int64)
+    predictor.predict_volume(volume, ids, centers_zyx_nm, lambda ids, p: out.append(p))
     return np.concatenate(out)
 
 
-def _write_outputs(table, probabilities, spec, job: EngineJob, out_dir: Path) -> None:
-    columns = spec["class_columns"]
+def _write_outputs(table, probabilities, columns, job: EngineJob, out_dir: Path) -> None:
     synapses = pd.concat([table, probabilities], axis=1)
     values = probabilities.to_numpy()
     synapses["top_nt"] = np.asarray(columns)[values.argmax(axis=1)]

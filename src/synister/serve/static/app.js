@@ -9,6 +9,7 @@ const POLL_IDLE_MS = 10000;
 let token = sessionStorage.getItem("synister-token");
 let me = null;
 let pollTimer = null;
+let shownJobs = "";  // the job list as last drawn: redraw only what changed
 
 const $ = (id) => document.getElementById(id);
 
@@ -43,6 +44,8 @@ function signOut(message) {
   me = null;
   sessionStorage.removeItem("synister-token");
   clearTimeout(pollTimer);
+  shownJobs = "";
+  $("jobs").tBodies[0].replaceChildren();
   $("token").value = "";
   show(false);
   $("sign-in-message").textContent = message || "";
@@ -210,9 +213,12 @@ async function refreshJobs() {
   } catch (error) {
     if (!token) return;
   }
-  const body = $("jobs").tBodies[0];
-  body.replaceChildren(...jobs.map(renderJob));
-  $("no-jobs").hidden = jobs.length > 0;
+  const key = JSON.stringify(jobs);
+  if (key !== shownJobs) {
+    shownJobs = key;
+    $("jobs").tBodies[0].replaceChildren(...jobs.map(renderJob));
+    $("no-jobs").hidden = jobs.length > 0;
+  }
   const active = jobs.some((j) => j.state === "queued" || j.state === "running");
   pollTimer = setTimeout(refreshJobs, active ? POLL_ACTIVE_MS : POLL_IDLE_MS);
 }
