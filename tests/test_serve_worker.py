@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qsl
 
 import pandas as pd
@@ -34,6 +35,20 @@ def stored_job(service: Service, job_id: str):
 def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path):
     table = tmp_path / "synapses.csv"
     positions(1280, seed=5).to_csv(table, index=False)
+    # the direct run to compare with goes on beside the service (one torch thread each)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    direct = ThreadPoolExecutor(1).submit(
+        engine.run_job,
+        engine.EngineJob(
+            table,
+            site / "bundles" / "slow",
+            VolumeChoice(url=str(site / "vol.zarr"), dataset="raw"),
+        ),
+        tmp_path / "direct",
+        lambda done, total: None,
+        lambda: False,
+    )
     service = Service(tmp_path / "service", site, workers=1, rows_per_job=5000).start()
     try:
         client = service.client(service.token("alice"))
@@ -77,22 +92,10 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
         served_path.write_bytes(served.content)
     finally:
         service.stop()
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        volume = VolumeChoice(url=str(site / "vol.zarr"), dataset="raw")
-        direct = tmp_path / "direct"
-        engine.run_job(
-            engine.EngineJob(table, site / "bundles" / "slow", volume),
-            direct,
-            lambda done, total: None,
-            lambda: False,
-        )
-    finally:
+        direct.result()
         torch.set_num_threads(threads)
     pd.testing.assert_frame_equal(
-        pd.read_parquet(served_path), pd.read_parquet(direct / "synapses.parquet")
+        pd.read_parquet(served_path), pd.read_parquet(tmp_path / "direct" / "synapses.parquet")
     )
 
 

@@ -30,6 +30,10 @@ port = 8000
 database = "sqlite:///service.db"   # or postgresql://user:pw@host/db (workers on many machines)
 results = "service_results"   # uploads and results, one folder per job (shared by all workers)
 workers = 1                   # worker processes started with the service, one job at a time each
+# device = "cuda:0"           # the workers' torch device (default: a GPU when present)
+# threads = 2                 # torch threads per worker (default: one per core)
+# lease_seconds = 60          # a worker silent this long is taken for dead; its job runs again
+# max_attempts = 3            # a job whose worker died this often fails
 
 [limits]
 upload_bytes = 104857600      # 100 MiB per uploaded table

@@ -35,7 +35,8 @@ def worker_name() -> str:
 class _Watch:
     """Progress of the running job, shared by the engine's thread and the heartbeat thread."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, stopping: threading.Event):
+        self.stopping = stopping  # the worker is asked to stop: hand the job back
         self.done = 0
         self.total = total
         self.first: tuple[float, int] | None = None  # (time, done) at the first report
@@ -48,10 +49,12 @@ class _Watch:
             self.first = (now, done)
         self.done, self.total = int(done), int(total)
         self.last = now
-        if self.stop_reason is not None:
+        if self.cancelled():
             raise engine.JobStopped(self.stop_reason)
 
     def cancelled(self) -> bool:
+        if self.stop_reason is None and self.stopping.is_set():
+            self.stop_reason = "shutdown"
         return self.stop_reason is not None
 
     def rate(self) -> float | None:
@@ -125,7 +128,7 @@ class Worker:
     def run_job(self, job: Job) -> str:
         """Run one claimed job; returns how it ended (done, failed, cancelled, released, lost)."""
         service = self.config.service
-        watch = _Watch(job.total)
+        watch = _Watch(job.total, self.stopping)
         context = {"job": job.id, "user": job.user, "worker": self.name}
         log.info(
             "job started",
