@@ -159,7 +159,7 @@ def test_malformed_tables_give_the_predict_positions_message(web, site, tokens, 
             assert response.status_code == 422, response.text
             copy = tmp_path / name
             shutil.copy(tables / name, copy)
-            with pytest.raises(engine.TableError) as expected:
+            with pytest.raises(engine.BadTable) as expected:
                 engine.check_table(copy, {"units": "nm"})
             assert response.json()["detail"] == str(expected.value).replace(str(copy), name)
             assert "\n" not in response.json()["detail"]

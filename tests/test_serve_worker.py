@@ -11,7 +11,6 @@ from urllib.parse import parse_qsl
 
 import pandas as pd
 import pytest
-import torch
 from conftest import scratch_postgres
 from serve_support import Service, make_site, positions, submit, wait_job
 
@@ -36,14 +35,13 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
     table = tmp_path / "synapses.csv"
     positions(1280, seed=5).to_csv(table, index=False)
     # the direct run to compare with goes on beside the service (one torch thread each)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     direct = ThreadPoolExecutor(1).submit(
         engine.run_job,
         engine.EngineJob(
             table,
             site / "bundles" / "slow",
             VolumeChoice(url=str(site / "vol.zarr"), dataset="raw"),
+            threads=1,
         ),
         tmp_path / "direct",
         lambda done, total: None,
@@ -93,7 +91,6 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
     finally:
         service.stop()
         direct.result()
-        torch.set_num_threads(threads)
     pd.testing.assert_frame_equal(
         pd.read_parquet(served_path), pd.read_parquet(tmp_path / "direct" / "synapses.parquet")
     )

@@ -391,7 +391,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
             shown = (filename or f"table.{found}").replace("/", "_").replace("\\", "_")
             try:
                 rows = await run_in_threadpool(engine.check_table, table, options)
-            except engine.TableError as error:
+            except engine.BadTable as error:
                 raise HTTPException(422, str(error).replace(str(table), shown)) from None
             if rows == 0:
                 raise HTTPException(422, f"{shown}: the table has no rows")

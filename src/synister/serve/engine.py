@@ -37,8 +37,8 @@ POSITION_COLUMNS = (("x", "y", "z"), ("pre_x", "pre_y", "pre_z"))
 CHUNK_SYNAPSES = 128
 
 
-class TableError(ValueError):
-    """A table predict-positions cannot read; one line naming the file and the column."""
+class BadTable(ValueError):
+    """A table predict-positions cannot read; its one-line message naming file and column."""
 
 
 class JobStopped(Exception):  # noqa: N818 - a stop, not an error
@@ -54,11 +54,12 @@ class EngineJob:
     volume: VolumeChoice
     options: dict = field(default_factory=dict)
     device: str | None = None  # torch device; default a GPU when present
+    threads: int | None = None  # torch threads; default torch's
 
 
 def check_table(path: Path, options: dict | None = None) -> int:
     """The number of rows predict-positions would predict from ``path``; raises
-    :class:`TableError` naming the file and the column of what is wrong."""
+    :class:`BadTable` naming the file and the column of what is wrong."""
     return len(_read_positions(Path(path), options or {}))
 
 
@@ -82,7 +83,7 @@ def run_job(
     out_dir = Path(out_dir)
     parts = out_dir / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
-    bundle, predictor = _load_bundle(job.bundle, job.device)
+    bundle, predictor = _load_bundle(job.bundle, job.device, job.threads)
     columns = [SHORT_NAMES.get(c, c) for c in bundle.classes]
     volume = _open_volume(job.volume)
     total = len(table)
@@ -128,15 +129,15 @@ def _read_table(path: Path) -> pd.DataFrame:
             return pd.read_feather(path)
     except Exception as error:  # noqa: BLE001 - any reader failure is a bad table
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise TableError(f"{path}: not a readable {suffix[1:]} table: {first}") from None
-    raise TableError(f"{path}: unknown table type {suffix!r}; use .csv, .parquet or .feather")
+        raise BadTable(f"{path}: not a readable {suffix[1:]} table: {first}") from None
+    raise BadTable(f"{path}: unknown table type {suffix!r}; use .csv, .parquet or .feather")
 
 
 def _read_positions(path: Path, options: dict) -> pd.DataFrame:
     table = _read_table(path)
     columns = next((c for c in POSITION_COLUMNS if set(c) <= set(table.columns)), None)
     if columns is None:
-        raise TableError(
+        raise BadTable(
             f"{path}: no position columns: expected x, y, z or pre_x, pre_y, pre_z "
             f"(columns: {', '.join(map(str, table.columns))})"
         )
@@ -148,14 +149,14 @@ def _read_positions(path: Path, options: dict) -> pd.DataFrame:
     units = options.get("units", "nm")
     voxel_xyz = options.get("voxel_size")
     if units == "voxels" and not voxel_xyz:
-        raise TableError(f"{path}: positions in voxels need a voxel size (x,y,z in nm)")
+        raise BadTable(f"{path}: positions in voxels need a voxel size (x,y,z in nm)")
     scale = np.asarray(voxel_xyz if units == "voxels" else (1, 1, 1), float)
     for axis, column, factor in zip("xyz", columns, scale, strict=True):
         values = pd.to_numeric(table[column], errors="coerce")
         bad = values.isna() & table[column].notna() | table[column].isna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise TableError(
+            raise BadTable(
                 f"{path}: column {column!r} row {row + 1}: {table[column].iloc[row]!r} "
                 "is not a number"
             )
@@ -164,7 +165,7 @@ def _read_positions(path: Path, options: dict) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _load_bundle(path: Path, device: str | None):
+def _load_bundle(path: Path, device: str | None, threads: int | None):
     from synister.models.bundle import load_bundle
     from synister.predict.engine import Predictor
 
@@ -174,6 +175,7 @@ def _load_bundle(path: Path, device: str | None):
         bundle.input_shape_vox,
         bundle.classes,
         device=device,
+        threads=threads,
         temperature=bundle.temperature,
     )
     return bundle, predictor

@@ -109,7 +109,10 @@ class Worker:
             name = job.bundle if bundle is None else job.volume
             raise ValueError(f"the service no longer offers the {missing} {name!r}")
         table = job_files.input_path(self.config.results_dir, job.id, job.input_format)
-        return engine.EngineJob(table, bundle.path, volume, job.options, self.config.service.device)
+        service = self.config.service
+        return engine.EngineJob(
+            table, bundle.path, volume, job.options, service.device, service.threads
+        )
 
     def _message(self, error: BaseException, job: Job) -> str:
         """One line for the user, naming their file rather than where the service keeps it."""
@@ -206,10 +209,6 @@ class Worker:
 
 def run_worker(config: ServiceConfig, parent_pid: int | None = None) -> None:
     """The worker process's main: run until SIGTERM/SIGINT (or the parent service is gone)."""
-    if config.service.threads is not None:
-        import torch
-
-        torch.set_num_threads(config.service.threads)
     worker = Worker(config, parent_pid=parent_pid)
 
     def stop(signum, frame) -> None:
