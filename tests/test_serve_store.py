@@ -18,8 +18,22 @@ def new_job(user: str = "alice", rows: int = 10, **options) -> NewJob:
 
 
 class StoreContract:
-    """Behaviour every backend must show; subclasses give a ``store`` and ``other_store``
-    (a second connection to the same database, as another process or machine would have)."""
+    """Behaviour every backend must show; subclasses give the database ``url``. ``other_store``
+    is a second connection to the same database, as another process or machine would have."""
+
+    @pytest.fixture
+    def store(self, url):
+        with open_store(url) as store:
+            yield store
+
+    @pytest.fixture
+    def other_store(self, url, store):
+        with open_store(url) as other:
+            yield other
+
+    @pytest.fixture
+    def reopen(self, url):
+        return lambda: open_store(url)
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -203,20 +217,6 @@ class TestSQLiteStore(StoreContract):
     def url(self, tmp_path):
         return f"sqlite:///{tmp_path / 'service.db'}"
 
-    @pytest.fixture
-    def store(self, url):
-        with open_store(url) as store:
-            yield store
-
-    @pytest.fixture
-    def other_store(self, url, store):
-        with open_store(url) as other:
-            yield other
-
-    @pytest.fixture
-    def reopen(self, url):
-        return lambda: open_store(url)
-
     def test_memory_and_unknown_urls_are_refused(self):
         with pytest.raises(StoreError, match="needs a file"):
             open_store("sqlite:///:memory:")
@@ -235,20 +235,6 @@ class TestPostgresStore(StoreContract):
     @pytest.fixture
     def url(self, postgres_database):
         return postgres_database
-
-    @pytest.fixture
-    def store(self, url):
-        with open_store(url) as store:
-            yield store
-
-    @pytest.fixture
-    def other_store(self, url, store):
-        with open_store(url) as other:
-            yield other
-
-    @pytest.fixture
-    def reopen(self, url):
-        return lambda: open_store(url)
 
     def test_password_never_in_errors(self, postgres_database):
         from urllib.parse import parse_qsl, urlencode
