@@ -298,3 +298,13 @@ def test_commands(base):
     assert result.exit_code == 0 and not setup.exists()
     result = runner.invoke(app, [*args, "-c", "--yes"])
     assert result.exit_code == 1 and "no training setup" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("my experiment", "holds ' '"), ("e" * 25, "at most 24"), ("../x", "holds '.', '/'")],
+)
+def test_experiment_names_that_cannot_become_run_names_are_refused(tmp_path, name, message):
+    with pytest.raises(SetupError, match=f"experiment name .*{message}"):
+        prepare_training(tmp_path, name, 0)
+    assert list(tmp_path.iterdir()) == []

@@ -84,9 +84,10 @@ class PredictionSetup:
 
 
 def _check_name(experiment: str) -> str:
-    if not experiment or "/" in experiment or "\\" in experiment or experiment in (".", ".."):
-        raise SetupError(f"experiment name {experiment!r} must be a plain folder name")
-    return experiment
+    try:  # it becomes a folder and part of prediction run names
+        return db.check_name(experiment, "experiment name")
+    except db.BadName as error:
+        raise SetupError(str(error)) from None
 
 
 def train_setup_dir(base_dir: str | Path, experiment: str, train_id: int) -> Path:

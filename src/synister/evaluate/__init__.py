@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 
+from ..db import public_url, unknown_hemi_lineage
 from . import metrics, plots, report
 from .metrics import (
     aggregate_predictions,
@@ -157,18 +157,6 @@ def evaluate_runs(
 def _hemi_lineage_names(db) -> dict[int, str | None]:
     lineages = db.hemi_lineages()
     return {
-        int(i): (None if pd.isna(name) else str(name))
+        int(i): (None if unknown_hemi_lineage(name) else str(name))
         for i, name in zip(lineages["hemi_lineage_id"], lineages["hemi_lineage_name"], strict=True)
     }
-
-
-def public_url(url: str) -> str:
-    """A database URL without its password, safe to print and to put into a report."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=f"{user}{host}"))
