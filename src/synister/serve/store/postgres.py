@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from synister.db.postgres import _safe
+from synister.db import hide_secrets, public_url
 
 from .base import StoreError
 from .sql import SQLStore
@@ -32,14 +32,17 @@ class PostgresStore(SQLStore):
             super().__init__(url)
         except psycopg.Error as error:
             self.close()
-            raise StoreError(f"cannot set up the job store at {_safe(url)}: {error}") from None
+            raise StoreError(
+                f"cannot set up the job store at {public_url(url)}: {hide_secrets(error, url)}"
+            ) from None
 
     def _connect(self):
         try:
             return psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as error:
             raise StoreError(
-                f"cannot connect to PostgreSQL at {_safe(self.url)}: {error}"
+                f"cannot connect to PostgreSQL at {public_url(self.url)}: "
+                f"{hide_secrets(error, self.url)}"
             ) from None
 
     @contextmanager
