@@ -328,6 +328,7 @@ def test_export_best_iteration_from_the_setups_validation_runs(tmp_path):
     _store_run(url, "skeleton_e_t0_p3", setup, 400, "validation", 1.0, only=10)  # incomplete
     _store_run(url, "skeleton_e_t0_p4", setup, 200, "test", 0.5)
     _store_run(url, "skeleton_e_t1_p0", other, 100, "validation", 1.0, train=1)  # other setup
+    _store_run(url, "skeleton_e_t0_p5", setup, "late", "validation", 1.0)  # unreadable meta
     out = export_model(setup, "best", tmp_path / "best")
     bundle = load_bundle(out)
     assert bundle.iteration == 200 and bundle.checkpoint.name == "model_checkpoint_200"
@@ -335,11 +336,16 @@ def test_export_best_iteration_from_the_setups_validation_runs(tmp_path):
     assert provenance["iteration_chosen"] == "best validation synapse accuracy"
     assert [r["run"] for r in provenance["prediction_runs"]] == [
         "skeleton_e_t0_p4",
+        "skeleton_e_t0_p5",  # no iteration: first
         "skeleton_e_t0_p0",
         "skeleton_e_t0_p1",
         "skeleton_e_t0_p2",
         "skeleton_e_t0_p3",
     ]
+    unreadable = provenance["prediction_runs"][1]
+    assert (
+        unreadable["complete"] is False and "'iteration' is not an integer" in (unreadable["error"])
+    )
     incomplete = provenance["prediction_runs"][-1]
     assert incomplete["complete"] is False and incomplete["predicted"] == 10
     assert incomplete["expected"] == 24

@@ -272,3 +272,77 @@ def test_register_run_takes_the_class_order_of_an_original_train_config(tmp_path
         assert db.open_prediction_run("skeleton_vgg_t1_p1")[0][-1] == "neither"
     missing = invoke("db", "register-run", "--db", url, "absent", "--classes", "gaba")
     assert missing.exit_code == 1 and "no prediction run 'absent'" in missing.stderr
+
+
+# ---- help texts: every command, whoever adds it, fits a narrow terminal without cut text ------
+
+
+def _walk(command, path=()):
+    """(path, click command) of the root, every group and every subcommand."""
+    yield path, command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        if not sub.hidden:
+            yield from _walk(sub, (*path, name))
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _first_paragraph(text: str) -> str:
+    return _words(text.strip().split("\n\n")[0].split("\f")[0])
+
+
+def _expected_texts(command) -> list[str]:
+    """Every help text ``--help`` of ``command`` must show in full."""
+    import inspect
+
+    texts = [_words(inspect.cleandoc(command.help).split("\f")[0])] if command.help else []
+    texts += [_words(p.help) for p in command.params if getattr(p, "help", None)]
+    for sub in getattr(command, "commands", {}).values():
+        if not sub.hidden and sub.help:
+            texts.append(_first_paragraph(inspect.cleandoc(sub.help)))
+    return texts
+
+
+def test_the_walk_finds_every_command():
+    import typer
+
+    paths = {" ".join(path) for path, _ in _walk(typer.main.get_command(app))}
+    assert {"", "evaluate", "db", "db import", "split make", "predict", "demo"} <= paths
+    assert len(paths) >= 20
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_every_help_fits_a_narrow_terminal_without_cut_text(width):
+    import typer
+
+    for path, command in _walk(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(width)})
+        where = f"synister {' '.join(path)} --help at {width} columns"
+        assert result.exit_code == 0, f"{where}: {result.output}"
+        text = result.stdout
+        assert "…" not in text, f"{where} cuts a text:\n{text}"
+        too_long = [line for line in text.splitlines() if len(line) > width]
+        assert not too_long, f"{where}: lines wider than the terminal: {too_long}"
+        shown = _words(text)
+        for expected in _expected_texts(command):
+            assert expected in shown, f"{where} does not show in full: {expected!r}\n{text}"
+
+
+def test_help_piped_to_another_program_fits_80_columns():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("synister")
+    if not script.exists():
+        pytest.skip(f"no synister script beside {sys.executable}")
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    for args in (["--help"], ["evaluate", "--help"], ["db", "import", "--help"]):
+        result = subprocess.run(
+            [str(script), *args], capture_output=True, text=True, env=env, check=True
+        )  # stdout is a pipe, as in `synister --help | less`
+        assert "…" not in result.stdout
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout

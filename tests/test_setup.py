@@ -267,6 +267,8 @@ def test_another_input_shape_is_refused_unless_allowed(base):
     other = {"input_shape": "8, 64, 64"}
     with pytest.raises(SetupError, match="trained on 8, 32, 32 voxels, this setup would predict"):
         prepare_prediction(base, "e", 0, [10], settings=other)
+    with pytest.raises(SetupError, match="trained on 8, 32, 32 voxels"):
+        prepare_prediction(base, "e", 0, [10], settings={**other, "allow_other_input_shape": "No"})
     [path] = prepare_prediction(base, "e", 0, [10], settings=other, allow_other_input_shape=True)
     cfg, _ = load_predict_setup(path)
     assert cfg.input_shape == (8, 64, 64) and cfg.allow_other_input_shape is True

@@ -251,7 +251,6 @@ class _Checkpoint:
 
 
 def _setup_checkpoints(
-    base: Path,
     experiment: str,
     train_setup: Path,
     iterations: list[int],
@@ -397,7 +396,7 @@ def prepare_prediction_setups(
     base = Path(base_dir).expanduser()
     train_setup = train_setup_dir(base, experiment, train_id)
     checkpoints = _setup_checkpoints(
-        base, experiment, train_setup, list(iterations), checkpoint, check_checkpoints
+        experiment, train_setup, list(iterations), checkpoint, check_checkpoints
     )
     predict_values, worker_values = split_predict_settings(dict(settings or {}))
     if (train_setup / TRAIN_FILE).is_file():
@@ -433,9 +432,9 @@ def prepare_prediction_setups(
             train_number=train_id,
             predict_number=next_number if number is None else number,
             split_part=split_part,
-            allow_other_input_shape=allow_other_input_shape
-            or bool(predict_values.get("allow_other_input_shape", False)),
         )
+        if allow_other_input_shape:
+            values["allow_other_input_shape"] = True
         if number is None:
             next_number += 1
         predict = build_config(PredictConfig, values, "[Predict]")

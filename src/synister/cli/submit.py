@@ -8,10 +8,10 @@ from pathlib import Path
 import typer
 
 SUBMIT_HELP = (
-    "Submit as a cluster job with worker_config.ini's submit_command (or the bsub/singularity "
-    "command its queue and singularity_container make) instead of running here."
+    "Submit it as a cluster job with the worker config's submit_command (or bsub/singularity "
+    "from its queue and container) instead of running here."
 )
-LOCAL_HELP = "Run here even though worker_config.ini sets up submitted jobs."
+LOCAL_HELP = "Run here even where the worker config is set up for submitted jobs."
 
 
 def submit_or_refuse(

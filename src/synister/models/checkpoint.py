@@ -121,8 +121,11 @@ def model_record(model: nn.Module) -> dict[str, Any] | None:
 
 def _write_atomically(path: Path, state: dict) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -75,6 +75,17 @@ def _run_summary(db, run: str, classes: list[str], meta: dict) -> dict[str, Any]
     return summary
 
 
+def _unreadable(run: str, meta: dict, error: Exception) -> dict[str, Any]:
+    iteration = meta.get("iteration")
+    return {
+        "run": run,
+        "split_part": meta.get("split_part"),
+        "iteration": iteration if isinstance(iteration, int) else None,
+        "complete": False,
+        "error": str(error.args[0] if isinstance(error, KeyError) and error.args else error),
+    }
+
+
 def _sqlite_file_missing(url: str) -> str | None:
     if not url.startswith("sqlite:///"):
         return None
@@ -113,7 +124,10 @@ def setup_runs(cfg: TrainConfig, setup_dir: Path) -> tuple[list[dict], str | Non
                     meta, setup_dir, experiment, train_id
                 ):
                     continue
-                runs.append(_run_summary(db, run, list(classes), meta))
+                try:
+                    runs.append(_run_summary(db, run, list(classes), meta))
+                except (KeyError, ValueError) as exc:  # a run evaluation cannot read
+                    runs.append(_unreadable(run, meta, exc))
     except (DatabaseError, OSError) as exc:
         return [], f"cannot read {public_url(url)}: {exc}"
     runs.sort(key=lambda r: (str(r["split_part"]), r["iteration"] or 0, r["run"]))
@@ -164,7 +178,7 @@ def best_validation_iteration(setup_dir: Path, provenance: dict[str, Any]) -> in
         if run["split_part"] == "validation"
         and run["complete"]
         and run["iteration"] is not None
-        and run["synapse_accuracy"] is not None
+        and run.get("synapse_accuracy") is not None
         and run["synapse_accuracy"] == run["synapse_accuracy"]  # not NaN
     ]
     if not candidates:
