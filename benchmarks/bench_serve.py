@@ -5,7 +5,8 @@ Starts the real service (uvicorn + one worker, SQLite) on a free port, then per 
 2. runs the same job again while ``--clients`` clients (each its own keep-alive connection)
    each ask for the job's status and for their list of jobs, then wait ``--interval`` seconds,
    until the job is done; records every request's latency and every error.
-Rounds alternate the two so that a machine whose load drifts affects both alike.
+Rounds alternate the two so that a machine whose load drifts affects both alike; a first job,
+not measured, warms the worker up (imports, model loading).
 
 Goal (issue #14): p99 < 200 ms, no errors, the job under load no more than 10 % slower.
 
@@ -195,6 +196,9 @@ def main() -> None:
         rounds = []
         try:
             token = service.token("bench")
+            with service.client(token) as client:  # warm-up: the worker's first job loads more
+                job = run_job(client, table, args.bundle)
+                wait_job(client, job["id"], "done", timeout=args.max_seconds)
             for _ in range(args.rounds):
                 with service.client(token) as client:
                     alone = wait_job(
