@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 import pandas as pd
 import pytest
 from conftest import scratch_postgres
-from serve_support import Service, make_site, positions, submit, wait_job
+from serve_support import Service, make_site, positions, submit, wait_for, wait_job
 
 from synister.serve import engine
 from synister.serve.config import VolumeChoice, load_service_config
@@ -29,6 +29,11 @@ def site(tmp_path_factory):
 def stored_job(service: Service, job_id: str):
     with open_store(load_service_config(service.config).database_url) as store:
         return store.get_job(job_id)
+
+
+def stored_parts(service: Service, job_id: str) -> int:
+    """Parquet files the engine has stored in the job's output folder (its resumable parts)."""
+    return len(list((service.folder / "results" / "jobs" / job_id / "out").rglob("*.parquet")))
 
 
 def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path):
@@ -58,7 +63,9 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
         # 1: kill -9 the worker while it runs; the service starts another, which takes the
         # job once its lease runs out and resumes it
         job = wait_job(client, job_id, "running", predicate=progressed(1, 0))
-        assert job["progress"]["done"] < 1280, "the job ended before the test could kill it"
+        wait_for(lambda: stored_parts(service, job_id), 300, "a stored part of the job")
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        assert job["state"] == "running", "the job ended before the test could kill it"
         worker_pid = int(stored_job(service, job_id).worker.split(":")[1])
         os.kill(worker_pid, signal.SIGKILL)
         done = job["progress"]["done"]
@@ -85,6 +92,7 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
         job = wait_job(client, job_id, "done", timeout=600)
         assert job["attempts"] == 3 and job["error"] is None
         assert 0 < job["result"]["resumed_from"] < 1280
+        assert str(service.folder) not in json.dumps(job)
         served = client.get(f"/api/v1/jobs/{job_id}/results/synapses.parquet")
         served_path = tmp_path / "served.parquet"
         served_path.write_bytes(served.content)

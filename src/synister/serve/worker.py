@@ -26,6 +26,19 @@ from .store import Job, Store, open_store
 
 log = logging.getLogger("synister.serve.worker")
 
+#: the figures of a finished run that a job shows its user (never a path of the service)
+RESULT_KEYS = (
+    "rows",
+    "ok",
+    "partly_outside",
+    "outside_volume",
+    "predicted",
+    "resumed_from",
+    "neurons",
+    "confident_neurons",
+    "total",
+)
+
 
 def worker_name() -> str:
     """host:pid:random, unique among the workers sharing a database."""
@@ -188,7 +201,8 @@ class Worker:
         elif outcome == "cancelled":
             self.store.finish(job.id, self.name, "cancelled", "cancelled by the user")
         elif outcome in ("done", "failed"):
-            result = dict(result, seconds=round(seconds, 3))
+            result = {k: v for k, v in result.items() if k in RESULT_KEYS}
+            result["seconds"] = round(seconds, 3)
             if outcome == "done" and result.get("predicted") and seconds > 0:
                 result["synapses_per_second"] = result["predicted"] / seconds
             if not self.store.finish(job.id, self.name, outcome, error_text, result):
