@@ -100,6 +100,9 @@ class VolumeChoice(_Model):
     dataset: str | None = None
     #: z, y, x; overrides the volume's metadata
     voxel_size_nm: tuple[float, float, float] | None = None
+    #: the volume as neuroglancer on a user's machine loads it, for the report's links (e.g.
+    #: precomputed://https://...; default: url)
+    viewer_source: str | None = None
     description: str = ""
 
 

@@ -169,7 +169,12 @@ function renderJob(job) {
     progress.appendChild(document.createTextNode(
       ` ${job.progress.done.toLocaleString()} / ${job.progress.total.toLocaleString()}${rate}`));
   } else if (job.state === "done") {
-    progress.textContent = `${job.progress.total.toLocaleString()} synapses`;
+    const r = job.result || {};
+    const notes = [];
+    if (r.partly_outside) notes.push(`${r.partly_outside.toLocaleString()} partly outside`);
+    if (r.outside_volume) notes.push(`${r.outside_volume.toLocaleString()} outside the volume`);
+    progress.textContent = `${job.rows.toLocaleString()} synapses` +
+      (notes.length ? ` (${notes.join(", ")})` : "");
   }
   const actions = cell(row, undefined, job.state === "failed" ? "error" : "");
   if (job.state === "done") {
