@@ -63,7 +63,7 @@ def _run_summary(db, run: str, classes: list[str], meta: dict) -> dict[str, Any]
         "predicted": int(len(predicted)),
         "expected": int(len(expected)),
     }
-    metrics = evaluate_run(db, run).metrics
+    metrics = evaluate_run(db, run, allow_incomplete=True).metrics
     summary.update(
         synapses=metrics["synapse"]["n"],
         synapse_accuracy=metrics["synapse"]["accuracy"],
