@@ -216,6 +216,39 @@ class Service:
             )
 
 
+def predict_positions_command(site: Path, table: Path, out: Path, bundle: str = "tiny") -> list:
+    """`synister predict-positions` on ``table`` directly (no service), with the site's
+    volume and one torch thread as the service's workers have; ``--csv`` as the service."""
+    return [
+        *CLI,
+        "predict-positions",
+        "--model",
+        str(site / "bundles" / bundle),
+        "--volume",
+        str(site / "vol.zarr"),
+        "--dataset",
+        "raw",
+        "--positions",
+        str(table),
+        "--out",
+        str(out),
+        "--csv",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+
+
+def predict_positions(site: Path, table: Path, out: Path, bundle: str = "tiny"):
+    """Run :func:`predict_positions_command`; returns the finished process (text output)."""
+    return subprocess.run(
+        predict_positions_command(site, table, out, bundle),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def submit(client: httpx.Client, path: Path, bundle: str = "tiny", **params) -> httpx.Response:
     query = {"bundle": bundle, "volume": "vol", "filename": path.name, **params}
     return client.post("/api/v1/jobs", params=query, content=path.read_bytes())

@@ -6,16 +6,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
 from urllib.parse import parse_qsl
 
 import pandas as pd
 import pytest
 from conftest import scratch_postgres
-from serve_support import Service, make_site, positions, submit, wait_for, wait_job
+from serve_support import (
+    Service,
+    make_site,
+    positions,
+    predict_positions_command,
+    submit,
+    wait_for,
+    wait_job,
+)
 
-from synister.serve import engine
-from synister.serve.config import VolumeChoice, load_service_config
+from synister.serve.config import load_service_config
 from synister.serve.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -39,18 +46,13 @@ def stored_parts(service: Service, job_id: str) -> int:
 def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path):
     table = tmp_path / "synapses.csv"
     positions(1280, seed=5).to_csv(table, index=False)
-    # the direct run to compare with goes on beside the service (one torch thread each)
-    direct = ThreadPoolExecutor(1).submit(
-        engine.run_job,
-        engine.EngineJob(
-            table,
-            site / "bundles" / "slow",
-            VolumeChoice(url=str(site / "vol.zarr"), dataset="raw"),
-            threads=1,
-        ),
-        tmp_path / "direct",
-        lambda done, total: None,
-        lambda: False,
+    # the direct `predict-positions` run to compare with goes on beside the service (one
+    # torch thread each)
+    direct = subprocess.Popen(
+        predict_positions_command(site, table, tmp_path / "direct", "slow"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     service = Service(tmp_path / "service", site, workers=1, rows_per_job=5000).start()
     try:
@@ -98,7 +100,8 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
         served_path.write_bytes(served.content)
     finally:
         service.stop()
-        direct.result()
+        _, errors = direct.communicate(timeout=600)
+    assert direct.returncode == 0, errors
     pd.testing.assert_frame_equal(
         pd.read_parquet(served_path), pd.read_parquet(tmp_path / "direct" / "synapses.parquet")
     )

@@ -137,20 +137,6 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def _parse_voxel_size(text: str | None) -> list[float] | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 3) or any(not v > 0 for v in values):
-        raise HTTPException(
-            422, f"voxel_size: expected one number or x,y,z in nm (all > 0), got {text!r}"
-        )
-    return values * 3 if len(values) == 1 else values
-
-
 class RequestLog:
     """ASGI middleware: one JSON log line per request (method, path, status, ms, user)."""
 
@@ -355,8 +341,8 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
                 415, f"{declared!r} tables are not accepted; use {', '.join(limits.file_types)}"
             )
         options: dict = {"units": units}
-        if (size := _parse_voxel_size(voxel_size)) is not None:
-            options["voxel_size"] = size
+        if voxel_size is not None and voxel_size.strip():
+            options["voxel_size"] = voxel_size.strip()  # checked with the table, below
         active = await read(store.active_jobs, who.user)
         if active >= limits.queued_jobs_per_user:
             raise HTTPException(
@@ -391,7 +377,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
             shown = (filename or f"table.{found}").replace("/", "_").replace("\\", "_")
             try:
                 rows = await run_in_threadpool(engine.check_table, table, options)
-            except engine.BadTable as error:
+            except engine.TableError as error:
                 raise HTTPException(422, str(error).replace(str(table), shown)) from None
             if rows == 0:
                 raise HTTPException(422, f"{shown}: the table has no rows")

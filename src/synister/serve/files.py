@@ -18,7 +18,6 @@ RESULT_FILES = {
     "synapses.parquet": "application/vnd.apache.parquet",
     "synapses.csv": "text/csv",
     "neurons.parquet": "application/vnd.apache.parquet",
-    "neurons.csv": "text/csv",
     "report.html": "text/html",
 }
 SNIFF_BYTES = 65536

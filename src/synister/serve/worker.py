@@ -2,7 +2,7 @@
 
 While a job runs, a heartbeat thread renews the job's lease and stores its progress; it also
 notices a user's cancel, a lost lease and a stop request (SIGTERM, or the service that started
-the worker having gone). The engine is stopped at its next batch by raising
+the worker having gone). The engine is stopped after its next stored part by raising
 :class:`~synister.serve.engine.JobStopped` from its progress callback; what it stored stays,
 so the job resumes where it stopped. A stopped worker hands its job back to the queue; a killed
 one stops renewing the lease, and after ``lease_seconds`` another worker (or this one,
@@ -36,7 +36,6 @@ RESULT_KEYS = (
     "resumed_from",
     "neurons",
     "confident_neurons",
-    "total",
 )
 
 
@@ -124,7 +123,13 @@ class Worker:
         table = job_files.input_path(self.config.results_dir, job.id, job.input_format)
         service = self.config.service
         return engine.EngineJob(
-            table, bundle.path, volume, job.options, service.device, service.threads
+            table,
+            bundle.path,
+            volume,
+            job.options,
+            service.device,
+            service.threads,
+            input_name=job.input_name,
         )
 
     def _message(self, error: BaseException, job: Job) -> str:
@@ -183,7 +188,6 @@ class Worker:
                 self.engine_job(job),
                 job_files.output_dir(self.config.results_dir, job.id),
                 watch.progress,
-                watch.cancelled,
             )
         except engine.JobStopped:
             outcome = {"cancel": "cancelled", "shutdown": "released", "lost": "lost"}[

@@ -179,11 +179,10 @@ function renderJob(job) {
   const actions = cell(row, undefined, job.state === "failed" ? "error" : "");
   if (job.state === "done") {
     actionLink(actions, "synapses.parquet", "synapses.parquet", () => download(job, "synapses.parquet"));
-    actionLink(actions, "neurons.parquet", "neurons.parquet", () => download(job, "neurons.parquet"));
-    actionLink(actions, "CSV", "synapses.csv", async () => {
-      await download(job, "synapses.csv");
-      await download(job, "neurons.csv");
-    });
+    if ((job.result || {}).neurons != null) {  // a table without a neuron column has none
+      actionLink(actions, "neurons.parquet", "neurons.parquet", () => download(job, "neurons.parquet"));
+    }
+    actionLink(actions, "synapses.csv", "synapses.csv", () => download(job, "synapses.csv"));
     actionLink(actions, "report", "report", () => showReport(job));
   } else if (job.state === "failed") {
     actions.textContent = job.error || "failed";
