@@ -306,6 +306,9 @@ def test_job_runs_and_results_equal_a_direct_run(web, site, tokens, tmp_path):
             report = client.get(f"{API}/jobs/{job['id']}/report")
             assert report.headers["content-type"].startswith("text/html")
             assert "sandbox" in report.headers["content-security-policy"]
+            assert f"Transmitter predictions: {job['id']}" in report.text
+            assert "flywire.csv" in report.text and str(web.folder) not in report.text
+            assert "tiny (tiny test network)" in report.text  # not the bundle's path
             assert client.get(f"{API}/jobs/{job['id']}/results/service.db").status_code == 404
             assert client.get(f"{API}/jobs/{job['id']}/results/..%2Finput.csv").status_code == 404
         direct = tmp_path / "direct"

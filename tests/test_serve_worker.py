@@ -22,6 +22,7 @@ from serve_support import (
     wait_job,
 )
 
+from synister.serve import files as job_files
 from synister.serve.config import load_service_config
 from synister.serve.store import open_store
 
@@ -40,7 +41,8 @@ def stored_job(service: Service, job_id: str):
 
 def stored_parts(service: Service, job_id: str) -> int:
     """Parquet files the engine has stored in the job's output folder (its resumable parts)."""
-    return len(list((service.folder / "results" / "jobs" / job_id / "out").rglob("*.parquet")))
+    out = job_files.output_dir(service.folder / "results", job_id)
+    return len(list(out.rglob("*.parquet")))
 
 
 def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path):

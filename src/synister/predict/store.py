@@ -143,6 +143,7 @@ def run_positions(
     viewer_source: str | None = None,
     viewer_url: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    shown_as: dict[str, str] | None = None,
 ) -> dict:
     """Predict ``job`` into folder ``out`` (see the module docstring); returns a summary:
     out, state ("complete", or "already complete" when there was nothing to do), counts by
@@ -151,7 +152,9 @@ def run_positions(
 
     ``on_progress(stored, total)`` (for front-ends without a terminal, such as the service's
     workers) is called before the first batch and after each stored part; an exception it
-    raises stops the run with every stored part kept, so a later call resumes there."""
+    raises stops the run with every stored part kept, so a later call resumes there.
+    ``shown_as`` ("bundle", "volume": text) names them in the report instead of their paths
+    (the service shows the names its users chose)."""
     from .report import write_report
 
     start = time.perf_counter()
@@ -245,6 +248,7 @@ def run_positions(
         "min_margin": min_margin,
         "viewer_source": viewer_source,
         "viewer_url": viewer_url,
+        "shown_as": shown_as or {},
     }
     _write_atomic(
         out / "report.html",

@@ -40,6 +40,8 @@ class EngineJob:
     threads: int | None = None  # torch threads; default as predict-positions chooses
     #: the name the user gave the table, shown in the report instead of the service's path
     input_name: str | None = None
+    #: what the report calls the bundle and the volume ("bundle", "volume": the config's names)
+    shown_as: dict = field(default_factory=dict)
 
 
 def _table_options(options: dict | None) -> dict:
@@ -94,6 +96,7 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
         tune_threads=tune,
         viewer_source=choice.viewer_source,
         on_progress=progress,
+        shown_as=job.shown_as,
     )
 
 

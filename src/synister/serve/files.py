@@ -38,7 +38,8 @@ def input_path(results: Path, job_id: str, file_type: str) -> Path:
 
 
 def output_dir(results: Path, job_id: str) -> Path:
-    return job_dir(results, job_id) / "out"
+    """The job's predict-positions output folder, named by the job id (the report's title)."""
+    return job_dir(results, job_id) / job_id
 
 
 def result_files(results: Path, job_id: str) -> dict[str, Path]:

@@ -39,6 +39,11 @@ RESULT_KEYS = (
 )
 
 
+def _shown(name: str, description: str) -> str:
+    """A bundle or volume as the service's users know it."""
+    return f"{name} ({description})" if description else name
+
+
 def worker_name() -> str:
     """host:pid:random, unique among the workers sharing a database."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -130,6 +135,10 @@ class Worker:
             service.device,
             service.threads,
             input_name=job.input_name,
+            shown_as={
+                "bundle": _shown(job.bundle, bundle.description),
+                "volume": _shown(job.volume, volume.description),
+            },
         )
 
     def _message(self, error: BaseException, job: Job) -> str:
