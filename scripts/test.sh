@@ -11,7 +11,14 @@ if [ -z "${SYNISTER_TEST_POSTGRES_URL:-}" ]; then
     trap 'bash .ci/postgres.sh --stop "$pg_dir" 2>/dev/null || true' EXIT
 fi
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-    bash .ci/chromium.sh || echo "test.sh: no Chromium: the browser test skips (under CI=true it fails)" >&2
+    # a failed installation stops here; only where it cannot be installed (2) does the test skip
+    chromium_status=0
+    bash .ci/chromium.sh || chromium_status=$?
+    if [ "$chromium_status" -eq 2 ]; then
+        echo "test.sh: no Chromium: the browser test skips (under CI=true it fails)" >&2
+    elif [ "$chromium_status" -ne 0 ]; then
+        exit "$chromium_status"
+    fi
 fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/python -m pytest -q "$@"
