@@ -28,6 +28,9 @@ from synister.serve.store import open_store
 
 pytestmark = pytest.mark.slow
 
+#: synapses of the job that is killed and stopped while it runs
+ROWS = 2000
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
@@ -47,7 +50,7 @@ def stored_parts(service: Service, job_id: str) -> int:
 
 def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path):
     table = tmp_path / "synapses.csv"
-    positions(1280, seed=5).to_csv(table, index=False)
+    positions(ROWS, seed=5).to_csv(table, index=False)
     # the direct `predict-positions` run to compare with goes on beside the service (one
     # torch thread each)
     direct = subprocess.Popen(
@@ -56,7 +59,11 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
         stderr=subprocess.PIPE,
         text=True,
     )
-    service = Service(tmp_path / "service", site, workers=1, rows_per_job=5000).start()
+    # small parts: progress moves in steps of 64 synapses, so every step below comes long
+    # before the job's end (parts of predict-positions' default 2 s could hold the rest)
+    service = Service(
+        tmp_path / "service", site, workers=1, rows_per_job=ROWS, part_rows=64
+    ).start()
     try:
         client = service.client(service.token("alice"))
         job_id = submit(client, table, bundle="slow").json()["id"]
@@ -74,7 +81,7 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
         os.kill(worker_pid, signal.SIGKILL)
         done = job["progress"]["done"]
         job = wait_job(client, job_id, "running", predicate=progressed(2, done))
-        assert job["progress"]["done"] < 1280, "the job ended before the test could stop it"
+        assert job["progress"]["done"] < ROWS, "the job ended before the test could stop it"
 
         # 2: SIGTERM the service: the worker stops at the next batch and hands the job back
         assert service.stop() == 0
@@ -87,7 +94,7 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
         # 3: start again, then kill -9 the service and its worker while the job runs
         service.start()
         job = wait_job(client, job_id, "running", predicate=progressed(2, done))
-        assert job["progress"]["done"] < 1280, "the job ended before the test could kill it"
+        assert job["progress"]["done"] < ROWS, "the job ended before the test could kill it"
         service.kill()
         assert stored_job(service, job_id).state == "running"
 
@@ -95,7 +102,7 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
         service.start()
         job = wait_job(client, job_id, "done", timeout=600)
         assert job["attempts"] == 3 and job["error"] is None
-        assert 0 < job["result"]["resumed_from"] < 1280
+        assert 0 < job["result"]["resumed_from"] < ROWS
         assert str(service.folder) not in json.dumps(job)
         served = client.get(f"/api/v1/jobs/{job_id}/results/synapses.parquet")
         served_path = tmp_path / "served.parquet"
@@ -112,7 +119,7 @@ def test_job_survives_worker_kill_graceful_stop_and_service_kill(site, tmp_path)
 def test_running_job_can_be_cancelled(site, tmp_path):
     table = tmp_path / "synapses.csv"
     positions(1000, seed=6).to_csv(table, index=False)
-    service = Service(tmp_path / "service", site, workers=1).start()
+    service = Service(tmp_path / "service", site, workers=1, part_rows=64).start()
     try:
         client = service.client(service.token("alice"))
         job_id = submit(client, table, bundle="slow").json()["id"]

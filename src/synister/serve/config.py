@@ -34,6 +34,7 @@ workers = 1                   # worker processes started with the service, one j
 # threads = 2                 # torch threads per worker (default: one per core)
 # lease_seconds = 60          # a worker silent this long is taken for dead; its job runs again
 # max_attempts = 3            # a job whose worker died this often fails
+# part_rows = 4096            # synapses stored at a time (within 2 s): a killed job redoes fewer
 
 [limits]
 upload_bytes = 104857600      # 100 MiB per uploaded table
@@ -75,6 +76,9 @@ class ServiceSection(_Model):
     #: torch threads of each worker (default: torch's choice, one per core). On a machine
     #: shared with other work, fewer threads than cores can be much faster.
     threads: Annotated[int, Field(ge=1)] | None = None
+    #: synapses a job stores at a time at most (also within 2 s): a killed job redoes at most
+    #: that many; progress moves in such steps (default predict-positions' 4096)
+    part_rows: Annotated[int, Field(ge=1)] | None = None
     #: seconds SIGTERM waits for a running job to stop at its next batch before killing it
     shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
 

@@ -42,6 +42,8 @@ class EngineJob:
     input_name: str | None = None
     #: what the report calls the bundle and the volume ("bundle", "volume": the config's names)
     shown_as: dict = field(default_factory=dict)
+    #: synapses stored at a time at most (default predict-positions'; see run_positions)
+    part_rows: int | None = None
 
 
 def _table_options(options: dict | None) -> dict:
@@ -97,6 +99,7 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
         viewer_source=choice.viewer_source,
         on_progress=progress,
         shown_as=job.shown_as,
+        **({"part_rows": job.part_rows} if job.part_rows else {}),
     )
 
 

@@ -135,6 +135,7 @@ class Worker:
             service.device,
             service.threads,
             input_name=job.input_name,
+            part_rows=service.part_rows,
             shown_as={
                 "bundle": _shown(job.bundle, bundle.description),
                 "volume": _shown(job.volume, volume.description),
