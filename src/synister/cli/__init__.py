@@ -40,6 +40,7 @@ _STAGES = (
     "explain",
     "bundle",
     "demo",
+    "serve",
 )
 
 for _stage in _STAGES:
