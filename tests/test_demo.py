@@ -1,21 +1,28 @@
-"""The demo's settings: they must make a valid training setup and a network that runs on them.
+"""The demo: its recipes make valid setups, and a tiny run goes through every step and resumes.
 
-The demo itself (minutes of training) is not run here; benchmarks and the README report it.
+The real demo (minutes of training) is not run here; benchmarks and the README report it.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
+import pytest
 import torch
 
 from synister.config import load_train_setup
-from synister.demo import DemoSettings
+from synister.demo import recipe, run_demo
 from synister.models import build_model
 from synister.setup import prepare_training
 
 
-def test_default_settings_make_a_setup_whose_network_classifies_a_batch(tmp_path):
-    s = DemoSettings()
+@pytest.mark.parametrize("preset", ["easy", "fafb"])
+@pytest.mark.parametrize("network", ["resnet", "vgg"])
+def test_recipes_make_a_setup_whose_network_classifies_a_batch(tmp_path, preset, network):
+    s = recipe(preset, network)
     assert s.iterations % s.validation_checkpoints == 0  # the last checkpoint is the last step
+    assert (s.minutes is None) == (preset == "easy")  # fafb trains for a wall-time budget
     setup = prepare_training(
         tmp_path,
         "demo",
@@ -28,14 +35,70 @@ def test_default_settings_make_a_setup_whose_network_classifies_a_batch(tmp_path
         network=s.network,
         fmaps=s.fmaps,
         downsample_factors=list(s.downsample_factors),
+        n_convolutions=s.n_convolutions or (2,) * len(s.downsample_factors),
+        fmap_inc=(2,) * len(s.downsample_factors),
+        classifier_units=s.classifier_units,
         batch_size=s.batch_size,
         learning_rate=s.learning_rate,
+        lr_schedule=s.lr_schedule,
+        warmup_iterations=s.warmup_iterations,
         augment=s.augment,
         checkpoint_every=s.checkpoint_every,
     )
     cfg, _ = load_train_setup(setup)
     assert tuple(cfg.input_shape) == s.input_shape and cfg.network == s.network
+    assert cfg.lr_schedule == s.lr_schedule and cfg.classifier_units == s.classifier_units
     model = build_model(cfg).eval()
     with torch.no_grad():
         logits = model(torch.zeros(2, 1, *s.input_shape))
     assert logits.shape == (2, len(cfg.classes)) == (2, 6)
+    if network == "vgg":  # small enough to train on a CPU
+        assert sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
+def test_unknown_recipes_are_refused():
+    with pytest.raises(ValueError, match="presets easy and fafb"):
+        recipe("hard")
+    with pytest.raises(ValueError, match="network must be one of"):
+        recipe("easy", "unet")
+
+
+@pytest.mark.slow
+def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
+    settings = replace(
+        recipe("easy"),
+        shape_vox=(32, 512, 512),
+        n_synapses=100,
+        split_tolerance=0.3,
+        input_shape=(4, 32, 32),
+        downsample_factors=((1, 2, 2), (1, 2, 2), (2, 2, 2)),
+        fmaps=2,
+        batch_size=4,
+        minutes=0.05,  # a few seconds: the warm-up alone may spend them
+        probe_iterations=10,
+        validation_checkpoints=2,
+        warmup_iterations=4,
+    )
+    summary = run_demo(tmp_path / "demo", settings)
+    assert summary["iterations"] >= settings.probe_iterations + 2
+    curve = summary["validation_curve"]
+    assert len(curve) >= 2 and curve[-1]["iteration"] == summary["iterations"]
+    assert all(point["train_seconds"] > 0 for point in curve)
+    assert summary["best_iteration"] in {p["iteration"] for p in curve}
+    for key in (
+        "oracle_synapse_accuracy",
+        "image_ceiling_synapse_accuracy",
+        "test_synapse_accuracy",
+    ):
+        assert 0 <= summary[key] <= 1
+    state = json.loads((tmp_path / "demo" / "demo_state.json").read_text())
+    cfg, _ = load_train_setup(tmp_path / "demo" / "demo" / "02_train" / "setup_t0")
+    assert cfg.schedule_iterations == state["iterations"] == summary["iterations"]
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_demo(tmp_path / "demo", settings)
+    again = run_demo(tmp_path / "demo", settings, resume=True)  # nothing left to do but report
+    assert again["iterations"] == summary["iterations"]
+    assert again["test_synapse_accuracy"] == summary["test_synapse_accuracy"]
+    with pytest.raises(ValueError, match="other settings"):
+        run_demo(tmp_path / "demo", replace(settings, fmaps=4), resume=True)

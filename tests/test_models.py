@@ -178,3 +178,40 @@ def test_build_model_vgg_follows_the_config():
     assert [c.out_channels for c in convs] == [4, 8, 8, 16, 16, 16]
     assert model.classifier[0].in_features == 16 * 4 * 4 * 4
     assert model(torch.zeros(2, 1, 8, 32, 32)).shape == (2, 3)
+
+
+def test_vgg_classifier_units_shrink_the_classifier_and_default_to_funlib():
+    small = Vgg3D((4, 16, 16), fmaps=2, downsample_factors=[(1, 2, 2), (2, 2, 2)],
+                  fmap_inc=(2, 2), n_convolutions=(1, 1), classifier_units=32)  # fmt: skip
+    assert [m.out_features for m in small.classifier if isinstance(m, nn.Linear)] == [32, 32, 6]
+    assert small(torch.zeros(3, 1, 4, 16, 16)).shape == (3, 6)
+    default = Vgg3D((4, 16, 16), fmaps=2, downsample_factors=[(1, 2, 2), (2, 2, 2)],
+                    fmap_inc=(2, 2), n_convolutions=(1, 1))  # fmt: skip
+    assert default.classifier[0].out_features == 4096
+    built = build_model(_config(classifier_units=64))
+    assert built.classifier[3].in_features == built.classifier[3].out_features == 64
+    with pytest.raises(ValueError, match="classifier_units"):
+        Vgg3D((4, 16, 16), downsample_factors=[(1, 2, 2)], fmap_inc=(2,),
+              n_convolutions=(1,), classifier_units=0)  # fmt: skip
+
+
+def test_flip_average_logits_is_invariant_to_in_plane_flips_and_transposes():
+    from synister.models import flip_average_logits, in_plane_symmetries
+
+    torch.manual_seed(0)
+    model = build_model(_config(network="ResNet18")).eval()  # no symmetry of its own
+    raw = torch.rand(2, 1, 8, 32, 32) * 2 - 1
+    with torch.no_grad():
+        plain = model(raw)
+        averaged = flip_average_logits(model, raw)
+        assert averaged.shape == plain.shape and not torch.allclose(averaged, plain, atol=1e-4)
+        for moved in (raw.flip(-1), raw.flip(-2), raw.transpose(-1, -2), raw.flip(-1).flip(-2)):
+            torch.testing.assert_close(flip_average_logits(model, moved), averaged)
+        assert len(in_plane_symmetries(raw.shape)) == 8
+        # y,x not square: a transpose is no symmetry of the patch, the 4 flips remain
+        wide = torch.rand(1, 1, 8, 32, 48) * 2 - 1
+        assert len(in_plane_symmetries(wide.shape)) == 4
+        torch.testing.assert_close(
+            flip_average_logits(model, wide.flip(-1)), flip_average_logits(model, wide)
+        )
+        torch.testing.assert_close(flip_average_logits(model, raw[:, 0]), averaged)

@@ -213,6 +213,11 @@ class _ModelFields(_IniModel):
         validate_default=True,
         description="3x3x3 convolutions per level (one per level)",
     )
+    classifier_units: int = Field(
+        4096,
+        gt=0,
+        description="units of each of the VGG's two hidden classifier layers (funlib's 4096)",
+    )
     network_appendix: str | None = Field(None, description="free text the original kept; unused")
     neither_class: bool = Field(
         False, description="add a 'neither' class of non-synaptic locations"
@@ -310,6 +315,46 @@ class TrainConfig(_ModelFields):
     seed: int = Field(0, description="random seed for sampling, augmentation and weights")
     mixed_precision: bool = Field(True, description="float16 autocast (GPU only)")
     compile_model: bool = Field(False, description="torch.compile the network (GPU only)")
+    lr_schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant",
+        description="learning rate over the iterations: constant (the original's), cosine "
+        "(down to lr_final_fraction of learning_rate) or step (x0.1 at 1/2 and 3/4 of "
+        "schedule_iterations)",
+    )
+    warmup_iterations: int = Field(
+        0, ge=0, description="iterations of linear warm-up from 0 to learning_rate"
+    )
+    schedule_iterations: int | None = Field(
+        None,
+        gt=0,
+        description="iterations the schedule spans; None: the iterations `synister train` is "
+        "asked to reach (set it when a long run is trained in several calls)",
+    )
+    lr_final_fraction: float = Field(
+        0.01, ge=0, le=1, description="cosine schedule: the last rate as a share of learning_rate"
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="share of the target probability spread over all classes"
+    )
+    channels_last: bool = Field(
+        True,
+        description="keep activations channels-last (N, Z, Y, X, C) in training: 1.1-2x faster "
+        "steps for the 3D networks on CPU (oneDNN)",
+    )
+    logit_adjustment: bool = Field(
+        False,
+        description="train on class-balanced batches but make the outputs posteriors under the "
+        "train part's class frequencies (the loss sees logits - log frequency), so that argmax "
+        "decisions suit data as imbalanced as the training part",
+    )
+
+    @model_validator(mode="after")
+    def _adjustment_needs_frequencies(self):
+        if self.logit_adjustment and self.neither_class:
+            raise ValueError(
+                "logit_adjustment: the 'neither' class has no frequency; use one or the other"
+            )
+        return self
 
 
 class WorkerConfig(_IniModel):

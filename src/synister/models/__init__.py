@@ -17,6 +17,7 @@ from .checkpoint import (
     unwrap_model,
 )
 from .resnet import ResNet3D
+from .tta import flip_average_logits, in_plane_symmetries
 from .vgg import Vgg3D, vgg_feature_shape
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ __all__ = [
     "Vgg3D",
     "build_model",
     "checkpoint_iteration",
+    "flip_average_logits",
+    "in_plane_symmetries",
     "checkpoint_path",
     "list_checkpoints",
     "load_checkpoint",
@@ -48,6 +51,7 @@ def build_model(cfg: TrainConfig | PredictConfig) -> nn.Module:
             fmap_inc=cfg.fmap_inc,
             n_convolutions=cfg.n_convolutions,
             output_classes=len(cfg.classes),
+            classifier_units=cfg.classifier_units,
         )
     if cfg.network == "ResNet18":
         return ResNet3D(
