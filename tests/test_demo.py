@@ -13,7 +13,7 @@ import torch
 
 from synister.config import load_train_setup
 from synister.demo import recipe, run_demo
-from synister.models import build_model
+from synister.models import build_model, list_checkpoints
 from synister.setup import prepare_training
 
 
@@ -67,6 +67,8 @@ def test_unknown_recipes_are_refused():
 def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
     settings = replace(
         recipe("easy"),
+        pretrain_iterations=6,  # the curriculum of the fafb recipe, on the easy preset twice
+        pretrain_shape_vox=(32, 512, 512),
         shape_vox=(32, 512, 512),
         n_synapses=100,
         split_tolerance=0.3,
@@ -83,7 +85,9 @@ def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
     assert summary["iterations"] >= settings.probe_iterations + 2
     curve = summary["validation_curve"]
     assert len(curve) >= 2 and curve[-1]["iteration"] == summary["iterations"]
-    assert all(point["train_seconds"] > 0 for point in curve)
+    assert all(point["train_seconds"] > summary["pretrain_seconds"] > 0 for point in curve)
+    pretrained = tmp_path / "demo" / "pretrain" / "pretrain" / "02_train" / "setup_t0"
+    assert [i for i, _ in list_checkpoints(pretrained)] == [6]
     assert summary["best_iteration"] in {p["iteration"] for p in curve}
     for key in (
         "oracle_synapse_accuracy",
@@ -94,6 +98,7 @@ def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
     state = json.loads((tmp_path / "demo" / "demo_state.json").read_text())
     cfg, _ = load_train_setup(tmp_path / "demo" / "demo" / "02_train" / "setup_t0")
     assert cfg.schedule_iterations == state["iterations"] == summary["iterations"]
+    assert cfg.init_checkpoint == str(pretrained / "model_checkpoint_6")
 
     with pytest.raises(FileExistsError, match="--resume"):
         run_demo(tmp_path / "demo", settings)

@@ -312,4 +312,4 @@ def test_fitted_hierarchical_gaussian_of_the_latents_matches_the_oracle():
     oracle = oracle_from_latents(synapses, model, test_ids)
     assert fitted["n_synapses"] == oracle["n_synapses"]
     assert abs(fitted["synapse"] - oracle["synapse"]) < 0.01
-    assert abs(fitted["neuron"] - oracle["neuron"]) < 0.02
+    assert abs(fitted["neuron_joint"] - oracle["neuron"]) < 0.02

@@ -405,6 +405,24 @@ def test_train_writes_checkpoints_logs_snapshots_then_resumes_under_torchrun(syn
     assert (setup / "training_curves.png").stat().st_size > 1000
 
 
+def test_a_new_setup_starts_from_init_checkpoint_weights(synthetic_base, tmp_path):
+    from synister.config import load_train_setup
+    from synister.models import build_model, save_checkpoint
+    from synister.train import train
+
+    setup = _prepare(synthetic_base, 4, learning_rate=1e-9, init_checkpoint=str(tmp_path / "w"))
+    cfg, _ = load_train_setup(setup)
+    torch.manual_seed(123)
+    start = build_model(cfg)
+    save_checkpoint(tmp_path / "w", start, None, 777)
+    train(setup, 1, progress=False)
+    trained = torch.load(setup / "model_checkpoint_1", weights_only=True)["model_state_dict"]
+    key = "stem.0.weight"  # a learning rate of 1e-9 leaves the weights where they started
+    torch.testing.assert_close(trained[key], start.state_dict()[key], atol=1e-6, rtol=0)
+    torch.manual_seed(cfg.seed)
+    assert not torch.allclose(build_model(cfg).state_dict()[key], start.state_dict()[key])
+
+
 def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_it(synthetic_base):
     import time
 

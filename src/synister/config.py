@@ -312,6 +312,11 @@ class TrainConfig(_ModelFields):
     snapshot_every: int = Field(100, gt=0, description="iterations between batch snapshots")
     log_every: int = Field(10, gt=0, description="iterations between tensorboard scalars")
     augment: bool = Field(True, description="elastic, mirror/transpose and intensity augmentation")
+    elastic_augment: bool = Field(
+        True,
+        description="with augment: also the elastic part (jitter, rotation, section slips), "
+        "which also bends sizes by a few percent",
+    )
     seed: int = Field(0, description="random seed for sampling, augmentation and weights")
     mixed_precision: bool = Field(True, description="float16 autocast (GPU only)")
     compile_model: bool = Field(False, description="torch.compile the network (GPU only)")
@@ -340,6 +345,11 @@ class TrainConfig(_ModelFields):
         True,
         description="keep activations channels-last (N, Z, Y, X, C) in training: 1.1-2x faster "
         "steps for the 3D networks on CPU (oneDNN)",
+    )
+    init_checkpoint: str | None = Field(
+        None,
+        description="weights to start from when the setup has no checkpoint yet (e.g. a "
+        "network trained on an easier dataset: a curriculum); absolute, or relative to BASE",
     )
     logit_adjustment: bool = Field(
         False,
@@ -549,7 +559,7 @@ def resolve_paths(config, base_dir: str | Path):
     """A copy of ``config`` with its relative paths made absolute against ``base_dir`` (BASE)."""
     base_dir = Path(base_dir)
     update: dict[str, str] = {}
-    for key in ("raw_container", "db_credentials", "train_checkpoint"):
+    for key in ("raw_container", "db_credentials", "train_checkpoint", "init_checkpoint"):
         value = getattr(config, key, None)
         if value:
             update[key] = _resolve(value, base_dir)

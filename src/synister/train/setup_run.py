@@ -1,7 +1,8 @@
 """``train``: train a setup folder made by ``synister prepare-training``.
 
-Reads its configs, resumes from its newest checkpoint (weights and Adam state), builds the
-network, optimizer and class-balanced batches, and hands them to :func:`run_training`.
+Reads its configs, resumes from its newest checkpoint (weights and Adam state; without one,
+from the weights of ``init_checkpoint`` if set), builds the network, optimizer and
+class-balanced batches, and hands them to :func:`run_training`.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def train(
             load_checkpoint(latest[1], model, optimizer, map_location=device)
             for group in optimizer.param_groups:  # the config, not the checkpoint, sets the rate
                 group["lr"] = cfg.learning_rate
+        elif cfg.init_checkpoint:  # weights only: the optimizer starts afresh
+            load_checkpoint(cfg.init_checkpoint, model, map_location=device)
         if cfg.compile_model and device.type == "cuda":
             model = torch.compile(model)
         if ctx.enabled:
@@ -187,6 +190,7 @@ def _training_batches(
         cfg.input_shape,
         cfg.classes,
         augment=cfg.augment,
+        elastic=cfg.elastic_augment,
         neither=cfg.neither_class,
         seed=seed,
         all_synapses_nm=all_synapses_nm,
