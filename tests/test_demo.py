@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from synister.config import load_train_setup
-from synister.demo import recipe, run_demo
+from synister.demo import planned_iterations, recipe, run_demo
 from synister.models import build_model, list_checkpoints
 from synister.setup import prepare_training
 
@@ -61,6 +61,15 @@ def test_unknown_recipes_are_refused():
         recipe("hard")
     with pytest.raises(ValueError, match="network must be one of"):
         recipe("easy", "unet")
+
+
+def test_the_budget_plan_follows_the_pace():
+    # 600 s left at 0.5 s per iteration: 1,200 more, less the 10-iteration margin
+    assert planned_iterations(1000, 400, done=300, seconds_per_iteration=0.5) == 300 + 1190
+    # the machine got twice as slow: the plan shrinks accordingly
+    assert planned_iterations(1000, 400, done=300, seconds_per_iteration=1.0) == 300 + 590
+    # the budget is spent: one more iteration, never fewer than done
+    assert planned_iterations(1000, 1200, done=300, seconds_per_iteration=0.5) == 301
 
 
 @pytest.mark.slow

@@ -39,13 +39,14 @@ NETWORKS = {"resnet": "ResNet18", "vgg": "VGG"}
 class DemoSettings:
     """Everything the demo chooses: the dataset, the network, the training schedule.
 
-    ``minutes`` (when set) is the training's wall-time budget: ``probe_iterations`` are trained
-    and timed, then ``iterations`` becomes what fits the budget at that pace.
+    ``minutes`` (when set) is the training's wall-time budget, pretraining included:
+    ``probe_iterations`` are trained and timed, the iterations planned to fit the budget at that
+    pace, and the plan follows the pace after each checkpoint (``iterations`` is then unused).
     """
 
     preset: str = "easy"
     seed: int = 0
-    iterations: int = 1600
+    iterations: int = 2400
     minutes: float | None = None
     probe_iterations: int = 60
     validation_checkpoints: int = 4
@@ -127,7 +128,7 @@ def recipe(preset: str = "easy", network: str = "resnet") -> DemoSettings:
     neighbours (224 nm apart), whose other classes would otherwise blur the label; a ResNet-18
     of 8 feature maps (0.5 M weights) trains a 16-patch batch in ~0.2 s of one core.
     ``fafb``: the same network first learns the easy preset (whose classes differ at a glance)
-    and then the fafb preset, where training from scratch stayed at chance for 1,500 iterations;
+    and then the fafb preset, where training from scratch stayed at chance for 1,200 iterations;
     its decisions follow the training part's class frequencies (logit adjustment). The README's
     accuracy section has the measurements behind these choices.
     """
@@ -174,39 +175,73 @@ def _set_schedule(setup: Path, iterations: int, checkpoint_every: int) -> None:
               "follow the timed warm-up")  # fmt: skip
 
 
-def _train(setup: Path, settings: DemoSettings, state: _State, device) -> int:
-    """Train to the planned iteration (planning it from a timed warm-up when budgeted).
+def planned_iterations(
+    budget_seconds: float, elapsed_seconds: float, done: int, seconds_per_iteration: float
+) -> int:
+    """The iteration a budgeted training should stop at: what the time left holds at the
+    given pace, less a margin of 10 iterations (the last checkpoint's save); at least one
+    more than ``done``."""
+    left = budget_seconds - elapsed_seconds - 10 * seconds_per_iteration
+    return max(done + 1, done + int(left / seconds_per_iteration))
 
+
+def _train(setup: Path, settings: DemoSettings, state: _State, device) -> int:
+    """Train to the planned iteration; returns it.
+
+    With a wall-time budget (``minutes``), a timed warm-up plans the iterations, and after
+    every checkpoint the plan (and with it the learning-rate schedule's length) follows the
+    pace of the last stretch, so that a machine whose load changes still fills the budget.
     Checkpoint times count the whole training, pretraining included.
     """
     times = state.data["train_seconds_at"]
     spent = max(times.values(), default=state.data.get("pretrain_seconds", 0.0))
     start = time.perf_counter()
 
+    def elapsed() -> float:
+        return spent + time.perf_counter() - start
+
     def on_checkpoint(iteration: int, path: Path) -> None:
-        times[str(iteration)] = round(spent + time.perf_counter() - start, 2)
+        times[str(iteration)] = round(elapsed(), 2)
         # the machine's load, to judge the pace of a long run on shared cores
         state.data.setdefault("load_average_at", {})[str(iteration)] = os.getloadavg()[0]
         state.save()
 
-    total = state.data.get("iterations")
-    if total is None and settings.minutes is None:
-        total = settings.iterations
-    if total is None:
+    def plan(done: int, seconds_per_iteration: float) -> int:
+        return planned_iterations(settings.minutes * 60, elapsed(), done, seconds_per_iteration)
+
+    if settings.minutes is None:
+        total = state.data.get("iterations", settings.iterations)
+        if "iterations" not in state.data:
+            state.data.update(iterations=total, checkpoint_every=settings.checkpoint_every)
+            state.save()
+        train(setup, total, device=device, on_checkpoint=on_checkpoint)
+        return total
+    if "iterations" not in state.data:
         probe = settings.probe_iterations
         train(setup, probe, device=device, on_checkpoint=on_checkpoint)
-        per_iteration = _steady_seconds_per_iteration(setup, settings.batch_size)
-        elapsed = spent + time.perf_counter() - start
-        left = settings.minutes * 60 - elapsed - 10 * per_iteration
-        total = max(probe + settings.validation_checkpoints, probe + int(left / per_iteration))
-        _say(f"   warm-up: {per_iteration:.3f} s per iteration; {total} iterations fit the budget")
-    every = max(1, total // settings.validation_checkpoints)
-    if "iterations" not in state.data:
+        pace = _steady_seconds_per_iteration(setup, settings.batch_size)
+        total = max(probe + settings.validation_checkpoints, plan(probe, pace))
+        _say(f"   warm-up: {pace:.3f} s per iteration; {total} iterations fit the budget")
+        every = max(1, total // settings.validation_checkpoints)
         state.data.update(iterations=total, checkpoint_every=every)
         state.save()
         _set_schedule(setup, total, every)
-    train(setup, total, device=device, on_checkpoint=on_checkpoint)
-    return total
+    while True:
+        total, every = state.data["iterations"], state.data["checkpoint_every"]
+        done = max((i for i, _ in list_checkpoints(setup)), default=0)
+        if done >= total:
+            return total
+        target = min(total, (done // every + 1) * every)
+        t = time.perf_counter()
+        train(setup, target, device=device, on_checkpoint=on_checkpoint)
+        pace = (time.perf_counter() - t) / max(target - done, 1)
+        if target < total:  # follow the pace of this stretch
+            planned = plan(target, pace)
+            if abs(planned - total) > 0.02 * total:
+                _say(f"   {pace:.3f} s per iteration lately: now {planned} iterations")
+                state.data["iterations"] = planned
+                state.save()
+                _set_schedule(setup, planned, every)
 
 
 def _dataset(folder: Path, preset: str, settings: DemoSettings, sizes: dict) -> tuple:
