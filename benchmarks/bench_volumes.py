@@ -50,7 +50,7 @@ def batched(path: Path, positions: np.ndarray, batch: int, cache_bytes: int) -> 
 
 def one_by_one(path: Path, positions: np.ndarray, cache_bytes: int) -> float:
     volume = Volume(path, "raw", cache_bytes=cache_bytes)
-    starts = volume.center_vox(positions) - np.array(PATCH_VOX) // 2
+    starts = volume.patch_starts_vox(positions, PATCH_VOX)
     start = time.perf_counter()
     for (z, y, x), (dz, dy, dx) in zip(starts, [PATCH_VOX] * len(starts), strict=True):
         volume.store[z : z + dz, y : y + dy, x : x + dx].read().result()

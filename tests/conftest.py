@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -13,3 +17,39 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def postgres_admin_url() -> str:
+    """``SYNISTER_TEST_POSTGRES_URL``; skips without it, fails in CI (which must run them)."""
+    url = os.environ.get("SYNISTER_TEST_POSTGRES_URL")
+    if url:
+        return url
+    message = "SYNISTER_TEST_POSTGRES_URL is not set (start a server with .ci/postgres.sh)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must run the PostgreSQL tests")
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def scratch_postgres(prefix: str = "synister_test"):
+    """A fresh database on the test server, as one ``postgresql://?host=...`` URL (password
+    included); dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg.conninfo import conninfo_to_dict
+
+    admin = postgres_admin_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://?{urlencode({**conninfo_to_dict(admin), 'dbname': name})}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def scratch_postgres_url():
+    """A fresh PostgreSQL database for the module's tests (see :func:`scratch_postgres`)."""
+    with scratch_postgres() as url:
+        yield url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -113,19 +114,100 @@ def test_split_make_show_list_remove(url):
 
     again = invoke("split", "make", "--db", url, "--name", "s")
     assert again.exit_code == 1 and "already stored" in again.stderr
+    assert "remove it with `synister split remove s`" in again.stderr
 
     assert invoke("split", "remove", "--db", url, "s").exit_code == 0
     missing = invoke("split", "show", "--db", url, "s")
     assert missing.exit_code == 1 and "no split named 's'" in missing.stderr
 
 
-def test_impossible_split_fails_and_stores_nothing(url):
-    result = invoke(
-        "split", "make", "--db", url, "--name", "x", "--nt", "gaba,glutamate", "--tolerance", "0"
-    )
-    assert result.exit_code == 1
-    assert "error: transmitter" in result.stderr and "Traceback" not in result.output
+def test_split_missing_its_targets_is_stored_with_a_warning_unless_strict(url):
+    args = ("split", "make", "--db", url, "--nt", "gaba,glutamate", "--tolerance", "0")
+    strict = invoke(*args, "--name", "x", "--strict")
+    assert strict.exit_code == 1 and "Traceback" not in strict.output
+    assert strict.stderr.startswith("error: no split by skeleton brings every transmitter")
+    assert "--tolerance 0 of its targets (--strict)" in strict.stderr
     assert json.loads(invoke("split", "list", "--db", url, "--json").stdout) == {}
+
+    result = invoke(*args, "--name", "x")
+    assert result.exit_code == 0, result.output
+    assert "stored split 'x'" in result.stdout
+    assert "transmitter     part          synapses   share  target  groups" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING: ")]
+    assert warnings[-1].startswith("WARNING: the best split by skeleton needs --tolerance 0.0")
+    assert any("20 neurons, the largest (skeleton " in w for w in warnings)
+    shown = invoke("split", "show", "--db", url, "x")
+    assert shown.exit_code == 0 and shown.stderr.splitlines() == warnings
+
+
+def test_a_transmitter_that_cannot_fill_every_part_fails(url):
+    with open_database(url) as db:  # two acetylcholine neurons only
+        db.import_records(
+            synapses=pd.DataFrame(
+                {"synapse_id": [9001, 9002], "z": [0.0] * 2, "y": [0.0] * 2, "x": [1.0, 2.0]}
+            ).assign(skeleton_id=[9001, 9002]),
+            skeletons=pd.DataFrame(
+                {"skeleton_id": [9001, 9002], "nt_known": [["dopamine"], ["dopamine"]]}
+            ),
+        )
+    result = invoke("split", "make", "--db", url, "--name", "x", "--tolerance", "0.99")
+    assert result.exit_code == 1
+    assert "(none for dopamine in " in result.stderr
+    assert "dopamine: 2 neurons, the largest (skeleton 900" in result.stderr
+    assert json.loads(invoke("split", "list", "--db", url, "--json").stdout) == {}
+
+
+def test_split_make_refuses_names_that_cannot_become_run_names(url):
+    result = invoke("split", "make", "--db", url, "--name", "my split")
+    assert result.exit_code == 1
+    assert "split name 'my split' cannot be part of a prediction run name" in result.stderr
+    long_name = invoke("split", "make", "--db", url, "--name", "x" * 30)
+    assert long_name.exit_code == 1 and "at most 24" in long_name.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["db", "validate"],
+        ["db", "stats"],
+        ["db", "export", "OUT"],
+        ["split", "show", "s"],
+        ["split", "list"],
+        ["split", "remove", "s"],
+        ["split", "make", "--name", "s"],
+        ["db", "register-run", "r", "--classes", "gaba"],
+    ],
+)
+def test_commands_on_a_mistyped_sqlite_path_create_nothing(tmp_path, command):
+    path = tmp_path / "experimnts" / "synister.db"
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    result = invoke(*args, "--db", f"sqlite:///{path}")
+    assert result.exit_code == 1
+    assert f"no SQLite database at {path}" in result.stderr
+    assert not (tmp_path / "experimnts").exists() and not (tmp_path / "out").exists()
+
+
+def test_import_counts_skeletons_without_transmitter(tmp_path):
+    (tmp_path / "skeletons.json").write_text(
+        json.dumps(
+            {
+                "1": {"hemi_lineage_id": None, "nt_known": ["none"]},
+                "2": {"hemi_lineage_id": None},
+                "3": {"hemi_lineage_id": None, "nt_known": ["gaba"]},
+            }
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    result = invoke("db", "import", "--db", url, tmp_path / "skeletons.json")
+    assert result.exit_code == 0, result.output
+    assert "2 of the skeletons have no known transmitter" in result.stdout
+
+
+def test_database_errors_never_show_the_password(tmp_path):
+    result = invoke("db", "stats", "--db", "postgresq://synister:pw-123@localhost/db")
+    assert result.exit_code == 1
+    assert "unsupported database URL 'postgresq://synister@localhost/db'" in result.stderr
+    assert "pw-123" not in result.output
 
 
 def test_export_writes_three_files(url, tmp_path):
@@ -152,6 +234,7 @@ def test_export_writes_three_files(url, tmp_path):
         ["split", "show"],
         ["split", "list"],
         ["split", "remove"],
+        ["db", "register-run"],
     ],
 )
 def test_every_command_has_help(command):
@@ -159,3 +242,107 @@ def test_every_command_has_help(command):
     assert result.exit_code == 0 and "--help" in result.stdout
     if len(command) == 2:
         assert "--db" in result.stdout
+
+
+def test_register_run_takes_the_class_order_of_an_original_train_config(tmp_path, monkeypatch):
+    """A MongoDB run of the original code (mongomock stands in for the server)."""
+    mongomock = pytest.importorskip("mongomock")
+    client = mongomock.MongoClient()
+    monkeypatch.setattr("pymongo.MongoClient", lambda url: client)
+    url = "mongodb://localhost:27017/fafb"
+    client["fafb"].synapses.insert_one({"synapse_id": 1, "x": 0, "y": 0, "z": 0})
+    client["fafb_predictions"]["skeleton_vgg_t1_p1"].insert_one(
+        {"synapse_id": 1, "prediction": [0.1, 0.2, 0.3, 0.4]}
+    )
+    from test_config import SEED_TRAIN  # the original README's train_config.ini
+
+    seed_types = "synapse_types = gaba, acetylcholine, glutamate, serotonin, octopamine, dopamine"
+    assert seed_types in SEED_TRAIN
+    three = "synapse_types = gaba, acetylcholine, glutamate\nneither_class = True"
+    config = tmp_path / "train_config.ini"
+    config.write_text(SEED_TRAIN.replace(seed_types, three))
+    wrong = invoke("db", "register-run", "--db", url, "skeleton_vgg_t1_p1", "--classes", "gaba")
+    assert wrong.exit_code == 1 and "4 classes, but 1 classes were given" in wrong.stderr
+    result = invoke(
+        "db", "register-run", "--db", url, "skeleton_vgg_t1_p1", "--train-config", config
+    )
+    assert result.exit_code == 0, result.output
+    assert "classes gaba, acetylcholine, glutamate, neither" in result.stdout
+    with open_database(url, create=False) as db:
+        assert db.open_prediction_run("skeleton_vgg_t1_p1")[0][-1] == "neither"
+    missing = invoke("db", "register-run", "--db", url, "absent", "--classes", "gaba")
+    assert missing.exit_code == 1 and "no prediction run 'absent'" in missing.stderr
+
+
+# ---- help texts: every command, whoever adds it, fits a narrow terminal without cut text ------
+
+
+def _walk(command, path=()):
+    """(path, click command) of the root, every group and every subcommand."""
+    yield path, command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        if not sub.hidden:
+            yield from _walk(sub, (*path, name))
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _first_paragraph(text: str) -> str:
+    return _words(text.strip().split("\n\n")[0].split("\f")[0])
+
+
+def _expected_texts(command) -> list[str]:
+    """Every help text ``--help`` of ``command`` must show in full."""
+    import inspect
+
+    texts = [_words(inspect.cleandoc(command.help).split("\f")[0])] if command.help else []
+    texts += [_words(p.help) for p in command.params if getattr(p, "help", None)]
+    for sub in getattr(command, "commands", {}).values():
+        if not sub.hidden and sub.help:
+            texts.append(_first_paragraph(inspect.cleandoc(sub.help)))
+    return texts
+
+
+def test_the_walk_finds_every_command():
+    import typer
+
+    paths = {" ".join(path) for path, _ in _walk(typer.main.get_command(app))}
+    assert {"", "evaluate", "db", "db import", "split make", "predict", "demo"} <= paths
+    assert len(paths) >= 20
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_every_help_fits_a_narrow_terminal_without_cut_text(width):
+    import typer
+
+    for path, command in _walk(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(width)})
+        where = f"synister {' '.join(path)} --help at {width} columns"
+        assert result.exit_code == 0, f"{where}: {result.output}"
+        text = result.stdout
+        assert "…" not in text, f"{where} cuts a text:\n{text}"
+        too_long = [line for line in text.splitlines() if len(line) > width]
+        assert not too_long, f"{where}: lines wider than the terminal: {too_long}"
+        shown = _words(text)
+        for expected in _expected_texts(command):
+            assert expected in shown, f"{where} does not show in full: {expected!r}\n{text}"
+
+
+def test_help_piped_to_another_program_fits_80_columns():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("synister")
+    if not script.exists():
+        pytest.skip(f"no synister script beside {sys.executable}")
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    for args in (["--help"], ["evaluate", "--help"], ["db", "import", "--help"]):
+        result = subprocess.run(
+            [str(script), *args], capture_output=True, text=True, env=env, check=True
+        )  # stdout is a pipe, as in `synister --help | less`
+        assert "…" not in result.stdout
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from synister.config import (
     load_train_setup,
     mongo_url_from_credentials,
     read_ini,
+    submit_command,
 )
 
 # The three example configs of the original README (/work/shared/seed), verbatim.
@@ -105,8 +107,12 @@ def test_seed_worker_and_predict_configs_parse(tmp_path):
     assert predict.downsample_factors == FAFB_FACTORS
     assert predict.split_part == "validation" and predict.overwrite is False
     assert predict.run_name == "skeleton_<experiment_name>_t0_p0"
-    with pytest.raises(ConfigError, match="train_checkpoint: file name must be"):
-        predict.iteration  # noqa: B018 - the README's placeholder <iter_k> is no number
+    assert predict.iteration is None  # the README's placeholder <iter_k> is no number
+    # the seed's worker settings are honoured: --submit runs the original's bsub + singularity
+    assert worker.submit_template() == (
+        "bsub -q {queue} -n {num_cpus} -gpu num=1 singularity exec --nv -B {mount_dirs} "
+        "{singularity_container} {command}"
+    )
     text = SEED_PREDICT.replace("<experiment_name>", "fafb").replace("<iter_k>", "200000")
     predict = PredictConfig.read(_write(tmp_path, "p.ini", text))
     assert predict.iteration == 200000 and predict.run_name == "skeleton_fafb_t0_p0"
@@ -186,7 +192,8 @@ def test_db_credentials_become_a_mongodb_url_and_db_url_wins(tmp_path):
         cfg.database_url()  # relative path: resolved only by load_train_setup
     cfg = cfg.model_copy(update={"db_credentials": str(credentials)})
     assert cfg.database_url() == "mongodb://nils:p%40ss%3Aword@mongo.example.org:27017/synister_v3"
-    assert cfg.model_copy(update={"db_url": "sqlite:///a.db"}).database_url() == "sqlite:///a.db"
+    url = "sqlite:///synister_v3.db"  # a URL wins; its database must be db_name_data's
+    assert cfg.model_copy(update={"db_url": url}).database_url() == url
     srv = _write(
         tmp_path,
         "srv.ini",
@@ -242,3 +249,111 @@ def test_python_construction_validates_too():
     assert cfg.fmap_inc == (2, 2) and cfg.n_convolutions == (2, 2)  # one per level by default
     with pytest.raises(ValueError, match="input_shape"):
         cfg.input_shape = (8, 32, 33)
+
+
+# ---- settings that must not be accepted and ignored ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("db_url", "db_name", "expected"),
+    [
+        ("mongodb://host:27017/", "synister_v3", "mongodb://host:27017/synister_v3"),
+        ("mongodb://h1,h2/?replicaSet=r", "v3", "mongodb://h1,h2/v3?replicaSet=r"),
+        ("postgresql://me:pw@host/", "v3", "postgresql://me:pw@host/v3"),
+        ("postgresql://me:pw@host/v3", "v3", "postgresql://me:pw@host/v3"),
+        ("postgresql://me:pw@host/v3", None, "postgresql://me:pw@host/v3"),
+        ("sqlite:////data/fafb.db", "fafb", "sqlite:////data/fafb.db"),
+        ("sqlite:////data/fafb.db", None, "sqlite:////data/fafb.db"),
+    ],
+)
+def test_db_name_data_names_the_database_where_the_url_does_not(
+    tmp_path, db_url, db_name, expected
+):
+    cfg = TrainConfig.read(_write_seed(tmp_path, db_url, db_name))
+    assert cfg.database_url() == expected
+
+
+@pytest.mark.parametrize(
+    ("db_url", "expected"),
+    [
+        ("mongodb://u:secret@host/other", "'synister_v3' disagrees with the database 'other'"),
+        ("postgresql://u:secret@host/other", "'synister_v3' disagrees with the database 'other'"),
+        ("sqlite:////data/fafb.db", "'synister_v3' disagrees with the SQLite file /data/fafb.db"),
+    ],
+)
+def test_db_name_data_that_disagrees_with_the_url_is_refused(tmp_path, db_url, expected):
+    cfg = TrainConfig.read(_write_seed(tmp_path, db_url, "synister_v3"))
+    with pytest.raises(ConfigError) as error:
+        cfg.database_url()
+    assert f"[Training] db_name_data: {expected}" in str(error.value)
+    assert "secret" not in str(error.value)
+
+
+def _write_seed(folder: Path, db_url: str, db_name: str | None) -> Path:
+    text = SEED_TRAIN.replace("db_name_data = synister_v3", f"db_name_data = {db_name}")
+    return _write(folder, "train_config.ini", text + f"db_url = {db_url}\n")
+
+
+def _worker(**values) -> WorkerConfig:
+    return WorkerConfig(**values)
+
+
+def test_submit_command_fills_the_template():
+    worker = _worker(
+        queue="gpu_any",
+        num_cpus=4,
+        singularity_container="/img/synister.sif",
+        mount_dirs=("/nrs", "/groups"),
+        submit_command="sbatch -p {queue} -c {num_cpus} -J {job_name} --wrap 'singularity exec "
+        "-B {mount_dirs} {singularity_container} {command}'",
+    )
+    argv = ["python", "-m", "synister", "train", "10", "--setup", "/a b/setup_t0"]
+    assert submit_command(worker, argv, "train-setup_t0") == [
+        "sbatch",
+        "-p",
+        "gpu_any",
+        "-c",
+        "4",
+        "-J",
+        "train-setup_t0",
+        "--wrap",
+        "singularity exec -B /nrs,/groups /img/synister.sif python -m synister train 10 "
+        "--setup '/a b/setup_t0'",
+    ]
+    plain = _worker(submit_command="bsub -n {num_cpus} {command}")
+    assert submit_command(plain, argv) == ["bsub", "-n", "5", *argv]  # one word per argument
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"submit_command": "bsub {command} {colour}"}, "unknown placeholder {colour}"),
+        ({"submit_command": "bsub -q {queue}"}, "must contain {command}"),
+        ({"submit_command": "bsub -q {queue} {command}"}, "uses {queue} but queue is not set"),
+        ({"submit_command": "bsub {command", "queue": "q"}, "submit_command: "),
+        (
+            {"submit_command": "bsub {command}", "queue": "gpu"},
+            "queue: set to 'gpu' but submit_command does not use {queue}",
+        ),
+        (
+            {"mount_dirs": ("/nrs",)},
+            "mount_dirs: set to '/nrs' but no submit_command is set, and the default one",
+        ),
+    ],
+)
+def test_worker_settings_that_would_be_ignored_are_refused(tmp_path, values, expected):
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        _worker(**values)
+    lines = "".join(
+        f"{k} = {', '.join(v) if isinstance(v, tuple) else v}\n" for k, v in values.items()
+    )
+    with pytest.raises(ConfigError, match=r"worker_config.ini \[Worker\]"):
+        WorkerConfig.read(_write(tmp_path, "worker_config.ini", "[Worker]\n" + lines))
+
+
+def test_without_a_template_there_is_nothing_to_submit_with():
+    with pytest.raises(ConfigError, match="submit_command: not set, nor queue"):
+        submit_command(WorkerConfig(), ["synister"])
+    assert WorkerConfig(queue="short").submit_template() == (
+        "bsub -q {queue} -n {num_cpus} -gpu num=1 {command}"
+    )

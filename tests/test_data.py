@@ -72,8 +72,8 @@ def test_synapse_lies_uniformly_in_the_central_region(raw_volume, fraction, expe
     )
     centers_nm, _, ids = data.sample_locations(np.random.default_rng(2), 20000)
     positions = table.set_index("synapse_id").loc[ids, ["z", "y", "x"]].to_numpy()
-    first_vox = volume.center_vox(centers_nm) - np.asarray(PATCH) // 2
-    index = volume.center_vox(positions) - first_vox  # synapse voxel inside the patch
+    first_vox = volume.patch_starts_vox(centers_nm, PATCH)
+    index = volume.center_vox(positions, PATCH) - first_vox  # synapse voxel inside the patch
     for axis, (low, high) in enumerate(expected_ranges):
         np.testing.assert_array_equal(np.unique(index[:, axis]), np.arange(low, high))
         counts = np.bincount(index[:, axis] - low)
@@ -87,9 +87,7 @@ def test_unaugmented_patch_equals_normalised_numpy_slice(raw_volume):
     for _ in range(5):
         sample = next(stream)
         assert sample["raw"].shape == (1, *PATCH) and sample["raw"].dtype == torch.float32
-        start = (
-            volume.center_vox(np.asarray(sample["params"]["center_nm"])) - np.asarray(PATCH) // 2
-        )
+        start = volume.patch_starts_vox(np.asarray(sample["params"]["center_nm"]), PATCH)
         z, y, x = start
         expected = normalize(data_array[z : z + PATCH[0], y : y + PATCH[1], x : x + PATCH[2]])
         assert expected.shape == PATCH

@@ -6,6 +6,7 @@ PostgreSQL tests read their server from ``SYNISTER_TEST_POSTGRES_URL`` (start on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -296,12 +297,74 @@ class DatabaseContract:
         filled.write_predictions("r", [2, 2], [[1.0, 0.0], [0.25, 0.75]])  # last one wins
         np.testing.assert_allclose(filled.predictions("r").iloc[:, 1:].to_numpy(), [[0.25, 0.75]])
 
+    def test_original_unknown_transmitter_lists_read_as_unknown(self, db):
+        """The original database wrote ["none"] (or ["unknown"]) for "no known transmitter"."""
+        skeletons = pd.DataFrame(
+            {"skeleton_id": [1, 2, 3, 4], "nt_known": [["none"], ["UNKNOWN"], "none", ["gaba"]]}
+        )
+        db.import_records(skeletons=skeletons)
+        assert db.skeletons().nt_known.tolist() == [frozenset()] * 3 + [frozenset({"gaba"})]
+        assert ids(db.skeletons(nts=[]), "skeleton_id") == [1, 2, 3]
+        assert ids(db.skeletons(nts=["none"]), "skeleton_id") == [1, 2, 3]
+
+    # ---- opening without creating, and secrets --------------------------------------------
+    def test_read_only_open_of_a_missing_database_creates_nothing(self, missing):
+        open_read_only, exists, named = missing
+        with pytest.raises(DatabaseError, match=named):
+            open_read_only()
+        assert not exists()
+
+    def test_read_only_open_reads_what_is_stored(self, filled, reopen):
+        with reopen(create=False) as again:
+            assert again.stats() == filled.stats()
+            assert ids(again.synapses(split="s1", part="test")) == [4, 5]
+
+    def test_messages_never_show_the_password(self, filled):
+        from synister.db import public_url
+
+        secret = url_password(filled.url)
+        messages = []
+        for action in (
+            lambda: filled.open_prediction_run("absent"),
+            lambda: filled.drop_prediction_run("absent"),
+            lambda: filled.predictions("absent"),
+            lambda: filled.remove_split("absent"),
+            lambda: filled.write_split("s1", SPLIT),
+        ):
+            with pytest.raises((KeyError, DatabaseError)) as caught:
+                action()
+            messages.append(str(caught.value))
+        assert any(public_url(filled.url) in m for m in messages)
+        if secret:
+            assert not [m for m in messages if secret in m]
+
 
 class TestSQLite(DatabaseContract):
     @pytest.fixture
     def db(self, tmp_path):
         with open_database(f"sqlite:///{tmp_path / 'new' / 'synister.db'}") as database:
             yield database
+
+    @pytest.fixture
+    def reopen(self, db):
+        return lambda create: open_database(db.url, create=create)
+
+    @pytest.fixture
+    def missing(self, tmp_path):
+        path = tmp_path / "typo" / "synistr.db"
+        return (
+            lambda: open_database(f"sqlite:///{path}", create=False),
+            lambda: (tmp_path / "typo").exists(),
+            str(path),
+        )
+
+    def test_read_only_open_refuses_a_file_without_synister_tables(self, tmp_path):
+        path = tmp_path / "other.db"
+        sqlite3.connect(path).close()  # an empty SQLite file, e.g. made by another tool
+        with pytest.raises(DatabaseError, match="no synister database.*synapses"):
+            open_database(f"sqlite:///{path}", create=False)
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("SELECT name FROM sqlite_master").fetchall() == []
 
     def test_file_persists_and_runs_are_tables(self, tmp_path):
         path = tmp_path / "a.db"
@@ -327,25 +390,66 @@ def _postgres_url() -> str:
     pytest.skip(message)
 
 
+@contextlib.contextmanager
+def _empty_postgres_database():
+    """A new, empty database on the test server (its libpq conninfo), dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    url = _postgres_url()
+    name = f"synister_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    info = conninfo_to_dict(url)
+    info["dbname"] = name
+    try:
+        yield make_conninfo(**info)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 @pytest.mark.postgres
 class TestPostgres(DatabaseContract):
     @pytest.fixture
     def db(self):
-        psycopg = pytest.importorskip("psycopg")
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-        url = _postgres_url()
-        name = f"synister_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        info = conninfo_to_dict(url)
-        info["dbname"] = name
-        try:
-            with open_database(f"postgresql://?{_query(make_conninfo(**info))}") as database:
+        with _empty_postgres_database() as conninfo:
+            with open_database(f"postgresql://?{_query(conninfo)}") as database:
                 yield database
-        finally:
-            with psycopg.connect(url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+    @pytest.fixture
+    def reopen(self, db):
+        return lambda create: open_database(db.url, create=create)
+
+    @pytest.fixture
+    def missing(self):
+        """A database that exists on the server but holds no synister tables."""
+        import psycopg
+
+        with _empty_postgres_database() as conninfo:
+
+            def tables() -> bool:
+                with psycopg.connect(conninfo) as conn:
+                    return bool(
+                        conn.execute(
+                            "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public'"
+                        ).fetchall()
+                    )
+
+            yield (
+                lambda: open_database(f"postgresql://?{_query(conninfo)}", create=False),
+                tables,
+                "no synister database",
+            )
+
+    def test_connection_errors_never_show_the_password(self):
+        for url in (
+            "postgresql://synister:pw-in-userinfo@127.0.0.1:1/nowhere",
+            "postgresql://synister@127.0.0.1:1/nowhere?password=pw-in-query&sslmode=disable",
+        ):
+            with pytest.raises(DatabaseError) as caught:
+                open_database(url, create=False)
+            assert "pw-in" not in str(caught.value) and "127.0.0.1" in str(caught.value)
 
     def test_runs_live_in_the_predictions_schema(self, db):
         db.create_prediction_run("vgg_t1_p1", ["gaba"])
@@ -359,6 +463,38 @@ class TestPostgres(DatabaseContract):
             db.create_prediction_run("r" * 64, ["gaba"])
 
 
+def url_password(url: str) -> str | None:
+    """The password a test URL carries (userinfo or ``password=`` parameter), independently of
+    synister's own parsing."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    return parts.password or (parse_qs(parts.query).get("password") or [None])[0]
+
+
+def _checked(method):
+    """A mongomock Collection method that fails on a ``$in`` of more ids (numbers) than the
+    current chunk."""
+    from synister.db import mongo
+
+    def longest_in(value) -> int:
+        if isinstance(value, dict):
+            values = value.get("$in")
+            numbers = isinstance(values, list) and all(isinstance(v, int | float) for v in values)
+            here = len(values) if numbers else 0
+            return max([here, *(longest_in(v) for v in value.values())])
+        if isinstance(value, list | tuple):
+            return max([0, *(longest_in(v) for v in value)])
+        return 0
+
+    def call(self, *args, **kwargs):
+        longest = longest_in([args, kwargs])
+        assert longest <= mongo.CHUNK, f"a $in of {longest} ids (chunk: {mongo.CHUNK})"
+        return method(self, *args, **kwargs)
+
+    return call
+
+
 def _query(conninfo: str) -> str:
     """A libpq key=value string as URL query parameters (host, port, user, ... in one URL)."""
     from urllib.parse import urlencode
@@ -368,18 +504,125 @@ def _query(conninfo: str) -> str:
     return urlencode(conninfo_to_dict(conninfo))
 
 
+def _accept_sort(method):
+    """mongomock 4.3 predates pymongo 4.11, whose ReplaceOne/UpdateOne pass ``sort=`` to the
+    bulk builder; the real server takes it, mongomock's builder does not."""
+
+    def call(self, *args, sort=None, **kwargs):
+        assert sort is None, "synister's bulk writes never sort"
+        return method(self, *args, **kwargs)
+
+    return call
+
+
 class TestMongo(DatabaseContract):
     @pytest.fixture
-    def client(self):
+    def client(self, monkeypatch):
         mongomock = pytest.importorskip("mongomock")
+        builder = mongomock.collection.BulkOperationBuilder
+        for name in ("add_replace", "add_update"):
+            monkeypatch.setattr(builder, name, _accept_sort(getattr(builder, name)))
         return mongomock.MongoClient()
 
     @pytest.fixture
-    def db(self, client):
+    def db(self, client, small_chunks):
         from synister.db.mongo import MongoDatabase
 
-        with MongoDatabase("mongodb://localhost:27017/synister_test", client=client) as database:
+        url = "mongodb://synister:pw-in-url@localhost:27017/synister_test"
+        with MongoDatabase(url, client=client) as database:
             yield database
+
+    @pytest.fixture
+    def small_chunks(self, monkeypatch):
+        """Chunks of 2 ids, and every query checked: no ``$in`` may name more than a chunk
+        (a real server refuses a query document over 16 MB, about 800,000 ids)."""
+        mongomock = pytest.importorskip("mongomock")
+        from synister.db import mongo
+
+        monkeypatch.setattr(mongo, "CHUNK", 2)
+        collection = mongomock.collection.Collection
+        for name in (
+            "find",
+            "find_one",
+            "distinct",
+            "count_documents",
+            "update_many",
+            "delete_many",
+            "aggregate",
+        ):
+            monkeypatch.setattr(collection, name, _checked(getattr(collection, name)))
+
+    @pytest.fixture
+    def reopen(self, db, client):
+        from synister.db.mongo import MongoDatabase
+
+        return lambda create: MongoDatabase(db.url, client=client, create=create)
+
+    @pytest.fixture
+    def missing(self, client):
+        from synister.db.mongo import MongoDatabase
+
+        url = "mongodb://localhost:27017/synistr"
+        return (
+            lambda: MongoDatabase(url, client=client, create=False),
+            lambda: "synistr" in client.list_database_names(),
+            "no synister database 'synistr'",
+        )
+
+    def test_prediction_writes_are_upserts_in_bulk(self, db, client, monkeypatch):
+        """One bulk_write of ReplaceOne upserts per chunk, never delete-then-insert: a writer
+        left over from a crash may have stored a synapse between a delete and an insert."""
+        from pymongo import ReplaceOne
+
+        db.create_prediction_run("r", ["gaba", "glutamate"])
+        db.write_predictions("r", [1, 2], [[1.0, 0.0], [1.0, 0.0]])
+        collection = type(client["x"]["y"])
+        calls = []
+        monkeypatch.setattr(collection, "delete_many", lambda *a, **k: calls.append("delete"))
+        original = collection.bulk_write
+
+        def bulk_write(self, operations, **kwargs):
+            calls.append([type(o) for o in operations])
+            return original(self, operations, **kwargs)
+
+        monkeypatch.setattr(collection, "bulk_write", bulk_write)
+        db.write_predictions("r", [2, 3, 4, 5, 6], [[0.0, 1.0]] * 5)
+        assert calls == [[ReplaceOne] * 2, [ReplaceOne] * 2, [ReplaceOne]]
+        got = db.predictions("r")
+        assert ids(got) == [1, 2, 3, 4, 5, 6] and got.prob_glutamate.tolist() == [0] + [1] * 5
+
+    def test_runs_of_the_original_code_become_evaluable(self, client):
+        """A run in the original's layout: ``{synapse_id, prediction}`` documents, no class order
+        stored (the original took it from train_config.ini's synapse_types)."""
+        from synister.db.mongo import MongoDatabase, OriginalRunWithoutClasses
+        from synister.evaluate import evaluate_run
+
+        db = MongoDatabase("mongodb://localhost/fafb", client=client)
+        db.import_records(synapses=SYNAPSES, skeletons=SKELETONS, hemi_lineages=HEMI_LINEAGES)
+        run = "skeleton_vgg_t1_p1"
+        client["fafb_predictions"][run].insert_many(
+            [
+                {"synapse_id": 1, "prediction": [0.9, 0.05, 0.05]},  # gaba, right
+                {"synapse_id": 2, "prediction": [0.1, 0.8, 0.1]},  # gaba, wrong
+                {"synapse_id": 5, "prediction": [0.2, 0.7, 0.1]},  # acetylcholine, right
+                {"synapse_id": 6, "prediction": None},  # initialised, never predicted
+            ]
+        )
+        with pytest.raises(OriginalRunWithoutClasses, match=f"register-run {run} --classes"):
+            db.open_prediction_run(run)
+        with pytest.raises(DatabaseError, match="3 classes, but 2"):
+            db.register_prediction_run(run, ["gaba", "acetylcholine"])
+        db.register_prediction_run(run, ["gaba", "acetylcholine", "glutamate"])
+        with pytest.raises(DatabaseError, match="already records"):
+            db.register_prediction_run(run, ["gaba", "acetylcholine", "glutamate"])
+        classes, meta = db.open_prediction_run(run)
+        assert classes == ["gaba", "acetylcholine", "glutamate"]
+        assert meta["origin"] == "funkelab/synister"
+        evaluation = evaluate_run(db, run)
+        assert evaluation.metrics["synapse"]["n"] == 3
+        assert evaluation.metrics["synapse"]["accuracy"] == pytest.approx(2 / 3)
+        with pytest.raises(DatabaseError, match="original synister.*new run"):
+            db.write_predictions(run, [6], [[1.0, 0.0, 0.0]])
 
     def test_reads_the_original_schema(self, client):
         """Documents as funkelab/synister wrote them (integers, splits on synapses, no registry)."""
@@ -470,3 +713,106 @@ def test_text_ids_above_2_to_the_53_are_stored_exactly(tmp_path):
             )
         )
         assert db.synapses()["synapse_id"].tolist() == [int(big)]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///runs/synister.db", "sqlite:///runs/synister.db"),
+        ("postgresql://bob:secret@host:5432/db", "postgresql://bob@host:5432/db"),
+        (
+            "postgresql://bob@host/db?password=secret&sslmode=require",
+            "postgresql://bob@host/db?sslmode=require",
+        ),
+        ("postgresql://?host=h&password=secret&dbname=x", "postgresql://?host=h&dbname=x"),
+        ("postgres://bob:se%40cr/et@host/db", "postgres://bob@host/db"),
+        (
+            "postgresql://bob:sec?ret@host/db?sslmode=require",
+            "postgresql://bob@host/db?sslmode=require",
+        ),
+        (
+            "mongodb://u:secret@h1:27017,h2:27018/db?authSource=admin",
+            "mongodb://u@h1:27017,h2:27018/db?authSource=admin",
+        ),
+        (
+            "mongodb+srv://u:p%40ss@cluster.example.net/db?w=1",
+            "mongodb+srv://u@cluster.example.net/db?w=1",
+        ),
+        ("mongodb://host/db", "mongodb://host/db"),
+    ],
+)
+def test_public_url_drops_every_password(url, shown):
+    from synister.db import hide_secrets, public_url
+
+    assert public_url(url) == shown
+    secret = {"se%40cr/et": "se@cr/et", "sec?ret": "sec?ret", "p%40ss": "p@ss"}
+    written = next((s for s in ("secret", *secret) if s in url), None)
+    if written:  # a driver error quoting the URL, or the password decoded
+        quoted = hide_secrets(f"cannot use {url} (password {secret.get(written, written)})", url)
+        assert written not in quoted and secret.get(written, written) not in quoted
+
+
+def test_mongodb_connection_errors_never_show_the_password():
+    pytest.importorskip("pymongo")
+    url = "mongodb://synister:pw-in-url@127.0.0.1:1/db?serverSelectionTimeoutMS=200"
+    for create in (True, False):
+        with pytest.raises(DatabaseError) as caught:
+            open_database(url, create=create)
+        assert "pw-in-url" not in str(caught.value) and "127.0.0.1:1" in str(caught.value)
+    with pytest.raises(DatabaseError) as caught:
+        open_database("mongodb://synister:pw-in-url@127.0.0.1:1")  # no database named
+    assert "pw-in-url" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["skeleton", "hemi-lineage_2", "x" * 24, "Ünïcode"[:1] + "a"])
+def test_names_that_fit_a_run_name_pass(name):
+    from synister.db import check_name
+
+    if name.isascii():
+        assert check_name(name, "split name") == name
+    else:
+        from synister.db import BadName
+
+        with pytest.raises(BadName, match="holds 'Ü'"):
+            check_name(name, "split name")
+
+
+def test_longest_names_leave_room_for_the_run_suffix():
+    from synister.db import MAX_NAME_BYTES, BadName, check_name
+    from synister.db.names import MAX_IDENTIFIER_BYTES
+
+    run = f"{'s' * MAX_NAME_BYTES}_{'e' * MAX_NAME_BYTES}_t123456_p1234"
+    assert len(run.encode()) <= MAX_IDENTIFIER_BYTES
+    with pytest.raises(BadName, match="25 bytes long; at most 24"):
+        check_name("s" * 25, "split name")
+    with pytest.raises(BadName, match="non-empty"):
+        check_name("", "experiment name")
+
+
+@pytest.mark.parametrize(
+    ("name", "unknown"),
+    [
+        ("unknown", True),
+        ("unknown2", True),
+        ("unknown4", True),
+        ("unknown6_ventral", True),
+        ("new", True),
+        ("new2_ventral", True),
+        ("NA", True),
+        ("NONE", True),
+        (None, True),
+        ("", True),
+        ("ALad1", False),
+        ("Primary", False),
+        ("LHa2_ventral", False),
+        ("newton", False),
+    ],
+)
+def test_unknown_hemi_lineage_rule(name, unknown):
+    """One rule for import (stored as None), splits and evaluation."""
+    from synister.db import unknown_hemi_lineage
+    from synister.db.records import hemi_lineage_name
+
+    assert unknown_hemi_lineage(name) is unknown
+    assert (hemi_lineage_name(name) is None) is unknown
+    assert unknown_hemi_lineage("LHa2_ventral", pattern="lha.*") is True

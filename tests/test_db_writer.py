@@ -1,17 +1,21 @@
-"""The prediction writer process: grouped commits, errors handed back, and what happens when
-its parent is killed."""
+"""The prediction writer process: grouped commits, back-pressure, errors handed back, no
+password on its command line, and what happens when its parent is killed. Nothing here waits
+a fixed time: grouping runs on an injected clock, back-pressure on a held database lock."""
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import sys
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 
 from synister.db import DatabaseError, open_database
-from synister.db.writer import BatchWriter
+from synister.db import writer as writer_module
+from synister.db.writer import _END, BatchWriter, _take
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,34 +35,73 @@ def stored(url: str):
         return db.predictions("r")
 
 
-def test_batches_queued_behind_a_busy_writer_share_a_commit(url):
+def batch(first: int, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(first, first + n), np.full((n, 3), 1 / 3)
+
+
+class Clock:
+    """Advances by ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def queued(*items) -> queue.Queue:
+    q: queue.Queue = queue.Queue()
+    for item in items:
+        q.put(item)
+    return q
+
+
+def test_a_group_takes_what_is_queued_within_the_window_up_to_the_row_limit():
+    batches = queued(*[batch(i * 10) for i in range(20)], _END)
+    # all queued at once and read instantly: one group of all 20
+    group = _take(batches, seconds=0.2, rows=4096, clock=Clock(0.0))
+    assert [len(ids) for ids, _ in group] == [10] * 20
+    assert _take(batches) == [] and batches.get_nowait() is _END  # the end mark stays
+
+    # each batch read 0.05 s after the one before: a 0.2 s window holds 4 of them
+    batches = queued(*[batch(i * 10) for i in range(10)], _END)
+    sizes = []
+    while group := _take(batches, seconds=0.2, rows=4096, clock=Clock(0.05)):
+        sizes.append(len(group))
+    assert sizes == [4, 4, 2]
+
+    batches = queued(*[batch(i * 10) for i in range(10)], _END)
+    assert len(_take(batches, seconds=10, rows=35, clock=Clock(0.0))) == 4  # 40 >= 35 rows
+
+
+def test_batches_queued_behind_a_busy_writer_are_all_stored(url):
     written = []
     probabilities = np.random.default_rng(0).dirichlet(np.ones(3), 200)
     with open_database(url) as db, db._transaction(write=True):  # hold the write lock ...
         writer = BatchWriter(url, "r", written.append)
         for first in range(0, 200, 10):  # ... while 20 batches queue up
             writer.put(np.arange(first, first + 10), probabilities[first : first + 10])
-        time.sleep(1.0)
     writer.close()
-    assert sum(written) == 200 and len(written) < 20
+    assert sum(written) == 200 and writer.pending_rows == 0
     got = stored(url)
     np.testing.assert_array_equal(got.synapse_id, np.arange(200))
     np.testing.assert_allclose(got[[f"prob_{c}" for c in CLASSES]].to_numpy(), probabilities)
 
 
-def test_batches_that_come_within_the_group_window_share_a_commit(url):
-    """A writer that keeps up still commits what comes within GROUP_SECONDS together."""
-    from synister.db import writer as writer_module
-
-    written = []
-    writer = BatchWriter(url, "r", written.append)
-    time.sleep(1.5)  # the writer process has started and waits
-    for first in range(0, 200, 10):  # 20 batches in 0.1 s, each well after the one before
-        writer.put(np.arange(first, first + 10), np.full((10, 3), 1 / 3))
-        time.sleep(0.005)
+def test_a_slow_database_holds_the_network_back(url):
+    """put() blocks once max_pending_rows synapses wait for the database; nothing is lost."""
+    with open_database(url) as db, db._transaction(write=True):  # the database is stuck
+        writer = BatchWriter(url, "r", max_pending_rows=30)
+        for first in (0, 10, 20):
+            writer.put(*batch(first))
+        assert writer.pending_rows == 30
+        with pytest.raises(TimeoutError, match="holds 30 synapses not yet stored"):
+            writer.put(*batch(30), timeout=0)
+    writer.put(*batch(30))  # the lock is gone: room comes as groups are committed
     writer.close()
-    assert writer_module.GROUP_SECONDS >= 0.1
-    assert sum(written) == 200 and len(written) <= 2
+    np.testing.assert_array_equal(stored(url).synapse_id, np.arange(40))
+    assert writer_module.MAX_PENDING_ROWS >= 2 * writer_module.GROUP_ROWS  # commits overlap
 
 
 def test_a_write_error_is_raised_in_the_caller_and_nothing_is_stored(url):
@@ -71,11 +114,33 @@ def test_a_write_error_is_raised_in_the_caller_and_nothing_is_stored(url):
 
 def test_an_unknown_run_is_named(url):
     writer = BatchWriter(url, "nope")
-    with pytest.raises(Exception, match="nope"):
-        for first in range(0, 1000, 10):  # raised at a put once the error is back, else at close
-            writer.put(np.arange(first, first + 10), np.full((10, 3), 1 / 3))
-            time.sleep(0.01)
+    with pytest.raises(Exception, match="nope"):  # at the put if the error is back, else close
+        writer.put(*batch(0))
         writer.close()
+
+
+def test_the_database_password_never_reaches_the_command_line(scratch_postgres_url):
+    """``ps`` shows every user a process's arguments: the URL goes through the pipe."""
+    password = parse_qs(urlsplit(scratch_postgres_url).query)["password"][0]
+    assert password
+    with open_database(scratch_postgres_url) as db:
+        db.create_prediction_run("r", CLASSES, {})
+    writer = BatchWriter(scratch_postgres_url, "r")
+    try:
+        with open(f"/proc/{writer._process.pid}/cmdline", "rb") as cmdline:
+            arguments = cmdline.read().decode()
+        assert "synister.db.writer" in arguments
+        assert password not in arguments and "postgresql" not in arguments
+        writer.put(*batch(0))
+    finally:
+        writer.close()
+    with open_database(scratch_postgres_url) as db:
+        np.testing.assert_array_equal(db.predicted_synapse_ids("r"), np.arange(10))
+    with pytest.raises(Exception) as error:  # a wrong password: the message hides it
+        broken = BatchWriter(scratch_postgres_url.replace(password, "wrong" + password), "r")
+        broken.put(*batch(0))
+        broken.close()
+    assert password not in str(error.value)
 
 
 def running(pid: int) -> bool:
@@ -100,10 +165,8 @@ os.kill(os.getpid(), signal.SIGKILL)
     parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert parent.returncode == -9, parent.stderr
     child = int(parent.stdout.split()[0])
-    for _ in range(100):
-        if not running(child):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"writer process {child} still runs 10 s after its parent was killed")
+    deadline = time.monotonic() + 50  # waits for the child to end, not for a fixed time
+    while running(child):
+        assert time.monotonic() < deadline, f"writer process {child} still runs after 50 s"
+        time.sleep(0.05)
     np.testing.assert_array_equal(stored(url).synapse_id, np.arange(300))

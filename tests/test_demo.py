@@ -31,6 +31,7 @@ def test_recipes_make_a_setup_whose_network_classifies_a_batch(tmp_path, preset,
         split_name="skeleton",
         raw_container=str(tmp_path / "raw.zarr"),
         raw_dataset="raw",
+        check_volume=False,  # no volume: only the network is built here
         input_shape=s.input_shape,
         network=s.network,
         fmaps=s.fmaps,

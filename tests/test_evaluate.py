@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from synister.evaluate import (
+    EvaluationRules,
     aggregate_predictions,
     best_run,
     confusion_matrix,
@@ -92,15 +93,15 @@ def synapse_table() -> pd.DataFrame:
     return frame
 
 
-def evaluate(**kwargs):
+def evaluate(**rules):
     return evaluate_predictions(
         "run",
         prediction_table(),
         synapse_table(),
         CLASSES,
         {"iteration": 1000},
+        rules=EvaluationRules(**rules),
         hemi_lineage_names=LINEAGE_NAMES,
-        **kwargs,
     )
 
 
@@ -157,11 +158,58 @@ def test_neuron_vote_breaks_ties_by_summed_probability_and_counts_them():
 
 
 def test_tie_with_equal_probability_sums_goes_to_first_class():
-    groups = aggregate_predictions(
-        np.array([5, 5]), np.array([1, 1]), np.array([[0.2, 0.3, 0.5], [0.3, 0.5, 0.2]])
-    )
-    # votes: class 2 and class 1 once each; summed probabilities equal (0.8) -> class 1
+    probabilities = np.array([[0.1, 0.3, 0.6], [0.1, 0.6, 0.3]])
+    # votes: class 2 and class 1 once each; summed probabilities are equal too (0.9 each)
+    sums = probabilities.sum(axis=0)
+    assert sums[1] == sums[2] and sums[0] < sums[1]
+    groups = aggregate_predictions(np.array([5, 5]), np.array([1, 1]), probabilities)
     assert groups["pred_idx"].tolist() == [1] and groups["tie"].tolist() == [True]
+    # given in the other order, the first class still wins (not the first synapse's vote)
+    groups = aggregate_predictions(np.array([5, 5]), np.array([1, 1]), probabilities[::-1])
+    assert groups["pred_idx"].tolist() == [1]
+
+
+def test_ties_first_takes_the_first_tied_class_as_the_original_did():
+    # skeleton 2 ties gaba/ach and skeleton 8 gaba/glutamate; the sums favour ach and glutamate
+    neurons = evaluate(ties="first").neurons["vote"].set_index("skeleton_id")
+    assert neurons["pred_idx"].to_dict() == {1: G, 2: G, 3: A, 4: G, 8: G, 9: U, 10: G}
+    assert neurons["tie"].to_dict()[2] and neurons["tie"].to_dict()[8]
+    metrics = evaluate(ties="first").metrics
+    assert metrics["filters"]["ties"] == "first"
+    assert metrics["neuron"]["vote"]["confusion"] == [[3, 0, 0], [1, 1, 0], [1, 0, 1]]
+    # the mean-probability method has no vote to tie
+    assert metrics["neuron"]["mean"] == evaluate().metrics["neuron"]["mean"]
+    with pytest.raises(ValueError, match="ties"):
+        evaluate(ties="last")
+
+
+def test_cutoff_leaves_out_neurons_whose_majority_share_is_below_it():
+    # majority shares: skeletons 1, 3, 4: 2/3; 2 and 8: 1/2; 9 and 10: 1
+    metrics = evaluate(cutoff=2 / 3).metrics
+    assert metrics["filters"]["cutoff"] == pytest.approx(2 / 3)
+    assert metrics["neuron"]["left_out_cutoff"] == 2  # a share equal to the cut-off stays
+    assert metrics["neuron"]["vote"]["n"] == metrics["neuron"]["mean"]["n"] == 5
+    assert metrics["neuron"]["vote"]["confusion"] == [[2, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert metrics["synapse"]["n"] == 15  # the cut-off is a neuron-level rule
+    strict = evaluate(cutoff=0.7).metrics
+    assert strict["neuron"]["left_out_cutoff"] == 5 and strict["neuron"]["vote"]["n"] == 2
+    # hemilineage units: (10, gaba) 4/6, (20, ach) 2/3, (30, glu) 2/3, (20, glu) 1/1
+    assert strict["hemi_lineage"]["left_out_cutoff"] == 3
+    assert strict["hemi_lineage"]["vote"]["n"] == 1
+    with pytest.raises(ValueError, match="cutoff"):
+        evaluate(cutoff=1.5)
+
+
+def test_n_min_at_synapse_level_leaves_out_the_synapses_of_small_neurons():
+    plain = evaluate(n_min=3).metrics
+    original = evaluate(n_min=3, n_min_synapse_level=True).metrics
+    assert plain["synapse"]["n"] == 15
+    # skeletons 1, 3 and 4 hold 3 synapses each; 2, 8 (2), 9 and 10 (1) are left out
+    assert original["synapse"]["n"] == 9
+    assert original["synapse"]["left_out_n_min"] == 6
+    assert original["synapse"]["accuracy"] == pytest.approx(5 / 9)
+    assert original["filters"]["n_min_synapse_level"] is True
+    assert original["neuron"]["vote"] == plain["neuron"]["vote"]
 
 
 def test_neuron_mean_probability():
@@ -197,7 +245,7 @@ def test_n_min_leaves_out_small_neurons_and_lineages():
     lineage = evaluate(n_min=4).metrics["hemi_lineage"]
     assert lineage["left_out_n_min"] == 3  # units (20, ach) 3, (20, glu) 1, (30, glu) 3 synapses
     assert lineage["vote"]["n"] == 1
-    assert neuron_predictions(evaluate().synapses, 3, n_min=2)[1] == 2
+    assert neuron_predictions(evaluate().synapses, 3, n_min=2)[1] == {"n_min": 2, "cutoff": 0}
 
 
 def test_confidence_cut_off_applies_before_everything():
@@ -275,6 +323,9 @@ def database(tmp_path):
     one_hot = np.eye(3)[labelled["true_idx"]]
     with open_database(url) as db:
         db.import_records(synapses=synapses, skeletons=skeletons, hemi_lineages=lineages)
+        # every synapse in the validation part of split "val" and the test part of "other"
+        for split, part in (("val", "validation"), ("other", "test")):
+            db.write_split(split, truth[["synapse_id"]].assign(part=part))
         for run, iteration in RUN_ITERATIONS.items():
             meta = {"split_name": "val", "split_part": "validation", "experiment": "exp",
                     "train_number": 0, "predict_number": int(run[-1]), "iteration": iteration,
@@ -294,7 +345,7 @@ def test_evaluate_runs_writes_metrics_figures_and_a_self_contained_report(databa
     out = tmp_path / "evaluation"
     with open_database(database) as db:
         # given out of order: the curve must still run by iteration
-        results = evaluate_runs(db, ["val_exp_t0_p2", "val_exp_t0_p0"], out, n_min=0)
+        results = evaluate_runs(db, ["val_exp_t0_p2", "val_exp_t0_p0"], out)
     assert json.loads((out / "metrics.json").read_text()) == results
     p0 = results["runs"]["val_exp_t0_p0"]
     assert p0["synapse"]["confusion"] == [[4, 2, 0], [1, 2, 2], [2, 0, 2]]
@@ -303,7 +354,7 @@ def test_evaluate_runs_writes_metrics_figures_and_a_self_contained_report(databa
     assert p0["iteration"] == 1000
     assert results["best"]["run"] == "val_exp_t0_p2"
     [curve] = results["accuracy_vs_iteration"]
-    assert curve["series"] == "exp t0 validation"
+    assert curve["series"] == "exp t0 val / validation"
     assert [p["iteration"] for p in curve["points"]] == [1000, 3000]
     assert [p["synapse_accuracy"] for p in curve["points"]] == pytest.approx([8 / 15, 1])
 
@@ -332,6 +383,134 @@ def test_evaluate_unknown_run_names_the_run(database, tmp_path):
 
     with open_database(database) as db, pytest.raises(KeyError, match="no_such_run"):
         evaluate_runs(db, ["no_such_run"], tmp_path / "out")
+
+
+def add_run(url, run, classes=CLASSES, n=None, right=True, **meta):
+    """Store run ``run`` with ``meta``: the first ``n`` labelled synapses (all by default),
+    predicted right (one-hot) or all as the first class."""
+    from synister.db import open_database
+
+    labelled, _ = label_predictions(prediction_table(), synapse_table(), CLASSES)
+    labelled = labelled[labelled["true_idx"] < len(classes)].head(n)
+    truth = labelled["true_idx"].to_numpy() if right else np.zeros(len(labelled), dtype=int)
+    with open_database(url) as db:
+        db.create_prediction_run(run, classes, meta)
+        db.write_predictions(run, labelled["synapse_id"].to_numpy(), np.eye(len(classes))[truth])
+
+
+VALIDATION = {"split_name": "val", "split_part": "validation", "experiment": "exp"}
+
+
+def test_incomplete_run_is_refused_unless_allowed_and_never_best(database, tmp_path):
+    from synister.db import open_database
+    from synister.evaluate import IncompleteRun
+
+    # killed after 5 of the 15 synapses of the split's validation part, all right so far
+    add_run(database, "val_exp_t0_p3", n=5, **VALIDATION, train_number=0, iteration=4000)
+    out = tmp_path / "out"
+    with open_database(database) as db:
+        with pytest.raises(IncompleteRun, match=r"val_exp_t0_p3 \(5 of 15 synapses") as error:
+            evaluate_runs(db, ["val_exp_t0_p0", "val_exp_t0_p3"], out)
+        assert "--allow-incomplete" in str(error.value) and "val_exp_t0_p0" not in str(error.value)
+        assert not out.exists()
+        results = evaluate_runs(
+            db, ["val_exp_t0_p0", "val_exp_t0_p3"], out, allow_incomplete=True, figures=False
+        )
+    p3 = results["runs"]["val_exp_t0_p3"]
+    assert p3["synapse"]["accuracy"] == 1.0
+    assert p3["completeness"] == {
+        "status": "incomplete", "predicted": 5, "expected": 15, "fraction": pytest.approx(1 / 3),
+        "source": "split", "reason": None,
+    }  # fmt: skip
+    assert results["runs"]["val_exp_t0_p0"]["completeness"]["status"] == "complete"
+    assert results["best"]["run"] == "val_exp_t0_p0"  # an incomplete run is no candidate
+    assert any("val_exp_t0_p3" in w and "incomplete" in w for w in results["warnings"])
+    page = (out / "report.html").read_text()
+    assert "5 / 15" in page and "incomplete" in page
+
+
+def test_completeness_comes_from_the_runs_meta_when_stored(database, tmp_path):
+    from synister.db import open_database
+    from synister.evaluate import IncompleteRun
+
+    add_run(database, "val_exp_t1_p0", **VALIDATION, expected_synapses=20)  # 15 stored
+    with open_database(database) as db, pytest.raises(IncompleteRun, match="15 of 20"):
+        evaluate_runs(db, ["val_exp_t1_p0"], tmp_path / "out")
+
+
+def test_run_without_a_split_is_accepted_with_a_warning(database, tmp_path):
+    from synister.db import open_database
+
+    add_run(database, "fafb_original_run")  # as the original wrote it: no split in the meta
+    add_run(database, "gone_exp_t0_p0", split_name="gone", split_part="test")
+    with open_database(database) as db:
+        results = evaluate_runs(
+            db, ["fafb_original_run", "gone_exp_t0_p0"], tmp_path / "out", figures=False
+        )
+    first, second = (results["runs"][r]["completeness"] for r in results["runs"])
+    assert first["status"] == second["status"] == "unknown"
+    assert first["expected"] is None and first["predicted"] == 15
+    assert "names no split" in first["reason"] and "'gone'" in second["reason"]
+    assert [w.split(":")[0] for w in results["warnings"][:2]] == [
+        "fafb_original_run", "gone_exp_t0_p0"
+    ]  # fmt: skip
+
+
+def test_no_best_across_different_synapse_sets(database, tmp_path):
+    from synister.db import open_database
+
+    add_run(database, "other_exp_t0_p0", split_name="other", split_part="test", iteration=9)
+    add_run(database, "val_two_t0_p0", classes=CLASSES[:2], **VALIDATION, iteration=5)
+    runs = ["val_exp_t0_p0", "val_exp_t0_p1", "other_exp_t0_p0", "val_two_t0_p0"]
+    with open_database(database) as db:
+        results = evaluate_runs(db, runs, tmp_path / "out", figures=False)
+    assert results["best"] is None
+    assert "different synapse sets" in results["best_refused"]
+    sets = results["synapse_sets"]
+    assert [s["runs"] for s in sets] == [runs[:2], runs[2:3], runs[3:]]
+    assert [(s["split_name"], s["split_part"]) for s in sets] == [
+        ("val", "validation"), ("other", "test"), ("val", "validation")
+    ]  # fmt: skip
+    assert [s["best"]["run"] for s in sets] == ["val_exp_t0_p1", "other_exp_t0_p0", runs[3]]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "different synapse sets" in page and "other / test" in page
+    # one synapse set: a best as before
+    with open_database(database) as db:
+        one = evaluate_runs(db, runs[:2], tmp_path / "one", figures=False)
+    assert one["best"]["run"] == "val_exp_t0_p1" and one["best_refused"] is None
+
+
+def test_a_failed_evaluation_leaves_nothing_behind(database, tmp_path, monkeypatch):
+    from synister.db import open_database
+    from synister.evaluate import report
+
+    fresh = tmp_path / "new" / "deeper" / "evaluation"
+    with open_database(database) as db, pytest.raises(KeyError):
+        evaluate_runs(db, ["val_exp_t0_p0", "no_such_run"], fresh)
+    assert not (tmp_path / "new").exists()
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    for out in (fresh, kept):  # fails while writing, after the metrics (and figures)
+        with open_database(database) as db, pytest.raises(RuntimeError, match="disk full"):
+            evaluate_runs(db, ["val_exp_t0_p0"], out, figures=out is fresh)
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "synister.db"]
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+    monkeypatch.undo()
+    with open_database(database) as db:
+        evaluate_runs(db, ["val_exp_t0_p0"], kept, figures=False)
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "metrics.json", "notes.txt", "report.html", "val_exp_t0_p0"
+    ]  # fmt: skip
+    assert (kept / "notes.txt").read_text() == "mine"
 
 
 def test_command_prints_table_and_json(database, tmp_path):
@@ -376,22 +555,22 @@ def test_command_prints_table_and_json(database, tmp_path):
         ],
     )
     assert plain.exit_code == 0 and "report.html" in plain.stdout
-    assert re.search(r"val_exp_t0_p0\s+1000\s+1\s+1\.000", plain.stdout), plain.stdout
+    assert re.search(
+        r"val_exp_t0_p0\s+val / validation\s+19 / 15\s+1000\s+1\s+1\.000", plain.stdout
+    )
     written = json.loads((out / "metrics.json").read_text())["runs"]["val_exp_t0_p0"]["synapse"]
     assert written["per_class_accuracy"] == {"gaba": None, "acetylcholine": None, "glutamate": 1.0}
     missing = CliRunner().invoke(app, ["evaluate", "--db", database, "--out", str(out), "nope"])
     assert missing.exit_code == 1 and "nope" in missing.stderr
 
 
-def test_command_reads_runs_from_prediction_setups(database, tmp_path):
-    from typer.testing import CliRunner
-
-    from synister.cli import app
+def write_predict_setups(database, base, numbers=(0, 2)) -> list[str]:
+    """Prediction setups ``base/exp/03_predict/setup_t0_p<n>`` of runs val_exp_t0_p<n>."""
     from synister.config import PredictConfig, WorkerConfig
 
     setups = []
-    for number in (0, 2):
-        setup = tmp_path / "base" / "exp" / "03_predict" / f"setup_t0_p{number}"
+    for number in numbers:
+        setup = base / "exp" / "03_predict" / f"setup_t0_p{number}"
         setup.mkdir(parents=True)
         PredictConfig(
             train_checkpoint=f"exp/02_train/setup_t0/model_checkpoint_{1000 * (number + 1)}",
@@ -402,7 +581,7 @@ def test_command_reads_runs_from_prediction_setups(database, tmp_path):
             synapse_types=CLASSES,
             input_shape=(8, 32, 32),
             db_url=database,
-            db_name_data="test",
+            db_name_data="synister",  # agrees with the SQLite file name
             split_name="val",  # run name: val_exp_t0_p<number>
             voxel_size=(40, 4, 4),
             raw_container="raw.zarr",
@@ -412,15 +591,116 @@ def test_command_reads_runs_from_prediction_setups(database, tmp_path):
             n_convolutions=(2,),
         ).write(setup / "predict_config.ini")
         WorkerConfig().write(setup / "worker_config.ini")
-        setups += ["--setup", str(setup)]
+        setups.append(str(setup))
+    return setups
+
+
+def test_command_reads_runs_from_prediction_setups(database, tmp_path):
+    from typer.testing import CliRunner
+
+    from synister.cli import app
+
+    setups = write_predict_setups(database, tmp_path / "base")
     # the database URL comes from the setups
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["evaluate", "--no-figures", "--out", str(out), *setups])
+    repeated = [arg for setup in setups for arg in ("--setup", setup)]
+    result = CliRunner().invoke(app, ["evaluate", "--no-figures", "--out", str(out), *repeated])
     assert result.exit_code == 0, result.output
     assert "best: val_exp_t0_p2 (iteration 3000)" in result.stdout
     document = json.loads((out / "metrics.json").read_text())
     assert list(document["runs"]) == ["val_exp_t0_p0", "val_exp_t0_p2"]
     assert not list(out.rglob("*.png")) and "<img" not in (out / "report.html").read_text()
+
+
+def test_command_takes_the_setups_of_a_shell_glob(database, tmp_path):
+    from typer.testing import CliRunner
+
+    from synister.cli import app
+
+    setups = write_predict_setups(database, tmp_path / "base", numbers=(0, 1, 2))
+    # `--setup .../setup_t0_p*` as the shell expands it, and the setups alone as arguments
+    for args in (["--setup", *setups], setups, [setups[0], "--setup", *setups[1:]]):
+        out = tmp_path / f"out{len(args)}"
+        result = CliRunner().invoke(app, ["evaluate", "--no-figures", "--out", str(out), *args])
+        assert result.exit_code == 0, result.output
+        document = json.loads((out / "metrics.json").read_text())
+        assert sorted(document["runs"]) == ["val_exp_t0_p0", "val_exp_t0_p1", "val_exp_t0_p2"]
+    # run names next to setups still work; a folder without a setup is named
+    out = tmp_path / "mixed"
+    result = CliRunner().invoke(
+        app, ["evaluate", "--no-figures", "--out", str(out), "--setup", setups[0], "val_exp_t0_p1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert list(json.loads((out / "metrics.json").read_text())["runs"]) == [
+        "val_exp_t0_p0", "val_exp_t0_p1"
+    ]  # fmt: skip
+    empty = tmp_path / "base" / "exp" / "03_predict" / "setup_t0_p9"
+    empty.mkdir()
+    result = CliRunner().invoke(
+        app, ["evaluate", "--out", str(tmp_path / "x"), *setups, str(empty)]
+    )
+    assert result.exit_code == 1 and "setup_t0_p9" in result.stderr
+    assert "predict_config.ini" in result.stderr and not (tmp_path / "x").exists()
+
+
+def test_command_shows_split_and_completeness_and_refuses_incomplete(database, tmp_path):
+    from typer.testing import CliRunner
+
+    from synister.cli import app
+
+    add_run(database, "val_exp_t0_p3", n=5, **VALIDATION, train_number=0, iteration=4000)
+    add_run(database, "other_exp_t0_p0", split_name="other", split_part="test", iteration=9)
+    add_run(database, "fafb_original_run")
+    out = tmp_path / "out"
+    base = ["evaluate", "--no-figures", "--db", database, "--out", str(out)]
+    refused = CliRunner().invoke(app, [*base, "val_exp_t0_p0", "val_exp_t0_p3"])
+    assert refused.exit_code == 1 and not out.exists()
+    assert "val_exp_t0_p3 (5 of 15 synapses, 33%)" in refused.stderr
+    assert "--allow-incomplete" in refused.stderr
+
+    allowed = CliRunner().invoke(
+        app, [*base, "--allow-incomplete", "val_exp_t0_p0", "val_exp_t0_p3"]
+    )
+    assert allowed.exit_code == 0, allowed.output
+    lines = allowed.stdout.splitlines()
+    assert re.search(r"val_exp_t0_p0\s+val / validation\s+19 / 15\s+1000", lines[1]), lines
+    assert re.search(r"val_exp_t0_p3\s+val / validation\s+5 / 15 \(incomplete\)\s", lines[2])
+    assert "best: val_exp_t0_p0 (iteration 1000)" in allowed.stdout
+    assert "warning: val_exp_t0_p3: incomplete" in allowed.stderr
+
+    mixed = CliRunner().invoke(
+        app, [*base, "val_exp_t0_p1", "other_exp_t0_p0", "fafb_original_run"]
+    )
+    assert mixed.exit_code == 0, mixed.output
+    assert "other / test" in mixed.stdout and "15 / ? (unknown)" in mixed.stdout
+    assert "best: none, the runs predict 3 different synapse sets" in mixed.stdout
+    assert "best of val / validation: val_exp_t0_p1 (iteration 2000)" in mixed.stdout
+    assert "best of other / test: other_exp_t0_p0 (iteration 9)" in mixed.stdout
+    assert "warning: fafb_original_run: completeness unknown" in mixed.stderr
+
+
+def test_command_offers_the_original_rules(database, tmp_path):
+    from typer.testing import CliRunner
+
+    from synister.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--no-figures", "--db", database, "--out", str(out), "--n-min", "3",
+         "--n-min-synapses", "--cutoff", "0.7", "--ties", "first", "val_exp_t0_p0"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["runs"]["val_exp_t0_p0"]["filters"] == {
+        "n_min": 3, "n_min_synapse_level": True, "min_confidence": 0.0, "cutoff": 0.7,
+        "ties": "first",
+    }  # fmt: skip
+    assert document["runs"]["val_exp_t0_p0"]["synapse"]["n"] == 9
+    bad = CliRunner().invoke(app, ["evaluate", "--db", database, "--ties", "last", "x"])
+    assert bad.exit_code == 2 and "last" in bad.output
+    text = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "100"}).stdout
+    assert "original" in text and "--allow-incomplete" in text
 
 
 def test_fafb_hemi_lineages_split_mixed_and_drop_unknown(shared_data, tmp_path):
@@ -479,3 +759,44 @@ def test_public_url_hides_the_password():
     assert public_url("postgresql://bob:secret@host:5432/db") == "postgresql://bob@host:5432/db"
     assert "p%40ss" not in public_url("mongodb+srv://u:p%40ss@cluster.example.net/db?w=1")
     assert public_url("sqlite:///runs/synister.db") == "sqlite:///runs/synister.db"
+
+
+@pytest.mark.parametrize("n_series", [1, 4])
+def test_accuracy_plot_legends_do_not_cover_the_axes(n_series):
+    from synister.evaluate.plots import accuracy_figure
+
+    series = [
+        {
+            "series": f"experiment{k} t{k} skeleton / validation",
+            "points": [
+                {
+                    "run": f"r{k}_{i}",
+                    "iteration": 1000 * i,
+                    "synapse_accuracy": 0.2 * i,
+                    "synapse_balanced_accuracy": 0.18 * i,
+                    "neuron_vote_accuracy": 0.22 * i,
+                    "neuron_mean_accuracy": 0.21 * i,
+                }  # fmt: skip
+                for i in range(1, 5)
+            ],
+        }
+        for k in range(n_series)
+    ]
+    best = {"run": "r0_4", "iteration": 4000, "synapse_accuracy": 0.8}
+    figure = accuracy_figure(series, best)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in figure.axes if ax.get_legend()] + figure.legends
+    assert legends
+    labels = [t.get_text() for legend in legends for t in legend.get_texts()]
+    assert "best" in labels and len(labels) >= 4 * n_series + 1
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in figure.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), legend
+    # and nothing is cut off at the figure's border
+    figure_box = figure.bbox
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert box.x0 >= figure_box.x0 and box.y0 >= figure_box.y0
+        assert box.x1 <= figure_box.x1 and box.y1 <= figure_box.y1

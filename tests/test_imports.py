@@ -71,6 +71,27 @@ def test_export_folder_is_imported(db, export_dir):
     assert names[7] == "ALad1" and names[8] is None and names[9] is None
 
 
+def test_original_none_transmitter_is_unknown_and_counted(db, tmp_path):
+    """The original wrote ["none"] for a neuron without a known transmitter; a skeleton without
+    nt_known (missing, null, none) is stored as unknown and counted in the summary."""
+    write_json(
+        tmp_path / "skeletons.json",
+        {
+            "1": {"hemi_lineage_id": 7, "nt_known": ["none"]},
+            "2": {"hemi_lineage_id": 7, "nt_known": ["unknown"]},
+            "3": {"hemi_lineage_id": 7},
+            "4": {"hemi_lineage_id": 7, "nt_known": None},
+            "5": {"hemi_lineage_id": 7, "nt_known": []},
+            "6": {"hemi_lineage_id": 7, "nt_known": ["GABA"]},
+        },
+    )
+    summary = import_files(db, [tmp_path / "skeletons.json"])
+    assert summary.skeletons == 6 and summary.skeletons_without_transmitter == 5
+    assert summary.as_dict()["skeletons_without_transmitter"] == 5
+    known = db.skeletons().set_index("skeleton_id")["nt_known"]
+    assert known.tolist() == [frozenset()] * 5 + [frozenset({"gaba"})]
+
+
 def test_bad_json_names_file_line_and_column(db, export_dir):
     bad = export_dir / "synapses_v1.json"
     bad.write_text('{"1": {"x": 1, "y": 2, "z": 3},\n "2": {"x": 1 "y": 2}}')
@@ -249,6 +270,7 @@ def test_label_disagreeing_with_imported_skeleton(db, tmp_path):
 def test_real_fafb_skeletons_and_hemi_lineages(db, shared_data):
     summary = import_files(db, [shared_data / "fafb_v3"])
     assert (summary.skeletons, summary.hemi_lineages) == (2804, 90)
+    assert summary.skeletons_without_transmitter == 2804 - 688
     per_nt = db.skeletons()["nt_known"].map(lambda s: ",".join(sorted(s))).value_counts()
     assert per_nt["acetylcholine"] == 397 and per_nt["gaba"] == 165 and per_nt["dopamine"] == 83
     assert per_nt["gaba,octopamine"] == 1

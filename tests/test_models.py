@@ -130,7 +130,7 @@ def test_checkpoint_round_trip_restores_optimizer_and_accepts_ddp_prefixes(tmp_p
     assert torch.equal(fresh.classifier[6].weight, model.classifier[6].weight)
     wrong = Vgg3D((2, 8, 8), fmaps=2, downsample_factors=[(1, 2, 2)], fmap_inc=(2,),
                   n_convolutions=(1,), output_classes=4)  # fmt: skip
-    with pytest.raises(CheckpointError, match="model_checkpoint_7: weights do not fit"):
+    with pytest.raises(CheckpointError, match="model_checkpoint_7: the checkpoint does not fit"):
         load_checkpoint(path, wrong)
 
 
@@ -215,3 +215,130 @@ def test_flip_average_logits_is_invariant_to_in_plane_flips_and_transposes():
             flip_average_logits(model, wide.flip(-1)), flip_average_logits(model, wide)
         )
         torch.testing.assert_close(flip_average_logits(model, raw[:, 0]), averaged)
+
+
+# ---- what a checkpoint says when it does not fit -------------------------------------------------
+
+
+def _predict_config(**changes):
+    from synister.config import PredictConfig
+
+    values = dict(
+        train_checkpoint="e/02_train/setup_t0/model_checkpoint_10",
+        experiment="e",
+        train_number=0,
+        predict_number=0,
+        split_part="validation",
+        synapse_types=["gaba", "acetylcholine", "glutamate"],
+        input_shape=(8, 32, 32),
+        fmaps=4,
+        db_name_data="d",
+        split_name="s",
+        voxel_size=(40, 4, 4),
+        raw_container="raw.zarr",
+        raw_dataset="raw",
+        downsample_factors=[(1, 2, 2), (1, 2, 2), (2, 2, 2)],
+    )
+    return PredictConfig(**{**values, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"fmaps": 6}, "fmaps: checkpoint has 4, config says 6"),
+        (
+            {"downsample_factors": [(1, 2, 2), (2, 2, 2)]},
+            "downsample_factors: checkpoint has 3 levels, config says 2",
+        ),
+        (
+            {"n_convolutions": (2, 1, 2)},
+            "n_convolutions: checkpoint has 2, 2, 2, config says 2, 1, 2",
+        ),
+        ({"fmap_inc": (2, 3, 2)}, "fmap_inc (all but the last level): checkpoint has 2, 2, "),
+        ({"neither_class": True}, "classes: checkpoint has 3 outputs, config says 4 (gaba, "),
+        ({"network": "ResNet18"}, "network: checkpoint has VGG, config says ResNet18"),
+        ({"input_shape": (8, 64, 64)}, "input_shape: checkpoint has 8, 32, 32, config says 8, 64"),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_says_which_setting_differs(tmp_path, changes, expected):
+    path = save_checkpoint(tmp_path / "model_checkpoint_10", build_model(_config()), None, 10)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path, build_model(_config(**changes)))
+    message = str(error.value)
+    assert expected in message and "\n" not in message and "size mismatch" not in message
+
+
+def test_mismatch_without_a_network_record_still_names_the_setting(tmp_path):
+    # the original's checkpoints hold no record: fmaps and the input shape come from the shapes
+    model = build_model(_config())
+    torch.save({"model_state_dict": model.state_dict()}, tmp_path / "model_checkpoint_5")
+    with pytest.raises(CheckpointError, match="fmaps: checkpoint has 4, config says 5$"):
+        load_checkpoint(tmp_path / "model_checkpoint_5", build_model(_config(fmaps=5)))
+    with pytest.raises(CheckpointError, match="last feature map of 64 voxels, the config's"):
+        load_checkpoint(
+            tmp_path / "model_checkpoint_5", build_model(_config(input_shape=(8, 64, 64)))
+        )
+    resnet = build_model(_config(network="ResNet18"))
+    torch.save(resnet.state_dict(), tmp_path / "bare")  # a bare state_dict
+    with pytest.raises(CheckpointError, match="fmaps: checkpoint has 4, config says 8"):
+        load_checkpoint(tmp_path / "bare", build_model(_config(network="ResNet18", fmaps=8)))
+
+
+def test_files_that_are_not_checkpoints(tmp_path):
+    (tmp_path / "random").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "empty").write_bytes(b"")
+    torch.save({"model_state_dict": {"w": torch.zeros(1)}, "x": _Unsafe()}, tmp_path / "objects")
+    model = build_model(_config())
+    for name, expected in (
+        ("random", "random: not a checkpoint (not a file torch.save wrote)"),
+        ("empty", "empty: not a checkpoint"),
+        ("objects", "objects: holds Python objects besides weights"),
+        ("missing", "missing: checkpoint not found"),
+    ):
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(tmp_path / name, model)
+        message = str(error.value)
+        assert expected in message, message
+        assert "weights_only" not in message and "\n" not in message
+
+
+class _Unsafe:
+    pass
+
+
+def test_checkpoints_record_their_network_and_still_load_the_original_way(tmp_path):
+    cfg = _config(network="ResNet18")
+    model = build_model(cfg)
+    path = save_checkpoint(tmp_path / "model_checkpoint_3", model, None, 3)
+    state = torch.load(path, weights_only=True)
+    assert state["synister_network"] == {
+        "network": cfg.network_settings(),
+        "classes": ["gaba", "acetylcholine", "glutamate"],
+        "input_shape_vox": [8, 32, 32],
+        "voxel_size_nm": [40.0, 4.0, 4.0],
+    }
+    plain = ResNet3D(output_classes=3, start_channels=4)  # as the original code loads it
+    plain.load_state_dict(state["model_state_dict"])
+
+
+def test_prediction_refuses_another_input_shape_unless_allowed(tmp_path):
+    # the ResNet pools globally: weights load at any input shape, so only the record can tell
+    trained = build_model(_config(network="ResNet18"))
+    path = save_checkpoint(tmp_path / "model_checkpoint_10", trained, None, 10)
+    other = _predict_config(network="ResNet18", input_shape=(8, 48, 48))
+    with pytest.raises(
+        CheckpointError, match=r"trained on 8, 32, 32 voxels, the config says 8, 48"
+    ):
+        load_checkpoint(path, build_model(other))
+    allowed = other.model_copy(update={"allow_other_input_shape": True})
+    assert load_checkpoint(path, build_model(allowed)) == 10
+    assert load_checkpoint(path, build_model(_predict_config(network="ResNet18"))) == 10
+    # training may go on at another shape (a deliberate choice, recorded in its checkpoints)
+    assert load_checkpoint(path, build_model(_config(network="ResNet18", input_shape=(8, 48, 48))))
+    # an older checkpoint without a record: the train_config.ini beside it says the shape
+    setup = tmp_path / "setup_t0"
+    setup.mkdir()
+    torch.save({"model_state_dict": trained.state_dict()}, setup / "model_checkpoint_10")
+    _config(network="ResNet18").write(setup / "train_config.ini")
+    with pytest.raises(CheckpointError, match="trained on 8, 32, 32 voxels"):
+        load_checkpoint(setup / "model_checkpoint_10", build_model(other))

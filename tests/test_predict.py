@@ -1,5 +1,6 @@
-"""``synister predict``: what is stored, overwrite and resume rules, kill -9 recovery, block
-workers and the progress display, on a small random volume and a tiny network."""
+"""``synister predict``: what is stored (the original pipeline's patches), overwrite and resume
+rules, kill -9 recovery, block workers, precision, failures that leave nothing behind and the
+progress display, on a small random volume and tiny networks, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,14 +20,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synister import predict
 from synister.cli import app
 from synister.config import load_predict_setup, load_train_setup
+from synister.data import TrainingData, training_synapses
 from synister.db import PredictionRunExists, open_database
 from synister.models import build_model, load_checkpoint, save_checkpoint
-from synister.predict import ThreadTuner, network_input, plan_prediction, predict_setup
+from synister.predict import (
+    RESUME_KEYS,
+    PredictionRunComplete,
+    ThreadTuner,
+    network_input,
+    plan_prediction,
+    predict_setup,
+)
+from synister.predict import threads as thread_module
 from synister.setup import prepare_prediction, prepare_training
-from synister.volumes import normalize, write_volume
+from synister.volumes import Volume, normalize, write_volume
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -35,6 +44,9 @@ pytestmark = [
 
 CLASSES = ["gaba", "acetylcholine", "glutamate"]
 VOXEL_NM = np.array([40, 4, 4])
+#: a whole number of voxels (as funlib volumes have), odd on every axis: rounding ties to even
+#: in world coordinates differ from ties in the volume's own grid
+OFFSET_NM = np.array([3, 5, 7]) * VOXEL_NM
 SHAPE_VOX = (24, 96, 96)
 INPUT_VOX = (8, 32, 32)
 N_SYNAPSES = 2600
@@ -50,16 +62,16 @@ class World:
     synapses: pd.DataFrame  # as imported, with the split part
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
-    base = tmp_path_factory.mktemp("predict")
+def build_world(base: Path, url: str) -> World:
     rng = np.random.default_rng(7)
     raw = rng.integers(0, 256, SHAPE_VOX, dtype=np.uint8)
-    write_volume(base / "raw.zarr", raw, VOXEL_NM, chunks_vox=(8, 32, 32))
+    write_volume(base / "raw.zarr", raw, VOXEL_NM, OFFSET_NM, chunks_vox=(8, 32, 32))
     nt_known = [[CLASSES[i % 3]] for i in range(SINGLE_SKELETONS)] + [["gaba", "octopamine"], []]
     skeletons = pd.DataFrame({"skeleton_id": np.arange(len(nt_known)), "nt_known": nt_known})
-    # positions anywhere in the volume, so some patches reach outside and are zero-padded
-    positions_nm = rng.random((N_SYNAPSES, 3)) * np.array(SHAPE_VOX) * VOXEL_NM
+    # whole nm (as the original's database held) anywhere in the volume, so some patches reach
+    # outside and are zero-padded and many fall on rounding ties (p mod voxel = voxel / 2)
+    extent_nm = np.array(SHAPE_VOX) * VOXEL_NM
+    positions_nm = OFFSET_NM + np.floor(rng.random((N_SYNAPSES, 3)) * extent_nm)
     skeleton_ids = rng.integers(0, len(nt_known), N_SYNAPSES)
     synapses = pd.DataFrame(
         {
@@ -75,11 +87,25 @@ def world(tmp_path_factory) -> World:
         ["validation", "test"],
         "train",
     )
-    url = f"sqlite:///{base / 'synister.db'}"
     with open_database(url) as db:
         db.import_records(synapses=synapses.drop(columns="part"), skeletons=skeletons)
         db.write_split("skeleton", synapses[["synapse_id", "part"]])
     return World(base, url, raw, synapses)
+
+
+@pytest.fixture(scope="module")
+def sqlite_world(tmp_path_factory) -> World:
+    base = tmp_path_factory.mktemp("predict")
+    return build_world(base, f"sqlite:///{base / 'synister.db'}")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory) -> World:
+    """The same world on each backend that prediction writes to."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_world")
+    url = request.getfixturevalue("scratch_postgres_url")
+    return build_world(tmp_path_factory.mktemp("predict_pg"), url)
 
 
 def make_setup(
@@ -89,9 +115,12 @@ def make_setup(
     network: str = "ResNet18",
     validation: bool = False,
     batch_size: int = 16,
+    funlib: bool = False,
     **overrides,
 ) -> Path:
-    """A training setup with a randomly initialised checkpoint and its prediction setup."""
+    """A training setup with a randomly initialised checkpoint and its prediction setup;
+    ``funlib``: the checkpoint as gunpowder's torch Train node wrote it for the original
+    (model and optimizer state dicts, no iteration)."""
     train = prepare_training(
         world.base,
         experiment,
@@ -112,7 +141,16 @@ def make_setup(
     )
     cfg, _ = load_train_setup(train)
     torch.manual_seed(len(experiment))
-    save_checkpoint(train / "model_checkpoint_10", build_model(cfg), None, 10)
+    model = build_model(cfg)
+    if funlib:
+        optimizer = torch.optim.Adam(model.parameters())
+        state = {
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+        }
+        torch.save(state, train / "model_checkpoint_10")
+    else:
+        save_checkpoint(train / "model_checkpoint_10", model, None, 10)
     [setup] = prepare_prediction(world.base, experiment, 1, [10], validation=validation)
     return setup
 
@@ -125,22 +163,40 @@ def expected_ids(world: World, part: str) -> np.ndarray:
     return np.sort(chosen.synapse_id.to_numpy())
 
 
+def original_patch_starts_vox(positions_nm: np.ndarray, shape_vox) -> np.ndarray:
+    """First voxels of the patches the original read (funkelab/synister ``utils.get_raw`` with
+    daisy 0.x), by its own arithmetic: daisy's Coordinate holds ints (``int()`` of each
+    value, so ``size / 2`` is truncated), ``Roi(loc - size / 2 * voxel_size, size *
+    voxel_size).snap_to_grid(voxel_size, mode="closest")`` rounds ``float32(begin) /
+    voxel_size`` with numpy (ties to even) in world nm, and ``dataset[roi]`` indexes from the
+    dataset's offset."""
+    starts = []
+    for position in positions_nm:
+        loc = np.array([int(p) for p in position])  # int(synapse["z"]), Coordinate(loc)
+        half = np.array([int(s / 2) for s in shape_vox])  # Coordinate(size / 2)
+        begin_nm = loc - half * VOXEL_NM
+        begin_vox = np.round(np.asarray(begin_nm, dtype=np.float32) / VOXEL_NM)
+        starts.append((begin_vox * VOXEL_NM - OFFSET_NM) // VOXEL_NM)
+    return np.asarray(starts, dtype=np.int64)
+
+
 def reference_probabilities(world: World, setup: Path, synapse_ids: np.ndarray) -> np.ndarray:
-    """The network run directly on patches cut from the numpy volume (zero-padded)."""
+    """The network run directly on the original pipeline's patches cut from the numpy volume
+    (zero-padded)."""
     cfg, _ = load_predict_setup(setup)
     model = build_model(cfg)
     load_checkpoint(cfg.train_checkpoint, model)
     model.eval()
-    half = np.array(INPUT_VOX) // 2
-    padded = np.pad(world.raw, [(h, h) for h in half])
+    pad = np.array(INPUT_VOX)
+    padded = np.pad(world.raw, [(p, p) for p in pad])
     rows = world.synapses.set_index("synapse_id").loc[synapse_ids]
-    centers_vox = np.floor(rows[["z", "y", "x"]].to_numpy() / VOXEL_NM).astype(int)
+    starts = original_patch_starts_vox(rows[["z", "y", "x"]].to_numpy(), INPUT_VOX) + pad
     patches = np.stack(
         [
             padded[z : z + INPUT_VOX[0], y : y + INPUT_VOX[1], x : x + INPUT_VOX[2]]
-            for z, y, x in centers_vox
+            for z, y, x in starts
         ]
-    )  # padded index c - half + half = c: the patch starts at c - S//2 in the volume
+    )
     with torch.inference_mode():
         logits = model(torch.from_numpy(normalize(patches))[:, None])
     return torch.softmax(logits, dim=1).numpy()
@@ -159,7 +215,7 @@ def probability_columns() -> list[str]:
 def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, faster):
     """Batches take 1 s with the faster count and 3 s with the other, on a fake clock."""
     clock = [0.0]
-    monkeypatch.setattr(predict.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(thread_module.time, "perf_counter", lambda: clock[0])
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     tuner = ThreadTuner([2, 1], 1000, warmup=3, trial=2, min_seconds=0.0)
@@ -180,7 +236,7 @@ def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, faster):
 def test_thread_tuner_tries_only_where_the_run_outlasts_the_trial(monkeypatch, total, tries):
     """1 s a batch, turns of 2 s (4 turns = 8 s): a run must have 10 x 8 s left to try."""
     clock = [0.0]
-    monkeypatch.setattr(predict.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(thread_module.time, "perf_counter", lambda: clock[0])
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     tuner = ThreadTuner([2, 1], total, warmup=3, trial=2, min_seconds=2.0)
@@ -217,13 +273,16 @@ def test_network_input_is_normalize_bit_for_bit():
     assert (got.min().item(), got.max().item()) == (-1.0, 1.0)
 
 
-def test_stores_one_softmax_row_per_synapse_equal_to_the_model(world):
-    setup = make_setup(world, "vgg", network="VGG")
+def test_stores_the_original_pipelines_outputs_one_row_per_synapse(world):
+    """A VGG checkpoint in funlib's layout predicts what the original pipeline would: the
+    same patches (rounded to the closest voxel as daisy did, ties to even) through the same
+    network, one row per synapse and nothing else."""
+    setup = make_setup(world, "vgg", network="VGG", funlib=True)
     result = predict_setup(setup, read_workers=1, progress=False)
 
     run = "skeleton_vgg_t1_p0"
     ids = expected_ids(world, "test")
-    assert result["run"] == run
+    assert result["run"] == run and result["precision"] == "fp32"
     assert (result["total"], result["predicted"], result["resumed_from"]) == (len(ids), len(ids), 0)
     got = stored(world, run)
     np.testing.assert_array_equal(got.synapse_id.to_numpy(), ids)  # one row each, no others
@@ -232,24 +291,42 @@ def test_stores_one_softmax_row_per_synapse_equal_to_the_model(world):
     expected = reference_probabilities(world, setup, ids)
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     assert np.ptp(probabilities[:, 0]) > 1e-4  # patches differ, so do the outputs
+    # the test is only as good as its ties: many positions lie half-way between grid lines
+    positions = world.synapses.set_index("synapse_id").loc[ids, ["z", "y", "x"]].to_numpy()
+    assert (positions[:, 1] % 4 == 2).sum() > 20 and (positions[:, 0] % 40 == 20).sum() > 0
     with open_database(world.url) as db:
         classes, meta = db.open_prediction_run(run)
     assert classes == CLASSES
     assert meta["iteration"] == 10 and meta["split_part"] == "test"
     assert meta["checkpoint"].endswith("vgg/02_train/setup_t1/model_checkpoint_10")
+    assert meta["expected_synapses"] == len(ids)
+    assert set(RESUME_KEYS) <= set(meta)
+    assert (meta["precision"], meta["patch_placement"]) == ("fp32", "closest")
 
 
-def test_second_prediction_aborts_and_overwrite_replaces(world):
+def test_floor_placement_differs_from_the_original_on_many_positions(sqlite_world):
+    """Why the placement matters: synister's earlier rule (the voxel containing the position)
+    moves the patch by a voxel along an axis wherever a position lies in the upper half of a
+    voxel, and on half of the ties: in-plane (4 nm) 3 of 8 whole-nm positions per axis."""
+    world = sqlite_world
+    positions = world.synapses[["z", "y", "x"]].to_numpy()
+    closest = original_patch_starts_vox(positions, INPUT_VOX)
+    floor = np.floor((positions - OFFSET_NM) / VOXEL_NM).astype(int) - np.array(INPUT_VOX) // 2
+    moved = (closest != floor).mean(axis=0)
+    np.testing.assert_allclose(moved, [0.5, 3 / 8, 3 / 8], atol=0.04)
+
+
+def test_second_prediction_skips_and_overwrite_replaces(world):
     setup = make_setup(world, "twice")
     run = "skeleton_twice_t1_p0"
     predict_setup(setup, read_workers=0, threads=1, progress=False)
     first = stored(world, run)
 
-    with pytest.raises(PredictionRunExists, match=r"exists and is complete.*overwrite = True"):
+    with pytest.raises(PredictionRunComplete, match=r"exists and is complete.*overwrite = True"):
         predict_setup(setup, read_workers=0, threads=1, progress=False)
     outcome = CliRunner().invoke(app, ["predict", str(setup)])
-    assert outcome.exit_code == 1
-    assert "exists and is complete" in outcome.output
+    assert outcome.exit_code == 0, outcome.output  # nothing to do is not a failure
+    assert "skipped" in outcome.output and "exists and is complete" in outcome.output
     pd.testing.assert_frame_equal(stored(world, run), first)
 
     # spoil one row and add a foreign one: overwrite must empty the run and predict afresh
@@ -262,7 +339,7 @@ def test_second_prediction_aborts_and_overwrite_replaces(world):
     outcome = CliRunner().invoke(app, ["predict", str(setup), *options])
     assert outcome.exit_code == 0, outcome.output
     [result] = json.loads(outcome.stdout)
-    assert result["run"] == run
+    assert result["run"] == run and result["status"] == "predicted"
     assert result["resumed_from"] == 0 and result["predicted"] == len(first)
     again = stored(world, run)
     np.testing.assert_array_equal(again.synapse_id, first.synapse_id)
@@ -271,19 +348,140 @@ def test_second_prediction_aborts_and_overwrite_replaces(world):
     )
 
 
-def test_resume_refuses_a_run_of_another_checkpoint(world):
-    setup = make_setup(world, "other")
+def edit_config(setup: Path, key: str, value: str) -> None:
+    config = setup / "predict_config.ini"
+    text = re.sub(rf"^{key} = .*$", f"{key} = {value}", config.read_text(), flags=re.M)
+    config.write_text(text)
+
+
+def rewrite_checkpoint(setup: Path) -> None:
+    """The same file name, other weights (a retrained or edited checkpoint)."""
+    cfg, _ = load_predict_setup(setup)
+    torch.manual_seed(99)
+    save_checkpoint(cfg.train_checkpoint, build_model(cfg), None, 10)
+
+
+CHANGES = {
+    "checkpoint_sha256": rewrite_checkpoint,
+    "network": lambda setup: edit_config(setup, "fmaps", "3"),
+    "input_shape": lambda setup: edit_config(setup, "input_shape", "8, 16, 16"),
+    "raw_container": lambda setup: edit_config(setup, "raw_container", "other.zarr"),
+    "raw_dataset": lambda setup: edit_config(setup, "raw_dataset", "raw/s0"),
+    "voxel_size": lambda setup: edit_config(setup, "voxel_size", "40, 8, 8"),
+    "classes": lambda setup: edit_config(setup, "synapse_types", "gaba, glutamate"),
+}
+
+
+@pytest.mark.parametrize("key", [*CHANGES, "precision"])
+def test_resume_refuses_any_change_that_determines_the_numbers(sqlite_world, key):
+    world = sqlite_world
+    setup = make_setup(world, f"change_{key}")
+    plan = plan_prediction(setup)  # the run as a crash leaves it: registered, incomplete
     with open_database(world.url) as db:
+        db.write_predictions(plan.run, plan.todo.synapse_id[:5], np.full((5, 3), 1 / 3))
+    assert plan_prediction(setup).resumed_from == 5  # nothing changed: it resumes
+    precision = "fp32"
+    if key == "precision":
+        precision = "bf16"
+    else:
+        CHANGES[key](setup)
+    with pytest.raises(PredictionRunExists, match=rf"other settings: {key}=.*overwrite = True"):
+        plan_prediction(setup, precision=precision)
+
+
+def test_resume_refuses_a_run_of_another_checkpoint_or_without_its_settings(sqlite_world):
+    setup = make_setup(sqlite_world, "other")
+    with open_database(sqlite_world.url) as db:
         db.create_prediction_run("skeleton_other_t1_p0", CLASSES, {"iteration": 99})
-    with pytest.raises(PredictionRunExists, match=r"iteration=99 \(now 10\)"):
+    with pytest.raises(PredictionRunExists, match=r"iteration=99 \(now 10\).*checkpoint_sha256 "):
         plan_prediction(setup)
 
 
-def test_missing_checkpoint_names_the_config(world):
-    setup = make_setup(world, "nockpt")
-    (world.base / "nockpt/02_train/setup_t1/model_checkpoint_10").unlink()
+def test_missing_checkpoint_names_the_config(sqlite_world):
+    setup = make_setup(sqlite_world, "nockpt")
+    (sqlite_world.base / "nockpt/02_train/setup_t1/model_checkpoint_10").unlink()
     with pytest.raises(FileNotFoundError, match=r"predict_config.ini.*train_checkpoint"):
         predict_setup(setup, progress=False)
+
+
+class WrongOutputs(torch.nn.Module):
+    """A network with two outputs for three classes: fails at the first batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), 2)
+
+
+def test_a_failed_prediction_leaves_no_run_behind(world):
+    setup = make_setup(world, "fails")
+    run = "skeleton_fails_t1_p0"
+    edit_config(setup, "raw_container", "missing.zarr")
+    with pytest.raises(FileNotFoundError, match="missing.zarr"):
+        predict_setup(setup, progress=False)
+    edit_config(setup, "raw_container", "raw.zarr")
+    with pytest.raises(ValueError, match=r"logits of shape \(16, 2\)"):
+        predict_setup(setup, read_workers=0, progress=False, model=WrongOutputs())
+    with open_database(world.url) as db:
+        assert run not in db.prediction_runs()
+    result = predict_setup(setup, read_workers=0, threads=1, progress=False)
+    assert result["resumed_from"] == 0 and result["predicted"] == result["total"]
+
+
+def write_uint16_volume(path: Path) -> None:
+    import zarr
+
+    array = zarr.create_array(path, name="raw", shape=SHAPE_VOX, dtype="uint16", zarr_format=3)
+    array[...] = 1000
+    array.attrs.update(resolution=VOXEL_NM.tolist(), offset=OFFSET_NM.tolist())
+
+
+def test_a_non_uint8_volume_is_refused_as_training_refuses_it(sqlite_world):
+    setup = make_setup(sqlite_world, "uint16")
+    write_uint16_volume(sqlite_world.base / "uint16.zarr")
+    edit_config(setup, "raw_container", "uint16.zarr")
+    message = r"uint16.zarr.*intensities are uint16.*read uint8"
+    with pytest.raises(ValueError, match=message):
+        predict_setup(setup, progress=False)
+    with open_database(sqlite_world.url) as db:
+        assert "skeleton_uint16_t1_p0" not in db.prediction_runs()
+        table = training_synapses(db, "skeleton", CLASSES, part="train")
+    cfg, _ = load_predict_setup(setup)
+    with pytest.raises(ValueError, match=message):
+        TrainingData(table, Volume(cfg.raw_container, "raw"), INPUT_VOX, CLASSES)
+
+
+def test_precision_is_an_option_and_fp16_on_the_cpu_is_refused(sqlite_world):
+    setup = make_setup(sqlite_world, "precision")
+    run = "skeleton_precision_t1_p0"
+    outcome = CliRunner().invoke(app, ["predict", str(setup), "--precision", "fp16"])
+    assert outcome.exit_code == 1 and "fp16 needs a GPU" in outcome.output
+    with open_database(sqlite_world.url) as db:
+        assert run not in db.prediction_runs()
+    result = predict_setup(setup, read_workers=0, threads=1, progress=False, precision="bf16")
+    assert result["precision"] == "bf16"
+    ids = expected_ids(sqlite_world, "test")
+    got = stored(sqlite_world, run).set_index("synapse_id").loc[ids, probability_columns()]
+    # bf16 keeps 8 bits of mantissa: close to fp32, not equal
+    np.testing.assert_allclose(got, reference_probabilities(sqlite_world, setup, ids), atol=0.05)
+    with open_database(sqlite_world.url) as db:
+        assert db.open_prediction_run(run)[1]["precision"] == "bf16"
+
+
+def test_predict_reports_each_setup_and_fails_only_when_all_fail(sqlite_world):
+    world = sqlite_world
+    done = make_setup(world, "many")
+    predict_setup(done, read_workers=0, threads=1, progress=False)
+    [todo] = prepare_prediction(world.base, "many", 1, [10], validation=True)
+    broken = make_setup(world, "broken")
+    (world.base / "broken/02_train/setup_t1/model_checkpoint_10").unlink()
+
+    options = ["--read-workers", "0", "--threads", "1", "--no-progress"]
+    outcome = CliRunner().invoke(app, ["predict", str(done), str(broken), str(todo), *options])
+    assert outcome.exit_code == 0, outcome.output
+    assert f"skipped: {done}" in outcome.output and f"error: {broken}" in outcome.output
+    assert "3 setups: 1 predicted, 1 already complete, 1 failed" in outcome.output
+    assert count_stored(world.url, "skeleton_many_t1_p1") == len(expected_ids(world, "validation"))
+    outcome = CliRunner().invoke(app, ["predict", str(broken), str(broken), *options])
+    assert outcome.exit_code == 1
 
 
 def test_two_block_workers_give_the_same_result_as_one(world):

@@ -135,7 +135,7 @@ def test_metadata_read_for_each_format(written):
 
 def test_patches_match_numpy_inside_border_and_outside(written, raw):
     _, container, dataset = written
-    volume = Volume(container, dataset)
+    volume = Volume(container, dataset, placement="floor")
     centers_vox = np.array(
         [
             [10, 32, 24],  # interior
@@ -163,10 +163,73 @@ def test_patches_match_numpy_inside_border_and_outside(written, raw):
     assert volume.out_of_bounds_count == 4
 
 
+def original_patch_start_vox(position_nm, shape_vox, voxel_nm, offset_nm) -> np.ndarray:
+    """The first voxel of the patch funkelab/synister's ``get_raw`` read, by its arithmetic
+    with daisy 0.x: Coordinates hold ints (``int()``: ``size / 2`` truncates), the box
+    ``Roi(loc - size / 2 * voxel, size * voxel)`` is snapped with ``snap_to_grid(voxel,
+    mode="closest")``, i.e. ``np.round(float32(begin) / voxel)`` (ties to even) in world nm,
+    its shape reset to ``size * voxel``, and ``dataset[roi]`` indexes from the offset."""
+    loc = [int(p) for p in position_nm]
+    voxel = [int(v) for v in voxel_nm]
+    half = [int(s / 2) for s in shape_vox]
+    begin_nm = [p - h * v for p, h, v in zip(loc, half, voxel, strict=True)]
+    begin_vox = np.round(np.asarray(begin_nm, dtype=np.float32) / np.asarray(voxel))
+    return ((begin_vox * voxel - np.asarray(offset_nm)) // voxel).astype(np.int64)
+
+
+@pytest.mark.parametrize("shape_vox", [(6, 16, 10), (5, 15, 9), (7, 3, 1), (1, 2, 4)])
+def test_patches_are_placed_as_the_original_placed_them(tmp_path, raw, shape_vox):
+    """Every whole-nm residue within a voxel (ties included), odd and even patch sizes, on a
+    volume whose offset is an odd number of voxels on every axis (ties round to even in world
+    coordinates, not in the volume's grid)."""
+    offset_nm = np.array([3, 5, 7]) * VOXEL_NM
+    volume = write_volume(tmp_path / "v.zarr", raw, VOXEL_NM, offset_nm)
+    assert volume.placement == "closest"
+    corner = offset_nm + np.array([9, 30, 20]) * VOXEL_NM
+    grids = [corner[a] + np.arange(-VOXEL_NM[a], 2 * VOXEL_NM[a]) for a in range(3)]
+    positions = np.stack(np.meshgrid(*grids, indexing="ij"), axis=-1).reshape(-1, 3)
+    expected = np.array(
+        [original_patch_start_vox(p, shape_vox, VOXEL_NM, offset_nm) for p in positions]
+    )
+    np.testing.assert_array_equal(volume.patch_starts_vox(positions, shape_vox), expected)
+    np.testing.assert_array_equal(
+        volume.center_vox(positions, shape_vox), expected + np.array(shape_vox) // 2
+    )
+    sample = positions[:: max(1, len(positions) // 200)]
+    patches = volume.read_patches(sample, shape_vox)
+    for position, patch in zip(sample, patches, strict=True):
+        start = original_patch_start_vox(position, shape_vox, VOXEL_NM, offset_nm)
+        np.testing.assert_array_equal(patch, expected_box(raw, start, shape_vox))
+
+
+def test_closest_and_floor_placement_and_positions_of_chosen_voxels(tmp_path, raw):
+    volume = write_volume(tmp_path / "v.zarr", raw, VOXEL_NM, OFFSET_NM)
+    floor = Volume(tmp_path / "v.zarr", "raw", placement="floor")
+    voxel = np.array([[9, 30, 20]])
+    upper = OFFSET_NM + (voxel + 0.75) * VOXEL_NM  # in the upper half of voxel (9, 30, 20)
+    np.testing.assert_array_equal(floor.center_vox(upper, (4, 4, 4)), voxel)
+    np.testing.assert_array_equal(volume.center_vox(upper, (4, 4, 4)), voxel + 1)
+    # positions a sampler chooses by voxel map back exactly, for every shape and rule
+    for vol in (volume, floor):
+        for shape in [(4, 4, 4), (5, 3, 1)]:
+            np.testing.assert_array_equal(vol.center_vox(vol.center_nm(voxel), shape), voxel)
+    with pytest.raises(ValueError, match="placement must be one of"):
+        Volume(tmp_path / "v.zarr", "raw", placement="round")
+
+
+def test_intensities_other_than_uint8_are_refused(tmp_path):
+    array = zarr.create_array(tmp_path / "u16.zarr", shape=(4, 8, 8), dtype="uint16")
+    array[...] = 1000
+    volume = Volume(tmp_path / "u16.zarr", voxel_size_nm=(40, 4, 4))
+    with pytest.raises(ValueError, match=r"u16.zarr: intensities are uint16.*read uint8"):
+        volume.require_uint8()
+    write_volume(tmp_path / "u8.zarr", np.zeros((4, 8, 8), np.uint8), VOXEL_NM).require_uint8()
+
+
 def test_read_patch_and_region(written, raw):
     _, container, dataset = written
     volume = Volume(container, dataset)
-    center_nm = OFFSET_NM + (np.array([5, 40, 30]) + 0.5) * VOXEL_NM
+    center_nm = volume.center_nm(np.array([5, 40, 30]))
     patch = volume.read_patch(center_nm, (4, 4, 4))
     np.testing.assert_array_equal(patch, raw[3:7, 38:42, 28:32])
     region = volume.read_region_vox((-2, 60, 40), (5, 8, 12))
@@ -208,7 +271,7 @@ def test_missing_voxel_size_falls_back_to_one_nm_with_warning(tmp_path, raw):
     np.testing.assert_allclose(volume.voxel_size_nm, [1, 1, 1])
     np.testing.assert_allclose(volume.offset_nm, [0, 0, 0])
     np.testing.assert_array_equal(
-        volume.read_patch((2.5, 3.5, 4.5), (1, 1, 1))[0, 0, 0], raw[2, 3, 4]
+        volume.read_patch((2.2, 3.3, 4.4), (1, 1, 1))[0, 0, 0], raw[2, 3, 4]
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -279,7 +342,7 @@ def test_reads_in_a_spawned_worker_process(tmp_path, raw):
     """DataLoader workers must use spawn: tensorstore aborts in a forked child once used."""
     volume = write_volume(tmp_path / "v.zarr", raw, VOXEL_NM, OFFSET_NM)
     volume.read_patch(OFFSET_NM + 5 * VOXEL_NM, (2, 2, 2))  # the parent's store is open and warm
-    center_nm = OFFSET_NM + (np.array([9, 20, 30]) + 0.5) * VOXEL_NM
+    center_nm = volume.center_nm(np.array([9, 20, 30]))
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         patch = pool.apply(volume.read_patch, (center_nm, (3, 3, 3)))
     np.testing.assert_array_equal(patch, raw[8:11, 19:22, 29:32])
@@ -384,7 +447,7 @@ def test_http_urls_for_zarr_and_precomputed(tmp_path, local_http_server, raw):
     precomputed = Volume(url, "8_4_40")  # the scale key tensorstore wrote (x_y_z resolution)
     np.testing.assert_allclose(precomputed.voxel_size_nm, VOXEL_NM)
     np.testing.assert_allclose(precomputed.offset_nm, OFFSET_NM)
-    center_nm = OFFSET_NM + (np.array([7, 30, 20]) + 0.5) * VOXEL_NM
+    center_nm = precomputed.center_nm(np.array([7, 30, 20]))
     np.testing.assert_array_equal(
         pickle.loads(pickle.dumps(precomputed)).read_patch(center_nm, (2, 2, 2)),
         raw[6:8, 29:31, 19:21],

@@ -144,6 +144,13 @@ def value_to_text(value: Any) -> str:
     return str(value)
 
 
+def _plain(value: Any) -> Any:
+    """Tuples (nested too) as lists: the JSON form of a config value."""
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
 # ---- the models ----------------------------------------------------------------------------------
 
 
@@ -174,6 +181,26 @@ def _positive(values, key: str):
 class _ModelFields(_IniModel):
     """Fields shared by training and prediction: network, data and database."""
 
+    #: Fields that do not shape the network (data, database, batching). Every other field is a
+    #: network setting (:meth:`network_settings`): it goes into checkpoints and model bundles,
+    #: so a field added here later travels with trained networks unless listed.
+    NOT_NETWORK: ClassVar[frozenset[str]] = frozenset(
+        {
+            "synapse_types",  # bundles store the classes instead
+            "neither_class",
+            "input_shape",  # bundles store it as input_shape_vox
+            "voxel_size",
+            "batch_size",
+            "db_url",
+            "db_credentials",
+            "db_name_data",
+            "split_name",
+            "raw_container",
+            "raw_dataset",
+            "network_appendix",
+        }
+    )
+
     synapse_types: list[str] = Field(
         description="transmitters the network tells apart, in class order (output index = position)"
     )
@@ -190,8 +217,10 @@ class _ModelFields(_IniModel):
         description="the original's MongoDB credentials ini ([Credentials] user, password, host, "
         "port); used when db_url is None",
     )
-    db_name_data: str = Field(
-        description="database name; prediction runs are stored under <db_name_data>_predictions"
+    db_name_data: str | None = Field(
+        None,
+        description="database name where db_url names none (MongoDB, PostgreSQL) and with "
+        "db_credentials; where db_url names one (or a SQLite file) it must agree or be None",
     )
     split_name: str = Field(description="name of the stored split (synister split make --name)")
     voxel_size: tuple[int, int, int] = Field(description="voxel size of raw in nm, z, y, x")
@@ -287,16 +316,65 @@ class _ModelFields(_IniModel):
         """Network output classes in order: synapse_types, then 'neither' when asked for."""
         return list(self.synapse_types) + (["neither"] if self.neither_class else [])
 
+    def network_settings(self) -> dict[str, Any]:
+        """The settings that shape the network (all fields but :attr:`NOT_NETWORK`), as plain
+        JSON values (tuples become lists)."""
+        return {
+            key: _plain(getattr(self, key))
+            for key in _ModelFields.model_fields
+            if key not in self.NOT_NETWORK
+        }
+
     def database_url(self) -> str:
-        """``db_url`` if set, else a ``mongodb://`` URL from db_credentials and db_name_data."""
+        """``db_url`` if set, else a ``mongodb://`` URL from db_credentials and db_name_data.
+
+        ``db_name_data`` fills in the database of a MongoDB or PostgreSQL URL that names none;
+        where the URL names one (or is a SQLite file, whose name without ``.db`` counts), a
+        different db_name_data raises :class:`ConfigError` rather than being ignored.
+        """
         if self.db_url:
-            return self.db_url
+            return url_with_database(self.db_url, self.db_name_data, f"[{self.SECTION}]")
         if self.db_credentials:
+            if not self.db_name_data:
+                raise ConfigError(
+                    f"[{self.SECTION}] db_name_data: needed with db_credentials (the name of "
+                    "the MongoDB database)"
+                )
             return mongo_url_from_credentials(self.db_credentials, self.db_name_data)
         raise ConfigError(
             f"[{self.SECTION}] db_url: no database given; set db_url (or the original's "
             "db_credentials)"
         )
+
+
+def url_with_database(url: str, db_name: str | None, where: str = "") -> str:
+    """``url`` with database ``db_name`` filled in where it names none; a URL that names
+    another database raises :class:`ConfigError` (the message never shows the URL, which may
+    hold a password)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not db_name:
+        return url
+    prefix = f"{where} db_name_data".strip()
+    if url.startswith("sqlite:"):
+        file = url.split(":///", 1)[-1]
+        named = Path(file).stem
+        if named != db_name:
+            raise ConfigError(
+                f"{prefix}: {db_name!r} disagrees with the SQLite file {file} (its name, "
+                f"{named!r}, is the database's); set db_name_data = None or {named}"
+            )
+        return url
+    parts = urlsplit(url)
+    named = parts.path.lstrip("/")
+    if not named:
+        return urlunsplit(parts._replace(path="/" + db_name))
+    if named != db_name:
+        raise ConfigError(
+            f"{prefix}: {db_name!r} disagrees with the database {named!r} that db_url names; "
+            "make them agree, or set db_name_data = None"
+        )
+    return url
 
 
 class TrainConfig(_ModelFields):
@@ -367,22 +445,150 @@ class TrainConfig(_ModelFields):
         return self
 
 
+#: placeholders of ``submit_command``: the worker settings, the job's name and the command
+SUBMIT_PLACEHOLDERS = (
+    "queue",
+    "num_cpus",
+    "num_block_workers",
+    "num_cache_workers",
+    "singularity_container",
+    "mount_dirs",
+    "job_name",
+    "command",
+)
+
+
 class WorkerConfig(_IniModel):
-    """Section ``[Worker]`` of ``worker_config.ini``: compute resources."""
+    """Section ``[Worker]`` of ``worker_config.ini``: compute resources and job submission.
+
+    ``queue``, ``singularity_container`` and ``mount_dirs`` (the original's cluster settings)
+    are used through ``submit_command``, the template ``synister train --submit`` and
+    ``synister predict --submit`` run (see :func:`submit_command`); without a template they
+    make the original's: ``bsub -q {queue} -n {num_cpus} -gpu num=1`` where a queue is set,
+    then ``singularity exec --nv -B {mount_dirs} {singularity_container}`` where a container is.
+    A set value that the template does not use is an error: no setting is silently ignored.
+    """
 
     SECTION: ClassVar[str] = "Worker"
     FILE_NAME: ClassVar[str] = WORKER_FILE
 
     singularity_container: str | None = Field(
-        None, description="the original's container image; unused by synister"
+        None, description="container image the submitted job runs in (see submit_command)"
     )
     num_cpus: int = Field(5, gt=0, description="CPU cores for the job")
     num_block_workers: int = Field(1, gt=0, description="parallel prediction workers (GPUs)")
     num_cache_workers: int = Field(
         5, ge=0, description="data loader worker processes (capped at the CPU count)"
     )
-    queue: str | None = Field(None, description="the original's cluster queue; unused")
-    mount_dirs: tuple[str, ...] = Field((), description="the original's container mounts; unused")
+    queue: str | None = Field(None, description="cluster queue of submitted jobs (submit_command)")
+    mount_dirs: tuple[str, ...] = Field(
+        (), description="folders mounted into the container (submit_command)"
+    )
+    submit_command: str | None = Field(
+        None,
+        description="job submission template of --submit, e.g. sbatch -p {queue} -c {num_cpus} "
+        "--gres=gpu:1 --wrap '{command}'; placeholders: "
+        + ", ".join("{" + name + "}" for name in SUBMIT_PLACEHOLDERS)
+        + "; None: bsub/singularity from queue and singularity_container, if set",
+    )
+
+    @model_validator(mode="after")
+    def _settings_are_used(self):
+        template = self.submit_template()
+        used = _template_fields(template) if template is not None else set()
+        unknown = sorted(used - set(SUBMIT_PLACEHOLDERS))
+        if unknown:
+            raise ValueError(
+                f"submit_command: unknown placeholder {{{unknown[0]}}}; known: "
+                + ", ".join("{" + name + "}" for name in SUBMIT_PLACEHOLDERS)
+            )
+        if template is not None and "command" not in used:
+            raise ValueError("submit_command: must contain {command}, the synister command")
+        values = self._submit_values()
+        for name in sorted(used - {"command", "job_name"}):
+            if values[name] in (None, ""):
+                raise ValueError(f"submit_command: uses {{{name}}} but {name} is not set")
+        for name in ("queue", "singularity_container", "mount_dirs"):
+            if values[name] and name not in used:
+                which = (
+                    "submit_command does"
+                    if self.submit_command is not None
+                    else "no submit_command is set, and the default one does (it mounts "
+                    "folders only into a singularity_container)"
+                )
+                raise ValueError(
+                    f"{name}: set to {value_to_text(getattr(self, name))!r} but {which} not use "
+                    f"{{{name}}}; add it to a submit_command or set {name} = None"
+                )
+        return self
+
+    def submit_template(self) -> str | None:
+        """``submit_command``, else the original's bsub/singularity command made from
+        ``queue`` and ``singularity_container``; None when neither is set (no submission)."""
+        if self.submit_command is not None:
+            return self.submit_command
+        parts = []
+        if self.queue:
+            parts.append("bsub -q {queue} -n {num_cpus} -gpu num=1")
+        if self.singularity_container:
+            mounts = " -B {mount_dirs}" if self.mount_dirs else ""
+            parts.append(f"singularity exec --nv{mounts} {{singularity_container}}")
+        if not parts:
+            return None
+        return " ".join(parts + ["{command}"])
+
+    def _submit_values(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "num_cpus": self.num_cpus,
+            "num_block_workers": self.num_block_workers,
+            "num_cache_workers": self.num_cache_workers,
+            "singularity_container": self.singularity_container,
+            "mount_dirs": ",".join(self.mount_dirs),
+        }
+
+
+def _template_fields(template: str) -> set[str]:
+    """The placeholder names in a submit template; bad syntax raises ValueError."""
+    import string
+
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(
+            f"submit_command: {exc} (write {{{{ and }}}} for literal braces)"
+        ) from None
+
+
+def submit_command(worker: WorkerConfig, argv: list[str], job_name: str = "synister") -> list[str]:
+    """The command line that submits ``argv`` as a job, from the worker config's template.
+
+    The template is split like a shell line; an unquoted word ``{command}`` becomes the words of
+    ``argv``, elsewhere (``--wrap '{command}'``, ``bash -c '... {command}'``) ``{command}``
+    becomes ``argv`` quoted as one shell line. ``{mount_dirs}`` is the
+    folders joined by commas (singularity's ``-B`` form). Raises :class:`ConfigError` when the
+    worker config has no template (nothing to submit with).
+    """
+    import shlex
+
+    template = worker.submit_template()
+    if template is None:
+        raise ConfigError(
+            f"{WORKER_FILE} [Worker] submit_command: not set, nor queue or "
+            "singularity_container; set e.g. submit_command = sbatch -c {num_cpus} --gres=gpu:1 "
+            "--wrap '{command}'"
+        )
+    values = {**worker._submit_values(), "job_name": job_name, "command": shlex.join(argv)}
+    values = {key: "" if value is None else value for key, value in values.items()}
+    lexer = shlex.shlex(template, posix=False)  # keeps quotes: '{command}' stays one word
+    lexer.whitespace_split = True
+    words: list[str] = []
+    for raw in lexer:
+        if raw == "{command}":
+            words.extend(argv)
+        else:
+            words.append(" ".join(shlex.split(raw)).format(**values))
+    return words
 
 
 class PredictConfig(_ModelFields):
@@ -404,10 +610,16 @@ class PredictConfig(_ModelFields):
     experiment: str = Field(description="experiment name (the folder under BASE)")
     train_number: int = Field(ge=0, description="ID of the training setup")
     predict_number: int = Field(ge=0, description="number of this prediction setup")
-    split_part: Literal["validation", "test"] = Field(
-        description="part of the split to predict: validation or test"
+    split_part: Literal["train", "validation", "test"] = Field(
+        description="part of the split to predict: validation, test, or train (to check "
+        "over-fitting)"
     )
     overwrite: bool = Field(False, description="replace a stored prediction run of the same name")
+    allow_other_input_shape: bool = Field(
+        False,
+        description="predict with an input_shape other than the one the network was trained on "
+        "(accuracy may drop)",
+    )
 
     @property
     def run_name(self) -> str:
@@ -415,15 +627,11 @@ class PredictConfig(_ModelFields):
         return f"{self.split_name}_{self.experiment}_t{self.train_number}_p{self.predict_number}"
 
     @property
-    def iteration(self) -> int:
-        """Training iteration of ``train_checkpoint`` (``model_checkpoint_<iteration>``)."""
+    def iteration(self) -> int | None:
+        """Training iteration of ``train_checkpoint`` (``model_checkpoint_<iteration>``); None
+        for a checkpoint file named otherwise (one trained elsewhere)."""
         match = _CHECKPOINT_RE.search(Path(self.train_checkpoint).name)
-        if match is None:
-            raise ConfigError(
-                f"[Predict] train_checkpoint: file name must be model_checkpoint_<iteration>, "
-                f"got {self.train_checkpoint!r}"
-            )
-        return int(match.group(1))
+        return int(match.group(1)) if match else None
 
 
 # ---- reading and writing -------------------------------------------------------------------------

@@ -92,6 +92,7 @@ class TrainingData(IterableDataset):
         synapse_region_fraction: float = 1 / 8,
     ):
         self.classes = [canonical(c) for c in classes]
+        volume.require_uint8()
         self.volume = volume
         self.input_shape_vox = tuple(int(s) for s in input_shape_vox)
         if len(self.input_shape_vox) != 3 or min(self.input_shape_vox) < 1:
@@ -211,8 +212,10 @@ class TrainingData(IterableDataset):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw n samples: (patch centres (n, 3) z,y,x nm, labels (n,), synapse ids (n,)).
 
-        The patch centre is the centre of a voxel ``d`` voxels from the synapse's voxel, ``d``
-        uniform so that the synapse lands uniformly in :attr:`synapse_region_vox` of the patch.
+        The patch is the one prediction reads for the synapse (see
+        :meth:`synister.volumes.Volume.patch_starts_vox`) shifted by a whole number of voxels,
+        uniform so that the synapse's reference voxel (index ``S//2`` of its prediction patch)
+        lands uniformly in :attr:`synapse_region_vox` of the patch.
         """
         labels = rng.integers(len(self.classes), size=n)
         points = np.empty((n, 3))
@@ -228,12 +231,9 @@ class TrainingData(IterableDataset):
         shape = np.asarray(self.input_shape_vox)
         first, size = self.synapse_region_vox
         index_in_patch = rng.integers(first, first + size, size=(n, 3))
-        voxel = np.asarray(self.volume.voxel_size_nm, dtype=np.float64)
-        offset = np.asarray(self.volume.offset_nm, dtype=np.float64)
-        synapse_vox = np.floor((points - offset) / voxel)
+        synapse_vox = self.volume.center_vox(points, shape)
         center_vox = synapse_vox + shape // 2 - index_in_patch
-        centers_nm = offset + (center_vox + 0.5) * voxel
-        return centers_nm, labels.astype(np.int64), ids
+        return self.volume.center_nm(center_vox), labels.astype(np.int64), ids
 
     # ---- iteration ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:

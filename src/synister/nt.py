@@ -24,6 +24,10 @@ EXTRA_LABELS: tuple[str, ...] = ("others", "neither")
 
 CANONICAL: tuple[str, ...] = TRANSMITTERS + EXTRA_LABELS
 
+#: Entries of a transmitter list that mean "not known" (the original database wrote
+#: ``["none"]`` or ``["unknown"]`` for a neuron without a known transmitter).
+UNKNOWN_LABELS: frozenset[str] = frozenset({"none", "unknown"})
+
 _ALIASES: dict[str, str] = {
     "gaba": "gaba",
     "ach": "acetylcholine",
@@ -65,13 +69,19 @@ def canonical(name: str) -> str:
         ) from None
 
 
+def is_unknown_label(name) -> bool:
+    """True for an entry of a transmitter list that means "not known" (``none``, ``unknown``)."""
+    return name is None or str(name).strip().lower() in UNKNOWN_LABELS
+
+
 def canonical_set(names: Iterable[str] | None) -> frozenset[str]:
-    """Canonical names of a transmitter set; ``None`` or empty means unknown (empty set)."""
+    """Canonical names of a transmitter set; ``None``, empty, ``["none"]`` or ``["unknown"]``
+    mean unknown (the empty set). Every reader of transmitter lists goes through here."""
     if names is None:
         return frozenset()
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
-    return frozenset(canonical(n) for n in names)
+    return frozenset(canonical(n) for n in names if not is_unknown_label(n))
 
 
 def set_key(names: Iterable[str]) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import tensorstore as ts
 
 __all__ = [
+    "PATCH_PLACEMENTS",
     "Volume",
     "VolumeWriter",
     "create_volume",
@@ -30,6 +31,11 @@ __all__ = [
     "normalize",
     "write_volume",
 ]
+
+#: How a position picks the voxels of its patch (CONTRIBUTING.md "Patches"): "closest", the
+#: original's daisy ``Roi(p - S//2 * v, S * v).snap_to_grid(v, mode="closest")``, or "floor",
+#: the patch around the voxel that contains the position.
+PATCH_PLACEMENTS = ("closest", "floor")
 
 #: tensorstore driver per format name used here.
 _DRIVERS = {
@@ -342,7 +348,7 @@ class Volume:
     ``precomputed://``, ``zarr://``, ``zarr2://``, ``zarr3://`` or ``n5://`` prefix), or a full
     tensorstore spec dict.  ``dataset`` is the array inside the container (for precomputed: the
     scale key; default the first scale).  ``voxel_size_nm``/``offset_nm`` (z, y, x) override the
-    metadata.
+    metadata.  ``placement`` is how a position picks its patch (see :meth:`patch_starts_vox`).
     The object pickles as its spec, so DataLoader workers reopen it lazily with their own cache;
     those workers must be spawned, not forked (tensorstore aborts in a fork after use; reading in
     a forked child raises a RuntimeError instead).
@@ -356,9 +362,13 @@ class Volume:
         voxel_size_nm: Sequence[float] | None = None,
         offset_nm: Sequence[float] | None = None,
         cache_bytes: int = 256 * 2**20,
+        placement: str = "closest",
     ) -> None:
         if cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
+        if placement not in PATCH_PLACEMENTS:
+            raise ValueError(f"placement must be one of {PATCH_PLACEMENTS}, got {placement!r}")
+        self.placement = placement
         self.cache_bytes = int(cache_bytes)
         override_voxel = _checked_triplet(voxel_size_nm, "voxel_size_nm", positive=True)
         override_offset = _checked_triplet(offset_nm, "offset_nm", positive=False)
@@ -518,10 +528,52 @@ class Volume:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def center_vox(self, centers_nm: np.ndarray) -> np.ndarray:
-        """Voxel (z, y, x, int64) containing each position: floor((p - offset) / voxel size)."""
+    def patch_starts_vox(self, centers_nm: np.ndarray, shape_vox: Sequence[int]) -> np.ndarray:
+        """First voxel (z, y, x, int64) of the patch of ``shape_vox`` placed at each position.
+
+        "closest" (the default) reproduces the original synister: the box ``[p - S//2 * v,
+        p - S//2 * v + S * v)`` (nm) snapped to the nearest voxel grid line, ties to even
+        (numpy's rounding, as daisy's ``snap_to_grid(mode="closest")``), in world coordinates
+        where the offset is a whole number of voxels (funlib/daisy volumes always are), else in
+        the volume's own grid. So an even-sized patch is centred within half a voxel of ``p``.
+        The original read integer nm positions (its database held integers); fractional ones
+        are rounded as given. "floor": the patch around the voxel containing ``p``.
+        """
         centers = np.asarray(centers_nm, dtype=np.float64)
-        return np.floor((centers - self.offset_nm) / self.voxel_size_nm).astype(np.int64)
+        half = _shape3(shape_vox) // 2
+        voxel = self.voxel_size_nm
+        if self.placement == "floor":
+            return np.floor((centers - self.offset_nm) / voxel).astype(np.int64) - half
+        grid = self.offset_nm / voxel  # the volume's first voxel on the world grid
+        aligned = np.isclose(grid, np.round(grid), rtol=0.0, atol=1e-9)
+        origin_nm = np.where(aligned, 0.0, self.offset_nm)
+        shift_vox = np.where(aligned, np.round(grid), 0.0)
+        begin = np.rint((centers - origin_nm - half * voxel) / voxel) - shift_vox
+        return begin.astype(np.int64)
+
+    def center_vox(self, centers_nm: np.ndarray, shape_vox: Sequence[int]) -> np.ndarray:
+        """The voxel (z, y, x, int64) at index ``S//2`` of each position's patch of
+        ``shape_vox`` ``S`` (see :meth:`patch_starts_vox`)."""
+        return self.patch_starts_vox(centers_nm, shape_vox) + _shape3(shape_vox) // 2
+
+    def center_nm(self, center_vox: np.ndarray) -> np.ndarray:
+        """Positions (z, y, x nm) whose patches of every shape have ``center_vox`` at index
+        ``S//2``: voxel corners under "closest" (no tie, whatever the rounding), voxel centres
+        under "floor". For samplers that choose the voxels first."""
+        center = np.asarray(center_vox, dtype=np.float64)
+        corner = 0.5 if self.placement == "floor" else 0.0
+        return self.offset_nm + (center + corner) * self.voxel_size_nm
+
+    def require_uint8(self) -> None:
+        """Refuse intensities other than uint8: networks see ``raw / 255 * 2 - 1`` (see
+        :func:`normalize`), which is wrong for any other type. Training and prediction share
+        this rule."""
+        if self.dtype != np.uint8:
+            raise ValueError(
+                f"{self.location}: intensities are {self.dtype}, but synister's networks read "
+                "uint8 (normalised as raw / 255 * 2 - 1); convert the volume to uint8 first "
+                "(map its intensity range to 0-255)"
+            )
 
     def read_patches(self, centers_nm: np.ndarray, shape_vox: Sequence[int]) -> np.ndarray:
         """Patches (N, Z, Y, X) centred on ``centers_nm`` (N, 3; z, y, x nm), zero outside.
@@ -539,7 +591,7 @@ class Volume:
                 f"centers_nm row {int(bad[0])} is not finite: {centers[bad[0]].tolist()}"
             )
         shape = _shape3(shape_vox)
-        starts = self.center_vox(centers) - shape // 2
+        starts = self.patch_starts_vox(centers, shape)
         patches, outside = self._read_boxes(starts, shape)
         if outside:
             self._note_out_of_bounds(outside, len(centers))

@@ -6,7 +6,10 @@ import importlib
 
 import typer
 
+from .help import SynisterGroup
+
 app = typer.Typer(
+    cls=SynisterGroup,
     name="synister",
     help=(
         "Train, validate and test networks that tell the neurotransmitter of a synapse "
@@ -17,10 +20,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Rich panels crop help texts in a narrow terminal; click's plain help, wrapped by
+    # SynisterGroup's formatter, shows every word (tests/test_cli.py checks every command).
+    rich_markup_mode=None,
 )
 
 # One module per stage; each defines ``register(app)``.
-_STAGES = ("db", "split", "synthetic", "setup", "train", "predict", "evaluate", "demo")
+_STAGES = (
+    "db",
+    "split",
+    "synthetic",
+    "setup",
+    "train",
+    "predict",
+    "blockwise",
+    "evaluate",
+    "bundle",
+    "demo",
+)
 
 for _stage in _STAGES:
     importlib.import_module(f"{__name__}.{_stage}").register(app)

@@ -50,10 +50,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (BadInput, DatabaseError, ImpossibleSplit, ExportExists, ValueError, OSError)
 
 
-def open_db(url: str | None):
+def open_db(url: str | None, create: bool = True):
+    """The database of ``--db``; commands that only read pass ``create=False`` so that a
+    mistyped path is an error instead of a new, empty database."""
     from ..db import open_database
 
-    return open_database(url)
+    return open_database(url, create=create)
 
 
 def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
@@ -157,6 +159,12 @@ def import_command(
         f"imported {summary.synapses:,} synapses, {summary.skeletons:,} skeletons, "
         f"{summary.hemi_lineages:,} hemilineages from {len(summary.files)} file(s)"
     )
+    if summary.skeletons_without_transmitter:
+        typer.echo(
+            f"{summary.skeletons_without_transmitter:,} of the skeletons have no known "
+            "transmitter (nt_known missing, null or none): stored as unknown, they take no "
+            "part in splits"
+        )
 
 
 @db_app.command("validate")
@@ -166,7 +174,7 @@ def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> No
     Exits with status 1 when any problem is found.
     """
     try:
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             report = db.validate()
     except user_errors() as error:
         fail(str(error))
@@ -191,7 +199,7 @@ def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> No
 def stats_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
     """Count synapses, skeletons and hemilineages, and synapses and skeletons per transmitter."""
     try:
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             stats = db.stats()
     except user_errors() as error:
         fail(str(error))
@@ -232,9 +240,50 @@ def export_command(
     if fmt not in EXPORT_FORMATS:
         fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     try:
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             paths = export_database(db, out, fmt, overwrite=overwrite)
     except user_errors() as error:
         fail(str(error))
     for path in paths:
         typer.echo(str(path))
+
+
+@db_app.command("register-run")
+def register_run_command(
+    run: Annotated[str, typer.Argument(help="Prediction run written by the original synister.")],
+    db_url: DbOption = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Class order of the run's predictions, comma-separated: the synapse_types "
+            "of its train_config.ini, then neither if neither_class was set.",
+        ),
+    ] = None,
+    train_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-config", help="The run's train_config.ini, to read the class order from."
+        ),
+    ] = None,
+) -> None:
+    """Record the class order of a run of the original synister, so it can be evaluated.
+
+    The original stored only probabilities per synapse; their class order was in its config.
+
+    Predictions are never added to such a run.
+    """
+    if (classes is None) == (train_config is None):
+        fail("give the class order with either --classes or --train-config")
+    try:
+        if train_config is not None:
+            from ..config import TrainConfig, read_ini
+
+            names = read_ini(train_config, TrainConfig).classes
+        else:
+            names = [c.strip() for c in classes.split(",") if c.strip()]
+        with open_db(db_url, create=False) as db:
+            db.register_prediction_run(run, names)
+    except (*user_errors(), KeyError) as error:
+        fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
+    typer.echo(f"prediction run {run!r}: classes {', '.join(names)}")

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+PREDICT_CONFIG = "predict_config.ini"
+
+
+class Ties(StrEnum):
+    probability = "probability"
+    first = "first"
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +25,11 @@ def register(app: typer.Typer) -> None:
 def evaluate_command(
     runs: Annotated[
         list[str] | None,
-        typer.Argument(help="Prediction run names (<split>_<experiment>_t<train>_p<predict>)."),
+        typer.Argument(
+            help="Prediction run names (<split>_<experiment>_t<train>_p<predict>) or prediction "
+            "setup folders (03_predict/setup_t<ID>_p<N>, e.g. a shell glob).",
+            show_default=False,
+        ),
     ] = None,
     db_url: Annotated[
         str | None,
@@ -32,16 +44,48 @@ def evaluate_command(
         typer.Option(
             "--setup",
             help="A prediction setup folder (03_predict/setup_t<ID>_p<N>) whose run to "
-            "evaluate; repeatable.",
+            "evaluate; repeatable. The folders a shell glob adds after it (--setup "
+            "setup_t0_p*) are setups too.",
+            show_default=False,
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("evaluation"),
     n_min: Annotated[
         int,
         typer.Option(
-            "--n-min", min=0, help="Leave out neurons and hemilineages with fewer synapses."
+            "--n-min",
+            min=0,
+            help="Leave out neurons and hemilineages with fewer synapses (the original's "
+            "n_min; it had none by default).",
         ),
     ] = 0,
+    n_min_synapses: Annotated[
+        bool,
+        typer.Option(
+            "--n-min-synapses/--no-n-min-synapses",
+            help="Apply --n-min at synapse level too: leave out the synapses of those neurons "
+            "(the original's rule). By default the synapse level keeps every synapse.",
+        ),
+    ] = False,
+    cutoff: Annotated[
+        float,
+        typer.Option(
+            "--cutoff",
+            min=0.0,
+            max=1.0,
+            help="Leave out neurons and hemilineages whose majority vote holds less than this "
+            "share of their synapses (the original's cutoff; it had none by default).",
+        ),
+    ] = 0.0,
+    ties: Annotated[
+        Ties,
+        typer.Option(
+            "--ties",
+            help="Tied majority vote: 'probability' picks the tied class with the highest "
+            "summed probability, then the first; 'first' picks the first tied class in the "
+            "run's class order (the original's rule).",
+        ),
+    ] = Ties.probability,
     min_confidence: Annotated[
         float,
         typer.Option(
@@ -51,6 +95,15 @@ def evaluate_command(
             help="Leave out synapses whose highest class probability is below this.",
         ),
     ] = 0.0,
+    allow_incomplete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incomplete",
+            help="Evaluate runs that hold fewer synapses than their split part (stopped "
+            "part-way; a biased sample, as prediction goes in spatial order). They are never "
+            "the best run.",
+        ),
+    ] = False,
     figures: Annotated[
         bool,
         typer.Option(
@@ -65,15 +118,22 @@ def evaluate_command(
     """Evaluate prediction runs at synapse, neuron and hemilineage level.
 
     Writes metrics.json, PNG figures, per-neuron CSVs and one self-contained report.html to
-    the output folder, and prints accuracies per run and the best iteration.
+    the output folder (nothing on failure), and prints per run its split, completeness
+    (predicted / expected synapses) and accuracies, and the best run. Incomplete runs are
+    refused unless --allow-incomplete. A best run is only picked among runs of one synapse set
+    (split, part and classes); otherwise each set's best is shown.
     """
     from ..config import ConfigError
     from ..db import DatabaseError, open_database
-    from ..evaluate import evaluate_runs
+    from ..evaluate import EvaluationRules, evaluate_runs
 
-    names = list(runs or [])
+    names: list[str] = []
     urls: set[str] = set()
-    for setup in setups or []:
+    for item in [*(setups or []), *(runs or [])]:
+        setup = _as_setup(item)
+        if setup is None:
+            names.append(str(item))
+            continue
         try:
             config = _predict_config(setup)
         except (ConfigError, FileNotFoundError, ValueError) as error:
@@ -89,24 +149,45 @@ def evaluate_command(
     url = db_url or (urls.pop() if urls else None)
 
     try:
-        with open_database(url) as db:
+        with open_database(url, create=False) as db:
             results = evaluate_runs(
                 db,
                 names,
                 out,
-                n_min=n_min,
-                min_confidence=min_confidence,
+                rules=EvaluationRules(
+                    n_min=n_min,
+                    min_confidence=min_confidence,
+                    cutoff=cutoff,
+                    ties=ties.value,
+                    n_min_synapse_level=n_min_synapses,
+                ),
+                allow_incomplete=allow_incomplete,
                 figures=figures,
             )
-    except (DatabaseError, KeyError, ValueError) as error:
+    except (DatabaseError, KeyError, ValueError, OSError) as error:
         _fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
 
+    for warning in results["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
     summary = format_summary(results)
     if as_json:
         typer.echo(summary, err=True)
         typer.echo(json.dumps(results))
     else:
         typer.echo(summary)
+
+
+def _as_setup(item: str | Path) -> Path | None:
+    """``item`` as a prediction setup folder, None if it is a run name; exits with an error for
+    a path that is neither (a folder without a predict config, a missing folder)."""
+    path = Path(item)
+    if path.is_dir():
+        if not (path / PREDICT_CONFIG).is_file():
+            _fail(f"{path} is a folder without {PREDICT_CONFIG}: not a prediction setup")
+        return path
+    if isinstance(item, Path) or "/" in str(item):
+        _fail(f"no prediction setup folder {path}")
+    return None
 
 
 def _predict_config(setup: Path):
@@ -117,13 +198,19 @@ def _predict_config(setup: Path):
 
 
 def format_summary(results: dict) -> str:
-    """A short plain-text table: accuracies per run, the best run, the report's path."""
-    header = ("run", "iter", "synapses", "syn acc", "bal acc", "neurons", "vote acc", "mean acc")
+    """A short plain-text table: split, completeness and accuracies per run, the best run (or
+    each synapse set's best), the report's path."""
+    from ..evaluate.runs import completeness_text, split_label
+
+    header = ("run", "split / part", "predicted", "iter", "synapses", "syn acc", "bal acc",
+              "neurons", "vote acc", "mean acc")  # fmt: skip
     rows = [header]
     for m in results["runs"].values():
         rows.append(
             (
                 m["run"],
+                split_label(m["meta"]),
+                completeness_text(m["completeness"]),
                 "-" if m["iteration"] is None else str(m["iteration"]),
                 str(m["synapse"]["n"]),
                 _number(m["synapse"]["accuracy"]),
@@ -136,21 +223,30 @@ def format_summary(results: dict) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
+            cell.ljust(width) if i < 3 else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
+        ).rstrip()
         for row in rows
     ]
-    best = results.get("best")
-    if best:
-        at = f" (iteration {best['iteration']})" if best.get("iteration") is not None else ""
-        lines.append(
-            f"best: {best['run']}{at}, synapse accuracy {_number(best['synapse_accuracy'])}"
-        )
+    if results.get("best"):
+        lines.append(f"best: {_best(results['best'])}")
+    elif results.get("best_refused"):
+        lines.append(f"best: none, {results['best_refused']}")
+        for synapse_set in results["synapse_sets"]:
+            label = split_label(synapse_set)
+            lines.append(
+                f"best of {label}: "
+                + (_best(synapse_set["best"]) if synapse_set["best"] else "no candidate")
+            )
     else:
-        lines.append("best: none (no run has an evaluated synapse)")
+        lines.append("best: none (no complete run has an evaluated synapse)")
     lines.append(f"report: {results['report']}")
     return "\n".join(lines)
+
+
+def _best(best: dict) -> str:
+    at = f" (iteration {best['iteration']})" if best.get("iteration") is not None else ""
+    return f"{best['run']}{at}, synapse accuracy {_number(best['synapse_accuracy'])}"
 
 
 def _number(value) -> str:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from .submit import LOCAL_HELP, SUBMIT_HELP, submit_or_refuse
+
+PRECISION_HELP = (
+    "Network precision: fp32 (default; the same numbers as the original and as on the CPU), "
+    "fp16 (GPU only) or bf16."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +32,9 @@ def predict_command(
         str | None,
         typer.Option(help="torch device, e.g. cpu or cuda:0 (default: a GPU when present)."),
     ] = None,
+    precision: Annotated[
+        Literal["fp32", "fp16", "bf16"], typer.Option(help=PRECISION_HELP)
+    ] = "fp32",
     block_workers: Annotated[
         int | None,
         typer.Option(
@@ -52,20 +62,35 @@ def predict_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the results as one JSON document.")
     ] = False,
+    submit: Annotated[bool, typer.Option("--submit", help=SUBMIT_HELP)] = False,
+    local: Annotated[bool, typer.Option("--local", help=LOCAL_HELP)] = False,
 ) -> None:
     """Store softmax probabilities for every synapse of each setup's split part.
 
     The run is named <split>_<experiment>_t<train>_p<predict> and stored where the database
     backend keeps runs (MongoDB: collection <db_name>_predictions.<run>; SQLite: table
     "predictions.<run>"; PostgreSQL: table "<db_name>_predictions"."<run>"). A complete run
-    aborts unless predict_config.ini says overwrite = True; an interrupted run resumes and
-    predicts only what is missing.
+    is skipped with a message (predict_config.ini overwrite = True replaces it); an
+    interrupted run resumes and predicts only what is missing, and refuses to when anything
+    that determines the numbers changed (checkpoint, network, volume, precision, ...). Each
+    setup is reported; the command fails (exit 1) only when every setup failed.
     """
     from synister.db import DatabaseError
-    from synister.predict import predict_setup
+    from synister.predict import PredictionRunComplete, predict_setup
 
     results = []
     for setup in setups or [Path.cwd()]:
+        args = ["predict", str(setup.resolve()), "--no-progress", "--precision", precision]
+        for option, value in (
+            ("--device", device),
+            ("--block-workers", block_workers),
+            ("--read-workers", read_workers),
+            ("--threads", threads),
+        ):
+            args += [option, str(value)] if value is not None else []
+        job = f"predict-{setup.resolve().name}"
+        if submit_or_refuse(setup / "worker_config.ini", args, submit, local, job):
+            continue
         try:
             result = predict_setup(
                 setup,
@@ -74,15 +99,21 @@ def predict_command(
                 read_workers=read_workers,
                 threads=threads,
                 progress=progress,
+                precision=precision,
             )
+        except PredictionRunComplete as done:
+            typer.echo(f"skipped: {setup}: {done}", err=True)
+            results.append({"setup": str(setup), "status": "complete", "message": str(done)})
+            continue
         except (DatabaseError, OSError, ValueError) as error:  # ConfigError is a ValueError
             typer.echo(f"error: {setup}: {error}", err=True)
-            raise typer.Exit(1) from None
+            results.append({"setup": str(setup), "status": "failed", "message": str(error)})
+            continue
         # a rate without two stored batches is NaN, which JSON cannot hold
         result = {
             k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()
         }
-        results.append(result)
+        results.append({"setup": str(setup), "status": "predicted", **result})
         if not as_json:
             steady = result["steady_synapses_per_second"]
             typer.echo(
@@ -92,5 +123,15 @@ def predict_command(
                 + (f"{steady:.1f} after start-up" if steady is not None else "one batch only"),
                 err=True,
             )
+    failed = [r for r in results if r["status"] == "failed"]
+    if len(results) > 1:
+        counts = {s: sum(r["status"] == s for r in results) for s in ("predicted", "complete")}
+        typer.echo(
+            f"{len(results)} setups: {counts['predicted']} predicted, {counts['complete']} "
+            f"already complete, {len(failed)} failed",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(results))
+    if failed and len(failed) == len(results):
+        raise typer.Exit(1)

@@ -30,6 +30,28 @@ BaseDir = Annotated[
 ]
 Experiment = Annotated[str, typer.Option("-e", "--experiment", help="Experiment name, e.g. fafb.")]
 TrainId = Annotated[int, typer.Option("-t", "--train-id", help="Number of the training run.")]
+DbUrl = Annotated[
+    str | None, typer.Option(help="Database URL (default: $SYNISTER_DB, else ./synister.db).")
+]
+RawContainer = Annotated[
+    str | None,
+    typer.Option(help="EM volume, zarr/N5/precomputed (default: raw.zarr in BASE)."),
+]
+RawDataset = Annotated[str | None, typer.Option(help="Dataset in it (default: raw).")]
+Settings = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="KEY=VALUE for any Predict or Worker key, in the ini format; repeatable.",
+    ),
+]
+SkipVolumeCheck = Annotated[
+    bool,
+    typer.Option(
+        "--skip-volume-check",
+        help="Do not open the raw volume now (one that only the compute nodes reach).",
+    ),
+]
 
 
 def prepare_training_command(
@@ -43,17 +65,12 @@ def prepare_training_command(
         ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing.")] = False,
-    db_url: Annotated[
-        str | None,
-        typer.Option(help="Database URL (default: $SYNISTER_DB, else ./synister.db)."),
-    ] = None,
+    db_url: DbUrl = None,
     split_name: Annotated[
         str | None, typer.Option(help="Split to train on (default: skeleton).")
     ] = None,
-    raw_container: Annotated[
-        str | None, typer.Option(help="EM volume, zarr/N5/precomputed (default: raw.zarr in BASE).")
-    ] = None,
-    raw_dataset: Annotated[str | None, typer.Option(help="Dataset in it (default: raw).")] = None,
+    raw_container: RawContainer = None,
+    raw_dataset: RawDataset = None,
     settings: Annotated[
         list[str] | None,
         typer.Option(
@@ -62,12 +79,14 @@ def prepare_training_command(
             "(e.g. --set 'input_shape=8, 64, 64'); repeatable.",
         ),
     ] = None,
+    skip_volume_check: SkipVolumeCheck = False,
 ) -> None:
     """Create BASE/EXPERIMENT/02_train/setup_t<ID> with train_config.ini and worker_config.ini.
 
     The defaults train the seed's FAFB VGG (16x160x160 voxels of 40x4x4 nm, six transmitters)
-    on the layout `synister synthetic` writes; edit db_url and raw_container (or pass them here).
-    An existing setup is never overwritten.
+    on the layout `synister synthetic` writes; pass db_url and raw_container here (relative
+    paths are relative to BASE). The raw volume must open. An existing setup is never
+    overwritten.
     """
     from synister import setup
 
@@ -97,7 +116,9 @@ def prepare_training_command(
         if value is not None:
             overrides[key] = value
     try:
-        folder = setup.prepare_training(base_dir, experiment, train_id, **overrides)
+        folder = setup.prepare_training(
+            base_dir, experiment, train_id, check_volume=not skip_volume_check, **overrides
+        )
     except (ConfigError, setup.SetupError) as exc:
         _fail(str(exc))
     typer.echo(f"Created {folder}")
@@ -110,21 +131,52 @@ def prepare_prediction_command(
     experiment: Experiment,
     train_id: TrainId,
     iterations: Annotated[
-        list[int],
+        list[int] | None,
         typer.Option("-i", "--iterations", help="Checkpoint iteration(s): -i 1000 2000 3000."),
-    ],
+    ] = None,
     validation: Annotated[
         bool, typer.Option("-v", "--validation", help="Predict the validation part, not test.")
     ] = False,
+    part: Annotated[
+        str | None,
+        typer.Option(help="Part of the split to predict: train, validation or test."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="A checkpoint file or model bundle trained elsewhere (instead of -i); its "
+            "network settings come from the bundle, the checkpoint or its setup."
+        ),
+    ] = None,
+    db_url: DbUrl = None,
+    split_name: Annotated[
+        str | None, typer.Option(help="Split to predict (default: the training's).")
+    ] = None,
+    raw_container: RawContainer = None,
+    raw_dataset: RawDataset = None,
+    settings: Settings = None,
+    allow_other_input_shape: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-input-shape",
+            help="Predict with an input_shape other than the trained one (accuracy may drop).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite an existing setup of the same checkpoint.")
+    ] = False,
+    skip_volume_check: SkipVolumeCheck = False,
 ) -> None:
-    """Create one BASE/EXPERIMENT/03_predict/setup_t<ID>_p<N> per checkpoint iteration.
+    """Create one BASE/EXPERIMENT/03_predict/setup_t<ID>_p<N> per checkpoint.
 
-    The predict_config.ini is initialised from the training setup; an iteration that already
-    has a setup for the same split part keeps it (and its number).
+    The checkpoints are the training setup's (-i), or one trained elsewhere (--checkpoint).
+    predict_config.ini takes data and database settings from the training setup (else the
+    defaults and the options here) and the network from the checkpoint's source. An existing
+    setup of the same checkpoint and part is kept (and its differences shown) unless --force.
     """
     from synister import setup
 
-    wanted = list(iterations)
+    wanted = list(iterations or [])
     for extra in ctx.args:  # "-i 1000 2000": click passes the values after the first here
         try:
             wanted.append(int(extra))
@@ -132,13 +184,45 @@ def prepare_prediction_command(
             raise typer.BadParameter(
                 f"expected iteration numbers, got {extra!r}", param_hint="-i"
             ) from None
+    if part is not None and validation and part != "validation":
+        _fail(f"-v/--validation and --part {part} contradict each other")
+    values: dict[str, str] = _parse_settings(settings or [])
+    for key, value in (
+        ("db_url", db_url),
+        ("split_name", split_name),
+        ("raw_container", raw_container),
+        ("raw_dataset", raw_dataset),
+    ):
+        if value is not None:
+            values[key] = value
     try:
-        made = setup.prepare_prediction_setups(base_dir, experiment, train_id, wanted, validation)
+        made = setup.prepare_prediction_setups(
+            base_dir,
+            experiment,
+            train_id,
+            wanted,
+            validation,
+            part=part,
+            checkpoint=checkpoint,
+            settings=values,
+            allow_other_input_shape=allow_other_input_shape,
+            force=force,
+            check_volume=not skip_volume_check,
+        )
     except (ConfigError, setup.SetupError) as exc:
         _fail(str(exc))
     for item in made:
-        state = "created" if item.created else "exists, kept"
-        typer.echo(f"{item.path} (iteration {item.iteration}): {state}")
+        at = f"iteration {item.iteration}" if item.iteration is not None else "checkpoint"
+        state = {"created": "created", "kept": "exists, kept", "rewritten": "rewritten"}
+        line = f"{item.path} ({at}): {state[item.state]}"
+        if item.state == "kept" and item.differs:
+            line += (
+                f", but it differs from this request in {', '.join(item.differs)}; "
+                "rerun with --force to rewrite it"
+            )
+        typer.echo(line)
+    if checkpoint is not None and made:
+        typer.echo(f"network settings from {made[0].network_from}")
 
 
 def register(app: typer.Typer) -> None:

@@ -23,15 +23,32 @@ def register(app: typer.Typer) -> None:
     app.add_typer(split_app, name="split")
 
 
-def _print_parts(parts: dict) -> None:
-    typer.echo(f"{'transmitter':<16}{'part':<12}{'synapses':>10}{'share':>8}{'groups':>8}")
+def _print_parts(parts: dict, targets: dict | None = None) -> None:
+    """Per transmitter and part: synapses, their share, the target share, groups."""
+    targets = targets or {}
+    header = f"{'transmitter':<16}{'part':<12}{'synapses':>10}{'share':>8}"
+    typer.echo(header + (f"{'target':>8}" if targets else "") + f"{'groups':>8}")
     for nt, per_part in parts.items():
         total = sum(p["synapses"] for p in per_part.values()) or 1
         for part, counts in per_part.items():
+            target = f"{targets[part]:>8.3f}" if part in targets else ""
             typer.echo(
                 f"{nt:<16}{part:<12}{counts['synapses']:>10,}"
-                f"{counts['synapses'] / total:>8.3f}{counts['groups']:>8,}"
+                f"{counts['synapses'] / total:>8.3f}{target}{counts['groups']:>8,}"
             )
+
+
+def _print_notes(meta: dict, lone_neurons: int | None = None) -> None:
+    """The neurons that became groups of their own, and the targets missed (on stderr)."""
+    lone = meta.get("unknown_lineage_neurons") if lone_neurons is None else lone_neurons
+    if lone:
+        pattern = meta.get("unknown_lineage_pattern", "")
+        typer.echo(
+            f"{lone:,} neurons of an unknown hemilineage (none, or a name matching "
+            f"'{pattern}') are groups of their own"
+        )
+    for warning in meta.get("warnings", []):
+        typer.echo(f"WARNING: {warning}", err=True)
 
 
 @split_app.command("make")
@@ -68,15 +85,33 @@ def make_command(
     ] = None,
     tolerance: Annotated[
         float,
-        typer.Option("--tolerance", help="Largest allowed miss of a part's target share."),
+        typer.Option("--tolerance", help="Largest miss of a part's target share before a warning."),
     ] = 0.05,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Fail, storing nothing, where a share misses by over --tolerance."
+        ),
+    ] = False,
+    unknown_lineage_pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--unknown-lineage-pattern",
+            metavar="REGEX",
+            help="Hemilineage names (whole, any case) that mean unknown; their neurons are "
+            "groups of their own. Default: the original's unknown<n>, new<n>, na, none, with "
+            "an optional _suffix.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compute a split by integer programming and store it.
 
     Synapses take part when their skeleton has exactly one known transmitter among --nt.
 
-    Fails, storing nothing, when a transmitter's part misses its target by over --tolerance.
+    A share that misses its target by over --tolerance gives a WARNING; --strict fails instead.
+
+    Fails, storing nothing, where a transmitter would have no synapse in some part.
     """
     from ..splits import GROUPINGS, SplitRequest, make_split
 
@@ -93,16 +128,21 @@ def make_command(
             seed=seed,
             transmitters=chosen,
             tolerance=tolerance,
+            unknown_lineage_pattern=unknown_lineage_pattern,
+            strict=strict,
         )
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             meta = make_split(db, name, request)
     except user_errors() as error:
         fail(str(error))
     if as_json:
         typer.echo(json.dumps({"name": name, "meta": meta}))
+        for warning in meta["warnings"]:
+            typer.echo(f"WARNING: {warning}", err=True)
         return
     typer.echo(f"stored split {name!r} (by {by}, seed {seed})")
-    _print_parts(meta["summary"])
+    _print_parts(meta["summary"], meta["targets"])
+    _print_notes(meta)
 
 
 @split_app.command("show")
@@ -115,7 +155,7 @@ def show_command(
     from ..splits import show_split
 
     try:
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             shown = show_split(db, name)
     except user_errors() as error:
         fail(str(error))
@@ -123,20 +163,19 @@ def show_command(
         typer.echo(json.dumps(shown))
         return
     meta = shown["meta"]
-    settings = ", ".join(
-        f"{key}={meta[key]}"
-        for key in ("grouping", "train_fraction", "validation_fraction", "seed", "transmitters")
-        if key in meta
-    )
+    keys = ("grouping", "train_fraction", "validation_fraction", "seed", "transmitters")
+    keys += ("tolerance", "strict")
+    settings = ", ".join(f"{key}={meta[key]}" for key in keys if key in meta)
     typer.echo(f"split {name!r}: {settings}")
-    _print_parts(shown["parts"])
+    _print_parts(shown["parts"], meta.get("targets"))
+    _print_notes(meta, shown["lone_neurons"])
 
 
 @split_app.command("list")
 def list_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
     """Names of the stored splits with their grouping."""
     try:
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             splits = db.splits()
     except user_errors() as error:
         fail(str(error))
@@ -154,7 +193,7 @@ def remove_command(
 ) -> None:
     """Delete a stored split (its synapses stay)."""
     try:
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             db.remove_split(name)
     except user_errors() as error:
         fail(str(error))

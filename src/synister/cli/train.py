@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from .submit import LOCAL_HELP, SUBMIT_HELP, submit_or_refuse
+
 SetupOption = Annotated[
     Path, typer.Option("--setup", help="Training setup folder made by `synister prepare-training`.")
 ]
@@ -28,6 +30,8 @@ def train_command(
         typer.Option(help="torch device, e.g. cpu or cuda:1 (default: a GPU when present)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    submit: Annotated[bool, typer.Option("--submit", help=SUBMIT_HELP)] = False,
+    local: Annotated[bool, typer.Option("--local", help=LOCAL_HELP)] = False,
 ) -> None:
     """Train a network; Ctrl-C stops cleanly after saving a checkpoint.
 
@@ -37,6 +41,11 @@ def train_command(
     """
     from synister.train import NotATrainingSetup, train
 
+    args = ["train", str(num_iterations), "--setup", str(setup.resolve()), "--no-progress"]
+    if device:
+        args += ["--device", device]
+    if submit_or_refuse(setup / "worker_config.ini", args, submit, local, f"train-{setup.name}"):
+        return
     try:
         result = train(setup, num_iterations, device=device, progress=progress)
     except (NotATrainingSetup, ValueError) as err:  # ConfigError is a ValueError

@@ -14,12 +14,19 @@ from .base import (
     SplitExists,
     UnknownSplit,
     ValidationReport,
+    split_exists,
 )
+from .names import MAX_NAME_BYTES, BadName, check_name
+from .records import UNKNOWN_HEMI_LINEAGE_PATTERN, unknown_hemi_lineage, unknown_hemi_lineage_ids
+from .urls import hide_secrets, public_url
 
 DEFAULT_DB_FILE = "synister.db"
 
 __all__ = [
+    "MAX_NAME_BYTES",
     "SPLIT_PARTS",
+    "UNKNOWN_HEMI_LINEAGE_PATTERN",
+    "BadName",
     "Database",
     "DatabaseError",
     "DuplicateIdError",
@@ -27,8 +34,14 @@ __all__ = [
     "SplitExists",
     "UnknownSplit",
     "ValidationReport",
+    "check_name",
     "default_url",
+    "hide_secrets",
     "open_database",
+    "public_url",
+    "split_exists",
+    "unknown_hemi_lineage",
+    "unknown_hemi_lineage_ids",
 ]
 
 
@@ -37,21 +50,28 @@ def default_url() -> str:
     return os.environ.get("SYNISTER_DB") or f"sqlite:///{Path.cwd() / DEFAULT_DB_FILE}"
 
 
-def open_database(url: str | None = None) -> Database:
-    """Open the database at ``url``: ``sqlite:///path``, ``postgresql://...`` or ``mongodb://...``."""
+def open_database(url: str | None = None, *, create: bool = True) -> Database:
+    """Open the database at ``url``: ``sqlite:///path``, ``postgresql://...`` or ``mongodb://...``.
+
+    ``create=True`` (commands that write: import, split make, predict) makes the SQLite file,
+    its folders and synister's tables or indexes where missing. Commands that only read pass
+    ``create=False``: a database that does not exist is then an error naming it, and nothing is
+    created, so a mistyped path cannot leave an empty database behind.
+    """
     url = url or default_url()
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteDatabase
 
-        return SQLiteDatabase(url)
+        return SQLiteDatabase(url, create=create)
     if url.startswith(("postgresql:", "postgres:")):
         from .postgres import PostgresDatabase
 
-        return PostgresDatabase(url)
+        return PostgresDatabase(url, create=create)
     if url.startswith(("mongodb:", "mongodb+srv:")):
         from .mongo import MongoDatabase
 
-        return MongoDatabase(url)
+        return MongoDatabase(url, create=create)
     raise DatabaseError(
-        f"unsupported database URL {url!r}: use sqlite:///path, postgresql://... or mongodb://..."
+        f"unsupported database URL {public_url(url)!r}: use sqlite:///path, postgresql://... "
+        "or mongodb://..."
     )

@@ -52,6 +52,14 @@ class SplitExists(DatabaseError):
     """A split of that name is already stored."""
 
 
+def split_exists(name: str) -> SplitExists:
+    """The error for a split name that is taken, saying how to free it."""
+    return SplitExists(
+        f"a split named {name!r} is already stored; remove it with `synister split remove "
+        f"{name}` (Database.remove_split) or choose another name"
+    )
+
+
 class UnknownSplit(DatabaseError):
     """No split of that name is stored."""
 
@@ -172,7 +180,20 @@ class Database(ABC):
 
     @abstractmethod
     def open_prediction_run(self, run: str) -> tuple[list[str], dict]:
-        """Class order and meta of an existing run (for resuming); KeyError if absent."""
+        """Class order and meta of an existing run (for resuming); KeyError if absent.
+
+        MongoDB: a run written by the original synister raises ``OriginalRunWithoutClasses``
+        (a :class:`DatabaseError`) until :meth:`register_prediction_run` recorded its classes.
+        """
+
+    def register_prediction_run(
+        self, run: str, classes: Sequence[str], meta: dict | None = None
+    ) -> None:
+        """Record the class order of a run written by the original synister (only MongoDB
+        databases hold such runs; here every run already records its classes)."""
+        if run in self.prediction_runs():
+            raise DatabaseError(f"prediction run {run!r} already records its class order")
+        raise KeyError(f"no prediction run {run!r}")
 
     @abstractmethod
     def write_predictions(

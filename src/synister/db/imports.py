@@ -105,13 +105,19 @@ class TableOptions:
 
 @dataclass
 class ImportSummary:
-    """What one import added."""
+    """What one import added.
+
+    ``skeletons_without_transmitter``: imported skeletons whose ``nt_known`` was missing,
+    null, empty or the original's ``["none"]``; they are stored as "unknown" and take no part
+    in splits, so the count is shown rather than passed over.
+    """
 
     files: list[str]
     synapses: int
     skeletons: int
     hemi_lineages: int
     skeletons_already_stored: int = 0
+    skeletons_without_transmitter: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -120,6 +126,7 @@ class ImportSummary:
             "skeletons": self.skeletons,
             "hemi_lineages": self.hemi_lineages,
             "skeletons_already_stored": self.skeletons_already_stored,
+            "skeletons_without_transmitter": self.skeletons_without_transmitter,
         }
 
 
@@ -650,4 +657,7 @@ def import_files(
         skeletons=0 if skeletons is None else len(skeletons),
         hemi_lineages=0 if hemi_lineages is None else len(hemi_lineages),
         skeletons_already_stored=n_stored,
+        skeletons_without_transmitter=0
+        if skeletons is None
+        else int(sum(not known for known in skeletons["nt_known"])),
     )

@@ -15,12 +15,19 @@ Additions that old readers ignore: ``<db>.split_meta`` (``{name, meta}``) keeps 
 (a split found only on synapse documents has meta ``{}``) and ``<db>.prediction_runs``
 (``{run, classes, meta}``) keeps a run's class order. A run made by the original code has no
 registry entry: it is listed and readable, its columns named ``prob_0, prob_1, ...``, and
-documents still holding ``prediction: None`` (initialised but not predicted) are skipped.
+documents still holding ``prediction: None`` (initialised but not predicted) are skipped. Its
+class order (the ``synapse_types`` of its ``train_config.ini``, then ``neither`` with
+``neither_class``) is nowhere in the database, so it is evaluable once
+:meth:`MongoDatabase.register_prediction_run` (``synister db register-run``) has recorded it;
+synister never adds predictions to such a run.
 
 Without a replica set MongoDB has no multi-document transactions, so this backend checks
 everything that can fail (duplicate ids, unknown synapses) before writing, and a prediction
-batch is replaced as one ``delete_many`` plus one ``insert_many``. Every bulk operation is one
-request per call (ids chunked to :data:`CHUNK`), never one per document.
+batch is one ``bulk_write`` of upserts (``ReplaceOne(..., upsert=True)``), so a resumed run, or
+one overlapping a writer left over from a crash, replaces a synapse's prediction instead of
+tripping over the unique index. Every bulk operation is one request per :data:`CHUNK` ids,
+never one per document, and no query names more than :data:`CHUNK` ids: one ``$in`` of all ids
+would pass MongoDB's 16 MB document limit at about 800,000 ids.
 
 Verified only against ``mongomock`` (pass ``client=mongomock.MongoClient()``), not against a
 MongoDB server.
@@ -33,14 +40,14 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..nt import canonical_set
+from ..nt import UNKNOWN_LABELS, canonical_set
 from .base import (
     Database,
     DatabaseError,
     PredictionRunExists,
-    SplitExists,
     UnknownSplit,
     ValidationReport,
+    split_exists,
 )
 from .records import (
     check_hemi_lineages,
@@ -59,16 +66,45 @@ from .records import (
     stats_key,
 )
 from .sql import check_run_name
+from .urls import hide_secrets, public_url
 
+#: Most ids in one request (a query's ``$in`` or a bulk write): ~1 MB of BSON.
 CHUNK = 50_000
+#: ``meta["origin"]`` of a run written by the original synister (registered afterwards).
+ORIGINAL_ORIGIN = "funkelab/synister"
 SYNAPSE_FIELDS = ["synapse_id", "z", "y", "x", "skeleton_id", "brain_region", "prepost"]
 SPLIT_META = "split_meta"
 RUN_REGISTRY = "prediction_runs"
 
 
-def _chunks(values: Sequence, size: int = CHUNK):
+class OriginalRunWithoutClasses(DatabaseError):
+    """A prediction run written by the original synister whose class order is not recorded."""
+
+
+def _chunks(values: Sequence, size: int | None = None):
+    """``values`` in slices of at most ``size`` (default :data:`CHUNK`, read at call time)."""
+    size = size or CHUNK
+    values = list(values)
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def _find_in(collection, field: str, values: Iterable, query: dict | None, projection: dict):
+    """Documents whose ``field`` is one of ``values`` (and that match ``query``), one request
+    per chunk of values."""
+    wanted = sorted({_plain(v) for v in values}, key=lambda v: (v is None, v))
+    docs: list[dict] = []
+    for chunk in _chunks(wanted):
+        term = {field: {"$in": chunk}}
+        docs.extend(collection.find({"$and": [query, term]} if query else term, projection))
+    return docs
+
+
+def _distinct(collection, field: str, query: dict | None = None) -> list:
+    """Distinct values of ``field``; streamed by an aggregation, not returned as one document
+    as ``distinct`` does (16 MB limit)."""
+    pipeline = ([{"$match": query}] if query else []) + [{"$group": {"_id": f"${field}"}}]
+    return [doc["_id"] for doc in collection.aggregate(pipeline) if doc["_id"] is not None]
 
 
 def _plain(value):
@@ -93,7 +129,13 @@ def _check_split_name(name: str) -> None:
 class MongoDatabase(Database):
     """The original synister MongoDB layout behind the :class:`Database` interface."""
 
-    def __init__(self, url: str, client=None):
+    def __init__(self, url: str, client=None, create: bool = True):
+        """Connect (``client``: an existing client, e.g. ``mongomock.MongoClient()``).
+
+        ``create`` makes the original's indexes (and so the database) where missing;
+        ``create=False``, for read-only commands, refuses a database that does not exist and
+        writes nothing.
+        """
         from pymongo import ASCENDING, MongoClient, uri_parser
         from pymongo.errors import PyMongoError
 
@@ -101,14 +143,30 @@ class MongoDatabase(Database):
         try:
             name = uri_parser.parse_uri(url)["database"]
         except Exception as error:  # pymongo raises several types for bad URLs
-            raise DatabaseError(f"bad MongoDB URL {url!r}: {error}") from None
+            raise DatabaseError(
+                f"bad MongoDB URL {public_url(url)!r}: {hide_secrets(error, url)}"
+            ) from None
         if not name:
-            raise DatabaseError(f"MongoDB URL {url!r} names no database: use mongodb://host/<db>")
-        self._client = client if client is not None else MongoClient(url)
+            raise DatabaseError(
+                f"MongoDB URL {public_url(url)!r} names no database: use mongodb://host/<db>"
+            )
+        try:
+            self._client = client if client is not None else MongoClient(url)
+        except Exception as error:  # bad options raise ConfigurationError, ValueError, ...
+            raise DatabaseError(
+                f"cannot connect to MongoDB at {public_url(url)}: {hide_secrets(error, url)}"
+            ) from None
         self._owns_client = client is None
         self._db = self._client[name]
         self._predictions_db = self._client[f"{name}_predictions"]
         try:
+            if not create:
+                if "synapses" not in self._db.list_collection_names():
+                    raise DatabaseError(
+                        f"no synister database {name!r} at {public_url(url)} (it has no "
+                        "synapses collection): check the URL; nothing was created"
+                    )
+                return
             # the original's indexes (not unique, so old databases with duplicates still open)
             self._db.synapses.create_index([("z", ASCENDING), ("y", ASCENDING), ("x", ASCENDING)])
             self._db.synapses.create_index("synapse_id")
@@ -116,9 +174,14 @@ class MongoDatabase(Database):
             self._db.skeletons.create_index("skeleton_id")
             self._db.skeletons.create_index("hemi_lineage_id")
             self._db.hemi_lineages.create_index("hemi_lineage_id")
-        except PyMongoError as error:  # e.g. no server reachable
+        except (PyMongoError, DatabaseError) as error:  # e.g. no server reachable
             self.close()
-            raise DatabaseError(f"cannot set up MongoDB database {name!r}: {error}") from None
+            if isinstance(error, DatabaseError):
+                raise
+            raise DatabaseError(
+                f"cannot open MongoDB database {name!r} at {public_url(url)}: "
+                f"{hide_secrets(error, url)}"
+            ) from None
 
     def close(self) -> None:
         if self._owns_client:
@@ -175,7 +238,7 @@ class MongoDatabase(Database):
         rows = check_split_parts(name, parts)
         _check_split_name(name)
         if name in self.splits():
-            raise SplitExists(f"a split named {name!r} is already stored; remove it first")
+            raise split_exists(name)
         ids = rows.synapse_id.tolist()
         stored = set()
         for chunk in _chunks(ids):
@@ -221,47 +284,59 @@ class MongoDatabase(Database):
         return dict(sorted(found.items()))
 
     # ---- reading ------------------------------------------------------------------------------
-    def _skeleton_query(self, skeleton_ids, nts, hemi_lineage_ids, hemi_lineage_names) -> dict:
-        terms = []
-        if skeleton_ids is not None:
-            terms.append({"skeleton_id": {"$in": [int(i) for i in skeleton_ids]}})
-        if nts is not None:
-            wanted = sorted(canonical_set(nts))
-            if wanted:
-                terms.append({"nt_known": {"$all": wanted, "$size": len(wanted)}})
-            else:
-                terms.append(
-                    {
-                        "$or": [
-                            {"nt_known": {"$exists": False}},
-                            {"nt_known": None},
-                            {"nt_known": {"$size": 0}},
-                            {"nt_known": ["none"]},
-                            {"nt_known": ["unknown"]},
-                        ]
-                    }
-                )
-        if hemi_lineage_ids is not None:
-            terms.append({"hemi_lineage_id": {"$in": [int(i) for i in hemi_lineage_ids]}})
+    def _nts_query(self, nts) -> dict | None:
+        """The skeleton query term for an exact transmitter set (None: no filter)."""
+        if nts is None:
+            return None
+        wanted = sorted(canonical_set(nts))
+        if wanted:
+            return {"nt_known": {"$all": wanted, "$size": len(wanted)}}
+        unknown = [{"nt_known": [label]} for label in sorted(UNKNOWN_LABELS)]
+        return {
+            "$or": [
+                {"nt_known": {"$exists": False}},
+                {"nt_known": None},
+                {"nt_known": {"$size": 0}},
+                *unknown,
+            ]
+        }
+
+    def _skeleton_frame(
+        self, skeleton_ids=None, nts=None, hemi_lineage_ids=None, hemi_lineage_names=None
+    ) -> pd.DataFrame:
+        """Skeleton documents matching all given filters; id lists are queried in chunks."""
+        query = self._nts_query(nts)
+        lineages = None if hemi_lineage_ids is None else {int(i) for i in hemi_lineage_ids}
         if hemi_lineage_names is not None:
             names = (
                 [hemi_lineage_names] if isinstance(hemi_lineage_names, str) else hemi_lineage_names
             )
-            lineage_ids = self._db.hemi_lineages.distinct(
-                "hemi_lineage_id", {"hemi_lineage_name": {"$in": [str(n) for n in names]}}
+            docs = _find_in(
+                self._db.hemi_lineages,
+                "hemi_lineage_name",
+                [str(n) for n in names],
+                None,
+                {"_id": 0, "hemi_lineage_id": 1},
             )
-            terms.append({"hemi_lineage_id": {"$in": lineage_ids}})
-        return {"$and": terms} if terms else {}
+            named = {int(d["hemi_lineage_id"]) for d in docs}
+            lineages = named if lineages is None else lineages & named
+        projection = {"_id": 0, "skeleton_id": 1, "hemi_lineage_id": 1, "nt_known": 1}
+        skeletons = self._db.skeletons
+        if skeleton_ids is not None:
+            ids = [int(i) for i in skeleton_ids]
+            docs = _find_in(skeletons, "skeleton_id", ids, query, projection)
+        elif lineages is not None:
+            docs = _find_in(skeletons, "hemi_lineage_id", lineages, query, projection)
+        else:
+            docs = list(skeletons.find(query or {}, projection))
+        frame = pd.DataFrame(docs, columns=["skeleton_id", "hemi_lineage_id", "nt_known"])
+        if lineages is not None and skeleton_ids is not None:
+            frame = frame.loc[frame.hemi_lineage_id.isin(lineages)]
+        return frame
 
     def _require_split(self, split: str) -> None:
         if split not in self.splits():
             raise UnknownSplit(f"no split named {split!r}; stored: {sorted(self.splits())}")
-
-    def _skeleton_frame(self, query: dict) -> pd.DataFrame:
-        docs = self._db.skeletons.find(
-            query, {"_id": 0, "skeleton_id": 1, "hemi_lineage_id": 1, "nt_known": 1}
-        )
-        return pd.DataFrame(list(docs), columns=["skeleton_id", "hemi_lineage_id", "nt_known"])
 
     def synapses(
         self,
@@ -277,39 +352,47 @@ class MongoDatabase(Database):
     ) -> pd.DataFrame:
         parts = check_parts_filter(split, part)
         positions = None if positions_nm is None else check_positions(positions_nm)
-        terms: list[dict] = []
+        wanted_skeletons = None if skeleton_ids is None else {int(i) for i in skeleton_ids}
         if nts is not None or hemi_lineage_ids is not None or hemi_lineage_names is not None:
-            query = self._skeleton_query(None, nts, hemi_lineage_ids, hemi_lineage_names)
-            wanted = self._db.skeletons.distinct("skeleton_id", query)
-            terms.append({"skeleton_id": {"$in": wanted}})
-        if skeleton_ids is not None:
-            terms.append({"skeleton_id": {"$in": [int(i) for i in skeleton_ids]}})
-        if synapse_ids is not None:
-            terms.append({"synapse_id": {"$in": [int(i) for i in synapse_ids]}})
-        if positions is not None:
-            terms.append({"z": {"$in": sorted({float(z) for z in positions[:, 0]})}})
+            found = self._skeleton_frame(
+                wanted_skeletons, nts, hemi_lineage_ids, hemi_lineage_names
+            )
+            wanted_skeletons = {int(i) for i in found.skeleton_id}
+        query = None
         if split is not None:
             self._require_split(split)
-            terms.append(
-                {f"splits.{split}": {"$in": list(parts or ("train", "validation", "test"))}}
-            )
+            query = {f"splits.{split}": {"$in": list(parts or ("train", "validation", "test"))}}
         projection = {"_id": 0, "confidence": 1, **{f: 1 for f in SYNAPSE_FIELDS}}
         if split is not None:
             projection[f"splits.{split}"] = 1
-        docs = list(self._db.synapses.find({"$and": terms} if terms else {}, projection))
+        # one id list drives the (chunked) query; the others filter its result here
+        collection = self._db.synapses
+        if synapse_ids is not None:
+            ids = [int(i) for i in synapse_ids]
+            docs = _find_in(collection, "synapse_id", ids, query, projection)
+        elif wanted_skeletons is not None:
+            docs = _find_in(collection, "skeleton_id", wanted_skeletons, query, projection)
+        elif positions is not None:
+            zs = {float(z) for z in positions[:, 0]}
+            docs = _find_in(collection, "z", zs, query, projection)
+        else:
+            docs = list(collection.find(query or {}, projection))
         frame = pd.DataFrame(docs, columns=[*SYNAPSE_FIELDS, "confidence", "splits"])
+        frame = frame.drop_duplicates("synapse_id") if synapse_ids is not None else frame
         if split is not None:
             frame["part"] = [s.get(split) if isinstance(s, dict) else None for s in frame.splits]
         frame = frame.drop(columns="splits")
+        frame["skeleton_id"] = pd.array(
+            [None if pd.isna(v) else int(v) for v in frame.skeleton_id], dtype="Int64"
+        )
+        if wanted_skeletons is not None and synapse_ids is not None:
+            frame = frame.loc[frame.skeleton_id.isin(wanted_skeletons).fillna(False).to_numpy()]
         if positions is not None and len(frame):
             wanted = pd.DataFrame(positions, columns=["z", "y", "x"]).drop_duplicates()
             frame = frame.astype({"z": "float64", "y": "float64", "x": "float64"})
             frame = frame.merge(wanted, on=["z", "y", "x"], how="inner")
-        frame["skeleton_id"] = pd.array(
-            [None if pd.isna(v) else int(v) for v in frame.skeleton_id], dtype="Int64"
-        )
         skeleton_ids_found = [int(i) for i in frame.skeleton_id.dropna().unique()]
-        skeletons = self._skeleton_frame({"skeleton_id": {"$in": skeleton_ids_found}})
+        skeletons = self._skeleton_frame(skeleton_ids_found)
         skeletons = skeletons.drop_duplicates("skeleton_id")
         skeletons["skeleton_id"] = skeletons.skeleton_id.astype("Int64")
         frame = frame.merge(skeletons, on="skeleton_id", how="left")
@@ -326,15 +409,19 @@ class MongoDatabase(Database):
         part=None,
     ) -> pd.DataFrame:
         parts = check_parts_filter(split, part)
-        query = self._skeleton_query(skeleton_ids, nts, hemi_lineage_ids, hemi_lineage_names)
         if split is not None:
             self._require_split(split)
-            in_split = self._db.synapses.distinct(
+            in_split = _distinct(
+                self._db.synapses,
                 "skeleton_id",
                 {f"splits.{split}": {"$in": list(parts or ("train", "validation", "test"))}},
             )
-            query = {"$and": [query, {"skeleton_id": {"$in": in_split}}]}
-        return finish_skeletons(self._skeleton_frame(query))
+            in_split = {int(i) for i in in_split}
+            if skeleton_ids is not None:
+                in_split &= {int(i) for i in skeleton_ids}
+            skeleton_ids = in_split
+        frame = self._skeleton_frame(skeleton_ids, nts, hemi_lineage_ids, hemi_lineage_names)
+        return finish_skeletons(frame)
 
     def hemi_lineages(self) -> pd.DataFrame:
         docs = self._db.hemi_lineages.find({}, {"_id": 0})
@@ -351,7 +438,7 @@ class MongoDatabase(Database):
         whose given hemilineage is not stored."""
         synapses = self._all("synapses", ["synapse_id", "z", "y", "x", "skeleton_id"])
         skeletons = self._all("skeletons", ["skeleton_id", "hemi_lineage_id"])
-        lineage_ids = set(self._db.hemi_lineages.distinct("hemi_lineage_id"))
+        lineage_ids = set(_distinct(self._db.hemi_lineages, "hemi_lineage_id"))
         ids = synapses.synapse_id
         locations = synapses[["z", "y", "x"]].astype("float64")
         repeated = locations[locations.duplicated()].drop_duplicates().sort_values(["z", "y", "x"])
@@ -409,31 +496,65 @@ class MongoDatabase(Database):
             return list(doc["classes"])
         if run in self._predictions_db.list_collection_names():
             return None
-        raise KeyError(f"no prediction run {run!r} in {self.url}")
+        raise KeyError(f"no prediction run {run!r} in {public_url(self.url)}")
 
     def open_prediction_run(self, run: str) -> tuple[list[str], dict]:
+        """Class order and meta of ``run``; :class:`OriginalRunWithoutClasses` for a run of the
+        original synister whose class order has not been registered yet."""
         doc = self._db[RUN_REGISTRY].find_one({"run": run})
         if doc is None:
-            raise KeyError(
-                f"no prediction run {run!r} with a known class order in {self.url} "
-                "(runs made by the original code can be read but not resumed)"
+            self._classes(run)  # KeyError when there is no such run at all
+            raise OriginalRunWithoutClasses(
+                f"prediction run {run!r} in {public_url(self.url)} was written by the original "
+                "synister, which stored no class order; record it once with `synister db "
+                f"register-run {run} --classes gaba,acetylcholine,...` (the synapse_types of the "
+                "run's train_config.ini in order, then neither if neither_class was set) or "
+                "--train-config PATH, to evaluate it (synister does not add predictions to it)"
             )
         return list(doc["classes"]), dict(doc.get("meta") or {})
 
+    def register_prediction_run(
+        self, run: str, classes: Sequence[str], meta: dict | None = None
+    ) -> None:
+        """Record the class order of a run written by the original synister, which makes it
+        evaluable; refused when a stored prediction has another number of classes."""
+        classes = [str(c) for c in classes]
+        if not classes or len(set(classes)) != len(classes):
+            raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
+        if self._classes(run) is not None:
+            raise DatabaseError(f"prediction run {run!r} already records its class order")
+        widths = {len(d["prediction"]) for d in self._predicted(run)}
+        wrong = sorted(w for w in widths if w != len(classes))
+        if wrong:
+            raise DatabaseError(
+                f"prediction run {run!r} holds predictions of {', '.join(map(str, wrong))} "
+                f"classes, but {len(classes)} classes were given ({', '.join(classes)})"
+            )
+        meta = {**(meta or {}), "origin": ORIGINAL_ORIGIN}
+        self._db[RUN_REGISTRY].insert_one({"run": run, "classes": classes, "meta": meta})
+
     def write_predictions(self, run: str, synapse_ids, probabilities) -> None:
-        classes, _ = self.open_prediction_run(run)
+        classes, meta = self.open_prediction_run(run)
+        if meta.get("origin") == ORIGINAL_ORIGIN:
+            raise DatabaseError(
+                f"prediction run {run!r} was written by the original synister; synister does "
+                "not add predictions to it (resuming it is refused): predict into a new run"
+            )
         ids, probs = check_predictions(synapse_ids, probabilities, len(classes), run)
         if not len(ids):
             return
+        from pymongo import ReplaceOne
+
         collection = self._predictions_db[run]
-        id_list = ids.tolist()
-        collection.delete_many({"synapse_id": {"$in": id_list}})
-        collection.insert_many(
-            [
-                {"synapse_id": i, "prediction": p}
-                for i, p in zip(id_list, probs.tolist(), strict=True)
-            ]
-        )
+        rows = list(zip(ids.tolist(), probs.tolist(), strict=True))
+        for chunk in _chunks(rows):
+            collection.bulk_write(
+                [
+                    ReplaceOne({"synapse_id": i}, {"synapse_id": i, "prediction": p}, upsert=True)
+                    for i, p in chunk
+                ],
+                ordered=False,
+            )
 
     def _predicted(self, run: str) -> list[dict]:
         docs = self._predictions_db[run].find(
@@ -457,11 +578,11 @@ class MongoDatabase(Database):
 
     def predicted_synapse_ids(self, run: str) -> np.ndarray:
         self._classes(run)
-        ids = self._predictions_db[run].distinct("synapse_id", {"prediction": {"$ne": None}})
+        ids = _distinct(self._predictions_db[run], "synapse_id", {"prediction": {"$ne": None}})
         return np.sort(np.asarray(ids, dtype=np.int64))
 
     def prediction_runs(self) -> list[str]:
-        registered = set(self._db[RUN_REGISTRY].distinct("run"))
+        registered = set(_distinct(self._db[RUN_REGISTRY], "run"))
         return sorted(registered | set(self._predictions_db.list_collection_names()))
 
     def drop_prediction_run(self, run: str) -> None:

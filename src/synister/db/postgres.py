@@ -19,10 +19,10 @@ from contextlib import contextmanager
 import pandas as pd
 import psycopg
 from psycopg import errors
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .base import DatabaseError
 from .sql import SQLDatabase, check_run_name
+from .urls import hide_secrets, public_url
 
 MAX_IDENTIFIER_BYTES = 63
 COPY_CHUNK_ROWS = 100_000
@@ -55,20 +55,29 @@ def _copy_frame(cur, table: str, frame: pd.DataFrame) -> None:
 class PostgresDatabase(SQLDatabase):
     """The shared SQL schema in a PostgreSQL database."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, create: bool = True):
+        """Connect; ``create`` makes synister's tables where missing, ``create=False`` (for
+        read-only commands) refuses a database without them and writes nothing."""
         self.url = url
         try:
             self._connection = psycopg.connect(url, autocommit=True)
         except psycopg.Error as error:
-            raise DatabaseError(f"cannot connect to PostgreSQL at {_safe(url)}: {error}") from None
+            raise DatabaseError(
+                f"cannot connect to PostgreSQL at {public_url(url)}: {hide_secrets(error, url)}"
+            ) from None
         self._lock = threading.RLock()  # one connection, shared by threads one at a time
         try:
             dbname = self._connection.info.dbname
             self._prediction_schema = _identifier(f"{dbname}_predictions", "prediction schema")
-            self._create_schema()
+            if create:
+                self._create_schema()
+            else:
+                self._require_schema()
         except (psycopg.Error, DatabaseError) as error:
             self._connection.close()
-            raise DatabaseError(f"cannot set up PostgreSQL at {_safe(url)}: {error}") from None
+            raise DatabaseError(
+                f"cannot open PostgreSQL at {public_url(url)}: {hide_secrets(error, url)}"
+            ) from None
 
     def close(self) -> None:
         self._connection.close()
@@ -116,12 +125,10 @@ class PostgresDatabase(SQLDatabase):
     def _is_unique_violation(self, error: Exception) -> bool:
         return isinstance(error, errors.UniqueViolation)
 
-
-def _safe(url: str) -> str:
-    """The URL without its password, for error messages."""
-    try:
-        info = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "<unparsable URL>"
-    info.pop("password", None)
-    return make_conninfo(**info)
+    def _table_names(self, cur) -> set[str]:
+        rows = self._rows(
+            cur,
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema()",
+        )
+        return {r[0] for r in rows}

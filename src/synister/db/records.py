@@ -7,13 +7,14 @@ here so that every backend returns the same thing.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from ..nt import UnknownTransmitter, canonical_set, set_key
+from ..nt import UnknownTransmitter, canonical_set, is_unknown_label, set_key
 from .base import SPLIT_PARTS, DatabaseError, DuplicateIdError
 
 SYNAPSE_COLUMNS = (
@@ -30,8 +31,10 @@ SKELETON_COLUMNS = ("skeleton_id", "hemi_lineage_id", "nt_known")
 HEMI_LINEAGE_COLUMNS = ("hemi_lineage_id", "hemi_lineage_name", "nt_guess")
 PREPOST_VALUES = ("pre", "post")
 
-#: Names the original database used for "hemilineage not known"; they are stored as None.
-_UNKNOWN_HEMI_LINEAGE = re.compile(r"^(NA|NONE|NEW|UNKNOWN)\d*(_.*)?$", re.IGNORECASE)
+#: Hemilineage names that mean "not known" (matched whole, case-insensitive): the original
+#: database's NA, NONE, NEW<n>, UNKNOWN<n> with an optional suffix (FAFB v3: unknown,
+#: unknown2, unknown4, unknown6_ventral, new, new2_ventral). Import stores them as None.
+UNKNOWN_HEMI_LINEAGE_PATTERN = r"(NA|NONE|NEW|UNKNOWN)\d*(_.*)?"
 
 MAX_IDS_IN_MESSAGE = 20
 
@@ -53,14 +56,45 @@ def duplicate_id_error(table: str, ids: Iterable[int], where: str) -> DuplicateI
     )
 
 
-def hemi_lineage_name(name) -> str | None:
-    """The stored form of a hemilineage name: None for missing and the original's unknown names."""
+def unknown_hemi_lineage(name, pattern: str | None = None) -> bool:
+    """THE rule for "this hemilineage is not known", shared by import, splits and evaluation.
+
+    True for a missing or empty name and for a name that ``pattern`` (a regular expression,
+    matched against the whole name, case-insensitive; default
+    :data:`UNKNOWN_HEMI_LINEAGE_PATTERN`) matches. Names stored as None are unknown whatever
+    the pattern, so a pattern can add unknown names but not bring back the original's.
+    """
     if _missing(name):
-        return None
+        return True
     name = str(name).strip()
-    if not name or _UNKNOWN_HEMI_LINEAGE.match(name):
-        return None
-    return name
+    regex = _unknown_regex(UNKNOWN_HEMI_LINEAGE_PATTERN if pattern is None else pattern)
+    return not name or regex.fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=16)
+def _unknown_regex(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as error:
+        raise DatabaseError(f"bad unknown-hemilineage pattern {pattern!r}: {error}") from None
+
+
+def unknown_hemi_lineage_ids(hemi_lineages: pd.DataFrame, pattern: str | None = None) -> set[int]:
+    """Ids of the hemilineages (a :meth:`Database.hemi_lineages` frame) that are not known by
+    :func:`unknown_hemi_lineage`. A skeleton without a hemilineage is unknown as well; an id
+    that has no row in the table is a known (if unnamed) grouping."""
+    return {
+        int(i)
+        for i, name in zip(
+            hemi_lineages["hemi_lineage_id"], hemi_lineages["hemi_lineage_name"], strict=True
+        )
+        if unknown_hemi_lineage(name, pattern)
+    }
+
+
+def hemi_lineage_name(name) -> str | None:
+    """The stored form of a hemilineage name: None where :func:`unknown_hemi_lineage`."""
+    return None if unknown_hemi_lineage(name) else str(name).strip()
 
 
 def _missing(value) -> bool:
@@ -146,7 +180,7 @@ def _nt_key_column(frame: pd.DataFrame, table: str, column: str, id_column: str)
             continue
         if not isinstance(value, str) and not isinstance(value, Iterable):
             value = str(value)
-        if isinstance(value, str) and value.strip().lower() in ("", "unknown", "none", "nan"):
+        if isinstance(value, str) and (not value.strip() or value.strip().lower() == "nan"):
             keys.append("")
             continue
         try:
@@ -297,8 +331,8 @@ def nt_set(key) -> frozenset[str]:
     if key is None or (isinstance(key, float) and np.isnan(key)):
         return frozenset()
     if isinstance(key, str):
-        return frozenset(n for n in key.split(",") if n and n != "unknown")
-    return frozenset(str(n).lower() for n in key if n and str(n).lower() not in ("unknown", "none"))
+        return frozenset(n for n in key.split(",") if n and not is_unknown_label(n))
+    return frozenset(str(n).lower() for n in key if n and not is_unknown_label(n))
 
 
 def nt_sets(values: pd.Series) -> pd.Series:

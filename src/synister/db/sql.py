@@ -33,9 +33,9 @@ from .base import (
     Database,
     DatabaseError,
     PredictionRunExists,
-    SplitExists,
     UnknownSplit,
     ValidationReport,
+    split_exists,
 )
 from .records import (
     SYNAPSE_COLUMNS,
@@ -53,7 +53,16 @@ from .records import (
     ids_text,
     stats_key,
 )
+from .urls import public_url
 
+SCHEMA_TABLES = (
+    "synapses",
+    "skeletons",
+    "hemi_lineages",
+    "splits",
+    "split_parts",
+    "prediction_runs",
+)
 RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 _SYNAPSE_SELECT = (
@@ -116,6 +125,10 @@ class SQLDatabase(Database):
     @abstractmethod
     def _is_unique_violation(self, error: Exception) -> bool: ...
 
+    @abstractmethod
+    def _table_names(self, cur) -> set[str]:
+        """Names of the tables of the database (not of prediction runs)."""
+
     # ---- schema -------------------------------------------------------------------------------
     def _schema_statements(self) -> list[str]:
         i, f, t = self.INT, self.FLOAT, self.TEXT
@@ -145,6 +158,16 @@ class SQLDatabase(Database):
         with self._transaction(write=True) as cur:
             for statement in self._schema_statements():
                 cur.execute(statement)
+
+    def _require_schema(self) -> None:
+        """For opening without creating: refuse a database that lacks synister's tables."""
+        with self._transaction(write=False) as cur:
+            missing = [t for t in SCHEMA_TABLES if t not in self._table_names(cur)]
+        if missing:
+            raise DatabaseError(
+                f"{public_url(self.url)} holds no synister database (no table "
+                f"{', '.join(missing)}); nothing was changed"
+            )
 
     def _execute(self, cur, sql: str, params: Sequence = ()):
         cur.execute(sql, tuple(params))
@@ -197,7 +220,7 @@ class SQLDatabase(Database):
         meta_text = json.dumps(meta or {})
         with self._transaction(write=True) as cur:
             if self._rows(cur, "SELECT 1 FROM splits WHERE name = ?", [name]):
-                raise SplitExists(f"a split named {name!r} is already stored; remove it first")
+                raise split_exists(name)
             self._execute(cur, "INSERT INTO splits (name, meta) VALUES (?, ?)", [name, meta_text])
             if len(rows):
                 self._insert_frame(cur, "split_parts", rows)
@@ -445,7 +468,7 @@ class SQLDatabase(Database):
     def _run_info(self, cur, run: str) -> tuple[list[str], dict]:
         rows = self._rows(cur, "SELECT classes, meta FROM prediction_runs WHERE run = ?", [run])
         if not rows:
-            raise KeyError(f"no prediction run {run!r} in {self.url}")
+            raise KeyError(f"no prediction run {run!r} in {public_url(self.url)}")
         return json.loads(rows[0][0]), json.loads(rows[0][1])
 
     def open_prediction_run(self, run: str) -> tuple[list[str], dict]:

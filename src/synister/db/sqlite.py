@@ -1,4 +1,5 @@
-"""SQLite backend: one file holds the whole database, created when missing.
+"""SQLite backend: one file holds the whole database, created when missing (unless opened
+with ``create=False``, as read-only commands do: then a missing file is an error).
 
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``. The schema is the
 shared one of :mod:`synister.db.sql`. Where the original kept a run in the MongoDB collection
@@ -63,28 +64,52 @@ class SQLiteDatabase(SQLDatabase):
     INT = "INTEGER"
     FLOAT = "REAL"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, create: bool = True):
+        """Open (``create``: make when missing, with its folders) the database file of ``url``.
+
+        With ``create=False`` the file must exist and hold synister's tables; nothing is
+        written to it on opening, so a mistyped path fails instead of leaving an empty database.
+        """
         self.url = url
         path = path_from_url(url)
-        if path != ":memory:":
+        memory = path == ":memory:"
+        if not create and not memory and not Path(path).is_file():
+            raise DatabaseError(
+                f"no SQLite database at {Path(path).resolve()} ({url}): check the path; "
+                "nothing was created"
+            )
+        if create and not memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            target = path if create or memory else f"{Path(path).resolve().as_uri()}?mode=rw"
+            self._connection = sqlite3.connect(
+                target, isolation_level=None, check_same_thread=False, uri=not create and not memory
+            )
         except sqlite3.Error as error:
             raise DatabaseError(f"cannot open SQLite database {path!r}: {error}") from None
         self._temp_tables: list[str] = []
         self._lock = threading.RLock()  # one connection, shared by threads one at a time
         try:
             self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if path != ":memory:":
-                self._connection.execute("PRAGMA journal_mode = WAL")
+            if create and not memory:
+                self._connection.execute("PRAGMA journal_mode = WAL")  # kept by the file
             self._connection.execute("PRAGMA synchronous = NORMAL")
             self._connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self._connection.execute("PRAGMA temp_store = MEMORY")  # id-filter tables
-            self._create_schema()
+            if create:
+                self._create_schema()
+            else:
+                self._require_schema()
         except sqlite3.Error as error:  # e.g. a file that is no SQLite database
             self._connection.close()
             raise DatabaseError(f"cannot open SQLite database {path!r}: {error}") from None
+        except DatabaseError:
+            self._connection.close()
+            raise
+
+    def _table_names(self, cur) -> set[str]:
+        rows = self._rows(cur, "SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {r[0] for r in rows}
 
     def close(self) -> None:
         self._connection.close()

@@ -7,9 +7,12 @@ benchmarks/bench_predict.py); the original wrote from processes too. A plain sub
 multiprocessing, so that it neither re-runs the caller's ``__main__`` nor imports torch, and it
 sees the end of its input when its parent dies, however it dies.
 
-Protocol: the parent pickles ``(synapse_ids, probabilities)`` batches to the child's stdin and
-``None`` at the end; the child pickles ``("written", n)`` after each commit, then ``("error",
-exception)`` or ``("done", 0)``, to its stdout.
+Protocol: the parent pickles ``{"db_url": ..., "run": ...}`` to the child's stdin (never on its
+command line, where ``ps`` would show a password), then ``(synapse_ids, probabilities)``
+batches and ``None`` at the end; the child pickles ``("written", n)`` after each commit, then
+``("error", exception)`` or ``("done", 0)``, to its stdout. The parent holds at most
+``max_pending_rows`` synapses sent but not yet committed: a slow database holds the network
+back instead of filling memory, and a crash loses at most that backlog.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ PIPE_BYTES = 2**20
 #: synapses; a crash loses at most that much work, which a resumed run predicts again
 GROUP_SECONDS = 0.2
 GROUP_ROWS = 4096
+#: synapses sent to the writer but not yet committed, at most (a few groups, so that the
+#: predicting process runs on while a group commits)
+MAX_PENDING_ROWS = 4 * GROUP_ROWS
 
 
 def _read_batches(stream, batches: queue.Queue) -> None:
@@ -50,18 +56,24 @@ def _read_batches(stream, batches: queue.Queue) -> None:
     batches.put(_END)
 
 
-def _take(batches: queue.Queue, seconds: float = GROUP_SECONDS, rows: int = GROUP_ROWS) -> list:
-    """The next batch and those that follow within ``seconds`` of it, up to ``rows`` synapses;
-    [] at the end (the end mark stays). Without the wait a writer that keeps up commits every
-    batch: 17 us a synapse for batches of 32 on SQLite, 3 us for groups of 320."""
+def _take(
+    batches: queue.Queue,
+    seconds: float = GROUP_SECONDS,
+    rows: int = GROUP_ROWS,
+    clock: Callable[[], float] = time.monotonic,
+) -> list:
+    """The next batch and those that follow within ``seconds`` of it (by ``clock``), up to
+    ``rows`` synapses; [] at the end (the end mark stays). Without the wait a writer that keeps
+    up commits every batch: 17 us a synapse for batches of 32 on SQLite, 3 us for groups of
+    320."""
     taken = []
     item = batches.get()
-    deadline = time.monotonic() + seconds
+    deadline = clock() + seconds
     count = 0
     while item is not _END:
         taken.append(item)
         count += len(item[0])
-        left = deadline - time.monotonic()
+        left = deadline - clock()
         if count >= rows or left <= 0:
             return taken
         try:
@@ -104,16 +116,29 @@ class BatchWriter:
     """Stores batches of predictions through a writer process (see the module docstring).
 
     ``on_written(n)`` is called, from a relay thread, after each commit, so progress counts
-    stored synapses. A write error is raised again at the next :meth:`put` or at :meth:`close`.
+    stored synapses. :meth:`put` blocks while ``max_pending_rows`` synapses wait to be
+    committed. A write error is raised again at the next :meth:`put` or at :meth:`close`.
     """
 
-    def __init__(self, db_url: str, run: str, on_written: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        db_url: str,
+        run: str,
+        on_written: Callable[[int], None] | None = None,
+        max_pending_rows: int = MAX_PENDING_ROWS,
+    ):
+        if max_pending_rows < 1:
+            raise ValueError(f"max_pending_rows must be >= 1, got {max_pending_rows}")
         self._error: BaseException | None = None
+        self._ended = False
         self._on_written = on_written
+        self.max_pending_rows = int(max_pending_rows)
+        self.pending_rows = 0
+        self._room = threading.Condition()
         # the child finds synister where this process found it, installed or not
         path = os.pathsep.join(p for p in sys.path if p)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", __name__, db_url, run],
+            [sys.executable, "-m", __name__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
@@ -122,15 +147,27 @@ class BatchWriter:
             fcntl.fcntl(self._process.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._relay = threading.Thread(target=self._relay_events, name="writer-events", daemon=True)
         self._relay.start()
+        try:
+            _send(self._process.stdin, {"db_url": db_url, "run": run})
+        except BrokenPipeError:
+            self._relay.join()
+            self._check()
+            raise
 
     def _relay_events(self) -> None:
         try:
             while True:
                 kind, value = pickle.load(self._process.stdout)
-                if kind == "written" and self._on_written is not None:
-                    self._on_written(value)
+                if kind == "written":
+                    with self._room:
+                        self.pending_rows -= value
+                        self._room.notify_all()
+                    if self._on_written is not None:
+                        self._on_written(value)
                 elif kind == "error":
-                    self._error = value
+                    with self._room:
+                        self._error = value
+                        self._room.notify_all()
                 elif kind == "done":
                     return
         except (EOFError, pickle.UnpicklingError) as error:
@@ -139,13 +176,39 @@ class BatchWriter:
                     f"the prediction writer process ended (exit code {self._process.wait()}) "
                     f"before storing everything ({type(error).__name__}); see its messages above"
                 )
+        finally:
+            with self._room:
+                self._ended = True
+                self._room.notify_all()
 
     def _check(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def put(self, synapse_ids: np.ndarray, probabilities: np.ndarray) -> None:
-        self._check()
+    def put(
+        self, synapse_ids: np.ndarray, probabilities: np.ndarray, timeout: float | None = None
+    ) -> None:
+        """Send one batch; blocks while the writer holds ``max_pending_rows`` unstored
+        synapses (a batch larger than that goes alone). Raises TimeoutError where there is
+        no room within ``timeout`` seconds (None: wait as long as it takes)."""
+        rows = len(synapse_ids)
+        with self._room:
+            room = self._room.wait_for(
+                lambda: (
+                    self._ended
+                    or self._error is not None
+                    or self.pending_rows == 0
+                    or self.pending_rows + rows <= self.max_pending_rows
+                ),
+                timeout,
+            )
+            self._check()
+            if not room:
+                raise TimeoutError(
+                    f"the prediction writer holds {self.pending_rows} synapses not yet stored "
+                    f"(at most {self.max_pending_rows}); the database is slow or locked"
+                )
+            self.pending_rows += rows
         try:
             _send(self._process.stdin, (np.asarray(synapse_ids), np.asarray(probabilities)))
         except BrokenPipeError:
@@ -168,9 +231,12 @@ class BatchWriter:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends it by closing its input
-    db_url, run = sys.argv[1:3]
     sink, sys.stdout = sys.stdout.buffer, sys.stderr  # stray prints must not enter the protocol
-    serve(db_url, run, sys.stdin.buffer, sink)
+    try:
+        settings = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        return  # the parent ended before saying what to store
+    serve(settings["db_url"], settings["run"], sys.stdin.buffer, sink)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ EXCLUSION_REASONS = (
 
 AGGREGATION_METHODS = ("vote", "mean")
 
+#: How a tied majority vote is broken: ``probability`` (synister's default) takes the tied class
+#: with the highest summed probability, then the first in class order; ``first`` takes the first
+#: tied class in class order, as the original synister's ``np.argmax`` over vote counts did.
+TIE_RULES = ("probability", "first")
+
 
 def prob_columns(classes: Sequence[str]) -> list[str]:
     """Column names of the per-class probabilities in a prediction table."""
@@ -250,21 +255,25 @@ def aggregate_predictions(
     probabilities: np.ndarray,
     *,
     method: str = "vote",
+    ties: str = "probability",
 ) -> pd.DataFrame:
     """One prediction per group (neuron, hemilineage) from its synapses.
 
-    ``method="vote"``: the class most synapses predict (argmax). A tie between classes goes to
-    the tied class with the highest summed probability over the group's synapses, and if that is
-    equal too, to the tied class that comes first in the class order.
+    ``method="vote"``: the class most synapses predict (argmax). A tie between classes goes,
+    with ``ties="probability"``, to the tied class with the highest summed probability over the
+    group's synapses, and if that is equal too, to the tied class that comes first in the class
+    order; with ``ties="first"`` (the original's rule) straight to the first tied class.
     ``method="mean"``: the argmax of the mean probability; exactly equal maxima go to the class
     that comes first. Either way ``tie`` marks groups where the rule had to choose.
 
     All synapses of a group must share one true class. Returns group_id, n_synapses, true_idx,
-    pred_idx, tie and support (vote share, or mean probability, of the predicted class), ordered
-    by group_id.
+    pred_idx, tie, support (vote share, or mean probability, of the predicted class) and
+    majority_share (the share of the synapses that vote for the most-voted class, whichever
+    method: the original's neuron-level ``cutoff`` applies to it), ordered by group_id.
     """
     if method not in AGGREGATION_METHODS:
         raise ValueError(f"method must be one of {AGGREGATION_METHODS}, got {method!r}")
+    check_ties(ties)
     group_ids = np.asarray(group_ids)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2:
@@ -297,13 +306,16 @@ def aggregate_predictions(
         ],
         axis=1,
     ).reshape(n_groups, n_classes)
+    votes = np.bincount(
+        inverse * n_classes + probabilities.argmax(axis=1), minlength=n_groups * n_classes
+    ).reshape(n_groups, n_classes)
+    majority_share = votes.max(axis=1, initial=0) / np.maximum(n_synapses, 1)
     if method == "vote":
-        votes = np.bincount(
-            inverse * n_classes + probabilities.argmax(axis=1), minlength=n_groups * n_classes
-        ).reshape(n_groups, n_classes)
         tied = votes == votes.max(axis=1, keepdims=True)
-        # Among tied classes the summed probability decides; argmax keeps the first on equality.
-        pred_idx = np.where(tied, prob_sums, -np.inf).argmax(axis=1)
+        if ties == "first":
+            pred_idx = votes.argmax(axis=1)  # argmax keeps the first of equal maxima
+        else:  # the summed probability decides among tied classes, then the first
+            pred_idx = np.where(tied, prob_sums, -np.inf).argmax(axis=1)
         support = votes[np.arange(n_groups), pred_idx] / np.maximum(n_synapses, 1)
     else:
         means = prob_sums / np.maximum(n_synapses, 1)[:, None]
@@ -319,27 +331,58 @@ def aggregate_predictions(
             "pred_idx": pred_idx.astype(np.int64),
             "tie": tied.sum(axis=1) > 1,
             "support": support.astype(np.float64),
+            "majority_share": majority_share.astype(np.float64),
         }
     )
 
 
+def check_ties(ties: str) -> str:
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+    return ties
+
+
+def check_cutoff(cutoff: float) -> float:
+    if not 0.0 <= cutoff <= 1.0:
+        raise ValueError(f"cutoff (minimum majority share) must lie in [0, 1], got {cutoff}")
+    return cutoff
+
+
+def n_min_synapse_filter(labelled: pd.DataFrame, n_min: int) -> pd.DataFrame:
+    """The synapses of skeletons that hold at least ``n_min`` of them: the original applied
+    ``n_min`` at synapse level too, so a neuron's synapses count only where the neuron does."""
+    if n_min < 0:
+        raise ValueError(f"n_min must be >= 0, got {n_min}")
+    sizes = labelled.groupby("skeleton_id")["synapse_id"].transform("size")
+    return labelled[sizes.to_numpy() >= n_min].reset_index(drop=True)
+
+
 def neuron_predictions(
-    labelled: pd.DataFrame, n_classes: int, *, method: str = "vote", n_min: int = 0
-) -> tuple[pd.DataFrame, int]:
+    labelled: pd.DataFrame,
+    n_classes: int,
+    *,
+    method: str = "vote",
+    n_min: int = 0,
+    cutoff: float = 0.0,
+    ties: str = "probability",
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Per-skeleton predictions of labelled synapses (see :func:`aggregate_predictions`).
 
-    Skeletons with fewer than ``n_min`` synapses are left out; returns the kept rows (with
-    ``skeleton_id`` and ``hemi_lineage_id`` columns) and how many were left out.
+    Skeletons with fewer than ``n_min`` synapses, and then those whose majority vote holds less
+    than ``cutoff`` of their synapses (the original's neuron-level ``cutoff``), are left out;
+    returns the kept rows (with ``skeleton_id`` and ``hemi_lineage_id`` columns) and how many
+    were left out by each rule (``n_min``, ``cutoff``).
     """
     groups = aggregate_predictions(
         labelled["skeleton_id"].to_numpy(dtype=np.int64),
         labelled["true_idx"].to_numpy(),
         _probabilities(labelled, n_classes),
         method=method,
+        ties=ties,
     ).rename(columns={"group_id": "skeleton_id"})
     lineage_of = labelled.drop_duplicates("skeleton_id").set_index("skeleton_id")["hemi_lineage_id"]
     groups.insert(1, "hemi_lineage_id", groups["skeleton_id"].map(lineage_of).astype("Int64"))
-    return _keep_n_min(groups, n_min)
+    return _keep(groups, n_min, cutoff)
 
 
 def hemi_lineage_predictions(
@@ -348,6 +391,8 @@ def hemi_lineage_predictions(
     *,
     method: str = "vote",
     n_min: int = 0,
+    cutoff: float = 0.0,
+    ties: str = "probability",
     unknown_ids: Iterable[int] = (),
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Per-hemilineage predictions, aggregating its labelled synapses like a neuron's.
@@ -357,11 +402,12 @@ def hemi_lineage_predictions(
     row per transmitter, so every unit has one truth and no labelled synapse is lost. Synapses
     without a hemilineage or in one of ``unknown_ids`` (the database's unnamed "unknown"
     hemilineages, which group unrelated neurons) are left out, as are units with fewer than
-    ``n_min`` synapses.
+    ``n_min`` synapses or a majority share below ``cutoff``.
 
     Returns rows ordered by hemi_lineage_id, then true class (hemi_lineage_id, n_neurons,
-    n_synapses, true_idx, pred_idx, tie, support) and the counts: ``mixed`` (hemilineages split
-    by transmitter), ``no_hemi_lineage`` (synapses), ``n_min`` (units left out).
+    n_synapses, true_idx, pred_idx, tie, support, majority_share) and the counts: ``mixed``
+    (hemilineages split by transmitter), ``no_hemi_lineage`` (synapses), ``n_min`` and
+    ``cutoff`` (units left out).
     """
     if method not in AGGREGATION_METHODS:
         raise ValueError(f"method must be one of {AGGREGATION_METHODS}, got {method!r}")
@@ -377,14 +423,14 @@ def hemi_lineage_predictions(
     )
     unit_idx = unit_idx.reshape(-1)
     groups = aggregate_predictions(
-        unit_idx, true_idx, _probabilities(known, n_classes), method=method
+        unit_idx, true_idx, _probabilities(known, n_classes), method=method, ties=ties
     ).drop(columns="group_id")
     neurons = known.groupby(unit_idx)["skeleton_id"].nunique().to_numpy()
     groups.insert(0, "hemi_lineage_id", units[:, 0].astype(np.int64))
     groups.insert(1, "n_neurons", neurons.astype(np.int64))
     left_out["mixed"] = int(groups["hemi_lineage_id"].value_counts().gt(1).sum())
-    groups, left_out["n_min"] = _keep_n_min(groups, n_min)
-    return groups, left_out
+    groups, small = _keep(groups, n_min, cutoff)
+    return groups, {**left_out, **small}
 
 
 def _probabilities(labelled: pd.DataFrame, n_classes: int) -> np.ndarray:
@@ -394,11 +440,16 @@ def _probabilities(labelled: pd.DataFrame, n_classes: int) -> np.ndarray:
     return labelled[columns].to_numpy(dtype=np.float64)
 
 
-def _keep_n_min(groups: pd.DataFrame, n_min: int) -> tuple[pd.DataFrame, int]:
+def _keep(groups: pd.DataFrame, n_min: int, cutoff: float) -> tuple[pd.DataFrame, dict]:
+    """Groups with at least ``n_min`` synapses, then with a majority share of at least
+    ``cutoff`` (the original kept a share equal to its cutoff); counts left out by each."""
     if n_min < 0:
         raise ValueError(f"n_min must be >= 0, got {n_min}")
-    keep = groups["n_synapses"] >= n_min
-    return groups[keep].reset_index(drop=True), int((~keep).sum())
+    check_cutoff(cutoff)
+    large = groups["n_synapses"].to_numpy() >= n_min
+    clear = groups["majority_share"].to_numpy() >= cutoff
+    left_out = {"n_min": int((~large).sum()), "cutoff": int((large & ~clear).sum())}
+    return groups[large & clear].reset_index(drop=True), left_out
 
 
 def level_metrics(true_idx: np.ndarray, pred_idx: np.ndarray, classes: Sequence[str]) -> dict:

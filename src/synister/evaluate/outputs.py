@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +142,56 @@ def jsonable(value):
     if value is pd.NA:
         return None
     return str(value)
+
+
+@contextmanager
+def staged_folder(out_dir: str | Path) -> Iterator[Path]:
+    """A fresh folder beside ``out_dir`` to write into; on success its content becomes
+    ``out_dir``'s, on an error it is removed (with the parents this made), so a failure leaves
+    nothing behind.
+
+    A new ``out_dir`` is the staged folder renamed; into an existing one each file is moved
+    (replacing a file of the same name, keeping everything else).
+    """
+    out_dir = Path(out_dir).absolute()
+    made = [p for p in reversed(out_dir.parents) if not p.exists()]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield staging
+        if out_dir.exists():
+            _check_mergeable(staging, out_dir)
+            _merge_into(staging, out_dir)
+            staging.rmdir()
+        else:
+            staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(made):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _check_mergeable(source: Path, target: Path) -> None:
+    """Refuse, before moving anything, where a file would replace a folder or the reverse."""
+    for entry in source.iterdir():
+        destination = target / entry.name
+        if destination.exists() and entry.is_dir() != destination.is_dir():
+            what = "a folder" if entry.is_dir() else "a file"
+            raise ValueError(f"{destination} is in the way: the evaluation writes {what} there")
+        if entry.is_dir() and destination.is_dir():
+            _check_mergeable(entry, destination)
+
+
+def _merge_into(source: Path, target: Path) -> None:
+    """Move every file under ``source`` to the same place under ``target``."""
+    for entry in sorted(source.iterdir()):
+        destination = target / entry.name
+        if entry.is_dir() and destination.is_dir():
+            _merge_into(entry, destination)
+            entry.rmdir()
+        else:
+            os.replace(entry, destination)

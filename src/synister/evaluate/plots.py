@@ -80,27 +80,32 @@ def plot_matrix(
 def plot_accuracy_curves(
     path: str | Path, series: Sequence[dict], best: dict | None = None
 ) -> Path:
+    """Write :func:`accuracy_figure` to ``path``."""
+    return _save(accuracy_figure(series, best), path)
+
+
+def accuracy_figure(series: Sequence[dict], best: dict | None = None):
     """Accuracy versus training iteration: synapse (plain and balanced) and neuron level.
 
     ``series`` is :func:`synister.evaluate.runs.accuracy_by_iteration`'s output; the best run
-    is marked with a star.
+    is marked with a star. Each panel's legend sits below it, so it never hides a curve however
+    many series there are (the figure grows to hold it).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    measures = (
-        ("synapse_accuracy", "accuracy", "-o"),
-        ("synapse_balanced_accuracy", "balanced accuracy", "--s"),
+    panels = (
+        ("synapse level", (("synapse_accuracy", "accuracy", "-o"),
+                           ("synapse_balanced_accuracy", "balanced accuracy", "--s"))),
+        ("neuron level", (("neuron_vote_accuracy", "majority vote", "-o"),
+                          ("neuron_mean_accuracy", "mean probability", "--s"))),
+    )  # fmt: skip
+    entries = 2 * len(series) + 1  # curves of the busier panel, plus the best run's star
+    rows = math.ceil(entries / (1 if len(series) > 1 else 2))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(11, 3.6 + 0.2 * rows), sharey=True, layout="constrained"
     )
-    neuron_measures = (
-        ("neuron_vote_accuracy", "majority vote", "-o"),
-        ("neuron_mean_accuracy", "mean probability", "--s"),
-    )
-    for ax, chosen, title in (
-        (axes[0], measures, "synapse level"),
-        (axes[1], neuron_measures, "neuron level"),
-    ):
+    for ax, (title, measures) in zip(axes, panels, strict=True):
         for number, curve in enumerate(series):
             iterations = [p["iteration"] for p in curve["points"]]
-            for key, name, style in chosen:
+            for key, name, style in measures:
                 label = name if len(series) == 1 else f"{curve['series']}: {name}"
                 ax.plot(
                     iterations,
@@ -115,22 +120,27 @@ def plot_accuracy_curves(
         ax.set_xlabel("training iteration")
         ax.xaxis.set_major_formatter(FuncFormatter(_iteration_label))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
     if best is not None and best.get("iteration") is not None:
         axes[0].plot(
             [best["iteration"]],
-            [best["synapse_accuracy"]],
+            [_nan(best["synapse_accuracy"])],
             marker="*",
             markersize=16,
             color="#d62728",
             linestyle="none",
             label="best",
         )
-        axes[0].legend(fontsize=8, loc="lower right")
+    for ax in axes:
+        ax.legend(
+            fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=1 if len(series) > 1 else 2,
+            frameon=False,
+        )
     axes[0].set_ylabel("accuracy")
     axes[0].set_ylim(0.0, 1.02)
-    fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def _iteration_label(value: float, _position) -> str:

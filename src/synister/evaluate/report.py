@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .runs import completeness_text, split_label
+
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
        max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.4; }
@@ -32,6 +34,8 @@ figcaption { font-size: 0.85em; color: #555; text-align: center; }
 details { margin: 0.8em 0; border: 1px solid #ddd; border-radius: 4px; padding: 0.4em 0.8em; }
 summary { cursor: pointer; font-weight: 600; font-size: 1.1em; }
 code { background: #f4f4f4; padding: 0 0.2em; }
+.scroll { overflow-x: auto; }
+.warnings { background: #fff4e5; border: 1px solid #f0b37e; padding: 0.4em 0.8em; }
 """
 
 
@@ -52,7 +56,6 @@ def write_report(
     ``figures`` maps a run name (or ``""`` for figures over all runs) to caption -> PNG path;
     ``hemi_lineage_tables`` maps a run name to its per-hemilineage predictions.
     """
-    best = results.get("best") or {}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -62,17 +65,19 @@ def write_report(
         f'<p class="muted">Generated {_e(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))}'
         f" from <code>{_e(results.get('database', ''))}</code>.</p>",
         _filters_paragraph(results),
+        _warnings_list(results.get("warnings") or []),
         "<h2>Summary</h2>",
-        _summary_table(results["runs"].values(), best.get("run")),
-        _best_paragraph(best),
+        _summary_table(results["runs"].values(), _best_runs(results)),
+        _best_paragraph(results),
     ]
     overall = figures.get("", {})
     if overall:
         parts += ["<h2>Accuracy versus iteration</h2>", _figures(overall, wide=True)]
+    best_runs = _best_runs(results)
     for run, metrics in results["runs"].items():
         parts.append(
             _run_section(
-                metrics, figures.get(run, {}), hemi_lineage_tables.get(run), run == best.get("run")
+                metrics, figures.get(run, {}), hemi_lineage_tables.get(run), best_runs.get(run)
             )
         )
     parts.append("</body></html>")
@@ -113,35 +118,71 @@ def _table(
         + "</tr>"
         for n, row in enumerate(rows)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _filters_paragraph(results: dict) -> str:
     confidence = results["min_confidence"]
     n_min = results["n_min"]
+    cutoff = results.get("cutoff") or 0
     cut = (
         f"synapses whose highest class probability is below <b>{_fmt(confidence, 2)}</b> are "
         "left out at every level"
         if confidence
         else "no confidence cut-off"
     )
-    small = (
-        f"neurons and hemilineages with fewer than <b>{_e(n_min)}</b> synapses are left out"
-        if n_min
-        else "no minimum number of synapses per neuron"
+    where = (
+        "neurons and hemilineages with fewer than <b>{n}</b> synapses are left out, and so are "
+        "their synapses at synapse level (the original's rule)"
+        if results.get("n_min_synapse_level")
+        else "neurons and hemilineages with fewer than <b>{n}</b> synapses are left out (the "
+        "synapse level keeps their synapses)"
+    )
+    small = where.format(n=_e(n_min)) if n_min else "no minimum number of synapses per neuron"
+    share = (
+        f"neurons and hemilineage units whose majority vote holds less than <b>{_fmt(cutoff, 2)}"
+        "</b> of their synapses are left out"
+        if cutoff
+        else "no minimum majority share"
+    )
+    tie = (
+        "a tie goes to the first tied class in the run's class order (the original's rule)"
+        if results.get("ties") == "first"
+        else "a tie goes to the tied class with the highest summed probability, then to the "
+        "first class in the run's order"
     )
     return (
-        f"<p>Filters: {cut}; {small}. Neuron and hemilineage predictions are made by majority "
-        "vote of the synapses' argmax (a tie goes to the tied class with the highest summed "
-        "probability, then to the first class in the run's order) and by the argmax of the mean "
+        f"<p>Filters: {cut}; {small}; {share}. Neuron and hemilineage predictions are made by "
+        f"majority vote of the synapses' argmax ({tie}) and by the argmax of the mean "
         "probability. A hemilineage whose neurons have different transmitters is evaluated once "
         "per transmitter.</p>"
     )
 
 
-def _summary_table(runs, best_run: str | None) -> str:
+def _warnings_list(warnings: Sequence[str]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
+    return f'<div class="warnings"><b>Warnings</b><ul>{items}</ul></div>'
+
+
+def _best_runs(results: dict) -> dict[str, str]:
+    """The best run, or each synapse set's best where no overall best is picked: run -> what
+    it is the best of."""
+    if results.get("best"):
+        return {results["best"]["run"]: "best"}
+    sets = results.get("synapse_sets") or []
+    return {s["best"]["run"]: "best of its synapse set" for s in sets if s.get("best")}
+
+
+def _summary_table(runs, best_runs: dict[str, str]) -> str:
     header = [
         "run",
+        "split / part",
+        "predicted / expected",
         "iteration",
         "synapses",
         "kept by confidence",
@@ -156,11 +197,13 @@ def _summary_table(runs, best_run: str | None) -> str:
     ]
     rows, highlight = [], []
     for m in runs:
-        if m["run"] == best_run:
+        if m["run"] in best_runs:
             highlight.append(len(rows))
         rows.append(
             [
                 m["run"],
+                split_label(m["meta"]),
+                completeness_text(m.get("completeness")),
                 m["iteration"],
                 m["synapse"]["n"],
                 m["counts"]["fraction_kept_by_confidence"],
@@ -174,18 +217,33 @@ def _summary_table(runs, best_run: str | None) -> str:
                 m["hemi_lineage"]["mean"]["accuracy"],
             ]
         )
-    return _table(header, rows, highlight=highlight)
+    return _table(header, rows, text_columns=3, highlight=highlight)
 
 
-def _best_paragraph(best: dict) -> str:
-    if not best:
-        return "<p>No run has an evaluated synapse, so there is no best run.</p>"
+def _best_sentence(best: dict) -> str:
     iteration = f" (iteration {_e(best['iteration'])})" if best.get("iteration") is not None else ""
-    return (
-        f"<p>Best run by synapse-level accuracy after the filters above (ties: earliest "
-        f"iteration): "
-        f"<b>{_e(best['run'])}</b>{iteration}, accuracy {_fmt(best['synapse_accuracy'])}.</p>"
+    return f"<b>{_e(best['run'])}</b>{iteration}, accuracy {_fmt(best['synapse_accuracy'])}"
+
+
+def _best_paragraph(results: dict) -> str:
+    rule = (
+        "by synapse-level accuracy after the filters above (ties: earliest iteration; "
+        "incomplete runs are no candidates)"
     )
+    if results.get("best"):
+        return f"<p>Best run {rule}: {_best_sentence(results['best'])}.</p>"
+    if results.get("best_refused"):
+        rows = "".join(
+            f"<li>{_e(split_label(s))} ({_e(', '.join(s['classes']))}): "
+            + (_best_sentence(s["best"]) if s.get("best") else "no candidate")
+            + "</li>"
+            for s in results.get("synapse_sets") or []
+        )
+        return (
+            f"<p>No best run: {_e(results['best_refused'])}.</p>"
+            f"<p>Best run of each synapse set {rule}:</p><ul>{rows}</ul>"
+        )
+    return "<p>No run is a candidate (complete, with an evaluated synapse), so no best run.</p>"
 
 
 def _figures(figures: dict[str, Path], wide: bool = False) -> str:
@@ -199,13 +257,14 @@ def _figures(figures: dict[str, Path], wide: bool = False) -> str:
 
 
 def _run_section(
-    metrics: dict, figures: dict[str, Path], lineages: pd.DataFrame | None, is_best: bool
+    metrics: dict, figures: dict[str, Path], lineages: pd.DataFrame | None, best_label: str | None
 ) -> str:
     classes = metrics["classes"]
     counts = metrics["counts"]
-    marker = " — best" if is_best else ""
+    marker = f" — {best_label}" if best_label else ""
     parts = [
-        f"<details{' open' if is_best else ''}><summary>Run {_e(metrics['run'])}{marker}</summary>",
+        f"<details{' open' if best_label else ''}>",
+        f"<summary>Run {_e(metrics['run'])}{marker}</summary>",
         "<h3>Configuration</h3>",
         _table(
             ["field", "value"],
@@ -213,6 +272,7 @@ def _run_section(
             text_columns=2,
         ),
         "<h3>Synapses</h3>",
+        _completeness_paragraph(metrics.get("completeness")),
         _table(
             ["", "count"],
             [["predicted", counts["predicted"]]]
@@ -221,6 +281,8 @@ def _run_section(
                 ["with a true class", counts["labelled"]],
                 ["kept by the confidence cut-off", counts["kept_by_confidence"]],
                 ["fraction kept", counts["fraction_kept_by_confidence"]],
+                ["left out by n_min at synapse level", metrics["synapse"]["left_out_n_min"]],
+                ["evaluated at synapse level", metrics["synapse"]["n"]],
             ],
         ),
         "<h3>Per class</h3>",
@@ -306,18 +368,31 @@ def _run_section(
     return "\n".join(parts)
 
 
+def _completeness_paragraph(completeness: dict | None) -> str:
+    c = completeness or {}
+    source = {
+        "meta": "the count stored with the run",
+        "split": "the synapses of its split part with one known transmitter among its classes",
+    }.get(c.get("source"), "")
+    why = f", {_e(c['reason'])}" if c.get("reason") else ""
+    of = f" (expected: {source})" if source else ""
+    return f"<p>Completeness: <b>{_e(completeness_text(c))}</b> synapses predicted{of}{why}.</p>"
+
+
 def _left_out_paragraph(metrics: dict) -> str:
     neuron = metrics["neuron"]
     lineage = metrics["hemi_lineage"]
     tied = neuron["vote"]["tied_skeleton_ids"]
     shown = ", ".join(str(s) for s in tied[:20]) + (" …" if len(tied) > 20 else "")
     return (
-        f"<p>Neurons left out (fewer than n_min synapses): {_e(neuron['left_out_n_min'])}. "
+        f"<p>Neurons left out: {_e(neuron['left_out_n_min'])} with fewer than n_min synapses, "
+        f"{_e(neuron.get('left_out_cutoff', 0))} with a majority share below the cut-off. "
         f"Neurons whose vote tied: {_e(neuron['vote']['n_ties'])}"
         f"{' (skeletons ' + _e(shown) + ')' if tied else ''}. "
         f"Hemilineages with neurons of different transmitters, evaluated per transmitter: "
         f"{_e(lineage['split_by_transmitter'])}; hemilineage units below n_min: "
-        f"{_e(lineage['left_out_n_min'])}; synapses without a (named) hemilineage: "
+        f"{_e(lineage['left_out_n_min'])}, below the majority share cut-off: "
+        f"{_e(lineage.get('left_out_cutoff', 0))}; synapses without a (named) hemilineage: "
         f"{_e(lineage['synapses_without_hemi_lineage'])}.</p>"
     )
 

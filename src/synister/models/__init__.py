@@ -14,6 +14,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
     strip_wrapper_prefixes,
+    tag_model,
     unwrap_model,
 )
 from .resnet import ResNet3D
@@ -36,13 +37,22 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "strip_wrapper_prefixes",
+    "tag_model",
     "unwrap_model",
     "vgg_feature_shape",
 ]
 
 
 def build_model(cfg: TrainConfig | PredictConfig) -> nn.Module:
-    """The network a training or prediction config describes, with ``len(cfg.classes)`` outputs."""
+    """The network a training or prediction config describes, with ``len(cfg.classes)`` outputs.
+
+    The network carries the config's network record (:func:`tag_model`): its checkpoints store
+    it, and loading weights trained on another input shape for prediction is refused.
+    """
+    return tag_model(_network(cfg), cfg)
+
+
+def _network(cfg: TrainConfig | PredictConfig) -> nn.Module:
     if cfg.network == "VGG":
         return Vgg3D(
             input_size=cfg.input_shape,

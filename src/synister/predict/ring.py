@@ -47,7 +47,7 @@ def _read_batches(batches, rank: int, readers: int, ring: torch.Tensor, free, re
 
 
 class RingReader:
-    """Iterates ``batches`` (a :class:`synister.predict.PatchBatches`) in order,
+    """Iterates ``batches`` (a :class:`synister.predict.sources.PatchBatches`) in order,
     read ahead by ``readers`` processes with ``slots`` slots each.
 
     A yielded patch tensor is a view of a slot: it is valid until the next batch is asked for.
@@ -66,7 +66,7 @@ class RingReader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if len(self.batches) == 0:
             return
-        dtype = torch.from_numpy(np.empty(0, self.batches.volume.dtype)).dtype
+        dtype = torch.from_numpy(np.empty(0, self.batches.dtype)).dtype
         ring = torch.zeros((self.readers * self.slots, *self.batches.batch_shape), dtype=dtype)
         ring.share_memory_()
         context = worker_context(self.preload)

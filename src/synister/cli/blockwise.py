@@ -1,0 +1,188 @@
+"""``synister predict-volume``: every synapse of a dataset, block by block on daisy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .db import _voxel_size, fail, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict-volume")(predict_volume_command)
+    app.command("predict-volume-worker", hidden=True)(worker_command)
+
+
+def predict_volume_command(
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    volume: Annotated[str, typer.Option("--volume", help="Raw volume: path or URL.")],
+    synapses: Annotated[
+        str,
+        typer.Option(
+            "--synapses",
+            help="Synapse table (.csv, .tsv, .parquet, .feather) or database URL "
+            "(sqlite:///..., postgresql://..., mongodb://...; a password is never printed).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (resumed when it exists).")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Array inside the volume container.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Database source: only this split's synapses.")
+    ] = None,
+    part: Annotated[
+        str | None, typer.Option("--part", help="With --split: train, validation or test.")
+    ] = None,
+    block_size: Annotated[
+        tuple[float, float, float] | None,
+        typer.Option(
+            "--block-size", help="Block Z Y X in nm [default: 2560 4096 4096].", show_default=False
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Workers: default one per GPU, else one per 4 CPU cores."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="torch device for every worker (default: GPU per worker).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads per CPU worker (default: its share).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patches per network batch.")] = 32,
+    precision: Annotated[
+        str, typer.Option(help="fp32, fp16 (GPU) or bf16 (part of the run's settings).")
+    ] = "fp32",
+    id_column: Annotated[str | None, typer.Option(help="Id column (default: found).")] = None,
+    neuron_column: Annotated[
+        str | None, typer.Option(help="Neuron id column (default: found).")
+    ] = None,
+    position_columns: Annotated[
+        tuple[str, str, str] | None,
+        typer.Option(help="Position columns X Y Z (default: found).", show_default=False),
+    ] = None,
+    units: Annotated[str, typer.Option(help="Positions in nm or voxels.")] = "nm",
+    voxel_size: Annotated[
+        str | None, typer.Option(help="With --units voxels: one number or x,y,z in nm.")
+    ] = None,
+    naming: Annotated[str, typer.Option(help="Class columns: short (gaba, ach, ...) or full.")] = (
+        "short"
+    ),
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed block.")] = 2,
+    worker_config: Annotated[
+        Path | None,
+        typer.Option(help="worker_config.ini whose submit_command starts cluster workers."),
+    ] = None,
+    min_synapses: Annotated[
+        int, typer.Option(min=1, help="Neurons with fewer synapses are not confident.")
+    ] = 100,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Discard a run with other settings in --out.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan, time a few blocks and print; predict nothing.")
+    ] = False,
+    sample: Annotated[int, typer.Option(min=1, help="Blocks timed by --dry-run.")] = 3,
+    progress: Annotated[bool, typer.Option(help="Show blocks, synapses/s, MB/s and ETA.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Predict every synapse of a table or database in a volume, block by block (daisy).
+
+    Each block reads its raw data once and writes one Parquet shard into OUT/synapses (the
+    columns of predict-positions); OUT/neurons.parquet summarises per neuron at the end. A
+    rerun with the same options skips finished blocks and retries failed ones.
+    """
+    from ..predict.blockwise import DEFAULT_BLOCK_NM, PlanMismatch, Source, predict_volume
+
+    if naming not in ("short", "full"):
+        fail(f"--naming must be short or full, got {naming!r}")
+    if units not in ("nm", "voxels"):
+        fail(f"--units must be nm or voxels, got {units!r}")
+    voxel = _voxel_size(voxel_size)
+    column_options = {
+        "id_column": id_column,
+        "neuron_column": neuron_column,
+        "position_columns": position_columns,
+        "units": units,
+        "voxel_size_xyz_nm": voxel,
+    }
+    source = Source(synapses, split, part)
+    block_nm = block_size or DEFAULT_BLOCK_NM
+    log = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
+    try:
+        if dry_run:
+            options = {
+                "naming": naming,
+                "precision": precision,
+                "overwrite": overwrite,
+                "column_options": column_options,
+            }
+            report = _dry_run(
+                model, volume, dataset, source, out, block_nm, workers, device, batch_size,
+                sample, options, log,
+            )  # fmt: skip
+            from ..predict.blockwise.estimate import format_report
+
+            typer.echo(json.dumps(report) if as_json else format_report(report))
+            return
+        summary = predict_volume(
+            model, volume, source, out, dataset=dataset, block_nm=block_nm, workers=workers,
+            device=device, threads=threads, batch_size=batch_size, precision=precision,
+            naming=naming,
+            retries=retries, worker_config=worker_config, overwrite=overwrite,
+            column_options=column_options, min_synapses=min_synapses, progress=progress,
+            log=log,
+        )  # fmt: skip
+    except (PlanMismatch, *user_errors()) as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(
+            f"{summary['synapses']:,} synapses ({summary['outside_volume']:,} outside the volume)"
+            f": {summary['blocks_run']} blocks run, {summary['blocks_skipped']} finished before, "
+            f"in {summary['seconds']:.1f} s -> {summary['out']}"
+        )
+        for name, error in summary["failed"].items():
+            typer.echo(f"  failed {name}: {error}", err=True)
+    if summary["failed"]:
+        fail(f"{len(summary['failed'])} block(s) failed; rerun the same command to retry them")
+
+
+def _dry_run(
+    model, volume, dataset, source, out, block_nm, workers, device, batch_size, sample, options,
+    log,
+) -> dict:  # fmt: skip
+    """Plan into ``out`` (reused by the run), time ``sample`` blocks here, project."""
+    from ..models.bundle import load_bundle
+    from ..predict.blockwise import prepare
+    from ..predict.blockwise.estimate import dry_run
+    from ..predict.blockwise.run import check_voxel_size, default_workers
+    from ..predict.blockwise.worker import make_predictor, open_volume
+
+    bundle = load_bundle(model)
+    raw = open_volume(
+        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None}
+    )
+    check_voxel_size(bundle, raw)
+    plan = prepare(out, bundle, raw, volume, dataset, source, block_nm, log=log, **options)
+    predictor = make_predictor(bundle, device, batch_size, None, plan.settings["precision"])
+    return dry_run(plan, predictor, raw, workers or default_workers(), sample)
+
+
+def worker_command(
+    out: Annotated[Path, typer.Argument(help="The run's output folder.")],
+    context: Annotated[str, typer.Option(help="daisy worker context (from the scheduler).")],
+    device: Annotated[str | None, typer.Option()] = None,
+    threads: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """One predict-volume worker, as a cluster job runs it (started by predict-volume)."""
+    from ..predict.blockwise.worker import run_worker
+
+    blocks = run_worker(str(out), device, threads, batch_size, context=context)
+    typer.echo(json.dumps({"blocks": blocks}))

@@ -1,0 +1,91 @@
+"""``synister export-model``: a trained network as a model bundle folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export-model")(export_model_command)
+
+
+def export_model_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A training setup folder (02_train/setup_t<ID>), or a checkpoint file "
+            "(an original funlib one too) with --train-config."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    iteration: Annotated[
+        str | None,
+        typer.Option(
+            "--iteration",
+            help="Checkpoint iteration of the setup, or 'best': the best validation run's.",
+        ),
+    ] = None,
+    train_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-config",
+            help="train_config.ini of a checkpoint file (default: the one beside it).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle.")] = False,
+) -> None:
+    """Write a model bundle: the weights and a model.json with the network, classes, input
+    shape, voxel size, normalisation and provenance (split, iteration, the metrics of the
+    setup's prediction runs). predict-positions, predict-volume and the service load bundles.
+    """
+    from synister.models.bundle import (
+        BundleError,
+        bundle_from_checkpoint,
+        export_model,
+        load_bundle,
+    )
+
+    try:
+        if source.is_file():
+            if iteration is not None:
+                _fail("--iteration is for setup folders; a checkpoint file is one iteration")
+            config = train_config or source.parent / "train_config.ini"
+            written = bundle_from_checkpoint(source, config, out, overwrite=force)
+        else:
+            if train_config is not None:
+                _fail("--train-config is for checkpoint files; a setup has its own")
+            if iteration is None:
+                _fail("give --iteration N or --iteration best")
+            if iteration != "best" and not iteration.isdigit():
+                _fail(f"--iteration: expected a number or 'best', got {iteration!r}")
+            chosen = "best" if iteration == "best" else int(iteration)
+            written = export_model(source, chosen, out, overwrite=force)
+        bundle = load_bundle(written)
+    except BundleError as exc:
+        _fail(str(exc))
+    shape = "x".join(str(s) for s in bundle.input_shape_vox)
+    voxel = "x".join(f"{s:g}" for s in bundle.voxel_size_nm)
+    typer.echo(
+        f"wrote {written}: {bundle.network.get('network')}, iteration {bundle.iteration}, "
+        f"classes {', '.join(bundle.classes)}; input {shape} voxels of {voxel} nm"
+    )
+    for part, run in sorted(bundle.provenance.get("metrics", {}).items()):
+        typer.echo(
+            f"  {part}: synapse accuracy {_number(run.get('synapse_accuracy'))}, neuron "
+            f"accuracy (vote) {_number(run.get('neuron_vote_accuracy'))} (run {run['run']})"
+        )
+    note = bundle.provenance.get("database_note")
+    if note:
+        typer.echo(f"  no metrics: {note}", err=True)
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _fail(message: str):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)

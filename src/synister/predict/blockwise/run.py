@@ -1,0 +1,311 @@
+"""``predict-volume``: plan, schedule the blocks on daisy, report, summarise per neuron."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .adapters import STATUS_OUTSIDE, summarize_neurons
+from .layout import OUTSIDE_SHARD, context_vox
+from .plan import VolumePlan, prepare, write_outside_shard
+from .source import Source
+from .worker import Launcher, open_volume
+
+TASK_ID = "predict_volume"
+DEFAULT_BLOCK_NM = (2560, 4096, 4096)  # 64 x 1024 x 1024 voxels of FAFB (see the benchmark)
+
+
+def default_workers() -> int:
+    """One worker per GPU where there are GPUs, else one per 4 usable CPU cores."""
+    import torch
+
+    from ...data import usable_cpus
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, usable_cpus() // 4)
+
+
+def check_voxel_size(bundle, volume) -> None:
+    """A network sees patches at the voxel size it was trained on, or its output means nothing."""
+    if not np.allclose(bundle.voxel_size_nm, volume.voxel_size_nm):
+        raise ValueError(
+            f"{volume.location}: voxel size {list(volume.voxel_size_nm)} nm (z,y,x) differs from "
+            f"the model's {list(bundle.voxel_size_nm)} nm ({bundle.path})"
+        )
+
+
+def incomplete_blocks(plan: VolumePlan) -> list[str]:
+    """Shards without a done marker whose rows match the plan (checked, not trusted)."""
+    return [name for name, n in plan.shards().items() if not plan.store.is_complete(name, n)]
+
+
+class Progress:
+    """daisy progress observer: blocks done/total, synapses/s, raw MB/s and ETA, from the done
+    markers workers write (read when daisy reports a finished block, at most once a second)."""
+
+    def __init__(self, plan: VolumePlan, todo: Sequence[str], enabled: bool = True):
+        from tqdm import tqdm
+
+        counts = plan.shards()
+        self.store = plan.store
+        self.todo = {name: counts[name] for name in todo}
+        self.blocks_total = len(plan.blocks)
+        self.blocks_done = self.blocks_total - len(self.todo)
+        self.seen: set[str] = set()
+        self.completed = -1
+        self.synapses = 0
+        self.voxel_bytes = 0
+        self.started = time.perf_counter()
+        self.scanned = -1.0
+        done_synapses = sum(counts.values()) - sum(self.todo.values())
+        self.bar = tqdm(
+            total=sum(counts.values()),
+            initial=done_synapses,
+            unit=" synapses",
+            desc="predict-volume",
+            disable=not enabled,
+            dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} synapses "
+            "[{elapsed}<{remaining} ETA, {rate_noinv_fmt}{postfix}]",
+        )
+        self._postfix()
+
+    def _postfix(self) -> None:
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix_str(
+            f"blocks {self.blocks_done}/{self.blocks_total}, "
+            f"raw {self.voxel_bytes / seconds / 1e6:.3g} MB/s",
+            refresh=False,
+        )
+
+    def update(self, force: bool = False) -> None:
+        """Count the done markers that appeared (one directory scan, at most once a second)."""
+        now = time.perf_counter()
+        if not force and now - self.scanned < 1.0:
+            return
+        self.scanned = now
+        for name in set(self.store.finished_markers()) - self.seen:
+            if name not in self.todo:
+                continue
+            try:
+                stats = json.loads(self.store.marker(name).read_text())
+            except (OSError, ValueError):  # being replaced
+                continue
+            self.seen.add(name)
+            self.blocks_done += 1
+            self.synapses += int(stats.get("rows", 0))
+            self.voxel_bytes += int(stats.get("voxel_bytes", 0))
+            self.bar.update(int(stats.get("rows", 0)))
+        self._postfix()
+        self.bar.refresh()
+
+    # daisy observer interface
+    def on_start(self, states) -> None:
+        self.update(force=True)
+
+    def on_progress(self, states) -> None:
+        state = states.get(TASK_ID)
+        completed = int(state.completed_count) if state is not None else 0
+        if completed != self.completed:
+            self.completed = completed
+            self.update()
+
+    def on_finish(self, states) -> None:
+        self.update(force=True)
+        self.bar.close()
+
+
+def schedule(
+    plan: VolumePlan,
+    todo: list[str],
+    *,
+    workers: int,
+    launcher: Launcher,
+    retries: int,
+    block_timeout: float,
+    progress: Progress,
+):
+    """Run the blocks named ``todo`` on daisy; returns daisy's task state."""
+    import daisy.logging as daisy_logging
+    import daisy.v2 as daisy
+
+    Roi = daisy.Roi
+
+    grid = plan.grid
+    below, above = context_vox(plan.patch_vox)
+    write_roi = Roi((0, 0, 0), grid.block_vox)
+    skip = np.ones(grid.grid_shape, dtype=bool)
+    wanted = set(todo)
+    for linear in plan.blocks["block"].tolist():
+        block = grid.block(linear)
+        if block.name in wanted:
+            skip[block.index] = False
+    daisy_logging.set_log_basedir(plan.store.logs_dir.resolve())
+    task = daisy.Task(
+        TASK_ID,
+        total_roi=Roi((0, 0, 0), grid.volume_shape_vox).grow(below, above),
+        read_roi=write_roi.grow(below, above),
+        write_roi=write_roi,
+        process_function=launcher,
+        read_write_conflict=False,
+        fit="shrink",
+        max_workers=workers,
+        max_retries=retries,
+        timeout=block_timeout,
+        tracking_path=False,  # done markers with row counts are checked here (skip_mask)
+        skip_mask=skip,
+    )
+    if tuple(task.block_grid_shape) != grid.grid_shape:
+        raise RuntimeError(f"daisy's block grid {task.block_grid_shape} is not {grid.grid_shape}")
+    states = daisy.run_blockwise(
+        task, multiprocessing=True, progress=progress, return_states=True, summary=False
+    )
+    return states[TASK_ID]
+
+
+def failures(plan: VolumePlan, names: Sequence[str], last_error: str | None) -> dict[str, str]:
+    """The last recorded error of each unfinished block."""
+    listed = {}
+    for name in names:
+        record = plan.store.failure(name)
+        if record.is_file():
+            listed[name] = json.loads(record.read_text()).get("error", "failed")
+        else:
+            listed[name] = (last_error or "not finished (worker lost)").strip().splitlines()[-1]
+    return listed
+
+
+def neuron_table(plan: VolumePlan, min_synapses: int) -> pd.DataFrame | None:
+    """Per-neuron summary over all shards (DuckDB: sums per neuron, out of core)."""
+    import duckdb
+
+    neuron = plan.columns.neuron
+    if neuron is None:
+        return None
+    quoted = '"' + neuron.replace('"', '""') + '"'
+    sums = ", ".join(f'sum("{c}") AS "sum_{c}"' for c in plan.class_names)
+    votes = ", ".join(
+        f"sum(CASE WHEN top_nt = '{c}' THEN 1 ELSE 0 END) AS \"votes_{c}\""
+        for c in plan.class_names
+    )
+    shards = str(plan.store.shards_dir / "*.parquet").replace("'", "''")
+    con = duckdb.connect()
+    try:
+        aggregates = con.execute(
+            f"SELECT {quoted} AS neuron, count(*) AS n, {sums}, {votes} "
+            f"FROM read_parquet('{shards}') WHERE status != '{STATUS_OUTSIDE}' "
+            f"AND {quoted} IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ).df()
+    finally:
+        con.close()
+    aggregates = aggregates.rename(columns={"neuron": neuron})
+    return summarize_neurons(aggregates, plan.class_names, neuron, min_synapses=min_synapses)
+
+
+def predict_volume(
+    bundle: str | Path,
+    volume: str,
+    synapses: Source,
+    out: str | Path,
+    *,
+    dataset: str | None = None,
+    block_nm: Sequence[float] = DEFAULT_BLOCK_NM,
+    workers: int | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    batch_size: int = 32,
+    precision: str = "fp32",
+    naming: str = "short",
+    retries: int = 2,
+    block_timeout: float = 3600.0,
+    worker_config: str | Path | None = None,
+    overwrite: bool = False,
+    column_options: dict | None = None,
+    min_synapses: int = 100,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Predict every synapse of ``synapses`` in ``volume`` block by block into ``out``.
+
+    Returns a summary: synapses, blocks (total, with synapses, run now, skipped as finished),
+    synapses predicted now and per second, failed blocks with their errors (empty when
+    complete), seconds, and the output paths. A rerun with the same arguments continues where
+    a killed or failed run stopped.
+    """
+    from ...models.bundle import load_bundle
+
+    started = time.perf_counter()
+    model = load_bundle(bundle)
+    raw = open_volume(
+        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None}
+    )
+    check_voxel_size(model, raw)
+    plan = prepare(
+        out, model, raw, volume, dataset, synapses, block_nm, naming=naming,
+        precision=precision, overwrite=overwrite, column_options=column_options, log=log,
+    )  # fmt: skip
+    todo = incomplete_blocks(plan)
+    for name in todo:  # a marker that does not match its shard is no marker
+        plan.store.marker(name).unlink(missing_ok=True)
+    if OUTSIDE_SHARD in todo:  # no raw data to read: written here
+        write_outside_shard(plan)
+        todo.remove(OUTSIDE_SHARD)
+    workers = workers or default_workers()
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    workers = max(1, min(workers, len(todo)))
+    local = worker_config is None  # cluster jobs use the cores their job has
+    if threads is None and local and "OMP_NUM_THREADS" not in os.environ:  # CPU workers share
+        from ...data import usable_cpus
+
+        threads = max(1, usable_cpus() // workers)
+    n_blocks = len(plan.blocks)
+    log(
+        f"{n_blocks - len(todo)} of {n_blocks} blocks with synapses already finished; "
+        f"{len(todo)} to run on {workers} worker(s)"
+    )
+    last_error = None
+    if todo:
+        launcher = Launcher(
+            str(plan.store.path.resolve()), device, threads, batch_size,
+            str(worker_config) if worker_config else None,
+        )  # fmt: skip
+        observer = Progress(plan, todo, enabled=progress)
+        state = schedule(
+            plan, todo, workers=workers, launcher=launcher, retries=retries,
+            block_timeout=block_timeout, progress=observer,
+        )  # fmt: skip
+        last_error = state.last_worker_error
+    unfinished = incomplete_blocks(plan)
+    seconds = time.perf_counter() - started
+    counts = plan.shards()
+    predicted = sum(counts[name] for name in set(todo) - set(unfinished))
+    summary = {
+        "out": str(plan.store.path),
+        "synapses": plan.n_synapses,
+        "outside_volume": plan.n_outside,
+        "blocks": plan.grid.n_blocks,
+        "blocks_with_synapses": len(plan.blocks),
+        "blocks_run": len(todo) - len(unfinished),
+        "blocks_skipped": n_blocks - len(todo),
+        "predicted": predicted,
+        "synapses_per_second": predicted / seconds if seconds > 0 else float("nan"),
+        "failed": failures(plan, unfinished, last_error),
+        "seconds": seconds,
+    }
+    if not unfinished:
+        neurons = neuron_table(plan, min_synapses)
+        if neurons is not None:
+            tmp = plan.store.neurons_file.with_name(".neurons.parquet.tmp")
+            neurons.to_parquet(tmp, index=False)
+            os.replace(tmp, plan.store.neurons_file)
+            summary["neurons"] = len(neurons)
+        summary["synapses_file"] = str(plan.store.shards_dir)
+    return summary

@@ -1,0 +1,211 @@
+"""A daisy worker: keeps the network loaded, takes blocks from the scheduler until none is
+left, and reads the next block while the network runs on the current one.
+
+Started by daisy as its own process (locally), or as a cluster job through the submit
+template of ``worker_config.ini`` (``python -m synister predict-volume-worker OUT --context
+...``); either way it connects back to the scheduler with ``daisy.Client``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from ..engine import Predictor, choose_device
+from .block import predict_block, read_block
+from .layout import Store, write_json
+from .plan import VolumePlan, load_plan
+from .source import BlockRows
+
+
+def open_volume(settings: dict):
+    """The run's volume, with the voxel size, offset and patch placement of its plan (``None``
+    where the plan has none yet: the volume's own)."""
+    from ...volumes import Volume
+
+    volume = Volume(
+        settings["volume"],
+        settings["dataset"],
+        voxel_size_nm=settings.get("voxel_size_nm"),
+        offset_nm=settings.get("offset_nm"),
+        placement=settings.get("placement", "closest"),
+    )
+    volume.require_uint8()
+    return volume
+
+
+def make_predictor(bundle, device, batch_size: int, threads: int | None, precision: str):
+    """The engine's predictor for a model bundle, its network loaded on ``device``."""
+    device = choose_device(device)
+    return Predictor(
+        bundle.build_model(device),
+        bundle.input_shape_vox,
+        bundle.classes,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        threads=threads,
+        temperature=bundle.temperature,
+    )
+
+
+class BlockRunner:
+    """Reads, predicts and stores blocks of one plan with one loaded network."""
+
+    def __init__(self, plan: VolumePlan, predictor: Predictor, volume, worker_id: int = 0):
+        self.plan, self.predictor, self.volume = plan, predictor, volume
+        self.worker_id = worker_id
+        self.rows = BlockRows(plan.store.sorted_file, plan.block_table)
+
+    def read(self, linear: int):
+        """Rows and patches of block ``linear`` (runs in the read-ahead thread)."""
+        block = self.plan.grid.block(linear)
+        rows = self.rows.read(linear)
+        return rows, read_block(block, rows, self.volume, self.plan.patch_vox)
+
+    def finish(self, linear: int, rows, read) -> dict:
+        """Predict a read block and store its shard, then its done marker."""
+        store, block = self.plan.store, self.plan.grid.block(linear)
+        table, stats = predict_block(
+            block,
+            rows,
+            self.volume,
+            self.predictor,
+            columns=self.plan.columns,
+            class_names=self.plan.class_names,
+            read=read,
+        )
+        shard = store.shard(block.name)
+        tmp = shard.with_name(f".{shard.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, shard)
+        stats.update(worker=self.worker_id, finished=time.time())
+        write_json(store.marker(block.name), stats)
+        store.failure(block.name).unlink(missing_ok=True)
+        return stats
+
+    def record_failure(self, linear: int, error: BaseException) -> None:
+        name = self.plan.grid.block(linear).name
+        text = "".join(traceback.format_exception_only(type(error), error)).strip()
+        write_json(
+            self.plan.store.failure(name),
+            {"error": text, "traceback": traceback.format_exc()[-4000:], "worker": self.worker_id},
+        )
+
+
+def block_linear(plan: VolumePlan, daisy_block) -> int:
+    """The grid index of a daisy block (ROIs in voxels)."""
+    offset = [int(o) for o in daisy_block.write_roi.offset]
+    index = [o // b for o, b in zip(offset, plan.grid.block_vox, strict=True)]
+    return plan.grid.linear(index)
+
+
+def run_worker(
+    out: str,
+    device: str | None,
+    threads: int | None,
+    batch_size: int,
+    context: str | None = None,
+) -> int:
+    """Take blocks from the scheduler until none is left; returns how many were finished.
+
+    ``context``: daisy's worker context (else ``DAISY_CONTEXT`` in the environment). The
+    worker holds at most two blocks, the one the network runs on and the one being read, each
+    through its own connection: daisy 2.0 answers an acquire with "shut down" once no block
+    is waiting, drops that connection and retries a block still held on it elsewhere, so the
+    read-ahead block must never share a connection with the current one.
+    """
+    import daisy.v2 as daisy
+
+    from ...models.bundle import load_bundle
+
+    if context is not None:
+        os.environ[daisy.Context.ENV_VARIABLE] = context
+    first = daisy.Context.from_env()
+    second = first.copy()
+    second["worker_id"] = -1  # a helper connection of the same worker
+    clients = (daisy.Client(first), daisy.Client(second))
+    worker_id = max(clients[0].worker_id, 0)
+    plan = load_plan(Store(out))
+    device = str(choose_device(device, worker_id))
+    predictor = make_predictor(
+        load_bundle(plan.settings["bundle"]), device, batch_size, threads,
+        plan.settings["precision"],
+    )  # fmt: skip
+    runner = BlockRunner(plan, predictor, open_volume(plan.settings), worker_id)
+    done = 0
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="block-reader")
+
+    def acquire(k: int):
+        manager = clients[k].acquire_block()
+        block = manager.__enter__()
+        if block is None:
+            manager.__exit__(None, None, None)
+            return None
+        linear = block_linear(plan, block)
+        return k, manager, linear, reader.submit(runner.read, linear)
+
+    try:
+        current = acquire(0)
+        while current is not None:
+            k, manager, linear, pending = current
+            following = acquire(1 - k)  # read while this one is predicted
+            try:
+                rows, read = pending.result()
+                runner.finish(linear, rows, read)
+            except Exception as error:  # noqa: BLE001 - reported to daisy, which retries
+                runner.record_failure(linear, error)
+                try:
+                    manager.__exit__(type(error), error, error.__traceback__)
+                except Exception:  # noqa: BLE001 - the same error, re-raised by daisy's manager
+                    pass
+            else:
+                manager.__exit__(None, None, None)
+                done += 1
+            current = following if following is not None else acquire(k)
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+    return done
+
+
+@dataclass
+class Launcher:
+    """What daisy starts per worker slot: the worker itself, or a cluster job running it
+    through ``worker_config``'s submission template (see :func:`synister.config.submit_command`;
+    a template that waits for the job, ``srun``/``bsub -K``/``sbatch --wait``, or one that
+    only queues it: the job connects back either way)."""
+
+    out: str
+    device: str | None = None
+    threads: int | None = None
+    batch_size: int = 32
+    worker_config: str | None = None
+
+    def __call__(self, *, context=None) -> None:
+        if self.worker_config is None:
+            run_worker(self.out, self.device, self.threads, self.batch_size)
+            return
+        import daisy.v2 as daisy
+
+        from ...config import WorkerConfig, read_ini, submit_command
+        from ...submit import synister_argv
+
+        context = context if context is not None else daisy.Context.from_env()
+        worker = read_ini(self.worker_config, WorkerConfig)
+        args = ["predict-volume-worker", self.out, "--context", context.to_env()]
+        args += ["--batch-size", str(self.batch_size)]
+        if self.device:
+            args += ["--device", self.device]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        job = f"predict_volume_{context['worker_id']}"
+        command = submit_command(worker, synister_argv(worker, args), job)
+        status = subprocess.run(command, check=False).returncode
+        if status != 0:
+            raise RuntimeError(f"job submission exited with status {status}: {command}")

@@ -1,0 +1,129 @@
+"""Where the engine's batches come from: patches read from a volume at positions, or patches
+already in memory. Each yields ``(ids, uint8 patches (B, 1, Z, Y, X))`` as torch tensors."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..volumes import Volume
+
+
+class PatchBatches(torch.utils.data.Dataset):
+    """Batch ``i``: ids and uint8 patches (B, 1, Z, Y, X) of positions ``i*B .. (i+1)*B``,
+    read from ``volume`` (zero outside it). Pickles without its open volume, so reading
+    processes (:class:`synister.predict.ring.RingReader`) reopen it."""
+
+    def __init__(
+        self,
+        volume: Volume,
+        ids: np.ndarray,
+        centers_nm: np.ndarray,
+        input_shape_vox: Sequence[int],
+        batch_size: int,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.volume = volume
+        self.ids = np.array(ids, dtype=np.int64)  # a writable copy for torch
+        self.centers_nm = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
+        if len(self.centers_nm) != len(self.ids):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.centers_nm)} positions")
+        self.input_shape_vox = tuple(int(s) for s in input_shape_vox)
+        self.batch_size = int(batch_size)
+
+    def __len__(self) -> int:
+        return -(-len(self.ids) // self.batch_size)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.volume.dtype
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """(B, 1, Z, Y, X) of a full batch."""
+        return (self.batch_size, 1, *self.input_shape_vox)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} of {len(self)}")
+        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        raw = self.volume.read_patches(self.centers_nm[rows], self.input_shape_vox)
+        return torch.from_numpy(self.ids[rows]), torch.from_numpy(raw).unsqueeze(1)
+
+
+def array_batches(
+    ids: np.ndarray, patches: np.ndarray | torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of uint8 patches (N, Z, Y, X) already in memory (e.g. cut from one block
+    array), as views: nothing is copied before the network's normalisation."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    patches = torch.as_tensor(patches)
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    if patches.dim() != 4 or patches.dtype != torch.uint8:
+        raise ValueError(
+            f"patches must be uint8 (N, Z, Y, X), got {patches.dtype} of shape "
+            f"{tuple(patches.shape)}"
+        )
+    if len(ids) != len(patches):
+        raise ValueError(f"{len(ids)} ids but {len(patches)} patches")
+    for first in range(0, len(ids), batch_size):
+        rows = slice(first, first + batch_size)
+        yield ids[rows], patches[rows].unsqueeze(1)
+
+
+def read_ahead(batches, depth: int = 4):
+    """Iterate ``batches`` in a background thread, up to ``depth`` items ahead.
+
+    With no reading processes this still overlaps reading with the network: tensorstore and
+    the network release the GIL. A reading error is raised here, in the consumer.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        """Queue ``item`` unless the consumer has gone; never blocks for good."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            put(error)
+
+    thread = threading.Thread(target=produce, name="prediction-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def reading_order(positions: pd.DataFrame, block_nm: np.ndarray) -> np.ndarray:
+    """Row order of ``positions`` (columns z, y, x nm) block by block (blocks of ``block_nm``),
+    so that consecutive batches touch the same chunks and a remote volume's chunk cache is
+    reused."""
+    if len(positions) == 0:
+        return np.arange(0)
+    zyx = positions[["z", "y", "x"]].to_numpy(dtype=np.float64)
+    blocks = np.floor(zyx / block_nm).astype(np.int64)
+    return np.lexsort((zyx[:, 2], blocks[:, 2], blocks[:, 1], blocks[:, 0]))

@@ -1,0 +1,448 @@
+"""``synister predict-volume``: blocks, one block without a scheduler, daisy runs with two
+workers, kill -9 and resume, failed blocks, sources and the dry run, on a small random
+volume and a tiny random-weight network (the 20,000-synapse acceptance run is
+benchmarks/bench_blockwise.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from synister.cli import app
+from synister.config import load_train_setup
+from synister.db import open_database
+from synister.models import build_model, save_checkpoint
+from synister.models.bundle import export_model, load_bundle
+from synister.predict import Predictor
+from synister.predict.blockwise import (
+    BlockGrid,
+    Columns,
+    PlanMismatch,
+    Source,
+    load_plan,
+    predict_block,
+    predict_volume,
+    prepare,
+    read_block,
+)
+from synister.predict.blockwise.block import choose_strategy
+from synister.predict.blockwise.layout import Store
+from synister.setup import prepare_training
+from synister.volumes import Volume, write_volume
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.filterwarnings("ignore:.*reach outside the volume:UserWarning"),
+]
+
+CLASSES = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
+SHORT = ["gaba", "ach", "glut", "ser", "oct", "da"]
+VOXEL_NM = np.array([40.0, 4.0, 4.0])
+SHAPE_VOX = (16, 160, 160)
+INPUT_VOX = (4, 16, 16)
+BLOCK_NM = (320, 256, 256)  # 8 x 64 x 64 voxels: 2 x 3 x 3 blocks
+N_SYNAPSES = 900
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here, as each of two workers on 2 cores has (and far faster than two
+    on a loaded machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A random volume, a random-weight bundle and a synapse table (x, y, z nm) of which some
+    lie outside the volume and some near its border."""
+    base = tmp_path_factory.mktemp("blockwise")
+    rng = np.random.default_rng(3)
+    write_volume(
+        base / "raw.zarr",
+        rng.integers(0, 256, SHAPE_VOX, dtype=np.uint8),
+        VOXEL_NM,
+        chunks_vox=(8, 32, 32),
+    )
+    make_bundle(base, INPUT_VOX)
+    extent_xyz = (np.array(SHAPE_VOX) * VOXEL_NM)[::-1]
+    xyz = rng.uniform(-0.05, 1.05, (N_SYNAPSES, 3)) * extent_xyz
+    table = pd.DataFrame(
+        {
+            "syn_id": rng.permutation(N_SYNAPSES).astype(np.int64) * 11 + 5,
+            "body": rng.integers(0, 12, N_SYNAPSES),
+            "x": xyz[:, 0],
+            "y": xyz[:, 1],
+            "z": xyz[:, 2],
+        }
+    )
+    table.to_parquet(base / "synapses.parquet", index=False)
+    return base, table
+
+
+def make_bundle(base: Path, input_vox) -> Path:
+    """A random-weight tiny ResNet exported as a model bundle (``base/bundle``)."""
+    setup = prepare_training(
+        base, "e", 0, db_url=f"sqlite:///{base / 'none.db'}", check_volume=False,
+        synapse_types=CLASSES, input_shape=input_vox, fmaps=2, network="ResNet18",
+        downsample_factors=[(1, 2, 2), (1, 2, 2)], voxel_size=tuple(VOXEL_NM),
+    )  # fmt: skip
+    cfg, _ = load_train_setup(setup)
+    torch.manual_seed(0)
+    save_checkpoint(setup / "model_checkpoint_1", build_model(cfg), None, 1)
+    return export_model(setup, 1, base / "bundle")
+
+
+def predictor(base: Path) -> Predictor:
+    bundle = load_bundle(base / "bundle")
+    return Predictor(bundle.build_model(), bundle.input_shape_vox, bundle.classes, device="cpu")
+
+
+def reference(base: Path, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (NaN outside the volume) and status, one patch per synapse, through the
+    engine's volume entry point (the predict-positions path)."""
+    volume = Volume(base / "raw.zarr", "raw")
+    centers = table[["z", "y", "x"]].to_numpy()
+    starts = volume.patch_starts_vox(centers, INPUT_VOX)
+    centre = starts + np.array(INPUT_VOX) // 2
+    outside = ~np.all((centre >= 0) & (centre < np.array(SHAPE_VOX)), axis=1)
+    inside = np.all((starts >= 0) & (starts + INPUT_VOX <= np.array(SHAPE_VOX)), axis=1)
+    status = np.where(outside, "outside_volume", np.where(inside, "ok", "partly_outside"))
+    probabilities = np.full((len(table), 6), np.nan, dtype=np.float32)
+
+    def store(rows, values):
+        probabilities[rows] = values
+
+    rows = np.flatnonzero(~outside)
+    predictor(base).predict_volume(volume, rows, centers[rows], store)
+    return probabilities, status
+
+
+@pytest.fixture(scope="module")
+def expected(world):
+    base, table = world
+    return reference(base, table)
+
+
+def staged_rows(table: pd.DataFrame) -> pa.Table:
+    """Rows as the plan stages them (source columns, nm positions, row number)."""
+    return pa.table(
+        {
+            "syn_id": table["syn_id"].to_numpy(),
+            "body": table["body"].to_numpy(),
+            "x": table["x"].to_numpy(),
+            "y": table["y"].to_numpy(),
+            "z": table["z"].to_numpy(),
+            "x_nm": table["x"].to_numpy(),
+            "y_nm": table["y"].to_numpy(),
+            "z_nm": table["z"].to_numpy(),
+            "_row": np.arange(len(table)),
+        }
+    )
+
+
+def check_result(out: Path, table: pd.DataFrame, expected) -> pd.DataFrame:
+    """Every synapse exactly once, with the per-patch probabilities and status."""
+    result = pd.read_parquet(out / "synapses")
+    assert len(result) == len(table)
+    assert result["syn_id"].is_unique
+    assert set(result["syn_id"]) == set(table["syn_id"])
+    result = result.set_index("syn_id").loc[table["syn_id"]]
+    probabilities, status = expected
+    np.testing.assert_array_equal(result["status"].to_numpy(), status)
+    np.testing.assert_allclose(result[SHORT].to_numpy(), probabilities, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(result["x"].to_numpy(), table["x"].to_numpy())
+    assert list(result.columns[:6]) == ["body", "x", "y", "z", "x_nm", "y_nm"]
+    return result
+
+
+# -- blocks and one block, no scheduler ----------------------------------------------------------
+
+
+def test_every_centre_voxel_has_exactly_one_block():
+    grid = BlockGrid((10, 100, 70), (4, 32, 32))
+    assert grid.grid_shape == (3, 4, 3)
+    centres = np.array([[0, 0, 0], [9, 99, 69], [4, 32, 31], [-5, 200, 3], [12, -1, 70]])
+    linear = grid.linear_index(centres)
+    owners = [grid.block(i) for i in linear]
+    assert [b.index for b in owners] == [(0, 0, 0), (2, 3, 2), (1, 1, 0), (0, 3, 0), (2, 0, 2)]
+    assert owners[1].shape_vox == (2, 4, 6)  # edge blocks are cut at the volume
+    inside = np.clip(centres, 0, np.array(grid.volume_shape_vox) - 1)
+    assert all(b.contains(c[None])[0] for b, c in zip(owners, inside, strict=True))
+
+
+def test_block_sizes_are_whole_voxels_and_positive():
+    assert BlockGrid.from_nm((10, 100, 70), (100, 130, 10), VOXEL_NM).block_vox == (2, 32, 2)
+    with pytest.raises(ValueError, match="3 positive sizes"):
+        BlockGrid.from_nm((10, 100, 70), (0, 256, 256), VOXEL_NM)
+
+
+def test_read_strategy_follows_density():
+    dense = np.array([[0, 0, 0], [1, 2, 2], [2, 1, 3]])
+    sparse = np.array([[0, 0, 0], [40, 400, 400]])
+    assert choose_strategy(dense, INPUT_VOX) == "region"
+    assert choose_strategy(sparse, INPUT_VOX) == "patches"
+
+
+@pytest.mark.parametrize("strategy", ["region", "patches"])
+def test_predict_block_equals_one_patch_per_synapse(world, expected, strategy):
+    base, table = world
+    volume = Volume(base / "raw.zarr", "raw")
+    engine = predictor(base)
+    grid = BlockGrid.from_nm(SHAPE_VOX, BLOCK_NM, VOXEL_NM)
+    owner = grid.linear_index(volume.center_vox(table[["z", "y", "x"]].to_numpy(), INPUT_VOX))
+    columns = Columns("syn_id", "body", ("x", "y", "z"))
+    probabilities, status = expected
+    checked = 0
+    for linear in np.unique(owner):
+        rows = np.flatnonzero(owner == linear)
+        result, stats = predict_block(
+            grid.block(linear),
+            staged_rows(table.iloc[rows]),
+            volume,
+            engine,
+            columns=columns,
+            class_names=SHORT,
+            strategy=strategy,
+        )
+        assert stats["strategy"] == strategy
+        assert result.column("syn_id").to_pylist() == table["syn_id"].iloc[rows].tolist()
+        assert result.column("status").to_pylist() == status[rows].tolist()
+        got = np.stack([result.column(c).to_numpy(zero_copy_only=False) for c in SHORT], axis=1)
+        np.testing.assert_allclose(got, probabilities[rows], rtol=1e-4, atol=1e-5)
+        checked += len(rows)
+    assert checked == len(table)
+
+
+def test_read_block_refuses_a_synapse_of_another_block(world):
+    base, table = world
+    volume = Volume(base / "raw.zarr", "raw")
+    grid = BlockGrid.from_nm(SHAPE_VOX, BLOCK_NM, VOXEL_NM)
+    far = table[(table["x"] > 500) & (table["x"] < 600) & (table["z"] > 400) & (table["z"] < 600)]
+    with pytest.raises(ValueError, match="lies outside the block"):
+        read_block(grid.block(0), staged_rows(far.head(1)), volume, INPUT_VOX)
+
+
+# -- runs on daisy -------------------------------------------------------------------------------
+
+
+def run(base: Path, out: Path, **options) -> dict:
+    options = {"dataset": "raw", "block_nm": BLOCK_NM, "workers": 2, "progress": False, **options}
+    return predict_volume(
+        base / "bundle", str(base / "raw.zarr"), Source(str(base / "synapses.parquet")), out,
+        **options,
+    )  # fmt: skip
+
+
+def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, expected, tmp_path):
+    base, table = world
+    summary = run(base, tmp_path / "out")
+    assert summary["failed"] == {}
+    assert summary["blocks_run"] == summary["blocks_with_synapses"] == 18
+    result = check_result(tmp_path / "out", table, expected)
+    started = sorted(p.name for p in (tmp_path / "out/logs/predict_volume").glob("*.err"))
+    assert started == ["worker_0.err", "worker_1.err"]  # two workers (who took what: timing)
+    ok = result["status"] != "outside_volume"
+    top = np.asarray(SHORT)[np.nanargmax(result.loc[ok, SHORT].to_numpy(), axis=1)]
+    np.testing.assert_array_equal(result.loc[ok, "top_nt"].to_numpy(), top)
+    assert result.loc[~ok, "top_nt"].isna().all()
+    neurons = pd.read_parquet(tmp_path / "out/neurons.parquet").set_index("body")
+    counts = result.loc[ok].groupby("body").size()
+    pd.testing.assert_series_equal(neurons["synapses"], counts, check_names=False)
+    means = result.loc[ok].groupby("body")[SHORT].mean()
+    np.testing.assert_allclose(neurons[SHORT].to_numpy(), means.to_numpy(), rtol=1e-5)
+    assert not neurons["confident"].any()  # fewer than 100 synapses each
+
+    again = run(base, tmp_path / "out")  # complete: nothing is run again
+    assert again["blocks_run"] == 0 and again["blocks_skipped"] == 18
+
+
+def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
+    base, table = world
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-c", "from synister.cli import main; main()", "predict-volume",
+        "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"), "--dataset", "raw",
+        "--synapses", str(base / "synapses.parquet"), "--out", str(out), "--workers", "2",
+        "--block-size", *map(str, BLOCK_NM), "--batch-size", "4", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        command, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    store = Store(out)
+    try:
+        deadline = time.monotonic() + 240
+        while [n for n in store.finished_markers() if n.startswith("block")] == []:
+            assert process.poll() is None, "the run ended before any block finished"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the whole run: driver and workers
+        process.wait()
+    before = {
+        n: store.marker(n).stat().st_mtime_ns for n in store.finished_markers() if "block" in n
+    }
+    assert 0 < len(before) < 18, "the kill must land half-way"
+
+    summary = run(base, out)
+    assert summary["failed"] == {}
+    assert summary["blocks_skipped"] == len(before)
+    assert summary["blocks_run"] == 18 - len(before)
+    for name, mtime in before.items():  # finished blocks were not computed again
+        assert store.marker(name).stat().st_mtime_ns == mtime
+    assert not list((out / "synapses").glob(".*"))  # no half-written shard left visible
+    check_result(out, table, expected)
+
+
+def test_a_failing_block_is_retried_listed_and_finished_by_a_rerun(world, expected, tmp_path):
+    base, table = world
+    broken = tmp_path / "raw.zarr"
+    subprocess.run(["cp", "-r", str(base / "raw.zarr"), str(broken)], check=True)
+    chunk = broken / "raw" / "c" / "0" / "2" / "2"  # z 0-7, y 64-95, x 64-95: block (0, 1, 1)
+    good = chunk.read_bytes()
+    chunk.write_bytes(b"not a zstd frame")
+    options = {"dataset": "raw", "block_nm": BLOCK_NM, "workers": 2, "progress": False}
+    source = Source(str(base / "synapses.parquet"))
+    out = tmp_path / "out"
+    summary = predict_volume(base / "bundle", str(broken), source, out, retries=1, **options)
+    failed = summary["failed"]
+    assert "block_00000_00001_00001" in failed  # and its neighbours whose patches reach in
+    assert all("c/0/2/2" in error for error in failed.values()), failed
+    assert summary["blocks_run"] == 18 - len(failed)
+    assert sorted(p.stem for p in (out / "failed").iterdir()) == sorted(failed)
+    assert not (out / "neurons.parquet").exists()
+
+    chunk.write_bytes(good)
+    again = predict_volume(base / "bundle", str(broken), source, out, **options)
+    assert again["failed"] == {} and again["blocks_run"] == len(failed)
+    assert again["blocks_skipped"] == 18 - len(failed)
+    assert not list((out / "failed").iterdir())
+    check_result(out, table, expected)
+
+
+# -- plans, sources, bad input --------------------------------------------------------------------
+
+
+def test_other_settings_are_refused_while_results_exist(world, tmp_path):
+    base, _ = world
+    out = tmp_path / "out"
+    store = Store(out)
+    bundle = load_bundle(base / "bundle")
+    volume = Volume(base / "raw.zarr", "raw")
+    source = Source(str(base / "synapses.parquet"))
+    quiet = {"log": lambda _: None}
+    plan = prepare(out, bundle, volume, str(base / "raw.zarr"), "raw", source, BLOCK_NM, **quiet)
+    assert load_plan(store).grid == plan.grid
+    store.marker("block_00000_00000_00000").write_text('{"rows": 1}')
+    with pytest.raises(PlanMismatch, match="block_vox"):
+        prepare(out, bundle, volume, str(base / "raw.zarr"), "raw", source, (160, 256, 256))
+    replanned = prepare(
+        out, bundle, volume, str(base / "raw.zarr"), "raw", source, (160, 256, 256),
+        overwrite=True, **quiet,
+    )  # fmt: skip
+    assert replanned.grid.block_vox == (4, 64, 64)
+    assert store.finished_markers() == []
+
+
+def test_a_database_split_part_on_cluster_jobs_started_by_the_submit_template(world, tmp_path):
+    base, table = world
+    url = f"sqlite:///{tmp_path / 'synister.db'}"
+    synapses = pd.DataFrame(
+        {
+            "synapse_id": table["syn_id"],
+            "x": table["x"],
+            "y": table["y"],
+            "z": table["z"],
+            "skeleton_id": table["body"],
+        }
+    )
+    skeletons = pd.DataFrame({"skeleton_id": np.arange(12), "nt_known": [["gaba"]] * 12})
+    parts = np.where(table["body"] < 4, "test", "train")
+    with open_database(url) as db:
+        db.import_records(synapses=synapses, skeletons=skeletons)
+        db.write_split("by_body", pd.DataFrame({"synapse_id": table["syn_id"], "part": parts}))
+    jobs = tmp_path / "jobs.log"
+    config = tmp_path / "worker_config.ini"
+    # stands in for "sbatch --wait {command}" / "bsub -K {command}": logs, then runs the job
+    config.write_text(
+        "[Worker]\nnum_cpus = 2\n"
+        f"submit_command = sh -c 'echo job >> {jobs}; exec \"$@\"' job {{command}}\n"
+    )
+    summary = predict_volume(
+        base / "bundle", str(base / "raw.zarr"), Source(url, "by_body", "test"), tmp_path / "out",
+        dataset="raw", block_nm=BLOCK_NM, workers=2, worker_config=config, progress=False,
+    )  # fmt: skip
+    assert summary["failed"] == {}
+    assert jobs.read_text().split() == ["job", "job"]  # one cluster job per worker
+    result = pd.read_parquet(tmp_path / "out/synapses")
+    assert sorted(result["synapse_id"]) == sorted(table["syn_id"][parts == "test"])
+    assert {"skeleton_id", "x_nm", "gaba", "status"} <= set(result.columns)
+    plan = json.loads((tmp_path / "out/plan.json").read_text())
+    assert plan["settings"]["source"] == {"database": url, "split": "by_body", "part": "test"}
+
+
+def test_bad_tables_name_file_and_column_and_leave_nothing(world, tmp_path):
+    base, table = world
+    runner = CliRunner()
+    no_positions = tmp_path / "no_positions.csv"
+    table[["syn_id", "body"]].to_csv(no_positions, index=False)
+    text = tmp_path / "text.csv"
+    bad = table.astype({"y": object})
+    bad.loc[5, "y"] = "twelve"
+    bad.to_csv(text, index=False)
+    for path, message in [(no_positions, "no position columns"), (text, "'y'")]:
+        out = tmp_path / f"out_{path.stem}"
+        result = runner.invoke(
+            app,
+            ["predict-volume", "--model", str(base / "bundle"), "--volume",
+             str(base / "raw.zarr"), "--dataset", "raw", "--synapses", str(path),
+             "--out", str(out)],
+        )  # fmt: skip
+        assert result.exit_code == 1
+        assert str(path) in result.output and message in result.output
+        assert not out.exists()
+    result = runner.invoke(
+        app,
+        ["predict-volume", "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"),
+         "--dataset", "raw", "--synapses", str(base / "synapses.parquet"), "--units", "voxels",
+         "--out", str(tmp_path / "out_units")],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "--voxel-size" in result.output
+
+
+def test_dry_run_prints_the_plan_and_predicts_nothing(world, tmp_path):
+    base, _ = world
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["predict-volume", "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"),
+         "--dataset", "raw", "--synapses", str(base / "synapses.parquet"), "--out", str(out),
+         "--block-size", *map(str, BLOCK_NM), "--dry-run", "--workers", "4", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["blocks"] == 18 and report["blocks_with_synapses"] == 18
+    assert report["synapses"] == N_SYNAPSES
+    per = report["synapses_per_block"]
+    assert per["min"] <= per["median"] <= per["max"]
+    assert 0 < report["bytes_blockwise"] <= report["bytes_per_patch"]
+    assert [p["workers"] for p in report["projection"]] == [1, 4]
+    assert report["fafb"]["synapses"] == 244_000_000
+    assert not list((out / "done").glob("block*"))  # nothing predicted
