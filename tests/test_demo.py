@@ -10,7 +10,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from synister.cli import app
 from synister.config import load_train_setup
 from synister.demo import planned_iterations, recipe, run_demo
 from synister.models import build_model, list_checkpoints
@@ -55,6 +57,21 @@ def test_recipes_make_a_setup_whose_network_classifies_a_batch(tmp_path, preset,
     assert logits.shape == (2, len(cfg.classes)) == (2, 6)
     if network == "vgg":  # small enough to train on a CPU
         assert sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
+def test_a_budget_or_a_length_replaces_the_recipes():
+    assert recipe("fafb", "vgg", minutes=45).minutes == 45
+    fixed = recipe("fafb", iterations=800, seed=3)
+    assert (fixed.minutes, fixed.iterations, fixed.seed) == (None, 800, 3)
+    assert recipe("easy", minutes=5).minutes == 5 and recipe("easy").minutes is None
+    assert recipe("fafb", "vgg").classifier_units == 256  # a VGG that trains on a CPU
+
+
+def test_the_demo_command_names_a_bad_preset_or_network():
+    for option, message in (("--preset=hard", "presets easy and fafb"),
+                            ("--network=unet", "network must be one of")):  # fmt: skip
+        outcome = CliRunner().invoke(app, ["demo", option])
+        assert outcome.exit_code == 1 and message in outcome.output
 
 
 def test_unknown_recipes_are_refused():

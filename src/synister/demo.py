@@ -121,8 +121,16 @@ RECIPES[("fafb", "vgg")] = {
 }
 
 
-def recipe(preset: str = "easy", network: str = "resnet") -> DemoSettings:
-    """The demo's settings for a preset and a network (``resnet`` or ``vgg``).
+def recipe(
+    preset: str = "easy",
+    network: str = "resnet",
+    *,
+    seed: int = 0,
+    minutes: float | None = None,
+    iterations: int | None = None,
+) -> DemoSettings:
+    """The demo's settings for a preset and a network (``resnet`` or ``vgg``); ``minutes``
+    (a wall-time budget) or ``iterations`` (a fixed length, no budget) replace the recipe's.
 
     ``easy``: a 48x48 voxel field (192 nm) holds one easy synapse and little of its lattice
     neighbours (224 nm apart), whose other classes would otherwise blur the label; a ResNet-18
@@ -136,7 +144,12 @@ def recipe(preset: str = "easy", network: str = "resnet") -> DemoSettings:
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
     if preset not in {p for p, _ in RECIPES}:
         raise ValueError(f"the demo knows presets easy and fafb, got {preset!r}")
-    return replace(DemoSettings(), **RECIPES[(preset, network)])
+    settings = replace(DemoSettings(), **RECIPES[(preset, network)], seed=seed)
+    if iterations:
+        settings = replace(settings, iterations=iterations, minutes=None)
+    if minutes:
+        settings = replace(settings, minutes=minutes)
+    return settings
 
 
 def _say(message: str) -> None:
@@ -401,14 +414,15 @@ def run_demo(
     # every checkpoint: the planned ones, and where a budget's warm-up or a stop left one
     iterations = [i for i, _ in list_checkpoints(setup) if i <= total]
     _say(f"3/6 predicting the validation part at iterations {iterations}")
+    validation_runs = []
     for s in prepare_prediction(out, EXPERIMENT, 0, iterations, validation=True):
         _predict(s, device)
+        validation_runs.append(load_predict_setup(s)[0].run_name)
     lap("predict_validation", t)
 
     t = time.perf_counter()
     _say("4/6 evaluating the validation runs and choosing the best iteration")
-    with open_database(db_url) as db:
-        validation_runs = sorted(r for r in db.prediction_runs() if r.startswith(f"{SPLIT}_"))
+    with open_database(db_url) as db:  # only these: a resumed demo also holds the test run
         validation = evaluate_runs(db, validation_runs, out / "evaluation_validation")
     best_iteration = int(validation["best"]["iteration"])
     lap("evaluate_validation", t)

@@ -38,16 +38,10 @@ def register(app: typer.Typer) -> None:
 
         Writes OUT/summary.json and HTML reports (easy preset: minutes on 2 CPU cores).
         """
-        from dataclasses import replace
-
         from ..demo import recipe, run_demo
 
         try:
-            settings = replace(recipe(preset, network), seed=seed)
-            if iterations:
-                settings = replace(settings, iterations=iterations, minutes=None)
-            if minutes:
-                settings = replace(settings, minutes=minutes)
+            settings = recipe(preset, network, seed=seed, minutes=minutes, iterations=iterations)
             run_demo(out, settings, device=device, resume=resume)
         except (FileExistsError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
