@@ -24,7 +24,7 @@ from synister.cli import app
 from synister.config import load_predict_setup, load_train_setup
 from synister.data import TrainingData, training_synapses
 from synister.db import PredictionRunExists, open_database
-from synister.models import build_model, flip_average_logits, load_checkpoint, save_checkpoint
+from synister.models import build_model, load_checkpoint, save_checkpoint
 from synister.predict import (
     RESUME_KEYS,
     PredictionRunComplete,
@@ -180,11 +180,9 @@ def original_patch_starts_vox(positions_nm: np.ndarray, shape_vox) -> np.ndarray
     return np.asarray(starts, dtype=np.int64)
 
 
-def reference_probabilities(
-    world: World, setup: Path, synapse_ids: np.ndarray, tta: bool = False
-) -> np.ndarray:
+def reference_probabilities(world: World, setup: Path, synapse_ids: np.ndarray) -> np.ndarray:
     """The network run directly on the original pipeline's patches cut from the numpy volume
-    (zero-padded); with ``tta`` its logits averaged over the 8 in-plane flips/transposes."""
+    (zero-padded)."""
     cfg, _ = load_predict_setup(setup)
     model = build_model(cfg)
     load_checkpoint(cfg.train_checkpoint, model)
@@ -199,9 +197,8 @@ def reference_probabilities(
             for z, y, x in starts
         ]
     )
-    x = torch.from_numpy(normalize(patches))[:, None]
     with torch.inference_mode():
-        logits = flip_average_logits(model, x) if tta else model(x)
+        logits = model(torch.from_numpy(normalize(patches))[:, None])
     return torch.softmax(logits, dim=1).numpy()
 
 
@@ -375,7 +372,7 @@ CHANGES = {
 }
 
 
-@pytest.mark.parametrize("key", [*CHANGES, "precision", "tta"])
+@pytest.mark.parametrize("key", [*CHANGES, "precision"])
 def test_resume_refuses_any_change_that_determines_the_numbers(sqlite_world, key):
     world = sqlite_world
     setup = make_setup(world, f"change_{key}")
@@ -383,11 +380,13 @@ def test_resume_refuses_any_change_that_determines_the_numbers(sqlite_world, key
     with open_database(world.url) as db:
         db.write_predictions(plan.run, plan.todo.synapse_id[:5], np.full((5, 3), 1 / 3))
     assert plan_prediction(setup).resumed_from == 5  # nothing changed: it resumes
-    options = {"precision": {"precision": "bf16"}, "tta": {"tta": True}}.get(key, {})
-    if not options:
+    precision = "fp32"
+    if key == "precision":
+        precision = "bf16"
+    else:
         CHANGES[key](setup)
     with pytest.raises(PredictionRunExists, match=rf"other settings: {key}=.*overwrite = True"):
-        plan_prediction(setup, **options)
+        plan_prediction(setup, precision=precision)
 
 
 def test_resume_refuses_a_run_of_another_checkpoint_or_without_its_settings(sqlite_world):
@@ -465,37 +464,6 @@ def test_precision_is_an_option_and_fp16_on_the_cpu_is_refused(sqlite_world):
     np.testing.assert_allclose(got, reference_probabilities(sqlite_world, setup, ids), atol=0.05)
     with open_database(sqlite_world.url) as db:
         assert db.open_prediction_run(run)[1]["precision"] == "bf16"
-
-
-def test_tta_averages_the_in_plane_flips_and_is_recorded(sqlite_world):
-    setup = make_setup(sqlite_world, "tta")
-    run = "skeleton_tta_t1_p0"
-    options = ["--read-workers", "0", "--threads", "1", "--no-progress", "--json"]
-    outcome = CliRunner().invoke(app, ["predict", str(setup), "--tta", *options])
-    assert outcome.exit_code == 0, outcome.output
-    assert json.loads(outcome.stdout)[0]["tta"] is True
-    ids = expected_ids(sqlite_world, "test")
-    got = stored(sqlite_world, run).set_index("synapse_id").loc[ids, probability_columns()]
-    with_tta = reference_probabilities(sqlite_world, setup, ids, tta=True)
-    np.testing.assert_allclose(got, with_tta, atol=1e-5)
-    plain = reference_probabilities(sqlite_world, setup, ids)
-    assert np.abs(with_tta - plain).max() > 1e-3  # the averaging changed the numbers
-    with open_database(sqlite_world.url) as db:
-        assert db.open_prediction_run(run)[1]["tta"] is True
-
-
-def test_a_run_stored_before_tta_existed_resumes_as_without_tta(sqlite_world):
-    setup = make_setup(sqlite_world, "oldmeta")
-    plan = plan_prediction(setup)
-    with open_database(sqlite_world.url) as db:
-        _, stored_meta = db.open_prediction_run(plan.run)
-        db.drop_prediction_run(plan.run)
-        stored_meta.pop("tta")
-        db.create_prediction_run(plan.run, CLASSES, stored_meta)
-        db.write_predictions(plan.run, plan.todo.synapse_id[:5], np.full((5, 3), 1 / 3))
-    assert plan_prediction(setup).resumed_from == 5
-    with pytest.raises(PredictionRunExists, match=r"other settings: tta=False \(now True\)"):
-        plan_prediction(setup, tta=True)
 
 
 def test_predict_reports_each_setup_and_fails_only_when_all_fail(sqlite_world):

@@ -35,14 +35,6 @@ def predict_command(
     precision: Annotated[
         Literal["fp32", "fp16", "bf16"], typer.Option(help=PRECISION_HELP)
     ] = "fp32",
-    tta: Annotated[
-        bool,
-        typer.Option(
-            "--tta",
-            help="Test-time augmentation: average the logits over the 8 in-plane flips and "
-            "transposes (8 network passes per synapse; recorded in the run).",
-        ),
-    ] = False,
     block_workers: Annotated[
         int | None,
         typer.Option(
@@ -89,7 +81,6 @@ def predict_command(
     results = []
     for setup in setups or [Path.cwd()]:
         args = ["predict", str(setup.resolve()), "--no-progress", "--precision", precision]
-        args += ["--tta"] if tta else []
         for option, value in (
             ("--device", device),
             ("--block-workers", block_workers),
@@ -109,7 +100,6 @@ def predict_command(
                 threads=threads,
                 progress=progress,
                 precision=precision,
-                tta=tta,
             )
         except PredictionRunComplete as done:
             typer.echo(f"skipped: {setup}: {done}", err=True)

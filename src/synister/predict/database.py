@@ -28,7 +28,7 @@ from ..config import PredictConfig, WorkerConfig, load_predict_setup
 from ..data import WORKER_CONTEXT, training_synapses, worker_context
 from ..db import PredictionRunExists, open_database
 from ..db.writer import BatchWriter
-from ..models import build_model, flip_average_logits, load_checkpoint
+from ..models import build_model, load_checkpoint
 from ..volumes import Volume
 from .engine import Predictor, check_precision, choose_device
 from .progress import StoredCounter, progress_bar
@@ -53,10 +53,7 @@ RESUME_KEYS = (
     "voxel_size",
     "patch_placement",
     "precision",
-    "tta",
 )
-#: what runs stored before a resume key existed hold (they were made without it)
-RESUME_DEFAULTS = {"tta": False}
 #: the network settings stored under meta "network"
 NETWORK_KEYS = (
     "network",
@@ -105,14 +102,12 @@ def prediction_meta(
     precision: str = "fp32",
     patch_placement: str = "closest",
     model: torch.nn.Module | None = None,
-    tta: bool = False,
 ) -> dict:
     """The meta stored with a run (what produced it), as JSON gives it back.
 
     ``expected_synapses`` is how many synapses the run is meant to hold (evaluation tells
     complete from incomplete runs by it). ``model`` names a network that replaced the
-    config's; ``tta``: logits averaged over the in-plane flips/transposes
-    (:func:`~synister.models.flip_average_logits`).
+    config's.
     """
     network = {key: getattr(cfg, key) for key in NETWORK_KEYS}
     if model is not None:
@@ -135,14 +130,12 @@ def prediction_meta(
         "voxel_size": list(cfg.voxel_size),
         "patch_placement": patch_placement,
         "precision": precision,
-        "tta": bool(tta),
     }
     return json.loads(json.dumps(meta))
 
 
 def _resume_conflicts(stored: dict, meta: dict) -> list[str]:
     """``key=stored (now new)`` for each resume key that differs, then the missing ones."""
-    stored = {**RESUME_DEFAULTS, **stored}
     differ = [
         f"{k}={stored[k]!r} (now {meta[k]!r})"
         for k in RESUME_KEYS
@@ -158,7 +151,6 @@ def plan_prediction(
     precision: str = "fp32",
     patch_placement: str = "closest",
     model: torch.nn.Module | None = None,
-    tta: bool = False,
 ) -> PredictionPlan:
     """Open (or create) the run of a predict setup and find what is left to predict.
 
@@ -188,7 +180,6 @@ def plan_prediction(
             precision=precision,
             patch_placement=patch_placement,
             model=model,
-            tta=tta,
         )
         is_done = np.zeros(len(synapses), dtype=bool)
         if run in db.prediction_runs() and not cfg.overwrite:
@@ -252,7 +243,6 @@ class BlockJob:
     threads: int | None
     tune_threads: bool
     model: torch.nn.Module | None = None  # None: the config's network and checkpoint
-    tta: bool = False  # average the logits over the in-plane flips/transposes
 
 
 def predict_synapses(
@@ -280,7 +270,6 @@ def predict_synapses(
         precision=job.precision,
         threads=job.threads,
         read_workers=job.read_workers,
-        tta=flip_average_logits if job.tta else None,
     )
     volume = volume if volume is not None else open_volume(plan.cfg, job.placement)
     writer = BatchWriter(plan.cfg.database_url(), plan.run, on_written)
@@ -321,7 +310,6 @@ def predict_setup(
     model: torch.nn.Module | None = None,
     precision: str = "fp32",
     patch_placement: str = "closest",
-    tta: bool = False,
 ) -> dict:
     """Predict the split part of one predict setup (see :func:`plan_prediction`).
 
@@ -333,9 +321,8 @@ def predict_setup(
     :func:`~synister.predict.threads.default_read_workers` and
     :func:`~synister.predict.threads.default_threads`, with which a long run also tries one
     thread fewer). ``model`` replaces the network built from the config and its checkpoint;
-    ``precision`` is fp32, fp16 (GPU) or bf16; ``tta`` averages the logits over the 8 in-plane
-    flips/transposes (8 network passes per batch; stored in the run's meta). Progress
-    (done/total, synapses/s, ETA) goes to stderr.
+    ``precision`` is fp32, fp16 (GPU) or bf16. Progress (done/total, synapses/s, ETA) goes to
+    stderr.
 
     Returns run, total, predicted, resumed_from, seconds, synapses_per_second (whole call),
     steady_synapses_per_second (after start-up, see
@@ -350,7 +337,7 @@ def predict_setup(
     volume = open_volume(cfg, patch_placement)
     network = model if model is not None else load_network(cfg)
     plan = plan_prediction(
-        setup_dir, precision=precision, patch_placement=patch_placement, model=model, tta=tta
+        setup_dir, precision=precision, patch_placement=patch_placement, model=model
     )
     n = block_workers or plan.worker.num_block_workers
     try:
@@ -363,9 +350,7 @@ def predict_setup(
         if threads is None:
             threads = default_threads(plan.worker, n)
             tune_threads = threads is not None
-        job = BlockJob(
-            plan, precision, patch_placement, read_workers, threads, tune_threads, tta=tta
-        )
+        job = BlockJob(plan, precision, patch_placement, read_workers, threads, tune_threads)
         log.info(
             "prediction run %s: %d of %d synapses to predict (%d stored before); %d block "
             "worker(s) with %d reader(s) and %s thread(s) each",
@@ -408,7 +393,6 @@ def predict_setup(
         "read_workers": read_workers,
         "threads": threads,
         "precision": precision,
-        "tta": tta,
     }
 
 
