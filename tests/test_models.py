@@ -195,28 +195,6 @@ def test_vgg_classifier_units_shrink_the_classifier_and_default_to_funlib():
               n_convolutions=(1,), classifier_units=0)  # fmt: skip
 
 
-def test_flip_average_logits_is_invariant_to_in_plane_flips_and_transposes():
-    from synister.models import flip_average_logits, in_plane_symmetries
-
-    torch.manual_seed(0)
-    model = build_model(_config(network="ResNet18")).eval()  # no symmetry of its own
-    raw = torch.rand(2, 1, 8, 32, 32) * 2 - 1
-    with torch.no_grad():
-        plain = model(raw)
-        averaged = flip_average_logits(model, raw)
-        assert averaged.shape == plain.shape and not torch.allclose(averaged, plain, atol=1e-4)
-        for moved in (raw.flip(-1), raw.flip(-2), raw.transpose(-1, -2), raw.flip(-1).flip(-2)):
-            torch.testing.assert_close(flip_average_logits(model, moved), averaged)
-        assert len(in_plane_symmetries(raw.shape)) == 8
-        # y,x not square: a transpose is no symmetry of the patch, the 4 flips remain
-        wide = torch.rand(1, 1, 8, 32, 48) * 2 - 1
-        assert len(in_plane_symmetries(wide.shape)) == 4
-        torch.testing.assert_close(
-            flip_average_logits(model, wide.flip(-1)), flip_average_logits(model, wide)
-        )
-        torch.testing.assert_close(flip_average_logits(model, raw[:, 0]), averaged)
-
-
 # ---- what a checkpoint says when it does not fit -------------------------------------------------
 
 

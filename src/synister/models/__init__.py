@@ -18,7 +18,6 @@ from .checkpoint import (
     unwrap_model,
 )
 from .resnet import ResNet3D
-from .tta import flip_average_logits, in_plane_symmetries
 from .vgg import Vgg3D, vgg_feature_shape
 
 if TYPE_CHECKING:
@@ -30,8 +29,6 @@ __all__ = [
     "Vgg3D",
     "build_model",
     "checkpoint_iteration",
-    "flip_average_logits",
-    "in_plane_symmetries",
     "checkpoint_path",
     "list_checkpoints",
     "load_checkpoint",
