@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         network: str = typer.Option("resnet", help="resnet (ResNet-18) or vgg (a small VGG)."),
         minutes: float = typer.Option(
             None,
-            help="Training wall-time budget: a timed warm-up sets the iterations to fit it.",
+            help="Training wall-time budget (pretraining included): a timed warm-up plans "
+            "the iterations, and the plan follows the pace after each checkpoint.",
         ),
         iterations: int = typer.Option(
             None, help="Training iterations (default: the recipe's, or what --minutes allows)."
