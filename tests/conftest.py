@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlencode
@@ -53,3 +56,31 @@ def scratch_postgres_url():
     """A fresh PostgreSQL database for the module's tests (see :func:`scratch_postgres`)."""
     with scratch_postgres() as url:
         yield url
+
+
+def _kill_when(command: list[str], ready, what: str, timeout: float = 300) -> None:
+    """Run ``command`` in its own process group and kill the whole group (SIGKILL) as soon as
+    ``ready()`` holds; fails with the command's stderr if it ends first or ``what`` has not
+    happened within ``timeout`` seconds (a deadline, not a fixed wait)."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, f"{what} not within {timeout} s"
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        process.stderr.close()
+
+
+@pytest.fixture
+def kill_when():
+    """:func:`_kill_when`: kill -9 a command (and its children) once something happened."""
+    return _kill_when

@@ -5,12 +5,8 @@ progress display, on a small random volume and tiny networks, on SQLite and Post
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -507,33 +503,16 @@ def count_stored(url: str, run: str) -> int:
         return len(db.predicted_synapse_ids(run))
 
 
-def test_killed_prediction_resumes_with_only_the_missing_synapses(world, capsys):
+def test_killed_prediction_resumes_with_only_the_missing_synapses(world, capsys, kill_when):
     setup = make_setup(world, "killed", validation=True, batch_size=4)
     run = "skeleton_killed_t1_p0"
     ids = expected_ids(world, "validation")
     command = "from synister.cli import main; main()"
-    process = subprocess.Popen(
+    kill_when(
         [sys.executable, "-c", command, "predict", str(setup), "--read-workers", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: the readers die with it below
+        lambda: count_stored(world.url, run) > 0,
+        "a stored prediction",
     )
-    try:
-        deadline = time.monotonic() + 120
-        while count_stored(world.url, run) == 0:
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no prediction stored within 120 s"
-            time.sleep(0.02)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.stderr.close()
     before = count_stored(world.url, run)
     assert 0 < before < len(ids), f"kill came too late: {before} of {len(ids)} stored"
 

@@ -87,3 +87,24 @@ def canonical_set(names: Iterable[str] | None) -> frozenset[str]:
 def set_key(names: Iterable[str]) -> str:
     """Order-free text key of a transmitter set, e.g. ``"gaba,octopamine"``; ``""`` for unknown."""
     return ",".join(sorted(canonical_set(names)))
+
+
+#: Column names of the field's per-synapse tables (FlyWire's synapse table: gaba, ach, glut,
+#: oct, ser, da), by canonical name.
+SHORT_NAMES: dict[str, str] = {
+    "gaba": "gaba",
+    "acetylcholine": "ach",
+    "glutamate": "glut",
+    "octopamine": "oct",
+    "serotonin": "ser",
+    "dopamine": "da",
+}
+
+
+def short_name(name: str) -> str:
+    """The field's short column name of a class (``acetylcholine`` -> ``ach``); a class
+    without one (``others``, ``neither``, anything else) keeps its own name."""
+    try:
+        return SHORT_NAMES.get(canonical(name), canonical(name))
+    except UnknownTransmitter:
+        return str(name)

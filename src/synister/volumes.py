@@ -403,6 +403,8 @@ class Volume:
         self.offset_nm = self._resolve("offset_nm", meta_offset, override_offset)
 
         self.out_of_bounds_count = 0
+        #: warn (once) when patches reach outside; front-ends that report it themselves unset it
+        self.warn_out_of_bounds = True
         self._warned_out_of_bounds = False
         self._lock = threading.Lock()
 
@@ -655,7 +657,7 @@ class Volume:
     def _note_out_of_bounds(self, outside: int, total: int) -> None:
         with self._lock:
             self.out_of_bounds_count += outside
-            first = not self._warned_out_of_bounds
+            first = self.warn_out_of_bounds and not self._warned_out_of_bounds
             self._warned_out_of_bounds = True
         if first:
             warnings.warn(

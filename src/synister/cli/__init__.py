@@ -33,6 +33,7 @@ _STAGES = (
     "setup",
     "train",
     "predict",
+    "positions",
     "blockwise",
     "evaluate",
     "bundle",

@@ -7,7 +7,11 @@ front-ends; this module only re-exports.
   (a reading thread, or reading processes handing batches over through shared memory);
 - :mod:`~synister.predict.threads`, :mod:`~synister.predict.progress`: CPU threads and the
   progress display;
-- :mod:`~synister.predict.database`: ``synister predict`` (a split part into the database).
+- :mod:`~synister.predict.database`: ``synister predict`` (a split part into the database);
+- :mod:`~synister.predict.tables`, :mod:`~synister.predict.positions`,
+  :mod:`~synister.predict.neurons`, :mod:`~synister.predict.store`,
+  :mod:`~synister.predict.report`: ``synister predict-positions`` (tables of positions with a
+  model bundle, no database) and its Python API.
 """
 
 from .database import (
@@ -32,39 +36,52 @@ from .engine import (
     choose_device,
     network_input,
 )
+from .neurons import class_columns, summarize_neurons
+from .positions import STATUSES, PositionsJob, locate, predict_positions, prepare_positions
 from .progress import PROGRESS_FORMAT, StoredCounter, progress_bar
 from .ring import RingReader
 from .sources import PatchBatches, array_batches, read_ahead, reading_order
+from .tables import PositionTable, TableError, read_positions
 from .threads import ThreadTuner, default_read_workers, default_threads
 
 __all__ = [
     "PRECISIONS",
     "PROGRESS_FORMAT",
     "RESUME_KEYS",
+    "STATUSES",
     "Augmenter",
     "BlockJob",
     "PatchBatches",
+    "PositionTable",
+    "PositionsJob",
     "PredictionPlan",
     "PredictionRunComplete",
     "Predictor",
     "RingReader",
     "Sink",
     "StoredCounter",
+    "TableError",
     "ThreadTuner",
     "array_batches",
     "check_precision",
+    "class_columns",
     "choose_device",
     "default_read_workers",
     "default_threads",
     "file_sha256",
     "load_network",
+    "locate",
     "network_input",
     "open_volume",
     "plan_prediction",
+    "predict_positions",
     "predict_setup",
     "predict_synapses",
     "prediction_meta",
+    "prepare_positions",
     "progress_bar",
     "read_ahead",
+    "read_positions",
     "reading_order",
+    "summarize_neurons",
 ]

@@ -1,0 +1,237 @@
+"""``predict-positions`` without a database: a table of positions, a model bundle and a volume
+through the one engine, into a per-synapse table with a status for every row.
+
+Rows are predicted by their row number, never by their place in a filtered list: a position
+outside the volume keeps its row, with status ``outside_volume`` and no probabilities, and no
+other row moves (the original's companion tool paired predictions with an unfiltered id list
+after dropping positions, so every later row got the wrong id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import WorkerConfig
+from ..data import usable_cpus
+from ..volumes import Volume
+from .bundles import ModelBundle, bundle_identity, open_bundle
+from .engine import Augmenter, Predictor
+from .neurons import probability_frame
+from .sources import reading_order
+from .tables import PositionTable, read_positions
+from .threads import default_read_workers, default_threads
+
+#: ``ok``: predicted; ``partly_outside``: inside the volume but its patch reaches out
+#: (predicted on a zero-padded patch); ``outside_volume``: not predicted
+STATUSES = ("ok", "partly_outside", "outside_volume")
+#: patches per network pass where the caller does not say
+BATCH_SIZE = 32
+
+
+class VolumeMismatch(ValueError):
+    """The volume's voxel size is not the one the model was trained on."""
+
+
+def locate(volume: Volume, centers_nm: np.ndarray, input_shape_vox: Sequence[int]) -> np.ndarray:
+    """The status (see :data:`STATUSES`) of each position (N, 3; z, y, x nm)."""
+    centers = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
+    low = volume.offset_nm
+    high = low + np.asarray(volume.shape_vox) * volume.voxel_size_nm
+    inside = np.all((centers >= low) & (centers < high), axis=1)
+    starts = volume.patch_starts_vox(centers, input_shape_vox)
+    ends = starts + np.asarray(input_shape_vox)
+    whole = np.all((starts >= 0) & (ends <= np.asarray(volume.shape_vox)), axis=1)
+    return np.where(~inside, "outside_volume", np.where(whole, "ok", "partly_outside"))
+
+
+@dataclass
+class PositionsJob:
+    """Everything checked and loaded, nothing predicted: the table, the bundle and its
+    predictor, the volume and the status of every row."""
+
+    table: PositionTable
+    bundle: ModelBundle
+    predictor: Predictor
+    volume: Volume
+    volume_source: str  # the --volume given
+    dataset: str | None
+    status: np.ndarray  # per row of table.rows
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.bundle.classes)
+
+    @property
+    def predictable(self) -> np.ndarray:
+        """Indices into ``table.rows`` of the rows to predict."""
+        return np.flatnonzero(self.status != "outside_volume")
+
+    def identity(self) -> dict:
+        """What determines the stored numbers (a resumed run must agree on all of it)."""
+        volume = self.volume
+        return {
+            "table": {k: v for k, v in self.table.describe().items() if k != "neurons_missing"},
+            "bundle": bundle_identity(self.bundle),
+            "volume": {
+                "location": volume.location,
+                "shape_vox": list(volume.shape_vox),
+                "voxel_size_nm": volume.voxel_size_nm.tolist(),
+                "offset_nm": volume.offset_nm.tolist(),
+                "placement": volume.placement,
+            },
+            "precision": self.predictor.precision,
+            "tta": self.predictor.describe()["tta"],
+        }
+
+    def predict(
+        self,
+        rows: np.ndarray,
+        sink: Callable[[np.ndarray, np.ndarray], None],
+        *,
+        on_computed: Callable[[int], None] | None = None,
+        tune_threads: bool = False,
+    ) -> int:
+        """Predict ``rows`` (indices into ``table.rows``) in reading order; ``sink`` gets the
+        indices and probabilities of each batch."""
+        rows = np.asarray(rows, dtype=np.int64)
+        centers = self.table.centers_zyx_nm[rows]
+        block_nm = np.asarray(self.predictor.input_shape_vox) * self.volume.voxel_size_nm
+        order = reading_order(pd.DataFrame(centers, columns=["z", "y", "x"]), block_nm)
+        return self.predictor.predict_volume(
+            self.volume,
+            rows[order],
+            centers[order],
+            sink,
+            on_computed=on_computed,
+            tune_threads=tune_threads,
+        )
+
+    def result(self, probabilities: np.ndarray, naming: str = "short") -> pd.DataFrame:
+        """The per-synapse table: the input columns, one probability column per class,
+        ``top_nt``, ``top_nt_conf`` and ``status``; ``probabilities`` (rows, classes) is NaN
+        where a row was not predicted."""
+        rows = self.table.rows.reset_index(drop=True)
+        frame = pd.concat([rows, probability_frame(probabilities, self.classes, naming)], axis=1)
+        frame["status"] = pd.array(self.status, dtype="string")
+        return frame
+
+
+def default_devices_and_threads() -> tuple[int | None, int, bool]:
+    """torch threads, reading processes and whether to tune threads, as ``synister predict``
+    chooses them for this machine (see :mod:`synister.predict.threads`)."""
+    worker = WorkerConfig(num_cpus=usable_cpus())
+    threads = default_threads(worker, 1)
+    return threads, default_read_workers(worker, 1), threads is not None
+
+
+def prepare_positions(
+    bundle: str | Path | ModelBundle,
+    volume: str | Path | Volume,
+    table: str | Path | pd.DataFrame | PositionTable,
+    *,
+    dataset: str | None = None,
+    units: str = "nm",
+    voxel_size: str | float | Sequence[float] | None = None,
+    id_column: str | None = None,
+    neuron_column: str | None = None,
+    position_columns: Sequence[str] | None = None,
+    neurons: str | Path | Sequence | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+    batch_size: int | None = None,
+    threads: int | None = None,
+    read_workers: int = 0,
+    tta: Augmenter | None = None,
+    allow_other_voxel_size: bool = False,
+) -> PositionsJob:
+    """Read the table, load the bundle, open the volume and check they fit (see
+    :func:`predict_positions`); errors name the file, column and row."""
+    if not isinstance(table, PositionTable):
+        table = read_positions(
+            table,
+            id_column=id_column,
+            neuron_column=neuron_column,
+            position_columns=position_columns,
+            units=units,
+            voxel_size=voxel_size,
+            neurons=neurons,
+        )
+    bundle = open_bundle(bundle)
+    source = str(volume) if not isinstance(volume, Volume) else volume.location
+    if not isinstance(volume, Volume):
+        volume = Volume(volume, dataset)
+    volume.require_uint8()
+    volume.warn_out_of_bounds = False  # reported per row instead
+    trained = np.asarray(bundle.voxel_size_nm, dtype=np.float64)
+    if not allow_other_voxel_size and not np.allclose(volume.voxel_size_nm, trained):
+        raise VolumeMismatch(
+            f"{volume.location}: voxel size {volume.voxel_size_nm.tolist()} nm (z, y, x), but "
+            f"the model {bundle.path} was trained on {trained.tolist()} nm; use a volume of "
+            "that resolution (or allow it explicitly)"
+        )
+    model = bundle.build_model("cpu")
+    predictor = Predictor(
+        model,
+        bundle.input_shape_vox,
+        bundle.classes,
+        device=device,
+        batch_size=batch_size or BATCH_SIZE,
+        precision=precision,
+        threads=threads,
+        read_workers=read_workers,
+        temperature=bundle.temperature,
+        tta=tta,
+    )
+    status = locate(volume, table.centers_zyx_nm, bundle.input_shape_vox)
+    return PositionsJob(table, bundle, predictor, volume, source, dataset, status)
+
+
+def predict_positions(
+    bundle: str | Path | ModelBundle,
+    volume: str | Path | Volume,
+    table: str | Path | pd.DataFrame,
+    *,
+    naming: str = "short",
+    **options,
+) -> pd.DataFrame:
+    """Predict every position of ``table`` with a model bundle on a volume, in memory.
+
+    ``table`` is a CSV/Parquet/Feather file or a DataFrame; columns are found by name (id:
+    ``id``, ``synapse_id``, ``syn_id``; neuron: ``pre_pt_root_id``, ``bodyId``, ``body``,
+    ``skeleton_id``, ``skid``; positions: ``x, y, z``, ``pre_x, pre_y, pre_z`` or a
+    ``pre_pt_position`` list) unless named. ``options`` are those of
+    :func:`prepare_positions`: ``dataset``, ``units`` ("nm", or "voxels" with
+    ``voxel_size``: one number or x, y, z nm), ``id_column``, ``neuron_column``,
+    ``position_columns``, ``neurons``, ``device``, ``precision``, ``batch_size``,
+    ``threads``, ``read_workers``, ``tta``. Returns one row per input row in input order:
+    ``row``, ``id``, ``neuron_id``, the caller's ``x, y, z``, ``x_nm, y_nm, z_nm``, one
+    probability per class (``gaba, ach, glut, oct, ser, da`` or full names with
+    ``naming="full"``), ``top_nt``, ``top_nt_conf`` and ``status`` (see :data:`STATUSES`).
+    The command ``synister predict-positions`` writes the same table, resumably, with a
+    per-neuron summary and a report.
+    """
+    job = prepare_positions(bundle, volume, table, **options)
+    probabilities = np.full((len(job.table.rows), len(job.classes)), np.nan, dtype=np.float32)
+
+    def store(rows: np.ndarray, batch: np.ndarray) -> None:
+        probabilities[rows] = batch
+
+    job.predict(job.predictable, store)
+    return job.result(probabilities, naming)
+
+
+__all__ = [
+    "BATCH_SIZE",
+    "STATUSES",
+    "PositionsJob",
+    "VolumeMismatch",
+    "default_devices_and_threads",
+    "locate",
+    "predict_positions",
+    "prepare_positions",
+]

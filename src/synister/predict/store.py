@@ -1,0 +1,255 @@
+"""``synister predict-positions`` into a folder, resumably.
+
+While it runs, finished batches go to ``DIR/parts/part-NNNNNN.parquet`` (each written under a
+temporary name and renamed, so a part is whole or absent) and ``DIR/run.json`` says what the
+run is (table, model, volume, precision: everything that determines the numbers) and that it
+is ``running``. A run restarted with the same ``--out`` reads the parts and predicts only the
+rest; one whose inputs differ is refused, naming what differs. At the end ``synapses.parquet``
+(and ``synapses.csv``), ``neurons.parquet`` and ``report.html`` are written, each under a
+temporary name and renamed, and only then does ``run.json`` say ``complete``: nothing
+half-written ever looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .database import file_sha256
+from .neurons import MIN_MARGIN, MIN_SYNAPSES, summarize_neurons
+from .positions import PositionsJob
+from .progress import StoredCounter, progress_bar
+
+MANIFEST = "run.json"
+PARTS = "parts"
+FORMAT = "synister-predict-positions"
+#: a part holds at least this many synapses, or what came within PART_SECONDS
+PART_ROWS = 4096
+PART_SECONDS = 2.0
+OUTPUTS = ("synapses.parquet", "synapses.csv", "neurons.parquet", "report.html")
+
+
+class RunMismatch(ValueError):
+    """``--out`` holds a run of other inputs; names the first that differ."""
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _write_json(path: Path, content: dict) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(content, indent=1) + "\n"))
+
+
+def _differences(stored, current, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like values."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(set(stored) | set(current), key=str):
+            found += _differences(stored.get(key), current.get(key), f"{prefix}{key}.")
+        return found
+    return [] if stored == current else [prefix.rstrip(".")]
+
+
+class PartWriter:
+    """The sink of a positions run: batches of (row indices, probabilities) into part files."""
+
+    def __init__(self, folder: Path, first_number: int, on_stored: Callable[[int], None]):
+        self.folder = folder
+        self.number = first_number
+        self.on_stored = on_stored
+        self.rows: list[np.ndarray] = []
+        self.probabilities: list[np.ndarray] = []
+        self.count = 0
+        self.last_flush = time.monotonic()
+
+    def __call__(self, rows: np.ndarray, probabilities: np.ndarray) -> None:
+        self.rows.append(np.asarray(rows, dtype=np.int64))
+        self.probabilities.append(np.asarray(probabilities, dtype=np.float32))
+        self.count += len(rows)
+        if self.count >= PART_ROWS or time.monotonic() - self.last_flush >= PART_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.count:
+            return
+        probabilities = np.concatenate(self.probabilities)
+        columns = {"row": pa.array(np.concatenate(self.rows))}
+        for k in range(probabilities.shape[1]):
+            columns[f"p{k}"] = pa.array(probabilities[:, k])
+        table = pa.table(columns)
+        self.number += 1
+        path = self.folder / f"part-{self.number:06d}.parquet"
+        _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+        self.on_stored(self.count)
+        self.rows, self.probabilities, self.count = [], [], 0
+        self.last_flush = time.monotonic()
+
+
+def read_parts(folder: Path, probabilities: np.ndarray) -> tuple[np.ndarray, int]:
+    """Fill ``probabilities`` (rows, classes) from the part files; returns a mask of the rows
+    found and the highest part number."""
+    found = np.zeros(len(probabilities), dtype=bool)
+    last = 0
+    for path in sorted(folder.glob("part-*.parquet")):
+        table = pq.read_table(path).to_pandas()
+        rows = table["row"].to_numpy()
+        columns = [f"p{k}" for k in range(probabilities.shape[1])]
+        probabilities[rows] = table[columns].to_numpy(dtype=np.float32)
+        found[rows] = True
+        last = max(last, int(path.stem.split("-")[1]))
+    return found, last
+
+
+def input_identity(job: PositionsJob, table_file: Path | None, neurons_file: Path | None) -> dict:
+    """The run's identity with the table (and --neurons file) by content, not path."""
+    identity = job.identity()
+    identity["table"].pop("source", None)
+    identity["table"]["sha256"] = file_sha256(table_file) if table_file else None
+    identity["table"]["neurons_sha256"] = file_sha256(neurons_file) if neurons_file else None
+    return json.loads(json.dumps(identity))
+
+
+def run_positions(
+    job: PositionsJob,
+    out: str | Path,
+    *,
+    table_file: Path | None,
+    neurons_file: Path | None = None,
+    naming: str = "short",
+    csv: bool = False,
+    min_synapses: int = MIN_SYNAPSES,
+    min_margin: float = MIN_MARGIN,
+    overwrite: bool = False,
+    progress: bool = True,
+    tune_threads: bool = False,
+    viewer_source: str | None = None,
+    viewer_url: str | None = None,
+) -> dict:
+    """Predict ``job`` into folder ``out`` (see the module docstring); returns a summary:
+    out, state ("complete", or "already complete" when there was nothing to do), counts by
+    status, predicted (this call), resumed_from, neurons, confident_neurons, seconds,
+    synapses_per_second (this call) and steady_synapses_per_second (after start-up)."""
+    from .report import write_report
+
+    start = time.perf_counter()
+    out = Path(out).expanduser()
+    manifest_file = out / MANIFEST
+    identity = input_identity(job, table_file, neurons_file)
+    if manifest_file.is_file() and not overwrite:
+        stored = json.loads(manifest_file.read_text())
+        differ = _differences(stored.get("identity"), identity)
+        if differ:
+            raise RunMismatch(
+                f"{out} holds a run of other inputs ({', '.join(differ[:4])} differ); use "
+                "another --out, or --overwrite to replace it"
+            )
+        if stored.get("state") == "complete":
+            return {**stored.get("summary", {}), "out": str(out), "state": "already complete"}
+    elif out.exists() and any(out.iterdir()) and not manifest_file.is_file():
+        raise RunMismatch(f"{out} holds other files; use an empty or new folder as --out")
+    elif overwrite and out.exists():
+        for name in (*OUTPUTS, MANIFEST):
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+        shutil.rmtree(out / PARTS, ignore_errors=True)
+    parts = out / PARTS
+    parts.mkdir(parents=True, exist_ok=True)
+    _write_json(manifest_file, {"format": FORMAT, "state": "running", "identity": identity})
+
+    rows = job.table.rows
+    probabilities = np.full((len(rows), len(job.classes)), np.nan, dtype=np.float32)
+    found, last_part = read_parts(parts, probabilities)
+    predictable = job.predictable
+    todo = predictable[~found[predictable]]
+    resumed_from = len(predictable) - len(todo)
+    bar = progress_bar(len(predictable), resumed_from, out.name, progress)
+    counter = StoredCounter(bar)
+
+    def keep(batch_rows: np.ndarray, batch: np.ndarray) -> None:
+        probabilities[batch_rows] = batch
+        writer(batch_rows, batch)
+
+    writer = PartWriter(parts, last_part, counter)
+    try:
+        job.predict(todo, keep, on_computed=counter.computed, tune_threads=tune_threads)
+        writer.flush()
+    except BaseException:
+        with contextlib.suppress(Exception):  # keep the finished batches (Ctrl-C, a bad read)
+            writer.flush()
+        raise
+    finally:
+        bar.close()
+
+    synapses = job.result(probabilities, naming)
+    neurons = None
+    if job.table.neuron_column is not None:
+        neurons = summarize_neurons(synapses, min_synapses=min_synapses, min_margin=min_margin)
+    counts = {s: int((synapses["status"] == s).sum()) for s in ("ok", "partly_outside")}
+    counts["outside_volume"] = int((synapses["status"] == "outside_volume").sum())
+    seconds = time.perf_counter() - start
+    summary = {
+        "out": str(out),
+        "state": "complete",
+        "rows": int(len(synapses)),
+        **counts,
+        "predicted": int(counter.count),
+        "resumed_from": int(resumed_from),
+        "neurons": None if neurons is None else int(len(neurons)),
+        "confident_neurons": None if neurons is None else int(neurons["confident"].sum()),
+        "seconds": seconds,
+        "synapses_per_second": counter.count / seconds if seconds > 0 else float("nan"),
+        "steady_synapses_per_second": counter.steady_rate(),
+        "outputs": ["synapses.parquet"]
+        + (["synapses.csv"] if csv else [])
+        + (["neurons.parquet"] if neurons is not None else [])
+        + ["report.html"],
+    }
+    _write_atomic(out / "synapses.parquet", lambda tmp: synapses.to_parquet(tmp, index=False))
+    if csv:
+        _write_atomic(out / "synapses.csv", lambda tmp: synapses.to_csv(tmp, index=False))
+    if neurons is not None:
+        _write_atomic(out / "neurons.parquet", lambda tmp: neurons.to_parquet(tmp, index=False))
+    settings = {
+        "naming": naming,
+        "min_synapses": min_synapses,
+        "min_margin": min_margin,
+        "viewer_source": viewer_source,
+        "viewer_url": viewer_url,
+    }
+    _write_atomic(
+        out / "report.html",
+        lambda tmp: write_report(tmp, job, synapses, neurons, summary, settings),
+    )
+    clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
+    _write_json(
+        manifest_file,
+        {"format": FORMAT, "state": "complete", "identity": identity, "summary": clean},
+    )
+    shutil.rmtree(parts, ignore_errors=True)
+    return clean
+
+
+def read_result(out: str | Path) -> pd.DataFrame:
+    """The per-synapse table of a complete run in ``out``."""
+    out = Path(out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    if manifest.get("state") != "complete":
+        raise ValueError(f"{out}: the run is not complete (run.json state {manifest['state']!r})")
+    return pd.read_parquet(out / "synapses.parquet")

@@ -1,0 +1,437 @@
+"""``synister predict-positions`` and its Python API: the same numbers as ``synister predict``
+through the database, rows that never shift, the male-VNC tables as they are, neuroglancer
+links, bad input, resume after kill -9; on a small synthetic dataset with a briefly trained
+network exported as a model bundle."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import synister
+from synister.cli import app
+from synister.db import open_database
+from synister.db.imports import import_files
+from synister.models.bundle import export_model
+from synister.predict import predict_setup, read_positions, summarize_neurons
+from synister.predict.tables import TableError
+from synister.setup import prepare_prediction, prepare_training
+from synister.synthetic import generate
+from synister.train import train
+from synister.volumes import Volume
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore::UserWarning")]
+
+SHAPE_VOX = (32, 448, 448)
+INPUT_VOX = (8, 32, 32)
+SHORT = ["gaba", "ach", "glut", "ser", "oct", "da"]
+
+
+@dataclass
+class Trained:
+    base: Path
+    url: str
+    volume: Path  # the synthetic raw.zarr
+    bundle: Path
+    synapses: pd.DataFrame  # synapse_id, skeleton_id, z, y, x nm of the test part
+    db_probabilities: pd.DataFrame  # synister predict's run, indexed by synapse_id
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Trained:
+    """Generate, import, split by skeleton parity, train 20 iterations, predict the test part
+    through the database, export the bundle."""
+    base = tmp_path_factory.mktemp("positions")
+    generated = generate(base / "data", preset="easy", seed=5, shape_vox=SHAPE_VOX)
+    url = f"sqlite:///{base / 'synister.db'}"
+    with open_database(url) as db:
+        import_files(
+            db,
+            [base / "data" / f for f in ("synapses.json", "skeletons.json", "hemi_lineages.json")],
+        )
+        table = db.synapses()
+        parts = np.where(table["skeleton_id"] % 2 == 0, "train", "test")
+        db.write_split("parity", pd.DataFrame({"synapse_id": table.synapse_id, "part": parts}))
+        test = db.synapses(split="parity", part="test")[
+            ["synapse_id", "skeleton_id", "z", "y", "x"]
+        ]
+    volume = base / "data" / generated["raw_container"]
+    setup = prepare_training(
+        base,
+        "tiny",
+        0,
+        db_url=url,
+        split_name="parity",
+        raw_container=str(volume),
+        raw_dataset=generated["raw_dataset"],
+        input_shape=INPUT_VOX,
+        network="ResNet18",
+        fmaps=2,
+        downsample_factors=[(1, 2, 2), (2, 2, 2)],
+        batch_size=4,
+        checkpoint_every=20,
+        snapshot_every=20,
+        num_cache_workers=1,
+    )
+    train(setup, 20, progress=False)
+    [predict] = prepare_prediction(base, "tiny", 0, [20], validation=False)
+    run = predict_setup(predict, read_workers=0, progress=False)["run"]
+    with open_database(url) as db:
+        stored = db.predictions(run).set_index("synapse_id")
+    bundle = export_model(setup, 20, base / "bundle")
+    return Trained(base, url, volume, bundle, test.reset_index(drop=True), stored)
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, ["predict-positions", *map(str, args), "--no-progress"])
+
+
+def run_on(trained: Trained, table: Path, out: Path, *extra: str):
+    """``predict-positions`` of ``table`` with the trained bundle on the synthetic volume."""
+    return run_cli(
+        "--model", trained.bundle, "--volume", trained.volume, "--dataset", "raw",
+        "--positions", table, "--out", out, *extra,
+    )  # fmt: skip
+
+
+def test_same_probabilities_as_synister_predict_through_the_database(trained, tmp_path):
+    table = trained.synapses.rename(columns={"skeleton_id": "skid"})
+    table[["synapse_id", "skid", "x", "y", "z"]].to_csv(tmp_path / "syn.csv", index=False)
+    out = tmp_path / "out"
+    outcome = run_on(trained, tmp_path / "syn.csv", out, "--csv")
+    assert outcome.exit_code == 0, outcome.output
+    got = pd.read_parquet(out / "synapses.parquet")
+    assert list(got.columns) == [
+        "row",
+        "id",
+        "neuron_id",
+        "x",
+        "y",
+        "z",
+        "x_nm",
+        "y_nm",
+        "z_nm",
+        *SHORT,
+        "top_nt",
+        "top_nt_conf",
+        "status",
+    ]
+    np.testing.assert_array_equal(got["id"], table["synapse_id"])  # input order, every row
+    np.testing.assert_array_equal(got["neuron_id"], table["skid"])
+    full = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
+    expected = trained.db_probabilities.loc[got["id"], [f"prob_{c}" for c in full]]
+    np.testing.assert_allclose(got[SHORT].to_numpy(), expected.to_numpy(), atol=1e-5)
+    top = np.asarray(SHORT)[expected.to_numpy().argmax(axis=1)]
+    np.testing.assert_array_equal(got["top_nt"].to_numpy(dtype=str), top)
+    csv = pd.read_csv(out / "synapses.csv")
+    np.testing.assert_allclose(csv[SHORT].to_numpy(), got[SHORT].to_numpy(), atol=1e-6)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["state"] == "complete" and not (out / "parts").exists()
+    neurons = pd.read_parquet(out / "neurons.parquet")
+    assert neurons["n_synapses"].sum() == len(table)
+    # the Python API gives the same table
+    api = synister.predict_positions(
+        trained.bundle, trained.volume, tmp_path / "syn.csv", dataset="raw"
+    )
+    pd.testing.assert_frame_equal(api, got, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        synister.summarize_neurons(api).reset_index(drop=True), neurons, check_dtype=False
+    )
+
+
+def test_positions_outside_the_volume_keep_their_rows_and_never_shift_others(trained):
+    table = trained.synapses.rename(columns={"synapse_id": "id"})[["id", "x", "y", "z"]]
+    shifted = table.copy()
+    outside = np.arange(len(table)) % 3 == 1
+    shifted.loc[outside, "x"] = -5000.0  # every third position lies outside the volume
+    volume = Volume(trained.volume, "raw")
+    kept = synister.predict_positions(trained.bundle, volume, table[~outside])
+    got = synister.predict_positions(trained.bundle, volume, shifted, naming="full")
+    assert len(got) == len(table)
+    np.testing.assert_array_equal(got["id"], table["id"])  # the right id in every row
+    np.testing.assert_array_equal(got["status"] == "outside_volume", outside)
+    assert got.loc[outside, ["gaba", "acetylcholine", "top_nt_conf"]].isna().all().all()
+    assert got.loc[outside, "top_nt"].isna().all()
+    full = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
+    np.testing.assert_allclose(
+        got.loc[~outside, full].to_numpy(), kept[SHORT].to_numpy(), atol=1e-6
+    )
+    np.testing.assert_array_equal(got.loc[~outside, "id"], kept["id"])
+    assert set(got.loc[~outside, "status"]) <= {"ok", "partly_outside"}
+
+
+def malevnc_rows(shared_data: Path, bodies_per_table: int = 2) -> pd.DataFrame:
+    """The smallest bodies of each male-VNC table, as they are (body,x,y,z,conf,syn_id)."""
+    tables = []
+    for name in ("acetylcholine", "gaba", "glutamate", "others"):
+        table = pd.read_csv(shared_data / "malevnc_v0" / f"{name}.csv")
+        small = table["body"].value_counts().sort_values(kind="stable").index[:bodies_per_table]
+        tables.append(table[table["body"].isin(small)])
+    return pd.concat(tables, ignore_index=True)
+
+
+def test_malevnc_tables_in_8_nm_voxels_give_neurons_and_a_report(trained, shared_data, tmp_path):
+    rows = malevnc_rows(shared_data)
+    # positions mapped (affinely, whole voxels) into the synthetic volume's extent in 8 nm voxels
+    mapped = rows.copy()
+    extent_vox8 = np.array(SHAPE_VOX)[::-1] * np.array([4, 4, 40]) / 8  # x, y, z
+    for axis, name in enumerate("xyz"):
+        low, high = rows[name].min(), rows[name].max()
+        unit = (rows[name] - low) / (high - low)
+        mapped[name] = np.round((0.1 + 0.8 * unit) * extent_vox8[axis]).astype(int)
+    mapped.to_csv(tmp_path / "manc.csv", index=False)
+    out = tmp_path / "manc_out"
+    outcome = run_on(trained, tmp_path / "manc.csv", out, "--units", "voxels", "--voxel-size", "8")
+    assert outcome.exit_code == 0, outcome.output
+    got = pd.read_parquet(out / "synapses.parquet")
+    assert got["id"].dtype == np.int64
+    np.testing.assert_array_equal(got["id"], rows["syn_id"])  # 17-digit ids exact
+    np.testing.assert_array_equal(got[["x", "y", "z"]], mapped[["x", "y", "z"]])
+    np.testing.assert_allclose(got["x_nm"], mapped["x"] * 8.0)
+    neurons = pd.read_parquet(out / "neurons.parquet")
+    assert set(neurons["neuron_id"]) == set(rows["body"])
+    counts = rows["body"].value_counts()
+    np.testing.assert_array_equal(
+        neurons.set_index("neuron_id")["n_synapses"] + neurons.set_index("neuron_id")["n_outside"],
+        counts.loc[neurons["neuron_id"]].to_numpy(),
+    )
+    small = neurons[neurons["n_synapses"] < 100]
+    assert len(small) and not small["confident"].any()
+    report = (out / "report.html").read_text()
+    assert "Neurons not called confidently" in report and str(trained.bundle) in report
+    check_neuroglancer_links(report, got, trained.volume)
+
+
+def check_neuroglancer_links(report: str, synapses: pd.DataFrame, volume: Path) -> None:
+    """Every neuron's link is a neuroglancer JSON state naming the volume, with one point per
+    synapse of that neuron at its nm position."""
+    import neuroglancer as ng
+
+    links = re.findall(r'<a href="([^"]+)" target="_blank">([^<]+)</a>', report)
+    assert len(links) == synapses["neuron_id"].nunique()
+    for href, neuron in links:
+        state = json.loads(unquote(href.split("#!", 1)[1].replace("&amp;", "&")))
+        ng.ViewerState(state)  # neuroglancer's own parser accepts it
+        layers = {layer["name"]: layer for layer in state["layers"]}
+        image = layers["volume"]
+        [source] = image["source"] if isinstance(image["source"], list) else [image["source"]]
+        assert image["type"] == "image" and str(volume) in source["url"]
+        [points] = [layer for layer in state["layers"] if layer["type"] == "annotation"]
+        members = synapses[synapses["neuron_id"].astype(str) == neuron]
+        assert len(points["annotations"]) == len(members)
+        by_id = {a["id"]: a["point"] for a in points["annotations"]}
+        first = members.iloc[0]
+        np.testing.assert_allclose(
+            by_id[str(first["id"])], first[["x_nm", "y_nm", "z_nm"]].to_numpy(dtype=float)
+        )
+
+
+def test_malevnc_tables_read_as_they_are(shared_data):
+    for name, rows, bodies in (("gaba", 21606, 55), ("others", 7457, 4)):
+        table = read_positions(
+            shared_data / "malevnc_v0" / f"{name}.csv", units="voxels", voxel_size="8"
+        )
+        assert (table.id_column, table.neuron_column) == ("syn_id", "body")
+        assert len(table.rows) == rows and table.rows["neuron_id"].nunique() == bodies
+        raw = pd.read_csv(shared_data / "malevnc_v0" / f"{name}.csv")
+        np.testing.assert_array_equal(table.rows["id"], raw["syn_id"])
+        np.testing.assert_allclose(table.rows["z_nm"], raw["z"] * 8.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "table", "options", "message"),
+    [
+        ("nopos", "id,a,b\n1,2,3\n", [], r"nopos.csv: no position columns \(looked for x,y,z"),
+        ("text", "id,x,y,z\n1,2,3,4\n2,5,abc,6\n", [], r"text.csv, column y, line 3: 'abc'"),
+        ("units", "id,x,y,z\n1,2,3,4\n", ["--units", "voxels"], r"units.csv: columns x, y, z"),
+        ("nobundle", "id,x,y,z\n1,2,3,4\n", ["MISSING"], r"MISSING: no model bundle there"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_file_and_nothing_is_written(
+    trained, tmp_path, name, table, options, message
+):
+    file = tmp_path / f"{name}.csv"
+    file.write_text(table)
+    model = trained.bundle
+    if options == ["MISSING"]:
+        model, options = tmp_path / "MISSING", []
+    out = tmp_path / "out"
+    outcome = run_cli(
+        "--model",
+        model,
+        "--volume",
+        trained.volume,
+        "--dataset",
+        "raw",
+        "--positions",
+        file,
+        "--out",
+        out,
+        *options,
+    )
+    assert outcome.exit_code == 1
+    lines = outcome.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), outcome.output
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists()
+
+
+def test_tables_columns_found_by_name_or_given(tmp_path):
+    big = 720575940621836992  # a FlyWire root id: above 2**53, must stay exact
+    frame = pd.DataFrame(
+        {
+            "pre_pt_root_id": [big, big + 2, big],
+            "pre_pt_position": [[10, 20, 3], [11, 21, 4], [12, 22, 5]],
+            "other": ["a", "b", "c"],
+        }
+    )
+    frame.to_parquet(tmp_path / "t.parquet")
+    table = read_positions(tmp_path / "t.parquet", units="voxels", voxel_size="4,4,40")
+    assert table.id_column is None and table.neuron_column == "pre_pt_root_id"
+    np.testing.assert_array_equal(table.rows["id"], [0, 1, 2])  # row numbers
+    assert table.rows["neuron_id"].tolist() == [big, big + 2, big]
+    np.testing.assert_allclose(table.rows[["x_nm", "y_nm", "z_nm"]].iloc[1], [44, 84, 160])
+    frame.assign(pre_pt_position=frame["pre_pt_position"].map(str)).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    again = read_positions(tmp_path / "t.csv", units="voxels", voxel_size="4,4,40")
+    pd.testing.assert_frame_equal(again.rows, table.rows)
+    (tmp_path / "ids.txt").write_text(f"pre_pt_root_id\n{big}\n# a comment\n12345\n")
+    only = read_positions(
+        tmp_path / "t.csv", units="voxels", voxel_size=[4, 4, 40], neurons=tmp_path / "ids.txt"
+    )
+    assert only.rows["row"].tolist() == [0, 2] and only.neurons_missing == ["12345"]
+
+    pre = pd.DataFrame(
+        {
+            "syn": ["s1", "s2"],
+            "pre_x": [1.0, 2],
+            "pre_y": [3, 4],
+            "pre_z": [5, 6],
+            "cell": ["n1", None],
+        }
+    )
+    pre.to_feather(tmp_path / "t.feather")
+    table = read_positions(tmp_path / "t.feather", id_column="syn", neuron_column="cell")
+    assert table.rows["id"].tolist() == ["s1", "s2"] and table.position_columns[0] == "pre_x"
+    assert table.rows["neuron_id"].isna().tolist() == [False, True]
+    with pytest.raises(TableError, match=r"t.feather, column syn: id s1 is on row 0 and row 1"):
+        pre.assign(syn="s1").to_feather(tmp_path / "t.feather")
+        read_positions(tmp_path / "t.feather", id_column="syn")
+    with pytest.raises(TableError, match=r"no column 'nope' \(--neuron-column\)"):
+        read_positions(tmp_path / "t.csv", neuron_column="nope")
+
+
+def test_summarize_neurons_calls_only_clear_neurons_confident():
+    rng = np.random.default_rng(0)
+    clear = rng.dirichlet([20, 1, 1], 150)  # 150 synapses, clearly the first class
+    close = np.tile([0.45, 0.40, 0.15], (150, 1))  # a runner-up within 0.05
+    few = rng.dirichlet([20, 1, 1], 20)  # clear, but only 20 synapses
+    probabilities = np.concatenate([clear, close, few])
+    neuron = np.repeat(["clear", "close", "few"], [150, 150, 20])
+    frame = pd.DataFrame(probabilities, columns=["gaba", "ach", "glut"])
+    frame.insert(0, "neuron_id", neuron)
+    frame["top_nt"] = np.asarray(["gaba", "ach", "glut"])[probabilities.argmax(axis=1)]
+    frame["top_nt_conf"] = probabilities.max(axis=1)
+    summary = summarize_neurons(frame).set_index("neuron_id")
+    assert summary.loc["clear", "confident"] and summary.loc["clear", "top_nt"] == "gaba"
+    assert not summary.loc["close", "confident"] and summary.loc["close", "runner_up_nt"] == "ach"
+    np.testing.assert_allclose(summary.loc["close", "margin"], 0.05, atol=1e-9)
+    assert not summary.loc["few", "confident"] and summary.loc["few", "n_synapses"] == 20
+    np.testing.assert_allclose(
+        summary.loc["clear", "top_nt_votes"], (clear.argmax(axis=1) == 0).mean()
+    )
+    assert list(summary.index) == ["clear", "close", "few"]  # by synapse count
+
+
+def positions_command(trained: Trained, table: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "from synister.cli import main; main()",
+        "predict-positions",
+        "--model",
+        str(trained.bundle),
+        "--volume",
+        str(trained.volume),
+        "--dataset",
+        "raw",
+        "--positions",
+        str(table),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_a_killed_run_continues_with_the_same_out(trained, tmp_path, kill_when):
+    # many rows (positions repeated) and small batches, so that the run lasts
+    table = trained.synapses.rename(columns={"synapse_id": "id"})[["id", "x", "y", "z"]]
+    table = pd.concat([table] * 40, ignore_index=True)
+    table["id"] = np.arange(len(table)) * 7 + 1
+    table.to_parquet(tmp_path / "many.parquet")
+    out = tmp_path / "out"
+    options = ["--batch-size", "2", "--read-workers", "0", "--threads", "1", "--no-progress"]
+    kill_when(
+        positions_command(trained, tmp_path / "many.parquet", out, *options),
+        lambda: any((out / "parts").glob("part-*.parquet")),
+        "a part file written",
+    )
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["state"] == "running" and not (out / "synapses.parquet").exists()
+
+    outcome = run_on(trained, tmp_path / "many.parquet", out, "--json", *options[:-1])
+    assert outcome.exit_code == 0, outcome.output
+    summary = json.loads(outcome.stdout)
+    predictable = len(table) - summary["outside_volume"]
+    assert 0 < summary["resumed_from"] < predictable
+    assert summary["predicted"] == predictable - summary["resumed_from"]
+    got = pd.read_parquet(out / "synapses.parquet")
+    np.testing.assert_array_equal(got["id"], table["id"])
+    whole = synister.predict_positions(trained.bundle, trained.volume, table, dataset="raw")
+    np.testing.assert_allclose(got[SHORT].to_numpy(), whole[SHORT].to_numpy(), atol=1e-6)
+
+    again = run_on(trained, tmp_path / "many.parquet", out)
+    assert again.exit_code == 0 and "already complete" in again.output
+    table.iloc[:10].to_parquet(tmp_path / "many.parquet")  # other input, same --out
+    other = run_on(trained, tmp_path / "many.parquet", out)
+    assert other.exit_code == 1 and "holds a run of other inputs (table." in other.output
+
+
+def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
+    from synister.predict import prepare_positions
+    from synister.predict.store import run_positions
+
+    table = trained.synapses.rename(columns={"synapse_id": "id"})[["id", "x", "y", "z"]]
+    table.to_parquet(tmp_path / "t.parquet")
+    job = prepare_positions(
+        trained.bundle, trained.volume, tmp_path / "t.parquet", dataset="raw", batch_size=4
+    )
+    network, calls = job.predictor.logits, []
+
+    def interrupted(raw):
+        calls.append(len(raw))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third batch
+        return network(raw)
+
+    job.predictor.logits = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run_positions(job, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["state"] == "running"
+    again = prepare_positions(
+        trained.bundle, trained.volume, tmp_path / "t.parquet", dataset="raw", batch_size=4
+    )
+    summary = run_positions(
+        again, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False
+    )
+    assert summary["resumed_from"] == 8 and summary["predicted"] == len(table) - 8
