@@ -243,13 +243,13 @@ def acceptance(dataset, work, table_file) -> dict:
     untouched = all(store.marker(n).stat().st_mtime_ns == t for n, t in finished.items())
     result = pd.read_parquet(out / "synapses")
     short = ["gaba", "ach", "glut", "ser", "oct", "da"]
-    indexed = result.set_index("syn_id").loc[table["syn_id"]]
+    indexed = result.set_index("id").loc[table["syn_id"]]  # predict-positions' columns
     difference = float(np.nanmax(np.abs(indexed[short].to_numpy() - reference)))
     checks = {
         "synapses": len(table),
         "rows": len(result),
-        "unique_ids": bool(result["syn_id"].is_unique),
-        "same_id_set": set(result["syn_id"]) == set(table["syn_id"]),
+        "unique_ids": bool(result["id"].is_unique),
+        "same_id_set": set(result["id"]) == set(table["syn_id"]),
         "max_abs_difference": difference,
         "blocks": summary["blocks_with_synapses"],
         "blocks_finished_before_kill": len(finished),

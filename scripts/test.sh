@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suite. Starts a throwaway PostgreSQL server on loopback for the PostgreSQL
-# backend's tests unless SYNISTER_TEST_POSTGRES_URL already names one.
+# backend's tests unless SYNISTER_TEST_POSTGRES_URL already names one, and installs Debian's
+# chromium and chromium-driver for the service's browser test when they are missing (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${SYNISTER_TEST_POSTGRES_URL:-}" ]; then
@@ -8,6 +9,16 @@ if [ -z "${SYNISTER_TEST_POSTGRES_URL:-}" ]; then
     export SYNISTER_TEST_POSTGRES_URL
     pg_dir=$(cat "${TMPDIR:-/tmp}/synister-pg-last")
     trap 'bash .ci/postgres.sh --stop "$pg_dir" 2>/dev/null || true' EXIT
+fi
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    # a failed installation stops here; only where it cannot be installed (2) does the test skip
+    chromium_status=0
+    bash .ci/chromium.sh || chromium_status=$?
+    if [ "$chromium_status" -eq 2 ]; then
+        echo "test.sh: no Chromium: the browser test skips (under CI=true it fails)" >&2
+    elif [ "$chromium_status" -ne 0 ]; then
+        exit "$chromium_status"
+    fi
 fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/python -m pytest -q "$@"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -28,7 +29,6 @@ from synister.models.bundle import export_model, load_bundle
 from synister.predict import Predictor
 from synister.predict.blockwise import (
     BlockGrid,
-    Columns,
     PlanMismatch,
     Source,
     load_plan,
@@ -39,6 +39,8 @@ from synister.predict.blockwise import (
 )
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
+from synister.predict.blockwise.source import rows_frame
+from synister.predict.tables import choose_columns, position_rows, read_positions
 from synister.setup import prepare_training
 from synister.volumes import Volume, write_volume
 
@@ -140,34 +142,25 @@ def expected(world):
 
 
 def staged_rows(table: pd.DataFrame) -> pa.Table:
-    """Rows as the plan stages them (source columns, nm positions, row number)."""
-    return pa.table(
-        {
-            "syn_id": table["syn_id"].to_numpy(),
-            "body": table["body"].to_numpy(),
-            "x": table["x"].to_numpy(),
-            "y": table["y"].to_numpy(),
-            "z": table["z"].to_numpy(),
-            "x_nm": table["x"].to_numpy(),
-            "y_nm": table["y"].to_numpy(),
-            "z_nm": table["z"].to_numpy(),
-            "_row": np.arange(len(table)),
-        }
-    )
+    """Rows as the plan stages them (those of predict-positions: row, id, neuron_id, x, y, z,
+    x_nm, y_nm, z_nm)."""
+    columns = choose_columns(list(table.columns), "<test>")
+    rows = position_rows(table, "<test>", columns, csv=False, first_row=int(table.index[0]))
+    return pa.Table.from_pandas(rows, preserve_index=False)
 
 
 def check_result(out: Path, table: pd.DataFrame, expected) -> pd.DataFrame:
     """Every synapse exactly once, with the per-patch probabilities and status."""
     result = pd.read_parquet(out / "synapses")
     assert len(result) == len(table)
-    assert result["syn_id"].is_unique
-    assert set(result["syn_id"]) == set(table["syn_id"])
-    result = result.set_index("syn_id").loc[table["syn_id"]]
+    assert result["id"].is_unique
+    assert set(result["id"]) == set(table["syn_id"])
+    result = result.set_index("id").loc[table["syn_id"]]
     probabilities, status = expected
     np.testing.assert_array_equal(result["status"].to_numpy(), status)
     np.testing.assert_allclose(result[SHORT].to_numpy(), probabilities, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(result["x"].to_numpy(), table["x"].to_numpy())
-    assert list(result.columns[:6]) == ["body", "x", "y", "z", "x_nm", "y_nm"]
+    assert list(result.columns[:6]) == ["row", "neuron_id", "x", "y", "z", "x_nm"]
     return result
 
 
@@ -206,7 +199,6 @@ def test_predict_block_equals_one_patch_per_synapse(world, expected, strategy):
     engine = predictor(base)
     grid = BlockGrid.from_nm(SHAPE_VOX, BLOCK_NM, VOXEL_NM)
     owner = grid.linear_index(volume.center_vox(table[["z", "y", "x"]].to_numpy(), INPUT_VOX))
-    columns = Columns("syn_id", "body", ("x", "y", "z"))
     probabilities, status = expected
     checked = 0
     for linear in np.unique(owner):
@@ -216,12 +208,11 @@ def test_predict_block_equals_one_patch_per_synapse(world, expected, strategy):
             staged_rows(table.iloc[rows]),
             volume,
             engine,
-            columns=columns,
-            class_names=SHORT,
+            classes=CLASSES,
             strategy=strategy,
         )
         assert stats["strategy"] == strategy
-        assert result.column("syn_id").to_pylist() == table["syn_id"].iloc[rows].tolist()
+        assert result.column("id").to_pylist() == table["syn_id"].iloc[rows].tolist()
         assert result.column("status").to_pylist() == status[rows].tolist()
         got = np.stack([result.column(c).to_numpy(zero_copy_only=False) for c in SHORT], axis=1)
         np.testing.assert_allclose(got, probabilities[rows], rtol=1e-4, atol=1e-5)
@@ -261,11 +252,15 @@ def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, ex
     top = np.asarray(SHORT)[np.nanargmax(result.loc[ok, SHORT].to_numpy(), axis=1)]
     np.testing.assert_array_equal(result.loc[ok, "top_nt"].to_numpy(), top)
     assert result.loc[~ok, "top_nt"].isna().all()
-    neurons = pd.read_parquet(tmp_path / "out/neurons.parquet").set_index("body")
-    counts = result.loc[ok].groupby("body").size()
-    pd.testing.assert_series_equal(neurons["synapses"], counts, check_names=False)
-    means = result.loc[ok].groupby("body")[SHORT].mean()
-    np.testing.assert_allclose(neurons[SHORT].to_numpy(), means.to_numpy(), rtol=1e-5)
+    neurons = pd.read_parquet(tmp_path / "out/neurons.parquet").set_index("neuron_id")
+    counts = result.loc[ok].groupby("neuron_id").size()
+    pd.testing.assert_series_equal(
+        neurons["n_synapses"].sort_index(), counts, check_names=False, check_dtype=False
+    )
+    means = result.loc[ok].groupby("neuron_id")[SHORT].mean()
+    np.testing.assert_allclose(
+        neurons.loc[means.index, SHORT].to_numpy(), means.to_numpy(), rtol=1e-5
+    )
     assert not neurons["confident"].any()  # fewer than 100 synapses each
 
     again = run(base, tmp_path / "out")  # complete: nothing is run again
@@ -392,8 +387,8 @@ def test_a_database_split_part_on_cluster_jobs_started_by_the_submit_template(wo
     assert summary["failed"] == {}
     assert jobs.read_text().split() == ["job", "job"]  # one cluster job per worker
     result = pd.read_parquet(tmp_path / "out/synapses")
-    assert sorted(result["synapse_id"]) == sorted(table["syn_id"][parts == "test"])
-    assert {"skeleton_id", "x_nm", "gaba", "status"} <= set(result.columns)
+    assert sorted(result["id"]) == sorted(table["syn_id"][parts == "test"])
+    assert {"neuron_id", "x_nm", "gaba", "status"} <= set(result.columns)
     plan = json.loads((tmp_path / "out/plan.json").read_text())
     assert plan["settings"]["source"] == {"database": url, "split": "by_body", "part": "test"}
 
@@ -407,7 +402,7 @@ def test_bad_tables_name_file_and_column_and_leave_nothing(world, tmp_path):
     bad = table.astype({"y": object})
     bad.loc[5, "y"] = "twelve"
     bad.to_csv(text, index=False)
-    for path, message in [(no_positions, "no position columns"), (text, "'y'")]:
+    for path, message in [(no_positions, "no position columns"), (text, "column y, line 7:")]:
         out = tmp_path / f"out_{path.stem}"
         result = runner.invoke(
             app,
@@ -446,3 +441,106 @@ def test_dry_run_prints_the_plan_and_predicts_nothing(world, tmp_path):
     assert [p["workers"] for p in report["projection"]] == [1, 4]
     assert report["fafb"]["synapses"] == 244_000_000
     assert not list((out / "done").glob("block*"))  # nothing predicted
+
+
+# -- the same tables as predict-positions --------------------------------------------------------
+
+
+def positions_cli(base: Path, table: Path, out: Path, *extra: str):
+    return CliRunner().invoke(
+        app,
+        ["predict-positions", "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"),
+         "--dataset", "raw", "--positions", str(table), "--out", str(out), "--threads", "1",
+         "--read-workers", "0", "--no-progress", *extra],
+    )  # fmt: skip
+
+
+def volume_cli(base: Path, table: Path, out: Path, *extra: str):
+    return CliRunner().invoke(
+        app,
+        ["predict-volume", "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"),
+         "--dataset", "raw", "--synapses", str(table), "--out", str(out), "--no-progress",
+         "--block-size", *map(str, BLOCK_NM), *extra],
+    )  # fmt: skip
+
+
+def test_predict_volume_gives_the_tables_of_predict_positions(world, tmp_path):
+    """Two workers, blockwise, against one patch per synapse through ``predict-positions``,
+    on the same table (positions outside the volume included) and bundle: the same rows,
+    ids, statuses, probabilities, columns, dtypes and per-neuron table."""
+    base, table = world
+    voxels = table.assign(z=table["z"] / VOXEL_NM[0], y=table["y"] / 4, x=table["x"] / 4)
+    voxels.to_csv(tmp_path / "synapses.csv", index=False)  # another reader, another unit
+    units = ["--units", "voxels", "--voxel-size", "4,4,40"]
+    positions = positions_cli(base, tmp_path / "synapses.csv", tmp_path / "positions", *units)
+    assert positions.exit_code == 0, positions.output
+    blockwise = volume_cli(base, tmp_path / "synapses.csv", tmp_path / "volume", *units,
+                           "--workers", "2")  # fmt: skip
+    assert blockwise.exit_code == 0, blockwise.output
+
+    expected = pd.read_parquet(tmp_path / "positions/synapses.parquet")
+    got = pd.read_parquet(tmp_path / "volume/synapses").sort_values("row", ignore_index=True)
+    assert list(got.columns) == list(expected.columns)
+    assert got.dtypes.to_dict() == expected.dtypes.to_dict()
+    assert got["status"].value_counts()["outside_volume"] > 0
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-4, atol=1e-5)
+
+    expected = pd.read_parquet(tmp_path / "positions/neurons.parquet")
+    got = pd.read_parquet(tmp_path / "volume/neurons.parquet")
+    assert len(got) == table["body"].nunique()
+    assert got.dtypes.to_dict() == expected.dtypes.to_dict()
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-4, atol=1e-5)
+
+
+def test_planned_rows_are_those_predict_positions_reads(world, tmp_path, monkeypatch):
+    """Read in batches (of 16 here), a table gives the rows of ``read_positions``: exact
+    FlyWire root ids with a missing one, a position list in voxels, and ids that are text
+    because of one row of one batch."""
+    base, _ = world
+    monkeypatch.setattr("synister.predict.blockwise.source.BATCH_ROWS", 16)
+    n, big = 50, 720575940621836992
+    rng = np.random.default_rng(1)
+    xyz = rng.uniform(0, 1, (n, 3)) * np.array([160, 160, 16])
+    frame = pd.DataFrame(
+        {
+            "syn": [f"s{i}" if i == 40 else str(i * 7) for i in range(n)],
+            "pre_pt_root_id": pd.array([None if i == 5 else big + i % 3 for i in range(n)]),
+            "pre_pt_position": [list(p) for p in xyz],
+        }
+    )
+    frame.to_parquet(tmp_path / "t.parquet")
+    options = {"id_column": "syn", "units": "voxels", "voxel_size": "4,4,40"}
+    plan = prepare(
+        tmp_path / "out", load_bundle(base / "bundle"), Volume(base / "raw.zarr", "raw"),
+        str(base / "raw.zarr"), "raw", Source(str(tmp_path / "t.parquet")), BLOCK_NM,
+        column_options=options, log=lambda _: None,
+    )  # fmt: skip
+    got = rows_frame(pq.read_table(plan.store.sorted_file))
+    expected = read_positions(tmp_path / "t.parquet", **options).rows
+    assert expected["id"].iloc[40] == "s40" and expected["neuron_id"].iloc[6] == big
+    pd.testing.assert_frame_equal(got.sort_values("row", ignore_index=True), expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "extra"),
+    [
+        ("no_positions", "syn_id,body\n1,2\n", []),
+        ("text", "syn_id,body,x,y,z\n1,2,3,4,5\n2,2,3,twelve,5\n", []),
+        ("twice", "syn_id,body,x,y,z\n1,2,3,4,5\n7,2,3,4,5\n1,2,3,4,6\n", []),
+        ("no_id", "syn_id,body,x,y,z\n1,2,3,4,5\n,2,3,4,5\n", []),
+        ("voxels", "syn_id,x,y,z\n1,2,3,4\n", ["--units", "voxels"]),
+        ("column", "syn_id,x,y,z\n1,2,3,4\n", ["--neuron-column", "cell"]),
+        ("empty", "syn_id,x,y,z\n", []),
+    ],
+)
+def test_bad_tables_give_the_error_of_predict_positions(world, tmp_path, name, text, extra):
+    base, _ = world
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text)
+    positions = positions_cli(base, path, tmp_path / "positions", *extra)
+    blockwise = volume_cli(base, path, tmp_path / "volume", *extra)
+    assert positions.exit_code == blockwise.exit_code == 1
+    lines = blockwise.output.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], blockwise.output
+    assert lines == positions.output.strip().splitlines()
+    assert not (tmp_path / "volume").exists()

@@ -38,6 +38,7 @@ _STAGES = (
     "evaluate",
     "bundle",
     "demo",
+    "serve",
 )
 
 for _stage in _STAGES:

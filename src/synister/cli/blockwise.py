@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from .db import _voxel_size, fail, user_errors
+from . import tables as table_options
+from .db import fail, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -57,29 +58,19 @@ def predict_volume_command(
     precision: Annotated[
         str, typer.Option(help="fp32, fp16 (GPU) or bf16 (part of the run's settings).")
     ] = "fp32",
-    id_column: Annotated[str | None, typer.Option(help="Id column (default: found).")] = None,
-    neuron_column: Annotated[
-        str | None, typer.Option(help="Neuron id column (default: found).")
-    ] = None,
-    position_columns: Annotated[
-        tuple[str, str, str] | None,
-        typer.Option(help="Position columns X Y Z (default: found).", show_default=False),
-    ] = None,
-    units: Annotated[str, typer.Option(help="Positions in nm or voxels.")] = "nm",
-    voxel_size: Annotated[
-        str | None, typer.Option(help="With --units voxels: one number or x,y,z in nm.")
-    ] = None,
-    naming: Annotated[str, typer.Option(help="Class columns: short (gaba, ach, ...) or full.")] = (
-        "short"
-    ),
+    id_column: table_options.IdColumn = None,
+    neuron_column: table_options.NeuronColumn = None,
+    position_columns: table_options.PositionColumns = None,
+    units: table_options.Units = "nm",
+    voxel_size: table_options.VoxelSize = None,
+    naming: table_options.Naming = "short",
     retries: Annotated[int, typer.Option(min=0, help="Retries of a failed block.")] = 2,
     worker_config: Annotated[
         Path | None,
         typer.Option(help="worker_config.ini whose submit_command starts cluster workers."),
     ] = None,
-    min_synapses: Annotated[
-        int, typer.Option(min=1, help="Neurons with fewer synapses are not confident.")
-    ] = 100,
+    min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
+    min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Discard a run with other settings in --out.")
     ] = False,
@@ -98,18 +89,9 @@ def predict_volume_command(
     """
     from ..predict.blockwise import DEFAULT_BLOCK_NM, PlanMismatch, Source, predict_volume
 
-    if naming not in ("short", "full"):
-        fail(f"--naming must be short or full, got {naming!r}")
-    if units not in ("nm", "voxels"):
-        fail(f"--units must be nm or voxels, got {units!r}")
-    voxel = _voxel_size(voxel_size)
-    column_options = {
-        "id_column": id_column,
-        "neuron_column": neuron_column,
-        "position_columns": position_columns,
-        "units": units,
-        "voxel_size_xyz_nm": voxel,
-    }
+    columns = table_options.column_options(
+        id_column, neuron_column, position_columns, units, voxel_size
+    )
     source = Source(synapses, split, part)
     block_nm = block_size or DEFAULT_BLOCK_NM
     log = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
@@ -119,7 +101,7 @@ def predict_volume_command(
                 "naming": naming,
                 "precision": precision,
                 "overwrite": overwrite,
-                "column_options": column_options,
+                "column_options": columns,
             }
             report = _dry_run(
                 model, volume, dataset, source, out, block_nm, workers, device, batch_size,
@@ -134,7 +116,8 @@ def predict_volume_command(
             device=device, threads=threads, batch_size=batch_size, precision=precision,
             naming=naming,
             retries=retries, worker_config=worker_config, overwrite=overwrite,
-            column_options=column_options, min_synapses=min_synapses, progress=progress,
+            column_options=columns, min_synapses=min_synapses, min_margin=min_margin,
+            progress=progress,
             log=log,
         )  # fmt: skip
     except (PlanMismatch, *user_errors()) as e:

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from . import tables as table_options
+
 
 def register(app: typer.Typer) -> None:
     app.command("predict-positions")(predict_positions_command)
@@ -31,45 +33,18 @@ def predict_positions_command(
     dataset: Annotated[
         str | None, typer.Option(help="Dataset inside the volume, e.g. raw or volumes/raw/s0.")
     ] = None,
-    units: Annotated[
-        Literal["nm", "voxels"], typer.Option(help="Units of the position columns.")
-    ] = "nm",
-    voxel_size: Annotated[
-        str | None,
-        typer.Option(help="Voxel size of voxel positions in nm: one number or x,y,z."),
-    ] = None,
+    units: table_options.Units = "nm",
+    voxel_size: table_options.VoxelSize = None,
     neurons: Annotated[
         Path | None, typer.Option(help="File of neuron ids (one per line): only their rows.")
     ] = None,
-    id_column: Annotated[
-        str | None,
-        typer.Option(help="Synapse id column (default: id, synapse_id or syn_id; else rows)."),
-    ] = None,
-    neuron_column: Annotated[
-        str | None,
-        typer.Option(
-            help="Neuron id column (default: pre_pt_root_id, bodyId, body, skeleton_id, skid)."
-        ),
-    ] = None,
-    position_columns: Annotated[
-        str | None,
-        typer.Option(
-            help="Position columns x,y,z or one list column (default: x,y,z; pre_x,pre_y,"
-            "pre_z; pre_pt_position)."
-        ),
-    ] = None,
-    naming: Annotated[
-        Literal["short", "full"],
-        typer.Option(help="Class columns: short (gaba, ach, glut, oct, ser, da) or full."),
-    ] = "short",
+    id_column: table_options.IdColumn = None,
+    neuron_column: table_options.NeuronColumn = None,
+    position_columns: table_options.PositionColumns = None,
+    naming: table_options.Naming = "short",
     csv: Annotated[bool, typer.Option("--csv", help="Also write synapses.csv.")] = False,
-    min_synapses: Annotated[
-        int, typer.Option(min=1, help="Fewer synapses: a neuron is not confident.")
-    ] = 100,
-    min_margin: Annotated[
-        float,
-        typer.Option(min=0, help="Smaller top minus runner-up mean: not confident."),
-    ] = 0.1,
+    min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
+    min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
     device: Annotated[
         str | None, typer.Option(help="torch device (default: a GPU when present).")
     ] = None,
@@ -116,21 +91,16 @@ def predict_positions_command(
     tuned_threads, default_readers, tune = default_devices_and_threads()
     if threads is not None:
         tune = False
-    columns = None
-    if position_columns:
-        columns = [c.strip() for c in position_columns.split(",") if c.strip()]
     try:
         job = prepare_positions(
             model,
             volume,
             positions,
             dataset=dataset,
-            units=units,
-            voxel_size=voxel_size,
-            id_column=id_column,
-            neuron_column=neuron_column,
-            position_columns=columns,
             neurons=neurons,
+            **table_options.column_options(
+                id_column, neuron_column, position_columns, units, voxel_size
+            ),
             device=device,
             precision=precision,
             batch_size=batch_size,

@@ -64,58 +64,97 @@ def summarize_neurons(
     min_margin: float = MIN_MARGIN,
     classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Per neuron of a per-synapse table (``predict_positions`` output): ``neuron_id``,
-    ``n_synapses`` (predicted), ``n_outside`` (without a prediction), the mean probability
-    per class, ``top_nt`` and ``top_nt_conf`` (mean probability of the top class),
-    ``top_nt_votes`` (fraction of its synapses whose top class it is), ``runner_up_nt``,
-    ``runner_up_conf``, ``margin``, and ``confident``: at least ``min_synapses`` synapses
-    and a margin of at least ``min_margin``. Sorted by synapse count, largest first.
+    """Per neuron of a per-synapse table (``predict_positions`` output); see
+    :func:`summarize_sums`. ``classes`` are the class columns (default: those before
+    ``top_nt``)."""
+    columns = list(classes) if classes is not None else _class_columns_of(synapses)
+    sums = neuron_sums(synapses, columns)
+    return summarize_sums(sums, columns, min_synapses=min_synapses, min_margin=min_margin)
 
-    ``classes`` are the class columns (default: those before ``top_nt``).
-    """
+
+def neuron_sums(synapses: pd.DataFrame, classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per neuron of a per-synapse table: ``neuron_id``, ``n`` (predicted synapses),
+    ``n_outside`` (without a prediction), ``sum_<class>`` (of its probabilities) and
+    ``votes_<class>`` (synapses whose top class it is). Sums of parts of a table, added per
+    neuron (:func:`add_neuron_sums`), are those of the whole: a whole-dataset run summarises
+    244 million synapses without holding them."""
     if "neuron_id" not in synapses.columns:
         raise ValueError("the synapse table has no neuron_id column: nothing to summarise")
     columns = list(classes) if classes is not None else _class_columns_of(synapses)
-    known = synapses[synapses["neuron_id"].notna()]
-    predicted = known[known["top_nt"].notna()]
-    outside = known[known["top_nt"].isna()].groupby("neuron_id").size()
-    grouped = predicted.groupby("neuron_id", sort=False)
-    means = grouped[columns].mean()
-    counts = grouped.size()
-    votes = predicted.groupby(["neuron_id", "top_nt"]).size().unstack(fill_value=0)
-    table = means.astype(np.float64)
-    order = np.argsort(-table.to_numpy(), axis=1, kind="stable")
-    names = np.asarray(columns, dtype=object)
-    sorted_means = np.take_along_axis(table.to_numpy(), order, axis=1)
-    summary = pd.DataFrame({"neuron_id": table.index, "n_synapses": counts.loc[table.index]})
-    summary = summary.reset_index(drop=True)
-    summary["n_outside"] = outside.reindex(table.index).fillna(0).astype(np.int64).to_numpy()
+    known = synapses[synapses["neuron_id"].notna()].reset_index(drop=True)
+    predicted = known["top_nt"].notna().to_numpy(dtype=bool)
+    data = {
+        "neuron_id": known["neuron_id"],
+        "n": predicted.astype(np.int64),
+        "n_outside": (~predicted).astype(np.int64),
+    }
     for column in columns:
-        summary[column] = table[column].to_numpy()
-    summary["top_nt"] = pd.array(names[order[:, 0]], dtype="string")
-    summary["top_nt_conf"] = sorted_means[:, 0]
-    top_votes = [
-        votes.loc[n, t] if t in votes.columns else 0
-        for n, t in zip(table.index, names[order[:, 0]], strict=True)
-    ]
-    summary["top_nt_votes"] = np.asarray(top_votes) / summary["n_synapses"].to_numpy()
+        values = known[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        data[f"sum_{column}"] = np.where(predicted, values, 0.0)
+    top = known["top_nt"].astype("string")
+    for column in columns:
+        data[f"votes_{column}"] = (top == column).fillna(False).to_numpy(dtype=np.int64)
+    return pd.DataFrame(data).groupby("neuron_id", sort=False).sum().reset_index()
+
+
+def add_neuron_sums(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The :func:`neuron_sums` of the parts of a table added per neuron."""
+    parts = [p for p in parts if len(p)] or list(parts[:1])
+    return pd.concat(parts, ignore_index=True).groupby("neuron_id", sort=False).sum().reset_index()
+
+
+def summarize_sums(
+    sums: pd.DataFrame,
+    classes: Sequence[str],
+    *,
+    min_synapses: int = MIN_SYNAPSES,
+    min_margin: float = MIN_MARGIN,
+) -> pd.DataFrame:
+    """The per-neuron table from :func:`neuron_sums`: ``neuron_id``, ``n_synapses``
+    (predicted), ``n_outside`` (without a prediction), the mean probability per class,
+    ``top_nt`` and ``top_nt_conf`` (mean probability of the top class), ``top_nt_votes``
+    (fraction of its synapses whose top class it is), ``runner_up_nt``, ``runner_up_conf``,
+    ``margin``, and ``confident``: at least ``min_synapses`` synapses and a margin of at least
+    ``min_margin``. A neuron without a predicted synapse has no means and no top class.
+    Sorted by synapse count, largest first, then by neuron id."""
+    columns = list(classes)
+    n = sums["n"].to_numpy(dtype=np.int64)
+    has = n > 0
+    totals = sums[[f"sum_{c}" for c in columns]].to_numpy(dtype=np.float64)
+    votes = sums[[f"votes_{c}" for c in columns]].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = totals / n[:, None]
+    order = np.argsort(-np.nan_to_num(means, nan=0.0), axis=1, kind="stable")
+    rows = np.arange(len(n))
+    names = np.asarray(columns, dtype=object)
+
+    def where_predicted(values, empty):
+        return np.where(has, values, empty)
+
+    summary = pd.DataFrame(
+        {
+            "neuron_id": sums["neuron_id"].reset_index(drop=True),
+            "n_synapses": n,
+            "n_outside": sums["n_outside"].to_numpy(dtype=np.int64),
+        }
+    )
+    for i, column in enumerate(columns):
+        summary[column] = means[:, i]
+    top = order[:, 0]
+    summary["top_nt"] = pd.array(where_predicted(names[top], None), dtype="string")
+    summary["top_nt_conf"] = where_predicted(means[rows, top], np.nan)
+    summary["top_nt_votes"] = where_predicted(votes[rows, top] / np.maximum(n, 1), np.nan)
     if len(columns) > 1:
-        summary["runner_up_nt"] = pd.array(names[order[:, 1]], dtype="string")
-        summary["runner_up_conf"] = sorted_means[:, 1]
+        second = order[:, 1]
+        summary["runner_up_nt"] = pd.array(where_predicted(names[second], None), dtype="string")
+        summary["runner_up_conf"] = where_predicted(means[rows, second], np.nan)
     else:
         summary["runner_up_nt"] = pd.array([None] * len(summary), dtype="string")
-        summary["runner_up_conf"] = 0.0
+        summary["runner_up_conf"] = where_predicted(0.0, np.nan)
     summary["margin"] = summary["top_nt_conf"] - summary["runner_up_conf"]
     summary["confident"] = (summary["n_synapses"] >= min_synapses) & (
         summary["margin"] >= min_margin
     )
-    # neurons with no predicted synapse at all (every position outside the volume)
-    empty = outside.index.difference(table.index)
-    if len(empty):
-        rows = pd.DataFrame({"neuron_id": empty, "n_synapses": 0, "n_outside": outside[empty]})
-        rows["confident"] = False
-        summary = pd.concat([summary, rows], ignore_index=True)
-    summary["n_synapses"] = summary["n_synapses"].astype(np.int64)
     return summary.sort_values(
         ["n_synapses", "neuron_id"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)

@@ -29,6 +29,7 @@ from .threads import default_read_workers, default_threads
 #: ``ok``: predicted; ``partly_outside``: inside the volume but its patch reaches out
 #: (predicted on a zero-padded patch); ``outside_volume``: not predicted
 STATUSES = ("ok", "partly_outside", "outside_volume")
+OUTSIDE_VOLUME = STATUSES[2]
 #: patches per network pass where the caller does not say
 BATCH_SIZE = 32
 
@@ -37,16 +38,55 @@ class VolumeMismatch(ValueError):
     """The volume's voxel size is not the one the model was trained on."""
 
 
+def patch_status(
+    starts_vox: np.ndarray, shape_vox: Sequence[int], volume_shape_vox: Sequence[int]
+) -> np.ndarray:
+    """The status (see :data:`STATUSES`) of each patch (first voxels ``starts_vox``, N x 3):
+    ``outside_volume`` where its centre voxel (index ``S//2``) lies outside the volume, ``ok``
+    where the whole patch lies inside, else ``partly_outside``."""
+    starts = np.asarray(starts_vox, dtype=np.int64).reshape(-1, 3)
+    shape = np.asarray(shape_vox, dtype=np.int64)
+    volume_shape = np.asarray(volume_shape_vox, dtype=np.int64)
+    centers = starts + shape // 2
+    inside = np.all((centers >= 0) & (centers < volume_shape), axis=1)
+    whole = np.all((starts >= 0) & (starts + shape <= volume_shape), axis=1)
+    return np.where(~inside, OUTSIDE_VOLUME, np.where(whole, "ok", "partly_outside"))
+
+
 def locate(volume: Volume, centers_nm: np.ndarray, input_shape_vox: Sequence[int]) -> np.ndarray:
     """The status (see :data:`STATUSES`) of each position (N, 3; z, y, x nm)."""
     centers = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
-    low = volume.offset_nm
-    high = low + np.asarray(volume.shape_vox) * volume.voxel_size_nm
-    inside = np.all((centers >= low) & (centers < high), axis=1)
     starts = volume.patch_starts_vox(centers, input_shape_vox)
-    ends = starts + np.asarray(input_shape_vox)
-    whole = np.all((starts >= 0) & (ends <= np.asarray(volume.shape_vox)), axis=1)
-    return np.where(~inside, "outside_volume", np.where(whole, "ok", "partly_outside"))
+    return patch_status(starts, input_shape_vox, volume.shape_vox)
+
+
+def synapse_table(
+    rows: pd.DataFrame,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    status: np.ndarray,
+    naming: str = "short",
+) -> pd.DataFrame:
+    """The per-synapse output of both front-ends (``predict-positions``, ``predict-volume``):
+    ``rows`` (:func:`~synister.predict.tables.position_rows`), one probability column per
+    class, ``top_nt``, ``top_nt_conf`` and ``status``; ``probabilities`` is NaN where a row
+    was not predicted."""
+    rows = rows.reset_index(drop=True)
+    frame = pd.concat([rows, probability_frame(probabilities, classes, naming)], axis=1)
+    frame["status"] = pd.array(np.asarray(status, dtype=object), dtype="string")
+    return frame
+
+
+def check_voxel_size(bundle, volume: Volume) -> None:
+    """A network sees patches at the voxel size it was trained on, or its output means
+    nothing; raises :class:`VolumeMismatch` otherwise."""
+    trained = np.asarray(bundle.voxel_size_nm, dtype=np.float64)
+    if not np.allclose(volume.voxel_size_nm, trained):
+        raise VolumeMismatch(
+            f"{volume.location}: voxel size {volume.voxel_size_nm.tolist()} nm (z, y, x), but "
+            f"the model {bundle.path} was trained on {trained.tolist()} nm; use a volume of "
+            "that resolution (or allow it explicitly)"
+        )
 
 
 @dataclass
@@ -69,7 +109,7 @@ class PositionsJob:
     @property
     def predictable(self) -> np.ndarray:
         """Indices into ``table.rows`` of the rows to predict."""
-        return np.flatnonzero(self.status != "outside_volume")
+        return np.flatnonzero(self.status != OUTSIDE_VOLUME)
 
     def identity(self) -> dict:
         """What determines the stored numbers (a resumed run must agree on all of it)."""
@@ -115,10 +155,7 @@ class PositionsJob:
         """The per-synapse table: the input columns, one probability column per class,
         ``top_nt``, ``top_nt_conf`` and ``status``; ``probabilities`` (rows, classes) is NaN
         where a row was not predicted."""
-        rows = self.table.rows.reset_index(drop=True)
-        frame = pd.concat([rows, probability_frame(probabilities, self.classes, naming)], axis=1)
-        frame["status"] = pd.array(self.status, dtype="string")
-        return frame
+        return synapse_table(self.table.rows, probabilities, self.classes, self.status, naming)
 
 
 def default_devices_and_threads() -> tuple[int | None, int, bool]:
@@ -167,13 +204,8 @@ def prepare_positions(
         volume = Volume(volume, dataset)
     volume.require_uint8()
     volume.warn_out_of_bounds = False  # reported per row instead
-    trained = np.asarray(bundle.voxel_size_nm, dtype=np.float64)
-    if not allow_other_voxel_size and not np.allclose(volume.voxel_size_nm, trained):
-        raise VolumeMismatch(
-            f"{volume.location}: voxel size {volume.voxel_size_nm.tolist()} nm (z, y, x), but "
-            f"the model {bundle.path} was trained on {trained.tolist()} nm; use a volume of "
-            "that resolution (or allow it explicitly)"
-        )
+    if not allow_other_voxel_size:
+        check_voxel_size(bundle, volume)
     model = bundle.build_model("cpu")
     predictor = Predictor(
         model,
@@ -227,11 +259,15 @@ def predict_positions(
 
 __all__ = [
     "BATCH_SIZE",
+    "OUTSIDE_VOLUME",
     "STATUSES",
     "PositionsJob",
     "VolumeMismatch",
+    "check_voxel_size",
     "default_devices_and_threads",
     "locate",
+    "patch_status",
     "predict_positions",
     "prepare_positions",
+    "synapse_table",
 ]

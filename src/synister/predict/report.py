@@ -213,6 +213,7 @@ def write_report(
     source, note = viewer_source(job, settings.get("viewer_source"))
     viewer_url = settings.get("viewer_url") or VIEWER_URL
     bundle, volume, table = job.bundle, job.volume, job.table
+    shown = settings.get("shown_as") or {}
     provenance = bundle.provenance or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -233,7 +234,7 @@ def write_report(
         "<h2>Model, volume and table</h2>",
         _definitions(
             [
-                ("model bundle", bundle.path),
+                ("model bundle", shown.get("bundle", bundle.path)),
                 ("classes (output order)", ", ".join(bundle.classes)),
                 ("input shape (z, y, x voxels)", tuple(bundle.input_shape_vox)),
                 ("trained on voxels (z, y, x nm)", tuple(bundle.voxel_size_nm)),
@@ -243,7 +244,7 @@ def write_report(
                     f"{provenance.get('split_name', '?')} / {provenance.get('iteration', '?')}",
                 ),
                 ("accuracy at this iteration", _metrics(provenance)),
-                ("volume", volume.location),
+                ("volume", shown.get("volume", volume.location)),
                 ("volume format, shape (z, y, x voxels)", f"{volume.format}, {volume.shape_vox}"),
                 (
                     "volume voxel size, offset (z, y, x nm)",

@@ -33,7 +33,7 @@ from .progress import StoredCounter, progress_bar
 MANIFEST = "run.json"
 PARTS = "parts"
 FORMAT = "synister-predict-positions"
-#: a part holds at least this many synapses, or what came within PART_SECONDS
+#: a part holds at most about this many synapses, or what came within PART_SECONDS
 PART_ROWS = 4096
 PART_SECONDS = 2.0
 OUTPUTS = ("synapses.parquet", "synapses.csv", "neurons.parquet", "report.html")
@@ -70,8 +70,15 @@ def _differences(stored, current, prefix: str = "") -> list[str]:
 class PartWriter:
     """The sink of a positions run: batches of (row indices, probabilities) into part files."""
 
-    def __init__(self, folder: Path, first_number: int, on_stored: Callable[[int], None]):
+    def __init__(
+        self,
+        folder: Path,
+        first_number: int,
+        on_stored: Callable[[int], None],
+        part_rows: int = PART_ROWS,
+    ):
         self.folder = folder
+        self.part_rows = part_rows
         self.number = first_number
         self.on_stored = on_stored
         self.rows: list[np.ndarray] = []
@@ -83,7 +90,7 @@ class PartWriter:
         self.rows.append(np.asarray(rows, dtype=np.int64))
         self.probabilities.append(np.asarray(probabilities, dtype=np.float32))
         self.count += len(rows)
-        if self.count >= PART_ROWS or time.monotonic() - self.last_flush >= PART_SECONDS:
+        if self.count >= self.part_rows or time.monotonic() - self.last_flush >= PART_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -97,9 +104,10 @@ class PartWriter:
         self.number += 1
         path = self.folder / f"part-{self.number:06d}.parquet"
         _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-        self.on_stored(self.count)
-        self.rows, self.probabilities, self.count = [], [], 0
+        stored, self.count = self.count, 0
+        self.rows, self.probabilities = [], []
         self.last_flush = time.monotonic()
+        self.on_stored(stored)  # last: it may raise to stop the run (the part is kept)
 
 
 def read_parts(folder: Path, probabilities: np.ndarray) -> tuple[np.ndarray, int]:
@@ -141,11 +149,21 @@ def run_positions(
     tune_threads: bool = False,
     viewer_source: str | None = None,
     viewer_url: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    shown_as: dict[str, str] | None = None,
+    part_rows: int = PART_ROWS,
 ) -> dict:
     """Predict ``job`` into folder ``out`` (see the module docstring); returns a summary:
     out, state ("complete", or "already complete" when there was nothing to do), counts by
     status, predicted (this call), resumed_from, neurons, confident_neurons, seconds,
-    synapses_per_second (this call) and steady_synapses_per_second (after start-up)."""
+    synapses_per_second (this call) and steady_synapses_per_second (after start-up).
+
+    ``on_progress(stored, total)`` (for front-ends without a terminal, such as the service's
+    workers) is called before the first batch and after each stored part; an exception it
+    raises stops the run with every stored part kept, so a later call resumes there.
+    ``shown_as`` ("bundle", "volume": text) names them in the report instead of their paths
+    (the service shows the names its users chose). A part is stored once ``part_rows``
+    synapses or :data:`PART_SECONDS` seconds came: a killed run redoes at most that much."""
     from .report import write_report
 
     start = time.perf_counter()
@@ -182,12 +200,19 @@ def run_positions(
     bar = progress_bar(len(predictable), resumed_from, out.name, progress)
     counter = StoredCounter(bar)
 
+    def stored(n: int) -> None:
+        counter(n)
+        if on_progress is not None:
+            on_progress(resumed_from + counter.count, len(predictable))
+
     def keep(batch_rows: np.ndarray, batch: np.ndarray) -> None:
         probabilities[batch_rows] = batch
         writer(batch_rows, batch)
 
-    writer = PartWriter(parts, last_part, counter)
+    writer = PartWriter(parts, last_part, stored, part_rows)
     try:
+        if on_progress is not None:
+            on_progress(resumed_from, len(predictable))
         job.predict(todo, keep, on_computed=counter.computed, tune_threads=tune_threads)
         writer.flush()
     except BaseException:
@@ -232,6 +257,7 @@ def run_positions(
         "min_margin": min_margin,
         "viewer_source": viewer_source,
         "viewer_url": viewer_url,
+        "shown_as": shown_as or {},
     }
     _write_atomic(
         out / "report.html",

@@ -31,6 +31,10 @@ class TableError(ValueError):
     and row."""
 
 
+def _listed(values) -> list | None:
+    return None if values is None else list(values)
+
+
 @dataclass
 class PositionTable:
     """A checked table of positions: ``rows`` has ``row`` (the row number in the source),
@@ -60,9 +64,7 @@ class PositionTable:
             "neuron_column": self.neuron_column,
             "position_columns": list(self.position_columns),
             "units": self.units,
-            "voxel_size_xyz_nm": None
-            if self.voxel_size_xyz_nm is None
-            else list(self.voxel_size_xyz_nm),
+            "voxel_size_xyz_nm": _listed(self.voxel_size_xyz_nm),
             "neurons_listed": self.neurons_listed,
             "neurons_missing": self.neurons_missing[:100],
         }
@@ -92,7 +94,8 @@ def parse_voxel_size(text: str | float | Sequence[float] | None) -> tuple[float,
     return tuple(values)
 
 
-def _kind(path: Path) -> str:
+def table_kind(path: Path) -> str:
+    """``csv``, ``parquet`` or ``feather``, from the file name."""
     name = path.name.lower()
     for kind, endings in (("csv", _CSV), ("parquet", _PARQUET), ("feather", _FEATHER)):
         if name.endswith(endings):
@@ -103,6 +106,10 @@ def _kind(path: Path) -> str:
     )
 
 
+def csv_separator(path: Path) -> str:
+    return "\t" if ".tsv" in path.name.lower() else ","
+
+
 def _find(columns: Sequence[str], wanted: Sequence[str]) -> str | None:
     lowered = {c.lower(): c for c in columns}
     for name in wanted:
@@ -111,17 +118,65 @@ def _find(columns: Sequence[str], wanted: Sequence[str]) -> str | None:
     return None
 
 
-def _choose_columns(
+@dataclass(frozen=True)
+class TableColumns:
+    """Where a table keeps its ids, neurons and positions, and in which unit."""
+
+    id: str | None  # None: row numbers are the ids
+    neuron: str | None
+    positions: tuple[str, ...]  # x, y, z or one list column of x, y, z
+    units: str = "nm"
+    voxel_size_xyz_nm: tuple[float, float, float] | None = None
+
+    def source_columns(self) -> list[str]:
+        """The columns to read, each once."""
+        return list(dict.fromkeys(c for c in (self.id, self.neuron, *self.positions) if c))
+
+    def text_columns(self) -> list[str]:
+        """Id columns, read as text (ids are never parsed through floats)."""
+        return [c for c in (self.id, self.neuron) if c is not None]
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "neuron": self.neuron,
+            "positions": list(self.positions),
+            "units": self.units,
+            "voxel_size_xyz_nm": _listed(self.voxel_size_xyz_nm),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> TableColumns:
+        voxel = data.get("voxel_size_xyz_nm")
+        return cls(
+            data.get("id"),
+            data.get("neuron"),
+            tuple(data["positions"]),
+            data.get("units", "nm"),
+            None if voxel is None else tuple(float(v) for v in voxel),
+        )
+
+
+def choose_columns(
     columns: Sequence[str],
     where: str,
-    id_column: str | None,
-    neuron_column: str | None,
-    position_columns: Sequence[str] | None,
-) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """(id, neuron, positions) column names: the overrides, else found by name."""
+    *,
+    id_column: str | None = None,
+    neuron_column: str | None = None,
+    position_columns: Sequence[str] | None = None,
+    units: str = "nm",
+    voxel_size: str | float | Sequence[float] | None = None,
+) -> TableColumns:
+    """The id, neuron and position columns of a table with these column names: the
+    overrides, else found by name (:data:`ID_COLUMNS`, :data:`NEURON_COLUMNS`,
+    :data:`POSITION_COLUMNS`); and the unit. Reads no rows."""
+    if units not in UNITS:
+        raise TableError(f"--units must be nm or voxels, got {units!r}")
+    voxel = parse_voxel_size(voxel_size)
+    columns = list(columns)
     for name, option in ((id_column, "--id-column"), (neuron_column, "--neuron-column")):
         if name is not None and name not in columns:
-            raise TableError(f"{where}: no column {name!r} ({option}); columns: {list(columns)}")
+            raise TableError(f"{where}: no column {name!r} ({option}); columns: {columns}")
     if position_columns:
         positions = tuple(position_columns)
         if len(positions) not in (1, 3):
@@ -131,7 +186,7 @@ def _choose_columns(
         missing = [c for c in positions if c not in columns]
         if missing:
             raise TableError(
-                f"{where}: no column {missing[0]!r} (--position-columns); columns: {list(columns)}"
+                f"{where}: no column {missing[0]!r} (--position-columns); columns: {columns}"
             )
     else:
         found = [tuple(_find(columns, [c]) for c in group) for group in POSITION_COLUMNS]
@@ -140,19 +195,27 @@ def _choose_columns(
             tried = " or ".join(",".join(group) for group in POSITION_COLUMNS)
             raise TableError(
                 f"{where}: no position columns (looked for {tried}; name them with "
-                f"--position-columns); columns: {list(columns)}"
+                f"--position-columns); columns: {columns}"
             )
-    ids = id_column or _find(columns, ID_COLUMNS)
-    neurons = neuron_column or _find(columns, NEURON_COLUMNS)
-    return ids, neurons, positions
+    if units == "voxels" and voxel is None:
+        raise TableError(
+            f"{where}: columns {', '.join(positions)} are in voxels (--units voxels) but no "
+            "--voxel-size was given (one number or x,y,z in nm, e.g. 8 or 4,4,40)"
+        )
+    return TableColumns(
+        id_column or _find(columns, ID_COLUMNS),
+        neuron_column or _find(columns, NEURON_COLUMNS),
+        positions,
+        units,
+        None if voxel is None else tuple(float(v) for v in voxel),
+    )
 
 
 def _read(path: Path, text_columns: Sequence[str]) -> pd.DataFrame:
-    kind = _kind(path)
+    kind = table_kind(path)
     try:
         if kind == "csv":
-            sep = "\t" if ".tsv" in path.name.lower() else ","
-            return pd.read_csv(path, sep=sep, dtype={c: str for c in text_columns})
+            return pd.read_csv(path, sep=csv_separator(path), dtype={c: str for c in text_columns})
         if kind == "parquet":
             return pd.read_parquet(path)
         return pd.read_feather(path)
@@ -163,15 +226,14 @@ def _read(path: Path, text_columns: Sequence[str]) -> pd.DataFrame:
         raise TableError(f"{path}: not a readable {kind} table ({first})") from None
 
 
-def _header(path: Path) -> list[str]:
+def table_header(path: Path) -> list[str]:
     """Column names without reading the rows."""
-    kind = _kind(path)
+    kind = table_kind(path)
     if not path.is_file():
         raise TableError(f"{path}: no such file")
     try:
         if kind == "csv":
-            sep = "\t" if ".tsv" in path.name.lower() else ","
-            return list(pd.read_csv(path, sep=sep, nrows=0).columns)
+            return list(pd.read_csv(path, sep=csv_separator(path), nrows=0).columns)
         import pyarrow.parquet as pq
 
         if kind == "parquet":
@@ -188,7 +250,57 @@ def _row_name(i: int, csv: bool) -> str:
     return f"line {i + 2}" if csv else f"row {i}"
 
 
-def _exact_ids(values: pd.Series, where: str, column: str, csv: bool, missing_ok: bool):
+def first_duplicate(ids: pd.Series) -> tuple[int, int] | None:
+    """The first row whose id comes again, and the row where it does (positions)."""
+    duplicated = ids.duplicated(keep=False).to_numpy()
+    if not duplicated.any():
+        return None
+    first = int(np.flatnonzero(duplicated)[0])
+    again = (ids.iloc[first + 1 :] == ids.iloc[first]).to_numpy(dtype=bool)
+    return first, first + 1 + int(np.flatnonzero(again)[0])
+
+
+def duplicate_id_error(where: str, column: str, value, first: int, second: int, csv: bool):
+    """The error for an id on two rows (``first``, ``second``: row numbers)."""
+    return TableError(
+        f"{where}, column {column}: id {value} is on {_row_name(first, csv)} and "
+        f"{_row_name(second, csv)}; ids must be unique (or leave the id column out with "
+        "--id-column to use row numbers)"
+    )
+
+
+def position_rows(
+    frame: pd.DataFrame, where: str, columns: TableColumns, *, csv: bool, first_row: int = 0
+) -> pd.DataFrame:
+    """The checked rows of (a slice of) a table, ``first_row`` its first row number: ``row``,
+    ``id`` (the row number without an id column), ``neuron_id`` (where there is a neuron
+    column), the caller's ``x, y, z`` (in ``columns.units``) and ``x_nm, y_nm, z_nm``. Does not
+    check that ids are unique (that needs the whole table: :func:`first_duplicate`)."""
+    frame = frame.reset_index(drop=True)
+    positions = columns.positions
+    if len(positions) == 1:
+        xyz = _position_list(frame[positions[0]], where, positions[0], csv, first_row)
+    else:
+        xyz = np.stack([_numbers(frame[c], where, c, csv, first_row) for c in positions], axis=1)
+    voxel = columns.voxel_size_xyz_nm if columns.units == "voxels" else (1.0, 1.0, 1.0)
+    rows = pd.DataFrame({"row": np.arange(first_row, first_row + len(frame), dtype=np.int64)})
+    if columns.id is None:
+        rows["id"] = rows["row"]
+    else:
+        rows["id"] = _exact_ids(frame[columns.id], where, columns.id, csv, False, first_row)
+    if columns.neuron is not None:
+        neuron = columns.neuron
+        rows["neuron_id"] = _exact_ids(frame[neuron], where, neuron, csv, True, first_row)
+    for axis, name in enumerate("xyz"):
+        rows[name] = xyz[:, axis]
+    for axis, name in enumerate("xyz"):
+        rows[f"{name}_nm"] = xyz[:, axis] * float(voxel[axis])
+    return rows
+
+
+def _exact_ids(
+    values: pd.Series, where: str, column: str, csv: bool, missing_ok: bool, first: int = 0
+):
     """Whole-number ids as int64 (never through floats: FlyWire root ids exceed 2**53), any
     other text as strings; missing ones raise unless ``missing_ok`` (then <NA>)."""
     if pd.api.types.is_integer_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
@@ -198,7 +310,7 @@ def _exact_ids(values: pd.Series, where: str, column: str, csv: bool, missing_ok
         if (finite != np.floor(finite)).any() or (finite.abs() >= 2**53).any():
             i = int(np.flatnonzero(values.notna() & (values != np.floor(values)))[0])
             raise TableError(
-                f"{where}, column {column}, {_row_name(i, csv)}: id {values.iloc[i]!r} is "
+                f"{where}, column {column}, {_row_name(first + i, csv)}: id {values.iloc[i]!r} is "
                 "not a whole number (store ids as integers or text)"
             )
         values = values.astype("Int64")
@@ -206,7 +318,7 @@ def _exact_ids(values: pd.Series, where: str, column: str, csv: bool, missing_ok
     absent = text.isna() | (text == "")
     if absent.any() and not missing_ok:
         i = int(np.flatnonzero(absent.to_numpy())[0])
-        raise TableError(f"{where}, column {column}, {_row_name(i, csv)}: no id")
+        raise TableError(f"{where}, column {column}, {_row_name(first + i, csv)}: no id")
     present = text[~absent]
     if present.str.fullmatch(r"-?\d+").all() and (present.str.len() <= 19).all():
         numbers = [int(v) for v in present]
@@ -217,7 +329,7 @@ def _exact_ids(values: pd.Series, where: str, column: str, csv: bool, missing_ok
     return text.where(~absent, pd.NA)
 
 
-def _numbers(values: pd.Series, where: str, column: str, csv: bool) -> np.ndarray:
+def _numbers(values: pd.Series, where: str, column: str, csv: bool, first: int = 0) -> np.ndarray:
     """A coordinate column as float64; text or a missing value raises naming the row."""
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
@@ -225,11 +337,13 @@ def _numbers(values: pd.Series, where: str, column: str, csv: bool) -> np.ndarra
         i = int(np.flatnonzero(bad.to_numpy())[0])
         what = values.iloc[i]
         problem = "is empty" if pd.isna(what) else f"{str(what)!r} is not a number"
-        raise TableError(f"{where}, column {column}, {_row_name(i, csv)}: {problem}")
+        raise TableError(f"{where}, column {column}, {_row_name(first + i, csv)}: {problem}")
     return numeric.to_numpy(dtype=np.float64)
 
 
-def _position_list(values: pd.Series, where: str, column: str, csv: bool) -> np.ndarray:
+def _position_list(
+    values: pd.Series, where: str, column: str, csv: bool, first: int = 0
+) -> np.ndarray:
     """One list column of x, y, z (FlyWire's ``pre_pt_position``), from lists or text."""
     out = np.empty((len(values), 3))
     for i, value in enumerate(values):
@@ -245,7 +359,7 @@ def _position_list(values: pd.Series, where: str, column: str, csv: bool) -> np.
             numbers = []
         if len(numbers) != 3 or not all(np.isfinite(numbers)):
             raise TableError(
-                f"{where}, column {column}, {_row_name(i, csv)}: expected three numbers "
+                f"{where}, column {column}, {_row_name(first + i, csv)}: expected three numbers "
                 f"x, y, z, got {value!r}"
             )
         out[i] = numbers
@@ -293,54 +407,29 @@ def read_positions(
     :data:`POSITION_COLUMNS`) unless given. ``units`` "voxels" needs ``voxel_size`` (one number
     or x,y,z nm). ``neurons`` (a file of ids, or ids) keeps only those neurons' rows.
     """
-    if units not in UNITS:
-        raise TableError(f"--units must be nm or voxels, got {units!r}")
-    voxel = parse_voxel_size(voxel_size)
+    options = {
+        "id_column": id_column,
+        "neuron_column": neuron_column,
+        "position_columns": position_columns,
+        "units": units,
+        "voxel_size": voxel_size,
+    }
     if isinstance(table, pd.DataFrame):
         source, csv, frame = "<DataFrame>", False, table.reset_index(drop=True)
-        columns = list(frame.columns)
-        ids, neuron, positions = _choose_columns(
-            columns, source, id_column, neuron_column, position_columns
-        )
+        columns = choose_columns(list(frame.columns), source, **options)
     else:
         path = Path(table).expanduser()
-        source, csv = str(path), _kind(path) == "csv"
-        columns = _header(path)
-        ids, neuron, positions = _choose_columns(
-            columns, source, id_column, neuron_column, position_columns
-        )
-        frame = _read(path, [c for c in (ids, neuron) if c is not None])
-    if units == "voxels" and voxel is None:
-        raise TableError(
-            f"{source}: columns {', '.join(positions)} are in voxels (--units voxels) but no "
-            "--voxel-size was given (one number or x,y,z in nm, e.g. 8 or 4,4,40)"
-        )
+        source, csv = str(path), table_kind(path) == "csv"
+        columns = choose_columns(table_header(path), source, **options)
+        frame = _read(path, columns.text_columns())
     if len(frame) == 0:
         raise TableError(f"{source}: the table has no rows")
-    if len(positions) == 1:
-        xyz = _position_list(frame[positions[0]], source, positions[0], csv)
-    else:
-        xyz = np.stack([_numbers(frame[c], source, c, csv) for c in positions], axis=1)
-    scale = np.asarray(voxel if units == "voxels" else (1.0, 1.0, 1.0))
-    rows = pd.DataFrame({"row": np.arange(len(frame), dtype=np.int64)})
-    if ids is None:
-        rows["id"] = rows["row"]
-    else:
-        rows["id"] = _exact_ids(frame[ids], source, ids, csv, missing_ok=False)
-        duplicated = rows["id"].duplicated(keep=False).to_numpy()
-        if duplicated.any():
-            first, second = np.flatnonzero(duplicated)[:2]
-            raise TableError(
-                f"{source}, column {ids}: id {rows['id'].iloc[first]} is on "
-                f"{_row_name(int(first), csv)} and {_row_name(int(second), csv)}; ids must "
-                "be unique (or leave the id column out with --id-column to use row numbers)"
-            )
-    if neuron is not None:
-        rows["neuron_id"] = _exact_ids(frame[neuron], source, neuron, csv, missing_ok=True)
-    for axis, name in enumerate("xyz"):
-        rows[name] = xyz[:, axis]
-    for axis, name in enumerate("xyz"):
-        rows[f"{name}_nm"] = xyz[:, axis] * scale[axis]
+    rows = position_rows(frame, source, columns, csv=csv)
+    if columns.id is not None:
+        twice = first_duplicate(rows["id"])
+        if twice is not None:
+            raise duplicate_id_error(source, columns.id, rows["id"].iloc[twice[0]], *twice, csv)
+    neuron = columns.neuron
     listed, missing = None, []
     if neurons is not None:
         if neuron is None:
@@ -364,11 +453,11 @@ def read_positions(
     return PositionTable(
         source=source,
         rows=rows,
-        id_column=ids,
-        neuron_column=neuron,
-        position_columns=tuple(positions),
-        units=units,
-        voxel_size_xyz_nm=None if voxel is None else tuple(float(v) for v in voxel),
+        id_column=columns.id,
+        neuron_column=columns.neuron,
+        position_columns=columns.positions,
+        units=columns.units,
+        voxel_size_xyz_nm=columns.voxel_size_xyz_nm,
         neurons_listed=listed,
         neurons_missing=missing,
     )

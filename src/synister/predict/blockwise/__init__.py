@@ -2,11 +2,12 @@
 
 The volume is cut into blocks; each block reads its raw data once (or, where synapses are
 sparse, only its patches), predicts the synapses whose patch centre lies in it and writes one
-Parquet shard. See :mod:`.layout` for the blocks and the output store, :mod:`.source` for the
-synapse sources, :mod:`.block` for one block, :mod:`.worker` and :mod:`.run` for daisy.
+Parquet shard with the rows and columns of ``predict-positions``. See :mod:`.layout` for the
+blocks and the output store, :mod:`.source` for the synapse sources (read as
+``predict-positions`` reads a table), :mod:`.block` for one block, :mod:`.worker` and
+:mod:`.run` for daisy.
 """
 
-from .adapters import Columns
 from .block import BlockRead, predict_block, read_block
 from .layout import BlockGrid, BlockSpec, Store
 from .plan import PlanMismatch, VolumePlan, load_plan, prepare
@@ -18,7 +19,6 @@ __all__ = [
     "BlockGrid",
     "BlockRead",
     "BlockSpec",
-    "Columns",
     "PlanMismatch",
     "Source",
     "Store",

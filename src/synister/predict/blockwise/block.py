@@ -17,8 +17,9 @@ import pyarrow as pa
 import tensorstore as ts
 
 from ..engine import Predictor
-from .adapters import STATUS_OUTSIDE, Columns, patch_status
+from ..positions import OUTSIDE_VOLUME, patch_status, synapse_table
 from .layout import BlockSpec
+from .source import rows_frame
 
 STRATEGIES = ("auto", "region", "patches")
 #: network batches cut from a block's region at a time
@@ -122,7 +123,7 @@ def read_block(
             f"(voxels {block.start_vox} + {block.shape_vox}); the plan does not fit this volume"
         )
     status = patch_status(starts, shape, volume_shape)
-    keep = status != STATUS_OUTSIDE
+    keep = status != OUTSIDE_VOLUME
     starts_kept = starts[keep]
     if strategy == "auto":
         strategy = choose_strategy(starts_kept, shape)
@@ -149,52 +150,27 @@ def read_block(
 
 def result_table(
     rows: pa.Table,
-    columns: Columns,
-    class_names: Sequence[str],
+    classes: Sequence[str],
     status: np.ndarray,
     probabilities: np.ndarray,
+    naming: str = "short",
 ) -> pa.Table:
-    """The output rows (``predict-positions`` columns) of staged ``rows``.
+    """The output rows of staged ``rows``: ``predict-positions``' table
+    (:func:`~synister.predict.positions.synapse_table`), its dtypes kept in the Parquet file.
 
     ``probabilities`` holds one row per synapse not ``outside_volume``, in row order.
     """
-    n = rows.num_rows
     status = np.asarray(status, dtype=object)
-    predicted = status != STATUS_OUTSIDE
-    if probabilities.shape != (int(predicted.sum()), len(class_names)):
+    predicted = status != OUTSIDE_VOLUME
+    if probabilities.shape != (int(predicted.sum()), len(classes)):
         raise ValueError(
             f"{probabilities.shape} probabilities for {int(predicted.sum())} predicted synapses "
-            f"and {len(class_names)} classes"
+            f"and {len(classes)} classes"
         )
-    full = np.full((n, len(class_names)), np.nan, dtype=np.float32)
+    full = np.full((rows.num_rows, len(classes)), np.nan, dtype=np.float32)
     full[predicted] = probabilities
-    mask = ~predicted
-    arrays, names = [], []
-    if columns.id is None:
-        arrays.append(rows["_row"])
-        names.append("id")
-    computed = ("x_nm", "y_nm", "z_nm")  # a source column of that name is replaced
-    for name in columns.source_columns():
-        if name not in computed:
-            arrays.append(rows[name])
-            names.append(name)
-    for name in computed:
-        arrays.append(rows[name])
-        names.append(name)
-    for i, name in enumerate(class_names):
-        arrays.append(pa.array(full[:, i], mask=mask, type=pa.float32()))
-        names.append(name)
-    top = np.zeros(n, dtype=np.int64)
-    if predicted.any():
-        top[predicted] = probabilities.argmax(axis=1)
-    top_names = np.asarray(class_names, dtype=object)[top]
-    arrays.append(pa.array(top_names, mask=mask, type=pa.string()))
-    names.append("top_nt")
-    arrays.append(pa.array(full.max(axis=1, initial=-np.inf), mask=mask, type=pa.float32()))
-    names.append("top_nt_conf")
-    arrays.append(pa.array(status.astype(str), type=pa.string()))
-    names.append("status")
-    return pa.Table.from_arrays(arrays, names=names)
+    frame = synapse_table(rows_frame(rows), full, classes, status, naming)
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def block_probabilities(predictor: Predictor, read: BlockRead) -> np.ndarray:
@@ -218,22 +194,23 @@ def predict_block(
     volume,
     predictor: Predictor,
     *,
-    columns: Columns,
-    class_names: Sequence[str],
+    classes: Sequence[str],
+    naming: str = "short",
     strategy: str = "auto",
     read: BlockRead | None = None,
 ) -> tuple[pa.Table, dict]:
     """Predict every synapse of ``block``: returns its output rows and what it cost.
 
-    ``rows`` are the block's staged synapses (source columns, ``x_nm, y_nm, z_nm`` and
-    ``_row``); ``read`` is its :func:`read_block` result when a worker read it ahead.
+    ``rows`` are the block's staged synapses (:func:`~synister.predict.tables.position_rows`
+    columns); ``classes`` the network's, ``naming`` that of the output's class columns;
+    ``read`` is its :func:`read_block` result when a worker read it ahead.
     """
     if read is None:
         read = read_block(block, rows, volume, predictor.input_shape_vox, strategy)
     started = time.perf_counter()
     probabilities = block_probabilities(predictor, read)
     predict_seconds = time.perf_counter() - started
-    table = result_table(rows, columns, class_names, read.status, probabilities)
+    table = result_table(rows, classes, read.status, probabilities, naming)
     stats = {
         "rows": table.num_rows,
         "predicted": read.count,

@@ -73,8 +73,8 @@ def time_sample(plan: VolumePlan, predictor, volume, blocks: list[int]) -> dict:
             rows.read(linear),
             volume,
             predictor,
-            columns=plan.columns,
-            class_names=plan.class_names,
+            classes=plan.classes,
+            naming=plan.naming,
         )
         totals["blocks"] += 1
         totals["synapses"] += stats["predicted"]

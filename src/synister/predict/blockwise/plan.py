@@ -18,12 +18,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ...models.bundle import ModelBundle
-from .adapters import STATUS_OUTSIDE, Columns, class_columns
+from ..neurons import class_columns
+from ..positions import OUTSIDE_VOLUME
+from ..tables import TableColumns
 from .block import result_table
 from .layout import OUTSIDE_SHARD, BlockGrid, Store, write_json
 from .source import BlockRows, Source, open_source, sort_by_block, stage
 
-PLAN_VERSION = 1
+#: 2: the rows and columns of predict-positions (row, id, neuron_id, x, y, z, x_nm, ...)
+PLAN_VERSION = 2
 
 
 class PlanMismatch(ValueError):
@@ -37,10 +40,16 @@ class VolumePlan:
     store: Store
     settings: dict
     grid: BlockGrid
-    columns: Columns
-    class_names: list[str]
+    columns: TableColumns
+    classes: list[str]  # the network's
+    naming: str  # of the output's class columns
     block_table: pd.DataFrame  # block, n, first_row, lo_z..hi_x (patch starts); -1: outside
     n_synapses: int
+
+    @property
+    def class_names(self) -> list[str]:
+        """The output's class columns."""
+        return class_columns(self.classes, self.naming)
 
     @property
     def blocks(self) -> pd.DataFrame:
@@ -84,7 +93,7 @@ def run_settings(
     dataset: str | None,
     source: Source,
     grid: BlockGrid,
-    columns: Columns,
+    columns: TableColumns,
     naming: str,
     precision: str = "fp32",
 ) -> dict:
@@ -115,13 +124,13 @@ def load_plan(store: Store) -> VolumePlan:
         raise FileNotFoundError(f"{store.plan_file}: no plan (run predict-volume first)")
     settings = stored["settings"]
     grid = BlockGrid(tuple(settings["volume_shape_vox"]), tuple(settings["block_vox"]))
-    columns = Columns.from_json(settings["columns"])
     return VolumePlan(
         store,
         settings,
         grid,
-        columns,
-        class_columns(settings["classes"], settings["naming"]),
+        TableColumns.from_json(settings["columns"]),
+        list(settings["classes"]),
+        settings["naming"],
         pq.read_table(store.blocks_file).to_pandas(),
         int(stored["n_synapses"]),
     )
@@ -155,9 +164,9 @@ def prepare(
     """
     store = Store(out)
     grid = BlockGrid.from_nm(volume.shape_vox, block_nm, volume.voxel_size_nm)
-    columns, batches, where = open_source(source, **(column_options or {}))
+    batches = open_source(source, **(column_options or {}))
     settings = run_settings(
-        bundle, volume, volume_url, dataset, source, grid, columns, naming, precision
+        bundle, volume, volume_url, dataset, source, grid, batches.columns, naming, precision
     )
     stored = store.read_plan()
     if stored is not None and stored.get("version") == PLAN_VERSION and not overwrite:
@@ -174,7 +183,7 @@ def prepare(
     store.make_dirs()
     started = time.perf_counter()
     try:
-        blocks, n = _stage_and_sort(store, batches, columns, volume, grid, settings, where)
+        blocks, n = _stage_and_sort(store, batches, volume, grid, settings)
         n_outside = int(blocks["n"][blocks["block"] < 0].sum())
         write_json(
             store.plan_file,
@@ -201,12 +210,12 @@ def prepare(
     return load_plan(store)
 
 
-def _stage_and_sort(store, batches, columns, volume, grid, settings, where):
+def _stage_and_sort(store, batches, volume, grid, settings):
     """Stage the source and sort it by block; returns the block table and the synapse count."""
     staged = store.plan_dir / "staged.parquet"
-    n = stage(batches, columns, volume, grid, settings["input_shape_vox"], staged, where)
+    n, numeric = stage(batches, volume, grid, settings["input_shape_vox"], staged)
     tmp = store.plan_dir / "duckdb_tmp"
-    blocks = sort_by_block(staged, store.sorted_file, columns, tmp, where)
+    blocks = sort_by_block(staged, store.sorted_file, batches, numeric, tmp)
     blocks.to_parquet(store.blocks_file, index=False)
     staged.unlink()
     shutil.rmtree(tmp, ignore_errors=True)
@@ -236,9 +245,9 @@ def write_outside_shard(plan: VolumePlan) -> None:
     probabilities, in input order, from the sorted copy (where they come first)."""
     store = plan.store
     rows = BlockRows(store.sorted_file, plan.block_table).read(-1)
-    status = np.full(rows.num_rows, STATUS_OUTSIDE, dtype=object)
-    empty = np.zeros((0, len(plan.class_names)), dtype=np.float32)
-    table = result_table(rows, plan.columns, plan.class_names, status, empty)
+    status = np.full(rows.num_rows, OUTSIDE_VOLUME, dtype=object)
+    empty = np.zeros((0, len(plan.classes)), dtype=np.float32)
+    table = result_table(rows, plan.classes, status, empty, plan.naming)
     tmp = store.shards_dir / f".{OUTSIDE_SHARD}.parquet.tmp"
     pq.write_table(table, tmp)
     tmp.replace(store.shard(OUTSIDE_SHARD))

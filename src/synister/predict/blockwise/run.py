@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .adapters import STATUS_OUTSIDE, summarize_neurons
+from ..neurons import MIN_MARGIN, MIN_SYNAPSES, add_neuron_sums, neuron_sums, summarize_sums
+from ..positions import check_voxel_size
 from .layout import OUTSIDE_SHARD, context_vox
 from .plan import VolumePlan, prepare, write_outside_shard
 from .source import Source
@@ -19,6 +20,8 @@ from .worker import Launcher, open_volume
 
 TASK_ID = "predict_volume"
 DEFAULT_BLOCK_NM = (2560, 4096, 4096)  # 64 x 1024 x 1024 voxels of FAFB (see the benchmark)
+#: shards whose per-neuron sums are added up at once
+SUMS_AT_ONCE = 64
 
 
 def default_workers() -> int:
@@ -30,15 +33,6 @@ def default_workers() -> int:
     if torch.cuda.is_available():
         return torch.cuda.device_count()
     return max(1, usable_cpus() // 4)
-
-
-def check_voxel_size(bundle, volume) -> None:
-    """A network sees patches at the voxel size it was trained on, or its output means nothing."""
-    if not np.allclose(bundle.voxel_size_nm, volume.voxel_size_nm):
-        raise ValueError(
-            f"{volume.location}: voxel size {list(volume.voxel_size_nm)} nm (z,y,x) differs from "
-            f"the model's {list(bundle.voxel_size_nm)} nm ({bundle.path})"
-        )
 
 
 def incomplete_blocks(plan: VolumePlan) -> list[str]:
@@ -182,31 +176,24 @@ def failures(plan: VolumePlan, names: Sequence[str], last_error: str | None) -> 
     return listed
 
 
-def neuron_table(plan: VolumePlan, min_synapses: int) -> pd.DataFrame | None:
-    """Per-neuron summary over all shards (DuckDB: sums per neuron, out of core)."""
-    import duckdb
-
-    neuron = plan.columns.neuron
-    if neuron is None:
+def neuron_table(
+    plan: VolumePlan, min_synapses: int = MIN_SYNAPSES, min_margin: float = MIN_MARGIN
+) -> pd.DataFrame | None:
+    """Per-neuron summary over all shards, as ``predict-positions`` writes it: per-neuron sums
+    of one shard at a time (:func:`~synister.predict.neurons.neuron_sums`), added up, so the
+    synapses are never all in memory."""
+    if plan.columns.neuron is None:
         return None
-    quoted = '"' + neuron.replace('"', '""') + '"'
-    sums = ", ".join(f'sum("{c}") AS "sum_{c}"' for c in plan.class_names)
-    votes = ", ".join(
-        f"sum(CASE WHEN top_nt = '{c}' THEN 1 ELSE 0 END) AS \"votes_{c}\""
-        for c in plan.class_names
-    )
-    shards = str(plan.store.shards_dir / "*.parquet").replace("'", "''")
-    con = duckdb.connect()
-    try:
-        aggregates = con.execute(
-            f"SELECT {quoted} AS neuron, count(*) AS n, {sums}, {votes} "
-            f"FROM read_parquet('{shards}') WHERE status != '{STATUS_OUTSIDE}' "
-            f"AND {quoted} IS NOT NULL GROUP BY 1 ORDER BY 1"
-        ).df()
-    finally:
-        con.close()
-    aggregates = aggregates.rename(columns={"neuron": neuron})
-    return summarize_neurons(aggregates, plan.class_names, neuron, min_synapses=min_synapses)
+    classes = plan.class_names
+    wanted = ["neuron_id", *classes, "top_nt"]
+    pending: list[pd.DataFrame] = []
+    for name in plan.shards():
+        shard = pd.read_parquet(plan.store.shard(name), columns=wanted)
+        pending.append(neuron_sums(shard, classes))
+        if len(pending) >= SUMS_AT_ONCE:
+            pending = [add_neuron_sums(pending)]
+    sums = add_neuron_sums(pending)
+    return summarize_sums(sums, classes, min_synapses=min_synapses, min_margin=min_margin)
 
 
 def predict_volume(
@@ -228,7 +215,8 @@ def predict_volume(
     worker_config: str | Path | None = None,
     overwrite: bool = False,
     column_options: dict | None = None,
-    min_synapses: int = 100,
+    min_synapses: int = MIN_SYNAPSES,
+    min_margin: float = MIN_MARGIN,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -301,7 +289,7 @@ def predict_volume(
         "seconds": seconds,
     }
     if not unfinished:
-        neurons = neuron_table(plan, min_synapses)
+        neurons = neuron_table(plan, min_synapses, min_margin)
         if neurons is not None:
             tmp = plan.store.neurons_file.with_name(".neurons.parquet.tmp")
             neurons.to_parquet(tmp, index=False)

@@ -1,18 +1,19 @@
 """Where synapses come from, and the frozen copy of them sorted by block.
 
 A source (a CSV/Parquet/Feather table, or the synapses of a database, optionally one split
-part) is read once, in batches, and staged with each synapse's block; DuckDB then sorts the
-staged rows by block into one Parquet file (row groups of 8,192 rows, with min/max
-statistics of ``_block``) and counts the synapses per block. Why DuckDB: it sorts out of core
-within a memory limit, so a table of 244 million synapses never has to fit in memory, and a
-worker reads its block as a contiguous row range (one or two row groups) instead of scanning
-the whole table per block, as filtering an unsorted table would. The copy also freezes the
-input: a resumed run predicts exactly the synapses it planned, whatever changed in the source.
+part) is read once, in batches; each batch is checked and converted exactly as
+``predict-positions`` reads a table (:func:`synister.predict.tables.position_rows`: the same
+columns, units and one-line errors) and staged with each synapse's block. DuckDB then sorts the
+staged rows by block into one Parquet file (row groups of 8,192 rows) and counts the synapses
+per block. Why DuckDB: it sorts out of core within a memory limit, so a table of 244 million
+synapses never has to fit in memory, and a worker reads its block as a contiguous row range (one
+or two row groups) instead of scanning the whole table per block, as filtering an unsorted table
+would. The copy also freezes the input: a resumed run predicts exactly the synapses it planned,
+whatever changed in the source.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,28 +21,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .adapters import STATUS_OUTSIDE, Columns, discover_columns, patch_status
+from ..positions import patch_status
+from ..tables import (
+    TableColumns,
+    TableError,
+    choose_columns,
+    csv_separator,
+    duplicate_id_error,
+    position_rows,
+    table_header,
+    table_kind,
+)
 from .layout import BlockGrid
 
 DATABASE_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "mongodb:", "mongodb+srv:")
-TABLE_FORMATS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".feather": "ipc",
-    ".arrow": "ipc",
-    ".ipc": "ipc",
-}
 BATCH_ROWS = 262_144
 ROW_GROUP_ROWS = 8_192
-COMPUTED = ("x_nm", "y_nm", "z_nm")
-STAGED_EXTRA = ("_row", "_block", "_sz", "_sy", "_sx")
+#: id columns of the staged rows (text where the source holds text: see :func:`stage`)
+ID_COLUMNS = ("id", "neuron_id")
+STAGED_EXTRA = ("_block", "_sz", "_sy", "_sx")
+#: the database's columns (see :meth:`synister.db.Database.synapses`)
+DATABASE_COLUMNS = TableColumns("synapse_id", "skeleton_id", ("x", "y", "z"))
 
 
 @dataclass
@@ -62,27 +66,25 @@ class Source:
             from ...evaluate import public_url
 
             return {"database": public_url(self.location), "split": self.split, "part": self.part}
-        path = Path(self.location).resolve()
+        path = Path(self.location).expanduser().resolve()
         stat = path.stat()
         return {"table": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def table_format(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    fmt = TABLE_FORMATS.get(suffixes[-1] if suffixes else "")
-    if fmt is None:
-        raise ValueError(
-            f"{path}: unknown table format; use .csv, .tsv, .parquet or .feather (or a database "
-            "URL sqlite:///..., postgresql://..., mongodb://...)"
-        )
-    return fmt
+@dataclass
+class Batches:
+    """A source opened: its columns, its rows in batches (pandas, as the file holds them; read
+    lazily) and what names it in errors."""
+
+    columns: TableColumns
+    frames: Iterator[pd.DataFrame]
+    where: str
+    csv: bool = False
 
 
-def open_source(source: Source, **column_options) -> tuple[Columns, Iterator[pa.RecordBatch], str]:
-    """Columns and (lazily read) batches of ``source`` (``column_options``: see
-    :func:`discover_columns`); the last item names the source in errors."""
+def open_source(source: Source, **column_options) -> Batches:
+    """Columns and batches of ``source``; ``column_options`` are those of
+    :func:`synister.predict.tables.choose_columns` (tables only)."""
     if source.is_database:
         given = [k for k, v in column_options.items() if v is not None and v != "nm"]
         if given:
@@ -93,165 +95,110 @@ def open_source(source: Source, **column_options) -> tuple[Columns, Iterator[pa.
         return _database_batches(source)
     if source.split or source.part:
         raise ValueError("--split/--part select synapses of a database; the source is a table")
-    path = Path(source.location)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: synapse table not found")
-    fmt = table_format(path)
-    where = str(path)
-    names: list[str] = []
+    path = Path(source.location).expanduser()
+    where, kind = str(path), table_kind(path)
+    columns = choose_columns(table_header(path), where, **column_options)
+    wanted = columns.source_columns()
+    if kind == "csv":  # all as text: the values are checked as predict-positions checks them
+        convert = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in wanted}, strings_can_be_null=True
+        )
+        parse = pacsv.ParseOptions(delimiter=csv_separator(path))
+        fmt = ds.CsvFileFormat(parse_options=parse, convert_options=convert)
+    else:
+        fmt = "parquet" if kind == "parquet" else "ipc"
     try:
-        if fmt == "csv":
-            delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
-            parse = pacsv.ParseOptions(delimiter=delimiter)
-            dataset = ds.dataset(path, format=ds.CsvFileFormat(parse_options=parse))
-        else:
-            dataset = ds.dataset(path, format=fmt)
-    except pa.ArrowInvalid as err:
-        raise ValueError(_arrow_error(err, names, where)) from err
-    names = dataset.schema.names
-    columns = discover_columns(names, where, **column_options)
-    scanner = dataset.scanner(columns=columns.source_columns(), batch_size=BATCH_ROWS)
-    return columns, _checked_batches(scanner.to_batches(), names, where), where
+        dataset = ds.dataset(path, format=fmt)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise TableError(f"{path}: not a readable {kind} table ({_first_line(error)})") from None
+    scanner = dataset.scanner(columns=wanted, batch_size=BATCH_ROWS)
+    return Batches(columns, _frames(scanner.to_batches(), where, kind), where, kind == "csv")
 
 
-def _arrow_error(err: Exception, names: list[str], where: str) -> str:
-    """pyarrow's CSV message with the column's name and the line, e.g. text in a numeric
-    column after the rows the types were inferred from."""
-    text = str(err)
-    found = re.search(r"column #(\d+): Row #(\d+): (.*)", text)
-    if found and int(found.group(1)) < len(names):
-        column = names[int(found.group(1))]
-        return f"{where}: column {column!r} line {found.group(2)}: {found.group(3)}"
-    return f"{where}: {text}"
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
-def _checked_batches(batches, names: list[str], where: str) -> Iterator[pa.RecordBatch]:
+def _frames(batches, where: str, kind: str) -> Iterator[pd.DataFrame]:
     try:
-        yield from batches
-    except pa.ArrowInvalid as err:
-        raise ValueError(_arrow_error(err, names, where)) from err
+        for batch in batches:
+            if batch.num_rows:
+                yield batch.to_pandas()
+    except (pa.ArrowInvalid, OSError) as error:
+        raise TableError(f"{where}: not a readable {kind} table ({_first_line(error)})") from None
 
 
-def _position_names(columns: Columns) -> list[str]:
-    return [columns.position] if isinstance(columns.position, str) else list(columns.position)
-
-
-def _database_batches(source: Source):
+def _database_batches(source: Source) -> Batches:
     where = f"database {source.public()['database']}"
     if source.split:
         where += f" split {source.split!r}" + (f" part {source.part!r}" if source.part else "")
     elif source.part:
         raise ValueError("--part needs --split (the split whose part to predict)")
-    columns = Columns("synapse_id", "skeleton_id", ("x", "y", "z"), "nm")
 
-    def batches() -> Iterator[pa.RecordBatch]:  # the database is read only when staging
+    def frames() -> Iterator[pd.DataFrame]:  # the database is read only when staging
         from ...db import open_database
 
         with open_database(source.location) as db:
             frame = db.synapses(split=source.split, part=source.part)
-        if len(frame) == 0:
-            raise ValueError(f"{where}: no synapses")
-        table = pa.table(
-            {
-                "synapse_id": pa.array(frame["synapse_id"].to_numpy(np.int64)),
-                "skeleton_id": pa.array(frame["skeleton_id"].astype("Int64"), type=pa.int64()),
-                "x": frame["x"].to_numpy(np.float64),
-                "y": frame["y"].to_numpy(np.float64),
-                "z": frame["z"].to_numpy(np.float64),
-            }
-        )
-        yield from table.to_batches(BATCH_ROWS)
+        for first in range(0, len(frame), BATCH_ROWS):
+            yield frame.iloc[first : first + BATCH_ROWS]
 
-    return columns, batches(), where
-
-
-def positions_xyz_nm(batch: pa.RecordBatch, columns: Columns, where: str, first_row: int):
-    """(N, 3) x, y, z nm of a batch; a non-numeric or missing value names its row."""
-    if isinstance(columns.position, str):
-        values = batch[columns.position]
-        lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
-        if np.any(lengths != 3):
-            row = int(np.flatnonzero(lengths != 3)[0])
-            raise ValueError(
-                f"{where}: column {columns.position!r} row {first_row + row} does not hold "
-                "3 numbers (x, y, z)"
-            )
-        flat = pc.list_flatten(values)
-        xyz = _as_float(flat, columns.position, where, first_row, 3).reshape(-1, 3)
-    else:
-        xyz = np.stack(
-            [_as_float(batch[name], name, where, first_row) for name in columns.position], axis=1
-        )
-    bad = np.flatnonzero(~np.all(np.isfinite(xyz), axis=1))
-    if bad.size:
-        raise ValueError(
-            f"{where}: row {first_row + int(bad[0])} has no finite position "
-            f"({_position_names(columns)}: {xyz[bad[0]].tolist()})"
-        )
-    if columns.units == "voxels":
-        xyz = xyz * np.asarray(columns.voxel_size_xyz_nm, dtype=np.float64)
-    return xyz
-
-
-def _as_float(values, name: str, where: str, first_row: int, per_row: int = 1) -> np.ndarray:
-    try:
-        return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), float)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        texts = values.to_pylist()
-        for i, text in enumerate(texts):
-            try:
-                float(text)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{where}: column {name!r} row {first_row + i // per_row} is not a number: "
-                    f"{text!r}"
-                ) from None
-        raise
+    return Batches(DATABASE_COLUMNS, frames(), where)
 
 
 def stage(
-    batches: Iterator[pa.RecordBatch],
-    columns: Columns,
+    batches: Batches,
     volume,
     grid: BlockGrid,
     patch_vox: Sequence[int],
     staged_file: Path,
-    where: str,
-) -> int:
-    """Write the synapses with their nm positions, row number, block (-1: outside the volume)
-    and patch start to ``staged_file``; returns how many."""
+) -> tuple[int, dict[str, bool]]:
+    """Write the checked rows (:func:`~synister.predict.tables.position_rows`) with their block
+    (-1: outside the volume) and patch start to ``staged_file``; returns how many, and per id
+    column held as text whether every batch found whole numbers only (then the whole column is
+    numbers, as ``predict-positions`` would read it: :func:`sort_by_block` casts it)."""
     patch = np.asarray(patch_vox, dtype=np.int64)
-    carried = [c for c in columns.source_columns() if c not in COMPUTED]
     writer = None
     first_row = 0
+    numeric: dict[str, bool] = {}
     try:
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            xyz = positions_xyz_nm(batch, columns, where, first_row)
-            starts = volume.patch_starts_vox(xyz[:, ::-1], patch)
+        for frame in batches.frames:
+            rows = position_rows(
+                frame, batches.where, batches.columns, csv=batches.csv, first_row=first_row
+            )
+            for name in ID_COLUMNS:
+                if name in rows and not pd.api.types.is_integer_dtype(rows[name].dtype):
+                    numeric[name] = False
+                elif name in rows and (name in numeric or _text(frame, batches.columns, name)):
+                    numeric.setdefault(name, True)
+                if name in numeric:  # one type in every batch; decided in sort_by_block
+                    rows[name] = rows[name].astype("string")
+            centers = rows[["z_nm", "y_nm", "x_nm"]].to_numpy(dtype=np.float64)
+            starts = volume.patch_starts_vox(centers, patch)
             status = patch_status(starts, patch, volume.shape_vox)
             block = grid.linear_index(starts + patch // 2)
-            block[status == STATUS_OUTSIDE] = -1
-            arrays = [batch[c] for c in carried] + [xyz[:, 0], xyz[:, 1], xyz[:, 2]]
-            arrays += [
-                np.arange(first_row, first_row + batch.num_rows, dtype=np.int64),
-                block,
-                starts[:, 0],
-                starts[:, 1],
-                starts[:, 2],
-            ]
-            table = pa.Table.from_arrays(arrays, names=[*carried, *COMPUTED, *STAGED_EXTRA])
+            block[status == "outside_volume"] = -1
+            rows["_block"] = block
+            for axis, name in enumerate(("_sz", "_sy", "_sx")):
+                rows[name] = starts[:, axis]
+            table = pa.Table.from_pandas(rows, preserve_index=False).replace_schema_metadata()
             if writer is None:
                 writer = pq.ParquetWriter(staged_file, table.schema)
-            writer.write_table(table)
-            first_row += batch.num_rows
+            writer.write_table(table.cast(writer.schema))
+            first_row += len(rows)
     finally:
         if writer is not None:
             writer.close()
     if first_row == 0:
-        raise ValueError(f"{where}: holds no synapses")
-    return first_row
+        raise TableError(f"{batches.where}: the table has no rows")
+    return first_row, numeric
+
+
+def _text(frame: pd.DataFrame, columns: TableColumns, name: str) -> bool:
+    """Whether the source column behind staged id column ``name`` holds text."""
+    column = columns.id if name == "id" else columns.neuron
+    return column is not None and not pd.api.types.is_numeric_dtype(frame[column].dtype)
 
 
 def _quote(name: str) -> str:
@@ -265,49 +212,72 @@ def _literal(path: Path) -> str:
 def sort_by_block(
     staged_file: Path,
     sorted_file: Path,
-    columns: Columns,
+    batches: Batches,
+    numeric: dict[str, bool],
     tmp_dir: Path,
-    where: str,
     memory_limit: str = "2GB",
 ) -> pd.DataFrame:
-    """Sort the staged synapses by block (those outside the volume, block -1, first) into
-    ``sorted_file``.
+    """Sort the staged synapses by block (those outside the volume, block -1, first; then by
+    row) into ``sorted_file``; id columns staged as text become numbers where ``numeric``.
 
     Returns per block with synapses (ascending, -1 included): ``block``, ``n``, ``first_row``
     and the patch starts' bounding box ``lo_z..hi_x`` (exclusive of the patch size). Raises
-    when an id column holds an id twice.
+    :class:`TableError` for an id on two rows, as ``predict-positions`` does.
     """
     import duckdb
 
-    staged = _literal(staged_file)
+    names = [n for n in pq.read_schema(staged_file).names if n not in STAGED_EXTRA]
+    selected = ", ".join(
+        f"CAST({_quote(n)} AS BIGINT) AS {_quote(n)}" if numeric.get(n) else _quote(n)
+        for n in names
+    )
+    rows = f"(SELECT {selected}, _block FROM read_parquet({_literal(staged_file)}))"
     con = duckdb.connect()
     try:
         con.execute(f"SET memory_limit = '{memory_limit}'")
         con.execute(f"SET temp_directory = {_literal(tmp_dir)}")
-        if columns.id is not None:
+        if batches.columns.id is not None:
             twice = con.execute(
-                f"SELECT {_quote(columns.id)} AS id, count(*) AS n FROM read_parquet({staged}) "
-                f"GROUP BY 1 HAVING count(*) > 1 ORDER BY n DESC LIMIT 5"
-            ).fetchall()
-            if twice:
-                listed = ", ".join(f"{i!r} ({n} times)" for i, n in twice)
-                raise ValueError(f"{where}: column {columns.id!r} repeats ids: {listed}")
-        kept = [c for c in columns.source_columns() if c not in COMPUTED]
-        selected = ", ".join(_quote(c) for c in [*kept, *COMPUTED, "_row", "_block"])
+                f"WITH t AS {rows}, d AS (SELECT id, min(row) AS a FROM t GROUP BY id "
+                "HAVING count(*) > 1 ORDER BY a LIMIT 1) "
+                "SELECT d.id, d.a, min(t.row) FROM d JOIN t ON t.id = d.id AND t.row > d.a "
+                "GROUP BY d.id, d.a"
+            ).fetchone()
+            if twice is not None:
+                value, first, second = twice
+                column, csv = batches.columns.id, batches.csv
+                raise duplicate_id_error(batches.where, column, value, first, second, csv)
         con.execute(
-            f"COPY (SELECT {selected} FROM read_parquet({staged}) ORDER BY _block, _row) "
-            f"TO {_literal(sorted_file)} "
+            f"COPY (SELECT * FROM {rows} ORDER BY _block, row) TO {_literal(sorted_file)} "
             f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, COMPRESSION zstd)"
         )
         blocks = con.execute(
             f"SELECT _block AS block, count(*) AS n, min(_sz) AS lo_z, min(_sy) AS lo_y, "
             f"min(_sx) AS lo_x, max(_sz) AS hi_z, max(_sy) AS hi_y, max(_sx) AS hi_x "
-            f"FROM read_parquet({staged}) GROUP BY _block ORDER BY _block"
+            f"FROM read_parquet({_literal(staged_file)}) GROUP BY _block ORDER BY _block"
         ).df()
     finally:
         con.close()
     blocks["first_row"] = np.cumsum(blocks["n"].to_numpy()) - blocks["n"].to_numpy()
     return blocks.astype({"block": np.int64, "n": np.int64, "first_row": np.int64})
+
+
+_NULLABLE = {pa.int64(): pd.Int64Dtype()}
+
+
+def rows_frame(rows: pa.Table) -> pd.DataFrame:
+    """Staged rows as :func:`~synister.predict.tables.position_rows` gives them (its dtypes:
+    ``id`` int64 or text, ``neuron_id`` nullable Int64 or text), without the block."""
+    frame = rows.drop_columns([c for c in rows.column_names if c.startswith("_")]).to_pandas()
+    for name in ID_COLUMNS:
+        if name not in frame:
+            continue
+        if pa.types.is_integer(rows.schema.field(name).type):  # never through floats
+            exact = rows.column(name).cast(pa.int64()).to_pandas(types_mapper=_NULLABLE.get)
+            frame[name] = exact.astype(np.int64) if name == "id" else exact
+        else:
+            frame[name] = frame[name].astype("string")
+    return frame
 
 
 class BlockRows:

@@ -77,8 +77,8 @@ class BlockRunner:
             rows,
             self.volume,
             self.predictor,
-            columns=self.plan.columns,
-            class_names=self.plan.class_names,
+            classes=self.plan.classes,
+            naming=self.plan.naming,
             read=read,
         )
         shard = store.shard(block.name)
