@@ -136,7 +136,7 @@ def recipe(
     neighbours (224 nm apart), whose other classes would otherwise blur the label; a ResNet-18
     of 8 feature maps (0.5 M weights) trains a 16-patch batch in ~0.2 s of one core.
     ``fafb``: the same network first learns the easy preset (whose classes differ at a glance)
-    and then the fafb preset, where training from scratch stayed at chance for 1,200 iterations;
+    and then the fafb preset, where training from scratch stayed at chance for 1,500 iterations;
     its decisions follow the training part's class frequencies (logit adjustment). The README's
     accuracy section has the measurements behind these choices.
     """
