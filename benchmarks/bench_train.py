@@ -4,6 +4,10 @@
 FAFB-sized VGG (16x160x160, batch 8) and the small demo network, on random input (no data
 loading), so the figure is the network's alone.
 
+``python benchmarks/bench_train.py formats``: training steps of the demo's networks with
+activations in torch's default layout against channels-last (``channels_last`` in the training
+config), in interleaved rounds, one torch thread.
+
 ``python benchmarks/bench_train.py demo WORKDIR``: the one-command demo's training on the
 synthetic ``easy`` preset: make the dataset, import it, split by skeleton, prepare and train,
 then report synapse accuracy on the held-out (validation) neurons against the Bayes oracle,
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -78,6 +83,67 @@ def speed(args) -> None:
         "fafb_vgg": training_samples_per_s(FAFB_NETWORK, args.iterations),
         "demo_vgg": training_samples_per_s(DEMO_NETWORK, max(args.iterations, 10)),
     }
+    print(json.dumps(report, indent=2))
+
+
+def _step_seconds(model, raw, labels, steps: int, channels_last: bool) -> float:
+    """Median seconds of a forward + backward + Adam step."""
+    optimizer = make_optimizer(model, 1e-3)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+        raw = raw.contiguous(memory_format=torch.channels_last_3d)
+    seconds = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(raw), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i:  # the first step allocates
+            seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+def formats(args) -> None:
+    """Default layout vs channels-last for the demo recipes' networks, interleaved rounds."""
+    from dataclasses import replace
+
+    from synister.config import TrainConfig
+    from synister.demo import recipe
+    from synister.models import build_model
+
+    torch.set_num_threads(args.threads)
+    report = {}
+    for preset, network in (("easy", "resnet"), ("fafb", "resnet"), ("fafb", "vgg")):
+        s = replace(recipe(preset, network))
+        cfg = TrainConfig(
+            synapse_types=["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine",
+                           "dopamine"],
+            input_shape=s.input_shape, fmaps=s.fmaps, network=s.network,
+            downsample_factors=list(s.downsample_factors),
+            n_convolutions=s.n_convolutions or (2,) * len(s.downsample_factors),
+            classifier_units=s.classifier_units, db_name_data="x", split_name="x",
+            voxel_size=(40, 4, 4), raw_container="x", raw_dataset="x",
+        )  # fmt: skip
+        raw = torch.rand(s.batch_size, 1, *s.input_shape) * 2 - 1
+        labels = torch.randint(0, 6, (s.batch_size,))
+        rounds = {"default": [], "channels_last": []}
+        for _ in range(args.rounds):
+            for name in rounds:
+                torch.manual_seed(0)
+                rounds[name].append(
+                    _step_seconds(
+                        build_model(cfg), raw, labels, args.iterations, name == "channels_last"
+                    )  # fmt: skip
+                )
+        default, last = np.median(rounds["default"]), np.median(rounds["channels_last"])
+        report[f"{preset}_{network}"] = {
+            "step_s_default": round(float(default), 4),
+            "step_s_channels_last": round(float(last), 4),
+            "speed-up": round(float(default / last), 2),
+            "rounds": {k: [round(v, 4) for v in vs] for k, vs in rounds.items()},
+        }
+    report["load_average"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 
 
@@ -197,6 +263,11 @@ def main() -> None:
     p_speed.add_argument("--iterations", type=int, default=3)
     p_speed.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p_speed.set_defaults(run=speed)
+    p_formats = commands.add_parser("formats", help="default layout vs channels-last")
+    p_formats.add_argument("--iterations", type=int, default=6)
+    p_formats.add_argument("--rounds", type=int, default=3)
+    p_formats.add_argument("--threads", type=int, default=1)
+    p_formats.set_defaults(run=formats)
     p_demo = commands.add_parser("demo", help="train the demo network on the easy preset")
     p_demo.add_argument("workdir", help="folder for the dataset, database and setups")
     p_demo.add_argument("--iterations", type=int, default=2000)

@@ -245,3 +245,15 @@ def test_training_synapses_keeps_single_known_transmitters_among_the_classes():
     assert table["synapse_id"].tolist() == [1, 5]
     assert table["label"].tolist() == [0, 2]
     assert list(table.columns) == ["synapse_id", "z", "y", "x", "skeleton_id", "label"]
+
+
+def test_elastic_part_can_be_left_out_of_augmentation(raw_volume):
+    """Without the elastic part a patch is read at its own size (no context) and still gets
+    mirrored/transposed and intensity-augmented."""
+    volume = raw_volume[0]
+    data = TrainingData(synapse_table(), volume, PATCH, CLASSES, seed=2, elastic=False)
+    assert data.pipeline.elastic is None and data.pipeline.simple is not None
+    assert data.pipeline.context_shape_vox == tuple(PATCH)
+    sample = next(iter(data))
+    assert sample["params"]["elastic"] is None and sample["params"]["intensity"] is not None
+    assert TrainingData(synapse_table(), volume, PATCH, CLASSES).pipeline.elastic is not None

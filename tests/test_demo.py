@@ -1,21 +1,30 @@
-"""The demo's settings: they must make a valid training setup and a network that runs on them.
+"""The demo: its recipes make valid setups, and a tiny run goes through every step and resumes.
 
-The demo itself (minutes of training) is not run here; benchmarks and the README report it.
+The real demo (minutes of training) is not run here; benchmarks and the README report it.
 """
 
 from __future__ import annotations
 
-import torch
+import json
+from dataclasses import replace
 
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from synister.cli import app
 from synister.config import load_train_setup
-from synister.demo import DemoSettings
-from synister.models import build_model
+from synister.demo import planned_iterations, recipe, run_demo
+from synister.models import build_model, list_checkpoints
 from synister.setup import prepare_training
 
 
-def test_default_settings_make_a_setup_whose_network_classifies_a_batch(tmp_path):
-    s = DemoSettings()
+@pytest.mark.parametrize("preset", ["easy", "fafb"])
+@pytest.mark.parametrize("network", ["resnet", "vgg"])
+def test_recipes_make_a_setup_whose_network_classifies_a_batch(tmp_path, preset, network):
+    s = recipe(preset, network)
     assert s.iterations % s.validation_checkpoints == 0  # the last checkpoint is the last step
+    assert (s.minutes is None) == (preset == "easy")  # fafb trains for a wall-time budget
     setup = prepare_training(
         tmp_path,
         "demo",
@@ -29,14 +38,99 @@ def test_default_settings_make_a_setup_whose_network_classifies_a_batch(tmp_path
         network=s.network,
         fmaps=s.fmaps,
         downsample_factors=list(s.downsample_factors),
+        n_convolutions=s.n_convolutions or (2,) * len(s.downsample_factors),
+        fmap_inc=(2,) * len(s.downsample_factors),
+        classifier_units=s.classifier_units,
         batch_size=s.batch_size,
         learning_rate=s.learning_rate,
+        lr_schedule=s.lr_schedule,
+        warmup_iterations=s.warmup_iterations,
         augment=s.augment,
         checkpoint_every=s.checkpoint_every,
     )
     cfg, _ = load_train_setup(setup)
     assert tuple(cfg.input_shape) == s.input_shape and cfg.network == s.network
+    assert cfg.lr_schedule == s.lr_schedule and cfg.classifier_units == s.classifier_units
     model = build_model(cfg).eval()
     with torch.no_grad():
         logits = model(torch.zeros(2, 1, *s.input_shape))
     assert logits.shape == (2, len(cfg.classes)) == (2, 6)
+    if network == "vgg":  # small enough to train on a CPU
+        assert sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
+def test_a_budget_or_a_length_replaces_the_recipes():
+    assert recipe("fafb", "vgg", minutes=45).minutes == 45
+    fixed = recipe("fafb", iterations=800, seed=3)
+    assert (fixed.minutes, fixed.iterations, fixed.seed) == (None, 800, 3)
+    assert recipe("easy", minutes=5).minutes == 5 and recipe("easy").minutes is None
+    assert recipe("fafb", "vgg").classifier_units == 256  # a VGG that trains on a CPU
+
+
+def test_the_demo_command_names_a_bad_preset_or_network():
+    for option, message in (("--preset=hard", "presets easy and fafb"),
+                            ("--network=unet", "network must be one of")):  # fmt: skip
+        outcome = CliRunner().invoke(app, ["demo", option])
+        assert outcome.exit_code == 1 and message in outcome.output
+
+
+def test_unknown_recipes_are_refused():
+    with pytest.raises(ValueError, match="presets easy and fafb"):
+        recipe("hard")
+    with pytest.raises(ValueError, match="network must be one of"):
+        recipe("easy", "unet")
+
+
+def test_the_budget_plan_follows_the_pace():
+    # 600 s left at 0.5 s per iteration: 1,200 more, less the 10-iteration margin
+    assert planned_iterations(1000, 400, done=300, seconds_per_iteration=0.5) == 300 + 1190
+    # the machine got twice as slow: the plan shrinks accordingly
+    assert planned_iterations(1000, 400, done=300, seconds_per_iteration=1.0) == 300 + 590
+    # the budget is spent: one more iteration, never fewer than done
+    assert planned_iterations(1000, 1200, done=300, seconds_per_iteration=0.5) == 301
+
+
+@pytest.mark.slow
+def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
+    settings = replace(
+        recipe("easy"),
+        pretrain_iterations=6,  # the curriculum of the fafb recipe, on the easy preset twice
+        pretrain_shape_vox=(32, 512, 512),
+        shape_vox=(32, 512, 512),
+        n_synapses=100,
+        split_tolerance=0.3,
+        input_shape=(4, 32, 32),
+        downsample_factors=((1, 2, 2), (1, 2, 2), (2, 2, 2)),
+        fmaps=2,
+        batch_size=4,
+        minutes=0.05,  # a few seconds: the warm-up alone may spend them
+        probe_iterations=10,
+        validation_checkpoints=2,
+        warmup_iterations=4,
+    )
+    summary = run_demo(tmp_path / "demo", settings)
+    assert summary["iterations"] >= settings.probe_iterations + 2
+    curve = summary["validation_curve"]
+    assert len(curve) >= 2 and curve[-1]["iteration"] == summary["iterations"]
+    assert all(point["train_seconds"] > summary["pretrain_seconds"] > 0 for point in curve)
+    pretrained = tmp_path / "demo" / "pretrain" / "pretrain" / "02_train" / "setup_t0"
+    assert [i for i, _ in list_checkpoints(pretrained)] == [6]
+    assert summary["best_iteration"] in {p["iteration"] for p in curve}
+    for key in (
+        "oracle_synapse_accuracy",
+        "image_ceiling_synapse_accuracy",
+        "test_synapse_accuracy",
+    ):
+        assert 0 <= summary[key] <= 1
+    state = json.loads((tmp_path / "demo" / "demo_state.json").read_text())
+    cfg, _ = load_train_setup(tmp_path / "demo" / "demo" / "02_train" / "setup_t0")
+    assert cfg.schedule_iterations == state["iterations"] == summary["iterations"]
+    assert cfg.init_checkpoint == str(pretrained / "model_checkpoint_6")
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_demo(tmp_path / "demo", settings)
+    again = run_demo(tmp_path / "demo", settings, resume=True)  # nothing left to do but report
+    assert again["iterations"] == summary["iterations"]
+    assert again["test_synapse_accuracy"] == summary["test_synapse_accuracy"]
+    with pytest.raises(ValueError, match="other settings"):
+        run_demo(tmp_path / "demo", replace(settings, fmaps=4), resume=True)

@@ -180,6 +180,21 @@ def test_build_model_vgg_follows_the_config():
     assert model(torch.zeros(2, 1, 8, 32, 32)).shape == (2, 3)
 
 
+def test_vgg_classifier_units_shrink_the_classifier_and_default_to_funlib():
+    small = Vgg3D((4, 16, 16), fmaps=2, downsample_factors=[(1, 2, 2), (2, 2, 2)],
+                  fmap_inc=(2, 2), n_convolutions=(1, 1), classifier_units=32)  # fmt: skip
+    assert [m.out_features for m in small.classifier if isinstance(m, nn.Linear)] == [32, 32, 6]
+    assert small(torch.zeros(3, 1, 4, 16, 16)).shape == (3, 6)
+    default = Vgg3D((4, 16, 16), fmaps=2, downsample_factors=[(1, 2, 2), (2, 2, 2)],
+                    fmap_inc=(2, 2), n_convolutions=(1, 1))  # fmt: skip
+    assert default.classifier[0].out_features == 4096
+    built = build_model(_config(classifier_units=64))
+    assert built.classifier[3].in_features == built.classifier[3].out_features == 64
+    with pytest.raises(ValueError, match="classifier_units"):
+        Vgg3D((4, 16, 16), downsample_factors=[(1, 2, 2)], fmap_inc=(2,),
+              n_convolutions=(1,), classifier_units=0)  # fmt: skip
+
+
 # ---- what a checkpoint says when it does not fit -------------------------------------------------
 
 

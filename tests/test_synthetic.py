@@ -28,7 +28,9 @@ def easy_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fafb_n5_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fafb")
-    generate(out, preset="fafb", seed=4, shape_vox=SMALL, format="n5", montages=False)
+    generate(
+        out, preset="fafb", seed=4, shape_vox=SMALL, format="n5", montages=False, ceiling=False
+    )
     return out
 
 
@@ -94,7 +96,7 @@ def test_fafb_n5_metadata(fafb_n5_dir):
 
 
 def test_same_seed_same_dataset(easy_dir, tmp_path):
-    generate(tmp_path, preset="easy", seed=3, shape_vox=SMALL, montages=False)
+    generate(tmp_path, preset="easy", seed=3, shape_vox=SMALL, montages=False, ceiling=False)
     for name in ("synapses.json", "skeletons.json", "hemi_lineages.json"):
         assert (tmp_path / name).read_text() == (easy_dir / name).read_text()
     a = Volume(tmp_path / "raw.zarr", "raw").read_region_vox((0, 0, 0), SMALL)
@@ -127,8 +129,10 @@ def test_oracle_in_band_on_skeleton_split(preset):
         if preset == "easy":
             assert acc["synapse"] >= 0.95
         else:
-            assert 0.85 <= acc["synapse"] <= 0.92
-            assert acc["neuron"] >= acc["synapse"] + 0.03
+            # the latent oracle lies above the image-level ceiling (~0.87 synapse, ~0.95
+            # neuron); measured 0.955-0.982 over 6 draws of 2,000 synapses, 0.977 here
+            assert 0.95 <= acc["synapse"] <= 0.99
+            assert acc["neuron"] >= acc["synapse"] + 0.01
         assert acc["neuron"] >= acc["neuron_vote"] - 0.02  # joint posterior ~ beats the vote
 
 
@@ -193,6 +197,7 @@ def test_texture_from_real_em(shared_data, tmp_path):
         shape_vox=(32, 448, 448),
         texture_dir=tex_dir,
         montages=False,
+        ceiling=False,
     )
     raw = Volume(tmp_path / "raw.zarr", "raw").read_region_vox((0, 0, 0), (1, 64, 64))[0]
     tex = np.asarray(Image.open(tex_dir / "00.png").convert("L"))[:64, :64]
@@ -231,5 +236,86 @@ def test_oracle_command_per_split_part(easy_dir, tmp_path):
     assert set(parts_out) == {"train", "test"}
     assert parts_out["test"]["n_synapses"] == len(test_ids)
     assert parts_out["test"]["synapse"] == oracle_accuracy(easy_dir, test_ids)["synapse"]
+    ceiling = json.loads(result.stdout)["image_ceiling"]
+    assert set(ceiling) == {"train", "test"}
+    assert ceiling["test"]["n_synapses"] == len(test_ids)
+    assert 0 <= ceiling["test"]["synapse"] <= 1
     summary = json.loads((easy_dir / "summary.json").read_text())
     assert summary["oracle_by_split"]["by_skeleton"]["train"]["n_synapses"] == len(train_ids)
+    assert summary["image_ceiling_by_split"]["by_skeleton"] == ceiling
+    text = CliRunner().invoke(
+        app, ["synthetic-oracle", str(easy_dir), "--db", url, "--split", "by_skeleton"]
+    )
+    assert "test image-level ceiling" in text.output
+
+
+def test_structure_labels_mark_what_the_image_shows(easy_dir):
+    """The label volume lies on raw's grid; each kind is where its structure darkens raw."""
+    from synister.synthetic import STRUCTURE_LABELS
+
+    summary = json.loads((easy_dir / "summary.json").read_text())
+    assert summary["structure_labels"] == {str(k): v for k, v in STRUCTURE_LABELS.items()}
+    meta = json.loads((easy_dir / "raw.zarr" / "structures" / "zarr.json").read_text())
+    assert meta["attributes"]["resolution"] == [40, 4, 4]
+    assert meta["attributes"]["labels"]["3"] == "t_bar"
+    labels_vol = Volume(easy_dir / "raw.zarr", summary["structures_dataset"])
+    labels = labels_vol.read_region_vox((0, 0, 0), SMALL)
+    raw = Volume(easy_dir / "raw.zarr", "raw").read_region_vox((0, 0, 0), SMALL).astype(float)
+    assert labels.shape == raw.shape and labels.dtype == np.uint8
+    assert set(np.unique(labels)) == set(STRUCTURE_LABELS)  # every kind occurs
+    background = raw[labels == 0].mean()
+    assert raw[labels == 3].mean() < background - 30  # T-bars are dark
+    assert raw[labels == 2].mean() < raw[labels == 1].mean() - 10  # dense cores are darker
+    # every labelled voxel lies within a synapse's drawing: +-2 sections, 120 nm in y and x
+    lat = pd.read_parquet(easy_dir / "latents.parquet")
+    centers_vox = (lat[["z_nm", "y_nm", "x_nm"]].to_numpy() // [40, 4, 4]).astype(int)
+    near = np.zeros(SMALL, bool)
+    for z, y, x in centers_vox:
+        near[max(z - 2, 0) : z + 3, max(y - 40, 0) : y + 41, max(x - 40, 0) : x + 41] = True
+    assert not np.any((labels > 0) & ~near)
+
+
+def test_features_measured_from_the_images_follow_the_latents(easy_dir):
+    from synister.synthetic import FEATURES
+
+    measured = pd.read_parquet(easy_dir / "image_features.parquet")
+    lat = pd.read_parquet(easy_dir / "latents.parquet")
+    assert measured["synapse_id"].tolist() == lat["synapse_id"].tolist()
+    # the renderer clips what it draws; the estimators should recover what it drew
+    drawn = {
+        "vesicle_diameter_nm": lat["vesicle_diameter_nm"].clip(22, 70),
+        "tbar_width_nm": lat["tbar_width_nm"].clip(40, 150),
+        "cleft_width_nm": lat["cleft_width_nm"].clip(8, 32),
+    }
+    for name in ("tbar_width_nm", "cleft_width_nm"):
+        assert np.corrcoef(measured[name], drawn[name])[0, 1] > 0.95, name
+    # vesicle diameters: most within a few nm (4 nm pixels), but a few synapses' fits go
+    # grossly wrong (here 5 of 75 by 18-30 nm: vesicles beside the T-bar or a membrane, or a
+    # synapse of 2 vesicles), so the typical error is asserted, and the correlation loosely
+    error = np.abs(measured["vesicle_diameter_nm"] - drawn["vesicle_diameter_nm"])
+    assert np.median(error) < 3.0 and np.mean(error > 15) < 0.1
+    assert np.corrcoef(measured["vesicle_diameter_nm"], drawn["vesicle_diameter_nm"])[0, 1] > 0.85
+    missing = ~np.isfinite(measured[list(FEATURES)].to_numpy())
+    # only a cloud of fewer than two vesicles has no measurable radius
+    assert not missing[:, [f != "cloud_radius_nm" for f in FEATURES]].any()
+    assert np.all(
+        measured.loc[missing[:, FEATURES.index("cloud_radius_nm")], "log_vesicle_count"] < np.log(2)
+    )
+    summary = json.loads((easy_dir / "summary.json").read_text())
+    ceiling = summary["image_ceiling"]
+    assert ceiling["n_synapses"] == summary["n_synapses"]
+    assert 0.0 <= ceiling["synapse"] <= 1.0 and 0.0 <= ceiling["neuron"] <= 1.0
+
+
+def test_fitted_hierarchical_gaussian_of_the_latents_matches_the_oracle():
+    """The image-level ceiling's classifier, fitted on latents instead of measurements, comes
+    within sampling error of the exact oracle: the method adds no loss of its own."""
+    from synister.synthetic.ceiling import ceiling_from_features
+
+    _, _, synapses, model = sample_hierarchy(PRESETS["fafb"], 20000, np.random.default_rng(1))
+    train_ids, test_ids = _skeleton_split(synapses, 0)
+    fitted = ceiling_from_features(synapses, model, train_ids, test_ids)
+    oracle = oracle_from_latents(synapses, model, test_ids)
+    assert fitted["n_synapses"] == oracle["n_synapses"]
+    assert abs(fitted["synapse"] - oracle["synapse"]) < 0.01
+    assert abs(fitted["neuron_joint"] - oracle["neuron"]) < 0.02

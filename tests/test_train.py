@@ -166,6 +166,99 @@ def test_run_training_learns_logs_snapshots_and_checkpoints(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_learning_rate_schedules_warm_up_then_decay():
+    from synister.train import LearningRateSchedule
+
+    cosine = LearningRateSchedule(1e-3, "cosine", warmup=10, total=110, final_fraction=0.1)
+    assert cosine.rate(1) == pytest.approx(1e-4) and cosine.rate(10) == pytest.approx(1e-3)
+    assert cosine.rate(60) == pytest.approx(0.55e-3)  # half way down the cosine
+    assert cosine.rate(110) == pytest.approx(1e-4) and cosine.rate(500) == pytest.approx(1e-4)
+    rates = [cosine.rate(i) for i in range(10, 111)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    step = LearningRateSchedule(1.0, "step", total=100)
+    assert [step.rate(i) for i in (1, 50, 51, 75, 76, 100)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    )
+    assert LearningRateSchedule(2e-3).rate(7) == 2e-3
+    with pytest.raises(ValueError, match="total number of iterations"):
+        LearningRateSchedule(1e-3, "cosine")
+
+
+def test_the_loop_follows_the_schedule_across_a_resume_and_reports_checkpoints(tmp_path):
+    from synister.models import load_checkpoint
+    from synister.train import LearningRateSchedule, LoopSettings, run_training
+
+    schedule = LearningRateSchedule(1e-2, "cosine", warmup=5, total=20)
+    settings = LoopSettings(
+        checkpoint_every=10, snapshot_every=100, log_every=1, learning_rate=schedule,
+        label_smoothing=0.1,
+    )  # fmt: skip
+    seen = []
+
+    def on_checkpoint(iteration, path):
+        seen.append((iteration, path.name))
+
+    model, optimizer = _standin()
+    run_training(
+        model, optimizer, _batches(), tmp_path, CLASSES, start_iteration=0, num_iterations=12,
+        settings=settings, progress=False, on_checkpoint=on_checkpoint,
+    )  # fmt: skip
+    assert seen == [(10, "model_checkpoint_10"), (12, "model_checkpoint_12")]
+    model, optimizer = _standin()
+    load_checkpoint(tmp_path / "model_checkpoint_12", model, optimizer)
+    run_training(
+        model, optimizer, _batches(), tmp_path, CLASSES, start_iteration=12, num_iterations=20,
+        settings=settings, progress=False,
+    )  # fmt: skip
+    logged = read_scalars(tmp_path / "log")["learning_rate"]
+    assert logged.step.tolist() == list(range(1, 21))
+    np.testing.assert_allclose(logged.value, [schedule.rate(i) for i in range(1, 21)], rtol=1e-6)
+
+
+def test_label_smoothing_sets_a_floor_under_the_loss(tmp_path):
+    """With smoothing 0.5 over 3 classes the target has entropy 0.868 nats, which no output
+    can go below; unsmoothed, the same run ends far lower (see the test above)."""
+    from synister.train import LoopSettings, run_training
+
+    model, optimizer = _standin()
+    settings = LoopSettings(checkpoint_every=100, snapshot_every=100, log_every=5,
+                            label_smoothing=0.5)  # fmt: skip
+    run_training(
+        model, optimizer, _batches(), tmp_path, CLASSES, start_iteration=0, num_iterations=40,
+        settings=settings, progress=False,
+    )  # fmt: skip
+    floor = -(2 / 3 * np.log(2 / 3) + 2 * (1 / 6) * np.log(1 / 6))
+    assert read_scalars(tmp_path / "log")["loss"].value.min() >= floor - 1e-4
+
+
+def test_logit_adjustment_puts_the_class_frequencies_into_the_outputs(tmp_path):
+    """Batches are class-balanced; with the offsets log(0.8, 0.1, 0.1) in the loss, a network
+    that sees no features (its weights frozen at 0) learns biases log(0.8, 0.1, 0.1) + c: its
+    outputs are posteriors under those frequencies."""
+    from synister.train import LoopSettings, run_training
+    from synister.train.setup_run import log_frequencies
+
+    offsets = log_frequencies(np.array([80, 10, 10]))
+    np.testing.assert_allclose(offsets, np.log([0.8, 0.1, 0.1]))
+    biases = {}
+    for name, adjust in (("plain", None), ("adjusted", offsets)):
+        model, _ = _standin()
+        model[1].weight.data.zero_()
+        model[1].weight.requires_grad_(False)
+        optimizer = torch.optim.Adam([model[1].bias], lr=0.1)
+        settings = LoopSettings(checkpoint_every=1000, snapshot_every=1000, log_every=50,
+                                logit_offsets=adjust)  # fmt: skip
+        run_training(
+            model, optimizer, _batches(batch_size=30), tmp_path / name, CLASSES,
+            start_iteration=0, num_iterations=120, settings=settings, progress=False,
+        )  # fmt: skip
+        bias = model[1].bias.detach().numpy()
+        biases[name] = bias - bias.mean()
+    np.testing.assert_allclose(biases["plain"], 0, atol=0.3)
+    expected = np.log([0.8, 0.1, 0.1]) - np.log([0.8, 0.1, 0.1]).mean()
+    np.testing.assert_allclose(biases["adjusted"], expected, atol=0.3)
+
+
 def test_sigint_stops_after_the_iteration_with_a_checkpoint_and_resume_keeps_adam_state(tmp_path):
     from synister.models import load_checkpoint
     from synister.train import LoopSettings, run_training
@@ -310,6 +403,24 @@ def test_train_writes_checkpoints_logs_snapshots_then_resumes_under_torchrun(syn
     plot = CliRunner().invoke(app, ["train-plot", "--setup", str(setup)])
     assert plot.exit_code == 0, plot.output
     assert (setup / "training_curves.png").stat().st_size > 1000
+
+
+def test_a_new_setup_starts_from_init_checkpoint_weights(synthetic_base, tmp_path):
+    from synister.config import load_train_setup
+    from synister.models import build_model, save_checkpoint
+    from synister.train import train
+
+    setup = _prepare(synthetic_base, 4, learning_rate=1e-9, init_checkpoint=str(tmp_path / "w"))
+    cfg, _ = load_train_setup(setup)
+    torch.manual_seed(123)
+    start = build_model(cfg)
+    save_checkpoint(tmp_path / "w", start, None, 777)
+    train(setup, 1, progress=False)
+    trained = torch.load(setup / "model_checkpoint_1", weights_only=True)["model_state_dict"]
+    key = "stem.0.weight"  # a learning rate of 1e-9 leaves the weights where they started
+    torch.testing.assert_close(trained[key], start.state_dict()[key], atol=1e-6, rtol=0)
+    torch.manual_seed(cfg.seed)
+    assert not torch.allclose(build_model(cfg).state_dict()[key], start.state_dict()[key])
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_it(synthetic_base):

@@ -242,6 +242,11 @@ class _ModelFields(_IniModel):
         validate_default=True,
         description="3x3x3 convolutions per level (one per level)",
     )
+    classifier_units: int = Field(
+        4096,
+        gt=0,
+        description="units of each of the VGG's two hidden classifier layers (funlib's 4096)",
+    )
     network_appendix: str | None = Field(None, description="free text the original kept; unused")
     neither_class: bool = Field(
         False, description="add a 'neither' class of non-synaptic locations"
@@ -385,9 +390,59 @@ class TrainConfig(_ModelFields):
     snapshot_every: int = Field(100, gt=0, description="iterations between batch snapshots")
     log_every: int = Field(10, gt=0, description="iterations between tensorboard scalars")
     augment: bool = Field(True, description="elastic, mirror/transpose and intensity augmentation")
+    elastic_augment: bool = Field(
+        True,
+        description="with augment: also the elastic part (jitter, rotation, section slips), "
+        "which also bends sizes by a few percent",
+    )
     seed: int = Field(0, description="random seed for sampling, augmentation and weights")
     mixed_precision: bool = Field(True, description="float16 autocast (GPU only)")
     compile_model: bool = Field(False, description="torch.compile the network (GPU only)")
+    lr_schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant",
+        description="learning rate over the iterations: constant (the original's), cosine "
+        "(down to lr_final_fraction of learning_rate) or step (x0.1 at 1/2 and 3/4 of "
+        "schedule_iterations)",
+    )
+    warmup_iterations: int = Field(
+        0, ge=0, description="iterations of linear warm-up from 0 to learning_rate"
+    )
+    schedule_iterations: int | None = Field(
+        None,
+        gt=0,
+        description="iterations the schedule spans; None: the iterations `synister train` is "
+        "asked to reach (set it when a long run is trained in several calls)",
+    )
+    lr_final_fraction: float = Field(
+        0.01, ge=0, le=1, description="cosine schedule: the last rate as a share of learning_rate"
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="share of the target probability spread over all classes"
+    )
+    channels_last: bool = Field(
+        True,
+        description="keep activations channels-last (N, Z, Y, X, C) in training: 1.1-2x faster "
+        "steps for the 3D networks on CPU (oneDNN)",
+    )
+    init_checkpoint: str | None = Field(
+        None,
+        description="weights to start from when the setup has no checkpoint yet (e.g. a "
+        "network trained on an easier dataset: a curriculum); absolute, or relative to BASE",
+    )
+    logit_adjustment: bool = Field(
+        False,
+        description="train on class-balanced batches but make the outputs posteriors under the "
+        "train part's class frequencies (the loss sees logits - log frequency), so that argmax "
+        "decisions suit data as imbalanced as the training part",
+    )
+
+    @model_validator(mode="after")
+    def _adjustment_needs_frequencies(self):
+        if self.logit_adjustment and self.neither_class:
+            raise ValueError(
+                "logit_adjustment: the 'neither' class has no frequency; use one or the other"
+            )
+        return self
 
 
 #: placeholders of ``submit_command``: the worker settings, the job's name and the command
@@ -712,7 +767,7 @@ def resolve_paths(config, base_dir: str | Path):
     """A copy of ``config`` with its relative paths made absolute against ``base_dir`` (BASE)."""
     base_dir = Path(base_dir)
     update: dict[str, str] = {}
-    for key in ("raw_container", "db_credentials", "train_checkpoint"):
+    for key in ("raw_container", "db_credentials", "train_checkpoint", "init_checkpoint"):
         value = getattr(config, key, None)
         if value:
             update[key] = _resolve(value, base_dir)

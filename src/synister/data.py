@@ -83,6 +83,7 @@ class TrainingData(IterableDataset):
         classes: Sequence[str],
         *,
         augment: bool = True,
+        elastic: bool = True,
         neither: bool = False,
         seed: int = 0,
         pipeline: AugmentPipeline | None = None,
@@ -146,7 +147,10 @@ class TrainingData(IterableDataset):
 
         if pipeline is None:
             pipeline = AugmentPipeline(
-                self.input_shape_vox, elastic=augment, simple=augment, intensity=augment
+                self.input_shape_vox,
+                elastic=augment and elastic,
+                simple=augment,
+                intensity=augment,
             )
         elif tuple(pipeline.output_shape_vox) != self.input_shape_vox:
             raise ValueError(

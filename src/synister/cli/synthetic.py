@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 def _print_oracle(label: str, acc: dict) -> None:
     typer.echo(
-        f"{label:<12} synapse {acc['synapse']:.3f}   neuron {acc['neuron']:.3f}   "
+        f"{label:<26} synapse {acc['synapse']:.3f}   neuron {acc['neuron']:.3f}   "
         f"neuron vote {acc['neuron_vote']:.3f}   ({acc['n_synapses']} synapses, "
         f"{acc['n_neurons']} neurons)"
     )
@@ -47,15 +47,27 @@ def synthetic_command(
         Path | None,
         typer.Option("--texture", help="Folder of PNG EM sections to use as neuropil background."),
     ] = None,
+    ceiling: Annotated[
+        bool,
+        typer.Option(
+            "--ceiling/--no-ceiling",
+            help="Measure the features back from the images for the image-level ceiling "
+            "(about 0.1 s per synapse).",
+        ),
+    ] = True,
 ) -> None:
-    """Write a synthetic FAFB-like dataset (raw volume, JSON tables, latents, montages) to --out."""
+    """Write a synthetic FAFB-like dataset (raw volume and structure labels, JSON tables, latents,
+    features measured from the images, montages) to --out."""
     from tqdm import tqdm
 
     from ..synthetic import generate, get_preset
 
     try:
         n_z = shape[0] if shape else get_preset(preset).shape_vox[0]
-        with tqdm(total=n_z, unit="section", desc="rendering") as bar:
+        with (
+            tqdm(total=n_z, unit="section", desc="rendering") as bar,
+            tqdm(unit="synapse", desc="measuring", disable=not ceiling) as measuring,
+        ):
             summary = generate(
                 out,
                 preset=preset,
@@ -64,7 +76,9 @@ def synthetic_command(
                 n_synapses=synapses,
                 format=format,
                 texture_dir=texture,
+                ceiling=ceiling,
                 progress=bar.update,
+                measure_progress=measuring.update,
             )
     except user_errors() as e:
         fail(str(e))
@@ -82,6 +96,8 @@ def synthetic_command(
         f"generator: synapse {summary['oracle_expected']['synapse']:.3f}, neuron "
         f"{summary['oracle_expected']['neuron']:.3f}"
     )
+    if summary["image_ceiling"] is not None:
+        _print_oracle("image-level ceiling (5-fold by neuron):", summary["image_ceiling"])
 
 
 def oracle_command(
@@ -90,27 +106,45 @@ def oracle_command(
     db_url: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Oracle accuracy on each part of a stored split; also added to the dataset's summary.json."""
+    """Oracle accuracy and image-level ceiling on each part of a stored split; also added to the
+    dataset's summary.json.
+
+    The ceiling's classifier is fitted on the train part; on the train part itself it is
+    cross-validated by neuron.
+    """
     from ..db import SPLIT_PARTS
-    from ..synthetic import oracle_accuracy
+    from ..synthetic import image_ceiling, oracle_accuracy
+    from ..synthetic.ceiling import IMAGE_FEATURES_FILE
 
     try:
-        per_part = {}
+        per_part, ids_of = {}, {}
         with open_db(db_url) as db:
             for part in SPLIT_PARTS:
                 ids = db.synapses(split=split, part=part)["synapse_id"].to_numpy()
                 if len(ids):
+                    ids_of[part] = ids
                     per_part[part] = oracle_accuracy(dataset, ids)
         if not per_part:
             fail(f"split {split!r} holds no synapses")
+        ceiling = {}
+        if (dataset / IMAGE_FEATURES_FILE).is_file() and "train" in ids_of:
+            for part, ids in ids_of.items():
+                held_out = None if part == "train" else ids
+                ceiling[part] = image_ceiling(dataset, ids_of["train"], held_out)
         summary_path = dataset / "summary.json"
         summary = json.loads(summary_path.read_text())
         summary.setdefault("oracle_by_split", {})[split] = per_part
+        if ceiling:
+            summary.setdefault("image_ceiling_by_split", {})[split] = ceiling
         summary_path.write_text(json.dumps(summary, indent=2))
     except user_errors() + (KeyError,) as e:
         fail(str(e))
     if as_json:
-        typer.echo(json.dumps({"split": split, "parts": per_part}))
+        typer.echo(json.dumps({"split": split, "parts": per_part, "image_ceiling": ceiling}))
         return
     for part, acc in per_part.items():
-        _print_oracle(part, acc)
+        _print_oracle(f"{part} oracle", acc)
+        if part in ceiling:
+            _print_oracle(f"{part} image-level ceiling", ceiling[part])
+    if not ceiling:
+        typer.echo(f"(no image-level ceiling: {IMAGE_FEATURES_FILE} missing or no train part)")

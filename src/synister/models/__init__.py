@@ -58,6 +58,7 @@ def _network(cfg: TrainConfig | PredictConfig) -> nn.Module:
             fmap_inc=cfg.fmap_inc,
             n_convolutions=cfg.n_convolutions,
             output_classes=len(cfg.classes),
+            classifier_units=cfg.classifier_units,
         )
     if cfg.network == "ResNet18":
         return ResNet3D(

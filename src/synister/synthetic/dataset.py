@@ -1,9 +1,12 @@
 """Write a synthetic dataset folder: raw volume, original-format JSON tables, latents, montages.
 
-The folder holds ``raw.zarr`` (or ``raw.n5``; dataset ``raw``, uint8, 40x4x4 nm, offset 0),
-``synapses.json``/``skeletons.json``/``hemi_lineages.json`` in the original synister export format
-(positions in nm), ``latents.parquet`` (every synapse's generative features), ``summary.json``
-(sizes, counts, oracle accuracies, the generative model) and ``montage_<nt>.png`` per class.
+The folder holds ``raw.zarr`` (or ``raw.n5``; dataset ``raw``, uint8, 40x4x4 nm, offset 0, and
+dataset ``structures``, the label volume of :mod:`synister.synthetic.structures` on the same
+grid), ``synapses.json``/``skeletons.json``/``hemi_lineages.json`` in the original synister
+export format (positions in nm), ``latents.parquet`` (every synapse's generative features),
+``image_features.parquet`` (the same features measured back from the images, see
+:mod:`synister.synthetic.measure`), ``summary.json`` (sizes, counts, oracle accuracies, the
+image-level ceiling, the generative model) and ``montage_<nt>.png`` per class.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import pandas as pd
 
 from ..nt import TRANSMITTERS
 from ..volumes import Volume, write_volume
+from .ceiling import IMAGE_FEATURES_FILE, cross_validated_ceiling
 from .latents import sample_hierarchy
 from .layout import lattice_capacity, place_synapses
+from .measure import measure_features
 from .oracle import oracle_from_latents
 from .presets import FEATURES, get_preset
 from .render import PIXEL_NM, SECTION_NM, load_texture, make_scene, render_section
+from .structures import STRUCTURE_LABELS, structure_labels_section
 
 VOXEL_SIZE_NM: tuple[float, float, float] = (SECTION_NM, PIXEL_NM, PIXEL_NM)
 #: Sections rendered and written together (the memory unit of generation).
@@ -31,6 +37,8 @@ MONTAGE_SYNAPSES = 8
 MONTAGE_PX = 160
 #: Size of the latent-only draw that estimates the generator's expected oracle accuracy.
 EXPECTED_ORACLE_SYNAPSES = 40_000
+#: Dataset of the structure label volume, in the raw container.
+STRUCTURES_DATASET = "structures"
 
 
 def _tables(hemi_lineages, skeletons, synapses, centers_nm) -> dict[str, dict]:
@@ -56,6 +64,18 @@ def _tables(hemi_lineages, skeletons, synapses, centers_nm) -> dict[str, dict]:
         for r in hemi_lineages.itertuples()
     }
     return {"synapses.json": syn, "skeletons.json": skel, "hemi_lineages.json": hl}
+
+
+def _name_labels(array_dir: Path, format: str) -> None:
+    """Add the label names to the structure volume's attributes (``labels``: value -> kind)."""
+    names = {str(k): v for k, v in STRUCTURE_LABELS.items()}
+    meta_path = array_dir / ("zarr.json" if format == "zarr" else "attributes.json")
+    meta = json.loads(meta_path.read_text())
+    if format == "zarr":
+        meta.setdefault("attributes", {})["labels"] = names
+    else:
+        meta["labels"] = names
+    meta_path.write_text(json.dumps(meta, indent=2))
 
 
 def _montage(volume: Volume, synapses: pd.DataFrame, nt: str, path: Path, rng) -> None:
@@ -90,12 +110,16 @@ def generate(
     format: str = "zarr",
     texture_dir: str | Path | None = None,
     montages: bool = True,
+    ceiling: bool = True,
     progress: Callable[[int], None] | None = None,
+    measure_progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Generate a dataset into ``out_dir`` and return its summary (also written to summary.json).
 
-    ``progress`` is called with the number of sections just written. Without ``n_synapses`` the
-    preset's default is used, capped at what fits the volume.
+    ``progress`` is called with the number of sections just written, ``measure_progress`` with
+    the number of synapses just measured. Without ``n_synapses`` the preset's default is used,
+    capped at what fits the volume. ``ceiling=False`` skips measuring the features back from
+    the images (no ``image_features.parquet``, no image-level ceiling in the summary).
     """
     t0 = time.perf_counter()
     p = get_preset(preset)
@@ -149,7 +173,31 @@ def generate(
         chunks_vox=(BLOCK_SECTIONS, 256, 256),
         shape_vox=shape,
     )
+    write_volume(
+        container,
+        (
+            ((z0, 0, 0), np.stack([structure_labels_section(scene, z) for z in range(z0, z1)]))
+            for z0 in range(0, shape[0], BLOCK_SECTIONS)
+            for z1 in [min(shape[0], z0 + BLOCK_SECTIONS)]
+        ),
+        VOXEL_SIZE_NM,
+        (0, 0, 0),
+        format=format,
+        dataset=STRUCTURES_DATASET,
+        chunks_vox=(BLOCK_SECTIONS, 256, 256),
+        shape_vox=shape,
+    )
+    _name_labels(container / STRUCTURES_DATASET, format)
     t_render = time.perf_counter()
+
+    image_ceiling = None
+    if ceiling:
+        measured = measure_features(volume, scene, p.dense_core_scale, measure_progress)
+        features = synapses[["synapse_id", "skeleton_id", "nt"]].copy()
+        features[list(FEATURES)] = measured
+        features.to_parquet(out / IMAGE_FEATURES_FILE, index=False)
+        image_ceiling = cross_validated_ceiling(features, model, seed=seed)
+    t_measure = time.perf_counter()
 
     for name, table in _tables(hemi_lineages, skeletons, synapses, centers_nm).items():
         (out / name).write_text(json.dumps(table))
@@ -191,9 +239,15 @@ def generate(
         "oracle_expected": {
             k: expected[k] for k in ("synapse", "neuron", "neuron_vote", "n_synapses", "n_neurons")
         },
+        # accuracy of the classifier of features measured from the images, each neuron scored
+        # by a fit without it (5 folds by neuron); None when not measured
+        "image_ceiling": image_ceiling,
+        "structures_dataset": STRUCTURES_DATASET,
+        "structure_labels": {str(k): v for k, v in STRUCTURE_LABELS.items()},
         "seconds": {
             "latents": round(t_latents - t0, 3),
             "render_and_write": round(t_render - t_latents, 3),
+            "measure": round(t_measure - t_render, 3),
             "total": round(time.perf_counter() - t0, 3),
         },
         "model": model.to_json(),

@@ -101,14 +101,22 @@ PRESETS: dict[str, Preset] = {
     ),
     "fafb": Preset(
         name="fafb",
-        separation=0.98,
-        var_hemi_lineage=0.12,
-        var_neuron=0.15,
-        var_synapse=0.60,
+        # tuned so that the image-level ceiling (the classifier of features measured back from
+        # the images) lands near the paper's FAFB figures (0.87 synapse, 0.94 neuron) with the
+        # latent oracle above it: the drawing keeps only part of the latents (ten-odd vesicles
+        # sample the cloud's radius and dense-core fraction, the drawn count saturates), so the
+        # classes lie wider apart than the images show. Before: separation 0.98, variances
+        # 0.12/0.15/0.60 and dense-core vesicles 1.7x (most did not fit the bouton): oracle
+        # 0.88, image-level ceiling 0.70-0.76 at synapse level.
+        separation=1.6,
+        var_hemi_lineage=0.25,
+        var_neuron=0.35,
+        var_synapse=0.45,
         shape_vox=(64, 1024, 1024),
         n_synapses=2000,
         synapses_per_neuron=12.0,
         neurons_per_hemi_lineage=4.0,
+        dense_core_scale=1.3,
     ),
 }
 

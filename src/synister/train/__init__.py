@@ -3,9 +3,11 @@
 from .checkpoints import latest_checkpoint, save_training_checkpoint
 from .curves import plot_training_curves, read_scalars
 from .loop import LoopSettings, run_training
+from .schedule import LearningRateSchedule
 from .setup_run import NotATrainingSetup, train
 
 __all__ = [
+    "LearningRateSchedule",
     "LoopSettings",
     "NotATrainingSetup",
     "latest_checkpoint",

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from synister.models import checkpoint_path
 from .checkpoints import save_training_checkpoint
 from .distributed import Distributed, any_rank, barrier
 from .metrics import WindowedAccuracy
+from .schedule import LearningRateSchedule
 from .snapshots import write_snapshot
 
 LOG_DIR = "log"
@@ -32,13 +33,20 @@ SNAPSHOT_DIR = "snapshots"
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """How often to write what, and the speed options (which only act on a GPU)."""
+    """How often to write what, the loss, the learning-rate schedule (None: leave the
+    optimizer's rate alone) and the speed options (which only act on a GPU)."""
 
     checkpoint_every: int = 1000
     snapshot_every: int = 100
     log_every: int = 10
     mixed_precision: bool = False
     accuracy_window_samples: int = 400
+    label_smoothing: float = 0.0
+    learning_rate: LearningRateSchedule | None = None
+    #: subtracted from the logits in the loss only (logit adjustment: log class frequencies)
+    logit_offsets: tuple[float, ...] | None = None
+    #: hand the network its input channels-last (its weights must be converted already)
+    channels_last: bool = False
 
     def __post_init__(self):
         for name in ("checkpoint_every", "snapshot_every", "log_every", "accuracy_window_samples"):
@@ -94,19 +102,24 @@ def run_training(
     device: torch.device | str = "cpu",
     progress: bool = True,
     stop: StopRequest | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> dict:
     """Train iterations ``start_iteration + 1 .. num_iterations``; one batch per iteration.
 
     ``batches`` yields dicts with ``raw`` (B, 1, Z, Y, X) float32 in [-1, 1], ``label`` (B,),
     ``synapse_id`` (B,) and ``params`` (list of B augmentation dicts). Rank 0 writes
-    checkpoints, tensorboard scalars under ``log/`` and snapshots under ``snapshots/``.
+    checkpoints, tensorboard scalars under ``log/`` and snapshots under ``snapshots/``, and
+    calls ``on_checkpoint(iteration, path)`` after writing each checkpoint.
     """
     ctx = ctx or Distributed()
     device = torch.device(device)
     setup_dir = Path(setup_dir)
     amp = settings.mixed_precision and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    offsets = None
+    if settings.logit_offsets is not None:
+        offsets = torch.tensor(settings.logit_offsets, dtype=torch.float32, device=device)
     accuracy = WindowedAccuracy(len(classes), settings.accuracy_window_samples)
     writer = None
     if ctx.is_main:
@@ -155,11 +168,18 @@ def run_training(
                     # batch, then every rank stops at the next check
                     batch = previous
                 previous = batch
+                if settings.learning_rate is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = settings.learning_rate.rate(iteration + 1)
                 raw = batch["raw"].to(device, non_blocking=True)
+                if settings.channels_last and raw.dim() == 5:
+                    raw = raw.contiguous(memory_format=torch.channels_last_3d)
                 labels = batch["label"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                     logits = model(raw)
-                loss = loss_fn(logits.float(), labels)
+                loss = loss_fn(
+                    logits.float() if offsets is None else logits.float() - offsets, labels
+                )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -211,9 +231,13 @@ def run_training(
                 if iteration % settings.checkpoint_every == 0:
                     checkpoint = _save(setup_dir, model, optimizer, iteration, ctx)
                     saved_iteration = iteration
+                    if on_checkpoint is not None and ctx.is_main:
+                        on_checkpoint(iteration, checkpoint)
             if iteration not in (saved_iteration, 0):
                 checkpoint = _save(setup_dir, model, optimizer, iteration, ctx)
                 saved_iteration = iteration
+                if on_checkpoint is not None and ctx.is_main and not interrupted:
+                    on_checkpoint(iteration, checkpoint)
         finally:
             bar.close()
             if writer is not None:

@@ -1,13 +1,14 @@
 """``train``: train a setup folder made by ``synister prepare-training``.
 
-Reads its configs, resumes from its newest checkpoint (weights and Adam state), builds the
-network, optimizer and class-balanced batches, and hands them to :func:`run_training`.
+Reads its configs, resumes from its newest checkpoint (weights and Adam state; without one,
+from the weights of ``init_checkpoint`` if set), builds the network, optimizer and
+class-balanced batches, and hands them to :func:`run_training`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..data import job_cpus, usable_cpus
 from .checkpoints import latest_checkpoint
 from .distributed import init_distributed, shutdown
 from .loop import LoopSettings, run_training
+from .schedule import LearningRateSchedule
 
 
 class NotATrainingSetup(FileNotFoundError):
@@ -56,8 +58,12 @@ def train(
     *,
     device: str | torch.device | None = None,
     progress: bool = True,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> dict:
     """Train the setup in ``setup_dir`` up to iteration ``num_iterations``.
+
+    The learning-rate schedule spans ``schedule_iterations`` of the config, else
+    ``num_iterations``. ``on_checkpoint(iteration, path)`` is called after each checkpoint.
 
     Resumes from the newest ``model_checkpoint_<iteration>`` (weights and Adam state); when that
     is already at or past ``num_iterations`` nothing is trained. Returns the final
@@ -97,18 +103,22 @@ def train(
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         model = build_model(cfg).to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
         optimizer = make_optimizer(model, cfg.learning_rate)
         if latest:
             load_checkpoint(latest[1], model, optimizer, map_location=device)
             for group in optimizer.param_groups:  # the config, not the checkpoint, sets the rate
                 group["lr"] = cfg.learning_rate
+        elif cfg.init_checkpoint:  # weights only: the optimizer starts afresh
+            load_checkpoint(cfg.init_checkpoint, model, map_location=device)
         if cfg.compile_model and device.type == "cuda":
             model = torch.compile(model)
         if ctx.enabled:
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        batches = _training_batches(
+        batches, class_counts = _training_batches(
             cfg, worker, seed=data_seed(cfg.seed, ctx.rank, start_iteration), device=device
         )
         settings = LoopSettings(
@@ -118,6 +128,16 @@ def train(
             mixed_precision=cfg.mixed_precision,
             # about 100 samples per class, so the per-class curves are not mostly noise
             accuracy_window_samples=max(100 * len(cfg.classes), cfg.batch_size * cfg.log_every),
+            label_smoothing=cfg.label_smoothing,
+            logit_offsets=log_frequencies(class_counts) if cfg.logit_adjustment else None,
+            channels_last=cfg.channels_last,
+            learning_rate=LearningRateSchedule(
+                cfg.learning_rate,
+                cfg.lr_schedule,
+                warmup=cfg.warmup_iterations,
+                total=cfg.schedule_iterations or num_iterations,
+                final_fraction=cfg.lr_final_fraction,
+            ),
         )
         result = run_training(
             model,
@@ -131,6 +151,7 @@ def train(
             ctx=ctx,
             device=device,
             progress=progress,
+            on_checkpoint=on_checkpoint,
         )
         result["already_done"] = False
         return result
@@ -138,8 +159,17 @@ def train(
         shutdown(ctx)
 
 
-def _training_batches(cfg, worker, *, seed: int, device: torch.device) -> Iterator[dict]:
-    """Endless class-balanced batches of the split's training part."""
+def log_frequencies(counts: np.ndarray) -> tuple[float, ...]:
+    """log of each class's share of the training synapses (logit adjustment's offsets)."""
+    counts = np.asarray(counts, dtype=float)
+    return tuple(float(v) for v in np.log(np.maximum(counts, 1) / counts.sum()))
+
+
+def _training_batches(
+    cfg, worker, *, seed: int, device: torch.device
+) -> tuple[Iterator[dict], np.ndarray]:
+    """Endless class-balanced batches of the split's training part, and the part's synapse
+    count per class."""
     from synister.data import TrainingData, training_loader, training_synapses
     from synister.db import open_database
     from synister.volumes import Volume
@@ -160,6 +190,7 @@ def _training_batches(cfg, worker, *, seed: int, device: torch.device) -> Iterat
         cfg.input_shape,
         cfg.classes,
         augment=cfg.augment,
+        elastic=cfg.elastic_augment,
         neither=cfg.neither_class,
         seed=seed,
         all_synapses_nm=all_synapses_nm,
@@ -173,4 +204,5 @@ def _training_batches(cfg, worker, *, seed: int, device: torch.device) -> Iterat
         pin_memory=device.type == "cuda",
         seed=seed,
     )
-    return iter(loader)
+    counts = np.bincount(synapses["label"].to_numpy(), minlength=len(cfg.classes))
+    return iter(loader), counts
