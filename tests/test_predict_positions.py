@@ -435,3 +435,50 @@ def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
         again, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False
     )
     assert summary["resumed_from"] == 8 and summary["predicted"] == len(table) - 8
+
+
+def test_a_calibrated_bundle_divides_the_logits_by_its_temperature_and_says_so(trained, tmp_path):
+    """A bundle that ``synister calibrate`` gave a temperature: its probabilities are the
+    softmax of logits / T, and the command's message, JSON summary, run.json and report say T."""
+    import shutil
+
+    from synister.evaluate.calibration import apply_temperature
+    from synister.models.bundle import load_bundle
+
+    calibrated = tmp_path / "calibrated_bundle"
+    shutil.copytree(trained.bundle, calibrated)
+    load_bundle(calibrated).save_temperature(2.5)
+    table = trained.synapses.rename(columns={"skeleton_id": "skid"}).iloc[:12]
+    table[["synapse_id", "skid", "x", "y", "z"]].to_csv(tmp_path / "syn.csv", index=False)
+    raw = synister.predict_positions(trained.bundle, trained.volume, table, dataset="raw")
+
+    out = tmp_path / "out"
+    outcome = run_cli(
+        "--model", calibrated, "--volume", trained.volume, "--dataset", "raw",
+        "--positions", tmp_path / "syn.csv", "--out", out,
+    )  # fmt: skip
+    assert outcome.exit_code == 0, outcome.output
+    assert "logits divided by the model's temperature 2.5" in outcome.output
+    got = pd.read_parquet(out / "synapses.parquet")
+    np.testing.assert_allclose(
+        got[SHORT].to_numpy(), apply_temperature(raw[SHORT].to_numpy(), 2.5), atol=1e-5
+    )
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["summary"]["temperature"] == 2.5
+    assert manifest["identity"]["bundle"]["temperature"] == 2.5
+    assert "2.5" in (out / "report.html").read_text()
+    as_json = run_cli(
+        "--model", calibrated, "--volume", trained.volume, "--dataset", "raw",
+        "--positions", tmp_path / "syn.csv", "--out", tmp_path / "out_json", "--json",
+    )  # fmt: skip
+    assert json.loads(as_json.stdout)["temperature"] == 2.5
+    # the raw bundle says nothing of a temperature and records none
+    outcome = run_on(trained, tmp_path / "syn.csv", tmp_path / "out_raw")
+    assert outcome.exit_code == 0 and "temperature" not in outcome.output
+    assert (
+        json.loads((tmp_path / "out_raw" / "run.json").read_text())["summary"]["temperature"]
+        is None
+    )
+    # a run of the calibrated bundle does not resume with the raw one
+    refused = run_on(trained, tmp_path / "syn.csv", out)
+    assert refused.exit_code == 1 and "temperature" in refused.output

@@ -2,11 +2,12 @@
 
 generate -> import into SQLite -> skeleton split -> prepare-training -> train ->
 prepare-prediction on validation for several iterations -> predict -> evaluate -> pick the best
-iteration -> predict the test part -> evaluate -> compare with the generator's two ceilings:
-the Bayes oracle of the latent features and the image-level ceiling (the same classifier of
-features measured back from the images). Every step is the same code the ``synister`` commands
-run; the demo only chooses settings (:func:`recipe`). With ``minutes`` the training iterations
-come from a timed warm-up, and ``resume`` continues a demo that was stopped.
+iteration and calibrate it (temperature, unclear thresholds) -> predict the test part ->
+evaluate -> compare with the generator's two ceilings: the Bayes oracle of the latent features
+and the image-level ceiling (the same classifier of features measured back from the images).
+Every step is the same code the ``synister`` commands run; the demo only chooses settings
+(:func:`recipe`). With ``minutes`` the training iterations come from a timed warm-up, and
+``resume`` continues a demo that was stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .config import TRAIN_FILE, TrainConfig, load_predict_setup, read_ini, write
 from .db import PredictionRunExists, open_database
 from .db.imports import import_files
 from .evaluate import evaluate_runs
+from .evaluate.calibrate import calibrate, calibration_digest
 from .models import checkpoint_path, list_checkpoints
 from .predict import predict_setup
 from .setup import prepare_prediction, prepare_training, train_setup_dir
@@ -421,9 +423,10 @@ def run_demo(
     lap("predict_validation", t)
 
     t = time.perf_counter()
-    _say("4/6 evaluating the validation runs and choosing the best iteration")
+    _say("4/6 evaluating the validation runs, choosing the best iteration and calibrating it")
     with open_database(db_url) as db:  # only these: a resumed demo also holds the test run
         validation = evaluate_runs(db, validation_runs, out / "evaluation_validation")
+        calibration = calibrate(db, setup, validation["best"]["run"])  # the test run applies it
     best_iteration = int(validation["best"]["iteration"])
     lap("evaluate_validation", t)
 
@@ -468,6 +471,8 @@ def run_demo(
         "validation_curve": curve,
         "ceilings": ceilings,
         "test_synapses": int(metrics["counts"]["labelled"]),
+        "temperature": calibration["temperature"],
+        "test_calibration": calibration_digest(metrics["calibration"]),
         "test_neurons": int(test_ceiling["oracle"]["n_neurons"]),
         "report": test["report"],
         "validation_report": validation["report"],

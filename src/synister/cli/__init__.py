@@ -36,6 +36,8 @@ _STAGES = (
     "positions",
     "blockwise",
     "evaluate",
+    "calibrate",
+    "explain",
     "bundle",
     "demo",
     "serve",

@@ -104,6 +104,58 @@ def evaluate_command(
             "the best run.",
         ),
     ] = False,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature",
+            min=0.0,
+            help="Temperature to measure calibration with (1: the raw softmax). Default: the "
+            "one synister calibrate stored with the run's model, else the one the run applied.",
+            show_default=False,
+        ),
+    ] = None,
+    unclear_min_probability: Annotated[
+        float | None,
+        typer.Option(
+            "--unclear-min-probability",
+            min=0.0,
+            max=1.0,
+            help="A neuron whose top class has a lower mean probability is 'unclear'. "
+            "Default: chosen on the validation run by synister calibrate, else on this run, "
+            "for --target-accuracy.",
+            show_default=False,
+        ),
+    ] = None,
+    unclear_min_margin: Annotated[
+        float | None,
+        typer.Option(
+            "--unclear-min-margin",
+            min=0.0,
+            max=1.0,
+            help="A neuron whose top class leads the runner-up by less is 'unclear' (default: "
+            "chosen as above).",
+            show_default=False,
+        ),
+    ] = None,
+    unclear_min_synapses: Annotated[
+        int | None,
+        typer.Option(
+            "--unclear-min-synapses",
+            min=0,
+            help="A neuron with fewer synapses is 'unclear' (default: chosen as above).",
+            show_default=False,
+        ),
+    ] = None,
+    target_accuracy: Annotated[
+        float,
+        typer.Option(
+            "--target-accuracy",
+            min=0.01,
+            max=1.0,
+            help="Accuracy of the confident neuron calls that thresholds chosen on this run "
+            "aim at (a model calibrated by synister calibrate brings its own).",
+        ),
+    ] = 0.95,
     figures: Annotated[
         bool,
         typer.Option(
@@ -126,6 +178,7 @@ def evaluate_command(
     from ..config import ConfigError
     from ..db import DatabaseError, open_database
     from ..evaluate import EvaluationRules, evaluate_runs
+    from ..evaluate.calibrate import CalibrationOptions
 
     names: list[str] = []
     urls: set[str] = set()
@@ -160,6 +213,13 @@ def evaluate_command(
                     cutoff=cutoff,
                     ties=ties.value,
                     n_min_synapse_level=n_min_synapses,
+                    calibration=CalibrationOptions(
+                        temperature=temperature,
+                        unclear_min_probability=unclear_min_probability,
+                        unclear_min_margin=unclear_min_margin,
+                        unclear_min_synapses=unclear_min_synapses,
+                        target_accuracy=target_accuracy,
+                    ),
                 ),
                 allow_incomplete=allow_incomplete,
                 figures=figures,
@@ -228,6 +288,7 @@ def format_summary(results: dict) -> str:
         ).rstrip()
         for row in rows
     ]
+    lines += [_calibration_line(m) for m in results["runs"].values() if m.get("calibration")]
     if results.get("best"):
         lines.append(f"best: {_best(results['best'])}")
     elif results.get("best_refused"):
@@ -242,6 +303,26 @@ def format_summary(results: dict) -> str:
         lines.append("best: none (no complete run has an evaluated synapse)")
     lines.append(f"report: {results['report']}")
     return "\n".join(lines)
+
+
+def _calibration_line(metrics: dict) -> str:
+    """Calibration of one run: synapse ECE and NLL raw -> calibrated, unclear neurons."""
+    c = metrics["calibration"]
+    before, after = c["synapse"]["before"], c["synapse"]["after"]
+    if after is None:
+        measured = (
+            f"not calibrated; synapse ECE {_number(before['ece'])}, NLL {_number(before['nll'])}"
+        )
+    else:
+        measured = (
+            f"temperature {c['temperature']:.3g}: synapse ECE {_number(before['ece'])} -> "
+            f"{_number(after['ece'])}, NLL {_number(before['nll'])} -> {_number(after['nll'])}"
+        )
+    u = c["unclear"]
+    return (
+        f"{metrics['run']}: {measured}; neurons {u['n_confident']} of {u['n']} confident, "
+        f"accuracy {_number(u['accuracy'])}, {u['n_unclear']} unclear"
+    )
 
 
 def _best(best: dict) -> str:

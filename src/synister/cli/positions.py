@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import typer
 
 from . import tables as table_options
+from .predict import temperature_note
 
 
 def register(app: typer.Typer) -> None:
@@ -142,6 +143,7 @@ def predict_positions_command(
         f"{out}: {summary['rows']} positions: {summary['ok']} ok, {summary['partly_outside']} "
         f"partly outside, {summary['outside_volume']} outside the volume; "
         f"{summary['predicted']} predicted now, {summary['resumed_from']} before"
-        f"{rate}{neurons_text}; report: {out / 'report.html'}",
+        f"{rate}{neurons_text}{temperature_note(summary.get('temperature'))}; "
+        f"report: {out / 'report.html'}",
         err=True,
     )

@@ -120,7 +120,8 @@ def predict_command(
                 f"{result['run']}: {result['predicted']} predicted "
                 f"({result['resumed_from']} were stored before) in {result['seconds']:.1f} s: "
                 f"{result['synapses_per_second']:.1f} synapses/s, "
-                + (f"{steady:.1f} after start-up" if steady is not None else "one batch only"),
+                + (f"{steady:.1f} after start-up" if steady is not None else "one batch only")
+                + temperature_note(result.get("temperature")),
                 err=True,
             )
     failed = [r for r in results if r["status"] == "failed"]
@@ -135,3 +136,12 @@ def predict_command(
         typer.echo(json.dumps(results))
     if failed and len(failed) == len(results):
         raise typer.Exit(1)
+
+
+def temperature_note(temperature: float | None) -> str:
+    """Says that probabilities are calibrated, and by what (synister calibrate)."""
+    if temperature is None:
+        return ""
+    if temperature == 1:
+        return "; the model's temperature is 1 (synister calibrate kept the raw softmax)"
+    return f"; logits divided by the model's temperature {temperature:.4g} (synister calibrate)"

@@ -15,7 +15,11 @@ import numpy as np
 import pandas as pd
 
 from . import plots
+from .calibration_plots import draw_calibration_figures
 from .runs import RunEvaluation
+
+#: per neuron: its mean-probability call after calibration, or "unclear" (see .calibrate)
+UNCLEAR_FILE = "neurons_unclear.csv"
 
 
 def run_folders(runs: Sequence[str]) -> dict[str, str]:
@@ -65,6 +69,8 @@ def draw_run_figures(evaluation: RunEvaluation, folder: Path) -> dict[str, Path]
         title=f"{evaluation.run}\nsynapses: mean predicted probability\nper true class",
         xlabel="mean probability of class",
     )
+    if m.get("calibration") is not None:
+        figures.update(draw_calibration_figures(m["calibration"], folder, evaluation.run))
     return figures
 
 
@@ -98,7 +104,8 @@ def lineage_table(evaluation: RunEvaluation) -> pd.DataFrame:
 
 def write_run_tables(evaluation: RunEvaluation, folder: Path) -> None:
     """``neurons.csv`` and ``hemi_lineages.csv``: every unit's truth and both predictions, so a
-    user can look up the neurons behind a confusion-matrix cell."""
+    user can look up the neurons behind a confusion-matrix cell; ``neurons_unclear.csv``: each
+    neuron's calibrated call or ``unclear``."""
     predictions = [
         "true",
         "vote_predicted",
@@ -124,6 +131,8 @@ def write_run_tables(evaluation: RunEvaluation, folder: Path) -> None:
         table.rename(columns={"tie": "vote_tie", "support": "vote_share"}).reindex(
             columns=units + predictions
         ).to_csv(folder / name, index=False)
+    if evaluation.unclear is not None and len(evaluation.unclear):
+        evaluation.unclear.to_csv(folder / UNCLEAR_FILE, index=False)
 
 
 def jsonable(value):

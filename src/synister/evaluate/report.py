@@ -331,6 +331,10 @@ def _run_section(
             ],
         ),  # fmt: skip
     ]
+    from .calibration_report import calibration_section, split_figures
+
+    figures, calibration_figures = split_figures(figures)
+    parts.append(calibration_section(metrics.get("calibration"), calibration_figures))
     if figures:
         parts += ["<h3>Figures</h3>", _figures(figures)]
     if lineages is not None and len(lineages):

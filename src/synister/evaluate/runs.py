@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as m
+from .calibrate import CalibrationOptions, evaluate_calibration
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class EvaluationRules:
     ``ties`` is one of :data:`metrics.TIE_RULES`. The defaults are synister's; the original
     synister had ``n_min`` and ``cutoff`` off by default and, when given ``n_min``, applied it at
     synapse level too (``n_min_synapse_level=True``), and broke ties to the first class
-    (``ties="first"``).
+    (``ties="first"``). ``calibration``: how calibration is measured and which neuron calls are
+    unclear (see :class:`~synister.evaluate.calibrate.CalibrationOptions`).
     """
 
     n_min: int = 0
@@ -31,6 +33,7 @@ class EvaluationRules:
     cutoff: float = 0.0
     ties: str = "probability"
     n_min_synapse_level: bool = False
+    calibration: CalibrationOptions = CalibrationOptions()
 
     def __post_init__(self) -> None:
         if self.n_min < 0:
@@ -41,7 +44,8 @@ class EvaluationRules:
         m.check_ties(self.ties)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The filters and the tie rule (each run's calibration says what it used)."""
+        return {k: v for k, v in asdict(self).items() if k != "calibration"}
 
 
 #: synister's rules (see :class:`EvaluationRules`)
@@ -59,6 +63,7 @@ class RunEvaluation:
     synapses: pd.DataFrame  # labelled synapses kept by the confidence cut-off (and n_min)
     neurons: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per skeleton
     hemi_lineages: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per lineage
+    unclear: pd.DataFrame | None = None  # per neuron: confident call or "unclear" (calibrate)
 
 
 def evaluate_predictions(
@@ -156,6 +161,9 @@ def evaluate_predictions(
         "neuron": neuron_level,
         "hemi_lineage": lineage_level,
     }
+    evaluation.metrics["calibration"], evaluation.unclear = evaluate_calibration(
+        labelled, classes, meta, rules.calibration
+    )
     return evaluation
 
 

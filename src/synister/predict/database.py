@@ -29,6 +29,7 @@ from ..data import WORKER_CONTEXT, training_synapses, worker_context
 from ..db import PredictionRunExists, open_database
 from ..db.writer import BatchWriter
 from ..models import build_model, load_checkpoint
+from ..models.calibration import stored_temperature
 from ..volumes import Volume
 from .engine import Predictor, check_precision, choose_device
 from .progress import StoredCounter, progress_bar
@@ -53,6 +54,7 @@ RESUME_KEYS = (
     "voxel_size",
     "patch_placement",
     "precision",
+    "temperature",
 )
 #: the network settings stored under meta "network"
 NETWORK_KEYS = (
@@ -79,6 +81,7 @@ class PredictionPlan:
     synapses: pd.DataFrame  # synapse_id, z, y, x (nm) of the split part
     todo: pd.DataFrame  # the subset without a stored prediction, in reading order
     created: bool = False  # whether this plan created the run (so a failure may drop it)
+    temperature: float | None = None  # divides the logits (synister calibrate); None: raw
 
     @property
     def resumed_from(self) -> int:
@@ -102,6 +105,7 @@ def prediction_meta(
     precision: str = "fp32",
     patch_placement: str = "closest",
     model: torch.nn.Module | None = None,
+    temperature: float | None = None,
 ) -> dict:
     """The meta stored with a run (what produced it), as JSON gives it back.
 
@@ -130,6 +134,7 @@ def prediction_meta(
         "voxel_size": list(cfg.voxel_size),
         "patch_placement": patch_placement,
         "precision": precision,
+        "temperature": temperature,
     }
     return json.loads(json.dumps(meta))
 
@@ -164,6 +169,7 @@ def plan_prediction(
     cfg, worker = load_predict_setup(setup_dir)
     run = cfg.run_name
     checkpoint = _checkpoint_file(setup_dir, cfg)
+    temperature = None if model is not None else stored_temperature(checkpoint)
     created = False
     with open_database(cfg.database_url()) as db:
         synapses = training_synapses(db, cfg.split_name, cfg.classes, part=cfg.split_part)
@@ -180,6 +186,7 @@ def plan_prediction(
             precision=precision,
             patch_placement=patch_placement,
             model=model,
+            temperature=temperature,
         )
         is_done = np.zeros(len(synapses), dtype=bool)
         if run in db.prediction_runs() and not cfg.overwrite:
@@ -203,7 +210,9 @@ def plan_prediction(
     todo = synapses[~is_done]
     block_nm = np.asarray(cfg.input_shape, float) * np.asarray(cfg.voxel_size, float)
     todo = todo.iloc[reading_order(todo, block_nm)].reset_index(drop=True)
-    return PredictionPlan(cfg, worker, run, synapses.reset_index(drop=True), todo, created)
+    return PredictionPlan(
+        cfg, worker, run, synapses.reset_index(drop=True), todo, created, temperature
+    )
 
 
 def _checkpoint_file(setup_dir: str | Path, cfg: PredictConfig) -> Path:
@@ -270,6 +279,7 @@ def predict_synapses(
         precision=job.precision,
         threads=job.threads,
         read_workers=job.read_workers,
+        temperature=plan.temperature,
     )
     volume = volume if volume is not None else open_volume(plan.cfg, job.placement)
     writer = BatchWriter(plan.cfg.database_url(), plan.run, on_written)
@@ -393,6 +403,7 @@ def predict_setup(
         "read_workers": read_workers,
         "threads": threads,
         "precision": precision,
+        "temperature": plan.temperature,
     }
 
 

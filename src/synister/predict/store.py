@@ -155,7 +155,8 @@ def run_positions(
 ) -> dict:
     """Predict ``job`` into folder ``out`` (see the module docstring); returns a summary:
     out, state ("complete", or "already complete" when there was nothing to do), counts by
-    status, predicted (this call), resumed_from, neurons, confident_neurons, seconds,
+    status, predicted (this call), resumed_from, neurons, confident_neurons, temperature (the
+    bundle's, which divided the logits; None: raw softmax), seconds,
     synapses_per_second (this call) and steady_synapses_per_second (after start-up).
 
     ``on_progress(stored, total)`` (for front-ends without a terminal, such as the service's
@@ -238,6 +239,7 @@ def run_positions(
         "resumed_from": int(resumed_from),
         "neurons": None if neurons is None else int(len(neurons)),
         "confident_neurons": None if neurons is None else int(neurons["confident"].sum()),
+        "temperature": job.bundle.temperature,  # divided the logits (synister calibrate)
         "seconds": seconds,
         "synapses_per_second": counter.count / seconds if seconds > 0 else float("nan"),
         "steady_synapses_per_second": counter.steady_rate(),

@@ -110,6 +110,7 @@ def run_settings(
         "offset_nm": [float(v) for v in volume.offset_nm],
         "placement": volume.placement,
         "precision": precision,
+        "temperature": bundle.temperature,  # divides the logits (synister calibrate)
         "block_vox": list(grid.block_vox),
         "source": source.public(),
         "columns": columns.to_json(),

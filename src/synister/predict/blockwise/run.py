@@ -285,6 +285,7 @@ def predict_volume(
         "blocks_skipped": n_blocks - len(todo),
         "predicted": predicted,
         "synapses_per_second": predicted / seconds if seconds > 0 else float("nan"),
+        "temperature": model.temperature,
         "failed": failures(plan, unfinished, last_error),
         "seconds": seconds,
     }
