@@ -57,6 +57,23 @@ def _python_values(frame: pd.DataFrame) -> list[tuple]:
     return list(zip(*columns, strict=True))
 
 
+@contextmanager
+def transaction(connection: sqlite3.Connection, write: bool):
+    """One transaction on an autocommit connection (``isolation_level=None``): ``BEGIN
+    IMMEDIATE`` takes the write lock up front, so two writers wait instead of deadlocking."""
+    cur = connection.cursor()
+    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield cur
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    else:
+        cur.execute("COMMIT")
+    finally:
+        cur.close()
+
+
 class SQLiteDatabase(SQLDatabase):
     """The shared SQL schema in a SQLite file."""
 
@@ -121,20 +138,13 @@ class SQLiteDatabase(SQLDatabase):
 
     @contextmanager
     def _open_transaction(self, write: bool):
-        cur = self._connection.cursor()
-        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        else:
-            cur.execute("COMMIT")
+            with transaction(self._connection, write) as cur:
+                yield cur
         finally:
             for name in self._temp_tables:
                 self._connection.execute(f"DROP TABLE IF EXISTS temp.{name}")
             self._temp_tables.clear()
-            cur.close()
 
     def _insert_frame(self, cur, table: str, frame: pd.DataFrame) -> None:
         columns = ", ".join(frame.columns)

@@ -8,11 +8,10 @@ queue-limit check cannot interleave with another.
 from __future__ import annotations
 
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
 
 from synister.db import DatabaseError
-from synister.db.sqlite import BUSY_TIMEOUT_MS, path_from_url
+from synister.db.sqlite import BUSY_TIMEOUT_MS, path_from_url, transaction
 
 from .base import StoreError
 from .sql import SQLStore
@@ -42,16 +41,5 @@ class SQLiteStore(SQLStore):
         connection.execute("PRAGMA synchronous = NORMAL")
         return connection
 
-    @contextmanager
     def _begin(self, connection, write: bool):
-        cur = connection.cursor()
-        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        else:
-            cur.execute("COMMIT")
-        finally:
-            cur.close()
+        return transaction(connection, write)
