@@ -104,6 +104,25 @@ def test_curves_merge_resumed_logs_and_plot(tmp_path):
         plot_training_curves(tmp_path / "missing", tmp_path / "x.png")
 
 
+def test_curves_follow_the_order_runs_were_written_not_the_order_of_file_names(tmp_path):
+    """Two writers in one second and one process are told apart by a counter: ``….9`` sorts
+    after ``….10``, so file names do not say which run came first."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    log = tmp_path / "log"
+    for purge_step, steps, value in [(1, range(1, 13), 10.0), (13, range(13, 21), 1.0)]:
+        writer = SummaryWriter(str(log), purge_step=purge_step)
+        for step in steps:
+            writer.add_scalar("loss", value, step)
+        writer.close()
+    first, resumed = sorted(log.iterdir(), key=lambda path: path.stat().st_mtime_ns)
+    first.rename(log / "events.out.tfevents.1796212352.host.7.9")
+    resumed.rename(log / "events.out.tfevents.1796212352.host.7.10")
+    loss = read_scalars(log)["loss"]
+    assert loss.step.tolist() == list(range(1, 21))
+    assert loss.value.tolist() == [10.0] * 12 + [1.0] * 8
+
+
 # ---- the loop, with a stand-in network and batches -----------------------------------------------
 
 

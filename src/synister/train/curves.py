@@ -11,24 +11,40 @@ import pandas as pd
 def read_scalars(log_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Every scalar tag in ``log_dir`` as a frame (step, value), one row per step.
 
-    Event files of resumed runs are read together; where a killed run logged steps that the
-    resumed run logged again, the later value wins.
+    Event files of resumed runs are read in the order they were started (their first event's
+    time: file names do not sort that way when two writers start in one second). A run's start
+    at step s hides what earlier runs logged from s on, as tensorboard's ``purge_step`` means;
+    within a run the later value of a step wins.
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+    from tensorboard.util.tensor_util import make_ndarray
 
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
         raise FileNotFoundError(f"no tensorboard log folder at {log_dir}")
-    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    scalars = {}
-    for tag in accumulator.Tags()["scalars"]:
-        events = accumulator.Scalars(tag)
-        frame = pd.DataFrame({"step": [e.step for e in events], "value": [e.value for e in events]})
-        scalars[tag] = (
-            frame.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+    runs = []
+    for path in log_dir.glob("events.out.tfevents.*"):
+        events = list(EventFileLoader(str(path)).Load())
+        if events:
+            runs.append((events[0].wall_time, path.name, events))
+    values_by_tag: dict[str, dict[int, float]] = {}
+    for _, _, events in sorted(runs, key=lambda run: run[:2]):
+        for event in events:
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                for values in values_by_tag.values():
+                    for step in [step for step in values if step >= event.step]:
+                        del values[step]
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    scalar = float(make_ndarray(value.tensor))
+                    values_by_tag.setdefault(value.tag, {})[event.step] = scalar
+    return {
+        tag: pd.DataFrame(
+            {"step": sorted(values), "value": [values[step] for step in sorted(values)]}
         )
-    return scalars
+        for tag, values in values_by_tag.items()
+    }
 
 
 def _smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
