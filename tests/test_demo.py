@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from synister.cli import app
 from synister.config import load_train_setup
-from synister.demo import planned_iterations, recipe, run_demo
+from synister.demo import checkpoint_spacing, planned_iterations, recipe, run_demo
 from synister.models import build_model, list_checkpoints
 from synister.setup import prepare_training
 
@@ -88,6 +88,18 @@ def test_the_budget_plan_follows_the_pace():
     assert planned_iterations(1000, 400, done=300, seconds_per_iteration=1.0) == 300 + 590
     # the budget is spent: one more iteration, never fewer than done
     assert planned_iterations(1000, 1200, done=300, seconds_per_iteration=0.5) == 301
+
+
+def test_a_new_plan_keeps_the_validation_checkpoints_it_had_left():
+    # 10 checkpoints planned over 21,090 iterations; at 4,218 the plan shrinks to 8,674: the 8
+    # checkpoints still to come spread over what is left instead of 2 at the old spacing
+    assert checkpoint_spacing(total=21090, every=2109, done=4218, planned=8674) == 557
+    # the plan grows: the 3 checkpoints left move apart rather than more being added
+    assert checkpoint_spacing(total=4000, every=1000, done=1000, planned=7000) == 2000
+    assert checkpoint_spacing(total=100, every=10, done=95, planned=96) == 1
+    # a 3 % shorter plan at 6,402 of 23,773 (every 2,134): 8 checkpoints to come, not 9 (a run
+    # that re-planned like this after every stretch checkpointed ever more often)
+    assert checkpoint_spacing(total=23773, every=2134, done=6402, planned=23032) == 2079
 
 
 @pytest.mark.slow

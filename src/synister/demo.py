@@ -200,6 +200,17 @@ def planned_iterations(
     return max(done + 1, done + int(left / seconds_per_iteration))
 
 
+def checkpoint_spacing(total: int, every: int, done: int, planned: int) -> int:
+    """Checkpoint spacing after the plan changed from ``total`` to ``planned`` iterations at
+    ``done``: the validation checkpoints the old plan had left spread over the new rest.
+
+    A short last stretch does not count as one more checkpoint: a plan that shrinks a little
+    after every stretch would otherwise keep as many checkpoints ahead as before it.
+    """
+    left = max(1, round((total - done) / every))
+    return max(1, math.ceil((planned - done) / left))
+
+
 def _train(setup: Path, settings: DemoSettings, state: _State, device) -> int:
     """Train to the planned iteration; returns it.
 
@@ -253,8 +264,12 @@ def _train(setup: Path, settings: DemoSettings, state: _State, device) -> int:
         if target < total:  # follow the pace of this stretch
             planned = plan(target, pace)
             if abs(planned - total) > 0.02 * total:
-                _say(f"   {pace:.3f} s per iteration lately: now {planned} iterations")
-                state.data["iterations"] = planned
+                every = checkpoint_spacing(total, every, target, planned)
+                _say(
+                    f"   {pace:.3f} s per iteration lately: now {planned} iterations, "
+                    f"a checkpoint every {every}"
+                )
+                state.data.update(iterations=planned, checkpoint_every=every)
                 state.save()
                 _set_schedule(setup, planned, every)
 
