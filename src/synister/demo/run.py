@@ -1,0 +1,276 @@
+"""The demo's steps, one after the other, each picking up what a stopped demo left."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from ..config import load_predict_setup
+from ..db import PredictionRunExists, open_database
+from ..db.imports import import_files
+from ..evaluate import evaluate_runs
+from ..evaluate.calibrate import calibrate, calibration_digest
+from ..models import checkpoint_path, list_checkpoints
+from ..predict import predict_setup
+from ..setup import prepare_prediction, prepare_training, train_setup_dir
+from ..splits import SplitRequest, make_split
+from ..synthetic import generate, image_ceiling, oracle_accuracy
+from ..train import train
+from .budget import STATE_FILE, _say, _State, _train
+from .settings import DemoSettings
+
+EXPERIMENT = "demo"
+SPLIT = "skeleton"
+
+
+def _dataset(folder: Path, preset: str, settings: DemoSettings, sizes: dict) -> tuple:
+    """Generate (unless there) ``folder/data`` and import it into ``folder/synister.db`` with a
+    skeleton split (unless there); returns the generator's summary, the database URL and the
+    synapse ids per split part."""
+    data_dir = folder / "data"
+    db_url = f"sqlite:///{folder / 'synister.db'}"
+    if (data_dir / "summary.json").is_file():
+        generated = json.loads((data_dir / "summary.json").read_text())
+    else:
+        _say(f"   generating the synthetic {preset!r} dataset in {data_dir}")
+        generated = generate(data_dir, preset=preset, seed=settings.seed, **sizes)
+    with open_database(db_url) as db:
+        if SPLIT not in db.splits():
+            _say(f"   importing it into {db_url} and making a skeleton split")
+            tables = ("synapses.json", "skeletons.json", "hemi_lineages.json")
+            import_files(db, [data_dir / f for f in tables])
+            tolerance = settings.split_tolerance
+            extra = {} if tolerance is None else {"tolerance": tolerance}
+            make_split(db, SPLIT, SplitRequest(by="skeleton", seed=settings.seed, **extra))
+        ids = {
+            part: db.synapses(split=SPLIT, part=part)["synapse_id"].to_numpy()
+            for part in ("train", "validation", "test")
+        }
+    return generated, db_url, ids
+
+
+def _prepare(folder: Path, experiment: str, settings: DemoSettings, db_url, data_dir, generated,
+             **extra):  # fmt: skip
+    """The training setup ``folder/experiment/02_train/setup_t0`` (made unless there)."""
+    setup = train_setup_dir(folder, experiment, 0)
+    if setup.exists():
+        return setup
+    levels = len(settings.downsample_factors)
+    return prepare_training(
+        folder,
+        experiment,
+        0,
+        db_url=db_url,
+        split_name=SPLIT,
+        raw_container=str(data_dir / generated["raw_container"]),
+        raw_dataset=generated["raw_dataset"],
+        input_shape=settings.input_shape,
+        network=settings.network,
+        fmaps=settings.fmaps,
+        downsample_factors=list(settings.downsample_factors),
+        fmap_inc=(2,) * levels,
+        n_convolutions=settings.n_convolutions or (2,) * levels,
+        classifier_units=settings.classifier_units,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        lr_schedule=settings.lr_schedule,
+        warmup_iterations=settings.warmup_iterations,
+        label_smoothing=settings.label_smoothing,
+        logit_adjustment=settings.logit_adjustment,
+        channels_last=settings.channels_last,
+        augment=settings.augment,
+        checkpoint_every=settings.checkpoint_every,
+        snapshot_every=10**9,  # none: the demo shows reports, not batches
+        seed=settings.seed,
+        num_cache_workers=1,
+        **extra,
+    )
+
+
+def _pretrain(out: Path, settings: DemoSettings, state: _State, device) -> Path | None:
+    """The curriculum's first stage: the same network on ``pretrain_preset``; returns its last
+    checkpoint (None without pretraining)."""
+    n = settings.pretrain_iterations
+    if not n:
+        return None
+    folder = out / "pretrain"
+    sizes = {"shape_vox": settings.pretrain_shape_vox}
+    generated, db_url, _ = _dataset(folder, settings.pretrain_preset, settings, sizes)
+    stage = replace(
+        settings, iterations=n, validation_checkpoints=1, logit_adjustment=False,
+        warmup_iterations=min(settings.warmup_iterations, n // 10),
+    )  # fmt: skip
+    setup = _prepare(folder, "pretrain", stage, db_url, folder / "data", generated)
+    _say(f"   pretraining on the {settings.pretrain_preset!r} preset for {n} iterations")
+    t = time.perf_counter()
+    result = train(setup, n, device=device)
+    if not result["already_done"]:
+        done = state.data.get("pretrain_seconds", 0.0) + time.perf_counter() - t
+        state.data["pretrain_seconds"] = round(done, 2)
+        state.save()
+    return checkpoint_path(setup, n)
+
+
+def _predict(setup: Path, device) -> None:
+    try:
+        predict_setup(setup, device=device)
+    except PredictionRunExists:  # a resumed demo predicted it already
+        pass
+
+
+def _ceilings(data_dir: Path, ids: dict) -> dict:
+    """Oracle and image-level ceiling (fitted on the train part) of the validation and test
+    parts."""
+    out = {}
+    for part in ("validation", "test"):
+        oracle = oracle_accuracy(data_dir, ids[part])
+        try:
+            image = image_ceiling(data_dir, ids["train"], ids[part])
+        except FileNotFoundError:
+            image = None
+        out[part] = {"oracle": oracle, "image_ceiling": image}
+    return out
+
+
+def run_demo(
+    out_dir: str | Path = "demo_out",
+    settings: DemoSettings = DemoSettings(),
+    device: str | None = None,
+    resume: bool = False,
+) -> dict:
+    """Run the whole workflow into ``out_dir`` and return (and write) ``summary.json``.
+
+    ``resume`` continues a demo stopped part-way in the same folder (each step picks up what
+    is there: the dataset, the split, the newest checkpoint, stored predictions).
+    """
+    start = time.perf_counter()
+    out = Path(out_dir).resolve()
+    if not resume and ((out / "summary.json").exists() or (out / "synister.db").exists()):
+        raise FileExistsError(
+            f"{out} holds an earlier demo; remove it, choose another --out or --resume it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out / STATE_FILE)
+    wanted = json.loads(json.dumps(asdict(settings)))
+    if state.data.setdefault("settings", wanted) != wanted:
+        raise ValueError(f"{out} holds a demo with other settings ({out / STATE_FILE})")
+    state.save()
+    data_dir = out / "data"
+    timings: dict[str, float] = {}
+
+    def lap(step: str, t0: float) -> None:
+        timings[step] = round(time.perf_counter() - t0, 1)
+
+    t = time.perf_counter()
+    _say(f"1/6 the synthetic {settings.preset!r} dataset, imported and split by skeleton")
+    sizes = {"shape_vox": settings.shape_vox, "n_synapses": settings.n_synapses}
+    generated, db_url, ids = _dataset(out, settings.preset, settings, sizes)
+    lap("dataset", t)
+
+    t = time.perf_counter()
+    budget = f"{settings.minutes:g} minutes" if settings.minutes else f"{settings.iterations} its"
+    _say(f"2/6 training a {settings.network} ({settings.fmaps} feature maps) for {budget}")
+    init = _pretrain(out, settings, state, device)
+    extra = {"init_checkpoint": str(init)} if init else {}
+    setup = _prepare(out, EXPERIMENT, settings, db_url, data_dir, generated, **extra)
+    total = _train(setup, settings, state, device)
+    lap("train", t)
+
+    t = time.perf_counter()
+    # every checkpoint: the planned ones, and where a budget's warm-up or a stop left one
+    iterations = [i for i, _ in list_checkpoints(setup) if i <= total]
+    _say(f"3/6 predicting the validation part at iterations {iterations}")
+    validation_runs = []
+    for s in prepare_prediction(out, EXPERIMENT, 0, iterations, validation=True):
+        _predict(s, device)
+        validation_runs.append(load_predict_setup(s)[0].run_name)
+    lap("predict_validation", t)
+
+    t = time.perf_counter()
+    _say("4/6 evaluating the validation runs, choosing the best iteration and calibrating it")
+    with open_database(db_url) as db:  # only these: a resumed demo also holds the test run
+        validation = evaluate_runs(db, validation_runs, out / "evaluation_validation")
+        calibration = calibrate(db, setup, validation["best"]["run"])  # the test run applies it
+    best_iteration = int(validation["best"]["iteration"])
+    lap("evaluate_validation", t)
+
+    t = time.perf_counter()
+    _say(f"5/6 predicting the test part with iteration {best_iteration}")
+    (test_setup,) = prepare_prediction(out, EXPERIMENT, 0, [best_iteration], validation=False)
+    _predict(test_setup, device)
+    test_run = load_predict_setup(test_setup)[0].run_name
+    with open_database(db_url) as db:
+        test = evaluate_runs(db, [test_run], out / "evaluation_test")
+    lap("predict_and_evaluate_test", t)
+
+    _say("6/6 comparing with the oracle and the image-level ceiling of the generator")
+    ceilings = _ceilings(data_dir, ids)
+    metrics = test["runs"][test_run]
+    times = state.data["train_seconds_at"]
+    curve = [
+        {
+            "iteration": int(m["iteration"]),
+            "train_seconds": times.get(str(m["iteration"])),
+            "synapse": m["synapse"]["accuracy"],
+            "synapse_balanced": m["synapse"].get("balanced_accuracy"),
+            "neuron": m["neuron"]["vote"]["accuracy"],
+            "neuron_mean_probability": m["neuron"]["mean"]["accuracy"],
+            "load_average": state.data.get("load_average_at", {}).get(str(m["iteration"])),
+        }
+        for m in sorted(validation["runs"].values(), key=lambda m: m["iteration"])
+    ]
+    test_ceiling = ceilings["test"]
+    summary = {
+        "preset": settings.preset,
+        "test_synapse_accuracy": metrics["synapse"]["accuracy"],
+        "test_neuron_accuracy": metrics["neuron"]["vote"]["accuracy"],
+        "test_neuron_accuracy_mean_probability": metrics["neuron"]["mean"]["accuracy"],
+        "oracle_synapse_accuracy": test_ceiling["oracle"]["synapse"],
+        "oracle_neuron_accuracy": test_ceiling["oracle"]["neuron"],
+        "image_ceiling_synapse_accuracy": _get(test_ceiling["image_ceiling"], "synapse"),
+        "image_ceiling_neuron_accuracy": _get(test_ceiling["image_ceiling"], "neuron"),
+        "best_iteration": best_iteration,
+        "iterations": total,
+        "validation_accuracy_by_iteration": {str(p["iteration"]): p["synapse"] for p in curve},
+        "validation_curve": curve,
+        "ceilings": ceilings,
+        "test_synapses": int(metrics["counts"]["labelled"]),
+        "temperature": calibration["temperature"],
+        "test_calibration": calibration_digest(metrics["calibration"]),
+        "test_neurons": int(test_ceiling["oracle"]["n_neurons"]),
+        "report": test["report"],
+        "validation_report": validation["report"],
+        "settings": asdict(settings),
+        "step_seconds": timings,
+        "train_seconds": max(times.values(), default=None),
+        "pretrain_seconds": state.data.get("pretrain_seconds"),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _say(_closing_line(summary))
+    _say(f"report: {summary['report']}")
+    return summary
+
+
+def _get(acc: dict | None, key: str) -> float:
+    return acc[key] if acc else math.nan
+
+
+def _fraction(value: float, of: float) -> str:
+    return f"{value / of:.0%}" if of and math.isfinite(of) else "n/a"
+
+
+def _closing_line(s: dict) -> str:
+    syn, neu = s["test_synapse_accuracy"], s["test_neuron_accuracy"]
+    return (
+        f"test accuracy: synapses {syn:.3f} (oracle {s['oracle_synapse_accuracy']:.3f}, "
+        f"{_fraction(syn, s['oracle_synapse_accuracy'])} of it; image-level ceiling "
+        f"{s['image_ceiling_synapse_accuracy']:.3f}, "
+        f"{_fraction(syn, s['image_ceiling_synapse_accuracy'])}), neurons {neu:.3f} (oracle "
+        f"{s['oracle_neuron_accuracy']:.3f}, image-level ceiling "
+        f"{s['image_ceiling_neuron_accuracy']:.3f}); best iteration {s['best_iteration']} of "
+        f"{s['iterations']}; {s['wall_seconds']:.0f} s"
+    )
