@@ -124,7 +124,7 @@ def summarize_synapses(neuron_ids, probabilities) -> NeuronSummary:
         [np.bincount(index, weights=kept[:, c], minlength=count) for c in range(n_classes)],
         axis=1,
     ).reshape(count, n_classes)
-    top = kept.argmax(axis=1) if n_classes else np.zeros(len(kept), np.int64)
+    top = kept.argmax(axis=1)
     votes = np.bincount(index[has] * n_classes + top[has], minlength=count * n_classes).reshape(
         count, n_classes
     )

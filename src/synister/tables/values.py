@@ -36,10 +36,12 @@ def exact_ids(
     if pd.api.types.is_integer_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
         return values.astype("Int64" if missing_ok else np.int64)
     if pd.api.types.is_float_dtype(values.dtype):
-        finite = values.dropna()
-        if (finite != np.floor(finite)).any() or (finite.abs() >= 2**53).any():
-            i = int(np.flatnonzero(values.notna() & (values != np.floor(values)))[0])
-            problem = f"id {values.iloc[i]} is not a whole number (store ids as integers or text)"
+        fraction = (values.notna() & (values != np.floor(values))).to_numpy()
+        inexact = (values.abs() >= 2**53).to_numpy()  # floats lose whole numbers beyond
+        if fraction.any() or inexact.any():
+            i = int(np.flatnonzero(fraction | inexact)[0])
+            what = "a whole number" if fraction[i] else "exact as a float"
+            problem = f"id {values.iloc[i]} is not {what} (store ids as integers or text)"
             raise _bad(where, column, first + i, csv, problem)
         values = values.astype("Int64")
     text = values.astype("string").str.strip()
