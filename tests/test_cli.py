@@ -38,7 +38,7 @@ def tables(tmp_path):
 def url(tmp_path, tables):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     result = invoke(
-        "db", "import", "--db", url, "--units", "voxels", "--voxel-size", "40,4,4", tables
+        "db", "import", "--db", url, "--units", "voxels", "--voxel-size", "x=4,y=4,z=40", tables
     )
     assert result.exit_code == 0, result.output
     assert "imported 390 synapses, 60 skeletons" in result.stdout
@@ -85,7 +85,7 @@ def test_bad_input_is_one_line_without_traceback(url, tables):
     result = invoke("db", "import", "--db", url, tables / "gaba.csv")
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0
-    assert "gaba.csv, line 2: field 'y' is not a number" in result.stderr
+    assert "gaba.csv, column y, line 2: 'oops' is not a number" in result.stderr
     assert "Traceback" not in result.output
     assert json.loads(invoke("db", "stats", "--db", url, "--json").stdout) == before
 

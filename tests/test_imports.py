@@ -195,16 +195,24 @@ def test_parquet_and_feather_tables_with_label_column(db, tmp_path, suffix):
         (
             "body,x,y,z,syn_id\n1,1,2,3,1\n1,a,2,3,2\n",
             {},
-            r"gaba\.csv, line 3: field 'x' is not a number",
+            r"gaba\.csv, column x, line 3: 'a' is not a number",
         ),
-        ("body,x,y,z,syn_id\n1,1,2,3,1\n1,,2,3,2\n", {}, r"line 3: field 'x' is missing"),
-        ("body,x,y,syn_id\n1,1,2,1\n", {}, r"column 'z' for position z not found"),
-        ("x,y,z,syn_id\n1,1,2,1\n", {}, r"a column for skeleton_id not found"),
-        ("body,x,y,z,syn_id\n1,1,2,3,1.5\n", {}, r"line 2: field 'syn_id' is not an integer"),
+        ("body,x,y,z,syn_id\n1,1,2,3,1\n1,,2,3,2\n", {}, r"gaba\.csv, column x, line 3: no value"),
+        ("body,x,y,syn_id\n1,1,2,1\n", {}, r"no position columns \(looked for x,y,z or"),
+        (
+            "x,y,z,syn_id\n1,1,2,1\n",
+            {},
+            r"no neuron column \(looked for .*body.*--map COLUMN=skeleton_id",
+        ),
+        (
+            "body,x,y,z,syn_id\n1,1,2,3,1.5\n",
+            {},
+            r"column syn_id, line 2: '1.5' is not an integer id",
+        ),
         (
             "body,x,y,z,syn_id,nt\n1,1,2,3,1,gaba\n2,1,2,3,2,glycine\n",
             {"label_column": "nt"},
-            r"line 3: field 'nt'.*'glycine'",
+            r"column nt, line 3: unknown transmitter 'glycine'",
         ),
         (
             "body,x,y,z,syn_id,nt\n1,1,2,3,1,gaba\n1,1,2,3,2,ach\n",

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "predict_positions": "synister.predict.positions",
     "summarize_neurons": "synister.predict.neurons",
+    "evaluate_table": "synister.evaluate.table",
 }
 
 __all__ = ["__version__", *_LAZY]

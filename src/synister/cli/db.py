@@ -58,20 +58,6 @@ def open_db(url: str | None, create: bool = True):
     return open_database(url, create=create)
 
 
-def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        fail(f"--voxel-size must be one number or three (z,y,x) in nm, got {text!r}")
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3:
-        fail(f"--voxel-size must be one number or three (z,y,x) in nm, got {text!r}")
-    return tuple(values)
-
-
 def _column_map(pairs: list[str]) -> dict[str, str]:
     mapping = {}
     for pair in pairs:
@@ -97,14 +83,19 @@ def import_command(
         typer.Option(
             "--map",
             help="Table column to synapse field, FILE_COLUMN=FIELD (fields: synapse_id, "
-            "skeleton_id, confidence, brain_region, prepost); repeatable. body, syn_id and "
-            "conf are understood without it.",
+            "skeleton_id, confidence, brain_region, prepost); repeatable. Without it ids and "
+            "neurons are found as predict-positions finds them (id, synapse_id, syn_id; "
+            "pre_pt_root_id, bodyId, body, skeleton_id, skid), and conf.",
         ),
     ] = None,
     coords: Annotated[
-        str,
-        typer.Option("--coords", help="The three position columns of a table, comma-separated."),
-    ] = "x,y,z",
+        str | None,
+        typer.Option(
+            "--coords",
+            help="The three position columns of a table, comma-separated (default: found by "
+            "name: x,y,z; pre_x,pre_y,pre_z; pre_pt_position).",
+        ),
+    ] = None,
     axis_order: Annotated[
         str, typer.Option("--axis-order", help="Axes held by the --coords columns, in order.")
     ] = "xyz",
@@ -114,7 +105,9 @@ def import_command(
     voxel_size: Annotated[
         str | None,
         typer.Option(
-            "--voxel-size", help="Voxel size in nm for --units voxels: one number or z,y,x."
+            "--voxel-size",
+            help="Voxel size in nm for --units voxels: one number, x,y,z, or x=..,y=..,z=.. "
+            "(db import read z,y,x before: x,y,z with x and z different must name the axes).",
         ),
     ] = None,
     label_column: Annotated[
@@ -137,17 +130,19 @@ def import_command(
     All files are checked first: on any error nothing is stored, and the error names the place.
     """
     from ..db.imports import TableOptions, import_files
+    from ..tables import parse_voxel_size
 
-    columns = tuple(c.strip() for c in coords.split(","))
-    if len(columns) != 3:
+    columns = None if coords is None else tuple(c.strip() for c in coords.split(","))
+    if columns is not None and len(columns) != 3:
         fail(f"--coords needs three column names, got {coords!r}")
     try:
+        voxel_xyz = parse_voxel_size(voxel_size, was_zyx=True)
         options = TableOptions(
             columns=_column_map(column_map or []),
             coordinate_columns=columns,
             axis_order=axis_order,
             units=units,
-            voxel_size_nm=_voxel_size(voxel_size),
+            voxel_size_nm=None if voxel_xyz is None else voxel_xyz[::-1],
             label_column=label_column,
             label=label,
         )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synister.predict.tables import TableError
+from synister.tables import TableError
 
 from .config import VolumeChoice
 
@@ -53,7 +53,7 @@ def _table_options(options: dict | None) -> dict:
 def check_table(path: Path, options: dict | None = None) -> int:
     """The number of rows predict-positions would read from ``path``; raises
     :class:`TableError` naming the file, column and row of what is wrong."""
-    from synister.predict.tables import read_positions
+    from synister.tables import read_positions
 
     return len(read_positions(path, **_table_options(options)).rows)
 
@@ -69,7 +69,7 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
     """
     from synister.predict.positions import default_devices_and_threads, prepare_positions
     from synister.predict.store import run_positions
-    from synister.predict.tables import read_positions
+    from synister.tables import read_positions
     from synister.volumes import Volume
 
     table = read_positions(job.table, **_table_options(job.options))
