@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from .errors import fail
+from .options import DbOption, JsonOption
+
 db_app = typer.Typer(
     name="db",
     help=(
@@ -17,27 +20,9 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL: sqlite:///file.db, postgresql://..., mongodb://.../name. "
-        "Default: $SYNISTER_DB, else sqlite:///./synister.db.",
-    ),
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document on stdout (messages go to stderr).")
-]
-
 
 def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
-
-
-def fail(message: str) -> None:
-    """Print a one-line error on stderr and exit with status 1 (no traceback for user errors)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

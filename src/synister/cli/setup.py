@@ -9,6 +9,9 @@ import typer
 
 from synister.config import ConfigError
 
+from .errors import fail as _fail
+from .options import DbOption, PartOption
+
 
 def _parse_settings(settings: list[str]) -> dict[str, str]:
     values = {}
@@ -20,19 +23,11 @@ def _parse_settings(settings: list[str]) -> dict[str, str]:
     return values
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 BaseDir = Annotated[
     Path, typer.Option("-d", "--base-dir", help="BASE folder that holds the experiments.")
 ]
 Experiment = Annotated[str, typer.Option("-e", "--experiment", help="Experiment name, e.g. fafb.")]
 TrainId = Annotated[int, typer.Option("-t", "--train-id", help="Number of the training run.")]
-DbUrl = Annotated[
-    str | None, typer.Option(help="Database URL (default: $SYNISTER_DB, else ./synister.db).")
-]
 RawContainer = Annotated[
     str | None,
     typer.Option(help="EM volume, zarr/N5/precomputed (default: raw.zarr in BASE)."),
@@ -42,7 +37,15 @@ Settings = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
-        help="KEY=VALUE for any Predict or Worker key, in the ini format; repeatable.",
+        help="KEY=VALUE for any key of the config this command writes or of its "
+        "worker_config.ini, in the ini format (e.g. --set 'input_shape=8, 64, 64'); repeatable.",
+    ),
+]
+SplitName = Annotated[
+    str | None,
+    typer.Option(
+        help="Split in the database (default: the training setup's; for a new training "
+        "setup: skeleton)."
     ),
 ]
 SkipVolumeCheck = Annotated[
@@ -65,20 +68,11 @@ def prepare_training_command(
         ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing.")] = False,
-    db_url: DbUrl = None,
-    split_name: Annotated[
-        str | None, typer.Option(help="Split to train on (default: skeleton).")
-    ] = None,
+    db_url: DbOption = None,
+    split_name: SplitName = None,
     raw_container: RawContainer = None,
     raw_dataset: RawDataset = None,
-    settings: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="KEY=VALUE for any Training or Worker key, in the ini format "
-            "(e.g. --set 'input_shape=8, 64, 64'); repeatable.",
-        ),
-    ] = None,
+    settings: Settings = None,
     skip_volume_check: SkipVolumeCheck = False,
 ) -> None:
     """Create BASE/EXPERIMENT/02_train/setup_t<ID> with train_config.ini and worker_config.ini.
@@ -137,10 +131,7 @@ def prepare_prediction_command(
     validation: Annotated[
         bool, typer.Option("-v", "--validation", help="Predict the validation part, not test.")
     ] = False,
-    part: Annotated[
-        str | None,
-        typer.Option(help="Part of the split to predict: train, validation or test."),
-    ] = None,
+    part: PartOption = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -148,10 +139,8 @@ def prepare_prediction_command(
             "network settings come from the bundle, the checkpoint or its setup."
         ),
     ] = None,
-    db_url: DbUrl = None,
-    split_name: Annotated[
-        str | None, typer.Option(help="Split to predict (default: the training's).")
-    ] = None,
+    db_url: DbOption = None,
+    split_name: SplitName = None,
     raw_container: RawContainer = None,
     raw_dataset: RawDataset = None,
     settings: Settings = None,

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .db import DbOption, JsonOption, fail, open_db, user_errors
+from .db import open_db, user_errors
+from .errors import fail
+from .options import DbOption, JsonOption, SeedOption
 
 split_app = typer.Typer(
     name="split",
@@ -72,9 +74,7 @@ def make_command(
         float,
         typer.Option("--validation-fraction", help="Share of validation inside train+validation."),
     ] = 0.2,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Picks among equally good splits; same seed, same split.")
-    ] = 0,
+    seed: SeedOption = 0,
     nts: Annotated[
         list[str] | None,
         typer.Option(
@@ -107,7 +107,8 @@ def make_command(
 ) -> None:
     """Compute a split by integer programming and store it.
 
-    Synapses take part when their skeleton has exactly one known transmitter among --nt.
+    Synapses take part when their skeleton has exactly one known transmitter among --nt;
+    --seed picks among equally good splits.
 
     A share that misses its target by over --tolerance gives a WARNING; --strict fails instead.
 

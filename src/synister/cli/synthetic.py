@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from .db import DbOption, JsonOption, fail, open_db, user_errors
+from .db import open_db, user_errors
+from .errors import fail
+from .options import DbOption, JsonOption, OutOption, PresetOption, SeedOption
 
 
 def register(app: typer.Typer) -> None:
@@ -25,11 +27,9 @@ def _print_oracle(label: str, acc: dict) -> None:
 
 
 def synthetic_command(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
-    preset: Annotated[
-        str, typer.Option("--preset", help="easy (oracle >= 0.95, for demos/CI) or fafb.")
-    ] = "fafb",
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same dataset.")] = 0,
+    out: OutOption,
+    preset: PresetOption = "fafb",
+    seed: SeedOption = 0,
     shape: Annotated[
         tuple[int, int, int] | None,
         typer.Option(
