@@ -8,23 +8,10 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from . import tables as table_options
 from .db import user_errors
 from .errors import fail
-from .options import (
-    BatchSizeOption,
-    DatasetOption,
-    DeviceOption,
-    JsonOption,
-    ModelOption,
-    OutOption,
-    OverwriteOption,
-    PartOption,
-    PrecisionOption,
-    ProgressOption,
-    ThreadsOption,
-    VolumeOption,
-)
 
 
 def register(app: typer.Typer) -> None:
@@ -33,8 +20,8 @@ def register(app: typer.Typer) -> None:
 
 
 def predict_volume_command(
-    model: ModelOption,
-    volume: VolumeOption,
+    model: opt.Model,
+    volume: opt.Volume,
     synapses: Annotated[
         str,
         typer.Option(
@@ -43,12 +30,12 @@ def predict_volume_command(
             "(sqlite:///..., postgresql://..., mongodb://...; a password is never printed).",
         ),
     ],
-    out: OutOption,
-    dataset: DatasetOption = None,
+    out: opt.Out,
+    dataset: opt.Dataset = None,
     split: Annotated[
         str | None, typer.Option("--split", help="Database source: only this split's synapses.")
     ] = None,
-    part: PartOption = None,
+    part: opt.Part = None,
     block_size: Annotated[
         tuple[float, float, float] | None,
         typer.Option(
@@ -59,10 +46,10 @@ def predict_volume_command(
         int | None,
         typer.Option(min=1, help="Workers: default one per GPU, else one per 4 CPU cores."),
     ] = None,
-    device: DeviceOption = None,
-    threads: ThreadsOption = None,
-    batch_size: BatchSizeOption = 32,
-    precision: PrecisionOption = "fp32",
+    device: opt.Device = None,
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 32,
+    precision: opt.Precision = "fp32",
     id_column: table_options.IdColumn = None,
     neuron_column: table_options.NeuronColumn = None,
     position_columns: table_options.PositionColumns = None,
@@ -76,13 +63,13 @@ def predict_volume_command(
     ] = None,
     min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
     min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
-    overwrite: OverwriteOption = False,
+    overwrite: opt.Overwrite = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan, time a few blocks and print; predict nothing.")
     ] = False,
     sample: Annotated[int, typer.Option(min=1, help="Blocks timed by --dry-run.")] = 3,
-    progress: ProgressOption = True,
-    as_json: JsonOption = False,
+    progress: opt.Progress = True,
+    as_json: opt.Json = False,
 ) -> None:
     """Predict every synapse of a table or database in a volume, block by block (daisy).
 
@@ -163,9 +150,9 @@ def _dry_run(
 def worker_command(
     out: Annotated[Path, typer.Argument(help="The run's output folder.")],
     context: Annotated[str, typer.Option(help="daisy worker context (from the scheduler).")],
-    device: DeviceOption = None,
-    threads: ThreadsOption = None,
-    batch_size: BatchSizeOption = 32,
+    device: opt.Device = None,
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 32,
 ) -> None:
     """One predict-volume worker, as a cluster job runs it (started by predict-volume)."""
     from ..predict.blockwise.worker import run_worker

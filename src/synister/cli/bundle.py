@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from .errors import fail as _fail
-from .options import OutOption
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def export_model_command(
             "(an original funlib one too) with --train-config."
         ),
     ],
-    out: OutOption,
+    out: opt.Out,
     iteration: Annotated[
         str | None,
         typer.Option(

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from .errors import fail as _fail
-from .options import DbOption, JsonOption, TargetAccuracyOption
 
 
 def register(app: typer.Typer) -> None:
@@ -30,9 +30,9 @@ def calibrate_command(
             "(<split>_<experiment>_t<train>_p<predict>).",
         ),
     ],
-    db_url: DbOption = None,
-    target_accuracy: TargetAccuracyOption = 0.95,
-    as_json: JsonOption = False,
+    db_url: opt.Db = None,
+    target_accuracy: opt.TargetAccuracy = 0.95,
+    as_json: opt.Json = False,
 ) -> None:
     """Fit a temperature (one scalar dividing the logits, by minimising the validation negative
     log-likelihood) and choose the neuron-level 'unclear' thresholds; store both with the model.

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from .errors import fail
-from .options import DbOption, JsonOption
 
 db_app = typer.Typer(
     name="db",
@@ -76,7 +76,7 @@ def import_command(
             "tables (.csv, .tsv, .parquet, .feather) or folders holding them."
         ),
     ],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     column_map: Annotated[
         list[str] | None,
         typer.Option(
@@ -153,7 +153,7 @@ def import_command(
 
 
 @db_app.command("validate")
-def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+def validate_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
     """Check for repeated ids and positions and for missing skeletons and hemilineages.
 
     Exits with status 1 when any problem is found.
@@ -181,7 +181,7 @@ def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> No
 
 
 @db_app.command("stats")
-def stats_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+def stats_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
     """Count synapses, skeletons and hemilineages, and synapses and skeletons per transmitter."""
     try:
         with open_db(db_url, create=False) as db:
@@ -206,7 +206,7 @@ def stats_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
 @db_app.command("export")
 def export_command(
     out: Annotated[Path, typer.Argument(help="Folder to write the three files to.")],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     fmt: Annotated[
         str,
         typer.Option(
@@ -236,7 +236,7 @@ def export_command(
 @db_app.command("register-run")
 def register_run_command(
     run: Annotated[str, typer.Argument(help="Prediction run written by the original synister.")],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     classes: Annotated[
         str | None,
         typer.Option(

@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOption, OutOption, PresetOption, SeedOption
+from . import options as opt
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        out: OutOption = Path("demo_out"),
-        preset: PresetOption = "easy",
+        out: opt.Out = Path("demo_out"),
+        preset: opt.Preset = "easy",
         network: Annotated[
             str, typer.Option(help="resnet (ResNet-18) or vgg (a small VGG).")
         ] = "resnet",
@@ -32,12 +32,12 @@ def register(app: typer.Typer) -> None:
                 help="Training iterations (default: the recipe's, or what --minutes allows)."
             ),
         ] = None,
-        seed: SeedOption = 0,
+        seed: opt.Seed = 0,
         resume: Annotated[
             bool,
             typer.Option("--resume", help="Continue a demo that was stopped, in the same --out."),
         ] = False,
-        device: DeviceOption = None,
+        device: opt.Device = None,
     ) -> None:
         """Generate a synthetic dataset, import it, split it, train, validate over several
         iterations, test the best one and compare with the generator's two ceilings (the Bayes

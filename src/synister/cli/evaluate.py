@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from .errors import fail as _fail
-from .options import DbOption, JsonOption, OutOption, TargetAccuracyOption
 
 PREDICT_CONFIG = "predict_config.ini"
 
@@ -34,7 +34,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     setups: Annotated[
         list[Path] | None,
         typer.Option(
@@ -45,7 +45,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    out: OutOption = Path("evaluation"),
+    out: opt.Out = Path("evaluation"),
     n_min: Annotated[
         int,
         typer.Option(
@@ -142,7 +142,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    target_accuracy: TargetAccuracyOption = 0.95,
+    target_accuracy: opt.TargetAccuracy = 0.95,
     figures: Annotated[
         bool,
         typer.Option(
@@ -150,7 +150,7 @@ def evaluate_command(
             help="Draw the PNG figures (about 1.5 s per run); without, the report has tables only.",
         ),
     ] = True,
-    as_json: JsonOption = False,
+    as_json: opt.Json = False,
 ) -> None:
     """Evaluate prediction runs at synapse, neuron and hemilineage level.
 

@@ -6,18 +6,9 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from . import tables as table_options
 from .errors import fail as _fail
-from .options import (
-    DatasetOption,
-    DeviceOption,
-    ModelOption,
-    OutOption,
-    PositionsOption,
-    ProgressOption,
-    ThreadsOption,
-    VolumeOption,
-)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,11 +28,11 @@ def _triplet(text: str | None, option: str) -> tuple[int, int, int] | None:
 
 
 def explain_command(
-    model: ModelOption,
-    volume: VolumeOption,
-    positions: PositionsOption,
-    out: OutOption,
-    dataset: DatasetOption = None,
+    model: opt.Model,
+    volume: opt.Volume,
+    positions: opt.Positions,
+    out: opt.Out,
+    dataset: opt.Dataset = None,
     units: table_options.Units = "nm",
     voxel_size: table_options.VoxelSize = None,
     id_column: table_options.IdColumn = None,
@@ -79,9 +70,9 @@ def explain_command(
         int | None,
         typer.Option("--limit", min=1, help="Explain only the first N positions of the table."),
     ] = None,
-    device: DeviceOption = None,
-    threads: ThreadsOption = None,
-    progress: ProgressOption = True,
+    device: opt.Device = None,
+    threads: opt.Threads = None,
+    progress: opt.Progress = True,
 ) -> None:
     """Attribute each synapse's prediction to the voxels of its patch (captum).
 

@@ -1,8 +1,9 @@
 """Options that several commands take, each declared once: one name, one help text, one type.
 
-A command takes ``db_url: DbOption = None`` and shows the same ``--db`` as every other command
-(tests/test_cli.py checks that options of one name agree, apart from the few whose meaning
-differs by command, listed there). How to read a table of positions is in :mod:`.tables`.
+A command takes ``db_url: opt.Db = None`` (after ``from . import options as opt``) and shows
+the same ``--db`` as every other command (tests/test_cli.py checks that options of one name
+agree, apart from the few whose meaning differs by command, listed there). How to read a table
+of positions is in :mod:`.tables`.
 
 This module imports typer and the standard library only, so that declaring the options loads
 no torch, tensorstore or pandas.
@@ -15,7 +16,7 @@ from typing import Annotated, Literal
 
 import typer
 
-DbOption = Annotated[
+Db = Annotated[
     str | None,
     typer.Option(
         "--db",
@@ -25,19 +26,19 @@ DbOption = Annotated[
         "sqlite:///./synister.db).",
     ),
 ]
-JsonOption = Annotated[
+Json = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout (messages go to stderr).")
 ]
-OutOption = Annotated[Path, typer.Option("--out", help="Output folder.")]
-ProgressOption = Annotated[
+Out = Annotated[Path, typer.Option("--out", help="Output folder.")]
+Progress = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")
 ]
-SeedOption = Annotated[
+Seed = Annotated[
     int, typer.Option("--seed", help="Random seed: the same seed gives the same result.")
 ]
 
 # -- models, volumes, tables of positions ---------------------------------------------------------
-ModelOption = Annotated[
+Model = Annotated[
     Path,
     typer.Option(
         "--model",
@@ -45,7 +46,7 @@ ModelOption = Annotated[
         "file of a training setup.",
     ),
 ]
-VolumeOption = Annotated[
+Volume = Annotated[
     str,
     typer.Option(
         "--volume",
@@ -53,14 +54,14 @@ VolumeOption = Annotated[
         "(optionally behind precomputed://, zarr://, n5://); see README 'Volumes'.",
     ),
 ]
-DatasetOption = Annotated[
+Dataset = Annotated[
     str | None,
     typer.Option(
         "--dataset",
         help="Array inside the volume, e.g. raw or volumes/raw/s0 (precomputed: the scale key).",
     ),
 ]
-PositionsOption = Annotated[
+Positions = Annotated[
     Path,
     typer.Option(
         "--positions",
@@ -68,12 +69,12 @@ PositionsOption = Annotated[
         "x,y,z, pre_x,pre_y,pre_z or pre_pt_position, or see --position-columns).",
     ),
 ]
-PartOption = Annotated[
+Part = Annotated[
     str | None, typer.Option("--part", help="Part of the split: train, validation or test.")
 ]
 
 # -- running a network --------------------------------------------------------------------------
-DeviceOption = Annotated[
+Device = Annotated[
     str | None,
     typer.Option(
         "--device",
@@ -81,7 +82,7 @@ DeviceOption = Annotated[
         "for several workers, else the CPU).",
     ),
 ]
-PrecisionOption = Annotated[
+Precision = Annotated[
     Literal["fp32", "fp16", "bf16"],
     typer.Option(
         "--precision",
@@ -89,7 +90,7 @@ PrecisionOption = Annotated[
         "the CPU), fp16 (GPU only) or bf16.",
     ),
 ]
-ThreadsOption = Annotated[
+Threads = Annotated[
     int | None,
     typer.Option(
         "--threads",
@@ -98,7 +99,7 @@ ThreadsOption = Annotated[
         "or OMP_NUM_THREADS; one fewer where that ran faster on the first batches).",
     ),
 ]
-ReadWorkersOption = Annotated[
+ReadWorkers = Annotated[
     int | None,
     typer.Option(
         "--read-workers",
@@ -107,17 +108,15 @@ ReadWorkersOption = Annotated[
         "config's num_cache_workers, at most the CPUs less one).",
     ),
 ]
-BatchSizeOption = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Patches per network batch.")
-]
-OverwriteOption = Annotated[
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Patches per network batch.")]
+Overwrite = Annotated[
     bool,
     typer.Option(
         "--overwrite/--no-overwrite",
         help="Replace a run in --out made with other inputs or settings (else it is refused).",
     ),
 ]
-SubmitOption = Annotated[
+Submit = Annotated[
     bool,
     typer.Option(
         "--submit",
@@ -125,7 +124,7 @@ SubmitOption = Annotated[
         "bsub/singularity from its queue and container) instead of running here.",
     ),
 ]
-LocalOption = Annotated[
+Local = Annotated[
     bool,
     typer.Option(
         "--local", help="Run here even where the worker config is set up for submitted jobs."
@@ -133,7 +132,7 @@ LocalOption = Annotated[
 ]
 
 # -- evaluation, synthetic data ----------------------------------------------------------------
-TargetAccuracyOption = Annotated[
+TargetAccuracy = Annotated[
     float,
     typer.Option(
         "--target-accuracy",
@@ -144,7 +143,7 @@ TargetAccuracyOption = Annotated[
         "(unless synister calibrate stored the model's own).",
     ),
 ]
-PresetOption = Annotated[
+Preset = Annotated[
     str,
     typer.Option(
         "--preset",

@@ -10,22 +10,8 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from . import tables as table_options
-from .options import (
-    BatchSizeOption,
-    DatasetOption,
-    DeviceOption,
-    JsonOption,
-    ModelOption,
-    OutOption,
-    OverwriteOption,
-    PositionsOption,
-    PrecisionOption,
-    ProgressOption,
-    ReadWorkersOption,
-    ThreadsOption,
-    VolumeOption,
-)
 from .predict import temperature_note
 
 
@@ -34,11 +20,11 @@ def register(app: typer.Typer) -> None:
 
 
 def predict_positions_command(
-    model: ModelOption,
-    volume: VolumeOption,
-    positions: PositionsOption,
-    out: OutOption,
-    dataset: DatasetOption = None,
+    model: opt.Model,
+    volume: opt.Volume,
+    positions: opt.Positions,
+    out: opt.Out,
+    dataset: opt.Dataset = None,
     units: table_options.Units = "nm",
     voxel_size: table_options.VoxelSize = None,
     neurons: Annotated[
@@ -51,11 +37,11 @@ def predict_positions_command(
     csv: Annotated[bool, typer.Option("--csv", help="Also write synapses.csv.")] = False,
     min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
     min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
-    device: DeviceOption = None,
-    precision: PrecisionOption = "fp32",
-    batch_size: BatchSizeOption = 32,
-    threads: ThreadsOption = None,
-    read_workers: ReadWorkersOption = None,
+    device: opt.Device = None,
+    precision: opt.Precision = "fp32",
+    batch_size: opt.BatchSize = 32,
+    threads: opt.Threads = None,
+    read_workers: opt.ReadWorkers = None,
     viewer_source: Annotated[
         str | None,
         typer.Option(help="The volume as neuroglancer should load it (default: from --volume)."),
@@ -63,9 +49,9 @@ def predict_positions_command(
     viewer_url: Annotated[
         str, typer.Option(help="neuroglancer to open the report's links in.")
     ] = "https://neuroglancer-demo.appspot.com/",
-    overwrite: OverwriteOption = False,
-    progress: ProgressOption = True,
-    as_json: JsonOption = False,
+    overwrite: opt.Overwrite = False,
+    progress: opt.Progress = True,
+    as_json: opt.Json = False,
 ) -> None:
     """Predict the transmitter of every position in a table, and summarise per neuron.
 

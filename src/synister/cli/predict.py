@@ -9,16 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (
-    DeviceOption,
-    JsonOption,
-    LocalOption,
-    PrecisionOption,
-    ProgressOption,
-    ReadWorkersOption,
-    SubmitOption,
-    ThreadsOption,
-)
+from . import options as opt
 from .submit import submit_or_refuse
 
 
@@ -33,8 +24,8 @@ def predict_command(
             help="Predict setup folders (03_predict/setup_t<ID>_p<N>); default: the working folder."
         ),
     ] = None,
-    device: DeviceOption = None,
-    precision: PrecisionOption = "fp32",
+    device: opt.Device = None,
+    precision: opt.Precision = "fp32",
     block_workers: Annotated[
         int | None,
         typer.Option(
@@ -42,12 +33,12 @@ def predict_command(
             help="Processes sharing the synapses (default: worker_config.ini num_block_workers).",
         ),
     ] = None,
-    read_workers: ReadWorkersOption = None,
-    threads: ThreadsOption = None,
-    progress: ProgressOption = True,
-    as_json: JsonOption = False,
-    submit: SubmitOption = False,
-    local: LocalOption = False,
+    read_workers: opt.ReadWorkers = None,
+    threads: opt.Threads = None,
+    progress: opt.Progress = True,
+    as_json: opt.Json = False,
+    submit: opt.Submit = False,
+    local: opt.Local = False,
 ) -> None:
     """Store softmax probabilities for every synapse of each setup's split part.
 

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from .errors import fail as _fail
-from .options import JsonOption
 
 serve_app = typer.Typer(
     name="serve",
@@ -251,7 +251,7 @@ def token_revoke(
 def token_list(
     ctx: typer.Context,
     config: ConfigOption = None,
-    as_json: JsonOption = False,
+    as_json: opt.Json = False,
 ) -> None:
     """List tokens (ids, users, admin, created, revoked); secrets are never stored."""
     with _store(ctx, config) as store:

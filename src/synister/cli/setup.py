@@ -9,17 +9,31 @@ import typer
 
 from synister.config import ConfigError
 
+from . import options as opt
 from .errors import fail as _fail
-from .options import DbOption, PartOption
 
 
-def _parse_settings(settings: list[str]) -> dict[str, str]:
+def _parse_settings(
+    settings: list[str] | None,
+    db_url: str | None,
+    split_name: str | None,
+    raw_container: str | None,
+    raw_dataset: str | None,
+) -> dict[str, str]:
+    """The ``--set KEY=VALUE`` items, and over them the options of these names that are given."""
     values = {}
-    for item in settings:
+    for item in settings or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
         values[key.strip()] = value.strip()
+    options = {
+        "db_url": db_url,
+        "split_name": split_name,
+        "raw_container": raw_container,
+        "raw_dataset": raw_dataset,
+    }
+    values.update({key: value for key, value in options.items() if value is not None})
     return values
 
 
@@ -68,7 +82,7 @@ def prepare_training_command(
         ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing.")] = False,
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     split_name: SplitName = None,
     raw_container: RawContainer = None,
     raw_dataset: RawDataset = None,
@@ -100,15 +114,7 @@ def prepare_training_command(
         typer.echo(f"Removed {folder}")
         return
 
-    overrides: dict[str, str] = _parse_settings(settings or [])
-    for key, value in (
-        ("db_url", db_url),
-        ("split_name", split_name),
-        ("raw_container", raw_container),
-        ("raw_dataset", raw_dataset),
-    ):
-        if value is not None:
-            overrides[key] = value
+    overrides = _parse_settings(settings, db_url, split_name, raw_container, raw_dataset)
     try:
         folder = setup.prepare_training(
             base_dir, experiment, train_id, check_volume=not skip_volume_check, **overrides
@@ -131,7 +137,7 @@ def prepare_prediction_command(
     validation: Annotated[
         bool, typer.Option("-v", "--validation", help="Predict the validation part, not test.")
     ] = False,
-    part: PartOption = None,
+    part: opt.Part = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -139,7 +145,7 @@ def prepare_prediction_command(
             "network settings come from the bundle, the checkpoint or its setup."
         ),
     ] = None,
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     split_name: SplitName = None,
     raw_container: RawContainer = None,
     raw_dataset: RawDataset = None,
@@ -175,15 +181,7 @@ def prepare_prediction_command(
             ) from None
     if part is not None and validation and part != "validation":
         _fail(f"-v/--validation and --part {part} contradict each other")
-    values: dict[str, str] = _parse_settings(settings or [])
-    for key, value in (
-        ("db_url", db_url),
-        ("split_name", split_name),
-        ("raw_container", raw_container),
-        ("raw_dataset", raw_dataset),
-    ):
-        if value is not None:
-            values[key] = value
+    values = _parse_settings(settings, db_url, split_name, raw_container, raw_dataset)
     try:
         made = setup.prepare_prediction_setups(
             base_dir,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOption, LocalOption, ProgressOption, SubmitOption
+from . import options as opt
 from .submit import submit_or_refuse
 
 SetupOption = Annotated[
@@ -26,10 +26,10 @@ def train_command(
         typer.Argument(min=1, help="Train until this iteration (resuming the newest checkpoint)."),
     ],
     setup: SetupOption = Path("."),
-    device: DeviceOption = None,
-    progress: ProgressOption = True,
-    submit: SubmitOption = False,
-    local: LocalOption = False,
+    device: opt.Device = None,
+    progress: opt.Progress = True,
+    submit: opt.Submit = False,
+    local: opt.Local = False,
 ) -> None:
     """Train a network; Ctrl-C stops cleanly after saving a checkpoint.
 
