@@ -14,7 +14,7 @@ import pandas as pd
 from .base import DatabaseError, PredictionRunExists
 from .mongo_chunks import chunks, distinct
 from .names import check_run_name
-from .records import check_predictions
+from .records import check_classes, check_predictions
 from .urls import public_url
 
 #: ``meta["origin"]`` of a run written by the original synister (registered afterwards).
@@ -34,9 +34,7 @@ class MongoPredictionRuns:
         self, run: str, classes: Sequence[str], meta: dict | None = None, overwrite: bool = False
     ) -> None:
         check_run_name(run)
-        classes = [str(c) for c in classes]
-        if not classes or len(set(classes)) != len(classes):
-            raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
+        classes = check_classes(run, classes)
         if run in self.prediction_runs():
             if not overwrite:
                 raise PredictionRunExists(
@@ -75,9 +73,7 @@ class MongoPredictionRuns:
     ) -> None:
         """Record the class order of a run written by the original synister, which makes it
         evaluable; refused when a stored prediction has another number of classes."""
-        classes = [str(c) for c in classes]
-        if not classes or len(set(classes)) != len(classes):
-            raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
+        classes = check_classes(run, classes)
         if self._classes(run) is not None:
             raise DatabaseError(f"prediction run {run!r} already records its class order")
         widths = {len(d["prediction"]) for d in self._predicted(run)}

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .base import DatabaseError, PredictionRunExists
+from .base import PredictionRunExists
 from .names import check_run_name
-from .records import check_predictions
+from .records import check_classes, check_predictions
 from .urls import public_url
 
 
@@ -24,9 +24,7 @@ class SQLPredictionRuns:
         self, run: str, classes: Sequence[str], meta: dict | None = None, overwrite: bool = False
     ) -> None:
         check_run_name(run)
-        classes = [str(c) for c in classes]
-        if not classes or len(set(classes)) != len(classes):
-            raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
+        classes = check_classes(run, classes)
         table = self._run_table(run)
         with self._transaction(write=True) as cur:
             if self._rows(cur, "SELECT 1 FROM prediction_runs WHERE run = ?", [run]):
