@@ -475,7 +475,7 @@ def url_password(url: str) -> str | None:
 def _checked(method):
     """A mongomock Collection method that fails on a ``$in`` of more ids (numbers) than the
     current chunk."""
-    from synister.db import mongo
+    from synister.db import mongo_chunks
 
     def longest_in(value) -> int:
         if isinstance(value, dict):
@@ -489,7 +489,9 @@ def _checked(method):
 
     def call(self, *args, **kwargs):
         longest = longest_in([args, kwargs])
-        assert longest <= mongo.CHUNK, f"a $in of {longest} ids (chunk: {mongo.CHUNK})"
+        assert longest <= mongo_chunks.CHUNK, (
+            f"a $in of {longest} ids (chunk: {mongo_chunks.CHUNK})"
+        )
         return method(self, *args, **kwargs)
 
     return call
@@ -537,9 +539,9 @@ class TestMongo(DatabaseContract):
         """Chunks of 2 ids, and every query checked: no ``$in`` may name more than a chunk
         (a real server refuses a query document over 16 MB, about 800,000 ids)."""
         mongomock = pytest.importorskip("mongomock")
-        from synister.db import mongo
+        from synister.db import mongo_chunks
 
-        monkeypatch.setattr(mongo, "CHUNK", 2)
+        monkeypatch.setattr(mongo_chunks, "CHUNK", 2)
         collection = mongomock.collection.Collection
         for name in (
             "find",

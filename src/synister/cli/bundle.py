@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
+from .errors import fail as _fail
+
 
 def register(app: typer.Typer) -> None:
     app.command("export-model")(export_model_command)
@@ -20,7 +23,7 @@ def export_model_command(
             "(an original funlib one too) with --train-config."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    out: opt.Out,
     iteration: Annotated[
         str | None,
         typer.Option(
@@ -84,8 +87,3 @@ def export_model_command(
 
 def _number(value) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
+from .errors import fail as _fail
+
 
 def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_command)
@@ -27,27 +30,9 @@ def calibrate_command(
             "(<split>_<experiment>_t<train>_p<predict>).",
         ),
     ],
-    db_url: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            help="Database URL. Default: the training setup's database, else $SYNISTER_DB, "
-            "else sqlite:///./synister.db.",
-        ),
-    ] = None,
-    target_accuracy: Annotated[
-        float,
-        typer.Option(
-            "--target-accuracy",
-            min=0.01,
-            max=1.0,
-            help="Accuracy the confident neuron calls must reach on the validation run; the "
-            "'unclear' thresholds are chosen for it.",
-        ),
-    ] = 0.95,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the stored record as one JSON document.")
-    ] = False,
+    db_url: opt.Db = None,
+    target_accuracy: opt.TargetAccuracy = 0.95,
+    as_json: opt.Json = False,
 ) -> None:
     """Fit a temperature (one scalar dividing the logits, by minimising the validation negative
     log-likelihood) and choose the neuron-level 'unclear' thresholds; store both with the model.
@@ -127,8 +112,3 @@ def _n(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value))
         else (f"{value:.3f}")
     )
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

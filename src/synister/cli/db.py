@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
+from .errors import fail
+
 db_app = typer.Typer(
     name="db",
     help=(
@@ -17,27 +20,9 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL: sqlite:///file.db, postgresql://..., mongodb://.../name. "
-        "Default: $SYNISTER_DB, else sqlite:///./synister.db.",
-    ),
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document on stdout (messages go to stderr).")
-]
-
 
 def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
-
-
-def fail(message: str) -> None:
-    """Print a one-line error on stderr and exit with status 1 (no traceback for user errors)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -77,7 +62,7 @@ def import_command(
             "tables (.csv, .tsv, .parquet, .feather) or folders holding them."
         ),
     ],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     column_map: Annotated[
         list[str] | None,
         typer.Option(
@@ -163,7 +148,7 @@ def import_command(
 
 
 @db_app.command("validate")
-def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+def validate_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
     """Check for repeated ids and positions and for missing skeletons and hemilineages.
 
     Exits with status 1 when any problem is found.
@@ -191,7 +176,7 @@ def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> No
 
 
 @db_app.command("stats")
-def stats_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+def stats_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
     """Count synapses, skeletons and hemilineages, and synapses and skeletons per transmitter."""
     try:
         with open_db(db_url, create=False) as db:
@@ -216,7 +201,7 @@ def stats_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
 @db_app.command("export")
 def export_command(
     out: Annotated[Path, typer.Argument(help="Folder to write the three files to.")],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     fmt: Annotated[
         str,
         typer.Option(
@@ -246,7 +231,7 @@ def export_command(
 @db_app.command("register-run")
 def register_run_command(
     run: Annotated[str, typer.Argument(help="Prediction run written by the original synister.")],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     classes: Annotated[
         str | None,
         typer.Option(

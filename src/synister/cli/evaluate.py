@@ -10,6 +10,9 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
+from .errors import fail as _fail
+
 PREDICT_CONFIG = "predict_config.ini"
 
 
@@ -31,14 +34,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    db_url: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            help="Database URL (sqlite:///file, postgresql://..., mongodb://...). Default: the "
-            "setups' database, else $SYNISTER_DB, else sqlite:///./synister.db.",
-        ),
-    ] = None,
+    db_url: opt.Db = None,
     setups: Annotated[
         list[Path] | None,
         typer.Option(
@@ -49,7 +45,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("evaluation"),
+    out: opt.Out = Path("evaluation"),
     n_min: Annotated[
         int,
         typer.Option(
@@ -146,16 +142,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    target_accuracy: Annotated[
-        float,
-        typer.Option(
-            "--target-accuracy",
-            min=0.01,
-            max=1.0,
-            help="Accuracy of the confident neuron calls that thresholds chosen on this run "
-            "aim at (a model calibrated by synister calibrate brings its own).",
-        ),
-    ] = 0.95,
+    target_accuracy: opt.TargetAccuracy = 0.95,
     figures: Annotated[
         bool,
         typer.Option(
@@ -163,9 +150,7 @@ def evaluate_command(
             help="Draw the PNG figures (about 1.5 s per run); without, the report has tables only.",
         ),
     ] = True,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print all metrics as one JSON document on stdout.")
-    ] = False,
+    as_json: opt.Json = False,
 ) -> None:
     """Evaluate prediction runs at synapse, neuron and hemilineage level.
 
@@ -334,8 +319,3 @@ def _number(value) -> str:
     return (
         "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
     )
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

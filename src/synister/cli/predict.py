@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
-from .submit import LOCAL_HELP, SUBMIT_HELP, submit_or_refuse
-
-PRECISION_HELP = (
-    "Network precision: fp32 (default; the same numbers as the original and as on the CPU), "
-    "fp16 (GPU only) or bf16."
-)
+from . import options as opt
+from .submit import submit_or_refuse
 
 
 def register(app: typer.Typer) -> None:
@@ -28,13 +24,8 @@ def predict_command(
             help="Predict setup folders (03_predict/setup_t<ID>_p<N>); default: the working folder."
         ),
     ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(help="torch device, e.g. cpu or cuda:0 (default: a GPU when present)."),
-    ] = None,
-    precision: Annotated[
-        Literal["fp32", "fp16", "bf16"], typer.Option(help=PRECISION_HELP)
-    ] = "fp32",
+    device: opt.Device = None,
+    precision: opt.Precision = "fp32",
     block_workers: Annotated[
         int | None,
         typer.Option(
@@ -42,28 +33,12 @@ def predict_command(
             help="Processes sharing the synapses (default: worker_config.ini num_block_workers).",
         ),
     ] = None,
-    read_workers: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="Patch-reading processes per block worker; 0: a reading thread "
-            "(default: num_cache_workers, at most the CPUs less one).",
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="torch threads per block worker (default: OMP_NUM_THREADS if set, else its "
-            "share of num_cpus, or one fewer where that ran faster on the first batches).",
-        ),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show done/total, synapses/s and ETA.")] = True,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the results as one JSON document.")
-    ] = False,
-    submit: Annotated[bool, typer.Option("--submit", help=SUBMIT_HELP)] = False,
-    local: Annotated[bool, typer.Option("--local", help=LOCAL_HELP)] = False,
+    read_workers: opt.ReadWorkers = None,
+    threads: opt.Threads = None,
+    progress: opt.Progress = True,
+    as_json: opt.Json = False,
+    submit: opt.Submit = False,
+    local: opt.Local = False,
 ) -> None:
     """Store softmax probabilities for every synapse of each setup's split part.
 

@@ -10,6 +10,9 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
+from .errors import fail as _fail
+
 serve_app = typer.Typer(
     name="serve",
     help=(
@@ -39,11 +42,6 @@ DEFAULT_CONFIG = Path("service.toml")
 
 def register(app: typer.Typer) -> None:
     app.add_typer(serve_app, name="serve")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _config(ctx: typer.Context, path: Path | None):
@@ -253,7 +251,7 @@ def token_revoke(
 def token_list(
     ctx: typer.Context,
     config: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    as_json: opt.Json = False,
 ) -> None:
     """List tokens (ids, users, admin, created, revoked); secrets are never stored."""
     with _store(ctx, config) as store:

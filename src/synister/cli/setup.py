@@ -9,20 +9,32 @@ import typer
 
 from synister.config import ConfigError
 
+from . import options as opt
+from .errors import fail as _fail
 
-def _parse_settings(settings: list[str]) -> dict[str, str]:
+
+def _parse_settings(
+    settings: list[str] | None,
+    db_url: str | None,
+    split_name: str | None,
+    raw_container: str | None,
+    raw_dataset: str | None,
+) -> dict[str, str]:
+    """The ``--set KEY=VALUE`` items, and over them the options of these names that are given."""
     values = {}
-    for item in settings:
+    for item in settings or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
         values[key.strip()] = value.strip()
+    options = {
+        "db_url": db_url,
+        "split_name": split_name,
+        "raw_container": raw_container,
+        "raw_dataset": raw_dataset,
+    }
+    values.update({key: value for key, value in options.items() if value is not None})
     return values
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 BaseDir = Annotated[
@@ -30,9 +42,6 @@ BaseDir = Annotated[
 ]
 Experiment = Annotated[str, typer.Option("-e", "--experiment", help="Experiment name, e.g. fafb.")]
 TrainId = Annotated[int, typer.Option("-t", "--train-id", help="Number of the training run.")]
-DbUrl = Annotated[
-    str | None, typer.Option(help="Database URL (default: $SYNISTER_DB, else ./synister.db).")
-]
 RawContainer = Annotated[
     str | None,
     typer.Option(help="EM volume, zarr/N5/precomputed (default: raw.zarr in BASE)."),
@@ -42,7 +51,15 @@ Settings = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
-        help="KEY=VALUE for any Predict or Worker key, in the ini format; repeatable.",
+        help="KEY=VALUE for any key of the config this command writes or of its "
+        "worker_config.ini, in the ini format (e.g. --set 'input_shape=8, 64, 64'); repeatable.",
+    ),
+]
+SplitName = Annotated[
+    str | None,
+    typer.Option(
+        help="Split in the database (default: the training setup's; for a new training "
+        "setup: skeleton)."
     ),
 ]
 SkipVolumeCheck = Annotated[
@@ -65,20 +82,11 @@ def prepare_training_command(
         ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing.")] = False,
-    db_url: DbUrl = None,
-    split_name: Annotated[
-        str | None, typer.Option(help="Split to train on (default: skeleton).")
-    ] = None,
+    db_url: opt.Db = None,
+    split_name: SplitName = None,
     raw_container: RawContainer = None,
     raw_dataset: RawDataset = None,
-    settings: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="KEY=VALUE for any Training or Worker key, in the ini format "
-            "(e.g. --set 'input_shape=8, 64, 64'); repeatable.",
-        ),
-    ] = None,
+    settings: Settings = None,
     skip_volume_check: SkipVolumeCheck = False,
 ) -> None:
     """Create BASE/EXPERIMENT/02_train/setup_t<ID> with train_config.ini and worker_config.ini.
@@ -106,15 +114,7 @@ def prepare_training_command(
         typer.echo(f"Removed {folder}")
         return
 
-    overrides: dict[str, str] = _parse_settings(settings or [])
-    for key, value in (
-        ("db_url", db_url),
-        ("split_name", split_name),
-        ("raw_container", raw_container),
-        ("raw_dataset", raw_dataset),
-    ):
-        if value is not None:
-            overrides[key] = value
+    overrides = _parse_settings(settings, db_url, split_name, raw_container, raw_dataset)
     try:
         folder = setup.prepare_training(
             base_dir, experiment, train_id, check_volume=not skip_volume_check, **overrides
@@ -137,10 +137,7 @@ def prepare_prediction_command(
     validation: Annotated[
         bool, typer.Option("-v", "--validation", help="Predict the validation part, not test.")
     ] = False,
-    part: Annotated[
-        str | None,
-        typer.Option(help="Part of the split to predict: train, validation or test."),
-    ] = None,
+    part: opt.Part = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -148,10 +145,8 @@ def prepare_prediction_command(
             "network settings come from the bundle, the checkpoint or its setup."
         ),
     ] = None,
-    db_url: DbUrl = None,
-    split_name: Annotated[
-        str | None, typer.Option(help="Split to predict (default: the training's).")
-    ] = None,
+    db_url: opt.Db = None,
+    split_name: SplitName = None,
     raw_container: RawContainer = None,
     raw_dataset: RawDataset = None,
     settings: Settings = None,
@@ -186,15 +181,7 @@ def prepare_prediction_command(
             ) from None
     if part is not None and validation and part != "validation":
         _fail(f"-v/--validation and --part {part} contradict each other")
-    values: dict[str, str] = _parse_settings(settings or [])
-    for key, value in (
-        ("db_url", db_url),
-        ("split_name", split_name),
-        ("raw_container", raw_container),
-        ("raw_dataset", raw_dataset),
-    ):
-        if value is not None:
-            values[key] = value
+    values = _parse_settings(settings, db_url, split_name, raw_container, raw_dataset)
     try:
         made = setup.prepare_prediction_setups(
             base_dir,

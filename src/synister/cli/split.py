@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .db import DbOption, JsonOption, fail, open_db, user_errors
+from . import options as opt
+from .db import open_db, user_errors
+from .errors import fail
 
 split_app = typer.Typer(
     name="split",
@@ -61,7 +63,7 @@ def make_command(
             help="Groups kept within one part: skeleton, hemi_lineage, brain_region or synapse.",
         ),
     ] = "skeleton",
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     train_fraction: Annotated[
         float,
         typer.Option(
@@ -72,9 +74,7 @@ def make_command(
         float,
         typer.Option("--validation-fraction", help="Share of validation inside train+validation."),
     ] = 0.2,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Picks among equally good splits; same seed, same split.")
-    ] = 0,
+    seed: opt.Seed = 0,
     nts: Annotated[
         list[str] | None,
         typer.Option(
@@ -103,11 +103,12 @@ def make_command(
             "an optional _suffix.",
         ),
     ] = None,
-    as_json: JsonOption = False,
+    as_json: opt.Json = False,
 ) -> None:
     """Compute a split by integer programming and store it.
 
-    Synapses take part when their skeleton has exactly one known transmitter among --nt.
+    Synapses take part when their skeleton has exactly one known transmitter among --nt;
+    --seed picks among equally good splits.
 
     A share that misses its target by over --tolerance gives a WARNING; --strict fails instead.
 
@@ -148,8 +149,8 @@ def make_command(
 @split_app.command("show")
 def show_command(
     name: Annotated[str, typer.Argument(help="Split name.")],
-    db_url: DbOption = None,
-    as_json: JsonOption = False,
+    db_url: opt.Db = None,
+    as_json: opt.Json = False,
 ) -> None:
     """Synapses and groups per transmitter and part of a stored split, with its settings."""
     from ..splits import show_split
@@ -172,7 +173,7 @@ def show_command(
 
 
 @split_app.command("list")
-def list_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+def list_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
     """Names of the stored splits with their grouping."""
     try:
         with open_db(db_url, create=False) as db:
@@ -189,7 +190,7 @@ def list_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
 
 @split_app.command("remove")
 def remove_command(
-    name: Annotated[str, typer.Argument(help="Split name.")], db_url: DbOption = None
+    name: Annotated[str, typer.Argument(help="Split name.")], db_url: opt.Db = None
 ) -> None:
     """Delete a stored split (its synapses stay)."""
     try:

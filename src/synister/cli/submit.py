@@ -7,11 +7,7 @@ from pathlib import Path
 
 import typer
 
-SUBMIT_HELP = (
-    "Submit it as a cluster job with the worker config's submit_command (or bsub/singularity "
-    "from its queue and container) instead of running here."
-)
-LOCAL_HELP = "Run here even where the worker config is set up for submitted jobs."
+from .errors import fail as _fail
 
 
 def submit_or_refuse(
@@ -40,8 +36,3 @@ def submit_or_refuse(
         typer.echo(f"error: the submission exited with status {status}", err=True)
         raise typer.Exit(status)
     return True
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

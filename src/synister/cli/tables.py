@@ -8,8 +8,6 @@ from typing import Annotated, Literal
 
 import typer
 
-from ..predict.neurons import MIN_MARGIN, MIN_SYNAPSES
-
 Units = Annotated[Literal["nm", "voxels"], typer.Option(help="Units of the position columns.")]
 VoxelSize = Annotated[
     str | None,
@@ -40,8 +38,10 @@ MinSynapses = Annotated[int, typer.Option(min=1, help="Fewer synapses: a neuron 
 MinMargin = Annotated[
     float, typer.Option(min=0, help="Smaller top minus runner-up mean: not confident.")
 ]
-DEFAULT_MIN_SYNAPSES = MIN_SYNAPSES
-DEFAULT_MIN_MARGIN = MIN_MARGIN
+#: synister.predict.neurons' MIN_SYNAPSES and MIN_MARGIN (tests/test_cli.py checks), written out
+#: so that declaring options imports no prediction code
+DEFAULT_MIN_SYNAPSES = 100
+DEFAULT_MIN_MARGIN = 0.1
 
 
 def column_options(

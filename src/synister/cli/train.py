@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .submit import LOCAL_HELP, SUBMIT_HELP, submit_or_refuse
+from . import options as opt
+from .submit import submit_or_refuse
 
 SetupOption = Annotated[
     Path, typer.Option("--setup", help="Training setup folder made by `synister prepare-training`.")
@@ -25,13 +26,10 @@ def train_command(
         typer.Argument(min=1, help="Train until this iteration (resuming the newest checkpoint)."),
     ],
     setup: SetupOption = Path("."),
-    device: Annotated[
-        str | None,
-        typer.Option(help="torch device, e.g. cpu or cuda:1 (default: a GPU when present)."),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    submit: Annotated[bool, typer.Option("--submit", help=SUBMIT_HELP)] = False,
-    local: Annotated[bool, typer.Option("--local", help=LOCAL_HELP)] = False,
+    device: opt.Device = None,
+    progress: opt.Progress = True,
+    submit: opt.Submit = False,
+    local: opt.Local = False,
 ) -> None:
     """Train a network; Ctrl-C stops cleanly after saving a checkpoint.
 
