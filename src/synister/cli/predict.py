@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from ..layout import WORKER_FILE
 from .submit import LOCAL_HELP, SUBMIT_HELP, submit_or_refuse
 
 PRECISION_HELP = (
@@ -89,7 +90,7 @@ def predict_command(
         ):
             args += [option, str(value)] if value is not None else []
         job = f"predict-{setup.resolve().name}"
-        if submit_or_refuse(setup / "worker_config.ini", args, submit, local, job):
+        if submit_or_refuse(setup / WORKER_FILE, args, submit, local, job):
             continue
         try:
             result = predict_setup(
