@@ -21,4 +21,5 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     fi
 fi
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/lint-imports --no-cache  # imports run downward: the layers in pyproject.toml
 .venv/bin/python -m pytest -q "$@"

@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 
 from synister.config import load_train_setup
+from synister.evaluate.provenance import export_model
 from synister.models import build_model, save_checkpoint
-from synister.models.bundle import export_model
 from synister.setup import prepare_training
 from synister.volumes import write_volume
 

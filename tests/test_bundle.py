@@ -16,14 +16,10 @@ from typer.testing import CliRunner
 from synister.cli import app
 from synister.config import TrainConfig, _ModelFields, load_train_setup
 from synister.db import open_database
+from synister.evaluate.provenance import export_model
 from synister.models import build_model, save_checkpoint
 from synister.models import bundle as bundle_module
-from synister.models.bundle import (
-    BundleError,
-    bundle_from_checkpoint,
-    export_model,
-    load_bundle,
-)
+from synister.models.bundle import BundleError, bundle_from_checkpoint, load_bundle
 from synister.setup import prepare_training
 
 CLASSES = ["gaba", "acetylcholine", "glutamate"]
@@ -370,7 +366,7 @@ def test_a_crash_while_writing_leaves_no_half_bundle(tmp_path, monkeypatch):
     def crash(path, content):
         raise OSError("disk full")
 
-    monkeypatch.setattr(bundle_module, "_write_json", crash)
+    monkeypatch.setattr(bundle_module, "write_json", crash)
     with pytest.raises(OSError, match="disk full"):
         export_model(setup, 200, tmp_path / "b", overwrite=True)
     with pytest.raises(OSError, match="disk full"):

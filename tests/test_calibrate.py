@@ -292,8 +292,9 @@ def test_prediction_applies_the_stored_temperature_and_says_so(world):
 
 
 def test_calibrate_a_bundle_writes_its_temperature(world, tmp_path):
-    from synister.models.bundle import export_model, load_bundle
-    from synister.models.calibration import stored_temperature
+    from synister.evaluate.provenance import export_model
+    from synister.models import load_model
+    from synister.models.bundle import load_bundle
 
     bundle = export_model(world.setup, 10, tmp_path / "bundle")
     assert load_bundle(bundle).temperature is None
@@ -305,7 +306,7 @@ def test_calibrate_a_bundle_writes_its_temperature(world, tmp_path):
     loaded = load_bundle(bundle)
     assert loaded.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.15)
     assert read_calibration(loaded.checkpoint)["temperature"] == loaded.temperature
-    assert stored_temperature(loaded.checkpoint) == loaded.temperature
+    assert load_model(loaded.checkpoint).temperature == loaded.temperature
     assert "model.json (temperature)" in result.output
 
     # a run of another iteration is refused

@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 from synister.cli import app
 from synister.config import load_train_setup
 from synister.db import open_database
+from synister.evaluate.provenance import export_model
 from synister.models import build_model, save_checkpoint
-from synister.models.bundle import export_model, load_bundle
+from synister.models.bundle import load_bundle
 from synister.predict import Predictor
 from synister.predict.blockwise import (
     BlockGrid,

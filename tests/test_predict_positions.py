@@ -21,7 +21,7 @@ import synister
 from synister.cli import app
 from synister.db import open_database
 from synister.db.imports import import_files
-from synister.models.bundle import export_model
+from synister.evaluate.provenance import export_model
 from synister.predict import predict_setup, read_positions, summarize_neurons
 from synister.predict.tables import TableError
 from synister.setup import prepare_prediction, prepare_training
@@ -253,7 +253,7 @@ def test_malevnc_tables_read_as_they_are(shared_data):
         ("nopos", "id,a,b\n1,2,3\n", [], r"nopos.csv: no position columns \(looked for x,y,z"),
         ("text", "id,x,y,z\n1,2,3,4\n2,5,abc,6\n", [], r"text.csv, column y, line 3: 'abc'"),
         ("units", "id,x,y,z\n1,2,3,4\n", ["--units", "voxels"], r"units.csv: columns x, y, z"),
-        ("nobundle", "id,x,y,z\n1,2,3,4\n", ["MISSING"], r"MISSING: no model bundle there"),
+        ("nobundle", "id,x,y,z\n1,2,3,4\n", ["MISSING"], r"MISSING: not a model: no model bundle"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_file_and_nothing_is_written(

@@ -539,3 +539,14 @@ def test_a_rank_whose_loader_fails_on_ctrl_c_still_stops_with_the_others(tmp_pat
     # rank 1 trains iteration 4 on its previous batch; both see the stop at the next check
     assert dict(results) == {0: (4, True), 1: (4, True)}
     assert [i for i, _ in list_checkpoints(tmp_path)] == [4]
+
+
+def test_python_m_synister_train_needs_no_command_line_package(tmp_path, capsys):
+    """``python -m synister.train`` (torchrun's entry) parses its own arguments: training
+    imports nothing from the layer above it."""
+    from synister.train.__main__ import main
+
+    assert main(["10", "--setup", str(tmp_path), "--no-progress"]) == 1
+    assert "is not a training setup (no train_config.ini)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["0", "--setup", str(tmp_path)])

@@ -131,19 +131,19 @@ def _dry_run(
     log,
 ) -> dict:  # fmt: skip
     """Plan into ``out`` (reused by the run), time ``sample`` blocks here, project."""
-    from ..models.bundle import load_bundle
+    from ..models import load_model
     from ..predict.blockwise import prepare
     from ..predict.blockwise.estimate import dry_run
     from ..predict.blockwise.run import check_voxel_size, default_workers
-    from ..predict.blockwise.worker import make_predictor, open_volume
+    from ..predict.blockwise.worker import make_predictor, open_plan_volume
 
-    bundle = load_bundle(model)
-    raw = open_volume(
+    loaded = load_model(model)
+    raw = open_plan_volume(
         {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None}
     )
-    check_voxel_size(bundle, raw)
-    plan = prepare(out, bundle, raw, volume, dataset, source, block_nm, log=log, **options)
-    predictor = make_predictor(bundle, device, batch_size, None, plan.settings["precision"])
+    check_voxel_size(loaded, raw)
+    plan = prepare(out, loaded, raw, volume, dataset, source, block_nm, log=log, **options)
+    predictor = make_predictor(loaded, device, batch_size, None, plan.settings["precision"])
     return dry_run(plan, predictor, raw, workers or default_workers(), sample)
 
 

@@ -44,18 +44,15 @@ def export_model_command(
     shape, voxel size, normalisation and provenance (split, iteration, the metrics of the
     setup's prediction runs). predict-positions, predict-volume and the service load bundles.
     """
-    from synister.models.bundle import (
-        BundleError,
-        bundle_from_checkpoint,
-        export_model,
-        load_bundle,
-    )
+    from synister.evaluate.provenance import export_model
+    from synister.layout import train_config_beside
+    from synister.models.bundle import BundleError, bundle_from_checkpoint, load_bundle
 
     try:
         if source.is_file():
             if iteration is not None:
                 _fail("--iteration is for setup folders; a checkpoint file is one iteration")
-            config = train_config or source.parent / "train_config.ini"
+            config = train_config or train_config_beside(source)
             written = bundle_from_checkpoint(source, config, out, overwrite=force)
         else:
             if train_config is not None:

@@ -44,11 +44,12 @@ def calibrate_command(
     from ..config import ConfigError
     from ..db import DatabaseError, open_database
     from ..evaluate.calibrate import calibrate
-    from ..evaluate.outputs import jsonable
+    from ..files import jsonable
+    from ..layout import is_train_setup
     from ..models.calibration import CalibrationError
 
     url = db_url
-    if url is None and (model / "train_config.ini").is_file():
+    if url is None and is_train_setup(model):
         try:
             url = _train_config(model).database_url()
         except (ConfigError, OSError) as error:

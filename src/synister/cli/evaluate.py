@@ -13,8 +13,6 @@ import typer
 from . import options as opt
 from .errors import fail as _fail
 
-PREDICT_CONFIG = "predict_config.ini"
-
 
 class Ties(StrEnum):
     probability = "probability"
@@ -225,10 +223,12 @@ def evaluate_command(
 def _as_setup(item: str | Path) -> Path | None:
     """``item`` as a prediction setup folder, None if it is a run name; exits with an error for
     a path that is neither (a folder without a predict config, a missing folder)."""
+    from ..layout import PREDICT_FILE, is_predict_setup
+
     path = Path(item)
     if path.is_dir():
-        if not (path / PREDICT_CONFIG).is_file():
-            _fail(f"{path} is a folder without {PREDICT_CONFIG}: not a prediction setup")
+        if not is_predict_setup(path):
+            _fail(f"{path} is a folder without {PREDICT_FILE}: not a prediction setup")
         return path
     if isinstance(item, Path) or "/" in str(item):
         _fail(f"no prediction setup folder {path}")

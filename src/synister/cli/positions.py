@@ -64,7 +64,7 @@ def predict_positions_command(
     synister predict-positions --model BUNDLE --volume raw.zarr --dataset raw
     --positions gaba.csv --units voxels --voxel-size 8 --out gaba_out
     """
-    from synister.predict.bundles import BundleError
+    from synister.models import ModelError
     from synister.predict.positions import default_devices_and_threads, prepare_positions
     from synister.predict.store import run_positions
     from synister.predict.tables import TableError
@@ -103,7 +103,7 @@ def predict_positions_command(
             viewer_source=viewer_source,
             viewer_url=viewer_url,
         )
-    except (TableError, BundleError, OSError, ValueError) as error:
+    except (TableError, ModelError, OSError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     if as_json:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..layout import WORKER_FILE
 from . import options as opt
 from .submit import submit_or_refuse
 
@@ -64,7 +65,7 @@ def predict_command(
         ):
             args += [option, str(value)] if value is not None else []
         job = f"predict-{setup.resolve().name}"
-        if submit_or_refuse(setup / "worker_config.ini", args, submit, local, job):
+        if submit_or_refuse(setup / WORKER_FILE, args, submit, local, job):
             continue
         try:
             result = predict_setup(

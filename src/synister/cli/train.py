@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..layout import WORKER_FILE
 from . import options as opt
 from .submit import submit_or_refuse
 
@@ -38,29 +39,19 @@ def train_command(
     Several GPUs: torchrun --nproc_per_node=N -m synister.train ITERATIONS --setup DIR
     """
     from synister.train import NotATrainingSetup, train
+    from synister.train.setup_run import summary_line
 
     args = ["train", str(num_iterations), "--setup", str(setup.resolve()), "--no-progress"]
     if device:
         args += ["--device", device]
-    if submit_or_refuse(setup / "worker_config.ini", args, submit, local, f"train-{setup.name}"):
+    if submit_or_refuse(setup / WORKER_FILE, args, submit, local, f"train-{setup.name}"):
         return
     try:
         result = train(setup, num_iterations, device=device, progress=progress)
     except (NotATrainingSetup, ValueError) as err:  # ConfigError is a ValueError
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from err
-    if result.get("already_done"):
-        typer.echo(
-            f"nothing to do: the newest checkpoint is already at iteration {result['iteration']} "
-            f"({result['checkpoint']})"
-        )
-        return
-    how = "stopped at" if result["interrupted"] else "trained to"
-    typer.echo(
-        f"{how} iteration {result['iteration']} (from {result['start_iteration']}, "
-        f"{result['samples_per_s']:.1f} samples/s), last loss {result['loss']:.4f}; "
-        f"checkpoint {result['checkpoint']}"
-    )
+    typer.echo(summary_line(result))
 
 
 def train_plot_command(

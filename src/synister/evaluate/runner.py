@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..db import public_url, unknown_hemi_lineage
+from ..files import jsonable
 from . import plots, report
 from .outputs import (
     draw_run_figures,
-    jsonable,
     lineage_table,
     run_folders,
     staged_folder,

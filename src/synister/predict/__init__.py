@@ -11,7 +11,12 @@ front-ends; this module only re-exports.
 - :mod:`~synister.predict.tables`, :mod:`~synister.predict.positions`,
   :mod:`~synister.predict.neurons`, :mod:`~synister.predict.store`,
   :mod:`~synister.predict.report`: ``synister predict-positions`` (tables of positions with a
-  model bundle, no database) and its Python API.
+  model bundle, no database) and its Python API;
+- :mod:`~synister.predict.blockwise`: ``synister predict-volume`` (every synapse of a dataset,
+  block by block on daisy).
+
+Every front-end loads its model with :func:`synister.models.load_model` and checks a resumed
+run with :class:`synister.identity.RunIdentity`.
 """
 
 from .database import (
@@ -19,13 +24,13 @@ from .database import (
     BlockJob,
     PredictionPlan,
     PredictionRunComplete,
-    file_sha256,
-    load_network,
-    open_volume,
+    open_setup_volume,
     plan_prediction,
     predict_setup,
     predict_synapses,
     prediction_meta,
+    run_identity,
+    setup_model,
 )
 from .engine import (
     PRECISIONS,
@@ -68,11 +73,9 @@ __all__ = [
     "choose_device",
     "default_read_workers",
     "default_threads",
-    "file_sha256",
-    "load_network",
     "locate",
     "network_input",
-    "open_volume",
+    "open_setup_volume",
     "plan_prediction",
     "predict_positions",
     "predict_setup",
@@ -83,5 +86,7 @@ __all__ = [
     "read_ahead",
     "read_positions",
     "reading_order",
+    "run_identity",
+    "setup_model",
     "summarize_neurons",
 ]

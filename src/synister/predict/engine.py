@@ -1,9 +1,10 @@
 """The one prediction engine: batches of uint8 patches -> network -> class probabilities -> sink.
 
 Every front-end (the database run of ``synister predict``, ``predict-positions``, the blockwise
-whole-dataset runner, the service) builds one :class:`Predictor` and hands it a source of
-patches: positions on a :class:`~synister.volumes.Volume` (read ahead by a thread or by reading
-processes, see :mod:`synister.predict.ring`), or patches already in memory. The predictor hands
+whole-dataset runner, the service, ``explain``) builds one :class:`Predictor` of a loaded model
+(:meth:`Predictor.from_model`) and hands it a source of patches: positions on a
+:class:`~synister.volumes.Volume` (read ahead by a thread or by reading processes, see
+:mod:`synister.predict.ring`), or patches already in memory. The predictor hands
 ``(ids, probabilities)`` of each batch to a sink callable; a sink that blocks (a bounded
 writer) holds the network back. As in nnU-Net v2's predictor: one object per loaded model,
 several entry points feeding one read -> predict -> export pipeline.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +23,9 @@ from ..volumes import Volume, normalize
 from .ring import RingReader
 from .sources import PatchBatches, array_batches, read_ahead
 from .threads import ThreadTuner
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 #: network precision: fp32 (default: the same numbers as on the CPU and in the original),
 #: fp16 (GPU autocast) or bf16 (autocast on GPU or CPU)
@@ -111,6 +116,18 @@ class Predictor:
         self.read_workers = int(read_workers)
         self.temperature = None if temperature is None else float(temperature)
         self.tta = tta
+
+    @classmethod
+    def from_model(
+        cls, loaded: LoadedModel, *, network: torch.nn.Module | None = None, **options
+    ) -> Predictor:
+        """The predictor of a loaded model (:func:`synister.models.load_model`): its network
+        (``network`` replaces it, e.g. a custom one), input shape, classes and temperature
+        (``temperature=`` in ``options`` replaces it; None: raw softmax). ``options`` are
+        those of the constructor."""
+        options.setdefault("temperature", loaded.temperature)
+        model = network if network is not None else loaded.build("cpu")
+        return cls(model, loaded.input_shape_vox, loaded.classes, **options)
 
     def describe(self) -> dict:
         """What determines the numbers (for run metadata and reports), JSON-able."""

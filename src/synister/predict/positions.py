@@ -18,8 +18,8 @@ import pandas as pd
 
 from ..config import WorkerConfig
 from ..data import usable_cpus
+from ..models import LoadedModel, load_model
 from ..volumes import Volume
-from .bundles import ModelBundle, bundle_identity, open_bundle
 from .engine import Augmenter, Predictor
 from .neurons import probability_frame
 from .sources import reading_order
@@ -77,25 +77,31 @@ def synapse_table(
     return frame
 
 
-def check_voxel_size(bundle, volume: Volume) -> None:
+def check_voxel_size(model, volume: Volume) -> None:
     """A network sees patches at the voxel size it was trained on, or its output means
     nothing; raises :class:`VolumeMismatch` otherwise."""
-    trained = np.asarray(bundle.voxel_size_nm, dtype=np.float64)
+    trained = np.asarray(model.voxel_size_nm, dtype=np.float64)
     if not np.allclose(volume.voxel_size_nm, trained):
         raise VolumeMismatch(
             f"{volume.location}: voxel size {volume.voxel_size_nm.tolist()} nm (z, y, x), but "
-            f"the model {bundle.path} was trained on {trained.tolist()} nm; use a volume of "
+            f"the model {model.path} was trained on {trained.tolist()} nm; use a volume of "
             "that resolution (or allow it explicitly)"
         )
 
 
+def open_model(model) -> LoadedModel:
+    """``model`` (a path, or a loaded bundle) loaded (see :func:`~synister.models.load_model`),
+    or as it is."""
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
 @dataclass
 class PositionsJob:
-    """Everything checked and loaded, nothing predicted: the table, the bundle and its
+    """Everything checked and loaded, nothing predicted: the table, the model and its
     predictor, the volume and the status of every row."""
 
     table: PositionTable
-    bundle: ModelBundle
+    model: LoadedModel
     predictor: Predictor
     volume: Volume
     volume_source: str  # the --volume given
@@ -104,7 +110,7 @@ class PositionsJob:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.bundle.classes)
+        return list(self.model.classes)
 
     @property
     def predictable(self) -> np.ndarray:
@@ -116,7 +122,7 @@ class PositionsJob:
         volume = self.volume
         return {
             "table": {k: v for k, v in self.table.describe().items() if k != "neurons_missing"},
-            "bundle": bundle_identity(self.bundle),
+            "bundle": self.model.identity_record(),
             "volume": {
                 "location": volume.location,
                 "shape_vox": list(volume.shape_vox),
@@ -167,7 +173,7 @@ def default_devices_and_threads() -> tuple[int | None, int, bool]:
 
 
 def prepare_positions(
-    bundle: str | Path | ModelBundle,
+    bundle: str | Path | LoadedModel,
     volume: str | Path | Volume,
     table: str | Path | pd.DataFrame | PositionTable,
     *,
@@ -186,8 +192,9 @@ def prepare_positions(
     tta: Augmenter | None = None,
     allow_other_voxel_size: bool = False,
 ) -> PositionsJob:
-    """Read the table, load the bundle, open the volume and check they fit (see
-    :func:`predict_positions`); errors name the file, column and row."""
+    """Read the table, load the model (a bundle, or any form :func:`~synister.models.
+    load_model` takes), open the volume and check they fit (see :func:`predict_positions`);
+    errors name the file, column and row."""
     if not isinstance(table, PositionTable):
         table = read_positions(
             table,
@@ -198,40 +205,37 @@ def prepare_positions(
             voxel_size=voxel_size,
             neurons=neurons,
         )
-    bundle = open_bundle(bundle)
+    model = open_model(bundle)
     source = str(volume) if not isinstance(volume, Volume) else volume.location
     if not isinstance(volume, Volume):
         volume = Volume(volume, dataset)
     volume.require_uint8()
     volume.warn_out_of_bounds = False  # reported per row instead
     if not allow_other_voxel_size:
-        check_voxel_size(bundle, volume)
-    model = bundle.build_model("cpu")
-    predictor = Predictor(
+        check_voxel_size(model, volume)
+    predictor = Predictor.from_model(
         model,
-        bundle.input_shape_vox,
-        bundle.classes,
         device=device,
         batch_size=batch_size or BATCH_SIZE,
         precision=precision,
         threads=threads,
         read_workers=read_workers,
-        temperature=bundle.temperature,
         tta=tta,
     )
-    status = locate(volume, table.centers_zyx_nm, bundle.input_shape_vox)
-    return PositionsJob(table, bundle, predictor, volume, source, dataset, status)
+    status = locate(volume, table.centers_zyx_nm, model.input_shape_vox)
+    return PositionsJob(table, model, predictor, volume, source, dataset, status)
 
 
 def predict_positions(
-    bundle: str | Path | ModelBundle,
+    bundle: str | Path | LoadedModel,
     volume: str | Path | Volume,
     table: str | Path | pd.DataFrame,
     *,
     naming: str = "short",
     **options,
 ) -> pd.DataFrame:
-    """Predict every position of ``table`` with a model bundle on a volume, in memory.
+    """Predict every position of ``table`` with a model bundle (or any model
+    :func:`~synister.models.load_model` takes) on a volume, in memory.
 
     ``table`` is a CSV/Parquet/Feather file or a DataFrame; columns are found by name (id:
     ``id``, ``synapse_id``, ``syn_id``; neuron: ``pre_pt_root_id``, ``bodyId``, ``body``,
@@ -266,6 +270,7 @@ __all__ = [
     "check_voxel_size",
     "default_devices_and_threads",
     "locate",
+    "open_model",
     "patch_status",
     "predict_positions",
     "prepare_positions",

@@ -212,7 +212,7 @@ def write_report(
     colors = {c: class_color(full) for c, full in zip(class_names, job.classes, strict=True)}
     source, note = viewer_source(job, settings.get("viewer_source"))
     viewer_url = settings.get("viewer_url") or VIEWER_URL
-    bundle, volume, table = job.bundle, job.volume, job.table
+    bundle, volume, table = job.model, job.volume, job.table
     shown = settings.get("shown_as") or {}
     provenance = bundle.provenance or {}
     parts = [

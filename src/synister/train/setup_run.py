@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data import job_cpus, usable_cpus
+from ..layout import TRAIN_FILE, is_train_setup
 from .checkpoints import latest_checkpoint
 from .distributed import init_distributed, shutdown
 from .loop import LoopSettings, run_training
@@ -77,9 +78,9 @@ def train(
     if num_iterations < 1:
         raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
     setup_dir = Path(setup_dir).resolve()
-    if not (setup_dir / "train_config.ini").is_file():
+    if not is_train_setup(setup_dir):
         raise NotATrainingSetup(
-            f"{setup_dir} is not a training setup (no train_config.ini); make one with "
+            f"{setup_dir} is not a training setup (no {TRAIN_FILE}); make one with "
             "`synister prepare-training`"
         )
     cfg, worker = load_train_setup(setup_dir)
@@ -206,3 +207,19 @@ def _training_batches(
     )
     counts = np.bincount(synapses["label"].to_numpy(), minlength=len(cfg.classes))
     return iter(loader), counts
+
+
+def summary_line(result: dict) -> str:
+    """What :func:`train` did, in one line (``synister train`` and ``python -m synister.train``
+    print it)."""
+    if result.get("already_done"):
+        return (
+            f"nothing to do: the newest checkpoint is already at iteration {result['iteration']} "
+            f"({result['checkpoint']})"
+        )
+    how = "stopped at" if result["interrupted"] else "trained to"
+    return (
+        f"{how} iteration {result['iteration']} (from {result['start_iteration']}, "
+        f"{result['samples_per_s']:.1f} samples/s), last loss {result['loss']:.4f}; "
+        f"checkpoint {result['checkpoint']}"
+    )

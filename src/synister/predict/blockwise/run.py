@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...files import write_atomic
+from ...models import load_model
 from ..neurons import MIN_MARGIN, MIN_SYNAPSES, add_neuron_sums, neuron_sums, summarize_sums
 from ..positions import check_voxel_size
 from .layout import OUTSIDE_SHARD, context_vox
 from .plan import VolumePlan, prepare, write_outside_shard
 from .source import Source
-from .worker import Launcher, open_volume
+from .worker import Launcher, open_plan_volume
 
 TASK_ID = "predict_volume"
 DEFAULT_BLOCK_NM = (2560, 4096, 4096)  # 64 x 1024 x 1024 voxels of FAFB (see the benchmark)
@@ -227,11 +229,9 @@ def predict_volume(
     complete), seconds, and the output paths. A rerun with the same arguments continues where
     a killed or failed run stopped.
     """
-    from ...models.bundle import load_bundle
-
     started = time.perf_counter()
-    model = load_bundle(bundle)
-    raw = open_volume(
+    model = load_model(bundle)
+    raw = open_plan_volume(
         {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None}
     )
     check_voxel_size(model, raw)
@@ -292,9 +292,7 @@ def predict_volume(
     if not unfinished:
         neurons = neuron_table(plan, min_synapses, min_margin)
         if neurons is not None:
-            tmp = plan.store.neurons_file.with_name(".neurons.parquet.tmp")
-            neurons.to_parquet(tmp, index=False)
-            os.replace(tmp, plan.store.neurons_file)
+            write_atomic(plan.store.neurons_file, lambda tmp: neurons.to_parquet(tmp, index=False))
             summary["neurons"] = len(neurons)
         summary["synapses_file"] = str(plan.store.shards_dir)
     return summary

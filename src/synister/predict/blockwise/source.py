@@ -63,7 +63,7 @@ class Source:
     def public(self) -> dict:
         """What identifies the source, safe to store and print (no password)."""
         if self.is_database:
-            from ...evaluate import public_url
+            from ...db import public_url
 
             return {"database": public_url(self.location), "split": self.split, "part": self.part}
         path = Path(self.location).expanduser().resolve()
