@@ -41,8 +41,8 @@ from synister.predict.blockwise import (
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
 from synister.predict.blockwise.source import rows_frame
-from synister.predict.tables import choose_columns, position_rows, read_positions
 from synister.setup import prepare_training
+from synister.tables import choose_columns, position_rows, read_positions
 from synister.volumes import Volume, write_volume
 
 pytestmark = [
@@ -545,3 +545,16 @@ def test_bad_tables_give_the_error_of_predict_positions(world, tmp_path, name, t
     assert len(lines) == 1 and str(path) in lines[0], blockwise.output
     assert lines == positions.output.strip().splitlines()
     assert not (tmp_path / "volume").exists()
+
+
+def test_a_csv_header_with_blanks_reads_as_predict_positions_reads_it(tmp_path):
+    """predict-positions strips blanks around header names ("x, y, z"); the blockwise source
+    selects the same columns (it asked pyarrow for stripped names the file does not hold)."""
+    from synister.predict.blockwise.source import open_source
+
+    table = tmp_path / "t.csv"
+    table.write_text("id, x, y, z\n7, 10.5, 20, 30\n8, 11, 21, 31\n")
+    batches = open_source(Source(str(table)))
+    frame = pd.concat(list(batches.frames))
+    assert list(frame["id"]) == ["7", "8"]
+    assert [float(v) for v in frame["x"]] == [10.5, 11.0]

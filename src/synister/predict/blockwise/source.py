@@ -2,7 +2,7 @@
 
 A source (a CSV/Parquet/Feather table, or the synapses of a database, optionally one split
 part) is read once, in batches; each batch is checked and converted exactly as
-``predict-positions`` reads a table (:func:`synister.predict.tables.position_rows`: the same
+``predict-positions`` reads a table (:func:`synister.tables.position_rows`: the same
 columns, units and one-line errors) and staged with each synapse's block. DuckDB then sorts the
 staged rows by block into one Parquet file (row groups of 8,192 rows) and counts the synapses
 per block. Why DuckDB: it sorts out of core within a memory limit, so a table of 244 million
@@ -25,8 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ..positions import patch_status
-from ..tables import (
+from ...tables import (
     TableColumns,
     TableError,
     choose_columns,
@@ -36,6 +35,7 @@ from ..tables import (
     table_header,
     table_kind,
 )
+from ..positions import patch_status
 from .layout import BlockGrid
 
 DATABASE_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "mongodb:", "mongodb+srv:")
@@ -84,7 +84,7 @@ class Batches:
 
 def open_source(source: Source, **column_options) -> Batches:
     """Columns and batches of ``source``; ``column_options`` are those of
-    :func:`synister.predict.tables.choose_columns` (tables only)."""
+    :func:`synister.tables.choose_columns` (tables only)."""
     if source.is_database:
         given = [k for k, v in column_options.items() if v is not None and v != "nm"]
         if given:
@@ -97,21 +97,25 @@ def open_source(source: Source, **column_options) -> Batches:
         raise ValueError("--split/--part select synapses of a database; the source is a table")
     path = Path(source.location).expanduser()
     where, kind = str(path), table_kind(path)
-    columns = choose_columns(table_header(path), where, **column_options)
+    header = table_header(path)  # names stripped of blanks, as predict-positions reads them
+    columns = choose_columns(header, where, **column_options)
     wanted = columns.source_columns()
     if kind == "csv":  # all as text: the values are checked as predict-positions checks them
         convert = pacsv.ConvertOptions(
             column_types={c: pa.string() for c in wanted}, strings_can_be_null=True
         )
         parse = pacsv.ParseOptions(delimiter=csv_separator(path))
-        fmt = ds.CsvFileFormat(parse_options=parse, convert_options=convert)
+        read = pacsv.ReadOptions(column_names=header, skip_rows=1)
+        fmt = ds.CsvFileFormat(parse_options=parse, convert_options=convert, read_options=read)
     else:
         fmt = "parquet" if kind == "parquet" else "ipc"
     try:
         dataset = ds.dataset(path, format=fmt)
     except (pa.ArrowInvalid, OSError) as error:
         raise TableError(f"{path}: not a readable {kind} table ({_first_line(error)})") from None
-    scanner = dataset.scanner(columns=wanted, batch_size=BATCH_ROWS)
+    stored = {name.strip(): name for name in dataset.schema.names}
+    projection = {name: ds.field(stored[name]) for name in wanted}
+    scanner = dataset.scanner(columns=projection, batch_size=BATCH_ROWS)
     return Batches(columns, _frames(scanner.to_batches(), where, kind), where, kind == "csv")
 
 
@@ -154,7 +158,7 @@ def stage(
     patch_vox: Sequence[int],
     staged_file: Path,
 ) -> tuple[int, dict[str, bool]]:
-    """Write the checked rows (:func:`~synister.predict.tables.position_rows`) with their block
+    """Write the checked rows (:func:`~synister.tables.position_rows`) with their block
     (-1: outside the volume) and patch start to ``staged_file``; returns how many, and per id
     column held as text whether every batch found whole numbers only (then the whole column is
     numbers, as ``predict-positions`` would read it: :func:`sort_by_block` casts it)."""
@@ -266,7 +270,7 @@ _NULLABLE = {pa.int64(): pd.Int64Dtype()}
 
 
 def rows_frame(rows: pa.Table) -> pd.DataFrame:
-    """Staged rows as :func:`~synister.predict.tables.position_rows` gives them (its dtypes:
+    """Staged rows as :func:`~synister.tables.position_rows` gives them (its dtypes:
     ``id`` int64 or text, ``neuron_id`` nullable Int64 or text), without the block."""
     frame = rows.drop_columns([c for c in rows.column_names if c.startswith("_")]).to_pandas()
     for name in ID_COLUMNS:
