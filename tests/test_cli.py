@@ -366,9 +366,6 @@ OTHER_MEANINGS = {
     "--port": {"serve init": "written into the new config, not overriding it"},
     "--workers": {"serve": "the service's worker processes, not predict-volume's"},
     "--overwrite": {"db export": "replaces export files, not a run"},
-    # db import still reads --voxel-size as z,y,x (#20 item 4 makes it x,y,z like the rest)
-    "--units": {"db import": "not yet the table options of the other commands"},
-    "--voxel-size": {"db import": "z,y,x, not yet x,y,z"},
 }
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
+from . import tables as table_options
 from .errors import fail
 
 db_app = typer.Typer(
@@ -84,17 +85,8 @@ def import_command(
     axis_order: Annotated[
         str, typer.Option("--axis-order", help="Axes held by the --coords columns, in order.")
     ] = "xyz",
-    units: Annotated[
-        str, typer.Option("--units", help="Units of table positions: nm or voxels.")
-    ] = "nm",
-    voxel_size: Annotated[
-        str | None,
-        typer.Option(
-            "--voxel-size",
-            help="Voxel size in nm for --units voxels: one number, x,y,z, or x=..,y=..,z=.. "
-            "(db import read z,y,x before: x,y,z with x and z different must name the axes).",
-        ),
-    ] = None,
+    units: table_options.Units = "nm",
+    voxel_size: table_options.VoxelSize = None,
     label_column: Annotated[
         str | None, typer.Option("--label-column", help="Table column holding the transmitter.")
     ] = None,

@@ -1,6 +1,6 @@
 """The options that say how to read a table of synapse positions and how to name and
 summarise the output, shared by ``predict-positions`` and ``predict-volume`` (one wording, one
-meaning: :func:`synister.predict.tables.choose_columns`)."""
+meaning: :func:`synister.tables.choose_columns`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import typer
 Units = Annotated[Literal["nm", "voxels"], typer.Option(help="Units of the position columns.")]
 VoxelSize = Annotated[
     str | None,
-    typer.Option(help="Voxel size of voxel positions in nm: one number or x,y,z."),
+    typer.Option(
+        help="Voxel size of voxel positions in nm: one number, x,y,z, or x=4,y=4,z=40 "
+        "(db import, for one release: x and z different must name the axes)."
+    ),
 ]
 IdColumn = Annotated[
     str | None,
@@ -51,7 +54,7 @@ def column_options(
     units: str,
     voxel_size: str | None,
 ) -> dict:
-    """The keyword arguments of :func:`synister.predict.tables.choose_columns`."""
+    """The keyword arguments of :func:`synister.tables.choose_columns`."""
     positions = None
     if position_columns:
         positions = [c.strip() for c in position_columns.split(",") if c.strip()]
