@@ -23,9 +23,9 @@ from synister.db import open_database
 from synister.db.imports import import_files
 from synister.evaluate.provenance import export_model
 from synister.predict import predict_setup, read_positions, summarize_neurons
-from synister.predict.tables import TableError
 from synister.setup import prepare_prediction, prepare_training
 from synister.synthetic import generate
+from synister.tables import TableError
 from synister.train import train
 from synister.volumes import Volume
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .errors import fail as _fail
+from .errors import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -51,21 +51,21 @@ def export_model_command(
     try:
         if source.is_file():
             if iteration is not None:
-                _fail("--iteration is for setup folders; a checkpoint file is one iteration")
+                fail("--iteration is for setup folders; a checkpoint file is one iteration")
             config = train_config or train_config_beside(source)
             written = bundle_from_checkpoint(source, config, out, overwrite=force)
         else:
             if train_config is not None:
-                _fail("--train-config is for checkpoint files; a setup has its own")
+                fail("--train-config is for checkpoint files; a setup has its own")
             if iteration is None:
-                _fail("give --iteration N or --iteration best")
+                fail("give --iteration N or --iteration best")
             if iteration != "best" and not iteration.isdigit():
-                _fail(f"--iteration: expected a number or 'best', got {iteration!r}")
+                fail(f"--iteration: expected a number or 'best', got {iteration!r}")
             chosen = "best" if iteration == "best" else int(iteration)
             written = export_model(source, chosen, out, overwrite=force)
         bundle = load_bundle(written)
     except BundleError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     shape = "x".join(str(s) for s in bundle.input_shape_vox)
     voxel = "x".join(f"{s:g}" for s in bundle.voxel_size_nm)
     typer.echo(

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .errors import fail as _fail
+from .errors import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -53,12 +53,12 @@ def calibrate_command(
         try:
             url = _train_config(model).database_url()
         except (ConfigError, OSError) as error:
-            _fail(f"{model}: {error}")
+            fail(f"{model}: {error}")
     try:
         with open_database(url) as db:
             record = calibrate(db, model, validation_run, target_accuracy=target_accuracy)
     except (CalibrationError, ConfigError, DatabaseError, KeyError, OSError, ValueError) as error:
-        _fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
+        fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
     if as_json:
         typer.echo(json.dumps(jsonable(record)))
     else:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .errors import fail as _fail
+from .errors import fail
 
 
 class Ties(StrEnum):
@@ -173,13 +173,13 @@ def evaluate_command(
         try:
             config = _predict_config(setup)
         except (ConfigError, FileNotFoundError, ValueError) as error:
-            _fail(f"{setup}: {error}")
+            fail(f"{setup}: {error}")
         names.append(config.run_name)
         urls.add(config.database_url())
     if not names:
-        _fail("name at least one run, or a prediction setup with --setup")
+        fail("name at least one run, or a prediction setup with --setup")
     if db_url is None and len(urls) > 1:
-        _fail(
+        fail(
             f"the setups use different databases ({', '.join(sorted(urls))}); choose one with --db"
         )
     url = db_url or (urls.pop() if urls else None)
@@ -208,7 +208,7 @@ def evaluate_command(
                 figures=figures,
             )
     except (DatabaseError, KeyError, ValueError, OSError) as error:
-        _fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
+        fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
 
     for warning in results["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
@@ -228,10 +228,10 @@ def _as_setup(item: str | Path) -> Path | None:
     path = Path(item)
     if path.is_dir():
         if not is_predict_setup(path):
-            _fail(f"{path} is a folder without {PREDICT_FILE}: not a prediction setup")
+            fail(f"{path} is a folder without {PREDICT_FILE}: not a prediction setup")
         return path
     if isinstance(item, Path) or "/" in str(item):
-        _fail(f"no prediction setup folder {path}")
+        fail(f"no prediction setup folder {path}")
     return None
 
 

@@ -8,7 +8,7 @@ import typer
 
 from . import options as opt
 from . import tables as table_options
-from .errors import fail as _fail
+from .errors import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def _triplet(text: str | None, option: str) -> tuple[int, int, int] | None:
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) < 1:
-        _fail(f"{option}: expected three positive integers z,y,x, got {text!r}")
+        fail(f"{option}: expected three positive integers z,y,x, got {text!r}")
     return values
 
 
@@ -104,7 +104,7 @@ def explain_command(
             **options,
         )  # fmt: skip
     except ExplainInputError as error:
-        _fail(str(error))
+        fail(str(error))
     done = index[index["status"] != "outside_volume"]
     skipped = len(index) - len(done)
     typer.echo(

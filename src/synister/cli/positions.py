@@ -67,7 +67,7 @@ def predict_positions_command(
     from synister.models import ModelError
     from synister.predict.positions import default_devices_and_threads, prepare_positions
     from synister.predict.store import run_positions
-    from synister.predict.tables import TableError
+    from synister.tables import TableError
 
     tuned_threads, default_readers, tune = default_devices_and_threads()
     if threads is not None:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .errors import fail as _fail
+from .errors import fail
 
 serve_app = typer.Typer(
     name="serve",
@@ -54,7 +54,7 @@ def _config(ctx: typer.Context, path: Path | None):
     try:
         return load_service_config(path or DEFAULT_CONFIG)
     except ConfigError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def _store(ctx: typer.Context, path: Path | None):
@@ -64,7 +64,7 @@ def _store(ctx: typer.Context, path: Path | None):
     try:
         return open_store(config.database_url)
     except StoreError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 @serve_app.callback()
@@ -99,7 +99,7 @@ def serve_command(
     try:
         serve(loaded, workers)
     except (ConfigError, StoreError) as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 @serve_app.command("worker")
@@ -122,7 +122,7 @@ def worker_command(
     try:
         run_worker(loaded, parent_pid)
     except StoreError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -130,7 +130,7 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     for value in values or []:
         name, sep, target = value.partition("=")
         if not sep or not name or not target:
-            _fail(f"--{what} {value!r}: expected NAME=PATH")
+            fail(f"--{what} {value!r}: expected NAME=PATH")
         pairs[name] = target
     return pairs
 
@@ -170,7 +170,7 @@ def init_command(
     }
     config_path = folder / "service.toml"
     if config_path.exists():
-        _fail(f"{config_path} exists; edit it, or choose another folder")
+        fail(f"{config_path} exists; edit it, or choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(render_config(bundles, volumes, port=port))
     try:
@@ -178,7 +178,7 @@ def init_command(
         check_choices(config)
     except ConfigError as error:
         config_path.unlink()
-        _fail(str(error))
+        fail(str(error))
     with open_store(config.database_url) as store:
         _, token = store.create_token(admin, admin=True)
     typer.echo(
@@ -213,7 +213,7 @@ def token_create(
         try:
             key_id, token = store.create_token(user, admin=admin)
         except StoreError as error:
-            _fail(str(error))
+            fail(str(error))
     typer.echo(
         f"token {key_id} for {user}{' (admin)' if admin else ''}; it is shown only "
         "now: hand it over privately",
@@ -234,7 +234,7 @@ def token_revoke(
 ) -> None:
     """Revoke one token, or every token of a user."""
     if (key_id is None) == (user is None):
-        _fail("name a token id or --user USER")
+        fail("name a token id or --user USER")
     with _store(ctx, config) as store:
         if user is not None:
             count = store.revoke_user(user)
@@ -242,7 +242,7 @@ def token_revoke(
             if count == 0:
                 raise typer.Exit(1)
         elif not store.revoke_token(key_id):
-            _fail(f"no live token {key_id} (see `synister serve token list`)")
+            fail(f"no live token {key_id} (see `synister serve token list`)")
         else:
             typer.echo(f"revoked token {key_id}", err=True)
 

@@ -10,7 +10,7 @@ import typer
 from synister.config import ConfigError
 
 from . import options as opt
-from .errors import fail as _fail
+from .errors import fail
 
 
 def _parse_settings(
@@ -101,7 +101,7 @@ def prepare_training_command(
     if clean_up:
         folder = setup.train_setup_dir(base_dir, experiment, train_id)
         if not folder.exists():
-            _fail(f"no training setup at {folder}")
+            fail(f"no training setup at {folder}")
         if not yes and not typer.confirm(
             f"Remove {folder} and all its contents (checkpoints, logs, snapshots)?", default=False
         ):
@@ -110,7 +110,7 @@ def prepare_training_command(
         try:
             setup.remove_training(base_dir, experiment, train_id)
         except setup.SetupError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo(f"Removed {folder}")
         return
 
@@ -120,7 +120,7 @@ def prepare_training_command(
             base_dir, experiment, train_id, check_volume=not skip_volume_check, **overrides
         )
     except (ConfigError, setup.SetupError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"Created {folder}")
     typer.echo(f"Edit {folder / 'train_config.ini'}, then run: cd {folder} && synister train N")
 
@@ -180,7 +180,7 @@ def prepare_prediction_command(
                 f"expected iteration numbers, got {extra!r}", param_hint="-i"
             ) from None
     if part is not None and validation and part != "validation":
-        _fail(f"-v/--validation and --part {part} contradict each other")
+        fail(f"-v/--validation and --part {part} contradict each other")
     values = _parse_settings(settings, db_url, split_name, raw_container, raw_dataset)
     try:
         made = setup.prepare_prediction_setups(
@@ -197,7 +197,7 @@ def prepare_prediction_command(
             check_volume=not skip_volume_check,
         )
     except (ConfigError, setup.SetupError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for item in made:
         at = f"iteration {item.iteration}" if item.iteration is not None else "checkpoint"
         state = {"created": "created", "kept": "exists, kept", "rewritten": "rewritten"}

@@ -33,7 +33,7 @@ from ..models import LoadedModel, ModelError, load_model
 from ..nt import canonical
 from ..predict.engine import Predictor
 from ..predict.positions import locate
-from ..predict.tables import TableError, read_positions
+from ..tables import TableError, read_positions
 from ..volumes import Volume
 from .attribution import METHODS, attribute
 from .montage import draw_montage
@@ -119,7 +119,7 @@ def explain_positions(
     predicted class and it (if the prediction is that class: between it and the runner-up).
     ``limit`` keeps the first rows of the table only. ``table_options`` (``units``,
     ``voxel_size``, ``id_column``, ``position_columns``) say how to read the table (see
-    :func:`synister.predict.tables.read_positions`). ``attribute_options`` go to
+    :func:`synister.tables.read_positions`). ``attribute_options`` go to
     :func:`synister.explain.attribution.attribute`.
     """
     if method not in METHODS:

@@ -8,7 +8,7 @@ front-ends; this module only re-exports.
 - :mod:`~synister.predict.threads`, :mod:`~synister.predict.progress`: CPU threads and the
   progress display;
 - :mod:`~synister.predict.database`: ``synister predict`` (a split part into the database);
-- :mod:`~synister.predict.tables`, :mod:`~synister.predict.positions`,
+- :mod:`~synister.tables`, :mod:`~synister.predict.positions`,
   :mod:`~synister.predict.neurons`, :mod:`~synister.predict.store`,
   :mod:`~synister.predict.report`: ``synister predict-positions`` (tables of positions with a
   model bundle, no database) and its Python API;
@@ -19,6 +19,7 @@ Every front-end loads its model with :func:`synister.models.load_model` and chec
 run with :class:`synister.identity.RunIdentity`.
 """
 
+from ..tables import PositionTable, TableError, read_positions
 from .database import (
     RESUME_KEYS,
     BlockJob,
@@ -46,7 +47,6 @@ from .positions import STATUSES, PositionsJob, locate, predict_positions, prepar
 from .progress import PROGRESS_FORMAT, StoredCounter, progress_bar
 from .ring import RingReader
 from .sources import PatchBatches, array_batches, read_ahead, reading_order
-from .tables import PositionTable, TableError, read_positions
 from .threads import ThreadTuner, default_read_workers, default_threads
 
 __all__ = [

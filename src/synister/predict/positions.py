@@ -19,11 +19,11 @@ import pandas as pd
 from ..config import WorkerConfig
 from ..data import usable_cpus
 from ..models import LoadedModel, load_model
+from ..tables import PositionTable, read_positions
 from ..volumes import Volume
 from .engine import Augmenter, Predictor
 from .neurons import probability_frame
 from .sources import reading_order
-from .tables import PositionTable, read_positions
 from .threads import default_read_workers, default_threads
 
 #: ``ok``: predicted; ``partly_outside``: inside the volume but its patch reaches out
@@ -68,7 +68,7 @@ def synapse_table(
     naming: str = "short",
 ) -> pd.DataFrame:
     """The per-synapse output of both front-ends (``predict-positions``, ``predict-volume``):
-    ``rows`` (:func:`~synister.predict.tables.position_rows`), one probability column per
+    ``rows`` (:func:`~synister.tables.position_rows`), one probability column per
     class, ``top_nt``, ``top_nt_conf`` and ``status``; ``probabilities`` is NaN where a row
     was not predicted."""
     rows = rows.reset_index(drop=True)

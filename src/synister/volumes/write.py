@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
+from ..files import write_text
 from .metadata import checked_triplet, shape3
 from .read import Volume
 
@@ -62,7 +63,7 @@ def _write_json(path: Path, content: dict[str, Any], *, merge: bool = True) -> N
     if merge and path.exists():
         content = {**json.loads(path.read_text()), **content}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2))
+    write_text(path, json.dumps(content, indent=2))
 
 
 def create_volume(

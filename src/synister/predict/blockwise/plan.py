@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 from ...files import write_atomic, write_json
 from ...identity import RunIdentity
 from ...models import LoadedModel
+from ...tables import TableColumns
 from ..neurons import class_columns
 from ..positions import OUTSIDE_VOLUME, open_model
-from ..tables import TableColumns
 from .block import result_table
 from .layout import OUTSIDE_SHARD, BlockGrid, Store
 from .source import BlockRows, Source, open_source, sort_by_block, stage
