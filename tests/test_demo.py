@@ -6,10 +6,12 @@ The real demo (minutes of training) is not run here; benchmarks and the README r
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
+from conftest import EASY_SHAPE_VOX
 from typer.testing import CliRunner
 
 from synister.cli import app
@@ -102,26 +104,42 @@ def test_a_new_plan_keeps_the_validation_checkpoints_it_had_left():
     assert checkpoint_spacing(total=23773, every=2134, done=6402, planned=23032) == 2079
 
 
+class SpentClock:
+    """A clock on which every reading is a minute after the previous one: the budget is spent
+    whenever the demo looks, so the plan is the same at any pace of the machine."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 60.0
+        return self.now
+
+
 @pytest.mark.slow
-def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
+def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path, easy_dataset, monkeypatch):
+    monkeypatch.setattr("synister.demo.budget.time", SpentClock())
     settings = replace(
         recipe("easy"),
         pretrain_iterations=6,  # the curriculum of the fafb recipe, on the easy preset twice
-        pretrain_shape_vox=(32, 512, 512),
-        shape_vox=(32, 512, 512),
-        n_synapses=100,
+        pretrain_shape_vox=EASY_SHAPE_VOX,
+        shape_vox=EASY_SHAPE_VOX,
+        n_synapses=75,
         split_tolerance=0.3,
         input_shape=(4, 32, 32),
         downsample_factors=((1, 2, 2), (1, 2, 2), (2, 2, 2)),
         fmaps=2,
         batch_size=4,
-        minutes=0.05,  # a few seconds: the warm-up alone may spend them
+        minutes=0.05,  # spent after the warm-up (SpentClock)
         probe_iterations=10,
         validation_checkpoints=2,
         warmup_iterations=4,
     )
+    # the pretraining's dataset is there already (a demo resumed after its generation)
+    shutil.copytree(easy_dataset, tmp_path / "demo" / "pretrain" / "data")
     summary = run_demo(tmp_path / "demo", settings)
-    assert summary["iterations"] >= settings.probe_iterations + 2
+    # the warm-up's 10 iterations, then one more stretch for the second validation checkpoint
+    assert summary["iterations"] == settings.probe_iterations + 2
     curve = summary["validation_curve"]
     assert len(curve) >= 2 and curve[-1]["iteration"] == summary["iterations"]
     assert all(point["train_seconds"] > summary["pretrain_seconds"] > 0 for point in curve)

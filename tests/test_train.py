@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import import_dataset
 
 from synister.models import list_checkpoints
 from synister.train.checkpoints import latest_checkpoint
@@ -334,21 +335,17 @@ TINY_NETWORK = {
 
 
 @pytest.fixture(scope="module")
-def synthetic_base(tmp_path_factory):
-    """BASE folder with a small `easy` dataset, imported into SQLite and split by skeleton."""
+def synthetic_base(tmp_path_factory, easy_dataset):
+    """BASE folder whose ``data`` is the session's small `easy` dataset, imported into SQLite
+    and split by skeleton."""
     from synister.db import open_database
-    from synister.db.imports import import_files
     from synister.splits import SplitRequest, make_split
-    from synister.synthetic import generate
 
     base = tmp_path_factory.mktemp("train_base")
-    generate(
-        base / "data", preset="easy", seed=0, shape_vox=(32, 512, 512), n_synapses=100,
-        montages=False,
-    )  # fmt: skip
+    (base / "data").symlink_to(easy_dataset)  # read-only: the setups live in BASE
     url = f"sqlite:///{base / 'synister.db'}"
+    import_dataset(easy_dataset, url)
     with open_database(url) as db:
-        import_files(db, [base / "data"])
         make_split(db, "skeleton", SplitRequest(by="skeleton", seed=0, tolerance=0.3))
     return base, url
 
