@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
 import torch
 import zarr
 from conftest import import_dataset
+from warm import WARM
 
 from synister.models import list_checkpoints
 from synister.train.checkpoints import latest_checkpoint
@@ -365,13 +367,12 @@ def _prepare(synthetic_base, train_id: int, **overrides):
     return prepare_training(base, "exp", train_id, **values)
 
 
-def _run_module(args, **kwargs):
+def _run_module(args, python: str = sys.executable, **kwargs):
     import subprocess
-    import sys
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [python, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, **kwargs,
     )  # fmt: skip
 
@@ -406,7 +407,8 @@ def test_train_writes_checkpoints_logs_snapshots_then_resumes_under_torchrun(syn
     # the DDP code path (gloo, world size 1) resumes from 200 and writes plain state_dict keys
     proc = _run_module(
         ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-         "-m", "synister.train", "300", "--setup", str(setup), "--no-progress"]
+         "-m", "synister.train", "300", "--setup", str(setup), "--no-progress"],
+        python=WARM.python,  # torchrun and its worker: warm processes (warm.py)
     )  # fmt: skip
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, output

@@ -36,16 +36,19 @@ CLIENT = """#!{real} -IS
 import json, os, signal, socket, struct, sys
 REAL, SOCKET, AS_SYNISTER = {real!r}, {socket!r}, {as_synister!r}
 args = sys.argv[1:]
+env = dict(os.environ)
 if AS_SYNISTER:
     args = ["-c", {cli!r}, *args]
-elif len(args) < 2 or args[0] not in ("-c", "-m"):
-    os.execv(REAL, [REAL, *args])  # any other use: the real interpreter
+elif args[:1] == ["-u"]:  # as torchrun starts its workers
+    args, env["PYTHONUNBUFFERED"] = args[1:], "1"
+if len(args) < 2 or args[0] not in ("-c", "-m"):
+    os.execv(REAL, [REAL, *sys.argv[1:]])  # any other use: the real interpreter
 conn = socket.socket(socket.AF_UNIX)
 try:
     conn.connect(SOCKET)
 except OSError:  # no server (any more): a cold start
-    os.execv(REAL, [REAL, *args])
-request = {{"args": args, "cwd": os.getcwd(), "env": dict(os.environ), "ppid": os.getppid(),
+    os.execv(REAL, [REAL, *sys.argv[1:]])
+request = {{"args": args, "cwd": os.getcwd(), "env": env, "ppid": os.getppid(),
            "pid": os.getpid()}}
 message = json.dumps(request).encode()
 socket.send_fds(conn, [struct.pack("!I", len(message)) + message], [0, 1, 2])
@@ -245,7 +248,7 @@ def serve(path: str, client: str, registry: str) -> None:
                 _kill_session(key.data)
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -293,12 +296,13 @@ def _reap(children: dict, clients: dict, selector) -> None:
 
 class WarmPython:
     """A warm-process server and its clients: :attr:`python` stands for ``sys.executable``
-    in ``-c``/``-m`` command lines, :attr:`synister` for the ``synister`` command. Started
-    on first use."""
+    in ``-c``/``-m`` command lines, ``bin/synister`` for the ``synister`` command. Started on
+    first use; ``SYNISTER_TEST_WARM=0`` in the environment gives cold processes instead."""
 
     def __init__(self):
         self.server: subprocess.Popen | None = None
         self.folder: Path | None = None
+        self.enabled = os.environ.get("SYNISTER_TEST_WARM", "1") != "0"
 
     def _start(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="synister-warm-"))
@@ -332,6 +336,8 @@ class WarmPython:
 
     @property
     def python(self) -> str:
+        if not self.enabled:
+            return sys.executable
         if self.server is None:
             self._start()
         return str(self.folder / "bin" / "python")
@@ -339,8 +345,7 @@ class WarmPython:
     @property
     def bin(self) -> Path:
         """The folder of ``python`` and ``synister``, to put first on a script's PATH."""
-        self.python  # noqa: B018 - started on first use
-        return self.folder / "bin"
+        return Path(self.python).parent
 
     def cli(self) -> list[str]:
         """``synister`` as a command line of the warm Python."""
@@ -365,7 +370,7 @@ class WarmPython:
         if self.server is None:
             return
         deadline = time.monotonic() + timeout
-        while orphans := [c for p, c in self._commands() if not _running(p) and _running(c)]:
+        while orphans := [c for p, c in self._commands() if not running(p) and running(c)]:
             for command in orphans:
                 _kill_session(command)
             if time.monotonic() > deadline:
