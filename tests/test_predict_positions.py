@@ -350,14 +350,15 @@ def test_a_killed_run_continues_with_the_same_out(trained, tmp_path, kill_when):
     assert other.exit_code == 1 and "holds a run of other inputs (table." in other.output
 
 
-def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
+def interrupted_at_third_batch(trained: TrainedSetup, folder: Path, **options):
+    """Run the test part in batches of 4 into ``folder/out``, Ctrl-C during the third batch."""
     from synister.predict import prepare_positions
     from synister.predict.store import run_positions
 
     table = trained.synapses.rename(columns={"synapse_id": "id"})[["id", "x", "y", "z"]]
-    table.to_parquet(tmp_path / "t.parquet")
+    table.to_parquet(folder / "t.parquet")
     job = prepare_positions(
-        trained.bundle, trained.volume, tmp_path / "t.parquet", dataset="raw", batch_size=4
+        trained.bundle, trained.volume, folder / "t.parquet", dataset="raw", batch_size=4
     )
     network, calls = job.predictor.logits, []
 
@@ -369,7 +370,16 @@ def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
 
     job.predictor.logits = interrupted
     with pytest.raises(KeyboardInterrupt):
-        run_positions(job, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False)
+        run_positions(job, folder / "out", table_file=folder / "t.parquet", progress=False,
+                      **options)  # fmt: skip
+    return table
+
+
+def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
+    from synister.predict import prepare_positions
+    from synister.predict.store import run_positions
+
+    table = interrupted_at_third_batch(trained, tmp_path)
     assert json.loads((tmp_path / "out" / "run.json").read_text())["state"] == "running"
     again = prepare_positions(
         trained.bundle, trained.volume, tmp_path / "t.parquet", dataset="raw", batch_size=4
@@ -378,6 +388,11 @@ def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
         again, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False
     )
     assert summary["resumed_from"] == 8 and summary["predicted"] == len(table) - 8
+
+
+def test_a_part_is_stored_every_part_rows_synapses(trained, tmp_path):
+    interrupted_at_third_batch(trained, tmp_path, part_rows=4)
+    assert len(list((tmp_path / "out" / "parts").glob("part-*.parquet"))) == 2  # one a batch
 
 
 def test_a_calibrated_bundle_divides_the_logits_by_its_temperature_and_says_so(trained, tmp_path):
