@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -129,6 +130,16 @@ def _stop_warm_python():
     """Stops the warm Python server (``warm.py``) at the end, if a test started it."""
     yield
     WARM.stop()
+
+
+@pytest.fixture(scope="module")
+def warm_executable():
+    """``sys.executable`` is the warm Python (``warm.py``) for a module's tests: the processes
+    the code under test starts with it (daisy's workers, cluster jobs) do not import torch
+    again."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "executable", WARM.python)
+        yield
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from synister.volumes import Volume, write_volume
 pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.filterwarnings("ignore:.*reach outside the volume:UserWarning"),
+    pytest.mark.usefixtures("warm_executable"),  # daisy's workers start warm
 ]
 
 CLASSES = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
@@ -67,15 +67,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def warm_workers():
-    """daisy starts each worker as ``sys.executable -m daisy._subprocess_worker``: here a warm
-    process (``warm.py``) that does not import torch again."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "executable", WARM.python)
-        yield
 
 
 @pytest.fixture(scope="module")
