@@ -196,6 +196,8 @@ def serve(path: str, client: str, registry: str) -> None:
     import selectors
     import signal
 
+    if sys.path[0] == str(Path(__file__).parent):  # put there to import this module
+        del sys.path[0]
     for name in PRELOAD:
         importlib.import_module(name)
     wake_read, wake_write = os.pipe()
@@ -317,7 +319,7 @@ class WarmPython:
                     as_synister=as_synister,
                     cli=CLI_CODE,
                     forwarded=FORWARDED,
-                )  # fmt: skip
+                )
             )
             client.chmod(0o755)
         (self.folder / "clients").mkdir()
