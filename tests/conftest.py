@@ -3,7 +3,8 @@
 Expensive artefacts are built once per session and shared read-only (a test that changes one
 copies it first): the synthetic dataset (:func:`easy_dataset`), a briefly trained setup on it
 (:func:`trained_setup`) and random-weight model bundles (:func:`random_bundle`). PostgreSQL
-databases come from :func:`scratch_postgres`.
+databases come from :func:`scratch_postgres`. Subprocesses that run synister start warm
+(``warm.py``).
 """
 
 from __future__ import annotations
