@@ -22,4 +22,4 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/lint-imports --no-cache  # imports run downward: the layers in pyproject.toml
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=15 "$@"

@@ -6,15 +6,13 @@ PostgreSQL tests read their server from ``SYNISTER_TEST_POSTGRES_URL`` (start on
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
-import uuid
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import scratch_postgres
 
 from synister.db import (
     DatabaseError,
@@ -380,41 +378,12 @@ class TestSQLite(DatabaseContract):
             ]
 
 
-def _postgres_url() -> str:
-    url = os.environ.get("SYNISTER_TEST_POSTGRES_URL")
-    if url:
-        return url
-    message = "SYNISTER_TEST_POSTGRES_URL is not set (start a server with .ci/postgres.sh)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must run the PostgreSQL tests")
-    pytest.skip(message)
-
-
-@contextlib.contextmanager
-def _empty_postgres_database():
-    """A new, empty database on the test server (its libpq conninfo), dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    url = _postgres_url()
-    name = f"synister_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    info = conninfo_to_dict(url)
-    info["dbname"] = name
-    try:
-        yield make_conninfo(**info)
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
 @pytest.mark.postgres
 class TestPostgres(DatabaseContract):
     @pytest.fixture
     def db(self):
-        with _empty_postgres_database() as conninfo:
-            with open_database(f"postgresql://?{_query(conninfo)}") as database:
+        with scratch_postgres() as url:
+            with open_database(url) as database:
                 yield database
 
     @pytest.fixture
@@ -426,10 +395,10 @@ class TestPostgres(DatabaseContract):
         """A database that exists on the server but holds no synister tables."""
         import psycopg
 
-        with _empty_postgres_database() as conninfo:
+        with scratch_postgres() as url:
 
             def tables() -> bool:
-                with psycopg.connect(conninfo) as conn:
+                with psycopg.connect(url) as conn:
                     return bool(
                         conn.execute(
                             "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public'"
@@ -437,7 +406,7 @@ class TestPostgres(DatabaseContract):
                     )
 
             yield (
-                lambda: open_database(f"postgresql://?{_query(conninfo)}", create=False),
+                lambda: open_database(url, create=False),
                 tables,
                 "no synister database",
             )
@@ -495,15 +464,6 @@ def _checked(method):
         return method(self, *args, **kwargs)
 
     return call
-
-
-def _query(conninfo: str) -> str:
-    """A libpq key=value string as URL query parameters (host, port, user, ... in one URL)."""
-    from urllib.parse import urlencode
-
-    from psycopg.conninfo import conninfo_to_dict
-
-    return urlencode(conninfo_to_dict(conninfo))
 
 
 def _accept_sort(method):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,13 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import pipe_in_place_of
 from typer.testing import CliRunner
+from warm import WARM
 
 from synister.cli import app
-from synister.config import load_train_setup
 from synister.db import open_database
-from synister.evaluate.provenance import export_model
-from synister.models import build_model, save_checkpoint
 from synister.models.bundle import load_bundle
 from synister.predict import Predictor
 from synister.predict.blockwise import (
@@ -41,13 +40,13 @@ from synister.predict.blockwise import (
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
 from synister.predict.blockwise.source import rows_frame
-from synister.setup import prepare_training
 from synister.tables import choose_columns, position_rows, read_positions
 from synister.volumes import Volume, write_volume
 
 pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.filterwarnings("ignore:.*reach outside the volume:UserWarning"),
+    pytest.mark.usefixtures("warm_executable"),  # daisy's workers start warm
 ]
 
 CLASSES = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
@@ -71,7 +70,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, random_bundle):
     """A random volume, a random-weight bundle and a synapse table (x, y, z nm) of which some
     lie outside the volume and some near its border."""
     base = tmp_path_factory.mktemp("blockwise")
@@ -82,7 +81,7 @@ def world(tmp_path_factory):
         VOXEL_NM,
         chunks_vox=(8, 32, 32),
     )
-    make_bundle(base, INPUT_VOX)
+    (base / "bundle").symlink_to(random_bundle(INPUT_VOX, classes=CLASSES, voxel_size_nm=VOXEL_NM))
     extent_xyz = (np.array(SHAPE_VOX) * VOXEL_NM)[::-1]
     xyz = rng.uniform(-0.05, 1.05, (N_SYNAPSES, 3)) * extent_xyz
     table = pd.DataFrame(
@@ -96,19 +95,6 @@ def world(tmp_path_factory):
     )
     table.to_parquet(base / "synapses.parquet", index=False)
     return base, table
-
-
-def make_bundle(base: Path, input_vox) -> Path:
-    """A random-weight tiny ResNet exported as a model bundle (``base/bundle``)."""
-    setup = prepare_training(
-        base, "e", 0, db_url=f"sqlite:///{base / 'none.db'}", check_volume=False,
-        synapse_types=CLASSES, input_shape=input_vox, fmaps=2, network="ResNet18",
-        downsample_factors=[(1, 2, 2), (1, 2, 2)], voxel_size=tuple(VOXEL_NM),
-    )  # fmt: skip
-    cfg, _ = load_train_setup(setup)
-    torch.manual_seed(0)
-    save_checkpoint(setup / "model_checkpoint_1", build_model(cfg), None, 1)
-    return export_model(setup, 1, base / "bundle")
 
 
 def predictor(base: Path) -> Predictor:
@@ -233,12 +219,12 @@ def test_read_block_refuses_a_synapse_of_another_block(world):
 # -- runs on daisy -------------------------------------------------------------------------------
 
 
-def run(base: Path, out: Path, **options) -> dict:
+def run(base: Path, out: Path, volume: Path | None = None, **options) -> dict:
     options = {"dataset": "raw", "block_nm": BLOCK_NM, "workers": 2, "progress": False, **options}
+    volume = volume or base / "raw.zarr"
     return predict_volume(
-        base / "bundle", str(base / "raw.zarr"), Source(str(base / "synapses.parquet")), out,
-        **options,
-    )  # fmt: skip
+        base / "bundle", str(volume), Source(str(base / "synapses.parquet")), out, **options
+    )
 
 
 def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, expected, tmp_path):
@@ -271,9 +257,15 @@ def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, ex
 def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
     base, table = world
     out = tmp_path / "out"
+    volume = tmp_path / "raw.zarr"
+    shutil.copytree(base / "raw.zarr", volume)
+    # the blocks whose patches reach into the last chunk (z 8-15, y and x 128-159) cannot
+    # finish, so the kill lands half-way whatever the machine's pace
+    last_chunk = volume / "raw" / "c" / "1" / "4" / "4"
+    good = pipe_in_place_of(last_chunk)
     command = [
-        sys.executable, "-c", "from synister.cli import main; main()", "predict-volume",
-        "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"), "--dataset", "raw",
+        *WARM.cli(), "predict-volume",
+        "--model", str(base / "bundle"), "--volume", str(volume), "--dataset", "raw",
         "--synapses", str(base / "synapses.parquet"), "--out", str(out), "--workers", "2",
         "--block-size", *map(str, BLOCK_NM), "--batch-size", "4", "--no-progress",
     ]  # fmt: skip
@@ -297,7 +289,9 @@ def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
     }
     assert 0 < len(before) < 18, "the kill must land half-way"
 
-    summary = run(base, out)
+    last_chunk.unlink()
+    last_chunk.write_bytes(good)
+    summary = run(base, out, volume, workers=1)  # the number of workers is no setting
     assert summary["failed"] == {}
     assert summary["blocks_skipped"] == len(before)
     assert summary["blocks_run"] == 18 - len(before)
@@ -310,7 +304,7 @@ def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
 def test_a_failing_block_is_retried_listed_and_finished_by_a_rerun(world, expected, tmp_path):
     base, table = world
     broken = tmp_path / "raw.zarr"
-    subprocess.run(["cp", "-r", str(base / "raw.zarr"), str(broken)], check=True)
+    shutil.copytree(base / "raw.zarr", broken)
     chunk = broken / "raw" / "c" / "0" / "2" / "2"  # z 0-7, y 64-95, x 64-95: block (0, 1, 1)
     good = chunk.read_bytes()
     chunk.write_bytes(b"not a zstd frame")
@@ -326,7 +320,7 @@ def test_a_failing_block_is_retried_listed_and_finished_by_a_rerun(world, expect
     assert not (out / "neurons.parquet").exists()
 
     chunk.write_bytes(good)
-    again = predict_volume(base / "bundle", str(broken), source, out, **options)
+    again = predict_volume(base / "bundle", str(broken), source, out, **{**options, "workers": 1})
     assert again["failed"] == {} and again["blocks_run"] == len(failed)
     assert again["blocks_skipped"] == 18 - len(failed)
     assert not list((out / "failed").iterdir())

@@ -63,12 +63,12 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_sign_in_upload_follow_and_download(browser, tmp_path):
+def test_sign_in_upload_follow_and_download(browser, tmp_path, random_bundle):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    site = make_site(tmp_path / "site")
+    site = make_site(tmp_path / "site", random_bundle)
     table = tmp_path / "flywire_synapses.csv"
     positions(600, seed=7).to_csv(table, index=False)
     bad = tmp_path / "no_positions.csv"

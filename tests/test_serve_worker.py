@@ -33,8 +33,8 @@ ROWS = 2000
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    return make_site(tmp_path_factory.mktemp("site"))
+def site(tmp_path_factory, random_bundle):
+    return make_site(tmp_path_factory.mktemp("site"), random_bundle)
 
 
 def stored_job(service: Service, job_id: str):

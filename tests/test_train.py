@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import import_dataset
+from warm import WARM
 
 from synister.models import list_checkpoints
 from synister.train.checkpoints import latest_checkpoint
@@ -334,21 +337,17 @@ TINY_NETWORK = {
 
 
 @pytest.fixture(scope="module")
-def synthetic_base(tmp_path_factory):
-    """BASE folder with a small `easy` dataset, imported into SQLite and split by skeleton."""
+def synthetic_base(tmp_path_factory, easy_dataset):
+    """BASE folder whose ``data`` is the session's small `easy` dataset, imported into SQLite
+    and split by skeleton."""
     from synister.db import open_database
-    from synister.db.imports import import_files
     from synister.splits import SplitRequest, make_split
-    from synister.synthetic import generate
 
     base = tmp_path_factory.mktemp("train_base")
-    generate(
-        base / "data", preset="easy", seed=0, shape_vox=(32, 512, 512), n_synapses=100,
-        montages=False,
-    )  # fmt: skip
+    (base / "data").symlink_to(easy_dataset)  # read-only: the setups live in BASE
     url = f"sqlite:///{base / 'synister.db'}"
+    import_dataset(easy_dataset, url)
     with open_database(url) as db:
-        import_files(db, [base / "data"])
         make_split(db, "skeleton", SplitRequest(by="skeleton", seed=0, tolerance=0.3))
     return base, url
 
@@ -368,13 +367,12 @@ def _prepare(synthetic_base, train_id: int, **overrides):
     return prepare_training(base, "exp", train_id, **values)
 
 
-def _run_module(args, **kwargs):
+def _run_module(args, python: str = sys.executable, **kwargs):
     import subprocess
-    import sys
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [python, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, **kwargs,
     )  # fmt: skip
 
@@ -409,7 +407,8 @@ def test_train_writes_checkpoints_logs_snapshots_then_resumes_under_torchrun(syn
     # the DDP code path (gloo, world size 1) resumes from 200 and writes plain state_dict keys
     proc = _run_module(
         ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-         "-m", "synister.train", "300", "--setup", str(setup), "--no-progress"]
+         "-m", "synister.train", "300", "--setup", str(setup), "--no-progress"],
+        python=WARM.python,  # torchrun and its worker: warm processes (warm.py)
     )  # fmt: skip
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, output
