@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from serve_support import make_bundle
 from typer.testing import CliRunner
 
 from synister.cli import app
@@ -81,7 +80,7 @@ def test_voxel_size_of_an_option_that_read_z_y_x_refuses_to_guess():
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, random_bundle):
     """A random volume in 4x4x40 nm voxels (x,y,z), a random-weight bundle, and a table of
     positions in those voxels (x,y,z columns), named after its transmitter."""
     base = tmp_path_factory.mktemp("axes")
@@ -89,7 +88,7 @@ def site(tmp_path_factory):
     write_volume(
         base / "raw.zarr", rng.integers(0, 256, (24, 128, 128), dtype=np.uint8), (40, 4, 4)
     )
-    make_bundle(base / "bundle", (4, 16, 16), fmaps=1)
+    (base / "bundle").symlink_to(random_bundle((4, 16, 16), fmaps=1), target_is_directory=True)
     n = 12
     table = pd.DataFrame(
         {
