@@ -2,11 +2,11 @@
 
 The original's two programs (test first, then validation out of the rest) can hand the test part
 every small group of a transmitter and leave validation none, and then call a split impossible
-that exists: on FAFB's hemilineages GABA has 15 groups, one of them with 81 % of its synapses.
-This program sees the three parts together: each group in exactly one part, every transmitter
-with at least one group in every part, and per transmitter and part the miss of the synapse share
-from its target as small as possible. Only when it is infeasible is a split impossible; then
-:func:`conflicting` names transmitters whose groups leave no way out.
+that exists: on FAFB's hemilineages GABA has 15 groups, one of them with about 80 % of its
+synapses. This program sees the three parts together: each group in exactly one part, every
+transmitter with at least one group in every part, and per transmitter and part the miss of the
+synapse share from its target as small as possible. Only when it is infeasible is a split
+impossible; then :func:`conflicting` names transmitters whose groups leave no way out.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def solve(
     ``node_limit`` None: :data:`JOINT_NODE_LIMIT`.
     """
     n_groups, n_nts = counts.shape
-    n_parts = len(objective.shares) if objective is not None else 3
+    n_parts = len(objective.shares) if objective is not None else 3  # train, validation, test
     order = rng.permutation(n_groups) if rng is not None else np.arange(n_groups)
     shuffled = counts[order]
     n_x = n_groups * n_parts  # x[p * n_groups + g]: group g in part p

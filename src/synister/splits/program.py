@@ -225,30 +225,15 @@ def _refuse(frame: pd.DataFrame, quality: dict, by: str, strict: bool, tolerance
 
 
 def assign_parts(
-    synapses: pd.DataFrame,
-    targets: SplitTargets = SplitTargets(),
-    *,
-    seed: int = 0,
-    tolerance: float = DEFAULT_TOLERANCE,
-    by: str = "group",
-    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
-    strict: bool = False,
+    synapses: pd.DataFrame, targets: SplitTargets = SplitTargets(), **options
 ) -> pd.DataFrame:
     """Assign each synapse a part; ``synapses`` has columns synapse_id, nt (one name), group.
 
-    Returns synapse_id, nt, group, part: the best split the integer programs find (see
-    :func:`solve_split`, which also says how it was found).
+    Returns synapse_id, nt, group, part: the best split the integer programs find. ``options``
+    (seed, tolerance, by, time_limit_s, strict) and errors: see :func:`solve_split`, which also
+    says how the split was found.
     """
-    frame, _ = solve_split(
-        synapses,
-        targets,
-        seed=seed,
-        tolerance=tolerance,
-        by=by,
-        time_limit_s=time_limit_s,
-        strict=strict,
-    )
-    return frame
+    return solve_split(synapses, targets, **options)[0]
 
 
 def solve_split(
@@ -263,11 +248,11 @@ def solve_split(
 ) -> tuple[pd.DataFrame, dict]:
     """:func:`assign_parts`, with how the split was found: ``solver`` (which program found it),
     ``status`` (``optimal``: no split costs less by more than :data:`.joint.ABSOLUTE_GAP`;
-    ``within tolerance``: the original's two
-    programs met every target within ``tolerance``, so the joint program was not needed;
-    ``limit``: the joint program stopped at ``time_limit_s`` or its node limit), ``cost`` and
-    ``bound`` (:class:`.joint.Objective`'s value and the solver's lower bound), ``nodes``,
-    ``seconds``, and ``warnings`` (one at a limit, naming the gap).
+    ``within tolerance``: the original's two programs met every target within ``tolerance``,
+    so the joint program was not needed; ``limit``: the joint program stopped at
+    ``time_limit_s`` or its node limit), ``cost`` and ``bound`` (:class:`.joint.Objective`'s
+    value and the solver's lower bound), ``nodes``, ``seconds``, and ``warnings`` (one where it
+    stopped at a limit with a split that misses a target, naming the gap).
 
     Raises :class:`ImpossibleSplit` when no split gives every transmitter synapses in every part
     (a transmitter of fewer than three groups, or transmitters whose groups conflict, proved by
@@ -368,7 +353,7 @@ def _solve_groups(
         seed_cost = objective.cost(counts, seeded)
         if cost is None or seed_cost <= cost + 1e-9:  # as good or better: keep it
             solved["solver"], parts, cost = "two-stage programs", seeded, seed_cost
-    solved.update(cost=cost, bound=result.bound if result.status == "limit" else cost)
+    solved.update(cost=cost, bound=result.bound)
     solved.update(nodes=result.nodes, seconds=time.perf_counter() - start, warnings=[])
     if result.status == "limit":
         solved["stopped_at"] = _limit_text(result.message, time_limit_s)
@@ -401,13 +386,9 @@ def _gap_warning(solved: dict) -> str:
 def _refuse_few_groups(frame: pd.DataFrame, counts: np.ndarray, nt_names, by: str) -> None:
     """A transmitter in fewer groups than parts cannot have synapses in every part."""
     n_groups = (counts > 0).sum(axis=0)
-    few = [str(nt) for nt, n in zip(nt_names, n_groups, strict=True) if n < len(PARTS)]
+    few = {str(nt): n for nt, n in zip(nt_names, n_groups, strict=True) if n < len(PARTS)}
     if few:
-        where = ", ".join(
-            f"{nt} in {len(PARTS) - n} of the {len(PARTS)} parts"
-            for nt, n in zip(nt_names, n_groups, strict=True)
-            if n < len(PARTS)
-        )
+        where = ", ".join(f"{nt} in {len(PARTS) - n} of the 3 parts" for nt, n in few.items())
         raise ImpossibleSplit(
             f"no split by {by} gives every transmitter synapses in every part (none for "
             f"{where}): {'; '.join(_group_text(frame, nt, by) for nt in few)}; a transmitter "
