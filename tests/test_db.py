@@ -580,11 +580,71 @@ class TestMongo(DatabaseContract):
         classes, meta = db.open_prediction_run(run)
         assert classes == ["gaba", "acetylcholine", "glutamate"]
         assert meta["origin"] == "funkelab/synister"
-        evaluation = evaluate_run(db, run)
+        evaluation = evaluate_run(db, run, allow_incomplete=True)  # 3 of its 4 documents
+        assert evaluation.metrics["completeness"]["expected"] == 4
         assert evaluation.metrics["synapse"]["n"] == 3
         assert evaluation.metrics["synapse"]["accuracy"] == pytest.approx(2 / 3)
         with pytest.raises(DatabaseError, match="original synister.*new run"):
             db.write_predictions(run, [6], [[1.0, 0.0, 0.0]])
+
+    def test_original_runs_report_completeness_split_and_part(self, client, tmp_path):
+        """The original created one ``prediction: None`` document per synapse of the split's
+        part and filled them in: a run stopped part-way is refused as synister's own are."""
+        from synister.db.mongo import MongoDatabase
+        from synister.evaluate import IncompleteRun, check_run, evaluate_runs
+
+        raw = client["fafb"]
+        raw.skeletons.insert_many(
+            [
+                {"skeleton_id": 10, "hemi_lineage_id": 1, "nt_known": ["gaba"]},
+                {"skeleton_id": 11, "hemi_lineage_id": 1, "nt_known": ["acetylcholine"]},
+            ]
+        )
+        # split "skeleton_v2" (whose name has an "_", as has "skeleton", a prefix of it):
+        # synapses 1-10 in validation, 11-14 in train
+        raw.synapses.insert_many(
+            {
+                "synapse_id": i,
+                "x": i,
+                "y": 0,
+                "z": 0,
+                "skeleton_id": 10 if i <= 5 else 11,
+                "splits": {"skeleton": "test", "skeleton_v2": "validation" if i <= 10 else "train"},
+            }
+            for i in range(1, 15)
+        )
+        run = "skeleton_v2_vgg_t1_p1"
+        documents = client["fafb_predictions"][run]
+        documents.insert_many({"synapse_id": i, "prediction": None} for i in range(1, 11))
+        for i in range(1, 8):  # stopped after 7 of its 10 synapses
+            right = [0.9, 0.1] if i <= 5 else [0.1, 0.9]
+            documents.update_one({"synapse_id": i}, {"$set": {"prediction": right}})
+        db = MongoDatabase("mongodb://localhost/fafb", client=client)
+        db.register_prediction_run(run, ["gaba", "acetylcholine"])
+
+        _, meta = db.open_prediction_run(run)
+        assert (meta["split_name"], meta["split_part"]) == ("skeleton_v2", "validation")
+        assert check_run(db, run) == {
+            "status": "incomplete", "predicted": 7, "expected": 10, "fraction": 0.7,
+            "source": "documents", "reason": None,
+        }  # fmt: skip
+        out = tmp_path / "out"
+        with pytest.raises(
+            IncompleteRun, match=r"_v2_vgg_t1_p1 \(7 of 10 synapses, 70%\)"
+        ) as error:
+            evaluate_runs(db, [run], out, figures=False)
+        assert "finish the run with the original synister, which wrote it" in str(error.value)
+        assert not out.exists()
+        results = evaluate_runs(db, [run], out, allow_incomplete=True, figures=False)
+        assert results["runs"][run]["meta"]["split_part"] == "validation"
+        assert [w.split(":")[1].split(" (")[0] for w in results["warnings"]] == [" incomplete"]
+        assert "completeness unknown" not in " ".join(results["warnings"])
+
+        for i in range(8, 11):
+            documents.update_one({"synapse_id": i}, {"$set": {"prediction": [0.1, 0.9]}})
+        assert check_run(db, run)["status"] == "complete"
+        results = evaluate_runs(db, [run], tmp_path / "again", figures=False)
+        assert results["warnings"] == [] and results["runs"][run]["synapse"]["accuracy"] == 1.0
 
     def test_reads_the_original_schema(self, client):
         """Documents as funkelab/synister wrote them (integers, splits on synapses, no registry)."""

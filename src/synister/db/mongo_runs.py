@@ -2,7 +2,8 @@
 document ``{synapse_id, prediction: [p, ...]}`` per synapse, and ``<db>.prediction_runs``
 (``{run, classes, meta}``, a synister addition) each run's class order. A run of the original
 synister has no registry entry until ``synister db register-run`` records its class order (see
-:mod:`synister.db.mongo`)."""
+:mod:`synister.db.mongo`); its meta then also tells its split, part and expected synapses, read
+from the original's layout."""
 
 from __future__ import annotations
 
@@ -66,7 +67,34 @@ class MongoPredictionRuns:
                 "run's train_config.ini in order, then neither if neither_class was set) or "
                 "--train-config PATH, to evaluate it (synister does not add predictions to it)"
             )
-        return list(doc["classes"]), dict(doc.get("meta") or {})
+        meta = dict(doc.get("meta") or {})
+        if meta.get("origin") == ORIGINAL_ORIGIN:
+            meta = {**self._original_layout(run), **meta}
+        return list(doc["classes"]), meta
+
+    def _original_layout(self, run: str) -> dict:
+        """What the original's layout tells of its run ``run``: ``expected_synapses``, since it
+        created one document per synapse of the split part (``prediction: null``) and filled
+        them in; ``split_name``, the longest split in the run's name
+        (``<split>_<experiment>_t<n>_p<m>``) that its synapses' ``splits`` field holds, and
+        ``split_part``, its value there (absent where the split was removed since)."""
+        collection = self._predictions_db[run]
+        layout = {
+            "expected_synapses": collection.count_documents({}),
+            "expected_source": "documents",
+        }
+        first = collection.find_one({}, {"_id": 0, "synapse_id": 1})
+        if first is None:
+            return layout
+        synapse = self._db.synapses.find_one(
+            {"synapse_id": first["synapse_id"]}, {"_id": 0, "splits": 1}
+        )
+        splits = (synapse or {}).get("splits") or {}
+        names = [name for name in splits if run.startswith(f"{name}_")]
+        if names:
+            name = max(names, key=len)
+            layout.update(split_name=name, split_part=splits[name])
+        return layout
 
     def register_prediction_run(
         self, run: str, classes: Sequence[str], meta: dict | None = None

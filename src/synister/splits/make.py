@@ -15,7 +15,7 @@ from .program import (
     PARTS,
     ImpossibleSplit,
     SplitTargets,
-    assign_parts,
+    solve_split,
     split_quality,
 )
 
@@ -74,9 +74,11 @@ def compute_split(
     ``hemi_lineages`` (a :meth:`Database.hemi_lineages` frame) names the hemilineages, so that
     a hemilineage split can tell the unknown ones; without it only a missing hemilineage is.
     The meta holds the request, ``summary`` (synapses and groups per transmitter and part),
-    ``targets``, and from :func:`split_quality` ``warnings``, ``misses`` and
-    ``needed_tolerance``; for a hemilineage split also ``unknown_lineage_pattern`` and
-    ``unknown_lineage_neurons`` (neurons that became groups of their own).
+    ``targets``, from :func:`split_quality` ``misses``, ``needed_tolerance`` and ``warnings``
+    (after one from :func:`solve_split` where its program stopped at a limit), ``program``
+    (how the split was found, see :func:`solve_split`); for a hemilineage split also
+    ``unknown_lineage_pattern`` and ``unknown_lineage_neurons`` (neurons that became groups of
+    their own).
     """
     frame, transmitters = eligible_synapses(synapses, request.transmitters)
     present = set(frame["nt"].unique())
@@ -90,7 +92,7 @@ def compute_split(
         unknown = unknown_hemi_lineage_ids(hemi_lineages, request.lineage_pattern)
     frame["group"] = group_keys(frame, request.by, unknown)
     targets = SplitTargets(request.train_fraction, request.validation_fraction)
-    parts = assign_parts(
+    parts, solved = solve_split(
         frame,
         targets,
         seed=request.seed,
@@ -114,7 +116,9 @@ def compute_split(
         meta["unknown_lineage_neurons"] = lone_neurons(frame, request.by, unknown)
     meta["summary"] = summarize(parts)
     meta["targets"] = {part: round(targets.share(part), 6) for part in PARTS}
-    meta.update({k: quality[k] for k in ("needed_tolerance", "misses", "warnings")})
+    meta.update({k: quality[k] for k in ("needed_tolerance", "misses")})
+    meta["warnings"] = solved.pop("warnings") + quality["warnings"]
+    meta["program"] = solved
     return parts[["synapse_id", "part"]], meta
 
 
