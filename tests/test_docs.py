@@ -243,9 +243,9 @@ def documented_columns(table: str) -> dict[str, str]:
     section = re.split(r"^## ", text, flags=re.MULTILINE)
     [body] = [s for s in section if s.split("\n", 1)[0].strip().startswith(f"`{table}`")]
     columns = {}
-    for row in re.findall(r"^\| `([^`]+)` \| ([^|]+) \|", body, re.MULTILINE):
-        for name in row[0].split("`, `"):
-            columns[name] = row[1].strip()
+    for names, kind in re.findall(r"^\| ((?:`[^`]+`(?:, )?)+) \| ([^|]+) \|", body, re.MULTILINE):
+        for name in re.findall(r"`([^`]+)`", names):
+            columns[name] = kind.strip()
     return columns
 
 
@@ -275,7 +275,7 @@ def check_output_tables(work: Path) -> None:
 
 
 def _type_matches(dtype, documented: str) -> bool:
-    kind = str(dtype)
+    kind, documented = str(dtype).lower(), documented.lower()
     words = {
         "int": ("int",),
         "float": ("float",),
