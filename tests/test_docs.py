@@ -93,7 +93,8 @@ def transcript(code: str) -> tuple[list[str], list[str]]:
 
 def script_of(blocks: list[Block], outputs: Path) -> str:
     """One bash script running every block that needs nothing the tests lack."""
-    parts = ["set -euo pipefail"]
+    # a server a page starts in the background (`... &`) stops with the script, even a failed one
+    parts = ["set -euo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
     for n, block in enumerate(blocks):
         if block.language != "console" or block.needs:
             continue
