@@ -51,7 +51,7 @@ Volume = Annotated[
     typer.Option(
         "--volume",
         help="EM volume: a zarr/N5/precomputed folder, or an http(s)://, gs://, s3:// URL "
-        "(optionally behind precomputed://, zarr://, n5://); see README 'Volumes'.",
+        "(optionally behind precomputed://, zarr://, n5://); see docs/how-to/remote-volumes.md.",
     ),
 ]
 Dataset = Annotated[

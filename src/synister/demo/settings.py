@@ -109,8 +109,8 @@ def recipe(
     of 8 feature maps (0.5 M weights) trains a 16-patch batch in ~0.2 s of one core.
     ``fafb``: the same network first learns the easy preset (whose classes differ at a glance)
     and then the fafb preset, where training from scratch stayed at chance for 1,500 iterations;
-    its decisions follow the training part's class frequencies (logit adjustment). The README's
-    accuracy section has the measurements behind these choices.
+    its decisions follow the training part's class frequencies (logit adjustment). The docs'
+    accuracy page (docs/explanation/accuracy-fafb.md) has the measurements behind them.
     """
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
