@@ -37,16 +37,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import tensorstore as ts
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from loopback_http import LoopbackServer  # noqa: E402
+from loopback_http import LoopbackServer, write_precomputed  # noqa: E402
 
 from synister.predict.blockwise import Source, predict_volume  # noqa: E402
 from synister.predict.positions import prepare_positions  # noqa: E402
 from synister.volumes import Volume  # noqa: E402
 
-SCALES = ((1, [4, 4, 40]), (2, [8, 8, 40]))  # xy factor, resolution x, y, z nm
 SCALE_KEY = "4_4_40"
 NETWORKS = {
     "demo": {"fmaps": 8, "downsample_factors": [(1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2)]},
@@ -64,24 +61,7 @@ def build(base: Path) -> Path:
     generate(base / "demo", preset="easy", seed=0, montages=False, ceiling=False)
     source = Volume(base / "demo" / "raw.zarr", "raw")
     raw = source.read_region_vox((0, 0, 0), source.shape_vox)
-    for factor, resolution in SCALES:
-        data = raw[:, ::factor, ::factor]
-        store = ts.open(
-            {
-                "driver": "neuroglancer_precomputed",
-                "kvstore": {"driver": "file", "path": str(base / "pc")},
-                "multiscale_metadata": {"type": "image", "data_type": "uint8", "num_channels": 1},
-                "scale_metadata": {
-                    "size": list(data.shape[::-1]),
-                    "resolution": resolution,
-                    "chunk_size": [64, 64, 16],
-                    "encoding": "jpeg",
-                    "jpeg_quality": 95,
-                },
-                "create": True,
-            }
-        ).result()
-        store.write(data.T[..., None]).result()
+    write_precomputed(base / "pc", raw, (64, 64, 16), "jpeg", jpeg_quality=95)
     for name, network in NETWORKS.items():
         make_bundle(base / f"setup_{name}", base / f"bundle_{name}", network)
     return base / "demo" / "latents.parquet"

@@ -17,6 +17,36 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
+
+
+def write_precomputed(
+    folder: Path, raw_zyx: np.ndarray, chunk_xyz, encoding: str = "raw", **scale
+) -> None:
+    """Write ``raw_zyx`` (uint8) as neuroglancer precomputed into ``folder``: scales 4 x 4 x 40
+    and 8 x 8 x 40 nm (every other voxel in y and x), chunks ``chunk_xyz``, ``encoding``
+    (``scale``: more scale metadata, e.g. jpeg_quality)."""
+    import tensorstore as ts
+
+    for factor in (1, 2):
+        data = raw_zyx[:, ::factor, ::factor]
+        store = ts.open(
+            {
+                "driver": "neuroglancer_precomputed",
+                "kvstore": {"driver": "file", "path": str(folder)},
+                "multiscale_metadata": {"type": "image", "data_type": "uint8", "num_channels": 1},
+                "scale_metadata": {
+                    "size": list(data.shape[::-1]),
+                    "resolution": [4 * factor, 4 * factor, 40],
+                    "chunk_size": list(chunk_xyz),
+                    "encoding": encoding,
+                    **scale,
+                },
+                "create": True,
+            }
+        ).result()
+        store.write(data.T[..., None]).result()
+
 
 class LoopbackServer:
     """Serves ``root`` at :attr:`url` (http://127.0.0.1:PORT) until :meth:`close`; a context

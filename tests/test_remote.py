@@ -9,9 +9,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import tensorstore as ts
 import zarr
-from loopback_http import LoopbackServer
+from loopback_http import LoopbackServer, write_precomputed
 from typer.testing import CliRunner
 
 from synister.cli import app
@@ -31,23 +30,7 @@ def folder(tmp_path_factory):
     """A two-scale precomputed volume (raw chunks of 32 x 32 x 8 voxels) in ``pc/``."""
     root = tmp_path_factory.mktemp("served")
     raw = np.random.default_rng(5).integers(0, 256, SHAPE_VOX, dtype=np.uint8)
-    for factor in (1, 2):
-        data = raw[:, ::factor, ::factor]
-        store = ts.open(
-            {
-                "driver": "neuroglancer_precomputed",
-                "kvstore": {"driver": "file", "path": str(root / "pc")},
-                "multiscale_metadata": {"type": "image", "data_type": "uint8", "num_channels": 1},
-                "scale_metadata": {
-                    "size": list(data.shape[::-1]),
-                    "resolution": [4 * factor, 4 * factor, 40],
-                    "chunk_size": [32, 32, 8],
-                    "encoding": "raw",
-                },
-                "create": True,
-            }
-        ).result()
-        store.write(data.T[..., None]).result()
+    write_precomputed(root / "pc", raw, (32, 32, 8))
     return root
 
 
