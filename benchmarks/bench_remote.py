@@ -16,9 +16,9 @@ over the rounds and the machine's load.
 
 - ``predict-positions``: every synapse of the dataset (600), whole call (volume opened, model
   loaded, all predicted), 1 torch thread;
-- ``predict-volume``: blocks of 640 x 1024 x 1024 nm (16 x 256 x 256 voxels), 1 worker (this
-  machine's default) with 1 torch thread; the rate from the blocks' done markers (first to
-  last finished block), so the worker's start-up does not count.
+- ``predict-volume``: blocks of 640 x 1024 x 1024 nm (16 x 256 x 256 voxels, ``--block-nm``),
+  1 worker (this machine's default) with 1 torch thread; the rate from the blocks' done
+  markers (first to last finished block), so the worker's start-up does not count.
 
 Reported: synapses/s remote and local and their ratio, HTTP requests per distinct chunk of
 the scale read, and bytes served per synapse (goals: <= 1.05 requests per chunk; remote >=
@@ -95,11 +95,13 @@ def positions_rate(bundle: Path, volume: str, table: Path) -> tuple[float, int]:
     return n / (time.perf_counter() - started), n
 
 
-def volume_rate(bundle: Path, volume: str, table: Path, out: Path) -> tuple[float, int]:
+def volume_rate(
+    bundle: Path, volume: str, table: Path, out: Path, block_nm=BLOCK_NM
+) -> tuple[float, int]:
     """Synapses/s of ``predict-volume``'s blocks, from their done markers."""
     shutil.rmtree(out, ignore_errors=True)
     summary = predict_volume(
-        bundle, volume, Source(str(table)), out, block_nm=BLOCK_NM, workers=1, threads=1,
+        bundle, volume, Source(str(table)), out, block_nm=block_nm, workers=1, threads=1,
         column_options=COLUMNS, progress=False, log=lambda *args: None,
     )  # fmt: skip
     if summary["failed"]:
@@ -112,12 +114,12 @@ def volume_rate(bundle: Path, volume: str, table: Path, out: Path) -> tuple[floa
 
 
 def one_run(kind: str, front: str, bundle: Path, table: Path, base: Path, latency_s: float,
-            bandwidth: float) -> dict:  # fmt: skip
+            bandwidth: float, block_nm=BLOCK_NM) -> dict:  # fmt: skip
     run = base / "run"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir()
     measure = positions_rate if front == "positions" else volume_rate
-    extra = (run / "out",) if front == "volume" else ()
+    extra = (run / "out", block_nm) if front == "volume" else ()
     if kind == "local":
         shutil.copytree(base / "pc", run / "pc")  # nothing of it cached yet
         rate, n = measure(bundle, f"precomputed://{run / 'pc'}", table, *extra)
@@ -140,6 +142,7 @@ def main() -> None:
     parser.add_argument("--bandwidth-mbs", type=float, default=100.0, help="MB/s, all responses")
     parser.add_argument("--fronts", nargs="+", default=["positions", "volume"])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS))
+    parser.add_argument("--block-nm", type=float, nargs=3, default=BLOCK_NM, help="z y x")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     base = Path(tempfile.mkdtemp(prefix="bench_remote_"))
@@ -155,7 +158,7 @@ def main() -> None:
                     cases = [("local", 0.0)] + [("remote", ms / 1e3) for ms in args.latency_ms]
                     for kind, latency in cases:
                         got = one_run(kind, front, bundle, table, base, latency,
-                                      args.bandwidth_mbs * 1e6)  # fmt: skip
+                                      args.bandwidth_mbs * 1e6, args.block_nm)  # fmt: skip
                         results.setdefault((network, front, kind, latency), []).append(got)
                         print(round_, network, front, kind, latency, got, flush=True)
             loads.append(os.getloadavg()[0])
@@ -169,7 +172,8 @@ def report(results: dict, args, loads: list[float]) -> None:
         return statistics.median(r[field] for r in results[key])
 
     print(
-        f"\n{args.rounds} rounds, bandwidth {args.bandwidth_mbs:g} MB/s, load average "
+        f"\n{args.rounds} rounds, bandwidth {args.bandwidth_mbs:g} MB/s, predict-volume blocks "
+        f"{args.block_nm} nm, load average "
         f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n"
     )
     print("| network | front-end | latency | remote syn/s | local syn/s | ratio | requests per "
