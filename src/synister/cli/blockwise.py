@@ -139,7 +139,8 @@ def _dry_run(
 
     loaded = load_model(model)
     raw = open_plan_volume(
-        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None}
+        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None},
+        scale_nm=loaded.voxel_size_nm,
     )
     check_voxel_size(loaded, raw)
     plan = prepare(out, loaded, raw, volume, dataset, source, block_nm, log=log, **options)

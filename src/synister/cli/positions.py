@@ -88,6 +88,8 @@ def predict_positions_command(
             threads=threads or tuned_threads,
             read_workers=default_readers if read_workers is None else read_workers,
         )
+        if job.volume.scale_note and not as_json:
+            typer.echo(job.volume.scale_note, err=True)
         summary = run_positions(
             job,
             out,

@@ -134,7 +134,7 @@ def explain_positions(
     if limit is not None:
         positions = positions.iloc[: max(0, int(limit))].reset_index(drop=True)
     try:
-        volume = Volume(volume_url, dataset)
+        volume = Volume(volume_url, dataset, scale_nm=loaded.voxel_size_nm)
         volume.require_uint8()
     except (OSError, ValueError) as error:
         raise ExplainInputError(str(error)) from None

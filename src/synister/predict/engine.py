@@ -198,11 +198,15 @@ class Predictor:
         tune_threads: bool = False,
     ) -> int:
         """Predict the patches of ``volume`` at ``centers_nm`` (N, 3; z, y, x nm; zero-padded
-        outside), in the given order, ``batch_size`` at a time; ``ids`` (N,) int64 go to the
-        sink with them. With ``tune_threads`` a long run on the CPU tries one torch thread
-        fewer (see :class:`~synister.predict.threads.ThreadTuner`)."""
+        outside), ``batch_size`` at a time, in the given order (with several reading
+        processes: each a contiguous run of it, see :class:`PatchBatches`); ``ids`` (N,)
+        int64 go to the sink with them. With ``tune_threads`` a long run on the CPU tries
+        one torch thread fewer (see :class:`~synister.predict.threads.ThreadTuner`)."""
         volume.require_uint8()
-        batches = PatchBatches(volume, ids, centers_nm, self.input_shape_vox, self.batch_size)
+        batches = PatchBatches(
+            volume, ids, centers_nm, self.input_shape_vox, self.batch_size,
+            streams=max(1, self.read_workers),
+        )  # fmt: skip
         if len(batches) == 0:
             return 0
         tuner = None

@@ -208,7 +208,7 @@ def prepare_positions(
     model = open_model(bundle)
     source = str(volume) if not isinstance(volume, Volume) else volume.location
     if not isinstance(volume, Volume):
-        volume = Volume(volume, dataset)
+        volume = Volume(volume, dataset, scale_nm=model.voxel_size_nm)
     volume.require_uint8()
     volume.warn_out_of_bounds = False  # reported per row instead
     if not allow_other_voxel_size:

@@ -67,6 +67,7 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
     it may raise :class:`JobStopped`. Returns the run's summary (see
     :func:`~synister.predict.store.run_positions`).
     """
+    from synister.models import load_model
     from synister.predict.positions import default_devices_and_threads, prepare_positions
     from synister.predict.store import run_positions
     from synister.tables import read_positions
@@ -79,9 +80,13 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
     if threads is None:
         threads, _, tune = default_devices_and_threads()
     choice = job.volume
-    volume = Volume(choice.url, choice.dataset, voxel_size_nm=choice.voxel_size_nm)
+    model = load_model(job.bundle)
+    volume = Volume(
+        choice.url, choice.dataset, voxel_size_nm=choice.voxel_size_nm,
+        scale_nm=model.voxel_size_nm,
+    )  # fmt: skip
     prepared = prepare_positions(
-        job.bundle,
+        model,
         volume,
         table,
         dataset=choice.dataset,

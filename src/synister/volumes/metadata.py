@@ -150,20 +150,21 @@ def _compose_transforms(
 def detect_format(
     hint: str | None, kvstore: dict[str, Any], dataset: str | None, where: str
 ) -> tuple[str, dict[str, Any]]:
-    """Find the format from the metadata files present; returns (format, JSON files read)."""
+    """Find the format from the metadata files present; returns (format, JSON files read).
+    A zarr group (v2 or v3) comes back as "zarr2-group"/"zarr3-group": the caller picks one
+    of its arrays (see :mod:`.scales`) or asks for one."""
     found: dict[str, Any] = {}
     if hint != "precomputed":
-        keys = ["zarr.json", ".zarray", ".zattrs", "attributes.json"]
+        keys = ["zarr.json", ".zarray", ".zattrs", ".zgroup", "attributes.json"]
         found = read_json_keys(kv_join(kvstore, dataset), keys, where)
         if found["zarr.json"] is not None and hint in (None, "zarr3"):
             if found["zarr.json"].get("node_type") != "array":
-                raise ValueError(
-                    f"{where}: {dataset or '.'} is a zarr group, not an array; name the dataset "
-                    "(e.g. 'volumes/raw' or 's0')"
-                )
+                return "zarr3-group", found
             return "zarr3", found
         if found[".zarray"] is not None and hint in (None, "zarr2"):
             return "zarr2", found
+        if found[".zgroup"] is not None and hint in (None, "zarr2"):
+            return "zarr2-group", found
         n5_attrs = found["attributes.json"]
         if n5_attrs is not None and "dimensions" in n5_attrs and hint in (None, "n5"):
             return "n5", found
@@ -175,6 +176,13 @@ def detect_format(
     raise FileNotFoundError(
         f"{where}{' dataset ' + repr(dataset) if dataset else ''}: no "
         f"{hint or 'zarr/N5/precomputed'} array found (looked for {looked})"
+    )
+
+
+def group_error(where: str, dataset: str | None) -> ValueError:
+    return ValueError(
+        f"{where}: {dataset or '.'} is a zarr group, not an array; name the dataset "
+        "(e.g. 'volumes/raw' or 's0')"
     )
 
 

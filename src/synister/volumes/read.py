@@ -6,6 +6,7 @@ uint8 intensities to what the networks see.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import warnings
@@ -16,17 +17,28 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from .locate import cache_context, kv_join, read_json_keys, split_location
+from .locate import (
+    OPEN_TIMEOUT_S,
+    describe_error,
+    kv_join,
+    read_json_keys,
+    reading_context,
+    split_location,
+)
 from .metadata import (
     DRIVERS,
     as_zyx,
     checked_triplet,
     detect_format,
     funlib_attrs,
+    group_error,
     ome_multiscales,
     orient_zyx,
     shape3,
 )
+from .scales import choose_scale, ome_scales, precomputed_scales
+
+log = logging.getLogger(__name__)
 
 #: How a position picks the voxels of its patch (CONTRIBUTING.md "Patches"): "closest", the
 #: original's daisy ``Roi(p - S//2 * v, S * v).snap_to_grid(v, mode="closest")``, or "floor",
@@ -40,8 +52,16 @@ class Volume:
     ``container`` is a local path, an ``http(s)://``/``gs://``/``s3://`` URL (optionally behind a
     ``precomputed://``, ``zarr://``, ``zarr2://``, ``zarr3://`` or ``n5://`` prefix), or a full
     tensorstore spec dict.  ``dataset`` is the array inside the container (for precomputed: the
-    scale key; default the first scale).  ``voxel_size_nm``/``offset_nm`` (z, y, x) override the
-    metadata.  ``placement`` is how a position picks its patch (see :meth:`patch_starts_vox`).
+    scale key).  Without it, a multiscale container (precomputed scales, an OME-Zarr group)
+    opens the scale of ``scale_nm`` (z, y, x; else ``voxel_size_nm``; else the first), says so
+    in :attr:`scale_note`, and lists the scales there are when none matches.
+    ``voxel_size_nm``/``offset_nm`` (z, y, x) override the metadata.  ``placement`` is how a
+    position picks its patch (see :meth:`patch_starts_vox`).
+
+    Chunks are cached, decoded, in the process's chunk cache (``cache_bytes``, shared by the
+    volumes of a process, see :func:`~synister.volumes.locate.reading_context`) and not
+    re-validated against the store while the volume is open (``recheck=True``: at every read,
+    for a volume written while it is read): a run fetches a chunk once while it stays cached.
     The object pickles as its spec, so DataLoader workers reopen it lazily with their own cache;
     those workers must be spawned, not forked (tensorstore aborts in a fork after use; reading in
     a forked child raises a RuntimeError instead).
@@ -56,6 +76,8 @@ class Volume:
         offset_nm: Sequence[float] | None = None,
         cache_bytes: int = 256 * 2**20,
         placement: str = "closest",
+        scale_nm: Sequence[float] | None = None,
+        recheck: bool = False,
     ) -> None:
         if cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
@@ -65,6 +87,10 @@ class Volume:
         self.cache_bytes = int(cache_bytes)
         override_voxel = checked_triplet(voxel_size_nm, "voxel_size_nm", positive=True)
         override_offset = checked_triplet(offset_nm, "offset_nm", positive=False)
+        wanted = checked_triplet(scale_nm, "scale_nm", positive=True)
+        self.recheck = bool(recheck)
+        #: which scale of a multiscale container was read, and why (None: not multiscale)
+        self.scale_note: str | None = None
 
         if isinstance(container, dict):
             self.location = f"tensorstore spec {json.dumps(container)[:200]}"
@@ -73,17 +99,32 @@ class Volume:
             hint, kvstore, where = split_location(container)
             self.location = where + (f" [{dataset}]" if dataset else "")
             fmt, found = detect_format(hint, kvstore, dataset, self.location)
+            wanted = wanted if wanted is not None else override_voxel
+            if fmt.endswith("-group"):
+                dataset = self._group_scale(fmt, found, dataset, wanted)
+                self.location = where + f" [{dataset}]"
+                fmt, found = detect_format(hint, kvstore, dataset, self.location)
+            elif fmt == "precomputed" and not dataset:
+                scales = precomputed_scales(found["info"], self.location)
+                if len(scales) > 1:
+                    dataset, self.scale_note = choose_scale(scales, wanted, self.location)
+                    self.location = where + f" [{dataset}]"
             open_spec = {"driver": DRIVERS[fmt], "kvstore": kv_join(kvstore, dataset)}
             if fmt == "precomputed":
                 open_spec["kvstore"] = kvstore
                 if dataset:
                     open_spec["scale_metadata"] = {"key": dataset.strip("/")}
+        if self.scale_note:
+            log.info(self.scale_note)
         self.format = fmt
-        context = cache_context(self.cache_bytes)
         try:
-            store = ts.open(open_spec, read=True, context=context).result()
+            store = self._open(open_spec).result(timeout=OPEN_TIMEOUT_S)
+        except TimeoutError as err:
+            raise OSError(f"{self.location}: no answer within {OPEN_TIMEOUT_S:g} s") from err
         except Exception as err:
-            raise OSError(f"{self.location}: cannot open {fmt} array: {err}") from err
+            raise OSError(
+                f"{self.location}: cannot open {fmt} array: {describe_error(err)}"
+            ) from err
         view, origin_vox = orient_zyx(store, fmt, self.location)
         self._store: ts.TensorStore | None = view
         self._opened_in_pid: int | None = os.getpid()
@@ -102,6 +143,33 @@ class Volume:
         self._lock = threading.Lock()
 
     # -- construction helpers ---------------------------------------------------------------
+
+    def _open(self, spec: dict[str, Any]) -> ts.Future:
+        """Open for reading in the process's context; cached chunks are re-validated only
+        when they were cached before this open (or at every read with ``recheck``)."""
+        recheck: bool | str = True if self.recheck else "open"
+        return ts.open(
+            spec,
+            read=True,
+            context=reading_context(self.cache_bytes),
+            recheck_cached_data=recheck,
+            recheck_cached_metadata="open",
+        )
+
+    def _group_scale(
+        self, fmt: str, found: dict[str, Any], dataset: str | None, wanted: np.ndarray | None
+    ) -> str:
+        """The dataset of an OME-Zarr group's scale (see :mod:`.scales`)."""
+        if fmt == "zarr3-group":
+            attrs = (found.get("zarr.json") or {}).get("attributes")
+        else:
+            attrs = found.get(".zattrs")
+        scales = ome_scales(attrs, self.location)
+        if not scales:
+            raise group_error(self.location, dataset)
+        name, note = choose_scale(scales, wanted, self.location)
+        self.scale_note = note if len(scales) > 1 else None
+        return "/".join(part for part in ((dataset or "").strip("/"), name) if part)
 
     def _from_spec(
         self, spec: dict[str, Any], dataset: str | None
@@ -203,8 +271,7 @@ class Volume:
     def store(self) -> ts.TensorStore:
         """The z, y, x tensorstore view (opened on first use after unpickling)."""
         if self._store is None:
-            context = cache_context(self.cache_bytes)
-            self._store = ts.open(self._spec, read=True, context=context).result()
+            self._store = self._open(self._spec).result()
             self._opened_in_pid = os.getpid()
         elif self._opened_in_pid != os.getpid():
             # tensorstore aborts the whole process when used in a fork of a process that used it
@@ -277,6 +344,12 @@ class Volume:
         decodes chunks in parallel.  Patches reaching outside the volume are counted in
         ``out_of_bounds_count`` and warned about once per instance.
         """
+        return self.submit_patches(centers_nm, shape_vox).result()
+
+    def submit_patches(self, centers_nm: np.ndarray, shape_vox: Sequence[int]) -> PendingRead:
+        """:meth:`read_patches` without waiting: the reads are issued now (their chunks
+        fetched while the caller does other work, e.g. runs the network on the previous
+        batch), the patches come from ``.result()``."""
         centers = np.asarray(centers_nm, dtype=np.float64)
         if centers.ndim != 2 or centers.shape[1] != 3:
             raise ValueError(f"centers_nm must have shape (N, 3) z, y, x; got {centers.shape}")
@@ -286,11 +359,10 @@ class Volume:
                 f"centers_nm row {int(bad[0])} is not finite: {centers[bad[0]].tolist()}"
             )
         shape = shape3(shape_vox)
-        starts = self.patch_starts_vox(centers, shape)
-        patches, outside = self._read_boxes(starts, shape)
-        if outside:
-            self._note_out_of_bounds(outside, len(centers))
-        return patches
+        pending = self._submit_boxes(self.patch_starts_vox(centers, shape), shape)
+        if pending.outside:
+            self._note_out_of_bounds(pending.outside, len(centers))
+        return pending
 
     def read_patch(self, center_nm: Sequence[float], shape_vox: Sequence[int]) -> np.ndarray:
         """One patch (Z, Y, X) centred on ``center_nm`` (z, y, x nm)."""
@@ -305,47 +377,46 @@ class Volume:
         start = np.asarray(start_vox).reshape(-1)
         if start.size != 3 or not np.issubdtype(start.dtype, np.integer):
             raise ValueError(f"start_vox must be 3 integers (z, y, x), got {start_vox!r}")
-        return self._read_boxes(start[None].astype(np.int64), shape3(shape_vox))[0][0]
+        return self._submit_boxes(start[None].astype(np.int64), shape3(shape_vox)).result()[0]
 
-    def _read_boxes(self, starts: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, int]:
-        """Read boxes of one shape at ``starts`` (N, 3); returns them and the count not inside."""
+    def _submit_boxes(self, starts: np.ndarray, shape: np.ndarray) -> PendingRead:
+        """Issue the reads of boxes of one shape at ``starts`` (N, 3), zero outside."""
         volume_shape = np.asarray(self.shape_vox, dtype=np.int64)
         ends = starts + shape
         inside = np.all((starts >= 0) & (ends <= volume_shape), axis=1)
-        if len(starts) and inside.all():
-            return self._read_inside(starts, ends), 0
+        outside = int(len(starts) - inside.sum())
+        if len(starts) and not outside:
+            return PendingRead(self.location, self._stack(starts, ends).read(), None, [], 0)
         lo = np.clip(starts, 0, volume_shape)
         hi = np.clip(ends, 0, volume_shape)
         patches = np.zeros((len(starts), *shape.tolist()), dtype=self.dtype)
-        if inside.any():
-            patches[inside] = self._read_inside(starts[inside], ends[inside])
+        whole = self._stack(starts[inside], ends[inside]).read() if inside.any() else None
         store = self.store
         rows = np.flatnonzero(~inside & np.all(hi > lo, axis=1))  # partly inside
         lo_l, hi_l = lo[rows].tolist(), hi[rows].tolist()
         a_l, b_l = (lo[rows] - starts[rows]).tolist(), (hi[rows] - starts[rows]).tolist()
         with ts.Batch() as batch:
-            pending = [
-                store[z0:z1, y0:y1, x0:x1].read(batch=batch)
-                for (z0, y0, x0), (z1, y1, x1) in zip(lo_l, hi_l, strict=True)
+            parts = [
+                (i, a, b, store[z0:z1, y0:y1, x0:x1].read(batch=batch))
+                for i, a, b, (z0, y0, x0), (z1, y1, x1) in zip(
+                    rows.tolist(), a_l, b_l, lo_l, hi_l, strict=True
+                )
             ]
-        for i, future, a, b in zip(rows.tolist(), pending, a_l, b_l, strict=True):
-            patches[i, a[0] : b[0], a[1] : b[1], a[2] : b[2]] = future.result()
-        return patches, int(len(starts) - inside.sum())
+        return PendingRead(self.location, whole, (patches, inside), parts, outside)
 
-    def _read_inside(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Boxes [starts, ends) (N, 3, all inside, one shape) as one (N, Z, Y, X) array.
+    def _stack(self, starts: np.ndarray, ends: np.ndarray) -> ts.TensorStore:
+        """Boxes [starts, ends) (N, 3, all inside, one shape) as one virtual (N, Z, Y, X) stack.
 
-        One read of a virtual stack of the boxes: requests for the same chunk are merged and
-        the result needs no copy (8x32x32 patches from the chunk cache: 18 us a patch, 28 us
-        read one by one in a ``ts.Batch``, 41 us without). Python ints: tensorstore indexes
-        with numpy scalars several times slower.
+        One read of it merges requests for the same chunk and needs no copy (8x32x32 patches
+        from the chunk cache: 18 us a patch, 28 us read one by one in a ``ts.Batch``, 41 us
+        without). Python ints: tensorstore indexes with numpy scalars several times slower.
         """
         store = self.store
         boxes = [
             store[z0:z1, y0:y1, x0:x1].translate_to[0, 0, 0]
             for (z0, y0, x0), (z1, y1, x1) in zip(starts.tolist(), ends.tolist(), strict=True)
         ]
-        return ts.stack(boxes).read().result()
+        return ts.stack(boxes)
 
     def _note_out_of_bounds(self, outside: int, total: int) -> None:
         with self._lock:
@@ -359,6 +430,31 @@ class Volume:
                 "counted in Volume.out_of_bounds_count",
                 stacklevel=3,
             )
+
+
+class PendingRead:
+    """Patches being read (see :meth:`Volume.submit_patches`); :meth:`result` waits for them.
+    A failed read raises an OSError of one line that names the volume and what failed."""
+
+    def __init__(self, location: str, whole, into, parts: list, outside: int):
+        self.location, self.outside = location, outside
+        self._whole, self._into, self._parts = whole, into, parts
+
+    def result(self) -> np.ndarray:
+        if self._into is None:
+            return self._wait(self._whole)
+        patches, inside = self._into
+        if self._whole is not None:
+            patches[inside] = self._wait(self._whole)
+        for i, a, b, future in self._parts:
+            patches[i, a[0] : b[0], a[1] : b[1], a[2] : b[2]] = self._wait(future)
+        return patches
+
+    def _wait(self, future) -> np.ndarray:
+        try:
+            return future.result()
+        except Exception as err:  # tensorstore raises ValueError for storage errors
+            raise OSError(f"{self.location}: reading failed: {describe_error(err)}") from err
 
 
 # --------------------------------------------------------------------------------------------

@@ -232,8 +232,11 @@ def predict_volume(
     started = time.perf_counter()
     model = load_model(bundle)
     raw = open_plan_volume(
-        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None}
+        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None},
+        scale_nm=model.voxel_size_nm,
     )
+    if raw.scale_note:
+        log(raw.scale_note)
     check_voxel_size(model, raw)
     plan = prepare(
         out, model, raw, volume, dataset, synapses, block_nm, naming=naming,

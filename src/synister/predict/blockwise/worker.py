@@ -26,9 +26,10 @@ from .plan import VolumePlan, load_plan
 from .source import BlockRows
 
 
-def open_plan_volume(settings: dict):
+def open_plan_volume(settings: dict, scale_nm=None):
     """The run's volume, with the voxel size, offset and patch placement of its plan (``None``
-    where the plan has none yet: the volume's own)."""
+    where the plan has none yet: the volume's own); of a multiscale volume the scale of
+    ``scale_nm`` (the model's voxel size), else of the plan's voxel size."""
     from ...volumes import Volume
 
     volume = Volume(
@@ -37,6 +38,7 @@ def open_plan_volume(settings: dict):
         voxel_size_nm=settings.get("voxel_size_nm"),
         offset_nm=settings.get("offset_nm"),
         placement=settings.get("placement", "closest"),
+        scale_nm=scale_nm,
     )
     volume.require_uint8()
     return volume
