@@ -5,12 +5,14 @@ benchmarks/bench_blockwise.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ from synister.predict.blockwise import (
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
 from synister.predict.blockwise.source import rows_frame
+from synister.predict.blockwise.worker import read_ahead_blocks, take_blocks
 from synister.tables import choose_columns, position_rows, read_positions
 from synister.volumes import Volume, write_volume
 
@@ -214,6 +217,53 @@ def test_read_block_refuses_a_synapse_of_another_block(world):
     far = table[(table["x"] > 500) & (table["x"] < 600) & (table["z"] > 400) & (table["z"] < 600)]
     with pytest.raises(ValueError, match="lies outside the block"):
         read_block(grid.block(0), staged_rows(far.head(1)), volume, INPUT_VOX)
+
+
+# -- a worker's blocks -----------------------------------------------------------------------------
+
+
+class FakeClient:
+    """A daisy connection handing out the blocks of a shared list, one at a time."""
+
+    def __init__(self, waiting: list, log: list):
+        self.waiting, self.log, self.holds, self.refused = waiting, log, None, False
+
+    @contextlib.contextmanager
+    def acquire_block(self):
+        assert self.holds is None, "a connection asked while it holds a block"
+        assert not self.refused, "a connection asked again after daisy dropped it"
+        self.holds = self.waiting.pop(0) if self.waiting else None
+        self.refused = self.holds is None
+        try:
+            yield self.holds
+        finally:
+            self.log.append(("released", self.holds))
+            self.holds = None
+
+
+def test_a_worker_reads_the_next_blocks_while_it_predicts_one():
+    waiting, log = list(range(10)), []
+    clients = [FakeClient(waiting, log) for _ in range(4)]  # 3 blocks read ahead
+
+    def read(linear):
+        log.append(("read", linear))
+        done = Future()
+        done.set_result((None, None))
+        return done
+
+    class Runner:
+        def finish(self, linear, rows, raw):
+            log.append(("predicted", linear))
+
+    assert take_blocks(clients, lambda block: block, read, Runner()) == 10
+    events = [e for e in log if e[0] != "released" or e[1] is not None]
+    assert events[:5] == [("read", 0), ("read", 1), ("read", 2), ("read", 3), ("predicted", 0)]
+    assert [b for e, b in events if e == "predicted"] == list(range(10))
+    for k in range(4, 10):  # block k is read once block k - 4 is released, before k - 3 runs
+        at = events.index(("read", k))
+        assert events[at - 1] == ("released", k - 4) and events[at + 1] == ("predicted", k - 3)
+    assert read_ahead_blocks((16, 256, 256), INPUT_VOX) == 8  # small blocks: 8 ahead
+    assert read_ahead_blocks((128, 2048, 2048), (16, 160, 160)) == 1  # FAFB's: 697 MB each
 
 
 # -- runs on daisy -------------------------------------------------------------------------------
