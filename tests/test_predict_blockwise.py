@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -300,8 +301,14 @@ def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, ex
     )
     assert not neurons["confident"].any()  # fewer than 100 synapses each
 
+    stale = tmp_path / "out" / "staging" / "chunks"  # what a killed run's chunk stage left
+    stale.mkdir(parents=True)
+    (stale / "0.0.0").write_bytes(b"x")
     again = run(base, tmp_path / "out")  # complete: nothing is run again
     assert again["blocks_run"] == 0 and again["blocks_skipped"] == 18
+    assert not (tmp_path / "out" / "staging").exists()
+    with pytest.raises(ValueError, match="read_ahead must be >= 1, got 0"):
+        run(base, tmp_path / "out", read_ahead=0)
 
 
 def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
@@ -423,14 +430,17 @@ def test_a_database_split_part_on_cluster_jobs_started_by_the_submit_template(wo
     # stands in for "sbatch --wait {command}" / "bsub -K {command}": logs, then runs the job
     config.write_text(
         "[Worker]\nnum_cpus = 2\n"
-        f"submit_command = sh -c 'echo job >> {jobs}; exec \"$@\"' job {{command}}\n"
+        f'submit_command = sh -c \'echo job "$@" >> {jobs}; exec "$@"\' job {{command}}\n'
     )
     summary = predict_volume(
         base / "bundle", str(base / "raw.zarr"), Source(url, "by_body", "test"), tmp_path / "out",
-        dataset="raw", block_nm=BLOCK_NM, workers=2, worker_config=config, progress=False,
+        dataset="raw", block_nm=BLOCK_NM, workers=2, worker_config=config, read_ahead=3,
+        progress=False,
     )  # fmt: skip
     assert summary["failed"] == {}
-    assert jobs.read_text().split() == ["job", "job"]  # one cluster job per worker
+    jobs = jobs.read_text().splitlines()
+    assert len(jobs) == 2  # one cluster job per worker, each reading 3 blocks ahead
+    assert all(re.search(r"predict-volume-worker .* --read-ahead 3\b", job) for job in jobs), jobs
     result = pd.read_parquet(tmp_path / "out/synapses")
     assert sorted(result["id"]) == sorted(table["syn_id"][parts == "test"])
     assert {"neuron_id", "x_nm", "gaba", "status"} <= set(result.columns)
@@ -520,7 +530,7 @@ def test_predict_volume_gives_the_tables_of_predict_positions(world, tmp_path):
     positions = positions_cli(base, tmp_path / "synapses.csv", tmp_path / "positions", *units)
     assert positions.exit_code == 0, positions.output
     blockwise = volume_cli(base, tmp_path / "synapses.csv", tmp_path / "volume", *units,
-                           "--workers", "2")  # fmt: skip
+                           "--workers", "2", "--read-ahead", "2")  # fmt: skip
     assert blockwise.exit_code == 0, blockwise.output
 
     expected = pd.read_parquet(tmp_path / "positions/synapses.parquet")

@@ -249,6 +249,8 @@ def predict_volume(
     complete), seconds, and the output paths. A rerun with the same arguments continues where
     a killed or failed run stopped.
     """
+    if read_ahead is not None and read_ahead < 1:
+        raise ValueError(f"read_ahead must be >= 1, got {read_ahead}")
     started = time.perf_counter()
     model = load_model(bundle)
     raw = open_plan_volume(
@@ -283,25 +285,24 @@ def predict_volume(
         f"{len(todo)} to run on {workers} worker(s)"
     )
     last_error = None
-    if todo:
-        read_ahead = read_ahead or read_ahead_blocks(plan.grid.block_vox, plan.patch_vox)
-        if read_ahead < 1:
-            raise ValueError(f"read_ahead must be >= 1, got {read_ahead}")
-        stage = stage_chunks(plan, raw, workers, read_ahead) if local else None
-        launcher = Launcher(
-            str(plan.store.path.resolve()), device, threads, batch_size,
-            str(worker_config) if worker_config else None, read_ahead,
-            str(stage.folder.resolve()) if stage else None,
-        )  # fmt: skip
-        observer = Progress(plan, todo, enabled=progress)
-        try:
+    try:
+        if todo:
+            if read_ahead is None:
+                read_ahead = read_ahead_blocks(plan.grid.block_vox, plan.patch_vox)
+            stage = stage_chunks(plan, raw, workers, read_ahead) if local else None
+            launcher = Launcher(
+                str(plan.store.path.resolve()), device, threads, batch_size,
+                str(worker_config) if worker_config else None, read_ahead,
+                str(stage.folder.resolve()) if stage else None,
+            )  # fmt: skip
+            observer = Progress(plan, todo, enabled=progress)
             state = schedule(
                 plan, todo, workers=workers, launcher=launcher, retries=retries,
                 block_timeout=block_timeout, progress=observer,
             )  # fmt: skip
-        finally:
-            shutil.rmtree(plan.store.staging_dir, ignore_errors=True)
-        last_error = state.last_worker_error
+            last_error = state.last_worker_error
+    finally:  # the stage lasts one run (also what a killed run left)
+        shutil.rmtree(plan.store.staging_dir, ignore_errors=True)
     unfinished = incomplete_blocks(plan)
     seconds = time.perf_counter() - started
     counts = plan.shards()
