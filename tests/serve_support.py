@@ -71,6 +71,7 @@ def config_text(
     port: int,
     database: str = "sqlite:///service.db",
     rows_per_job: int = 1000,
+    limits: dict | None = None,
     **service,
 ) -> str:
     settings = {
@@ -87,11 +88,10 @@ def config_text(
     }
     settings.update(service)
     lines = ["[service]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    limit_values = {"upload_bytes": 300000, "rows_per_job": rows_per_job}
+    limit_values |= {"queued_jobs_per_user": 3, **(limits or {})}
+    lines += ["[limits]"] + [f"{k} = {json.dumps(v)}" for k, v in limit_values.items()]
     lines += [
-        "[limits]",
-        "upload_bytes = 300000",
-        f"rows_per_job = {rows_per_job}",
-        "queued_jobs_per_user = 3",
         "[bundles.tiny]",
         f'path = "{site}/bundles/tiny"',
         'description = "tiny test network"',

@@ -106,7 +106,8 @@ def sniff_type(path: Path) -> str | None:
 
 def type_from_name(name: str | None) -> str | None:
     """The table type a file name declares by its extension, if any."""
-    if not name or "." not in name:
+    name = (name or "").strip()
+    if "." not in name:
         return None
     suffix = name.rsplit(".", 1)[1].lower()
     return {"csv": "csv", "parquet": "parquet", "pq": "parquet", "feather": "feather"}.get(
@@ -117,9 +118,9 @@ def type_from_name(name: str | None) -> str | None:
 def shown_name(name: str | None, file_type: str) -> str:
     """The name a user gave their file, as the service shows it: no folder, no control or
     bidirectional-override characters (each becomes ``_``), at most 255 characters."""
-    name = (name or "").replace("/", "_").replace("\\", "_")
-    name = "".join(c if c.isprintable() else "_" for c in unicodedata.normalize("NFC", name))
-    return name.strip()[:255] or f"table.{file_type}"
+    name = unicodedata.normalize("NFC", (name or "").strip())
+    name = "".join(c if c.isprintable() else "_" for c in name)
+    return name.replace("/", "_").replace("\\", "_")[:255] or f"table.{file_type}"
 
 
 def folder_bytes(folder: Path) -> int:

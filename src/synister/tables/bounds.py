@@ -99,6 +99,8 @@ def _decoded(table: pa.Table, name: str, where: str) -> pd.Series:
     try:
         column.validate(full=True)
         return column.to_pandas()
+    except MemoryError:
+        raise
     except (pa.ArrowException, ValueError) as error:
         raise TableError(f"{where}, column {name}: cannot be read ({_first_line(error)})") from None
 
@@ -112,9 +114,14 @@ def _parquet(path: Path, columns: TableColumns, limits: TableLimits) -> pd.DataF
 
     where = str(path)
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PAR1":
+                raise ValueError("no Parquet magic bytes at its start")
         file = pq.ParquetFile(path)
         meta = file.metadata
         schema = file.schema_arrow
+    except MemoryError:
+        raise
     except (OSError, ValueError, pa.ArrowException) as error:
         raise _unreadable(path, "parquet", error) from None
     rows = meta.num_rows
@@ -154,6 +161,8 @@ def _parquet(path: Path, columns: TableColumns, limits: TableLimits) -> pd.DataF
     for name in roles:
         try:
             table = file.read(columns=[stored[name]], use_threads=False)
+        except MemoryError:  # Arrow's too: the caller's bound, not the file's fault
+            raise
         except (OSError, ValueError, pa.ArrowException) as error:
             raise TableError(
                 f"{where}, column {name}: cannot be read ({_first_line(error)})"
@@ -178,6 +187,8 @@ def _feather(path: Path, columns: TableColumns, limits: TableLimits) -> pd.DataF
         reader = ipc.open_file(path)
         schema = reader.schema
         rows = reader.count_rows()  # from the batches' metadata: nothing is decompressed
+    except MemoryError:
+        raise
     except (OSError, ValueError, pa.ArrowException) as error:
         raise _unreadable(path, "feather", error) from None
     _too_many(where, rows, limits)
@@ -188,6 +199,8 @@ def _feather(path: Path, columns: TableColumns, limits: TableLimits) -> pd.DataF
     for name in roles:
         try:
             table = feather.read_table(path, columns=[stored[name]], use_threads=False)
+        except MemoryError:  # Arrow's too: the caller's bound, not the file's fault
+            raise
         except (OSError, ValueError, pa.ArrowException) as error:
             raise TableError(
                 f"{where}, column {name}: cannot be read ({_first_line(error)})"

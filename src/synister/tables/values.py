@@ -56,6 +56,9 @@ def exact_ids(
     absent = (text.isna() | (text == "")).to_numpy(dtype=bool)
     if absent.any() and not missing_ok:
         raise _bad(where, column, first + int(np.flatnonzero(absent)[0]), csv, "no id")
+    bad = first_bad_text(text.where(~absent, pd.NA))  # before any is converted
+    if bad is not None:
+        raise _bad(where, column, first + bad[0], csv, bad[1])
     present = text[~absent]
     whole = present.str.fullmatch(_INTEGER).to_numpy(dtype=bool)
     numbers = [int(v) for v in present[whole]] if whole.all() else []
@@ -71,11 +74,7 @@ def exact_ids(
         )
         problem = f"{values.iloc[i]!r} is not an integer id (of at most 64 bits)"
         raise _bad(where, column, first + int(i), csv, problem)
-    text = text.where(~absent, pd.NA)
-    bad = first_bad_text(text)
-    if bad is not None:
-        raise _bad(where, column, first + bad[0], csv, bad[1])
-    return text
+    return text.where(~absent, pd.NA)
 
 
 def numbers(
