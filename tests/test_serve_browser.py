@@ -51,6 +51,7 @@ def browser(tmp_path):
         f"--user-data-dir={tmp_path / 'profile'}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land there
     options.add_experimental_option(
         "prefs",
         {"download.default_directory": str(downloads), "download.prompt_for_download": False},
@@ -182,8 +183,21 @@ def test_sign_in_upload_follow_and_download(browser, tmp_path, random_bundle):
             60,
             "the report's content",
         )
+        # the report's own CSS applies in its sandboxed frame under the page's policy
+        assert (
+            browser.execute_script(
+                "return getComputedStyle(document.querySelector('table')).borderCollapse"
+            )
+            == "collapse"
+        )
         browser.switch_to.default_content()
         shot("report")
+        headers = service.client().get("/").headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        blocked = [
+            e["message"] for e in browser.get_log("browser") if "Content Security" in e["message"]
+        ]
+        assert blocked == []
     except BaseException:
         shot("failure")
         raise
