@@ -1,7 +1,8 @@
 """Malformed tables of positions, written by code (no binary file is committed): truncated
 files, wrong magic, binary, nested and non-UTF-8 columns, huge strings, NaN and infinite
 positions, no rows, one column. Each is refused by the service (4xx) and by
-``predict-positions`` (one error line)."""
+``predict-positions`` (one error line). Also tables that are big once decoded but small on disk
+(:func:`repeated`, :func:`zeros_parquet`), written without holding them in memory."""
 
 from __future__ import annotations
 
@@ -41,8 +42,18 @@ def _arrow(**replace) -> pa.Table:
     return table
 
 
-def _repeated(value, n: int = ROWS) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+def repeated(text: str, n: int) -> pa.DictionaryArray:
+    """``text`` on ``n`` rows, held once (as Parquet's dictionary encoding stores it)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text]))
+
+
+def zeros_parquet(path, rows: int, group_rows: int = 1_000_000) -> None:
+    """x, y, z of ``rows`` zeros, written a row group at a time (a few kB a million rows)."""
+    zeros = pa.array(np.zeros(min(rows, group_rows)))
+    table = pa.table({"x": zeros, "y": zeros, "z": zeros})
+    with pq.ParquetWriter(path, table.schema, compression="zstd") as writer:
+        for start in range(0, rows, group_rows):
+            writer.write_table(table.slice(0, min(group_rows, rows - start)))
 
 
 def write_corpus(folder: Path) -> dict[str, Path]:
@@ -92,7 +103,9 @@ def write_corpus(folder: Path) -> dict[str, Path]:
     parquet("non_utf8_string_id", _arrow(id=binary.view(pa.string())))
     parquet("nested_positions", _arrow(x=pa.array([{"v": 1.0}] * ROWS)))
     parquet("list_of_lists_id", _arrow(id=pa.array([[[1]]] * ROWS)))
-    parquet("huge_string_ids", _arrow(pre_pt_root_id=_repeated("n" * 2**20)), compression="zstd")
+    parquet(
+        "huge_string_ids", _arrow(pre_pt_root_id=repeated("n" * 2**20, ROWS)), compression="zstd"
+    )
     parquet("nan_positions", _arrow(y=pa.array([1.0] * (ROWS - 1) + [float("nan")])))
     parquet("text_positions", _arrow(z=pa.array(["abc"] * ROWS)))
     parquet("zero_rows_parquet", _arrow().slice(0, 0))

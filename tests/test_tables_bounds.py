@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
+from table_corpus import repeated, zeros_parquet
 
 from synister.tables import (
     MAX_ID_CHARACTERS,
@@ -23,15 +24,6 @@ from synister.tables import (
 )
 
 LIMITS = TableLimits(max_rows=1000, max_row_bytes=4096)
-
-
-def zeros_parquet(path, rows: int, group_rows: int = 1_000_000) -> None:
-    """x, y, z of ``rows`` zeros, written a row group at a time (a few kB a million rows)."""
-    zeros = pa.array(np.zeros(min(rows, group_rows)))
-    table = pa.table({"x": zeros, "y": zeros, "z": zeros})
-    with pq.ParquetWriter(path, table.schema, compression="zstd") as writer:
-        for start in range(0, rows, group_rows):
-            writer.write_table(table.slice(0, min(group_rows, rows - start)))
 
 
 @contextlib.contextmanager
@@ -46,11 +38,6 @@ def arrow_peak():
     finally:
         pa.set_memory_pool(previous)
         found["bytes"] = pool.max_memory()
-
-
-def repeated(text: str, n: int) -> pa.DictionaryArray:
-    """``text`` on ``n`` rows, held once (as Parquet's dictionary encoding stores it)."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text]))
 
 
 def positions(n: int = 5, **columns) -> pd.DataFrame:

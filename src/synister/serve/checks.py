@@ -3,7 +3,7 @@
 The web app's process never decodes a table: a check (:func:`~synister.serve.engine.check_table`,
 the reading of ``predict-positions`` within the service's row and bytes-per-row limits) runs in
 a checker process that may allocate at most ``[limits] check_memory_bytes`` beyond what it held
-when it started (``RLIMIT_DATA``; Arrow allocates through ``malloc`` there so the bound covers
+when it started (``RLIMIT_DATA``; Arrow allocates through ``malloc`` there, so the bound covers
 it), and is killed after ``check_seconds``. A table that needs more is refused, a reader that
 crashes on a malformed file takes only its checker with it, and the event loop never waits for
 a parser. At most ``checks`` run at once, ``checks_per_user`` of them for one user; the others
@@ -149,6 +149,8 @@ class _Checker:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_LINE_BYTES,
+            # before Arrow loads: its default allocators reserve a gigabyte of address space
+            env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"},
         )
         return cls(process)
 

@@ -53,7 +53,8 @@ def exact_ids(
     except (TypeError, ValueError) as error:  # bytes that are not UTF-8, lists, ...
         problem = f"ids must be text or whole numbers ({str(error).splitlines()[0]})"
         raise TableError(f"{where}, column {column}: {problem}") from None
-    absent = (text.isna() | (text == "")).to_numpy(dtype=bool)
+    # (not isna() | == "": pandas reserves a gigabyte of address space for that on 1M rows)
+    absent = (text.fillna("") == "").to_numpy(dtype=bool)
     if absent.any() and not missing_ok:
         raise _bad(where, column, first + int(np.flatnonzero(absent)[0]), csv, "no id")
     bad = first_bad_text(text.where(~absent, pd.NA))  # before any is converted
@@ -64,7 +65,7 @@ def exact_ids(
     numbers = [int(v) for v in present[whole]] if whole.all() else []
     if whole.all() and all(abs(v) <= _INT64_MAX for v in numbers):
         result = pd.Series(pd.NA, index=values.index, dtype="Int64")
-        result[~absent] = numbers
+        result[~absent] = np.array(numbers, dtype=np.int64)  # a list would go through objects
         return result if missing_ok else result.astype(np.int64)
     if integers_only:
         i = next(

@@ -134,9 +134,11 @@ async function loadChoices() {
   const choices = await (await api(`${API}/choices`)).json();
   fillSelect($("bundle"), choices.bundles, $("bundle-description"));
   fillSelect($("volume"), choices.volumes, $("volume-description"));
+  const kept = choices.results_days > 0 ? ` Finished jobs are deleted after ${choices.results_days} days.` : "";
   $("limits").textContent =
     `At most ${megabytes(choices.upload_bytes)} and ${choices.rows_per_job.toLocaleString()} rows ` +
-    `per table, ${choices.queued_jobs_per_user} queued or running jobs per user.`;
+    `per table, ${choices.queued_jobs_per_user} queued or running jobs and ` +
+    `${megabytes(choices.user_bytes)} of jobs on disk per user.${kept}`;
 }
 
 function when(iso) {
