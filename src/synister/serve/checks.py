@@ -109,7 +109,7 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "w")  # the protocol's stdout; prints go to stderr
     os.dup2(2, 1)
     configure_logging()
-    from synister.tables import read_positions  # noqa: F401 - imported before the bound
+    from . import engine  # noqa: F401 - the reader, imported before the bound
 
     start_rss = _status_bytes("VmRSS")
     _bound_memory(memory_bytes)
