@@ -31,6 +31,16 @@ _ID_BYTES = 8 + 4 * MAX_ID_CHARACTERS
 #: ... and what a column chunk may hold beyond its rows' share (page headers, statistics)
 _SLACK_BYTES = 65536
 _SCAN_BYTES = 1 << 20
+_NULLABLE_INTEGERS = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+}
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,8 @@ def _decoded(table: pa.Table, name: str, where: str) -> pd.Series:
     column = table.column(0)
     try:
         column.validate(full=True)
+        if pa.types.is_integer(column.type) and column.null_count:  # never through floats
+            return column.to_pandas(types_mapper=_NULLABLE_INTEGERS.get)
         return column.to_pandas()
     except MemoryError:
         raise
