@@ -26,10 +26,14 @@ from synister.tables import (
 LIMITS = TableLimits(max_rows=1000, max_row_bytes=4096)
 
 
+_POOLS: list = []
+
+
 @contextlib.contextmanager
 def arrow_peak():
     """The most bytes Arrow held at once while the block ran (a pool of its own)."""
     pool = pa.proxy_memory_pool(pa.default_memory_pool())
+    _POOLS.append(pool)  # buffers made in the block may outlive it: the pool must too
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pool)
     found = {}

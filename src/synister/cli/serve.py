@@ -193,6 +193,16 @@ def init_command(
     typer.echo(token)
 
 
+def _echo_rows(rows: list[dict], as_json: bool, header: str, line) -> None:
+    """``rows`` as JSON, or as a header and one ``line(row)`` each."""
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    typer.echo(header)
+    for row in rows:
+        typer.echo(line(row))
+
+
 def _when(seconds: float | None) -> str | None:
     if seconds is None:
         return None
@@ -226,16 +236,17 @@ def jobs_command(
         }
         for job in jobs
     ]
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    typer.echo(f"{'id':32}  {'user':16}  {'state':9}  {'finished':25}  {'bytes':>12}  input")
-    for r in rows:
-        typer.echo(
+    _echo_rows(
+        rows,
+        as_json,
+        f"{'id':32}  {'user':16}  {'state':9}  {'finished':25}  {'bytes':>12}  input",
+        lambda r: (
             f"{r['id']:32}  {r['user']:16}  {r['state']:9}  {r['finished'] or '-':25}  "
             f"{r['bytes']:>12}  {r['input']!r}"
-        )
-    typer.echo(f"{len(rows)} jobs, {sum(r['bytes'] for r in rows)} bytes", err=True)
+        ),
+    )
+    if not as_json:
+        typer.echo(f"{len(rows)} jobs, {sum(r['bytes'] for r in rows)} bytes", err=True)
 
 
 @serve_app.command("prune")
@@ -350,12 +361,12 @@ def token_list(
         }
         for t in tokens
     ]
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    typer.echo(f"{'id':12}  {'user':20}  {'admin':5}  {'created':25}  revoked")
-    for r in rows:
-        typer.echo(
+    _echo_rows(
+        rows,
+        as_json,
+        f"{'id':12}  {'user':20}  {'admin':5}  {'created':25}  revoked",
+        lambda r: (
             f"{r['id']:12}  {r['user']:20}  {'yes' if r['admin'] else 'no':5}  "
             f"{r['created']:25}  {r['revoked'] or '-'}"
-        )
+        ),
+    )

@@ -117,6 +117,23 @@ def _decoded(table: pa.Table, name: str, where: str) -> pd.Series:
         raise TableError(f"{where}, column {name}: cannot be read ({_first_line(error)})") from None
 
 
+def _each_column(names, where: str, read) -> pd.DataFrame:
+    """The columns ``names``, each decoded alone by ``read(name)`` (an Arrow table), so that
+    an error names its column."""
+    frame = {}
+    for name in names:
+        try:
+            table = read(name)
+        except MemoryError:  # Arrow's too: the caller's bound, not the file's fault
+            raise
+        except (OSError, ValueError, pa.ArrowException) as error:
+            raise TableError(
+                f"{where}, column {name}: cannot be read ({_first_line(error)})"
+            ) from None
+        frame[name] = _decoded(table, name, where)
+    return pd.DataFrame(frame)
+
+
 def _stored_names(names: list[str]) -> dict[str, str]:
     return {str(n).strip(): n for n in names}
 
@@ -169,18 +186,7 @@ def _parquet(path: Path, columns: TableColumns, limits: TableLimits) -> pd.DataF
             f"{where}: the columns {', '.join(roles)} take {used_bytes} bytes for {rows} rows; "
             f"at most {limits.max_row_bytes} per row"
         )
-    frame = {}
-    for name in roles:
-        try:
-            table = file.read(columns=[stored[name]], use_threads=False)
-        except MemoryError:  # Arrow's too: the caller's bound, not the file's fault
-            raise
-        except (OSError, ValueError, pa.ArrowException) as error:
-            raise TableError(
-                f"{where}, column {name}: cannot be read ({_first_line(error)})"
-            ) from None
-        frame[name] = _decoded(table, name, where)
-    return pd.DataFrame(frame)
+    return _each_column(roles, where, lambda name: file.read([stored[name]], use_threads=False))
 
 
 def _feather(path: Path, columns: TableColumns, limits: TableLimits) -> pd.DataFrame:
@@ -207,18 +213,9 @@ def _feather(path: Path, columns: TableColumns, limits: TableLimits) -> pd.DataF
     stored = _stored_names(schema.names)
     roles = _roles(columns)
     _check_types(schema, stored, roles, where)
-    frame = {}
-    for name in roles:
-        try:
-            table = feather.read_table(path, columns=[stored[name]], use_threads=False)
-        except MemoryError:  # Arrow's too: the caller's bound, not the file's fault
-            raise
-        except (OSError, ValueError, pa.ArrowException) as error:
-            raise TableError(
-                f"{where}, column {name}: cannot be read ({_first_line(error)})"
-            ) from None
-        frame[name] = _decoded(table, name, where)
-    return pd.DataFrame(frame)
+    return _each_column(
+        roles, where, lambda name: feather.read_table(path, [stored[name]], use_threads=False)
+    )
 
 
 def scan_csv(path: Path, max_line_bytes: int | None = None) -> None:
