@@ -150,6 +150,8 @@ class Pruner:
 
 def serve(config: ServiceConfig, workers: int | None = None) -> None:
     """Run the service until SIGTERM/SIGINT."""
+    import uvicorn
+
     from .app import create_app
     from .http import uvicorn_config
 
@@ -164,8 +166,6 @@ def serve(config: ServiceConfig, workers: int | None = None) -> None:
         stop_signal.append(signum)
 
     previous = {sig: signal.signal(sig, remember) for sig in (signal.SIGTERM, signal.SIGINT)}
-    import uvicorn
-
     server = uvicorn.Server(uvicorn_config(app, config))
     pool.start()
     pruner.start()

@@ -88,18 +88,19 @@ async def accept_upload(
         raise HTTPException(413, f"the upload is larger than {limits.upload_bytes} bytes")
     svc.uploading[who.user] += 1
     try:
-        return await _receive(request, svc, who, bundle, volume, filename, declared, options)
+        return await _receive(
+            request, svc, who, bundle, volume, filename, declared, options, length or 0
+        )
     finally:
         svc.uploading[who.user] -= 1
         if svc.uploading[who.user] <= 0:
             del svc.uploading[who.user]
 
 
-async def _receive(request, svc: Service, who, bundle, volume, filename, declared, options):
+async def _receive(request, svc: Service, who, bundle, volume, filename, declared, options, length):
     config, store = svc.config, svc.store
     limits = config.limits
-    length = request.headers.get("content-length")
-    used = await _check_quota(svc, who, int(length) if length and length.isdigit() else 0)
+    used = await _check_quota(svc, who, length)
     results = config.results_dir
     job_id = uuid.uuid4().hex
     folder = job_files.job_dir(results, job_id)
