@@ -25,6 +25,7 @@ from serve_support import (
     positions,
     predict_positions,
     submit,
+    wait_for,
     wait_job,
 )
 from table_corpus import repeated, write_corpus, zeros_parquet
@@ -113,7 +114,12 @@ def test_decompression_bombs_are_refused_from_their_footer_outside_the_web_proce
         assert path.stat().st_size < 300_000
         assert response.status_code == 422, response.text
         assert response.json()["detail"] == f"{path.name}: 10000000 rows; at most 1000"
-    checks = [e for e in log_entries(web) if e.get("event") == "check" and e["user"] == "alice"]
+
+    def alices_checks():  # a background thread writes the log
+        found = [e for e in log_entries(web) if e.get("event") == "check" and e["user"] == "alice"]
+        return found if len(found) >= 2 else None
+
+    checks = wait_for(alices_checks, 30, "the checks' log lines")
     assert len(checks) == 2 and all(e["refused"] for e in checks)
     assert all(e["peak_rss_bytes"] - e["rss_bytes"] < 30 * MB for e in checks)
     assert job_folders(web) == folders
@@ -253,8 +259,10 @@ def test_no_redirect_from_host_and_no_forwarded_client_unless_from_a_proxy(web, 
         f"{tokens['hugo']}\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n".encode(),
     )
     assert b"evil.example" not in reply and not reply.startswith(b"HTTP/1.1 30"), reply
-    logged = [e for e in log_entries(web) if e.get("path") == f"{API}/me/"]
-    assert logged and all(e["client"] == "127.0.0.1" for e in logged)
+    logged = wait_for(  # a background thread writes the log
+        lambda: [e for e in log_entries(web) if e.get("path") == f"{API}/me/"], 30, "the log line"
+    )
+    assert all(e["client"] == "127.0.0.1" for e in logged)
     assert "203.0.113.9" not in web.log.read_text()
 
 
