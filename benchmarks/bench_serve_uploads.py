@@ -132,7 +132,7 @@ def main() -> None:
         service = tmp / "service"
         service.mkdir()
         port = free_port()
-        limits = {"upload_bytes": 100 * MB, "queued_jobs_per_user": 10}
+        limits = {"upload_bytes": 100 * MB, "queued_jobs_per_user": 12}  # all are checked
         (service / "service.toml").write_text(
             config_text(site, port, rows_per_job=1_000_000, limits=limits, lease_seconds=30.0)
         )
