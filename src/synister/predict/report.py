@@ -214,6 +214,13 @@ def write_report(
     viewer_url = settings.get("viewer_url") or VIEWER_URL
     bundle, volume, table = job.model, job.volume, job.table
     shown = settings.get("shown_as") or {}
+    if note and "volume" in shown:  # a service's volume on its disk: no path, no CLI advice
+        source = None
+        note = (
+            f"The volume {shown['volume']} is a file on the service's machine, which "
+            "neuroglancer cannot read, so the neurons have no links: the service's "
+            "administrator can give it a viewer_source in service.toml."
+        )
     provenance = bundle.provenance or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -302,13 +309,15 @@ def _neuron_sections(
     by_neuron = dict(tuple(synapses[synapses["neuron_id"].notna()].groupby("neuron_id")))
     rows = []
     for n in neurons.itertuples(index=False):
-        members = by_neuron.get(n.neuron_id, synapses.iloc[:0])
-        state = neuroglancer_state(job, source, members, class_names, f"neuron {n.neuron_id}")
-        link = viewer_link(state, viewer_url)
+        name = _e(n.neuron_id)
+        if source is not None:
+            members = by_neuron.get(n.neuron_id, synapses.iloc[:0])
+            state = neuroglancer_state(job, source, members, class_names, f"neuron {n.neuron_id}")
+            name = f'<a href="{_e(viewer_link(state, viewer_url))}" target="_blank">{name}</a>'
         values = {c: float(getattr(n, c)) if n.n_synapses else 0.0 for c in class_names}
         rows.append(
             "<tr>"
-            f'<td><a href="{_e(link)}" target="_blank">{_e(n.neuron_id)}</a></td>'
+            f"<td>{name}</td>"
             f"<td>{n.n_synapses}</td><td>{n.n_outside}</td>"
             f"<td>{_bar(values, colors)}</td>"
             f"<td>{_e(n.top_nt) if n.n_synapses else '–'}</td>"
@@ -336,7 +345,9 @@ def _neuron_sections(
         "<h2>Neurons</h2>",
         "<p>Each neuron's link opens the volume in neuroglancer with its synapses as points "
         "coloured by predicted class (grey: not predicted). "
-        f"Volume source: <code>{_e(source)}</code>.</p>",
+        f"Volume source: <code>{_e(source)}</code>.</p>"
+        if source is not None
+        else "",
         f"<p class='note'>{_e(note)}</p>" if note else "",
         f'<table class="neurons">{header}{"".join(rows)}</table>',
         f"<h2>Neurons not called confidently ({len(doubtful)})</h2>",

@@ -157,7 +157,10 @@ def choose_columns(
     columns = list(columns)
     for name, role in ((id_column, "id"), (neuron_column, "neuron")):
         if name is not None and name not in columns:
-            raise TableError(f"{where}: no column {name!r} ({names[role]}); columns: {columns}")
+            raise TableError(
+                f"{where}: no column {name!r} ({names[role]}); columns: {columns}",
+                columns=columns,
+            )
     if position_columns:
         positions = tuple(position_columns)
         if len(positions) not in (1, 3):
@@ -167,7 +170,8 @@ def choose_columns(
         missing = [c for c in positions if c not in columns]
         if missing:
             raise TableError(
-                f"{where}: no column {missing[0]!r} ({names['positions']}); columns: {columns}"
+                f"{where}: no column {missing[0]!r} ({names['positions']}); columns: {columns}",
+                columns=columns,
             )
     else:
         found = [tuple(find_column(columns, [c]) for c in group) for group in POSITION_COLUMNS]
@@ -176,7 +180,8 @@ def choose_columns(
             tried = " or ".join(",".join(group) for group in POSITION_COLUMNS)
             raise TableError(
                 f"{where}: no position columns (looked for {tried}; name them with "
-                f"{names['positions']}); columns: {columns}"
+                f"{names['positions']}); columns: {columns}",
+                columns=columns,
             )
     if units == "voxels" and voxel is None:
         raise TableError(

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .bounds import TableLimits, checked_header, read_columns
 from .columns import NEURON_COLUMNS, TableColumns, _listed, choose_columns
-from .read import TableError, read_frame, table_header, table_kind
+from .read import TableError, table_kind
 from .values import duplicate_id_error, exact_ids, first_duplicate, numbers, position_list
 
 
@@ -150,6 +151,7 @@ def read_positions(
     units: str = "nm",
     voxel_size: str | float | Sequence[float] | None = None,
     neurons: str | Path | Sequence | None = None,
+    limits: TableLimits | None = None,
 ) -> PositionTable:
     """Read and check a positions table (a file or a DataFrame).
 
@@ -157,7 +159,9 @@ def read_positions(
     :data:`~synister.tables.columns.NEURON_COLUMNS`,
     :data:`~synister.tables.columns.POSITION_COLUMNS`) unless given. ``units`` "voxels" needs
     ``voxel_size`` (one number or x,y,z nm). ``neurons`` (a file of ids, or ids) keeps only
-    those neurons' rows.
+    those neurons' rows. A file is read within ``limits`` (rows, bytes per row: see
+    :func:`~synister.tables.bounds.read_columns`); ids are held to
+    :func:`~synister.tables.text.text_problem`'s rule either way.
     """
     options = {
         "id_column": id_column,
@@ -172,8 +176,9 @@ def read_positions(
     else:
         path = Path(table).expanduser()
         source, csv = str(path), table_kind(path) == "csv"
-        columns = choose_columns(table_header(path), source, **options)
-        frame = read_frame(path, columns.text_columns())
+        limits = limits or TableLimits()
+        columns = choose_columns(checked_header(path, limits), source, **options)
+        frame = read_columns(path, columns, limits)
     if len(frame) == 0:
         raise TableError(f"{source}: the table has no rows")
     rows = position_rows(frame, source, columns, csv=csv)
