@@ -12,6 +12,7 @@ import typer
 
 from . import options as opt
 from . import tables as table_options
+from .errors import fail
 from .predict import temperature_note
 
 
@@ -50,6 +51,7 @@ def predict_positions_command(
         str, typer.Option(help="neuroglancer to open the report's links in.")
     ] = "https://neuroglancer-demo.appspot.com/",
     overwrite: opt.Overwrite = False,
+    strict: opt.Strict = False,
     progress: opt.Progress = True,
     as_json: opt.Json = False,
 ) -> None:
@@ -58,7 +60,7 @@ def predict_positions_command(
     Writes to OUT: synapses.parquet (every input row: id, neuron_id, the x, y, z given,
     x_nm, y_nm, z_nm, one probability per class, top_nt, top_nt_conf, status ok /
     partly_outside / outside_volume), neurons.parquet (per neuron: mean probabilities,
-    top_nt, top_nt_conf, votes, runner-up, margin, confident) and report.html (with a
+    top_nt, top_nt_conf, top_nt_vote_share, runner-up, margin, confident) and report.html (with a
     neuroglancer link per neuron). A rerun with the same OUT continues. Example for the
     male-VNC tables (8 nm voxels):
     synister predict-positions --model BUNDLE --volume raw.zarr --dataset raw
@@ -87,7 +89,10 @@ def predict_positions_command(
             batch_size=batch_size,
             threads=threads or tuned_threads,
             read_workers=default_readers if read_workers is None else read_workers,
+            strict=strict,
         )
+        for warning in job.notes():
+            typer.echo(f"WARNING: {warning}", err=True)
         summary = run_positions(
             job,
             out,
@@ -104,8 +109,14 @@ def predict_positions_command(
             viewer_url=viewer_url,
         )
     except (TableError, ModelError, OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(error))
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted: the predictions stored in {out} are kept; run the same command "
+            "again to resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(summary))
         return

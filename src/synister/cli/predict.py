@@ -36,6 +36,7 @@ def predict_command(
     ] = None,
     read_workers: opt.ReadWorkers = None,
     threads: opt.Threads = None,
+    strict: opt.Strict = False,
     progress: opt.Progress = True,
     as_json: opt.Json = False,
     submit: opt.Submit = False,
@@ -57,6 +58,7 @@ def predict_command(
     results = []
     for setup in setups or [Path.cwd()]:
         args = ["predict", str(setup.resolve()), "--no-progress", "--precision", precision]
+        args += ["--strict"] if strict else []
         for option, value in (
             ("--device", device),
             ("--block-workers", block_workers),
@@ -76,6 +78,8 @@ def predict_command(
                 threads=threads,
                 progress=progress,
                 precision=precision,
+                strict=strict,
+                warn=lambda text: typer.echo(f"WARNING: {text}", err=True),
             )
         except PredictionRunComplete as done:
             typer.echo(f"skipped: {setup}: {done}", err=True)
@@ -85,6 +89,13 @@ def predict_command(
             typer.echo(f"error: {setup}: {error}", err=True)
             results.append({"setup": str(setup), "status": "failed", "message": str(error)})
             continue
+        except KeyboardInterrupt:
+            typer.echo(
+                f"interrupted: {setup}: the predictions stored so far are kept; run the same "
+                "command again to resume",
+                err=True,
+            )
+            raise typer.Exit(130) from None
         # a rate without two stored batches is NaN, which JSON cannot hold
         result = {
             k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()
