@@ -370,6 +370,7 @@ OTHER_MEANINGS = {
     "--port": {"serve init": "written into the new config, not overriding it"},
     "--workers": {"serve": "the service's worker processes, not predict-volume's"},
     "--overwrite": {"db export": "replaces export files, not a run"},
+    "--strict": {"split make": "fails on a missed share, not on positions outside the volume"},
 }
 
 

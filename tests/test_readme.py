@@ -60,7 +60,7 @@ def test_readme_workflow_runs_top_to_bottom(tmp_path):
     )
 
     validation = json.loads((work / "eval_validation" / "metrics.json").read_text())
-    assert sorted(validation["runs"]) == ["skeleton_vgg_t0_p0", "skeleton_vgg_t0_p1"]
+    assert sorted(validation["runs"]) == ["skeleton_resnet_t0_p0", "skeleton_resnet_t0_p1"]
     for metrics in validation["runs"].values():
         assert metrics["completeness"]["status"] == "complete"
         assert metrics["meta"]["split_part"] == "validation"
@@ -68,6 +68,7 @@ def test_readme_workflow_runs_top_to_bottom(tmp_path):
     assert validation["best"]["iteration"] in (10, 20)
     test = json.loads((work / "eval_test" / "metrics.json").read_text())
     [metrics] = test["runs"].values()
-    assert metrics["meta"]["split_part"] == "test" and metrics["iteration"] == 20
+    assert metrics["meta"]["split_part"] == "test"
+    assert metrics["iteration"] == validation["best"]["iteration"]  # --best-of eval_validation
     assert metrics["completeness"]["status"] == "complete"
     assert (work / "eval_test" / "report.html").stat().st_size > 10_000

@@ -29,14 +29,17 @@ def _print_parts(parts: dict, targets: dict | None = None) -> None:
     """Per transmitter and part: synapses, their share, the target share, groups."""
     targets = targets or {}
     header = f"{'transmitter':<16}{'part':<12}{'synapses':>10}{'share':>8}"
-    typer.echo(header + (f"{'target':>8}" if targets else "") + f"{'groups':>8}")
+    header += (f"{'target':>8}" if targets else "") + f"{'groups':>8}{'neurons':>9}"
+    typer.echo(header)
     for nt, per_part in parts.items():
         total = sum(p["synapses"] for p in per_part.values()) or 1
         for part, counts in per_part.items():
             target = f"{targets[part]:>8.3f}" if part in targets else ""
+            neurons = counts.get("neurons")  # splits made before 0.1 did not count them
             typer.echo(
                 f"{nt:<16}{part:<12}{counts['synapses']:>10,}"
                 f"{counts['synapses'] / total:>8.3f}{target}{counts['groups']:>8,}"
+                f"{'-' if neurons is None else f'{neurons:,}':>9}"
             )
 
 
@@ -49,7 +52,7 @@ def _print_notes(meta: dict, lone_neurons: int | None = None) -> None:
             f"{lone:,} neurons of an unknown hemilineage (none, or a name matching "
             f"'{pattern}') are groups of their own"
         )
-    for warning in meta.get("warnings", []):
+    for warning in meta.get("warnings", []) + meta.get("neuron_warnings", []):
         typer.echo(f"WARNING: {warning}", err=True)
 
 
@@ -138,7 +141,7 @@ def make_command(
         fail(str(error))
     if as_json:
         typer.echo(json.dumps({"name": name, "meta": meta}))
-        for warning in meta["warnings"]:
+        for warning in meta["warnings"] + meta["neuron_warnings"]:
             typer.echo(f"WARNING: {warning}", err=True)
         return
     typer.echo(f"stored split {name!r} (by {by}, seed {seed})")
