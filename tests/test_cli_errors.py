@@ -288,3 +288,15 @@ def test_db_import_prints_the_range_of_the_positions(world):
     assert result.exit_code == 0
     # no volume to check them against before prepare-training: the range, for the eye
     assert "positions: x 40-56, y 50-61, z 8-8 nm" in result.stdout
+
+
+def test_predicting_a_part_without_some_classes_is_a_warning(world, random_bundle):
+    """Training needs every class; a six-class model may predict a three-transmitter part."""
+    args = ["prepare-prediction", "-d", world["tmp"] / "experiments", "-e", "e", "-t", "0"]
+    args += ["--checkpoint", random_bundle((4, 16, 16)), "--db", world["url"], "-v"]
+    args += ["--raw-container", world["volume"], "--raw-dataset", "raw"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "WARNING: split 'skeleton' has no validation synapses of serotonin" in result.stderr
+    nowhere = invoke(*args, "--split-name", "nosuch")
+    assert_one_line_error(nowhere, "no split named 'nosuch'", "--skip-data-check")

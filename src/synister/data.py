@@ -69,6 +69,10 @@ class SplitDataError(ValueError):
     ``synapse_types``."""
 
 
+class MissingSplit(SplitDataError):
+    """No split of that name in the database."""
+
+
 def part_counts(
     db, split_name: str, classes: Sequence[str], part: str
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -80,22 +84,28 @@ def part_counts(
 
 
 def check_split(
-    db, split_name: str, classes: Sequence[str], parts: Sequence[str], where: str
+    db,
+    split_name: str,
+    classes: Sequence[str],
+    parts: Sequence[str],
+    where: str,
+    every_class: bool = True,
 ) -> tuple[dict[str, dict[str, int]], list[str]]:
     """Synapse counts per part and class of split ``split_name`` (in database ``where``), and
-    warnings. Raises :class:`SplitDataError` where the split is missing or ``parts[0]`` (the
-    part a step cannot do without) lacks a class; a class missing from another part is a
-    warning (it cannot be measured there)."""
+    warnings. Raises :class:`SplitDataError` where the split is missing (:class:`MissingSplit`)
+    or ``parts[0]``, the part a step reads, lacks a class (training: ``every_class``) or holds
+    none of them (prediction); a class missing elsewhere is a warning (it cannot be measured
+    there)."""
     if split_name not in db.splits():
         stored = ", ".join(sorted(db.splits())) or "none"
-        raise SplitDataError(
+        raise MissingSplit(
             f"no split named {split_name!r} in {where} (split_name in {TRAIN_KEYS}); stored: "
             f"{stored}; make it with synister split make --name {split_name}"
         )
     counts = {part: part_counts(db, split_name, classes, part)[1] for part in parts}
     held = counts[parts[0]]
     empty = [c for c, n in held.items() if n == 0]
-    if empty:
+    if empty and (every_class or len(empty) == len(held)):
         kept = [c for c, n in held.items() if n]
         raise SplitDataError(
             f"split {split_name!r} has no {parts[0]} synapses of {', '.join(empty)} "
@@ -107,7 +117,7 @@ def check_split(
     warnings = [
         f"split {split_name!r} has no {part} synapses of {', '.join(missing)}: they cannot be "
         f"measured on the {part} part"
-        for part in parts[1:]
+        for part in parts[0 if empty else 1 :]
         if (missing := [c for c, n in counts[part].items() if n == 0])
     ]
     return counts, warnings

@@ -71,8 +71,8 @@ SkipDataCheck = Annotated[
     bool,
     typer.Option(
         "--skip-data-check",
-        help="Do not open the database now to check that the split exists and holds "
-        "synapses of every class (a database that only the compute nodes reach).",
+        help="Do not check now that the split exists and holds synapses of every class (a "
+        "split made later; a database that cannot be opened is only warned about).",
     ),
 ]
 

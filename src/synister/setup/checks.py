@@ -18,13 +18,13 @@ import numpy as np
 
 from synister import db as database
 from synister.config import resolve_paths
-from synister.data import SplitDataError, check_split, part_counts
+from synister.data import MissingSplit, SplitDataError, check_split, part_counts
 from synister.volumes.sanity import check_positions, require_fit
 
 from .training import SetupError
 
-#: how to make a setup where the database cannot be reached yet
-SKIP = "--skip-data-check if the database is not ready"
+#: how to make a setup before its split is made
+SKIP = "--skip-data-check if the split is not ready yet"
 
 
 class DataCheckError(SetupError):
@@ -32,24 +32,38 @@ class DataCheckError(SetupError):
 
 
 def check_data(
-    config, base_dir: str | Path, parts: Sequence[str], volume=None, strict: bool = False
+    config,
+    base_dir: str | Path,
+    parts: Sequence[str],
+    volume=None,
+    strict: bool = False,
+    every_class: bool = True,
 ) -> list[str]:
     """What a setup's later step needs from the database, for a training or prediction
     config: the split exists and ``parts[0]`` (the part the step reads) holds synapses of
-    every class (:func:`check_split`); with ``volume``, they lie in it
-    (:func:`check_positions_fit`). Raises :class:`DataCheckError`; returns the warnings."""
+    every class, or with ``every_class`` False of some (:func:`check_split`); with
+    ``volume``, they lie in it (:func:`check_positions_fit`). Raises :class:`DataCheckError`;
+    returns the warnings (one saying nothing was checked where the database cannot be opened:
+    not made yet, or only the compute nodes reach it)."""
     url = resolve_paths(config, Path(base_dir).expanduser().resolve()).database_url()
     classes, split = config.classes, config.split_name
     try:
-        with database.open_database(url, create=False) as db:
-            _, warnings = check_split(db, split, classes, parts, database.public_url(url))
+        db = database.open_database(url, create=False)
+    except database.DatabaseError as error:  # not made yet, or not reachable from here
+        return [f"split {split!r} and its classes not checked: {error}"]
+    try:
+        with db:
+            where = database.public_url(url)
+            _, warnings = check_split(db, split, classes, parts, where, every_class)
             if volume is not None:
                 fit = check_positions_fit(
                     db, split, classes, parts[0], volume, config.input_shape, strict
                 )
                 warnings += [fit] if fit else []
-    except (DataCheckError, SplitDataError, database.DatabaseError) as error:
+    except MissingSplit as error:
         raise DataCheckError(f"{error} ({SKIP})") from None
+    except (SplitDataError, database.DatabaseError) as error:
+        raise DataCheckError(str(error)) from None
     return warnings
 
 

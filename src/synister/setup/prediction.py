@@ -306,7 +306,8 @@ def prepare_prediction_setups(
         if check_data and key not in checked_data:
             from .checks import check_data as check
 
-            for text in check(predict, base, (split_part,), checked_volumes.get(where), strict):
+            volume = checked_volumes.get(where)
+            for text in check(predict, base, (split_part,), volume, strict, every_class=False):
                 warn(text) if warn else warnings.warn(text, stacklevel=2)
             checked_data.add(key)
         planned.append((item, predict, number))
