@@ -27,7 +27,7 @@ from synister.nt import canonical
 from synister.volumes import Volume
 
 NEITHER = "neither"
-#: where the settings the messages name live
+#: where the settings the messages name live (of a training setup)
 TRAIN_KEYS = "train_config.ini [Training]"
 
 TRAINING_COLUMNS = ["synapse_id", "z", "y", "x", "skeleton_id", "label"]
@@ -90,16 +90,17 @@ def check_split(
     parts: Sequence[str],
     where: str,
     every_class: bool = True,
+    settings: str = TRAIN_KEYS,
 ) -> tuple[dict[str, dict[str, int]], list[str]]:
     """Synapse counts per part and class of split ``split_name`` (in database ``where``), and
     warnings. Raises :class:`SplitDataError` where the split is missing (:class:`MissingSplit`)
     or ``parts[0]``, the part a step reads, lacks a class (training: ``every_class``) or holds
     none of them (prediction); a class missing elsewhere is a warning (it cannot be measured
-    there)."""
+    there). Messages name the setting to change, in ``settings`` (the config file)."""
     if split_name not in db.splits():
         stored = ", ".join(sorted(db.splits())) or "none"
         raise MissingSplit(
-            f"no split named {split_name!r} in {where} (split_name in {TRAIN_KEYS}); stored: "
+            f"no split named {split_name!r} in {where} (split_name in {settings}); stored: "
             f"{stored}; make it with synister split make --name {split_name}"
         )
     counts = {part: part_counts(db, split_name, classes, part)[1] for part in parts}
@@ -109,7 +110,7 @@ def check_split(
         kept = [c for c, n in held.items() if n]
         raise SplitDataError(
             f"split {split_name!r} has no {parts[0]} synapses of {', '.join(empty)} "
-            f"(synapse_types in {TRAIN_KEYS}); it holds "
+            f"(synapse_types in {settings}); it holds "
             + (", ".join(f"{c} {held[c]:,}" for c in kept) or "none of the classes")
             + (f"; to train on these: synapse_types = {', '.join(kept)}" if kept else "")
             + "; or make a split that has them (synister split make --nt ...)"

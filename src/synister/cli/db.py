@@ -10,7 +10,7 @@ import typer
 
 from . import options as opt
 from . import tables as table_options
-from .errors import fail
+from .errors import fail, warn
 
 db_app = typer.Typer(
     name="db",
@@ -138,11 +138,10 @@ def import_command(
         # voxels imported as nm, or nm as voxels, to the eye
         typer.echo(f"positions: {span(summary.low_nm, summary.high_nm)} nm")
     else:
-        typer.echo(
-            f"WARNING: no synapses were imported: none of {', '.join(summary.files)} is a "
-            "synapse file (synapses*.json or a synapse table); splits and training need the "
-            "synapses (the original export's synapses_v3.json, say)",
-            err=True,
+        warn(
+            f"no synapses were imported: none of {', '.join(summary.files)} is a synapse file "
+            "(synapses*.json or a synapse table); splits and training need the synapses (the "
+            "original export's synapses_v3.json, say)"
         )
     if summary.skeletons_without_transmitter:
         typer.echo(

@@ -288,7 +288,10 @@ def format_summary(results: dict) -> str:
         meta = results["runs"][results["best"]["run"]].get("meta") or {}
         if meta.get("split_part") == "validation" and results["best"].get("iteration"):
             folder = Path(results["report"]).parent
-            lines.append(f"test at it: synister prepare-prediction ... --best-of {folder}")
+            lines.append(
+                f"test it: synister prepare-prediction -d BASE -e {meta.get('experiment')} "
+                f"-t {meta.get('train_number')} --best-of {folder}"
+            )
     elif results.get("best_refused"):
         lines.append(f"best: none, {results['best_refused']}")
         for synapse_set in results["synapse_sets"]:

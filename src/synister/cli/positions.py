@@ -12,7 +12,7 @@ import typer
 
 from . import options as opt
 from . import tables as table_options
-from .errors import fail
+from .errors import fail, interrupted, warn
 from .predict import temperature_note
 
 
@@ -92,7 +92,7 @@ def predict_positions_command(
             strict=strict,
         )
         for warning in job.notes():
-            typer.echo(f"WARNING: {warning}", err=True)
+            warn(warning)
         summary = run_positions(
             job,
             out,
@@ -111,12 +111,7 @@ def predict_positions_command(
     except (TableError, ModelError, OSError, ValueError) as error:
         fail(str(error))
     except KeyboardInterrupt:
-        typer.echo(
-            f"interrupted: the predictions stored in {out} are kept; run the same command "
-            "again to resume",
-            err=True,
-        )
-        raise typer.Exit(130) from None
+        interrupted(f"the predictions stored in {out} are kept")
     if as_json:
         typer.echo(json.dumps(summary))
         return

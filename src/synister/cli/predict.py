@@ -11,6 +11,7 @@ import typer
 
 from ..layout import WORKER_FILE
 from . import options as opt
+from .errors import interrupted, warn
 from .submit import submit_or_refuse
 
 
@@ -79,7 +80,7 @@ def predict_command(
                 progress=progress,
                 precision=precision,
                 strict=strict,
-                warn=lambda text: typer.echo(f"WARNING: {text}", err=True),
+                warn=warn,
             )
         except PredictionRunComplete as done:
             typer.echo(f"skipped: {setup}: {done}", err=True)
@@ -90,12 +91,7 @@ def predict_command(
             results.append({"setup": str(setup), "status": "failed", "message": str(error)})
             continue
         except KeyboardInterrupt:
-            typer.echo(
-                f"interrupted: {setup}: the predictions stored so far are kept; run the same "
-                "command again to resume",
-                err=True,
-            )
-            raise typer.Exit(130) from None
+            interrupted(f"{setup}: the predictions stored so far are kept")
         # a rate without two stored batches is NaN, which JSON cannot hold
         result = {
             k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()

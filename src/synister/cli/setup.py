@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .errors import fail
+from .errors import fail, warn
 
 
 def _parse_settings(
@@ -77,10 +77,6 @@ SkipDataCheck = Annotated[
 ]
 
 
-def _warn(text: str) -> None:
-    typer.echo(f"WARNING: {text}", err=True)
-
-
 def prepare_training_command(
     base_dir: BaseDir,
     experiment: Experiment,
@@ -132,7 +128,7 @@ def prepare_training_command(
     try:
         folder = setup.prepare_training(
             base_dir, experiment, train_id, check_volume=not skip_volume_check,
-            check_data=not skip_data_check, strict=strict, warn=_warn, **overrides,
+            check_data=not skip_data_check, strict=strict, warn=warn, **overrides,
         )  # fmt: skip
     except (ConfigError, setup.SetupError) as exc:
         fail(str(exc))
@@ -227,7 +223,7 @@ def prepare_prediction_command(
             check_volume=not skip_volume_check,
             check_data=not skip_data_check,
             strict=strict,
-            warn=_warn,
+            warn=warn,
         )
     except (ConfigError, setup.SetupError) as exc:
         fail(str(exc))
@@ -264,7 +260,7 @@ def best_iteration(folder: Path, experiment: str, train_id: int) -> int:
     best = results.get("best")
     if not best:
         fail(f"{folder}: the evaluation has no best run ({results.get('best_refused')})")
-    meta = results["runs"][best["run"]].get("meta") or {}
+    meta = (results.get("runs") or {}).get(best["run"], {}).get("meta") or {}
     trained = (meta.get("experiment"), meta.get("train_number"))
     if trained != (experiment, train_id):
         fail(

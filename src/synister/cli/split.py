@@ -9,7 +9,7 @@ import typer
 
 from . import options as opt
 from .db import open_db, user_errors
-from .errors import fail
+from .errors import fail, warn
 
 split_app = typer.Typer(
     name="split",
@@ -35,7 +35,7 @@ def _print_parts(parts: dict, targets: dict | None = None) -> None:
         total = sum(p["synapses"] for p in per_part.values()) or 1
         for part, counts in per_part.items():
             target = f"{targets[part]:>8.3f}" if part in targets else ""
-            neurons = counts.get("neurons")  # splits made before 0.1 did not count them
+            neurons = counts.get("neurons")  # splits stored by earlier versions did not
             typer.echo(
                 f"{nt:<16}{part:<12}{counts['synapses']:>10,}"
                 f"{counts['synapses'] / total:>8.3f}{target}{counts['groups']:>8,}"
@@ -53,7 +53,7 @@ def _print_notes(meta: dict, lone_neurons: int | None = None) -> None:
             f"'{pattern}') are groups of their own"
         )
     for warning in meta.get("warnings", []) + meta.get("neuron_warnings", []):
-        typer.echo(f"WARNING: {warning}", err=True)
+        warn(warning)
 
 
 @split_app.command("make")
@@ -142,7 +142,7 @@ def make_command(
     if as_json:
         typer.echo(json.dumps({"name": name, "meta": meta}))
         for warning in meta["warnings"] + meta["neuron_warnings"]:
-            typer.echo(f"WARNING: {warning}", err=True)
+            warn(warning)
         return
     typer.echo(f"stored split {name!r} (by {by}, seed {seed})")
     _print_parts(meta["summary"], meta["targets"])

@@ -19,10 +19,13 @@ import numpy as np
 from synister import db as database
 from synister.config import resolve_paths
 from synister.data import MissingSplit, SplitDataError, check_split, part_counts
+from synister.layout import PREDICT_FILE, TRAIN_FILE
 from synister.volumes.sanity import check_positions, require_fit
 
 from .training import SetupError
 
+#: the file of each config section (messages name the setting and where it is)
+CONFIG_FILES = {"Training": TRAIN_FILE, "Predict": PREDICT_FILE}
 #: how to make a setup before its split is made
 SKIP = "--skip-data-check if the split is not ready yet"
 
@@ -54,7 +57,8 @@ def check_data(
     try:
         with db:
             where = database.public_url(url)
-            _, warnings = check_split(db, split, classes, parts, where, every_class)
+            settings = f"{CONFIG_FILES[config.SECTION]} [{config.SECTION}]"
+            _, warnings = check_split(db, split, classes, parts, where, every_class, settings)
             if volume is not None:
                 fit = check_positions_fit(
                     db, split, classes, parts[0], volume, config.input_shape, strict
