@@ -372,6 +372,7 @@ OTHER_MEANINGS = {
     "--overwrite": {"db export": "replaces export files, not a run"},
     "--dry-run": {"serve prune": "lists what would be removed, not a timing of blocks"},
     "--user": {"serve jobs": "whose jobs are listed, not whose tokens are revoked"},
+    "--strict": {"split make": "fails on a missed share, not on positions outside the volume"},
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -173,6 +174,7 @@ def init_command(
     config_path = folder / "service.toml"
     if config_path.exists():
         fail(f"{config_path} exists; edit it, or choose another folder")
+    made = next((p for p in (*reversed(folder.absolute().parents), folder) if not p.exists()), None)
     folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(render_config(bundles, volumes, port=port))
     try:
@@ -180,6 +182,8 @@ def init_command(
         check_choices(config)
     except ConfigError as error:
         config_path.unlink()
+        if made is not None:  # the folders this call made: nothing stays behind
+            shutil.rmtree(made, ignore_errors=True)
         fail(str(error))
     with open_store(config.database_url) as store:
         _, token = store.create_token(admin, admin=True)

@@ -238,6 +238,7 @@ def write_report(
             else " The table has no neuron column: no per-neuron summary."
         )
         + "</p>",
+        *(f"<p class='warning'>WARNING: {_e(text)}</p>" for text in summary.get("warnings", [])),
         "<h2>Model, volume and table</h2>",
         _definitions(
             [
@@ -321,7 +322,7 @@ def _neuron_sections(
             f"<td>{n.n_synapses}</td><td>{n.n_outside}</td>"
             f"<td>{_bar(values, colors)}</td>"
             f"<td>{_e(n.top_nt) if n.n_synapses else '–'}</td>"
-            f"<td>{_fmt(n.top_nt_conf)}</td><td>{_fmt(n.top_nt_votes)}</td>"
+            f"<td>{_fmt(n.top_nt_conf)}</td><td>{_fmt(n.top_nt_vote_share)}</td>"
             f"<td>{_e(n.runner_up_nt) if n.n_synapses else '–'}</td><td>{_fmt(n.margin)}</td>"
             f"<td>{'yes' if n.confident else '<b>no</b>'}</td></tr>"
         )
@@ -339,7 +340,7 @@ def _neuron_sections(
     header = (
         "<tr><th>neuron (opens neuroglancer)</th><th>synapses</th><th>outside</th>"
         "<th>mean class probabilities</th><th>top_nt</th><th>top_nt_conf</th>"
-        "<th>votes</th><th>runner-up</th><th>margin</th><th>confident</th></tr>"
+        "<th>vote share</th><th>runner-up</th><th>margin</th><th>confident</th></tr>"
     )
     return [
         "<h2>Neurons</h2>",
@@ -390,6 +391,7 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 75em;
        color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+.warning { background: #fff3cd; border-left: 4px solid #d39e00; padding: 0.4em 0.8em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 td, th { padding: 0.2em 0.6em; border-bottom: 1px solid #ddd; text-align: left; }
 table.kv th { font-weight: normal; color: #555; }

@@ -221,6 +221,8 @@ def run_positions(
         "neurons": None if neurons is None else int(len(neurons)),
         "confident_neurons": None if neurons is None else int(neurons["confident"].sum()),
         "temperature": job.model.temperature,  # divided the logits (synister calibrate)
+        "warnings": job.notes(),  # a likely units or axis mix-up; no neuron column
+        "positions_check": None if job.check is None else job.check.to_json(),
         "seconds": seconds,
         "synapses_per_second": counter.count / seconds if seconds > 0 else float("nan"),
         "steady_synapses_per_second": counter.steady_rate(),

@@ -7,6 +7,7 @@ every command. ``--voxel-size`` takes one number (isotropic), ``x,y,z`` or ``x=.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -188,10 +189,24 @@ def choose_columns(
             f"{where}: columns {', '.join(positions)} are in voxels ({names['units']} voxels) "
             f"but no {names['voxel_size']} was given ({_VOXEL_EXAMPLE})"
         )
+    neuron = neuron_column or find_column(columns, NEURON_COLUMNS)
+    if neuron is None and (misspelt := _near(columns, NEURON_COLUMNS, positions)):
+        raise TableError(
+            f"{where}: no neuron column (looked for {', '.join(NEURON_COLUMNS)}), but "
+            f"{misspelt!r} looks like one misspelt: fix the header, or name it "
+            f"({names['neuron']}); columns: {columns}"
+        )
     return TableColumns(
-        id_column or find_column(columns, ID_COLUMNS),
-        neuron_column or find_column(columns, NEURON_COLUMNS),
-        positions,
-        units,
-        voxel,
+        id_column or find_column(columns, ID_COLUMNS), neuron, positions, units, voxel
     )
+
+
+def _near(columns: Sequence[str], wanted: Sequence[str], taken: Sequence[str]) -> str | None:
+    """A column (not one of ``taken``) whose name is close to one of ``wanted`` (a typo such
+    as ``bodyld`` or ``skeletonid``), compared without case."""
+    lowered = {c.lower(): c for c in columns if c not in taken}
+    for name in wanted:
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.8)
+        if close:
+            return lowered[close[0]]
+    return None

@@ -31,6 +31,18 @@ class PositionTable:
     voxel_size_xyz_nm: tuple[float, float, float] | None
     neurons_listed: int | None = None  # ids in --neurons, where given
     neurons_missing: list[str] = field(default_factory=list)  # listed, without a row
+    header: list[str] = field(default_factory=list)  # every column of the source
+
+    def missing_neurons_note(self) -> str | None:
+        """Why there is no per-neuron summary, where the table names no neuron (None: it
+        does)."""
+        if self.neuron_column is not None:
+            return None
+        return (
+            f"{self.source}: no neuron column (looked for {', '.join(NEURON_COLUMNS)}; "
+            f"columns: {', '.join(self.header)}): every position is predicted, but there is no "
+            "per-neuron summary (neurons.parquet); name the column with --neuron-column"
+        )
 
     @property
     def centers_zyx_nm(self) -> np.ndarray:
@@ -173,11 +185,13 @@ def read_positions(
     if isinstance(table, pd.DataFrame):
         source, csv, frame = "<DataFrame>", False, table.reset_index(drop=True)
         columns = choose_columns(list(frame.columns), source, **options)
+        header = [str(c) for c in frame.columns]
     else:
         path = Path(table).expanduser()
         source, csv = str(path), table_kind(path) == "csv"
         limits = limits or TableLimits()
-        columns = choose_columns(checked_header(path, limits), source, **options)
+        header = checked_header(path, limits)
+        columns = choose_columns(header, source, **options)
         frame = read_columns(path, columns, limits)
     if len(frame) == 0:
         raise TableError(f"{source}: the table has no rows")
@@ -196,4 +210,5 @@ def read_positions(
         voxel_size_xyz_nm=columns.voxel_size_xyz_nm,
         neurons_listed=listed,
         neurons_missing=missing,
+        header=header,
     )
