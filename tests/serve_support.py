@@ -71,6 +71,7 @@ def config_text(
     port: int,
     database: str = "sqlite:///service.db",
     rows_per_job: int = 1000,
+    limits: dict | None = None,
     **service,
 ) -> str:
     settings = {
@@ -87,11 +88,10 @@ def config_text(
     }
     settings.update(service)
     lines = ["[service]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    limit_values = {"upload_bytes": 300000, "rows_per_job": rows_per_job}
+    limit_values |= {"queued_jobs_per_user": 3, **(limits or {})}
+    lines += ["[limits]"] + [f"{k} = {json.dumps(v)}" for k, v in limit_values.items()]
     lines += [
-        "[limits]",
-        "upload_bytes = 300000",
-        f"rows_per_job = {rows_per_job}",
-        "queued_jobs_per_user = 3",
         "[bundles.tiny]",
         f'path = "{site}/bundles/tiny"',
         'description = "tiny test network"',
@@ -111,6 +111,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening_pid(port: int) -> int:
+    """The process listening on loopback ``port`` (the web app's, whichever program started
+    it): its socket's inode in /proc/net/tcp, then the process holding that socket."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    for fd_folder in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_folder.iterdir()):
+                return int(fd_folder.parent.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    raise AssertionError(f"no process listens on port {port}")
+
+
+def peak_rss(pid: int) -> int:
+    """The peak resident memory of process ``pid`` so far (VmHWM, bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

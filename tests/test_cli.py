@@ -370,6 +370,9 @@ OTHER_MEANINGS = {
     "--port": {"serve init": "written into the new config, not overriding it"},
     "--workers": {"serve": "the service's worker processes, not predict-volume's"},
     "--overwrite": {"db export": "replaces export files, not a run"},
+    "--dry-run": {"serve prune": "lists what would be removed, not a timing of blocks"},
+    "--user": {"serve jobs": "whose jobs are listed, not whose tokens are revoked"},
+    "--strict": {"split make": "fails on a missed share, not on positions outside the volume"},
 }
 
 

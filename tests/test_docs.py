@@ -222,7 +222,7 @@ def test_tutorials_and_how_to_guides_run_as_written(tmp_path, monkeypatch):
 
 def check_workflow_results(work: Path) -> None:
     validation = json.loads((work / "eval_validation" / "metrics.json").read_text())
-    assert sorted(validation["runs"]) == ["skeleton_vgg_t0_p0", "skeleton_vgg_t0_p1"]
+    assert sorted(validation["runs"]) == ["skeleton_resnet_t0_p0", "skeleton_resnet_t0_p1"]
     for metrics in validation["runs"].values():
         assert metrics["completeness"]["status"] == "complete"
         assert metrics["meta"]["split_part"] == "validation"
@@ -230,7 +230,8 @@ def check_workflow_results(work: Path) -> None:
     assert validation["best"]["iteration"] in (10, 20)
     test = json.loads((work / "eval_test" / "metrics.json").read_text())
     [metrics] = test["runs"].values()
-    assert metrics["meta"]["split_part"] == "test" and metrics["iteration"] == 20
+    assert metrics["meta"]["split_part"] == "test"
+    assert metrics["iteration"] == validation["best"]["iteration"]  # --best-of eval_validation
     assert metrics["completeness"]["status"] == "complete"
     assert (work / "eval_test" / "report.html").stat().st_size > 10_000
 
@@ -254,7 +255,7 @@ def check_output_tables(work: Path) -> None:
     """Every column of the outputs the guides wrote is in reference/outputs.md, with its type,
     and nothing documented is missing (class columns stand for one per class)."""
     classes = {"gaba", "ach", "glut", "oct", "ser", "da"}
-    run = work / "eval_test" / "skeleton_vgg_t0_p2"
+    run = work / "eval_test" / "skeleton_resnet_t0_p2"
     tables = {
         "synapses.parquet": work / "positions" / "synapses.parquet",
         "neurons.parquet": work / "positions" / "neurons.parquet",

@@ -57,7 +57,7 @@ def test_prediction_evaluation_and_calibration_summarise_neurons_identically():
         np.testing.assert_array_equal(conf, summary.top_probability)
     np.testing.assert_array_equal(predicted["margin"], summary.margin)
     np.testing.assert_array_equal(scores.margin, summary.margin)
-    np.testing.assert_array_equal(predicted["top_nt_votes"], summary.top_votes)
+    np.testing.assert_array_equal(predicted["top_nt_vote_share"], summary.top_votes)
     np.testing.assert_array_equal(by_vote["majority_share"], summary.majority_share)
     np.testing.assert_array_equal(by_mean["majority_share"], summary.majority_share)
 

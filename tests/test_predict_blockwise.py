@@ -612,3 +612,29 @@ def test_a_csv_header_with_blanks_reads_as_predict_positions_reads_it(tmp_path):
     frame = pd.concat(list(batches.frames))
     assert list(frame["id"]) == ["7", "8"]
     assert [float(v) for v in frame["x"]] == [10.5, 11.0]
+
+
+def test_a_table_in_voxels_read_as_nm_is_named_when_planned(world, tmp_path, monkeypatch):
+    """The positions check of every command that reads positions, on the out-of-core path:
+    counts and range over every batch, the likely cause from the first rows."""
+    base, table = world
+    monkeypatch.setattr("synister.predict.blockwise.source.BATCH_ROWS", 64)
+    monkeypatch.setattr("synister.predict.blockwise.source.SAMPLE", 100)
+    inside = table[(table[["x", "y"]].min(axis=1) > 40) & (table["x"] < 600)]
+    inside = inside[(inside["y"] < 600) & (inside["z"] > 100) & (inside["z"] < 500)]
+    voxels = inside.assign(x=inside.x / 4, y=inside.y / 4, z=inside.z / 40)
+    voxels.to_csv(tmp_path / "vox.csv", index=False)
+    args = (load_bundle(base / "bundle"), Volume(base / "raw.zarr", "raw"), str(base / "raw.zarr"))
+    source = Source(str(tmp_path / "vox.csv"))
+    logged = []
+    plan = prepare(tmp_path / "out", *args, "raw", source, BLOCK_NM, log=logged.append)
+    [warning] = [line for line in logged if line.startswith("WARNING: ")]
+    assert f"0 of {len(voxels)} positions lie with their whole patch inside" in warning
+    assert "likely cause: the table is in voxels, read as nm" in warning
+    check = json.loads(plan.store.plan_file.read_text())["positions_check"]
+    assert check["count"] == len(voxels) > 100 and check["fix"].startswith("--units voxels")
+    from synister.volumes.sanity import PositionMismatch
+
+    with pytest.raises(PositionMismatch, match="in voxels, read as nm"):
+        prepare(tmp_path / "strict", *args, "raw", source, BLOCK_NM, strict=True, log=print)
+    assert not (tmp_path / "strict").exists()

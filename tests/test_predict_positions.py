@@ -293,7 +293,7 @@ def test_summarize_neurons_calls_only_clear_neurons_confident():
     np.testing.assert_allclose(summary.loc["close", "margin"], 0.05, atol=1e-9)
     assert not summary.loc["few", "confident"] and summary.loc["few", "n_synapses"] == 20
     np.testing.assert_allclose(
-        summary.loc["clear", "top_nt_votes"], (clear.argmax(axis=1) == 0).mean()
+        summary.loc["clear", "top_nt_vote_share"], (clear.argmax(axis=1) == 0).mean()
     )
     assert list(summary.index) == ["clear", "close", "few"]  # by synapse count
 

@@ -165,7 +165,7 @@ def test_malformed_tables_give_the_predict_positions_message(web, site, tokens, 
         )
 
         response = submit(client, tables / "too_many_rows.csv")
-        assert response.status_code == 422 and "1001 rows; at most 1000" in response.text
+        assert response.status_code == 422 and "more than 1000 rows; at most 1000" in response.text
 
         response = submit(client, tables / "flywire.csv", units="voxels")
         assert response.status_code == 422 and "no --voxel-size was given" in response.text

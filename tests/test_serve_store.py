@@ -184,6 +184,17 @@ class StoreContract:
         with pytest.raises(JobFinished, match="already cancelled"):
             store.cancel(running.id)
 
+    def test_delete_a_job_unless_it_runs(self, store):
+        running = store.submit(new_job(), max_active=5)
+        queued = store.submit(new_job(), max_active=5)
+        assert store.claim("w1", 30, 3).id == running.id
+        assert not store.delete_job(running.id) and store.get_job(running.id).state == "running"
+        assert store.delete_job(queued.id) and store.get_job(queued.id) is None
+        assert store.claim("w2", 30, 3) is None  # a deleted queued job never runs
+        store.finish(running.id, "w1", "done")
+        assert store.delete_job(running.id) and store.list_jobs() == []
+        assert not store.delete_job(running.id)
+
     def test_cancelled_job_of_a_dead_worker_ends_cancelled(self, store):
         job = store.submit(new_job(), max_active=5)
         store.claim("dead", 30, 3)

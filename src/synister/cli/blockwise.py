@@ -65,6 +65,7 @@ def predict_volume_command(
     min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
     min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
     overwrite: opt.Overwrite = False,
+    strict: opt.Strict = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan, time a few blocks and print; predict nothing.")
     ] = False,
@@ -85,7 +86,10 @@ def predict_volume_command(
     )
     source = Source(synapses, split, part)
     block_nm = block_size or DEFAULT_BLOCK_NM
-    log = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
+
+    def log(text: str) -> None:
+        typer.echo(text, err=as_json or text.startswith("WARNING"))
+
     try:
         if dry_run:
             options = {
@@ -93,6 +97,7 @@ def predict_volume_command(
                 "precision": precision,
                 "overwrite": overwrite,
                 "column_options": columns,
+                "strict": strict,
             }
             report = _dry_run(
                 model, volume, dataset, source, out, block_nm, workers, device, batch_size,
@@ -109,7 +114,7 @@ def predict_volume_command(
             retries=retries, worker_config=worker_config, read_ahead=read_ahead,
             overwrite=overwrite,
             column_options=columns, min_synapses=min_synapses, min_margin=min_margin,
-            progress=progress,
+            strict=strict, progress=progress,
             log=log,
         )  # fmt: skip
     except (PlanMismatch, *user_errors()) as e:
@@ -161,7 +166,10 @@ def worker_command(
     """One predict-volume worker, as a cluster job runs it (started by predict-volume)."""
     from ..predict.blockwise.worker import run_worker
 
-    blocks = run_worker(
-        str(out), device, threads, batch_size, context=context, read_ahead=read_ahead
-    )
+    try:
+        blocks = run_worker(
+            str(out), device, threads, batch_size, context=context, read_ahead=read_ahead
+        )
+    except user_errors() as error:  # a bad --context, an OUT without a plan
+        fail(str(error))
     typer.echo(json.dumps({"blocks": blocks}))

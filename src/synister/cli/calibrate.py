@@ -55,7 +55,7 @@ def calibrate_command(
         except (ConfigError, OSError) as error:
             fail(f"{model}: {error}")
     try:
-        with open_database(url) as db:
+        with open_database(url, create=False) as db:
             record = calibrate(db, model, validation_run, target_accuracy=target_accuracy)
     except (CalibrationError, ConfigError, DatabaseError, KeyError, OSError, ValueError) as error:
         fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))

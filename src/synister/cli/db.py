@@ -10,7 +10,7 @@ import typer
 
 from . import options as opt
 from . import tables as table_options
-from .errors import fail
+from .errors import fail, warn
 
 db_app = typer.Typer(
     name="db",
@@ -106,8 +106,9 @@ def import_command(
 
     All files are checked first: on any error nothing is stored, and the error names the place.
     """
-    from ..db.imports import TableOptions, import_files
+    from ..db.imports import TableOptions, import_batch, read_inputs
     from ..tables import parse_voxel_size
+    from ..volumes.sanity import span
 
     columns = None if coords is None else tuple(c.strip() for c in coords.split(","))
     if columns is not None and len(columns) != 3:
@@ -123,14 +124,25 @@ def import_command(
             label_column=label_column,
             label=label,
         )
+        batch = read_inputs(paths, options, progress)  # every file checked, no database yet
         with open_db(db_url) as db:
-            summary = import_files(db, paths, options, progress=progress)
+            summary = import_batch(db, batch)
     except user_errors() as error:
         fail(str(error))
     typer.echo(
         f"imported {summary.synapses:,} synapses, {summary.skeletons:,} skeletons, "
         f"{summary.hemi_lineages:,} hemilineages from {len(summary.files)} file(s)"
     )
+    if summary.synapses:
+        # no volume to check them against yet (prepare-training does): the range shows
+        # voxels imported as nm, or nm as voxels, to the eye
+        typer.echo(f"positions: {span(summary.low_nm, summary.high_nm)} nm")
+    else:
+        warn(
+            f"no synapses were imported: none of {', '.join(summary.files)} is a synapse file "
+            "(synapses*.json or a synapse table); splits and training need the synapses (the "
+            "original export's synapses_v3.json, say)"
+        )
     if summary.skeletons_without_transmitter:
         typer.echo(
             f"{summary.skeletons_without_transmitter:,} of the skeletons have no known "
@@ -141,15 +153,18 @@ def import_command(
 
 @db_app.command("validate")
 def validate_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
-    """Check for repeated ids and positions and for missing skeletons and hemilineages.
+    """Check for repeated ids and positions, missing skeletons and hemilineages, and that
+    there are synapses at all.
 
     Exits with status 1 when any problem is found.
     """
     try:
         with open_db(db_url, create=False) as db:
             report = db.validate()
+            synapses = db.stats()["synapses"]
     except user_errors() as error:
         fail(str(error))
+    ok = report.ok and synapses > 0
     problems = {
         "duplicate_synapse_ids": report.duplicate_synapse_ids,
         "duplicate_locations": [list(p) for p in report.duplicate_locations],
@@ -157,13 +172,15 @@ def validate_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
         "skeletons_without_hemi_lineage": report.skeletons_without_hemi_lineage,
     }
     if as_json:
-        typer.echo(json.dumps({"ok": report.ok, **problems}))
+        typer.echo(json.dumps({"ok": ok, "synapses": synapses, **problems}))
     else:
+        if not synapses:
+            typer.echo("synapses: 0 (nothing to split or train on: import the synapses)")
         for name, items in problems.items():
             shown = ", ".join(str(i) for i in items[:10]) + (" ..." if len(items) > 10 else "")
             typer.echo(f"{name}: {len(items)}" + (f" ({shown})" if items else ""))
-        typer.echo("ok" if report.ok else "problems found")
-    if not report.ok:
+        typer.echo("ok" if ok else "problems found")
+    if not ok:
         raise typer.Exit(1)
 
 

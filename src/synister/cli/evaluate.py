@@ -165,6 +165,7 @@ def evaluate_command(
 
     names: list[str] = []
     urls: set[str] = set()
+    from_setups: dict[str, Path] = {}  # run -> its prediction setup
     for item in [*(setups or []), *(runs or [])]:
         setup = _as_setup(item)
         if setup is None:
@@ -175,6 +176,7 @@ def evaluate_command(
         except (ConfigError, FileNotFoundError, ValueError) as error:
             fail(f"{setup}: {error}")
         names.append(config.run_name)
+        from_setups[config.run_name] = setup
         urls.add(config.database_url())
     if not names:
         fail("name at least one run, or a prediction setup with --setup")
@@ -186,6 +188,13 @@ def evaluate_command(
 
     try:
         with open_database(url, create=False) as db:
+            stored = set(db.prediction_runs())
+            unpredicted = [str(setup) for run, setup in from_setups.items() if run not in stored]
+            if unpredicted:
+                fail(
+                    f"not predicted yet: {', '.join(unpredicted)} (no run in the database); "
+                    f"predict first: synister predict {' '.join(unpredicted)}"
+                )
             results = evaluate_runs(
                 db,
                 names,
@@ -276,6 +285,13 @@ def format_summary(results: dict) -> str:
     lines += [_calibration_line(m) for m in results["runs"].values() if m.get("calibration")]
     if results.get("best"):
         lines.append(f"best: {_best(results['best'])}")
+        meta = results["runs"][results["best"]["run"]].get("meta") or {}
+        if meta.get("split_part") == "validation" and results["best"].get("iteration"):
+            folder = Path(results["report"]).parent
+            lines.append(
+                f"test it: synister prepare-prediction -d BASE -e {meta.get('experiment')} "
+                f"-t {meta.get('train_number')} --best-of {folder}"
+            )
     elif results.get("best_refused"):
         lines.append(f"best: none, {results['best_refused']}")
         for synapse_set in results["synapse_sets"]:
@@ -304,9 +320,12 @@ def _calibration_line(metrics: dict) -> str:
             f"{_number(after['ece'])}, NLL {_number(before['nll'])} -> {_number(after['nll'])}"
         )
     u = c["unclear"]
+    missed = u.get("thresholds", {}).get("target_missed")
+    target = f" (no thresholds reach {u['target_accuracy']:.0%} accuracy)" if missed else ""
     return (
-        f"{metrics['run']}: {measured}; neurons {u['n_confident']} of {u['n']} confident, "
-        f"accuracy {_number(u['accuracy'])}, {u['n_unclear']} unclear"
+        f"{metrics['run']}: {measured}; neurons {u['n_confident']} of {u['n']} confident"
+        f"{target}, accuracy {_number(u['accuracy_all'] if missed else u['accuracy'])}, "
+        f"{u['n_unclear']} unclear"
     )
 
 

@@ -8,7 +8,7 @@ import typer
 
 from . import options as opt
 from . import tables as table_options
-from .errors import fail
+from .errors import fail, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -72,6 +72,7 @@ def explain_command(
     ] = None,
     device: opt.Device = None,
     threads: opt.Threads = None,
+    strict: opt.Strict = False,
     progress: opt.Progress = True,
 ) -> None:
     """Attribute each synapse's prediction to the voxels of its patch (captum).
@@ -98,6 +99,7 @@ def explain_command(
         index = explain_positions(
             model, volume, positions, out, dataset=dataset, method=method,
             second_class=second_class, device=device, progress=progress, limit=limit,
+            strict=strict, warn=warn,
             table_options=table_options.column_options(
                 id_column, None, position_columns, units, voxel_size
             ),

@@ -69,6 +69,14 @@ Positions = Annotated[
         "x,y,z, pre_x,pre_y,pre_z or pre_pt_position, or see --position-columns).",
     ),
 ]
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail where most positions fall outside the volume or reach out of it (almost "
+        "always a units or axis mix-up; the warning names the likely one) instead of warning.",
+    ),
+]
 Part = Annotated[
     str | None, typer.Option("--part", help="Part of the split: train, validation or test.")
 ]

@@ -12,6 +12,7 @@ import typer
 
 from . import options as opt
 from . import tables as table_options
+from .errors import fail, interrupted, warn
 from .predict import temperature_note
 
 
@@ -50,6 +51,7 @@ def predict_positions_command(
         str, typer.Option(help="neuroglancer to open the report's links in.")
     ] = "https://neuroglancer-demo.appspot.com/",
     overwrite: opt.Overwrite = False,
+    strict: opt.Strict = False,
     progress: opt.Progress = True,
     as_json: opt.Json = False,
 ) -> None:
@@ -58,7 +60,7 @@ def predict_positions_command(
     Writes to OUT: synapses.parquet (every input row: id, neuron_id, the x, y, z given,
     x_nm, y_nm, z_nm, one probability per class, top_nt, top_nt_conf, status ok /
     partly_outside / outside_volume), neurons.parquet (per neuron: mean probabilities,
-    top_nt, top_nt_conf, votes, runner-up, margin, confident) and report.html (with a
+    top_nt, top_nt_conf, top_nt_vote_share, runner-up, margin, confident) and report.html (with a
     neuroglancer link per neuron). A rerun with the same OUT continues. Example for the
     male-VNC tables (8 nm voxels):
     synister predict-positions --model BUNDLE --volume raw.zarr --dataset raw
@@ -87,9 +89,12 @@ def predict_positions_command(
             batch_size=batch_size,
             threads=threads or tuned_threads,
             read_workers=default_readers if read_workers is None else read_workers,
+            strict=strict,
         )
         if job.volume.scale_note and not as_json:
             typer.echo(job.volume.scale_note, err=True)
+        for warning in job.notes():
+            warn(warning)
         summary = run_positions(
             job,
             out,
@@ -106,8 +111,9 @@ def predict_positions_command(
             viewer_url=viewer_url,
         )
     except (TableError, ModelError, OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(error))
+    except KeyboardInterrupt:
+        interrupted(f"the predictions stored in {out} are kept")
     if as_json:
         typer.echo(json.dumps(summary))
         return

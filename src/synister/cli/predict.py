@@ -11,6 +11,7 @@ import typer
 
 from ..layout import WORKER_FILE
 from . import options as opt
+from .errors import interrupted, warn
 from .submit import submit_or_refuse
 
 
@@ -36,6 +37,7 @@ def predict_command(
     ] = None,
     read_workers: opt.ReadWorkers = None,
     threads: opt.Threads = None,
+    strict: opt.Strict = False,
     progress: opt.Progress = True,
     as_json: opt.Json = False,
     submit: opt.Submit = False,
@@ -57,6 +59,7 @@ def predict_command(
     results = []
     for setup in setups or [Path.cwd()]:
         args = ["predict", str(setup.resolve()), "--no-progress", "--precision", precision]
+        args += ["--strict"] if strict else []
         for option, value in (
             ("--device", device),
             ("--block-workers", block_workers),
@@ -76,6 +79,8 @@ def predict_command(
                 threads=threads,
                 progress=progress,
                 precision=precision,
+                strict=strict,
+                warn=warn,
             )
         except PredictionRunComplete as done:
             typer.echo(f"skipped: {setup}: {done}", err=True)
@@ -85,6 +90,8 @@ def predict_command(
             typer.echo(f"error: {setup}: {error}", err=True)
             results.append({"setup": str(setup), "status": "failed", "message": str(error)})
             continue
+        except KeyboardInterrupt:
+            interrupted(f"{setup}: the predictions stored so far are kept")
         # a rate without two stored batches is NaN, which JSON cannot hold
         result = {
             k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()

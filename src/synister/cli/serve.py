@@ -4,6 +4,8 @@ tokens."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -163,6 +165,7 @@ def init_command(
     from synister.serve.server import check_choices
     from synister.serve.store import open_store
 
+    os.umask(0o077)  # the job database and the config: this account's alone
     bundles = {n: Path(p).expanduser().absolute() for n, p in _pairs(bundle, "bundle").items()}
     volumes = {
         n: u if "://" in u else str(Path(u).expanduser().absolute())
@@ -171,6 +174,7 @@ def init_command(
     config_path = folder / "service.toml"
     if config_path.exists():
         fail(f"{config_path} exists; edit it, or choose another folder")
+    made = next((p for p in (*reversed(folder.absolute().parents), folder) if not p.exists()), None)
     folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(render_config(bundles, volumes, port=port))
     try:
@@ -178,6 +182,8 @@ def init_command(
         check_choices(config)
     except ConfigError as error:
         config_path.unlink()
+        if made is not None:  # the folders this call made: nothing stays behind
+            shutil.rmtree(made, ignore_errors=True)
         fail(str(error))
     with open_store(config.database_url) as store:
         _, token = store.create_token(admin, admin=True)
@@ -189,6 +195,98 @@ def init_command(
         err=True,
     )
     typer.echo(token)
+
+
+def _echo_rows(rows: list[dict], as_json: bool, header: str, line) -> None:
+    """``rows`` as JSON, or as a header and one ``line(row)`` each."""
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    typer.echo(header)
+    for row in rows:
+        typer.echo(line(row))
+
+
+def _when(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+@serve_app.command("jobs")
+def jobs_command(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option(help="Only this user's jobs.")] = None,
+    config: ConfigOption = None,
+    as_json: opt.Json = False,
+) -> None:
+    """List jobs (every user's, newest first) with the bytes each keeps on disk."""
+    from synister.serve.files import folder_bytes, job_dir
+    from synister.serve.retention import ALL_JOBS
+
+    loaded = _config(ctx, config)
+    with _store(ctx, config) as store:
+        jobs = store.list_jobs(user, ALL_JOBS)
+    rows = [
+        {
+            "id": job.id,
+            "user": job.user,
+            "state": job.state,
+            "rows": job.rows,
+            "created": _when(job.created),
+            "finished": _when(job.finished),
+            "bytes": folder_bytes(job_dir(loaded.results_dir, job.id)),
+            "input": job.input_name,
+        }
+        for job in jobs
+    ]
+    _echo_rows(
+        rows,
+        as_json,
+        f"{'id':32}  {'user':16}  {'state':9}  {'finished':25}  {'bytes':>12}  input",
+        lambda r: (
+            f"{r['id']:32}  {r['user']:16}  {r['state']:9}  {r['finished'] or '-':25}  "
+            f"{r['bytes']:>12}  {r['input']!r}"
+        ),
+    )
+    if not as_json:
+        typer.echo(f"{len(rows)} jobs, {sum(r['bytes'] for r in rows)} bytes", err=True)
+
+
+@serve_app.command("prune")
+def prune_command(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")
+    ] = False,
+    config: ConfigOption = None,
+    as_json: opt.Json = False,
+) -> None:
+    """Apply the retention rules now (the service does hourly): remove the files of
+    cancelled and failed jobs, finished jobs older than [limits] results_days (files and
+    record), and job folders without a record older than a day."""
+    from synister.serve.retention import prune
+
+    loaded = _config(ctx, config)
+    with _store(ctx, config) as store:
+        removed = prune(loaded, store, dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in removed]))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in removed:
+        what = "files and record" if r.record else "files"
+        typer.echo(f"{verb} {what} of {r.job} ({r.reason}, {r.user or 'no record'}): {r.bytes} B")
+    total = sum(r.bytes for r in removed)
+    typer.echo(f"{verb} {len(removed)} job folders, {total} bytes", err=True)
+
+
+@serve_app.command("example-proxy")
+def example_proxy_command() -> None:
+    """Print an nginx configuration for a reverse proxy in front of the service."""
+    from synister.serve.http import NGINX_EXAMPLE
+
+    typer.echo(NGINX_EXAMPLE, nl=False)
 
 
 @serve_app.command("example-config")
@@ -257,27 +355,22 @@ def token_list(
     with _store(ctx, config) as store:
         tokens = store.list_tokens()
 
-    def when(seconds: float | None) -> str | None:
-        if seconds is None:
-            return None
-        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
-
     rows = [
         {
             "id": t.key_id,
             "user": t.user,
             "admin": t.admin,
-            "created": when(t.created),
-            "revoked": when(t.revoked),
+            "created": _when(t.created),
+            "revoked": _when(t.revoked),
         }
         for t in tokens
     ]
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    typer.echo(f"{'id':12}  {'user':20}  {'admin':5}  {'created':25}  revoked")
-    for r in rows:
-        typer.echo(
+    _echo_rows(
+        rows,
+        as_json,
+        f"{'id':12}  {'user':20}  {'admin':5}  {'created':25}  revoked",
+        lambda r: (
             f"{r['id']:12}  {r['user']:20}  {'yes' if r['admin'] else 'no':5}  "
             f"{r['created']:25}  {r['revoked'] or '-'}"
-        )
+        ),
+    )

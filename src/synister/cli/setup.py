@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from synister.config import ConfigError
-
 from . import options as opt
-from .errors import fail
+from .errors import fail, warn
 
 
 def _parse_settings(
@@ -69,6 +67,14 @@ SkipVolumeCheck = Annotated[
         help="Do not open the raw volume now (one that only the compute nodes reach).",
     ),
 ]
+SkipDataCheck = Annotated[
+    bool,
+    typer.Option(
+        "--skip-data-check",
+        help="Do not check now that the split exists and holds synapses of every class (a "
+        "split made later; a database that cannot be opened is only warned about).",
+    ),
+]
 
 
 def prepare_training_command(
@@ -88,15 +94,19 @@ def prepare_training_command(
     raw_dataset: RawDataset = None,
     settings: Settings = None,
     skip_volume_check: SkipVolumeCheck = False,
+    skip_data_check: SkipDataCheck = False,
+    strict: opt.Strict = False,
 ) -> None:
     """Create BASE/EXPERIMENT/02_train/setup_t<ID> with train_config.ini and worker_config.ini.
 
     The defaults train the seed's FAFB VGG (16x160x160 voxels of 40x4x4 nm, six transmitters)
     on the layout `synister synthetic` writes; pass db_url and raw_container here (relative
-    paths are relative to BASE). The raw volume must open. An existing setup is never
-    overwritten.
+    paths are relative to BASE). What training needs is checked now: the raw volume opens,
+    the split exists and its train part holds synapses of every class, and they lie in the
+    volume. An existing setup is never overwritten.
     """
     from synister import setup
+    from synister.config import ConfigError
 
     if clean_up:
         folder = setup.train_setup_dir(base_dir, experiment, train_id)
@@ -117,8 +127,9 @@ def prepare_training_command(
     overrides = _parse_settings(settings, db_url, split_name, raw_container, raw_dataset)
     try:
         folder = setup.prepare_training(
-            base_dir, experiment, train_id, check_volume=not skip_volume_check, **overrides
-        )
+            base_dir, experiment, train_id, check_volume=not skip_volume_check,
+            check_data=not skip_data_check, strict=strict, warn=warn, **overrides,
+        )  # fmt: skip
     except (ConfigError, setup.SetupError) as exc:
         fail(str(exc))
     typer.echo(f"Created {folder}")
@@ -133,6 +144,14 @@ def prepare_prediction_command(
     iterations: Annotated[
         list[int] | None,
         typer.Option("-i", "--iterations", help="Checkpoint iteration(s): -i 1000 2000 3000."),
+    ] = None,
+    best_of: Annotated[
+        Path | None,
+        typer.Option(
+            "--best-of",
+            help="Instead of -i: the iteration of the best run in this folder of `synister "
+            "evaluate --out FOLDER` (the training's validation runs).",
+        ),
     ] = None,
     validation: Annotated[
         bool, typer.Option("-v", "--validation", help="Predict the validation part, not test.")
@@ -161,6 +180,8 @@ def prepare_prediction_command(
         bool, typer.Option("--force", help="Rewrite an existing setup of the same checkpoint.")
     ] = False,
     skip_volume_check: SkipVolumeCheck = False,
+    skip_data_check: SkipDataCheck = False,
+    strict: opt.Strict = False,
 ) -> None:
     """Create one BASE/EXPERIMENT/03_predict/setup_t<ID>_p<N> per checkpoint.
 
@@ -170,6 +191,7 @@ def prepare_prediction_command(
     setup of the same checkpoint and part is kept (and its differences shown) unless --force.
     """
     from synister import setup
+    from synister.config import ConfigError
 
     wanted = list(iterations or [])
     for extra in ctx.args:  # "-i 1000 2000": click passes the values after the first here
@@ -181,6 +203,10 @@ def prepare_prediction_command(
             ) from None
     if part is not None and validation and part != "validation":
         fail(f"-v/--validation and --part {part} contradict each other")
+    if best_of is not None:
+        if wanted:
+            fail("give checkpoints with -i or --best-of, not both")
+        wanted = [best_iteration(best_of, experiment, train_id)]
     values = _parse_settings(settings, db_url, split_name, raw_container, raw_dataset)
     try:
         made = setup.prepare_prediction_setups(
@@ -195,6 +221,9 @@ def prepare_prediction_command(
             allow_other_input_shape=allow_other_input_shape,
             force=force,
             check_volume=not skip_volume_check,
+            check_data=not skip_data_check,
+            strict=strict,
+            warn=warn,
         )
     except (ConfigError, setup.SetupError) as exc:
         fail(str(exc))
@@ -210,6 +239,40 @@ def prepare_prediction_command(
         typer.echo(line)
     if checkpoint is not None and made:
         typer.echo(f"network settings from {made[0].network_from}")
+
+
+def best_iteration(folder: Path, experiment: str, train_id: int) -> int:
+    """The iteration of the best run that ``synister evaluate --out FOLDER`` found, checked to
+    be a validation run of this training."""
+    import json
+
+    from synister.evaluate.runner import METRICS_FILE
+
+    try:
+        results = json.loads((folder / METRICS_FILE).read_text())
+    except FileNotFoundError:
+        fail(
+            f"{folder / METRICS_FILE}: not found; evaluate the validation runs first "
+            f"(synister evaluate --setup ... --out {folder})"
+        )
+    except (OSError, ValueError) as error:
+        fail(f"{folder / METRICS_FILE}: {error}")
+    best = results.get("best")
+    if not best:
+        fail(f"{folder}: the evaluation has no best run ({results.get('best_refused')})")
+    meta = (results.get("runs") or {}).get(best["run"], {}).get("meta") or {}
+    trained = (meta.get("experiment"), meta.get("train_number"))
+    if trained != (experiment, train_id):
+        fail(
+            f"{folder}: its best run {best['run']} is of experiment {trained[0]} training "
+            f"{trained[1]}, not {experiment} {train_id}"
+        )
+    if meta.get("split_part") != "validation" or best.get("iteration") is None:
+        fail(
+            f"{folder}: its best run {best['run']} is no validation run of a checkpoint "
+            f"(part {meta.get('split_part')}); pick the iteration on validation runs"
+        )
+    return int(best["iteration"])
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from . import options as opt
 from .db import open_db, user_errors
-from .errors import fail
+from .errors import fail, warn
 
 split_app = typer.Typer(
     name="split",
@@ -29,14 +29,17 @@ def _print_parts(parts: dict, targets: dict | None = None) -> None:
     """Per transmitter and part: synapses, their share, the target share, groups."""
     targets = targets or {}
     header = f"{'transmitter':<16}{'part':<12}{'synapses':>10}{'share':>8}"
-    typer.echo(header + (f"{'target':>8}" if targets else "") + f"{'groups':>8}")
+    header += (f"{'target':>8}" if targets else "") + f"{'groups':>8}{'neurons':>9}"
+    typer.echo(header)
     for nt, per_part in parts.items():
         total = sum(p["synapses"] for p in per_part.values()) or 1
         for part, counts in per_part.items():
             target = f"{targets[part]:>8.3f}" if part in targets else ""
+            neurons = counts.get("neurons")  # splits stored by earlier versions did not
             typer.echo(
                 f"{nt:<16}{part:<12}{counts['synapses']:>10,}"
                 f"{counts['synapses'] / total:>8.3f}{target}{counts['groups']:>8,}"
+                f"{'-' if neurons is None else f'{neurons:,}':>9}"
             )
 
 
@@ -49,8 +52,8 @@ def _print_notes(meta: dict, lone_neurons: int | None = None) -> None:
             f"{lone:,} neurons of an unknown hemilineage (none, or a name matching "
             f"'{pattern}') are groups of their own"
         )
-    for warning in meta.get("warnings", []):
-        typer.echo(f"WARNING: {warning}", err=True)
+    for warning in meta.get("warnings", []) + meta.get("neuron_warnings", []):
+        warn(warning)
 
 
 @split_app.command("make")
@@ -138,8 +141,8 @@ def make_command(
         fail(str(error))
     if as_json:
         typer.echo(json.dumps({"name": name, "meta": meta}))
-        for warning in meta["warnings"]:
-            typer.echo(f"WARNING: {warning}", err=True)
+        for warning in meta["warnings"] + meta["neuron_warnings"]:
+            warn(warning)
         return
     typer.echo(f"stored split {name!r} (by {by}, seed {seed})")
     _print_parts(meta["summary"], meta["targets"])

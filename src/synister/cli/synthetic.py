@@ -118,7 +118,7 @@ def oracle_command(
 
     try:
         per_part, ids_of = {}, {}
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             for part in SPLIT_PARTS:
                 ids = db.synapses(split=split, part=part)["synapse_id"].to_numpy()
                 if len(ids):

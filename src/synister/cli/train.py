@@ -9,6 +9,7 @@ import typer
 
 from ..layout import WORKER_FILE
 from . import options as opt
+from .errors import fail
 from .submit import submit_or_refuse
 
 SetupOption = Annotated[
@@ -38,6 +39,7 @@ def train_command(
 
     Several GPUs: torchrun --nproc_per_node=N -m synister.train ITERATIONS --setup DIR
     """
+    from synister.db import DatabaseError
     from synister.train import NotATrainingSetup, train
     from synister.train.setup_run import summary_line
 
@@ -48,9 +50,8 @@ def train_command(
         return
     try:
         result = train(setup, num_iterations, device=device, progress=progress)
-    except (NotATrainingSetup, ValueError) as err:  # ConfigError is a ValueError
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
+    except (NotATrainingSetup, ValueError, OSError, DatabaseError) as err:  # ConfigError too
+        fail(str(err))
     typer.echo(summary_line(result))
 
 
@@ -66,6 +67,5 @@ def train_plot_command(
     try:
         path = plot_training_curves(setup, out or setup / "training_curves.png")
     except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
+        fail(str(err))
     typer.echo(f"wrote {path}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..nt import UnknownTransmitter, canonical
+from ..nt import TRANSMITTERS, UnknownTransmitter, canonical
 from ..tables import (
     ID_COLUMNS,
     NEURON_COLUMNS,
@@ -231,12 +231,20 @@ def _table_labels(path: Path, raw: pd.DataFrame, options: TableOptions, csv: boo
         return np.full(len(raw), canonical(options.label), dtype=object)
     stem = table_stem(path)
     try:
-        return np.full(len(raw), canonical(stem), dtype=object)
+        name = canonical(stem)
     except UnknownTransmitter:
         raise BadInput(
             f"{path}: the file name {stem!r} is not a transmitter; name the file after its "
             "transmitter (gaba.csv) or give a label column or a fixed label"
         ) from None
+    if name not in TRANSMITTERS:
+        # "others" (male-VNC) mixes transmitters: as a class it is a choice, never a file name's
+        raise BadInput(
+            f"{path}: the file name {stem!r} is a catch-all label, not a transmitter ("
+            f"{', '.join(TRANSMITTERS)}); leave the file out, or import it deliberately as the "
+            f"class {name!r} on its own: synister db import --label {name} {path}"
+        )
+    return np.full(len(raw), name, dtype=object)
 
 
 def reject_conflicting_labels(labels: pd.DataFrame) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "TableOptions",
     "expand_paths",
     "export_kind",
+    "import_batch",
     "import_files",
     "read_export_file",
     "read_inputs",
@@ -72,6 +73,9 @@ class ImportSummary:
     hemi_lineages: int
     skeletons_already_stored: int = 0
     skeletons_without_transmitter: int = 0
+    #: the imported synapses' positions, lowest and highest per axis (z, y, x nm)
+    low_nm: tuple[float, float, float] | None = None
+    high_nm: tuple[float, float, float] | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -81,6 +85,8 @@ class ImportSummary:
             "hemi_lineages": self.hemi_lineages,
             "skeletons_already_stored": self.skeletons_already_stored,
             "skeletons_without_transmitter": self.skeletons_without_transmitter,
+            "low_nm": self.low_nm,
+            "high_nm": self.high_nm,
         }
 
 
@@ -125,6 +131,8 @@ def read_inputs(
     paths: Iterable[Path | str], options: TableOptions = DEFAULT_OPTIONS, progress: bool = False
 ) -> _Batch:
     """Parse every input file (nothing is written)."""
+    if not paths:
+        raise BadInput("nothing to import: give export JSON files, tables or folders")
     batch = _Batch()
     files = expand_paths(paths)
     for path in tqdm(files, desc="reading", unit="file", disable=None if progress else True):
@@ -222,9 +230,12 @@ def import_files(
     Raises :class:`BadInput` naming the file and line/key/field for malformed input, ids repeated
     in the input or already stored, and neurons labelled two ways; the database is unchanged then.
     """
-    if not paths:
-        raise BadInput("nothing to import: give export JSON files, tables or folders")
-    batch = read_inputs(paths, options, progress)
+    return import_batch(db, read_inputs(paths, options, progress))
+
+
+def import_batch(db: Database, batch: _Batch) -> ImportSummary:
+    """Import what :func:`read_inputs` read into ``db``, all or nothing (see
+    :func:`import_files`); reading first checks every file before a database is opened."""
     synapses = _concat(batch.synapses)
     skeletons = _concat(batch.skeletons)
     hemi_lineages = _concat(batch.hemi_lineages)
@@ -252,6 +263,7 @@ def import_files(
         )
     synapses, skeletons, hemi_lineages = map(_public, (synapses, skeletons, hemi_lineages))
     db.import_records(synapses=synapses, skeletons=skeletons, hemi_lineages=hemi_lineages)
+    positions = None if synapses is None else synapses[["z", "y", "x"]].to_numpy(float)
     return ImportSummary(
         files=batch.files,
         synapses=0 if synapses is None else len(synapses),
@@ -261,4 +273,6 @@ def import_files(
         skeletons_without_transmitter=0
         if skeletons is None
         else int(sum(not known for known in skeletons["nt_known"])),
+        low_nm=None if positions is None else tuple(positions.min(axis=0).tolist()),
+        high_nm=None if positions is None else tuple(positions.max(axis=0).tolist()),
     )

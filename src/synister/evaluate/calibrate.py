@@ -102,6 +102,13 @@ def calibration_summary(
         )  # fmt: skip
         thresholds = cal.UnclearThresholds(**chosen["thresholds"])
         unclear = {**chosen, "chosen_on": "this run"}
+        if not chosen["reached"]:  # calls that cannot reach the target are no confident calls
+            thresholds = replace(thresholds, target_missed=True)
+            unclear.update(
+                thresholds=thresholds.to_dict(),
+                closest={k: chosen[k] for k in ("n_confident", "coverage", "accuracy")},
+                **cal.selective_accuracy(np.zeros(correct.shape, dtype=bool), correct),
+            )
     else:
         confident = thresholds.confident(scores.top_probability, scores.margin, scores.n_synapses)
         unclear = {
@@ -370,7 +377,7 @@ def evaluate_calibration(
     chosen_on += f" for {target:.0%} accuracy of the confident calls"
     given = options.overrides()
     if given:
-        thresholds = replace(thresholds, **given)
+        thresholds = replace(thresholds, **given, target_missed=False)
         chosen_on = f"{', '.join(sorted(given))} given, the rest {chosen_on}"
     summary, neurons = calibration_summary(raw, classes, temperature, thresholds=thresholds)
     summary["temperature_source"] = source

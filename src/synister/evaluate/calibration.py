@@ -285,11 +285,14 @@ def neuron_scores(neuron_ids, probabilities) -> NeuronScores:
 @dataclass(frozen=True)
 class UnclearThresholds:
     """A neuron call is confident when all three hold: top-class mean probability >=
-    ``min_probability``, margin to the runner-up >= ``min_margin``, synapses >= ``min_synapses``."""
+    ``min_probability``, margin to the runner-up >= ``min_margin``, synapses >= ``min_synapses``.
+    ``target_missed``: no thresholds reached the target accuracy on the run they were chosen
+    on, so no call is confident (a call at chance accuracy is no confident call)."""
 
     min_probability: float = 0.0
     min_margin: float = 0.0
     min_synapses: int = 1
+    target_missed: bool = False
 
     def __post_init__(self) -> None:
         for name in ("min_probability", "min_margin"):
@@ -301,6 +304,8 @@ class UnclearThresholds:
 
     def confident(self, top_probability, margin, n_synapses) -> np.ndarray:
         """Boolean per neuron: True where the call is confident, False where it is unclear."""
+        if self.target_missed:
+            return np.zeros(np.shape(top_probability), dtype=bool)
         return (
             (np.asarray(top_probability) >= self.min_probability - 1e-12)
             & (np.asarray(margin) >= self.min_margin - 1e-12)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +34,15 @@ from ..identity import RunIdentity
 from ..models import LoadedModel, ModelError, load_model
 from ..nt import canonical
 from ..predict.engine import Predictor
-from ..predict.positions import locate
 from ..tables import TableError, read_positions
 from ..volumes import Volume
+from ..volumes.sanity import (
+    PositionMismatch,
+    PositionWarning,
+    check_positions,
+    locate,
+    require_fit,
+)
 from .attribution import METHODS, attribute
 from .montage import draw_montage
 
@@ -110,6 +118,8 @@ def explain_positions(
     progress: bool = True,
     limit: int | None = None,
     table_options: dict | None = None,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
     **attribute_options,
 ) -> pd.DataFrame:
     """Explain every position of a table with the model at ``model_path`` (see the module doc);
@@ -120,7 +130,9 @@ def explain_positions(
     ``limit`` keeps the first rows of the table only. ``table_options`` (``units``,
     ``voxel_size``, ``id_column``, ``position_columns``) say how to read the table (see
     :func:`synister.tables.read_positions`). ``attribute_options`` go to
-    :func:`synister.explain.attribution.attribute`.
+    :func:`synister.explain.attribution.attribute`. Where most positions fall outside the
+    volume (a units or axis mix-up) ``warn(text)`` is told before anything is explained (default:
+    a :class:`~synister.volumes.sanity.PositionWarning`), or ``strict`` refuses.
     """
     if method not in METHODS:
         raise ExplainInputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -128,9 +140,10 @@ def explain_positions(
     classes, network = predictor.classes, predictor.model
     second = _class_index(second_class, classes)
     try:
-        positions = read_positions(positions_path, **(table_options or {})).rows
+        table = read_positions(positions_path, **(table_options or {}))
     except TableError as error:
         raise ExplainInputError(str(error)) from None
+    positions = table.rows
     if limit is not None:
         positions = positions.iloc[: max(0, int(limit))].reset_index(drop=True)
     try:
@@ -149,6 +162,16 @@ def explain_positions(
     shape = predictor.input_shape_vox
     centers = positions[["z_nm", "y_nm", "x_nm"]].to_numpy()
     positions["status"] = locate(volume, centers, shape)
+    check = check_positions(
+        volume, centers, shape, units=table.units, voxel_size_xyz_nm=table.voxel_size_xyz_nm,
+        status=positions["status"].to_numpy(),
+    )  # fmt: skip
+    try:
+        warning = require_fit(check, strict, table.source)
+    except PositionMismatch as error:
+        raise ExplainInputError(str(error)) from None
+    if warning:  # before the slow part
+        (warn or (lambda text: warnings.warn(text, PositionWarning, stacklevel=3)))(warning)
     what = {"model": loaded.identity, "method": method, "second_class": second_class}
     settings = RunIdentity({**what, "options": attribute_options})
     rows = []

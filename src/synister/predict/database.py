@@ -31,6 +31,7 @@ from ..identity import RunIdentity
 from ..layout import PREDICT_FILE
 from ..models import LoadedModel, load_model
 from ..volumes import Volume
+from ..volumes.sanity import check_positions, require_fit
 from .engine import Predictor, check_precision, choose_device
 from .progress import StoredCounter, progress_bar
 from .sources import reading_order
@@ -299,6 +300,8 @@ def predict_setup(
     model: torch.nn.Module | None = None,
     precision: str = "fp32",
     patch_placement: str = "closest",
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Predict the split part of one predict setup (see :func:`plan_prediction`).
 
@@ -312,6 +315,10 @@ def predict_setup(
     thread fewer). ``model`` replaces the network built from the config and its checkpoint;
     ``precision`` is fp32, fp16 (GPU) or bf16. Progress (done/total, synapses/s, ETA) goes to
     stderr.
+
+    Where most synapses fall outside the volume (a units or axis mix-up, see
+    :func:`synister.volumes.sanity.check_positions`) ``warn`` (default: the log) hears why
+    before anything is predicted, or with ``strict`` the call fails.
 
     Returns run, total, predicted, resumed_from, seconds, synapses_per_second (whole call),
     steady_synapses_per_second (after start-up, see
@@ -330,6 +337,12 @@ def predict_setup(
     )
     n = block_workers or plan.worker.num_block_workers
     try:
+        centers = plan.synapses[["z", "y", "x"]].to_numpy(dtype=np.float64)
+        check = check_positions(volume, centers, plan.cfg.input_shape)
+        where = f"split {plan.cfg.split_name!r} part {plan.cfg.split_part!r} (from the database)"
+        warning = require_fit(check, strict, where)
+        if warning:
+            (warn or log.warning)(warning)
         if n < 1:
             raise ValueError(f"block workers must be >= 1, got {n}")
         n = min(n, max(1, len(plan.todo)))
@@ -383,6 +396,7 @@ def predict_setup(
         "threads": threads,
         "precision": precision,
         "temperature": plan.temperature,
+        "warnings": [warning] if warning else [],
     }
 
 

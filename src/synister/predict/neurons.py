@@ -111,7 +111,7 @@ def summarize_sums(
     """The per-neuron table from :func:`neuron_sums` (:mod:`synister.neurons`' summary):
     ``neuron_id``, ``n_synapses`` (predicted), ``n_outside`` (without a prediction), the mean
     probability per class, ``top_nt`` and ``top_nt_conf`` (mean probability of the top class),
-    ``top_nt_votes`` (fraction of its synapses whose top class it is), ``runner_up_nt``,
+    ``top_nt_vote_share`` (the share of its synapses whose top class it is), ``runner_up_nt``,
     ``runner_up_conf``, ``margin``, and ``confident``: at least ``min_synapses`` synapses and a
     margin of at least ``min_margin``. A neuron without a predicted synapse has no means and no
     top class. Sorted by synapse count, largest first, then by neuron id."""
@@ -140,7 +140,7 @@ def summarize_sums(
         summary[column] = neurons.mean_probabilities[:, i]
     summary["top_nt"] = pd.array(where_predicted(names[neurons.top_idx], None), dtype="string")
     summary["top_nt_conf"] = where_predicted(neurons.top_probability, np.nan)
-    summary["top_nt_votes"] = where_predicted(neurons.top_votes, np.nan)
+    summary["top_nt_vote_share"] = where_predicted(neurons.top_votes, np.nan)
     second = neurons.runner_up_idx
     runner_up = np.where(has & (second >= 0), names[np.maximum(second, 0)], None)
     summary["runner_up_nt"] = pd.array(runner_up, dtype="string")

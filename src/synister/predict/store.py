@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from ..files import file_sha256, write_atomic, write_json
 from ..identity import RunIdentity
+from ..tables import spreadsheet_safe
 from .neurons import MIN_MARGIN, MIN_SYNAPSES, summarize_neurons
 from .positions import PositionsJob
 from .progress import StoredCounter, progress_bar
@@ -220,6 +221,8 @@ def run_positions(
         "neurons": None if neurons is None else int(len(neurons)),
         "confident_neurons": None if neurons is None else int(neurons["confident"].sum()),
         "temperature": job.model.temperature,  # divided the logits (synister calibrate)
+        "warnings": job.notes(),  # a likely units or axis mix-up; no neuron column
+        "positions_check": None if job.check is None else job.check.to_json(),
         "seconds": seconds,
         "synapses_per_second": counter.count / seconds if seconds > 0 else float("nan"),
         "steady_synapses_per_second": counter.steady_rate(),
@@ -230,7 +233,8 @@ def run_positions(
     }
     write_atomic(out / "synapses.parquet", lambda tmp: synapses.to_parquet(tmp, index=False))
     if csv:
-        write_atomic(out / "synapses.csv", lambda tmp: synapses.to_csv(tmp, index=False))
+        safe = spreadsheet_safe(synapses)  # text cells are never run as formulas
+        write_atomic(out / "synapses.csv", lambda tmp: safe.to_csv(tmp, index=False))
     if neurons is not None:
         write_atomic(out / "neurons.parquet", lambda tmp: neurons.to_parquet(tmp, index=False))
     settings = {

@@ -6,7 +6,7 @@ does, so ids never leak; an admin token sees every job.
 """
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -14,7 +14,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from . import files as job_files
+from .checks import CheckPool
 from .config import ServiceConfig
+from .logs import APP_LOG
 from .store import Job, Principal, Store
 
 
@@ -26,6 +28,24 @@ class Service:
     config: ServiceConfig
     store: Store
     request_counts: Counter
+    checks: CheckPool
+    #: uploads being received or checked, per user (they count against the queue limit)
+    uploading: Counter = field(default_factory=Counter)
+
+    def log_check(self, user: str, job_id: str, answer: dict) -> None:
+        """One log line per table check: its outcome and the checker's memory."""
+        APP_LOG.info(
+            "table checked",
+            extra={
+                "event": "check",
+                "user": user,
+                "job": job_id,
+                "rows": answer.get("rows"),
+                "refused": "error" in answer,
+                "rss_bytes": answer.get("rss_bytes"),
+                "peak_rss_bytes": answer.get("peak_rss_bytes"),
+            },
+        )
 
     async def read(self, function, *args):
         """A read of the store: on SQLite in the event loop (a read of the WAL file takes

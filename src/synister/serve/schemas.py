@@ -68,6 +68,8 @@ class Choices(BaseModel):
     upload_bytes: int
     rows_per_job: int
     queued_jobs_per_user: int
+    user_bytes: int
+    results_days: float
 
 
 class Me(BaseModel):
@@ -83,7 +85,7 @@ def _time(seconds: float | None) -> str | None:
 
 def job_out(job: Job) -> JobOut:
     base = f"{API}/jobs/{job.id}"
-    links = {"self": base, "cancel": f"{base}/cancel"}
+    links = {"self": base, "cancel": f"{base}/cancel", "delete": base}
     if job.state == "done":
         links |= {"results": f"{base}/results", "report": f"{base}/report"}
     return JobOut(

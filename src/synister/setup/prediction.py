@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +227,9 @@ def prepare_prediction_setups(
     force: bool = False,
     check_checkpoints: bool = True,
     check_volume: bool = True,
+    check_data: bool = False,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> list[PredictionSetup]:
     """Make (or find) one prediction setup per checkpoint; see :func:`prepare_prediction`.
 
@@ -237,8 +242,11 @@ def prepare_prediction_setups(
 
     Before anything is written the weights must fit the network, the input shape and voxel
     size must be the trained ones (``allow_other_input_shape`` lifts the first) and, with
-    ``check_volume``, the raw volume must open. An existing setup of the same checkpoint and
-    part is kept and reported with the keys it differs in; ``force`` rewrites it.
+    ``check_volume``, the raw volume must open; with ``check_data``, the database must hold
+    the split with synapses of the part to predict, lying in the volume
+    (:func:`synister.setup.checks.check_data`; ``warn`` hears its warnings, ``strict`` makes a
+    misfit an error). An existing setup of the same checkpoint and part is kept and reported
+    with the keys it differs in; ``force`` rewrites it.
     """
     split_part = part or ("validation" if validation else "test")
     if split_part not in SPLIT_PARTS:
@@ -267,7 +275,8 @@ def prepare_prediction_setups(
     next_number = max(existing, default=-1) + 1
 
     planned = []
-    checked_volumes: set[tuple[str, str]] = set()
+    checked_volumes: dict[tuple[str, str], object] = {}
+    checked_data: set[tuple] = set()
     for item in checkpoints:
         values = dict(shared)
         if item.record is not None:
@@ -290,9 +299,17 @@ def prepare_prediction_setups(
         predict = build_config(PredictConfig, values, "[Predict]")
         if check_checkpoints:
             _check_network(predict, item)
-        if check_volume and (predict.raw_container, predict.raw_dataset) not in checked_volumes:
-            check_raw_volume(predict, base)
-            checked_volumes.add((predict.raw_container, predict.raw_dataset))
+        where = (predict.raw_container, predict.raw_dataset)
+        if check_volume and where not in checked_volumes:
+            checked_volumes[where] = check_raw_volume(predict, base)
+        key = (predict.db_url, predict.split_name, tuple(predict.classes), where)
+        if check_data and key not in checked_data:
+            from .checks import check_data as check
+
+            volume = checked_volumes.get(where)
+            for text in check(predict, base, (split_part,), volume, strict, every_class=False):
+                warn(text) if warn else warnings.warn(text, stacklevel=2)
+            checked_data.add(key)
         planned.append((item, predict, number))
 
     results = []

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,16 +114,16 @@ def default_train_config(**overrides: Any) -> TrainConfig:
     return build_config(TrainConfig, values, "[Training]")
 
 
-def check_raw_volume(config, base_dir: str | Path) -> None:
-    """Open the config's raw volume as training and prediction will; raise :class:`SetupError`
-    saying which folder a relative ``raw_container`` was resolved against (BASE, not the folder
-    the command ran in)."""
+def check_raw_volume(config, base_dir: str | Path):
+    """Open the config's raw volume as training and prediction will and return it; raise
+    :class:`SetupError` saying which folder a relative ``raw_container`` was resolved against
+    (BASE, not the folder the command ran in)."""
     from synister.volumes import Volume
 
     base = Path(base_dir).expanduser().resolve()
     resolved = resolve_paths(config, base)
     try:
-        Volume(resolved.raw_container, resolved.raw_dataset, voxel_size_nm=config.voxel_size)
+        return Volume(resolved.raw_container, resolved.raw_dataset, voxel_size_nm=config.voxel_size)
     except (OSError, ValueError) as exc:
         relative = ""
         if resolved.raw_container != config.raw_container:
@@ -142,13 +144,19 @@ def prepare_training(
     train_id: int,
     *,
     check_volume: bool = True,
+    check_data: bool = False,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> Path:
     """Create ``BASE/EXPERIMENT/02_train/setup_t<train_id>`` with a working default config.
 
     ``overrides`` set training or worker keys (Python values or ini text such as
     ``input_shape="8, 64, 64"``). An existing setup is never overwritten. With
-    ``check_volume`` the raw volume must open (see :func:`check_raw_volume`).
+    ``check_volume`` the raw volume must open (see :func:`check_raw_volume`); with
+    ``check_data`` the database must hold the split and classes training needs, and the
+    synapses must lie in the volume (:func:`synister.setup.checks.check_data`; ``warn`` hears
+    its warnings, or with ``strict`` a misfit is an error).
     """
     setup = train_setup_dir(base_dir, experiment, train_id)
     if setup.exists():
@@ -159,8 +167,12 @@ def prepare_training(
     train_values, worker_values = split_overrides(overrides)
     train = default_train_config(**train_values)
     worker = build_config(WorkerConfig, worker_values, "[Worker]")
-    if check_volume:
-        check_raw_volume(train, base_dir)
+    volume = check_raw_volume(train, base_dir) if check_volume else None
+    if check_data:
+        from .checks import check_data as check
+
+        for text in check(train, base_dir, ("train", "validation", "test"), volume, strict):
+            warn(text) if warn else warnings.warn(text, stacklevel=2)
     setup.mkdir(parents=True)
     base = layout.experiment_base(setup)
     write_ini(train, setup / TRAIN_FILE, _TRAIN_HEADER.format(setup=setup.name, base=base))

@@ -7,6 +7,7 @@ voxels with an x,y,z voxel size) and reports bad input as one line naming the fi
 only), so the database layer can use it too.
 """
 
+from .bounds import TableLimits, read_columns, scan_csv
 from .columns import (
     ID_COLUMNS,
     NEURON_COLUMNS,
@@ -35,11 +36,13 @@ from .read import (
     table_kind,
     table_stem,
 )
+from .text import MAX_ID_CHARACTERS, spreadsheet_safe, text_problem
 from .values import duplicate_id_error, exact_ids, first_duplicate, numbers, position_list
 
 __all__ = [
     "FOLDER_ENDINGS",
     "ID_COLUMNS",
+    "MAX_ID_CHARACTERS",
     "NEURON_COLUMNS",
     "OPTION_NAMES",
     "POSITION_COLUMNS",
@@ -47,6 +50,7 @@ __all__ = [
     "PositionTable",
     "TableColumns",
     "TableError",
+    "TableLimits",
     "check_unique_ids",
     "choose_columns",
     "csv_separator",
@@ -58,11 +62,15 @@ __all__ = [
     "parse_voxel_size",
     "position_list",
     "position_rows",
+    "read_columns",
     "read_frame",
     "read_neuron_ids",
     "read_positions",
     "row_name",
+    "scan_csv",
+    "spreadsheet_safe",
     "table_header",
     "table_kind",
     "table_stem",
+    "text_problem",
 ]

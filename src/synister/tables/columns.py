@@ -7,6 +7,7 @@ every command. ``--voxel-size`` takes one number (isotropic), ``x,y,z`` or ``x=.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -157,7 +158,10 @@ def choose_columns(
     columns = list(columns)
     for name, role in ((id_column, "id"), (neuron_column, "neuron")):
         if name is not None and name not in columns:
-            raise TableError(f"{where}: no column {name!r} ({names[role]}); columns: {columns}")
+            raise TableError(
+                f"{where}: no column {name!r} ({names[role]}); columns: {columns}",
+                columns=columns,
+            )
     if position_columns:
         positions = tuple(position_columns)
         if len(positions) not in (1, 3):
@@ -167,7 +171,8 @@ def choose_columns(
         missing = [c for c in positions if c not in columns]
         if missing:
             raise TableError(
-                f"{where}: no column {missing[0]!r} ({names['positions']}); columns: {columns}"
+                f"{where}: no column {missing[0]!r} ({names['positions']}); columns: {columns}",
+                columns=columns,
             )
     else:
         found = [tuple(find_column(columns, [c]) for c in group) for group in POSITION_COLUMNS]
@@ -176,17 +181,32 @@ def choose_columns(
             tried = " or ".join(",".join(group) for group in POSITION_COLUMNS)
             raise TableError(
                 f"{where}: no position columns (looked for {tried}; name them with "
-                f"{names['positions']}); columns: {columns}"
+                f"{names['positions']}); columns: {columns}",
+                columns=columns,
             )
     if units == "voxels" and voxel is None:
         raise TableError(
             f"{where}: columns {', '.join(positions)} are in voxels ({names['units']} voxels) "
             f"but no {names['voxel_size']} was given ({_VOXEL_EXAMPLE})"
         )
+    neuron = neuron_column or find_column(columns, NEURON_COLUMNS)
+    if neuron is None and (misspelt := _near(columns, NEURON_COLUMNS, positions)):
+        raise TableError(
+            f"{where}: no neuron column (looked for {', '.join(NEURON_COLUMNS)}), but "
+            f"{misspelt!r} looks like one misspelt: fix the header, or name it "
+            f"({names['neuron']}); columns: {columns}"
+        )
     return TableColumns(
-        id_column or find_column(columns, ID_COLUMNS),
-        neuron_column or find_column(columns, NEURON_COLUMNS),
-        positions,
-        units,
-        voxel,
+        id_column or find_column(columns, ID_COLUMNS), neuron, positions, units, voxel
     )
+
+
+def _near(columns: Sequence[str], wanted: Sequence[str], taken: Sequence[str]) -> str | None:
+    """A column (not one of ``taken``) whose name is close to one of ``wanted`` (a typo such
+    as ``bodyld`` or ``skeletonid``), compared without case."""
+    lowered = {c.lower(): c for c in columns if c not in taken}
+    for name in wanted:
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.8)
+        if close:
+            return lowered[close[0]]
+    return None

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .bounds import TableLimits, checked_header, read_columns
 from .columns import NEURON_COLUMNS, TableColumns, _listed, choose_columns
-from .read import TableError, read_frame, table_header, table_kind
+from .read import TableError, table_kind
 from .values import duplicate_id_error, exact_ids, first_duplicate, numbers, position_list
 
 
@@ -30,6 +31,18 @@ class PositionTable:
     voxel_size_xyz_nm: tuple[float, float, float] | None
     neurons_listed: int | None = None  # ids in --neurons, where given
     neurons_missing: list[str] = field(default_factory=list)  # listed, without a row
+    header: list[str] = field(default_factory=list)  # every column of the source
+
+    def missing_neurons_note(self) -> str | None:
+        """Why there is no per-neuron summary, where the table names no neuron (None: it
+        does)."""
+        if self.neuron_column is not None:
+            return None
+        return (
+            f"{self.source}: no neuron column (looked for {', '.join(NEURON_COLUMNS)}; "
+            f"columns: {', '.join(self.header)}): every position is predicted, but there is no "
+            "per-neuron summary (neurons.parquet); name the column with --neuron-column"
+        )
 
     @property
     def centers_zyx_nm(self) -> np.ndarray:
@@ -150,6 +163,7 @@ def read_positions(
     units: str = "nm",
     voxel_size: str | float | Sequence[float] | None = None,
     neurons: str | Path | Sequence | None = None,
+    limits: TableLimits | None = None,
 ) -> PositionTable:
     """Read and check a positions table (a file or a DataFrame).
 
@@ -157,7 +171,9 @@ def read_positions(
     :data:`~synister.tables.columns.NEURON_COLUMNS`,
     :data:`~synister.tables.columns.POSITION_COLUMNS`) unless given. ``units`` "voxels" needs
     ``voxel_size`` (one number or x,y,z nm). ``neurons`` (a file of ids, or ids) keeps only
-    those neurons' rows.
+    those neurons' rows. A file is read within ``limits`` (rows, bytes per row: see
+    :func:`~synister.tables.bounds.read_columns`); ids are held to
+    :func:`~synister.tables.text.text_problem`'s rule either way.
     """
     options = {
         "id_column": id_column,
@@ -169,11 +185,14 @@ def read_positions(
     if isinstance(table, pd.DataFrame):
         source, csv, frame = "<DataFrame>", False, table.reset_index(drop=True)
         columns = choose_columns(list(frame.columns), source, **options)
+        header = [str(c) for c in frame.columns]
     else:
         path = Path(table).expanduser()
         source, csv = str(path), table_kind(path) == "csv"
-        columns = choose_columns(table_header(path), source, **options)
-        frame = read_frame(path, columns.text_columns())
+        limits = limits or TableLimits()
+        header = checked_header(path, limits)
+        columns = choose_columns(header, source, **options)
+        frame = read_columns(path, columns, limits)
     if len(frame) == 0:
         raise TableError(f"{source}: the table has no rows")
     rows = position_rows(frame, source, columns, csv=csv)
@@ -191,4 +210,5 @@ def read_positions(
         voxel_size_xyz_nm=columns.voxel_size_xyz_nm,
         neurons_listed=listed,
         neurons_missing=missing,
+        header=header,
     )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from pyarrow import ArrowException
 
 CSV_ENDINGS = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")
 PARQUET_ENDINGS = (".parquet", ".pq")
@@ -22,7 +23,12 @@ FOLDER_ENDINGS = tuple(e for e in CSV_ENDINGS + PARQUET_ENDINGS + FEATHER_ENDING
 
 class TableError(ValueError):
     """Input that cannot be used (a table, an export file, or the options to read them); the
-    message is one line naming the file, the line or row, and the column."""
+    message is one line naming the file, the line or row, and the column. ``columns``: the
+    table's column names, where a column was not found among them (a form can offer them)."""
+
+    def __init__(self, message: str, *, columns: Sequence[str] | None = None):
+        super().__init__(message)
+        self.columns = None if columns is None else [str(c) for c in columns]
 
 
 def table_kind(path: Path) -> str:
@@ -70,6 +76,20 @@ def _csv_names(path: Path) -> list[str]:
     return list(pd.read_csv(path, sep=csv_separator(path), nrows=0, skipinitialspace=True).columns)
 
 
+def _feather_names(path: Path) -> list[str]:
+    """From the footer (Feather version 2), without reading a value."""
+    with open(path, "rb") as f:
+        version2 = f.read(6) == b"ARROW1"
+    if version2:
+        import pyarrow.ipc as ipc
+
+        with ipc.open_file(path) as reader:
+            return reader.schema.names
+    import pyarrow.feather as feather
+
+    return feather.read_table(path).schema.names
+
+
 def table_header(path: Path) -> list[str]:
     """Column names (surrounding blanks removed) without reading the rows."""
     kind = table_kind(path)
@@ -83,10 +103,8 @@ def table_header(path: Path) -> list[str]:
 
             names = pq.read_schema(path).names
         else:
-            import pyarrow.feather as feather
-
-            names = feather.read_table(path).schema.names
-    except (OSError, ValueError, pd.errors.ParserError) as error:
+            names = _feather_names(path)
+    except (OSError, ValueError, pd.errors.ParserError, ArrowException) as error:
         raise _unreadable(path, kind, error) from None
     return [str(name).strip() for name in names]
 
@@ -110,7 +128,7 @@ def read_frame(path: Path, text_columns: Sequence[str] = ()) -> pd.DataFrame:
             frame = pd.read_feather(path)
     except FileNotFoundError:
         raise TableError(f"{path}: no such file") from None
-    except (OSError, ValueError, pd.errors.ParserError) as error:
+    except (OSError, ValueError, pd.errors.ParserError, ArrowException) as error:
         raise _unreadable(path, kind, error) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .read import TableError, row_name
+from .text import first_bad_text
 
 _INT64_MAX = np.iinfo(np.int64).max
 _INTEGER = r"[+-]?\d+"
@@ -34,6 +35,9 @@ def exact_ids(
     other text as strings (or an error with ``integers_only``); missing ones raise unless
     ``missing_ok`` (then <NA>). ``first`` is the row number of ``values``' first entry."""
     if pd.api.types.is_integer_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        absent = values.isna().to_numpy(dtype=bool)
+        if absent.any() and not missing_ok:
+            raise _bad(where, column, first + int(np.flatnonzero(absent)[0]), csv, "no id")
         return values.astype("Int64" if missing_ok else np.int64)
     if pd.api.types.is_float_dtype(values.dtype):
         fraction = (values.notna() & (values != np.floor(values))).to_numpy()
@@ -44,16 +48,24 @@ def exact_ids(
             problem = f"id {values.iloc[i]} is not {what} (store ids as integers or text)"
             raise _bad(where, column, first + i, csv, problem)
         values = values.astype("Int64")
-    text = values.astype("string").str.strip()
-    absent = (text.isna() | (text == "")).to_numpy(dtype=bool)
+    try:
+        text = values.astype("string").str.strip()
+    except (TypeError, ValueError) as error:  # bytes that are not UTF-8, lists, ...
+        problem = f"ids must be text or whole numbers ({str(error).splitlines()[0]})"
+        raise TableError(f"{where}, column {column}: {problem}") from None
+    # (not isna() | == "": pandas reserves a gigabyte of address space for that on 1M rows)
+    absent = (text.fillna("") == "").to_numpy(dtype=bool)
     if absent.any() and not missing_ok:
         raise _bad(where, column, first + int(np.flatnonzero(absent)[0]), csv, "no id")
+    bad = first_bad_text(text.where(~absent, pd.NA))  # before any is converted
+    if bad is not None:
+        raise _bad(where, column, first + bad[0], csv, bad[1])
     present = text[~absent]
     whole = present.str.fullmatch(_INTEGER).to_numpy(dtype=bool)
     numbers = [int(v) for v in present[whole]] if whole.all() else []
     if whole.all() and all(abs(v) <= _INT64_MAX for v in numbers):
         result = pd.Series(pd.NA, index=values.index, dtype="Int64")
-        result[~absent] = numbers
+        result[~absent] = np.array(numbers, dtype=np.int64)  # a list would go through objects
         return result if missing_ok else result.astype(np.int64)
     if integers_only:
         i = next(

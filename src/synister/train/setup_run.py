@@ -171,20 +171,23 @@ def _training_batches(
 ) -> tuple[Iterator[dict], np.ndarray]:
     """Endless class-balanced batches of the split's training part, and the part's synapse
     count per class."""
-    from synister.data import TrainingData, training_loader, training_synapses
-    from synister.db import open_database
+    from synister.data import TrainingData, check_split, training_loader, training_synapses
+    from synister.db import open_database, public_url
     from synister.volumes import Volume
 
-    with open_database(cfg.database_url()) as db:
+    url = cfg.database_url()
+    with open_database(url, create=False) as db:
+        # the split and a train synapse of every class, or a message naming the setting
+        check_split(db, cfg.split_name, cfg.classes, ("train",), public_url(url))
         synapses = training_synapses(db, cfg.split_name, cfg.synapse_types, part="train")
         # "neither" locations keep their distance from every known synapse, not only these
         all_synapses_nm = db.synapses()[["z", "y", "x"]].to_numpy() if cfg.neither_class else None
-    if len(synapses) == 0:
-        raise ValueError(
-            f"split {cfg.split_name!r} holds no training synapses of {cfg.synapse_types} "
-            f"in {cfg.database_url()}"
-        )
-    volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
+    try:
+        volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
+    except (OSError, ValueError) as error:
+        raise type(error)(
+            f"the raw volume (raw_container, raw_dataset in train_config.ini): {error}"
+        ) from None
     dataset = TrainingData(
         synapses,
         volume,

@@ -5,8 +5,10 @@ voxel size and offset in nm (funlib ``resolution``/``offset``, N5 ``pixelResolut
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,14 +178,60 @@ def detect_format(
     raise FileNotFoundError(
         f"{where}{' dataset ' + repr(dataset) if dataset else ''}: no "
         f"{hint or 'zarr/N5/precomputed'} array found (looked for {looked})"
+        + _local_hint(kvstore, dataset)
     )
 
 
-def group_error(where: str, dataset: str | None) -> ValueError:
+def group_error(
+    where: str, dataset: str | None, kvstore: dict[str, Any] | None = None
+) -> ValueError:
+    hint = _local_hint(kvstore, dataset) if kvstore else ""
     return ValueError(
         f"{where}: {dataset or '.'} is a zarr group, not an array; name the dataset "
-        "(e.g. 'volumes/raw' or 's0')"
+        "(e.g. 'volumes/raw' or 's0')" + hint
     )
+
+
+def _local_hint(kvstore: dict[str, Any], dataset: str | None) -> str:
+    """What a local folder holds instead (a mistyped path or ``--dataset``): that it does not
+    exist, or the arrays in it; nothing for remote stores."""
+    if kvstore.get("driver") != "file":
+        return ""
+    root = Path(kvstore["path"])
+    if not root.is_dir():
+        return f"; no such folder: {root}"
+    arrays = local_arrays(root)
+    if not arrays:
+        return f"; {root} holds no array"
+    shown = ", ".join(arrays[:10]) + (" ..." if len(arrays) > 10 else "")
+    return f"; arrays in {root}: {shown}"
+
+
+def local_arrays(root: Path, depth: int = 4) -> list[str]:
+    """The zarr (v2, v3) and N5 arrays in a local folder, as dataset paths ("." for the folder
+    itself), down to ``depth`` levels."""
+    found = []
+    for level in range(depth + 1):
+        for folder in sorted(root.glob("/".join(["*"] * level))) if level else [root]:
+            if folder.is_dir() and _holds_array(folder):
+                found.append(folder.relative_to(root).as_posix())
+    return found
+
+
+def _holds_array(folder: Path) -> bool:
+    if (folder / ".zarray").is_file():
+        return True
+    for name, is_array in (
+        ("zarr.json", lambda meta: meta.get("node_type") == "array"),
+        ("attributes.json", lambda meta: "dimensions" in meta),
+    ):
+        try:
+            meta = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and is_array(meta):
+            return True
+    return False
 
 
 def orient_zyx(store: ts.TensorStore, fmt: str, where: str) -> tuple[ts.TensorStore, np.ndarray]:

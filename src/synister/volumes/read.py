@@ -105,7 +105,7 @@ class Volume:
             fmt, found = detect_format(hint, kvstore, dataset, self.location)
             wanted = wanted if wanted is not None else override_voxel
             if fmt.endswith("-group"):
-                dataset = self._group_scale(fmt, found, dataset, wanted)
+                dataset = self._group_scale(fmt, found, dataset, wanted, kvstore)
                 self.location = where + f" [{dataset}]"
                 fmt, found = detect_format(hint, kvstore, dataset, self.location)
             elif fmt == "precomputed" and not dataset:
@@ -164,7 +164,12 @@ class Volume:
         )
 
     def _group_scale(
-        self, fmt: str, found: dict[str, Any], dataset: str | None, wanted: np.ndarray | None
+        self,
+        fmt: str,
+        found: dict[str, Any],
+        dataset: str | None,
+        wanted: np.ndarray | None,
+        kvstore: dict[str, Any] | None = None,
     ) -> str:
         """The dataset of an OME-Zarr group's scale (see :mod:`.scales`)."""
         if fmt == "zarr3-group":
@@ -173,7 +178,7 @@ class Volume:
             attrs = found.get(".zattrs")
         scales = ome_scales(attrs, self.location)
         if not scales:
-            raise group_error(self.location, dataset)
+            raise group_error(self.location, dataset, kvstore)
         name, note = choose_scale(scales, wanted, self.location)
         self.scale_note = note if len(scales) > 1 else None
         return "/".join(part for part in ((dataset or "").strip("/"), name) if part)

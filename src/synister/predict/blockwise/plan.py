@@ -19,8 +19,9 @@ from ...files import write_atomic, write_json
 from ...identity import RunIdentity
 from ...models import LoadedModel
 from ...tables import TableColumns
+from ...volumes.sanity import OUTSIDE_VOLUME, require_fit
 from ..neurons import class_columns
-from ..positions import OUTSIDE_VOLUME, open_model
+from ..positions import open_model
 from .block import result_table
 from .layout import OUTSIDE_SHARD, BlockGrid, Store
 from .source import BlockRows, Source, open_source, sort_by_block, stage
@@ -142,13 +143,16 @@ def prepare(
     precision: str = "fp32",
     overwrite: bool = False,
     column_options: dict | None = None,
+    strict: bool = False,
     log=print,
 ) -> VolumePlan:
     """Open the run in ``out``: reuse its plan when the settings match, else stage the source.
     ``model`` is a loaded model, or anything :func:`~synister.models.load_model` takes.
 
     A store with finished blocks and other settings raises :class:`PlanMismatch` (naming what
-    differs) unless ``overwrite``, which empties it first.
+    differs) unless ``overwrite``, which empties it first. Where most synapses fall outside
+    the volume (a units or axis mix-up) a new plan logs a WARNING naming the likely cause, or
+    with ``strict`` raises :class:`~synister.volumes.sanity.PositionMismatch`.
     """
     store = Store(out)
     model = open_model(model)
@@ -173,7 +177,8 @@ def prepare(
     store.make_dirs()
     started = time.perf_counter()
     try:
-        blocks, n = _stage_and_sort(store, batches, volume, grid, settings)
+        blocks, n, check = _stage_and_sort(store, batches, volume, grid, settings)
+        warning = require_fit(check, strict, batches.where)
         n_outside = int(blocks["n"][blocks["block"] < 0].sum())
         write_json(
             store.plan_file,
@@ -181,6 +186,7 @@ def prepare(
                 "version": PLAN_VERSION,
                 "settings": settings,
                 "n_synapses": n,
+                "positions_check": check.to_json(),
                 "n_outside": n_outside,
                 "n_blocks": grid.n_blocks,
                 "n_blocks_with_synapses": int((blocks["block"] >= 0).sum()),
@@ -192,6 +198,8 @@ def prepare(
         if created:
             shutil.rmtree(store.path, ignore_errors=True)
         raise
+    if warning:
+        log(f"WARNING: {warning}")
     log(
         f"planned {n:,} synapses ({n_outside:,} outside the volume) in "
         f"{int((blocks['block'] >= 0).sum()):,} of "
@@ -201,15 +209,16 @@ def prepare(
 
 
 def _stage_and_sort(store, batches, volume, grid, settings):
-    """Stage the source and sort it by block; returns the block table and the synapse count."""
+    """Stage the source and sort it by block; returns the block table, the synapse count and
+    the positions check."""
     staged = store.plan_dir / "staged.parquet"
-    n, numeric = stage(batches, volume, grid, settings["input_shape_vox"], staged)
+    n, numeric, check = stage(batches, volume, grid, settings["input_shape_vox"], staged)
     tmp = store.plan_dir / "duckdb_tmp"
     blocks = sort_by_block(staged, store.sorted_file, batches, numeric, tmp)
     blocks.to_parquet(store.blocks_file, index=False)
     staged.unlink()
     shutil.rmtree(tmp, ignore_errors=True)
-    return blocks, n
+    return blocks, n, check
 
 
 def _clear(store: Store, overwrite: bool) -> None:

@@ -235,6 +235,7 @@ def predict_volume(
     column_options: dict | None = None,
     min_synapses: int = MIN_SYNAPSES,
     min_margin: float = MIN_MARGIN,
+    strict: bool = False,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -247,7 +248,8 @@ def predict_volume(
     Returns a summary: synapses, blocks (total, with synapses, run now, skipped as finished),
     synapses predicted now and per second, failed blocks with their errors (empty when
     complete), seconds, and the output paths. A rerun with the same arguments continues where
-    a killed or failed run stopped.
+    a killed or failed run stopped. ``strict``: refuse a table most of whose synapses fall
+    outside the volume (see :func:`~synister.predict.blockwise.plan.prepare`).
     """
     if read_ahead is not None and read_ahead < 1:
         raise ValueError(f"read_ahead must be >= 1, got {read_ahead}")
@@ -262,7 +264,8 @@ def predict_volume(
     check_voxel_size(model, raw)
     plan = prepare(
         out, model, raw, volume, dataset, synapses, block_nm, naming=naming,
-        precision=precision, overwrite=overwrite, column_options=column_options, log=log,
+        precision=precision, overwrite=overwrite, column_options=column_options,
+        strict=strict, log=log,
     )  # fmt: skip
     todo = incomplete_blocks(plan)
     for name in todo:  # a marker that does not match its shard is no marker

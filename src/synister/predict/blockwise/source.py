@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,14 @@ from ...tables import (
     table_header,
     table_kind,
 )
-from ..positions import patch_status
+from ...volumes.sanity import (
+    OUTSIDE_VOLUME,
+    SAMPLE,
+    STATUSES,
+    PositionCheck,
+    check_positions,
+    patch_status,
+)
 from .layout import BlockGrid
 
 DATABASE_PREFIXES = ("sqlite:", "postgresql:", "postgres:", "mongodb:", "mongodb+srv:")
@@ -158,15 +165,20 @@ def stage(
     grid: BlockGrid,
     patch_vox: Sequence[int],
     staged_file: Path,
-) -> tuple[int, dict[str, bool]]:
+) -> tuple[int, dict[str, bool], PositionCheck]:
     """Write the checked rows (:func:`~synister.tables.position_rows`) with their block
-    (-1: outside the volume) and patch start to ``staged_file``; returns how many, and per id
+    (-1: outside the volume) and patch start to ``staged_file``; returns how many, per id
     column held as text whether every batch found whole numbers only (then the whole column is
-    numbers, as ``predict-positions`` would read it: :func:`sort_by_block` casts it)."""
+    numbers, as ``predict-positions`` would read it: :func:`sort_by_block` casts it), and where
+    the positions fall in the volume (:func:`~synister.volumes.sanity.check_positions`, its
+    likely cause judged on the first :data:`~synister.volumes.sanity.SAMPLE` rows)."""
     patch = np.asarray(patch_vox, dtype=np.int64)
     writer = None
     first_row = 0
     numeric: dict[str, bool] = {}
+    counts = dict.fromkeys(STATUSES, 0)
+    low, high = np.full(3, np.inf), np.full(3, -np.inf)
+    sample, sample_status = [], []
     try:
         for frame in batches.frames:
             rows = position_rows(
@@ -182,6 +194,12 @@ def stage(
             centers = rows[["z_nm", "y_nm", "x_nm"]].to_numpy(dtype=np.float64)
             starts = volume.patch_starts_vox(centers, patch)
             status = patch_status(starts, patch, volume.shape_vox)
+            for name in STATUSES:
+                counts[name] += int((status == name).sum())
+            low, high = np.fmin(low, centers.min(axis=0)), np.fmax(high, centers.max(axis=0))
+            if first_row < SAMPLE:
+                sample.append(centers[: SAMPLE - first_row])
+                sample_status.append(status[: SAMPLE - first_row])
             block = grid.linear_index(starts + patch // 2)
             block[status == "outside_volume"] = -1
             rows["_block"] = block
@@ -197,7 +215,19 @@ def stage(
             writer.close()
     if first_row == 0:
         raise TableError(f"{batches.where}: the table has no rows")
-    return first_row, numeric
+    columns, sample_status = batches.columns, np.concatenate(sample_status)
+    check = check_positions(
+        volume, np.concatenate(sample), patch, units=columns.units,
+        voxel_size_xyz_nm=columns.voxel_size_xyz_nm, status=sample_status,
+    )  # fmt: skip
+    if first_row > len(sample_status):  # the counts and range of every row
+        scale = first_row / len(sample_status)
+        check = replace(
+            check, count=first_row, ok=counts["ok"], partly_outside=counts["partly_outside"],
+            outside=counts[OUTSIDE_VOLUME], table_low_nm=tuple(low.tolist()),
+            table_high_nm=tuple(high.tolist()), fixed_ok=round(check.fixed_ok * scale),
+        )  # fmt: skip
+    return first_row, numeric, check
 
 
 def _text(frame: pd.DataFrame, columns: TableColumns, name: str) -> bool:

@@ -1,15 +1,20 @@
-"""The jobs API: who am I, what may a job use, submit a table, list, follow and cancel jobs."""
+"""The jobs API: who am I, what may a job use, submit a table, list, follow, cancel and
+delete jobs."""
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from .. import files as job_files
 from ..deps import Svc, User, visible_job
 from ..logs import APP_LOG as log
 from ..schemas import API, TABLE_MEDIA_TYPES, Choice, Choices, JobOut, Me, job_out
 from ..store import JobFinished
 from ..uploads import accept_upload
+
+#: the column options of predict-positions, as the API takes them
+ColumnName = Annotated[str | None, Query(max_length=255)]
 
 router = APIRouter(prefix=API, tags=["jobs"])
 
@@ -32,6 +37,8 @@ async def choices(who: User, svc: Svc) -> Choices:
         upload_bytes=limits.upload_bytes,
         rows_per_job=limits.rows_per_job,
         queued_jobs_per_user=limits.queued_jobs_per_user,
+        user_bytes=limits.user_bytes,
+        results_days=limits.results_days,
     )
 
 
@@ -61,16 +68,35 @@ async def submit(
     ] = None,
     units: Annotated[Literal["nm", "voxels"], Query(description="of x, y, z")] = "nm",
     voxel_size: Annotated[
-        str | None, Query(description="x,y,z (or one number) in nm, for units=voxels")
+        str | None,
+        Query(max_length=100, description="x,y,z (or one number) in nm, for units=voxels"),
+    ] = None,
+    id_column: Annotated[
+        ColumnName, Query(description="synapse id column (default: id, synapse_id or syn_id)")
+    ] = None,
+    neuron_column: Annotated[
+        ColumnName,
+        Query(description="neuron id column (default: pre_pt_root_id, bodyId, skeleton_id, ...)"),
+    ] = None,
+    position_columns: Annotated[
+        ColumnName,
+        Query(description="x,y,z columns or one list column (default: x,y,z; pre_x,...)"),
     ] = None,
 ) -> JobOut:
     """Queue a prediction job for the table in the request body (the file's bytes).
 
-    The table is checked as `predict-positions` reads it before the job is queued.
+    The table is checked as `predict-positions` reads it, with the same column options, before
+    the job is queued. A 422 whose column was not found lists the table's ``columns``.
     """
-    job = await accept_upload(
-        request, svc, who, bundle, volume, filename, file_type, units, voxel_size
-    )
+    options: dict = {"units": units}
+    if voxel_size is not None and voxel_size.strip():
+        options["voxel_size"] = voxel_size.strip()  # checked with the table
+    for key, value in (("id_column", id_column), ("neuron_column", neuron_column)):
+        if value is not None and value.strip():
+            options[key] = value.strip()
+    if position_columns is not None and position_columns.strip():
+        options["position_columns"] = [c.strip() for c in position_columns.split(",") if c.strip()]
+    job = await accept_upload(request, svc, who, bundle, volume, filename, file_type, options)
     log.info(
         "job queued",
         extra={
@@ -116,8 +142,35 @@ async def cancel_job(job_id: str, who: User, svc: Svc) -> JobOut:
         job = await run_in_threadpool(svc.store.cancel, job_id)
     except JobFinished as error:
         raise HTTPException(409, str(error)) from None
+    if job.state == "cancelled":  # it never ran: its input goes now (a running job's worker
+        # removes its files when it stops)
+        await run_in_threadpool(job_files.remove_job, svc.config.results_dir, job_id)
     log.info(
         "job cancel",
         extra={"event": "job", "state": job.state, "job": job_id, "user": who.user},
     )
     return job_out(job)
+
+
+@router.delete("/jobs/{job_id}", status_code=204, responses={404: {}, 409: {}})
+async def delete_job(job_id: str, who: User, svc: Svc) -> Response:
+    """Delete a job that is not running: its record, input and results (a queued job will
+    not run). Cancel a running job first."""
+    job = await visible_job(svc, job_id, who)
+    if not await run_in_threadpool(svc.store.delete_job, job_id):
+        raise HTTPException(
+            409, f"job {job_id} is running: cancel it, and delete it once it has stopped"
+        )
+    freed = await run_in_threadpool(job_files.remove_job, svc.config.results_dir, job_id)
+    log.info(
+        "job deleted",
+        extra={
+            "event": "job",
+            "state": "deleted",
+            "job": job_id,
+            "user": who.user,
+            "owner": job.user,
+            "bytes": freed,
+        },
+    )
+    return Response(status_code=204)

@@ -29,7 +29,10 @@ async def health(svc: Svc) -> dict:
     except Exception as error:  # noqa: BLE001 - any failure means unhealthy
         log.error("health check failed", extra={"event": "health", "error": str(error)})
         return JSONResponse({"status": "database unavailable"}, status_code=503)
-    return {"status": "ok", "version": __version__, "queued": counts["queued"]}
+    answer = {"status": "ok", "queued": counts["queued"]}
+    if svc.config.service.health_version:  # anyone may ask: by default it does not say
+        answer["version"] = __version__
+    return answer
 
 
 @router.get("/metrics", tags=["service"], response_class=PlainTextResponse)
