@@ -82,6 +82,7 @@ def _prepare(folder: Path, experiment: str, settings: DemoSettings, db_url, data
         logit_adjustment=settings.logit_adjustment,
         channels_last=settings.channels_last,
         augment=settings.augment,
+        ema_decay=settings.ema_decay,
         checkpoint_every=settings.checkpoint_every,
         snapshot_every=10**9,  # none: the demo shows reports, not batches
         seed=settings.seed,
@@ -135,6 +136,58 @@ def _ceilings(data_dir: Path, ids: dict) -> dict:
     return out
 
 
+def _open_demo(out_dir: str | Path, settings: DemoSettings, resume: bool) -> tuple[Path, _State]:
+    """The demo's folder and state; refuses an earlier demo unless resumed, and a resumed one
+    of other settings."""
+    out = Path(out_dir).resolve()
+    if not resume and ((out / "summary.json").exists() or (out / "synister.db").exists()):
+        raise FileExistsError(
+            f"{out} holds an earlier demo; remove it, choose another --out or --resume it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out / STATE_FILE)
+    wanted = json.loads(json.dumps(asdict(settings)))
+    if state.data.setdefault("settings", wanted) != wanted:
+        raise ValueError(f"{out} holds a demo with other settings ({out / STATE_FILE})")
+    state.save()
+    return out, state
+
+
+def _dataset_and_training(out: Path, settings: DemoSettings, state: _State, device, lap):
+    """Steps 1 and 2: the dataset, imported and split, and the trained setup; returns the
+    generator's summary, the database URL, the ids per part, the setup and its iterations."""
+    t = time.perf_counter()
+    _say(f"1/6 the synthetic {settings.preset!r} dataset, imported and split by skeleton")
+    sizes = {"shape_vox": settings.shape_vox, "n_synapses": settings.n_synapses}
+    generated, db_url, ids = _dataset(out, settings.preset, settings, sizes)
+    lap("dataset", t)
+
+    t = time.perf_counter()
+    budget = f"{settings.minutes:g} minutes" if settings.minutes else f"{settings.iterations} its"
+    _say(f"2/6 training a {settings.network} ({settings.fmaps} feature maps) for {budget}")
+    init = _pretrain(out, settings, state, device)
+    extra = {"init_checkpoint": str(init)} if init else {}
+    setup = _prepare(out, EXPERIMENT, settings, db_url, out / "data", generated, **extra)
+    total = _train(setup, settings, state, device)
+    lap("train", t)
+    return generated, db_url, ids, setup, total
+
+
+def train_demo(
+    out_dir: str | Path = "demo_out",
+    settings: DemoSettings = DemoSettings(),
+    device: str | None = None,
+    resume: bool = False,
+) -> Path:
+    """The demo's first two steps only (dataset and training); returns the training setup.
+
+    For long runs that are evaluated otherwise (``benchmarks/bench_accuracy.py``);
+    :func:`run_demo` with ``resume`` continues from there.
+    """
+    out, state = _open_demo(out_dir, settings, resume)
+    return _dataset_and_training(out, settings, state, device, lambda step, t0: None)[3]
+
+
 def run_demo(
     out_dir: str | Path = "demo_out",
     settings: DemoSettings = DemoSettings(),
@@ -147,37 +200,14 @@ def run_demo(
     is there: the dataset, the split, the newest checkpoint, stored predictions).
     """
     start = time.perf_counter()
-    out = Path(out_dir).resolve()
-    if not resume and ((out / "summary.json").exists() or (out / "synister.db").exists()):
-        raise FileExistsError(
-            f"{out} holds an earlier demo; remove it, choose another --out or --resume it"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    state = _State(out / STATE_FILE)
-    wanted = json.loads(json.dumps(asdict(settings)))
-    if state.data.setdefault("settings", wanted) != wanted:
-        raise ValueError(f"{out} holds a demo with other settings ({out / STATE_FILE})")
-    state.save()
+    out, state = _open_demo(out_dir, settings, resume)
     data_dir = out / "data"
     timings: dict[str, float] = {}
 
     def lap(step: str, t0: float) -> None:
         timings[step] = round(time.perf_counter() - t0, 1)
 
-    t = time.perf_counter()
-    _say(f"1/6 the synthetic {settings.preset!r} dataset, imported and split by skeleton")
-    sizes = {"shape_vox": settings.shape_vox, "n_synapses": settings.n_synapses}
-    generated, db_url, ids = _dataset(out, settings.preset, settings, sizes)
-    lap("dataset", t)
-
-    t = time.perf_counter()
-    budget = f"{settings.minutes:g} minutes" if settings.minutes else f"{settings.iterations} its"
-    _say(f"2/6 training a {settings.network} ({settings.fmaps} feature maps) for {budget}")
-    init = _pretrain(out, settings, state, device)
-    extra = {"init_checkpoint": str(init)} if init else {}
-    setup = _prepare(out, EXPERIMENT, settings, db_url, data_dir, generated, **extra)
-    total = _train(setup, settings, state, device)
-    lap("train", t)
+    generated, db_url, ids, setup, total = _dataset_and_training(out, settings, state, device, lap)
 
     t = time.perf_counter()
     # every checkpoint: the planned ones, and where a budget's warm-up or a stop left one

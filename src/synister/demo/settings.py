@@ -44,6 +44,8 @@ class DemoSettings:
     logit_adjustment: bool = False  # decisions for the train part's class frequencies
     channels_last: bool = True
     augment: bool = True
+    #: exponential moving average of the weights, saved beside each checkpoint (0: none)
+    ema_decay: float = 0.998
     # a curriculum: first this many iterations on the (default-sized) ``pretrain_preset``
     pretrain_preset: str = "easy"
     pretrain_iterations: int = 0
@@ -81,6 +83,7 @@ RECIPES: dict[tuple[str, str], dict] = {
         "iterations": 6000,  # replaced by what the budget allows
         "validation_checkpoints": 6,
         "logit_adjustment": True,
+        "ema_decay": 0.999,
         "warmup_iterations": 200,
         "pretrain_iterations": 1000,
         "split_tolerance": 0.15,  # 4-neuron classes miss the default 0.05 by up to 0.07
