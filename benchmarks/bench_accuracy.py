@@ -139,6 +139,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ema-decay", type=float, help="weight average (default: the recipe's)")
     parser.add_argument("--pretrain-iterations", type=int, help="default: the recipe's")
+    parser.add_argument(
+        "--dataset", choices=["bench", "demo"], default="bench",
+        help="bench: >= 50 test neurons (see DATASETS); demo: the demo's own dataset",
+    )  # fmt: skip
     parser.add_argument("--synapses", type=int, help="dataset size (default: the preset's)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
                         help="dataset volume in voxels (default: the preset's)")  # fmt: skip
@@ -149,7 +153,7 @@ def main() -> None:
 
     from synister.demo import recipe, run_demo, train_demo
 
-    dataset = dict(DATASETS[args.preset])
+    dataset = dict(DATASETS[args.preset]) if args.dataset == "bench" else {}
     if args.synapses:
         dataset["n_synapses"] = args.synapses
     if args.shape:

@@ -147,7 +147,10 @@ def _open_demo(out_dir: str | Path, settings: DemoSettings, resume: bool) -> tup
     out.mkdir(parents=True, exist_ok=True)
     state = _State(out / STATE_FILE)
     wanted = json.loads(json.dumps(asdict(settings)))
-    if state.data.setdefault("settings", wanted) != wanted:
+    defaults = json.loads(json.dumps(asdict(DemoSettings())))
+    stored = state.data.setdefault("settings", wanted)
+    # a setting newer than the stored demo must hold its default
+    if {**{k: defaults[k] for k in wanted.keys() - stored.keys()}, **stored} != wanted:
         raise ValueError(f"{out} holds a demo with other settings ({out / STATE_FILE})")
     state.save()
     return out, state
