@@ -74,6 +74,16 @@ def test_the_demo_command_names_a_bad_preset_or_network():
         assert outcome.exit_code == 1 and message in outcome.output
 
 
+def test_the_final_model_settings_are_checked():
+    with pytest.raises(ValueError, match="checkpoint_rule must be one of accuracy, nll"):
+        replace(recipe("easy"), checkpoint_rule="best")
+    with pytest.raises(ValueError, match="final_weights must be raw or averaged"):
+        replace(recipe("easy"), final_weights="swa")
+    with pytest.raises(ValueError, match="needs an ema_decay"):
+        replace(recipe("easy"), ema_decay=0.0)
+    assert replace(recipe("easy"), ema_decay=0.0, final_weights="raw").checkpoint_rule == "last"
+
+
 def test_unknown_recipes_are_refused():
     with pytest.raises(ValueError, match="presets easy and fafb"):
         recipe("hard")
@@ -128,6 +138,15 @@ def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
     pretrained = tmp_path / "demo" / "pretrain" / "pretrain" / "02_train" / "setup_t0"
     assert [i for i, _ in list_checkpoints(pretrained)] == [6]
     assert summary["best_iteration"] in {p["iteration"] for p in curve}
+    # the final model: the weight average of the last checkpoint, and its test accuracy's
+    # interval from resampling the test neurons
+    model = summary["final_model"]
+    assert (model["weights"], model["checkpoint_rule"]) == ("averaged", "last")
+    assert model["iteration"] == summary["best_iteration"] == summary["iterations"]
+    assert model["checkpoint"].endswith(f"model_checkpoint_{summary['iterations']}.averaged")
+    low, high = summary["test_synapse_accuracy_ci"]
+    assert low <= summary["test_synapse_accuracy"] <= high
+    assert summary["test_synapse_accuracy_se"] >= 0
     for key in (
         "oracle_synapse_accuracy",
         "image_ceiling_synapse_accuracy",

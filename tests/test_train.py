@@ -547,6 +547,7 @@ def test_a_new_setup_starts_from_init_checkpoint_weights(synthetic_base, tmp_pat
 
 
 def test_ema_decay_writes_averaged_checkpoints_that_resume_and_predict(synthetic_base):
+    from synister.config import load_predict_setup
     from synister.setup import prepare_prediction_setups
     from synister.train import train
 
@@ -566,6 +567,7 @@ def test_ema_decay_writes_averaged_checkpoints_that_resume_and_predict(synthetic
         base, "exp", 5, checkpoint=setup / "model_checkpoint_30.averaged", check_volume=False
     )
     assert made.iteration == 30
+    assert load_predict_setup(made.path)[0].iteration == 30  # the runs' meta say so
     assert "model_checkpoint_30.averaged" in (made.path / "predict_config.ini").read_text()
 
 

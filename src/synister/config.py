@@ -30,7 +30,8 @@ TRAIN_FILE = "train_config.ini"
 WORKER_FILE = "worker_config.ini"
 PREDICT_FILE = "predict_config.ini"
 
-_CHECKPOINT_RE = re.compile(r"model_checkpoint_(\d+)$")
+#: a checkpoint, or the weight average beside it (``synister.train.averaging``)
+_CHECKPOINT_RE = re.compile(r"model_checkpoint_(\d+)(?:\.averaged)?$")
 
 
 class ConfigError(ValueError):
@@ -637,8 +638,9 @@ class PredictConfig(_ModelFields):
 
     @property
     def iteration(self) -> int | None:
-        """Training iteration of ``train_checkpoint`` (``model_checkpoint_<iteration>``); None
-        for a checkpoint file named otherwise (one trained elsewhere)."""
+        """Training iteration of ``train_checkpoint`` (``model_checkpoint_<iteration>``, or
+        its weight average ``model_checkpoint_<iteration>.averaged``); None for a checkpoint
+        file named otherwise (one trained elsewhere)."""
         match = _CHECKPOINT_RE.search(Path(self.train_checkpoint).name)
         return int(match.group(1)) if match else None
 

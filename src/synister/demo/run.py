@@ -12,13 +12,15 @@ from ..config import load_predict_setup
 from ..db import PredictionRunExists, open_database
 from ..db.imports import import_files
 from ..evaluate import evaluate_runs
-from ..evaluate.calibrate import calibrate, calibration_digest
+from ..evaluate.calibrate import calibrate, calibration_digest, labelled_run
+from ..evaluate.selection import Labelled, choose_checkpoint
 from ..models import checkpoint_path, list_checkpoints
 from ..predict import predict_setup
 from ..setup import prepare_prediction, prepare_training, train_setup_dir
 from ..splits import SplitRequest, make_split
 from ..synthetic import generate, image_ceiling, oracle_accuracy
 from ..train import train
+from ..train.averaging import averaged_path
 from .budget import STATE_FILE, _say, _State, _train
 from .settings import DemoSettings
 
@@ -113,6 +115,23 @@ def _pretrain(out: Path, settings: DemoSettings, state: _State, device) -> Path 
         state.data["pretrain_seconds"] = round(done, 2)
         state.save()
     return checkpoint_path(setup, n)
+
+
+def _checkpoint(setup: Path, iteration: int, weights: str) -> Path:
+    """The checkpoint file of ``iteration``: its raw weights or their average."""
+    path = checkpoint_path(setup, iteration)
+    return averaged_path(path) if weights == "averaged" else path
+
+
+def _predict_part(out: Path, setup: Path, iteration: int, weights: str, part: str, device):
+    """Predict ``part`` with the raw or averaged weights of ``iteration``; returns the run."""
+    if weights == "averaged":
+        source = {"checkpoint": _checkpoint(setup, iteration, weights)}
+    else:
+        source = {"iterations": [iteration]}
+    (made,) = prepare_prediction(out, EXPERIMENT, 0, part=part, **source)
+    _predict(made, device)
+    return load_predict_setup(made)[0].run_name
 
 
 def _predict(setup: Path, device) -> None:
@@ -215,26 +234,30 @@ def run_demo(
     t = time.perf_counter()
     # every checkpoint: the planned ones, and where a budget's warm-up or a stop left one
     iterations = [i for i, _ in list_checkpoints(setup) if i <= total]
-    _say(f"3/6 predicting the validation part at iterations {iterations}")
-    validation_runs = []
-    for s in prepare_prediction(out, EXPERIMENT, 0, iterations, validation=True):
-        _predict(s, device)
-        validation_runs.append(load_predict_setup(s)[0].run_name)
+    weights = settings.final_weights
+    _say(f"3/6 predicting the validation part at iterations {iterations} ({weights} weights)")
+    validation_runs = {i: _predict_part(out, setup, i, weights, "validation", device)
+                       for i in iterations}  # fmt: skip
     lap("predict_validation", t)
 
     t = time.perf_counter()
-    _say("4/6 evaluating the validation runs, choosing the best iteration and calibrating it")
+    rule = settings.checkpoint_rule
+    _say(f"4/6 evaluating the validation runs, choosing the final model ({rule}), calibrating it")
     with open_database(db_url) as db:  # only these: a resumed demo also holds the test run
-        validation = evaluate_runs(db, validation_runs, out / "evaluation_validation")
-        calibration = calibrate(db, setup, validation["best"]["run"])  # the test run applies it
-    best_iteration = int(validation["best"]["iteration"])
+        runs = list(validation_runs.values())
+        validation = evaluate_runs(db, runs, out / "evaluation_validation")
+        candidates = []
+        for iteration, run in validation_runs.items():
+            classes, _, labelled = labelled_run(db, run)
+            candidates.append((iteration, Labelled.from_table(labelled, classes)))
+        best_iteration = choose_checkpoint(candidates, rule)
+        # the test run applies the calibration
+        calibration = calibrate(db, setup, validation_runs[best_iteration])
     lap("evaluate_validation", t)
 
     t = time.perf_counter()
-    _say(f"5/6 predicting the test part with iteration {best_iteration}")
-    (test_setup,) = prepare_prediction(out, EXPERIMENT, 0, [best_iteration], validation=False)
-    _predict(test_setup, device)
-    test_run = load_predict_setup(test_setup)[0].run_name
+    _say(f"5/6 predicting the test part with iteration {best_iteration} ({weights} weights)")
+    test_run = _predict_part(out, setup, best_iteration, weights, "test", device)
     with open_database(db_url) as db:
         test = evaluate_runs(db, [test_run], out / "evaluation_test")
     lap("predict_and_evaluate_test", t)
@@ -261,11 +284,22 @@ def run_demo(
         "test_synapse_accuracy": metrics["synapse"]["accuracy"],
         "test_neuron_accuracy": metrics["neuron"]["vote"]["accuracy"],
         "test_neuron_accuracy_mean_probability": metrics["neuron"]["mean"]["accuracy"],
+        # 95 % intervals and standard errors from resampling the test neurons
+        "test_synapse_accuracy_ci": metrics["bootstrap"]["synapse"]["ci"],
+        "test_synapse_accuracy_se": metrics["bootstrap"]["synapse"]["se"],
+        "test_neuron_accuracy_ci": metrics["bootstrap"]["neuron_vote"]["ci"],
+        "test_neuron_accuracy_mean_probability_ci": metrics["bootstrap"]["neuron_mean"]["ci"],
         "oracle_synapse_accuracy": test_ceiling["oracle"]["synapse"],
         "oracle_neuron_accuracy": test_ceiling["oracle"]["neuron"],
         "image_ceiling_synapse_accuracy": _get(test_ceiling["image_ceiling"], "synapse"),
         "image_ceiling_neuron_accuracy": _get(test_ceiling["image_ceiling"], "neuron"),
         "best_iteration": best_iteration,
+        "final_model": {
+            "iteration": best_iteration,
+            "weights": weights,
+            "checkpoint_rule": rule,
+            "checkpoint": str(_checkpoint(setup, best_iteration, weights)),
+        },
         "iterations": total,
         "validation_accuracy_by_iteration": {str(p["iteration"]): p["synapse"] for p in curve},
         "validation_curve": curve,
@@ -298,12 +332,16 @@ def _fraction(value: float, of: float) -> str:
 
 def _closing_line(s: dict) -> str:
     syn, neu = s["test_synapse_accuracy"], s["test_neuron_accuracy"]
+    low, high = s["test_synapse_accuracy_ci"]
+    model = s["final_model"]
     return (
         f"test accuracy: synapses {syn:.3f} (oracle {s['oracle_synapse_accuracy']:.3f}, "
         f"{_fraction(syn, s['oracle_synapse_accuracy'])} of it; image-level ceiling "
         f"{s['image_ceiling_synapse_accuracy']:.3f}, "
         f"{_fraction(syn, s['image_ceiling_synapse_accuracy'])}), neurons {neu:.3f} (oracle "
         f"{s['oracle_neuron_accuracy']:.3f}, image-level ceiling "
-        f"{s['image_ceiling_neuron_accuracy']:.3f}); best iteration {s['best_iteration']} of "
-        f"{s['iterations']}; {s['wall_seconds']:.0f} s"
+        f"{s['image_ceiling_neuron_accuracy']:.3f}); 95 % interval of the synapse accuracy "
+        f"{low:.3f}-{high:.3f} (bootstrap over {s['test_neurons']} test neurons); final model: "
+        f"{model['weights']} weights of iteration {model['iteration']} of {s['iterations']} "
+        f"({model['checkpoint_rule']}); {s['wall_seconds']:.0f} s"
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..evaluate.selection import SELECTION_RULES
+
 NETWORKS = {"resnet": "ResNet18", "vgg": "VGG"}
 
 
@@ -46,6 +48,10 @@ class DemoSettings:
     augment: bool = True
     #: exponential moving average of the weights, saved beside each checkpoint (0: none)
     ema_decay: float = 0.998
+    #: the final model: raw or averaged weights, of the checkpoint this rule picks on the
+    #: validation part (``synister.evaluate.selection.SELECTION_RULES``)
+    final_weights: str = "averaged"
+    checkpoint_rule: str = "last"
     # a curriculum: first this many iterations on the (default-sized) ``pretrain_preset``
     pretrain_preset: str = "easy"
     pretrain_iterations: int = 0
@@ -59,6 +65,15 @@ class DemoSettings:
             )
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be positive, got {self.minutes}")
+        if self.final_weights not in ("raw", "averaged"):
+            raise ValueError(f"final_weights must be raw or averaged, got {self.final_weights!r}")
+        if self.final_weights == "averaged" and not self.ema_decay:
+            raise ValueError("final_weights averaged needs an ema_decay")
+        if self.checkpoint_rule not in SELECTION_RULES:
+            raise ValueError(
+                f"checkpoint_rule must be one of {', '.join(SELECTION_RULES)}, got "
+                f"{self.checkpoint_rule!r}"
+            )
 
     @property
     def checkpoint_every(self) -> int:

@@ -163,10 +163,11 @@ def labelled_run(db, run: str) -> tuple[list[str], dict, pd.DataFrame]:
 
 
 def setup_checkpoint(setup_dir: Path, meta: dict, classes: list[str], run: str) -> Path:
-    """The checkpoint of training setup ``setup_dir`` that predicted ``run``; refuses a run of
-    another training or other classes, naming both."""
+    """The checkpoint of training setup ``setup_dir`` that predicted ``run`` (or the weight
+    average beside it); refuses a run of another training or other classes, naming both."""
     from ..config import load_train_setup
     from ..predict.database import file_sha256
+    from ..train.averaging import averaged_path
 
     cfg, _ = load_train_setup(setup_dir)
     if list(cfg.classes) != classes:
@@ -183,6 +184,9 @@ def setup_checkpoint(setup_dir: Path, meta: dict, classes: list[str], run: str) 
             f"run {run!r} was predicted at iteration {iteration}, but {checkpoint} does not exist"
         )
     used = meta.get("checkpoint")
+    averaged = averaged_path(checkpoint)  # the weight average of that iteration
+    if used and Path(used).resolve() == averaged.resolve() and averaged.is_file():
+        checkpoint = averaged
     if used and Path(used).resolve() != checkpoint.resolve():
         raise CalibrationInputError(
             f"run {run!r} was predicted with {used}, not with {checkpoint} of this setup"

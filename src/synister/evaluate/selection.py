@@ -106,6 +106,24 @@ def neuron_decisions(data: Labelled, rule: str) -> pd.DataFrame:
     )
 
 
+def _resampled_ratios(sums: np.ndarray, sizes: np.ndarray, resamples: int, seed: int):
+    """sum(sums) / sum(sizes) over ``resamples`` draws of the groups with replacement, in
+    chunks of at most ~10 M drawn indices (bounded memory for any number of groups)."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 10_000_000 // max(len(sizes), 1))
+    values = []
+    for start in range(0, resamples, chunk):
+        draws = rng.integers(0, len(sizes), size=(min(chunk, resamples - start), len(sizes)))
+        values.append(sums[draws].sum(axis=1) / sizes[draws].sum(axis=1))
+    return np.concatenate(values)
+
+
+def _per_group(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return np.bincount(inverse, weights=values), np.bincount(inverse).astype(np.float64)
+
+
 def bootstrap_accuracy(
     groups: np.ndarray,
     correct: np.ndarray,
@@ -125,13 +143,8 @@ def bootstrap_accuracy(
     if not correct.size:
         nan = float("nan")
         return {"accuracy": nan, "se": nan, "ci": [nan, nan], "level": level, "n_groups": 0}
-    _, inverse = np.unique(groups, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    hits = np.bincount(inverse, weights=correct)
-    sizes = np.bincount(inverse).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(sizes), size=(resamples, len(sizes)))
-    values = hits[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+    hits, sizes = _per_group(groups, correct)
+    values = _resampled_ratios(hits, sizes, resamples, seed)
     tail = (1 - level) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return {
@@ -154,12 +167,8 @@ def paired_difference_se(
     """Bootstrap standard error (resampling groups) of accuracy(a) - accuracy(b) on the same
     items: the noise of comparing two checkpoints on one validation part."""
     difference = np.asarray(correct_a, dtype=np.float64) - np.asarray(correct_b, dtype=np.float64)
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    inverse = inverse.reshape(-1)
-    sums = np.bincount(inverse, weights=difference)
-    sizes = np.bincount(inverse).astype(np.float64)
-    draws = np.random.default_rng(seed).integers(0, len(sizes), size=(resamples, len(sizes)))
-    return float((sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)).std(ddof=1))
+    sums, sizes = _per_group(groups, difference)
+    return float(_resampled_ratios(sums, sizes, resamples, seed).std(ddof=1))
 
 
 def choose_checkpoint(candidates: Sequence[tuple[int, Labelled]], rule: str) -> int:
