@@ -18,8 +18,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from synister.config import load_predict_setup
+from synister.config import load_predict_setup, load_train_setup
+from synister.data import training_synapses
 from synister.db import PredictionRunExists, open_database
 from synister.demo.run import EXPERIMENT
 from synister.evaluate.calibrate import calibration_summary, labelled_run
@@ -35,6 +37,12 @@ from synister.evaluate.selection import (
     paired_difference_se,
 )
 from synister.models import list_checkpoints
+from synister.models.checkpoint import (
+    checkpoint_network,
+    checkpoint_weights,
+    read_checkpoint,
+    save_weights,
+)
 from synister.predict import predict_setup
 from synister.setup import prepare_prediction_setups, train_setup_dir
 from synister.train.averaging import averaged_path
@@ -71,6 +79,53 @@ def predict_every_checkpoint(out: Path, device=None) -> dict:
     return runs
 
 
+def stochastic_weight_average(out: Path, count: int) -> tuple[Path, list[int]]:
+    """The mean of the raw weights of the last ``count`` checkpoints (batch-norm statistics
+    averaged too), saved as ``out/ablation/swa_last<count>``; returns it and the iterations."""
+    checkpoints = list_checkpoints(train_setup_dir(out, EXPERIMENT, 0))[-count:]
+    path = out / "ablation" / f"swa_last{len(checkpoints)}"
+    iterations = [i for i, _ in checkpoints]
+    if path.is_file():
+        return path, iterations
+    states = [read_checkpoint(p) for _, p in checkpoints]
+    weights = [
+        checkpoint_weights(state, p) for state, (_, p) in zip(states, checkpoints, strict=True)
+    ]
+    mean = {
+        key: torch.stack([w[key] for w in weights]).mean(0) if value.is_floating_point() else value
+        for key, value in weights[-1].items()
+    }
+    path.parent.mkdir(exist_ok=True)
+    return save_weights(path, mean, iterations[-1], checkpoint_network(states[-1])), iterations
+
+
+def predict_swa(out: Path, count: int, device=None) -> tuple[dict, list[int]]:
+    """Both parts predicted with :func:`stochastic_weight_average`; ``{part: run}``."""
+    path, iterations = stochastic_weight_average(out, count)
+    runs = {}
+    for part in PARTS:
+        (made,) = prepare_prediction_setups(out, EXPERIMENT, 0, part=part, checkpoint=path)
+        try:
+            predict_setup(made.path, device=device, progress=False)
+        except PredictionRunExists:
+            pass
+        runs[part] = load_predict_setup(made.path)[0].run_name
+    return runs, iterations
+
+
+def class_priors(out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The class frequencies the network's outputs are posteriors under (the training
+    synapses' with logit adjustment, else uniform: batches are class-balanced), and the share
+    of training neurons per class."""
+    cfg, _ = load_train_setup(train_setup_dir(out, EXPERIMENT, 0))
+    with open_database(cfg.database_url()) as db:
+        train = training_synapses(db, cfg.split_name, cfg.classes, part="train")
+    n = len(cfg.classes)
+    synapses = np.bincount(train["label"], minlength=n).astype(float)
+    neurons = np.bincount(train.groupby("skeleton_id")["label"].first(), minlength=n)
+    return (synapses if cfg.logit_adjustment else np.ones(n)), neurons.astype(float) + 0.5
+
+
 def _load(db_url: str, runs: dict) -> tuple[list[str], dict]:
     data, classes = {}, None
     with open_database(db_url) as db:
@@ -80,20 +135,20 @@ def _load(db_url: str, runs: dict) -> tuple[list[str], dict]:
     return classes, data
 
 
-def _neuron_scores(data: Labelled, rule: str) -> tuple[dict, np.ndarray]:
-    neurons = neuron_decisions(data, rule)
+def _neuron_scores(data: Labelled, rule: str, priors) -> tuple[dict, np.ndarray]:
+    neurons = neuron_decisions(data, rule, *priors)
     correct = (neurons["pred_idx"] == neurons["true_idx"]).to_numpy()
     confusion = confusion_matrix(neurons["true_idx"], neurons["pred_idx"], data.n_classes)
     scores = bootstrap_accuracy(neurons["neuron_id"].to_numpy(), correct)
     return {**scores, "balanced_accuracy": balanced_accuracy(confusion)}, correct
 
 
-def _score_test(test: Labelled, table, validation_table, classes) -> dict:
+def _score_test(test: Labelled, table, validation_table, classes, priors) -> dict:
     synapse = bootstrap_accuracy(test.neuron_ids, test.correct())
     synapse["balanced_accuracy"] = test.synapse_scores()["balanced_accuracy"]
     neuron, correct = {}, {}
     for rule in NEURON_RULES:
-        neuron[rule], correct[rule] = _neuron_scores(test, rule)
+        neuron[rule], correct[rule] = _neuron_scores(test, rule, priors)
     # the unclear call: thresholds chosen on the validation run of the same model
     chosen, _ = calibration_summary(validation_table, classes, None)
     thresholds = UnclearThresholds(**chosen["unclear"]["thresholds"])
@@ -109,12 +164,17 @@ def ablation(out: Path, device=None) -> dict:
     out = Path(out)
     summary = json.loads((out / "summary.json").read_text())
     runs = predict_every_checkpoint(out, device)
+    last = max(i for _, _, i in runs)
+    count = max(2, len({i for _, _, i in runs}) // 4)  # the last quarter of the checkpoints
+    swa_runs, swa_iterations = predict_swa(out, count, device)
+    runs.update({("swa", part, last): run for part, run in swa_runs.items()})
     db_url = f"sqlite:///{out / 'synister.db'}"
     classes, data = _load(db_url, runs)
+    priors = class_priors(out)
     ceiling = summary["ceilings"]["test"]["image_ceiling"] or {}
     curve = []
     for (weights, part, iteration), (_, labelled) in sorted(data.items()):
-        if part == "validation":
+        if part == "validation" and weights != "swa":
             test = data[weights, "test", iteration][1]
             curve.append(
                 {
@@ -123,22 +183,22 @@ def ablation(out: Path, device=None) -> dict:
                     "validation": labelled.synapse_scores(),
                     "test": test.synapse_scores(),
                     "test_neuron": {
-                        r: _neuron_scores(test, r)[0]["accuracy"] for r in NEURON_RULES
+                        r: _neuron_scores(test, r, priors)[0]["accuracy"] for r in NEURON_RULES
                     },
                 }
             )
     rows, correct_of = [], {}
-    for weights in WEIGHTS:
+    for weights in (*WEIGHTS, "swa"):
         candidates = [
             (i, d) for (w, p, i), (_, d) in data.items() if w == weights and p == PARTS[0]
         ]
         if not candidates:
             continue
-        for rule in SELECTION_RULES:
+        for rule in SELECTION_RULES if weights != "swa" else ("last",):
             iteration = choose_checkpoint(candidates, rule)
             table, test = data[weights, "test", iteration]
             scored, correct = _score_test(
-                test, table, data[weights, "validation", iteration][0], classes
+                test, table, data[weights, "validation", iteration][0], classes, priors
             )
             correct_of[weights, rule] = (test, correct)
             rows.append({"weights": weights, "rule": rule, "iteration": iteration, **scored})
@@ -171,6 +231,8 @@ def ablation(out: Path, device=None) -> dict:
         "seed": summary["settings"]["seed"],
         "iterations": summary["iterations"],
         "ema_decay": summary["settings"].get("ema_decay"),
+        "swa_iterations": swa_iterations,
+        "priors": {"synapse": priors[0].tolist(), "neuron": priors[1].tolist()},
         "test_synapses": int(len(base_test.true_idx)),
         "test_neurons": int(len(np.unique(base_test.neuron_ids))),
         "ceilings": summary["ceilings"]["test"],
@@ -206,12 +268,13 @@ def ablation_table(record: dict) -> str:
         f"image-level ceiling synapse {ceiling.get('synapse', float('nan')):.3f}, neuron "
         f"{ceiling.get('neuron', float('nan')):.3f}. ± is the bootstrap standard error over "
         "test neurons; Δ is the difference to today's choice (raw weights, best validation "
-        "synapse accuracy, majority vote) with its paired standard error.",
+        "synapse accuracy, majority vote) with its paired standard error. swa: the mean "
+        f"weights of iterations {', '.join(map(str, record['swa_iterations']))}.",
         "",
         "| weights | checkpoint rule | iteration | synapse | of ceiling | Δ synapse | neuron vote "
-        "| neuron mean | neuron log | of ceiling (mean) | Δ neuron (mean) | unclear: coverage, "
-        "accuracy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| neuron mean | neuron log | neuron bayes | of ceiling (mean) | Δ neuron (mean) "
+        "| unclear: coverage, accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in record["rows"]:
         frac = row["of_image_ceiling"]
@@ -220,7 +283,8 @@ def ablation_table(record: dict) -> str:
             f"| {row['weights']} | {row['rule']} | {row['iteration']} | {_pm(row['synapse'])} "
             f"| {_text(frac['synapse'])} | {_delta(row, 'synapse')} "
             f"| {_pm(row['neuron']['vote'])} | {_pm(row['neuron']['mean'])} "
-            f"| {_pm(row['neuron']['log'])} | {_text(frac['neuron_mean'])} "
+            f"| {_pm(row['neuron']['log'])} | {_pm(row['neuron']['bayes'])} "
+            f"| {_text(frac['neuron_mean'])} "
             f"| {_delta(row, 'neuron_mean')} "
             f"| {unclear['coverage']:.2f}, {unclear['accuracy']:.3f} |"
         )
@@ -229,7 +293,7 @@ def ablation_table(record: dict) -> str:
         "Per checkpoint (validation synapse accuracy / NLL; test synapse, neuron by mean):",
         "",
         "| iteration | weights | validation synapse | balanced | NLL | test synapse | test "
-        "neuron vote / mean / log |",
+        "neuron vote / mean / log / bayes |",
         "|---|---|---|---|---|---|---|",
     ]
     for point in sorted(record["curve"], key=lambda p: (p["iteration"], p["weights"])):
@@ -237,7 +301,7 @@ def ablation_table(record: dict) -> str:
         lines.append(
             f"| {point['iteration']} | {point['weights']} | {v['accuracy']:.3f} "
             f"| {v['balanced_accuracy']:.3f} | {v['nll']:.3f} | {t['accuracy']:.3f} "
-            f"| {n['vote']:.3f} / {n['mean']:.3f} / {n['log']:.3f} |"
+            f"| {n['vote']:.3f} / {n['mean']:.3f} / {n['log']:.3f} / {n['bayes']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -54,6 +54,23 @@ def test_neuron_rules_vote_mean_and_summed_log_probability_can_disagree():
     assert picks["log"]["n_synapses"].tolist() == [3, 3]
     with pytest.raises(ValueError, match="neuron rule"):
         neuron_decisions(data, "median")
+    with pytest.raises(ValueError, match="needs the synapse and the neuron class priors"):
+        neuron_decisions(data, "bayes")
+
+
+def test_the_bayes_rule_counts_the_prior_of_logit_adjusted_outputs_once():
+    """Outputs that are posteriors under a 9:1 prior: each synapse of a minority-class neuron
+    leans to the minority class by less than the prior's log-odds. Summed, the prior counted
+    five times wins; counted once (with equal neuron priors), the evidence does."""
+    # likelihood ratio 3:1 for class 1 per synapse; posterior under the 9:1 prior: 0.75 vs 0.25
+    posterior = np.array([[0.75, 0.25]] * 5)
+    data = Labelled(np.zeros(5, np.int64), np.ones(5, np.int64), posterior)
+    assert neuron_decisions(data, "log")["pred_idx"].tolist() == [0]
+    bayes = neuron_decisions(data, "bayes", np.array([9.0, 1.0]), np.array([1.0, 1.0]))
+    assert bayes["pred_idx"].tolist() == [1]  # 5 · log 3 > 0
+    # a uniform synapse prior changes nothing but the neuron prior
+    same = neuron_decisions(data, "bayes", np.array([1.0, 1.0]), np.array([1.0, 1.0]))
+    assert same["pred_idx"].tolist() == [0]
 
 
 def _run(correct_per_neuron: list[int], confidence: float = 0.9) -> Labelled:

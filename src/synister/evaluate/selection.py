@@ -19,8 +19,9 @@ import pandas as pd
 from .metrics import balanced_accuracy, confusion_matrix, prob_columns
 
 #: neuron-level rules: majority vote, argmax of the mean probability, argmax of the summed
-#: log-probability (a temperature does not change its argmax)
-NEURON_RULES = ("vote", "mean", "log")
+#: log-probability (a temperature does not change its argmax), and that sum with the class
+#: prior the synapse probabilities hold counted once (see :func:`neuron_decisions`)
+NEURON_RULES = ("vote", "mean", "log", "bayes")
 #: checkpoint choices: best synapse accuracy (earliest on ties; the original's), lowest negative
 #: log-likelihood, best balanced accuracy, the latest unless an earlier one beats it by more
 #: than the bootstrap standard error of the difference, the latest
@@ -69,14 +70,26 @@ class Labelled:
         }
 
 
-def neuron_decisions(data: Labelled, rule: str) -> pd.DataFrame:
+def neuron_decisions(
+    data: Labelled,
+    rule: str,
+    synapse_prior: np.ndarray | None = None,
+    neuron_prior: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Per neuron (sorted by id): n_synapses, true class, predicted class under ``rule``.
 
-    ``vote`` breaks a tied vote by the summed probability (synister's default), ``mean`` and
-    ``log`` take the first class of equal maxima.
+    ``vote`` breaks a tied vote by the summed probability (synister's default), the others take
+    the first class of equal maxima. ``bayes``: synapse probabilities are posteriors under
+    the class frequencies ``synapse_prior`` (those of the training synapses when the network
+    was trained with logit adjustment; uniform for class-balanced training), so the summed
+    log-probability of a neuron of n synapses counts that prior n times; ``bayes`` divides it
+    out and counts ``neuron_prior`` (the share of neurons per class) once: the neuron's
+    posterior if its synapses were independent given its class.
     """
     if rule not in NEURON_RULES:
         raise ValueError(f"neuron rule must be one of {NEURON_RULES}, got {rule!r}")
+    if rule == "bayes" and (synapse_prior is None or neuron_prior is None):
+        raise ValueError("the bayes rule needs the synapse and the neuron class priors")
     ids, inverse = np.unique(data.neuron_ids, return_inverse=True)
     inverse = inverse.reshape(-1)
     n, k = len(ids), data.n_classes
@@ -93,7 +106,11 @@ def neuron_decisions(data: Labelled, rule: str) -> pd.DataFrame:
     elif rule == "mean":
         pred = sums.argmax(axis=1)
     else:
-        pred = per_neuron(np.log(np.maximum(data.probabilities, _PROBABILITY_FLOOR))).argmax(1)
+        log = per_neuron(np.log(np.maximum(data.probabilities, _PROBABILITY_FLOOR)))
+        if rule == "bayes":
+            counts = np.bincount(inverse, minlength=n)[:, None]
+            log = log - counts * _log(synapse_prior) + _log(neuron_prior)
+        pred = log.argmax(axis=1)
     truth = np.zeros(n, dtype=np.int64)
     truth[inverse] = data.true_idx
     return pd.DataFrame(
@@ -104,6 +121,11 @@ def neuron_decisions(data: Labelled, rule: str) -> pd.DataFrame:
             "pred_idx": pred.astype(np.int64),
         }
     )
+
+
+def _log(prior: np.ndarray) -> np.ndarray:
+    prior = np.asarray(prior, dtype=np.float64)
+    return np.log(np.maximum(prior / prior.sum(), _PROBABILITY_FLOOR))[None, :]
 
 
 def _resampled_ratios(sums: np.ndarray, sizes: np.ndarray, resamples: int, seed: int):
