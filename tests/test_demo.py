@@ -84,6 +84,20 @@ def test_the_final_model_settings_are_checked():
     assert replace(recipe("easy"), ema_decay=0.0, final_weights="raw").checkpoint_rule == "last"
 
 
+def test_a_resumed_demo_may_choose_its_final_model_otherwise(tmp_path):
+    from synister.demo.run import _open_demo
+
+    settings = recipe("easy")
+    _open_demo(tmp_path, settings, resume=False)
+    state = json.loads((tmp_path / "demo_state.json").read_text())
+    del state["settings"]["ema_decay"]  # a demo from before that setting: its default holds
+    (tmp_path / "demo_state.json").write_text(json.dumps(state))
+    _open_demo(tmp_path, replace(settings, checkpoint_rule="nll"), resume=True)
+    for changed in (replace(settings, ema_decay=0.5), replace(settings, iterations=100)):
+        with pytest.raises(ValueError, match="other settings"):
+            _open_demo(tmp_path, changed, resume=True)
+
+
 def test_unknown_recipes_are_refused():
     with pytest.raises(ValueError, match="presets easy and fafb"):
         recipe("hard")

@@ -26,6 +26,7 @@ from .settings import DemoSettings
 
 EXPERIMENT = "demo"
 SPLIT = "skeleton"
+_CHOSEN_AFTER_TRAINING = frozenset({"final_weights", "checkpoint_rule"})
 
 
 def _dataset(folder: Path, preset: str, settings: DemoSettings, sizes: dict) -> tuple:
@@ -168,8 +169,10 @@ def _open_demo(out_dir: str | Path, settings: DemoSettings, resume: bool) -> tup
     wanted = json.loads(json.dumps(asdict(settings)))
     defaults = json.loads(json.dumps(asdict(DemoSettings())))
     stored = state.data.setdefault("settings", wanted)
-    # a setting newer than the stored demo must hold its default
-    if {**{k: defaults[k] for k in wanted.keys() - stored.keys()}, **stored} != wanted:
+    # a setting newer than the stored demo must hold its default; the choice of the final
+    # model acts after training, so a resumed demo may choose otherwise
+    stored = {**{k: defaults[k] for k in wanted.keys() - stored.keys()}, **stored}
+    if any(stored[k] != wanted[k] for k in wanted.keys() - _CHOSEN_AFTER_TRAINING):
         raise ValueError(f"{out} holds a demo with other settings ({out / STATE_FILE})")
     state.save()
     return out, state
