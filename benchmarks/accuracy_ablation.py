@@ -36,6 +36,7 @@ from synister.evaluate.selection import (
     neuron_decisions,
     paired_difference_se,
 )
+from synister.layout import averaged_path
 from synister.models import list_checkpoints
 from synister.models.checkpoint import (
     checkpoint_network,
@@ -45,7 +46,6 @@ from synister.models.checkpoint import (
 )
 from synister.predict import predict_setup
 from synister.setup import prepare_prediction_setups, train_setup_dir
-from synister.train.averaging import averaged_path
 
 PARTS = ("validation", "test")
 WEIGHTS = ("raw", "averaged")

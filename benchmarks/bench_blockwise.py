@@ -42,8 +42,9 @@ import tensorstore as ts
 import torch
 
 from synister.config import load_train_setup
+from synister.evaluate.provenance import export_model
 from synister.models import build_model, save_checkpoint
-from synister.models.bundle import export_model, load_bundle
+from synister.models.bundle import load_bundle
 from synister.predict import Predictor, reading_order
 from synister.predict.blockwise import Source, prepare, read_block
 from synister.predict.blockwise.block import PATCHES_PER_CUT, storage_bytes_read

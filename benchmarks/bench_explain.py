@@ -74,7 +74,7 @@ def ensure_dataset(demo: Path, seed: int, out: Path) -> Path:
 
 def ensure_bundle(demo: Path, out: Path) -> Path:
     """A bundle of the demo's best validation iteration (exported once into ``out``)."""
-    from synister.models.bundle import export_model
+    from synister.evaluate.provenance import export_model
 
     bundle = out / "demo_bundle"
     if not (bundle / "model.json").is_file():

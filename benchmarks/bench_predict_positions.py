@@ -34,7 +34,7 @@ from bench_predict import FAFB, SMALL, build_data, make_setup  # noqa: E402
 
 from synister.config import load_predict_setup  # noqa: E402
 from synister.db import open_database  # noqa: E402
-from synister.models.bundle import export_model  # noqa: E402
+from synister.evaluate.provenance import export_model  # noqa: E402
 from synister.predict import predict_setup, prepare_positions  # noqa: E402
 from synister.predict.positions import default_devices_and_threads  # noqa: E402
 from synister.predict.store import run_positions  # noqa: E402

@@ -1,53 +1,27 @@
 """Shared set-up of the service tests: a small site (volume, model bundles, tables) and the real
-service started as a subprocess on a free loopback port."""
+service started as a subprocess (a warm one, see ``warm.py``) on a free loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
-import torch
+from warm import WARM
 
-from synister.config import load_train_setup
-from synister.models import build_model, save_checkpoint
-from synister.models.bundle import export_model
-from synister.setup import prepare_training
 from synister.volumes import write_volume
 
 CLASSES = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
 VOXEL_NM = (40, 4, 4)
 SHAPE_VOX = (24, 128, 128)
-CLI = [sys.executable, "-c", "from synister.cli import main; main()"]
-
-
-def make_bundle(path: Path, input_shape: tuple[int, int, int], fmaps: int, seed: int = 0) -> Path:
-    """A random-weight ResNet model bundle (`synister export-model` of a fresh setup)."""
-    setup = prepare_training(
-        path.parent / f".{path.name}_setup",
-        "e",
-        0,
-        db_url="sqlite:///unused.db",
-        check_volume=False,
-        synapse_types=CLASSES,
-        input_shape=input_shape,
-        fmaps=fmaps,
-        downsample_factors=[(1, 2, 2)] * 4,
-        network="ResNet18",
-        voxel_size=VOXEL_NM,
-    )
-    cfg, _ = load_train_setup(setup)
-    torch.manual_seed(seed)
-    save_checkpoint(setup / "model_checkpoint_1", build_model(cfg), None, 1)
-    return export_model(setup, 1, path)
 
 
 def positions(n: int, seed: int) -> pd.DataFrame:
@@ -66,8 +40,18 @@ def positions(n: int, seed: int) -> pd.DataFrame:
     )
 
 
-def make_site(folder: Path) -> Path:
-    """Volume, bundles ``tiny`` (fast) and ``slow`` (for jobs that must last a while)."""
+#: the random-weight bundles of the site: ``tiny`` (fast) and ``slow`` (for jobs that must last)
+BUNDLES = {"tiny": ((4, 16, 16), 1), "slow": ((8, 32, 32), 8)}
+
+
+def site_bundle(random_bundle, name: str) -> Path:
+    """The session's random bundle ``name`` of :data:`BUNDLES` (the conftest's factory)."""
+    input_shape, fmaps = BUNDLES[name]
+    return random_bundle(input_shape, fmaps=fmaps, downsample_factors=[(1, 2, 2)] * 4)
+
+
+def make_site(folder: Path, random_bundle) -> Path:
+    """Volume and links to the bundles of :data:`BUNDLES` (read-only)."""
     rng = np.random.default_rng(0)
     write_volume(
         folder / "vol.zarr",
@@ -75,8 +59,9 @@ def make_site(folder: Path) -> Path:
         VOXEL_NM,
         chunks_vox=(8, 64, 64),
     )
-    make_bundle(folder / "bundles" / "tiny", (4, 16, 16), fmaps=1)
-    make_bundle(folder / "bundles" / "slow", (8, 32, 32), fmaps=8)
+    (folder / "bundles").mkdir()
+    for name in BUNDLES:
+        (folder / "bundles" / name).symlink_to(site_bundle(random_bundle, name))
     (folder / "not_a_volume").mkdir()
     return folder
 
@@ -86,6 +71,7 @@ def config_text(
     port: int,
     database: str = "sqlite:///service.db",
     rows_per_job: int = 1000,
+    limits: dict | None = None,
     **service,
 ) -> str:
     settings = {
@@ -102,11 +88,10 @@ def config_text(
     }
     settings.update(service)
     lines = ["[service]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    limit_values = {"upload_bytes": 300000, "rows_per_job": rows_per_job}
+    limit_values |= {"queued_jobs_per_user": 3, **(limits or {})}
+    lines += ["[limits]"] + [f"{k} = {json.dumps(v)}" for k, v in limit_values.items()]
     lines += [
-        "[limits]",
-        "upload_bytes = 300000",
-        f"rows_per_job = {rows_per_job}",
-        "queued_jobs_per_user = 3",
         "[bundles.tiny]",
         f'path = "{site}/bundles/tiny"',
         'description = "tiny test network"',
@@ -126,6 +111,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening_pid(port: int) -> int:
+    """The process listening on loopback ``port`` (the web app's, whichever program started
+    it): its socket's inode in /proc/net/tcp, then the process holding that socket."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    for fd_folder in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_folder.iterdir()):
+                return int(fd_folder.parent.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    raise AssertionError(f"no process listens on port {port}")
+
+
+def peak_rss(pid: int) -> int:
+    """The peak resident memory of process ``pid`` so far (VmHWM, bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -155,7 +165,7 @@ class Service:
         self.base = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> Service:
-        args = [*CLI, "serve", "--config", str(self.config)]
+        args = [*WARM.cli(), "serve", "--config", str(self.config)]
         if self.workers is not None:
             args += ["--workers", str(self.workers)]
         with open(self.log, "a") as log:
@@ -193,6 +203,7 @@ class Service:
         except ProcessLookupError:
             pass
         self.process.wait()
+        WARM.settle()  # the warm service and its workers die with their clients (warm.py)
 
     def token(self, user: str, admin: bool = False) -> str:
         from synister.serve.config import load_service_config
@@ -209,7 +220,7 @@ class Service:
         """An extra `synister serve worker` (as on another machine)."""
         with open(self.folder / "worker.log", "a") as log:
             return subprocess.Popen(
-                [*CLI, "serve", "worker", "--config", str(self.config)],
+                [*WARM.cli(), "serve", "worker", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -219,8 +230,11 @@ class Service:
 def predict_positions_command(site: Path, table: Path, out: Path, bundle: str = "tiny") -> list:
     """`synister predict-positions` on ``table`` directly (no service), with the site's
     volume and one torch thread as the service's workers have; ``--csv`` as the service."""
+    return [*WARM.cli(), *predict_positions_args(site, table, out, bundle)]
+
+
+def predict_positions_args(site: Path, table: Path, out: Path, bundle: str) -> list[str]:
     return [
-        *CLI,
         "predict-positions",
         "--model",
         str(site / "bundles" / bundle),
@@ -239,14 +253,22 @@ def predict_positions_command(site: Path, table: Path, out: Path, bundle: str = 
     ]
 
 
+def run_cli(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``synister ARGS`` in this process (typer's runner, from the folder ``cwd``), returned as
+    a finished process: exit status, stdout, stderr. For commands whose process does not
+    matter: a subprocess would import torch again (seconds of CPU)."""
+    from typer.testing import CliRunner
+
+    from synister.cli import app
+
+    with contextlib.chdir(cwd or Path.cwd()):
+        result = CliRunner().invoke(app, args)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def predict_positions(site: Path, table: Path, out: Path, bundle: str = "tiny"):
-    """Run :func:`predict_positions_command`; returns the finished process (text output)."""
-    return subprocess.run(
-        predict_positions_command(site, table, out, bundle),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """Run :func:`predict_positions_command` (in this process, see :func:`run_cli`)."""
+    return run_cli(predict_positions_args(site, table, out, bundle))
 
 
 def submit(client: httpx.Client, path: Path, bundle: str = "tiny", **params) -> httpx.Response:

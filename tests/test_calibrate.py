@@ -309,8 +309,9 @@ def test_prediction_applies_the_stored_temperature_and_says_so(world):
 
 
 def test_calibrate_a_bundle_writes_its_temperature(world, tmp_path):
-    from synister.models.bundle import export_model, load_bundle
-    from synister.models.calibration import stored_temperature
+    from synister.evaluate.provenance import export_model
+    from synister.models import load_model
+    from synister.models.bundle import load_bundle
 
     bundle = export_model(world.setup, 10, tmp_path / "bundle")
     assert load_bundle(bundle).temperature is None
@@ -322,7 +323,7 @@ def test_calibrate_a_bundle_writes_its_temperature(world, tmp_path):
     loaded = load_bundle(bundle)
     assert loaded.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.15)
     assert read_calibration(loaded.checkpoint)["temperature"] == loaded.temperature
-    assert stored_temperature(loaded.checkpoint) == loaded.temperature
+    assert load_model(loaded.checkpoint).temperature == loaded.temperature
     assert "model.json (temperature)" in result.output
 
     # a run of another iteration is refused
@@ -397,3 +398,25 @@ def test_the_report_says_when_the_run_applied_a_temperature(world):
         html = calibration_section(summary, {})
         assert ("divided the logits by 2.000" in html) is said
         assert ("'raw' undoes that" in html) is said
+
+
+def test_calls_that_cannot_reach_the_target_are_not_confident():
+    """The README workflow at chance accuracy said "neurons 6 of 6 confident": thresholds that
+    reach no target are no confidence. The most accurate choice is still reported."""
+    rng = np.random.default_rng(0)
+    skeletons = np.repeat(np.arange(6), 4)
+    true_idx = skeletons % len(CLASSES)
+    probabilities = np.full((len(skeletons), len(CLASSES)), 0.2)
+    probabilities[np.arange(len(skeletons)), (true_idx + 1) % len(CLASSES)] = 0.6  # all wrong
+    probabilities += rng.uniform(0, 0.01, probabilities.shape)
+    labelled = pd.DataFrame(probabilities, columns=[f"prob_{c}" for c in CLASSES])
+    labelled["true_idx"], labelled["skeleton_id"] = true_idx, skeletons
+    summary, neurons = calibration_summary(labelled, CLASSES, None, target_accuracy=0.95)
+    unclear = summary["unclear"]
+    assert not unclear["reached"] and unclear["thresholds"]["target_missed"]
+    assert (unclear["n_confident"], unclear["n_unclear"]) == (0, 6)
+    assert unclear["closest"]["n_confident"] > 0  # what the most accurate thresholds gave
+    assert not neurons["confident"].any() and set(neurons["outcome"]) == {"unclear"}
+    # thresholds given on the command line are applied as given
+    given = cal.UnclearThresholds(**{**unclear["thresholds"], "target_missed": False})
+    assert given.confident(np.ones(2), np.ones(2), np.full(2, 100)).all()

@@ -38,7 +38,7 @@ def tables(tmp_path):
 def url(tmp_path, tables):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     result = invoke(
-        "db", "import", "--db", url, "--units", "voxels", "--voxel-size", "40,4,4", tables
+        "db", "import", "--db", url, "--units", "voxels", "--voxel-size", "x=4,y=4,z=40", tables
     )
     assert result.exit_code == 0, result.output
     assert "imported 390 synapses, 60 skeletons" in result.stdout
@@ -85,7 +85,7 @@ def test_bad_input_is_one_line_without_traceback(url, tables):
     result = invoke("db", "import", "--db", url, tables / "gaba.csv")
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0
-    assert "gaba.csv, line 2: field 'y' is not a number" in result.stderr
+    assert "gaba.csv, column y, line 2: 'oops' is not a number" in result.stderr
     assert "Traceback" not in result.output
     assert json.loads(invoke("db", "stats", "--db", url, "--json").stdout) == before
 
@@ -336,13 +336,177 @@ def test_help_piped_to_another_program_fits_80_columns():
     import sys
     from pathlib import Path
 
+    from warm import WARM
+
     script = Path(sys.executable).with_name("synister")
     if not script.exists():
         pytest.skip(f"no synister script beside {sys.executable}")
+    assert "from synister.cli import main" in script.read_text()  # what the warm one runs
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     for args in (["--help"], ["evaluate", "--help"], ["db", "import", "--help"]):
+        warm = WARM.bin / "synister"  # stdout is a pipe, as in `synister --help | less`
         result = subprocess.run(
-            [str(script), *args], capture_output=True, text=True, env=env, check=True
-        )  # stdout is a pipe, as in `synister --help | less`
+            [str(warm), *args], capture_output=True, text=True, env=env, check=True
+        )
         assert "…" not in result.stdout
         assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+
+
+# ---- options: one name, one meaning, one help text, declared once ------------------------------
+
+#: Options whose name means something else in these commands (name -> {command: why}); every
+#: other command that has an option of the name shows the same help and takes the same type.
+OTHER_MEANINGS = {
+    "--out": {"train-plot": "a PNG file, not a folder"},
+    "--volume": {"serve init": "NAME=PATH of a served volume, repeatable"},
+    "--synapses": {"synthetic": "a number of synapses, not a table"},
+    "--format": {"db export": "the export's file format, not the volume's"},
+    "--split": {"synthetic-oracle": "the split to evaluate, not a filter of the synapses"},
+    "--setup": {"evaluate": "prediction setups, repeatable, not a training setup"},
+    "--iterations": {"demo": "the training length, not checkpoints to predict"},
+    "--force": {"export-model": "replaces a bundle, not a prediction setup"},
+    "--train-config": {"db register-run": "a run's class order, not a checkpoint's network"},
+    "--admin": {"serve init": "the admin's name, not a flag"},
+    "--port": {"serve init": "written into the new config, not overriding it"},
+    "--workers": {"serve": "the service's worker processes, not predict-volume's"},
+    "--overwrite": {"db export": "replaces export files, not a run"},
+    "--dry-run": {"serve prune": "lists what would be removed, not a timing of blocks"},
+    "--user": {"serve jobs": "whose jobs are listed, not whose tokens are revoked"},
+    "--strict": {"split make": "fails on a missed share, not on positions outside the volume"},
+}
+
+
+def _options() -> dict[str, dict[str, object]]:
+    """Long option name -> {command path: click option}, over every command, hidden ones too."""
+    import typer
+
+    found: dict[str, dict[str, object]] = {}
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*path, name))
+        for param in command.params:
+            if type(param).__name__.endswith("Option"):
+                name = next(o for o in param.opts if o.startswith("--"))
+                found.setdefault(name, {})[" ".join(path)] = param
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+def _meaning(option) -> tuple:
+    """What must agree between commands: the help, the type and its bounds, the names."""
+    return (
+        option.help,
+        str(option.type_descriptor.annotation),
+        option.min,
+        option.max,
+        option.multiple,
+        tuple(option.opts + option.secondary_opts),
+    )
+
+
+def test_an_option_of_one_name_has_one_help_and_one_type_in_every_command():
+    """`--db` of `db import` reads as `--db` of `evaluate`: one declaration in cli/options.py."""
+    options = _options()
+    differing = {}
+    for name, commands in options.items():
+        meanings = {}
+        for command, option in commands.items():
+            if command not in OTHER_MEANINGS.get(name, {}):
+                meanings.setdefault(_meaning(option), []).append(command)
+        if len(meanings) > 1:
+            differing[name] = list(meanings.values())
+    assert not differing, "options declared with more than one help or type:\n" + "\n".join(
+        f"{name}: {groups}" for name, groups in sorted(differing.items())
+    )
+    stale = {
+        (name, command)
+        for name, commands in OTHER_MEANINGS.items()
+        for command in commands
+        if command not in options.get(name, {})
+    }
+    assert not stale, f"OTHER_MEANINGS names options that do not exist: {stale}"
+
+
+def _declared_names(alias) -> set[str]:
+    """The option names of an ``Annotated[..., typer.Option(...)]`` alias (typer takes a first
+    argument that starts with "-" as a name, not a default)."""
+    info = getattr(alias, "__metadata__", (None,))[0]
+    if type(info).__name__ != "OptionInfo":
+        return set()
+    first = [info.default] if isinstance(info.default, str) and info.default[:1] == "-" else []
+    return {name for decl in [*first, *info.param_decls] for name in decl.split("/")}
+
+
+def test_the_shared_options_declare_the_options_of_every_command():
+    """The commands take `--db`, `--model`, `--device`, ... from cli/options.py; each is one
+    help text there."""
+    from synister.cli import options
+
+    options_found = _options()
+    for name in ("--db", "--json", "--model", "--volume", "--dataset", "--device", "--threads",
+                 "--precision", "--target-accuracy", "--out", "--progress"):  # fmt: skip
+        declared = [value for value in vars(options).values() if name in _declared_names(value)]
+        assert len(declared) == 1, f"{name}: declared {len(declared)} times in cli/options.py"
+        help_text = declared[0].__metadata__[0].help
+        for command, option in options_found[name].items():
+            if command not in OTHER_MEANINGS.get(name, {}):
+                assert option.help == help_text, f"{command} {name}: {option.help!r}"
+
+
+def test_the_modules_that_declare_options_import_typer_and_the_standard_library_only():
+    """Declaring options loads no torch, tensorstore or pandas, so help can come quickly."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import synister.cli
+
+    folder = Path(synister.cli.__file__).parent
+    for module in ("options", "tables", "errors"):
+        tree = ast.parse((folder / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.col_offset == 0:
+                assert node.level == 0 or node.module in ("options", "errors"), (
+                    f"cli/{module}.py imports from .{node.module}"
+                )
+                names = [node.module] if node.level == 0 else []
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top == "typer" or top in sys.stdlib_module_names, (
+                    f"cli/{module}.py imports {name}"
+                )
+
+
+def test_the_table_option_defaults_are_the_per_neuron_summary_defaults():
+    from synister.cli import tables
+    from synister.predict.neurons import MIN_MARGIN, MIN_SYNAPSES
+
+    assert (tables.DEFAULT_MIN_SYNAPSES, tables.DEFAULT_MIN_MARGIN) == (MIN_SYNAPSES, MIN_MARGIN)
+
+
+def test_one_fail_prints_one_line_and_exits_1():
+    """Every command reports a user error through cli/errors.py:fail (no copies)."""
+    import re
+    from pathlib import Path
+
+    import typer
+
+    import synister.cli
+    from synister.cli.errors import fail
+
+    with pytest.raises(typer.Exit) as exit_info:
+        fail("no such thing")
+    assert exit_info.value.exit_code == 1
+    folder = Path(synister.cli.__file__).parent
+    copies = [
+        path.name
+        for path in folder.glob("*.py")
+        if path.name != "errors.py" and re.search(r"^def _?fail\(", path.read_text(), re.M)
+    ]
+    assert not copies, f"fail defined again in {copies}"

@@ -6,15 +6,13 @@ PostgreSQL tests read their server from ``SYNISTER_TEST_POSTGRES_URL`` (start on
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
-import uuid
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import scratch_postgres
 
 from synister.db import (
     DatabaseError,
@@ -380,41 +378,12 @@ class TestSQLite(DatabaseContract):
             ]
 
 
-def _postgres_url() -> str:
-    url = os.environ.get("SYNISTER_TEST_POSTGRES_URL")
-    if url:
-        return url
-    message = "SYNISTER_TEST_POSTGRES_URL is not set (start a server with .ci/postgres.sh)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must run the PostgreSQL tests")
-    pytest.skip(message)
-
-
-@contextlib.contextmanager
-def _empty_postgres_database():
-    """A new, empty database on the test server (its libpq conninfo), dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    url = _postgres_url()
-    name = f"synister_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    info = conninfo_to_dict(url)
-    info["dbname"] = name
-    try:
-        yield make_conninfo(**info)
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
 @pytest.mark.postgres
 class TestPostgres(DatabaseContract):
     @pytest.fixture
     def db(self):
-        with _empty_postgres_database() as conninfo:
-            with open_database(f"postgresql://?{_query(conninfo)}") as database:
+        with scratch_postgres() as url:
+            with open_database(url) as database:
                 yield database
 
     @pytest.fixture
@@ -426,10 +395,10 @@ class TestPostgres(DatabaseContract):
         """A database that exists on the server but holds no synister tables."""
         import psycopg
 
-        with _empty_postgres_database() as conninfo:
+        with scratch_postgres() as url:
 
             def tables() -> bool:
-                with psycopg.connect(conninfo) as conn:
+                with psycopg.connect(url) as conn:
                     return bool(
                         conn.execute(
                             "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public'"
@@ -437,7 +406,7 @@ class TestPostgres(DatabaseContract):
                     )
 
             yield (
-                lambda: open_database(f"postgresql://?{_query(conninfo)}", create=False),
+                lambda: open_database(url, create=False),
                 tables,
                 "no synister database",
             )
@@ -475,7 +444,7 @@ def url_password(url: str) -> str | None:
 def _checked(method):
     """A mongomock Collection method that fails on a ``$in`` of more ids (numbers) than the
     current chunk."""
-    from synister.db import mongo
+    from synister.db import mongo_chunks
 
     def longest_in(value) -> int:
         if isinstance(value, dict):
@@ -489,19 +458,12 @@ def _checked(method):
 
     def call(self, *args, **kwargs):
         longest = longest_in([args, kwargs])
-        assert longest <= mongo.CHUNK, f"a $in of {longest} ids (chunk: {mongo.CHUNK})"
+        assert longest <= mongo_chunks.CHUNK, (
+            f"a $in of {longest} ids (chunk: {mongo_chunks.CHUNK})"
+        )
         return method(self, *args, **kwargs)
 
     return call
-
-
-def _query(conninfo: str) -> str:
-    """A libpq key=value string as URL query parameters (host, port, user, ... in one URL)."""
-    from urllib.parse import urlencode
-
-    from psycopg.conninfo import conninfo_to_dict
-
-    return urlencode(conninfo_to_dict(conninfo))
 
 
 def _accept_sort(method):
@@ -537,9 +499,9 @@ class TestMongo(DatabaseContract):
         """Chunks of 2 ids, and every query checked: no ``$in`` may name more than a chunk
         (a real server refuses a query document over 16 MB, about 800,000 ids)."""
         mongomock = pytest.importorskip("mongomock")
-        from synister.db import mongo
+        from synister.db import mongo_chunks
 
-        monkeypatch.setattr(mongo, "CHUNK", 2)
+        monkeypatch.setattr(mongo_chunks, "CHUNK", 2)
         collection = mongomock.collection.Collection
         for name in (
             "find",
@@ -618,11 +580,71 @@ class TestMongo(DatabaseContract):
         classes, meta = db.open_prediction_run(run)
         assert classes == ["gaba", "acetylcholine", "glutamate"]
         assert meta["origin"] == "funkelab/synister"
-        evaluation = evaluate_run(db, run)
+        evaluation = evaluate_run(db, run, allow_incomplete=True)  # 3 of its 4 documents
+        assert evaluation.metrics["completeness"]["expected"] == 4
         assert evaluation.metrics["synapse"]["n"] == 3
         assert evaluation.metrics["synapse"]["accuracy"] == pytest.approx(2 / 3)
         with pytest.raises(DatabaseError, match="original synister.*new run"):
             db.write_predictions(run, [6], [[1.0, 0.0, 0.0]])
+
+    def test_original_runs_report_completeness_split_and_part(self, client, tmp_path):
+        """The original created one ``prediction: None`` document per synapse of the split's
+        part and filled them in: a run stopped part-way is refused as synister's own are."""
+        from synister.db.mongo import MongoDatabase
+        from synister.evaluate import IncompleteRun, check_run, evaluate_runs
+
+        raw = client["fafb"]
+        raw.skeletons.insert_many(
+            [
+                {"skeleton_id": 10, "hemi_lineage_id": 1, "nt_known": ["gaba"]},
+                {"skeleton_id": 11, "hemi_lineage_id": 1, "nt_known": ["acetylcholine"]},
+            ]
+        )
+        # split "skeleton_v2" (whose name has an "_", as has "skeleton", a prefix of it):
+        # synapses 1-10 in validation, 11-14 in train
+        raw.synapses.insert_many(
+            {
+                "synapse_id": i,
+                "x": i,
+                "y": 0,
+                "z": 0,
+                "skeleton_id": 10 if i <= 5 else 11,
+                "splits": {"skeleton": "test", "skeleton_v2": "validation" if i <= 10 else "train"},
+            }
+            for i in range(1, 15)
+        )
+        run = "skeleton_v2_vgg_t1_p1"
+        documents = client["fafb_predictions"][run]
+        documents.insert_many({"synapse_id": i, "prediction": None} for i in range(1, 11))
+        for i in range(1, 8):  # stopped after 7 of its 10 synapses
+            right = [0.9, 0.1] if i <= 5 else [0.1, 0.9]
+            documents.update_one({"synapse_id": i}, {"$set": {"prediction": right}})
+        db = MongoDatabase("mongodb://localhost/fafb", client=client)
+        db.register_prediction_run(run, ["gaba", "acetylcholine"])
+
+        _, meta = db.open_prediction_run(run)
+        assert (meta["split_name"], meta["split_part"]) == ("skeleton_v2", "validation")
+        assert check_run(db, run) == {
+            "status": "incomplete", "predicted": 7, "expected": 10, "fraction": 0.7,
+            "source": "documents", "reason": None,
+        }  # fmt: skip
+        out = tmp_path / "out"
+        with pytest.raises(
+            IncompleteRun, match=r"_v2_vgg_t1_p1 \(7 of 10 synapses, 70%\)"
+        ) as error:
+            evaluate_runs(db, [run], out, figures=False)
+        assert "finish the run with the original synister, which wrote it" in str(error.value)
+        assert not out.exists()
+        results = evaluate_runs(db, [run], out, allow_incomplete=True, figures=False)
+        assert results["runs"][run]["meta"]["split_part"] == "validation"
+        assert [w.split(":")[1].split(" (")[0] for w in results["warnings"]] == [" incomplete"]
+        assert "completeness unknown" not in " ".join(results["warnings"])
+
+        for i in range(8, 11):
+            documents.update_one({"synapse_id": i}, {"$set": {"prediction": [0.1, 0.9]}})
+        assert check_run(db, run)["status"] == "complete"
+        results = evaluate_runs(db, [run], tmp_path / "again", figures=False)
+        assert results["warnings"] == [] and results["runs"][run]["synapse"]["accuracy"] == 1.0
 
     def test_reads_the_original_schema(self, client):
         """Documents as funkelab/synister wrote them (integers, splits on synapses, no registry)."""

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
+from warm import running
 
 from synister.db import DatabaseError, open_database
 from synister.db import writer as writer_module
@@ -141,15 +142,6 @@ def test_the_database_password_never_reaches_the_command_line(scratch_postgres_u
         broken.put(*batch(0))
         broken.close()
     assert password not in str(error.value)
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_when_its_parent_is_killed_it_stores_what_was_queued_and_ends(url):

@@ -6,17 +6,20 @@ The real demo (minutes of training) is not run here; benchmarks and the README r
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
+from conftest import EASY_SHAPE_VOX
 from typer.testing import CliRunner
 
 from synister.cli import app
 from synister.config import load_train_setup
-from synister.demo import checkpoint_spacing, planned_iterations, recipe, run_demo
+from synister.demo import budget, checkpoint_spacing, planned_iterations, recipe, run_demo
 from synister.models import build_model, list_checkpoints
 from synister.setup import prepare_training
+from synister.train import train
 
 
 @pytest.mark.parametrize("preset", ["easy", "fafb"])
@@ -80,8 +83,8 @@ def test_the_final_model_settings_are_checked():
     with pytest.raises(ValueError, match="final_weights must be raw or averaged"):
         replace(recipe("easy"), final_weights="swa")
     with pytest.raises(ValueError, match="needs an ema_decay"):
-        replace(recipe("easy"), ema_decay=0.0)
-    assert replace(recipe("easy"), ema_decay=0.0, final_weights="raw").checkpoint_rule == "last"
+        replace(recipe("easy"), ema_decay=0.0, final_weights="averaged")
+    assert replace(recipe("easy"), ema_decay=0.0).checkpoint_rule == "margin"
 
 
 def test_a_resumed_demo_may_choose_its_final_model_otherwise(tmp_path):
@@ -126,12 +129,46 @@ def test_a_new_plan_keeps_the_validation_checkpoints_it_had_left():
     assert checkpoint_spacing(total=23773, every=2134, done=6402, planned=23032) == 2079
 
 
+class SlowingMachine:
+    """The demo's clock on a simulated machine: training takes 1 s per iteration, then 2 s from
+    the 17th on (the machine got slower), at any real pace; nothing else takes time."""
+
+    def __init__(self):
+        self.now, self.trained = 0.0, 0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def training(self, train):
+        """``train`` on this machine: the time of the iterations to come passes as it starts."""
+
+        def run(setup, iterations, **options):
+            done = max((i for i, _ in list_checkpoints(setup)), default=0)
+            for _ in range(done, iterations):
+                self.trained += 1
+                self.now += 1.0 if self.trained <= 16 else 2.0
+            return train(setup, iterations, **options)
+
+        return run
+
+
 @pytest.mark.slow
-def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
+def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path, easy_dataset, monkeypatch):
+    machine = SlowingMachine()
+    for module in ("run", "budget"):
+        monkeypatch.setattr(f"synister.demo.{module}.time", machine)
+        monkeypatch.setattr(f"synister.demo.{module}.train", machine.training(train))
+    logged_pace = budget._steady_seconds_per_iteration
+
+    def warm_up_pace(setup, batch_size):
+        logged_pace(setup, batch_size)  # read as the demo reads it; the machine's pace is 1 s
+        return 1.0
+
+    monkeypatch.setattr(budget, "_steady_seconds_per_iteration", warm_up_pace)
     settings = replace(
         recipe("easy"),
         pretrain_iterations=6,  # the curriculum of the fafb recipe, on the easy preset twice
-        pretrain_shape_vox=(32, 512, 512),
+        pretrain_shape_vox=EASY_SHAPE_VOX,
         shape_vox=(32, 512, 512),
         n_synapses=100,
         split_tolerance=0.3,
@@ -139,14 +176,21 @@ def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path):
         downsample_factors=((1, 2, 2), (1, 2, 2), (2, 2, 2)),
         fmaps=2,
         batch_size=4,
-        minutes=0.05,  # a few seconds: the warm-up alone may spend them
+        minutes=1,  # of the machine's time
         probe_iterations=10,
         validation_checkpoints=2,
         warmup_iterations=4,
+        final_weights="averaged",  # not the default: the weight average's whole way
+        checkpoint_rule="last",
     )
+    # the pretraining's dataset is there already (a demo resumed after its generation)
+    shutil.copytree(easy_dataset, tmp_path / "demo" / "pretrain" / "data")
     summary = run_demo(tmp_path / "demo", settings)
-    assert summary["iterations"] >= settings.probe_iterations + 2
+    # 16 s of warm-up leave 60 - 16 - 10 s (margin) for 34 more iterations: 44 planned, a
+    # validation checkpoint at 22; from there 2 s each: only one more iteration fits
+    assert summary["iterations"] == 23
     curve = summary["validation_curve"]
+    assert [point["iteration"] for point in curve] == [10, 22, 23]
     assert len(curve) >= 2 and curve[-1]["iteration"] == summary["iterations"]
     assert all(point["train_seconds"] > summary["pretrain_seconds"] > 0 for point in curve)
     pretrained = tmp_path / "demo" / "pretrain" / "pretrain" / "02_train" / "setup_t0"

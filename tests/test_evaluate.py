@@ -816,3 +816,99 @@ def test_accuracy_plot_legends_do_not_cover_the_axes(n_series):
         box = legend.get_window_extent(renderer)
         assert box.x0 >= figure_box.x0 and box.y0 >= figure_box.y0
         assert box.x1 <= figure_box.x1 and box.y1 <= figure_box.y1
+
+
+def predict_positions_frame(neuron_ids: dict | None = None) -> pd.DataFrame:
+    """The synapses of SYNAPSES that a table can describe (one known transmitter or none per
+    neuron), as ``synister.predict_positions`` returns them (short class names, NaN rows
+    outside the volume), with a column of known transmitters and one of hemilineage names."""
+    rows = []
+    for synapse_id, (skeleton, probs) in sorted(SYNAPSES.items()):
+        if skeleton in ("absent", 6):  # not in the database; two transmitters
+            continue
+        nts, lineage = SKELETONS[skeleton] if skeleton is not None else (set(), None)
+        neuron = None if skeleton is None else (neuron_ids or {}).get(skeleton, skeleton)
+        rows.append((synapse_id, neuron, *probs, next(iter(nts), None), LINEAGE_NAMES.get(lineage)))
+    rows.insert(3, (900, 1, np.nan, np.nan, np.nan, "gaba", "LINa"))  # outside the volume
+    frame = pd.DataFrame(rows, columns=["id", "neuron_id", "gaba", "ach", "glut", "nt", "lineage"])
+    frame.insert(0, "row", np.arange(len(frame)))
+    frame["neuron_id"] = frame["neuron_id"].astype("Int64" if neuron_ids is None else "string")
+    probabilities = frame[["gaba", "ach", "glut"]].to_numpy()
+    top = np.nan_to_num(probabilities, nan=-1).argmax(axis=1)
+    predicted = ~np.isnan(probabilities).any(axis=1)
+    frame.insert(6, "top_nt", pd.array(np.where(predicted, np.array(["gaba", "ach", "glut"])[top],
+                                                None), dtype="string"))  # fmt: skip
+    frame.insert(7, "status", np.where(predicted, "ok", "outside_volume"))
+    return frame
+
+
+def test_evaluate_table_of_predict_positions_output_matches_the_database_path():
+    import synister
+
+    frame = predict_positions_frame()
+    got = synister.evaluate_table(frame, truth_column="nt", neuron_column="neuron_id")
+    kept = [i for i in sorted(SYNAPSES) if SYNAPSES[i][0] not in ("absent", 6)]
+    predictions = prediction_table().set_index("synapse_id").loc[kept].reset_index()
+    expected = evaluate_predictions(
+        "table", predictions, synapse_table(), CLASSES, rules=EvaluationRules()
+    )
+    assert got.classes == CLASSES
+    for level in ("synapse", "neuron", "calibration"):
+        assert json.dumps(got.metrics[level], sort_keys=True) == json.dumps(
+            expected.metrics[level], sort_keys=True
+        ), level
+    counts = got.metrics["counts"]
+    assert counts["without_prediction"] == 1 and counts["predicted"] == len(kept)
+    assert counts["left_out"] == expected.metrics["counts"]["left_out"]
+    assert counts["left_out"]["unknown_transmitter"] == 1  # skeleton 5: no known transmitter
+    assert got.metrics["synapse"]["accuracy"] == pytest.approx(8 / 15)
+    neurons = got.neurons["mean"].set_index("skeleton_id")
+    assert neurons.loc[4, "pred_idx"] == U  # the mean says glutamate where the vote says gaba
+    assert got.neurons["vote"].set_index("skeleton_id").loc[4, "pred_idx"] == G
+    assert got.metrics["hemi_lineage"]["mean"]["n"] == 0  # no hemilineage column given
+
+
+def test_evaluate_table_keeps_text_neuron_ids_and_names_hemilineages():
+    names = {k: f"n{k}" for k in SKELETONS}
+    got = evaluate_predictions_table(predict_positions_frame(names))
+    by_number = evaluate_predictions_table(predict_positions_frame())
+    assert json.dumps(got.metrics["neuron"]) == json.dumps(by_number.metrics["neuron"]).replace(
+        "[2, 8]", '["n2", "n8"]'
+    )
+    assert sorted(got.neurons["vote"]["skeleton_id"]) == ["n1", "n10", "n2", "n3", "n4", "n8", "n9"]
+    assert set(got.synapses["skeleton_id"]) == set(got.neurons["vote"]["skeleton_id"])
+    lineages = got.hemi_lineages["vote"]
+    assert lineages["hemi_lineage_name"].tolist() == ["LINa", "LINb", "LINb", "LINc"]
+    assert got.metrics["hemi_lineage"]["synapses_without_hemi_lineage"] == 3  # 10, 11, 20
+
+
+def evaluate_predictions_table(frame):
+    from synister.evaluate import evaluate_table
+
+    return evaluate_table(frame, "nt", "neuron_id", hemi_lineage_column="lineage")
+
+
+def test_evaluate_table_names_what_is_wrong():
+    from synister.evaluate import evaluate_table
+
+    frame = predict_positions_frame()
+    with pytest.raises(ValueError, match=r"no column 'transmitter' \(truth_column\); columns:"):
+        evaluate_table(frame, truth_column="transmitter")
+    frame.loc[frame["id"] == 2, "nt"] = "glutamate"
+    with pytest.raises(ValueError, match=r"neuron 1: known as gaba \(row 0\) and glutamate \(row"):
+        evaluate_table(frame)
+    frame.loc[frame["id"] == 2, "nt"] = "glycine"
+    with pytest.raises(ValueError, match=r"column nt, row 1: unknown transmitter 'glycine'"):
+        evaluate_table(frame)
+
+
+def test_import_synister_stays_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, synister; assert callable(synister.__getattr__); "
+        "heavy = {'pandas', 'torch', 'numpy'} & set(sys.modules); assert not heavy, heavy; "
+        "assert 'evaluate_table' in dir(synister)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

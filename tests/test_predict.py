@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import pipe_in_place_of
 from typer.testing import CliRunner
+from warm import WARM
 
 from synister.cli import app
 from synister.config import load_predict_setup, load_train_setup
@@ -507,15 +509,24 @@ def test_killed_prediction_resumes_with_only_the_missing_synapses(world, capsys,
     setup = make_setup(world, "killed", validation=True, batch_size=4)
     run = "skeleton_killed_t1_p0"
     ids = expected_ids(world, "validation")
-    command = "from synister.cli import main; main()"
+    # the last chunk (z 16-23, y and x 64-95 voxels) cannot be read until the kill: synapses
+    # are read block by block in z, y, x, so many are stored before the first that needs it
+    # and the kill lands half-way at any pace
+    shutil.copytree(world.base / "raw.zarr", world.base / "killed.zarr")
+    edit_config(setup, "raw_container", "killed.zarr")
+    last_chunk = world.base / "killed.zarr" / "raw" / "c" / "2" / "2" / "2"
+    good = pipe_in_place_of(last_chunk)
     kill_when(
-        [sys.executable, "-c", command, "predict", str(setup), "--read-workers", "1"],
+        [*WARM.cli(), "predict", str(setup), "--read-workers", "1"],
         lambda: count_stored(world.url, run) > 0,
         "a stored prediction",
+        interval=0.2,  # nothing past the unreadable chunk can be stored meanwhile
     )
     before = count_stored(world.url, run)
     assert 0 < before < len(ids), f"kill came too late: {before} of {len(ids)} stored"
 
+    last_chunk.unlink()
+    last_chunk.write_bytes(good)
     result = predict_setup(setup, read_workers=1, progress=True)
     assert result["resumed_from"] == before
     assert result["predicted"] == len(ids) - before

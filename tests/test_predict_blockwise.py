@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,13 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import pipe_in_place_of
 from typer.testing import CliRunner
+from warm import WARM
 
 from synister.cli import app
-from synister.config import load_train_setup
 from synister.db import open_database
-from synister.models import build_model, save_checkpoint
-from synister.models.bundle import export_model, load_bundle
+from synister.models.bundle import load_bundle
 from synister.predict import Predictor
 from synister.predict.blockwise import (
     BlockGrid,
@@ -40,13 +40,13 @@ from synister.predict.blockwise import (
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
 from synister.predict.blockwise.source import rows_frame
-from synister.predict.tables import choose_columns, position_rows, read_positions
-from synister.setup import prepare_training
+from synister.tables import choose_columns, position_rows, read_positions
 from synister.volumes import Volume, write_volume
 
 pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.filterwarnings("ignore:.*reach outside the volume:UserWarning"),
+    pytest.mark.usefixtures("warm_executable"),  # daisy's workers start warm
 ]
 
 CLASSES = ["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine"]
@@ -70,7 +70,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, random_bundle):
     """A random volume, a random-weight bundle and a synapse table (x, y, z nm) of which some
     lie outside the volume and some near its border."""
     base = tmp_path_factory.mktemp("blockwise")
@@ -81,7 +81,7 @@ def world(tmp_path_factory):
         VOXEL_NM,
         chunks_vox=(8, 32, 32),
     )
-    make_bundle(base, INPUT_VOX)
+    (base / "bundle").symlink_to(random_bundle(INPUT_VOX, classes=CLASSES, voxel_size_nm=VOXEL_NM))
     extent_xyz = (np.array(SHAPE_VOX) * VOXEL_NM)[::-1]
     xyz = rng.uniform(-0.05, 1.05, (N_SYNAPSES, 3)) * extent_xyz
     table = pd.DataFrame(
@@ -95,19 +95,6 @@ def world(tmp_path_factory):
     )
     table.to_parquet(base / "synapses.parquet", index=False)
     return base, table
-
-
-def make_bundle(base: Path, input_vox) -> Path:
-    """A random-weight tiny ResNet exported as a model bundle (``base/bundle``)."""
-    setup = prepare_training(
-        base, "e", 0, db_url=f"sqlite:///{base / 'none.db'}", check_volume=False,
-        synapse_types=CLASSES, input_shape=input_vox, fmaps=2, network="ResNet18",
-        downsample_factors=[(1, 2, 2), (1, 2, 2)], voxel_size=tuple(VOXEL_NM),
-    )  # fmt: skip
-    cfg, _ = load_train_setup(setup)
-    torch.manual_seed(0)
-    save_checkpoint(setup / "model_checkpoint_1", build_model(cfg), None, 1)
-    return export_model(setup, 1, base / "bundle")
 
 
 def predictor(base: Path) -> Predictor:
@@ -232,12 +219,12 @@ def test_read_block_refuses_a_synapse_of_another_block(world):
 # -- runs on daisy -------------------------------------------------------------------------------
 
 
-def run(base: Path, out: Path, **options) -> dict:
+def run(base: Path, out: Path, volume: Path | None = None, **options) -> dict:
     options = {"dataset": "raw", "block_nm": BLOCK_NM, "workers": 2, "progress": False, **options}
+    volume = volume or base / "raw.zarr"
     return predict_volume(
-        base / "bundle", str(base / "raw.zarr"), Source(str(base / "synapses.parquet")), out,
-        **options,
-    )  # fmt: skip
+        base / "bundle", str(volume), Source(str(base / "synapses.parquet")), out, **options
+    )
 
 
 def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, expected, tmp_path):
@@ -270,9 +257,15 @@ def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, ex
 def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
     base, table = world
     out = tmp_path / "out"
+    volume = tmp_path / "raw.zarr"
+    shutil.copytree(base / "raw.zarr", volume)
+    # the blocks whose patches reach into the last chunk (z 8-15, y and x 128-159) cannot
+    # finish, so the kill lands half-way whatever the machine's pace
+    last_chunk = volume / "raw" / "c" / "1" / "4" / "4"
+    good = pipe_in_place_of(last_chunk)
     command = [
-        sys.executable, "-c", "from synister.cli import main; main()", "predict-volume",
-        "--model", str(base / "bundle"), "--volume", str(base / "raw.zarr"), "--dataset", "raw",
+        *WARM.cli(), "predict-volume",
+        "--model", str(base / "bundle"), "--volume", str(volume), "--dataset", "raw",
         "--synapses", str(base / "synapses.parquet"), "--out", str(out), "--workers", "2",
         "--block-size", *map(str, BLOCK_NM), "--batch-size", "4", "--no-progress",
     ]  # fmt: skip
@@ -296,7 +289,9 @@ def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
     }
     assert 0 < len(before) < 18, "the kill must land half-way"
 
-    summary = run(base, out)
+    last_chunk.unlink()
+    last_chunk.write_bytes(good)
+    summary = run(base, out, volume, workers=1)  # the number of workers is no setting
     assert summary["failed"] == {}
     assert summary["blocks_skipped"] == len(before)
     assert summary["blocks_run"] == 18 - len(before)
@@ -309,7 +304,7 @@ def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
 def test_a_failing_block_is_retried_listed_and_finished_by_a_rerun(world, expected, tmp_path):
     base, table = world
     broken = tmp_path / "raw.zarr"
-    subprocess.run(["cp", "-r", str(base / "raw.zarr"), str(broken)], check=True)
+    shutil.copytree(base / "raw.zarr", broken)
     chunk = broken / "raw" / "c" / "0" / "2" / "2"  # z 0-7, y 64-95, x 64-95: block (0, 1, 1)
     good = chunk.read_bytes()
     chunk.write_bytes(b"not a zstd frame")
@@ -325,7 +320,7 @@ def test_a_failing_block_is_retried_listed_and_finished_by_a_rerun(world, expect
     assert not (out / "neurons.parquet").exists()
 
     chunk.write_bytes(good)
-    again = predict_volume(base / "bundle", str(broken), source, out, **options)
+    again = predict_volume(base / "bundle", str(broken), source, out, **{**options, "workers": 1})
     assert again["failed"] == {} and again["blocks_run"] == len(failed)
     assert again["blocks_skipped"] == 18 - len(failed)
     assert not list((out / "failed").iterdir())
@@ -544,3 +539,42 @@ def test_bad_tables_give_the_error_of_predict_positions(world, tmp_path, name, t
     assert len(lines) == 1 and str(path) in lines[0], blockwise.output
     assert lines == positions.output.strip().splitlines()
     assert not (tmp_path / "volume").exists()
+
+
+def test_a_csv_header_with_blanks_reads_as_predict_positions_reads_it(tmp_path):
+    """predict-positions strips blanks around header names ("x, y, z"); the blockwise source
+    selects the same columns (it asked pyarrow for stripped names the file does not hold)."""
+    from synister.predict.blockwise.source import open_source
+
+    table = tmp_path / "t.csv"
+    table.write_text("id, x, y, z\n7, 10.5, 20, 30\n8, 11, 21, 31\n")
+    batches = open_source(Source(str(table)))
+    frame = pd.concat(list(batches.frames))
+    assert list(frame["id"]) == ["7", "8"]
+    assert [float(v) for v in frame["x"]] == [10.5, 11.0]
+
+
+def test_a_table_in_voxels_read_as_nm_is_named_when_planned(world, tmp_path, monkeypatch):
+    """The positions check of every command that reads positions, on the out-of-core path:
+    counts and range over every batch, the likely cause from the first rows."""
+    base, table = world
+    monkeypatch.setattr("synister.predict.blockwise.source.BATCH_ROWS", 64)
+    monkeypatch.setattr("synister.predict.blockwise.source.SAMPLE", 100)
+    inside = table[(table[["x", "y"]].min(axis=1) > 40) & (table["x"] < 600)]
+    inside = inside[(inside["y"] < 600) & (inside["z"] > 100) & (inside["z"] < 500)]
+    voxels = inside.assign(x=inside.x / 4, y=inside.y / 4, z=inside.z / 40)
+    voxels.to_csv(tmp_path / "vox.csv", index=False)
+    args = (load_bundle(base / "bundle"), Volume(base / "raw.zarr", "raw"), str(base / "raw.zarr"))
+    source = Source(str(tmp_path / "vox.csv"))
+    logged = []
+    plan = prepare(tmp_path / "out", *args, "raw", source, BLOCK_NM, log=logged.append)
+    [warning] = [line for line in logged if line.startswith("WARNING: ")]
+    assert f"0 of {len(voxels)} positions lie with their whole patch inside" in warning
+    assert "likely cause: the table is in voxels, read as nm" in warning
+    check = json.loads(plan.store.plan_file.read_text())["positions_check"]
+    assert check["count"] == len(voxels) > 100 and check["fix"].startswith("--units voxels")
+    from synister.volumes.sanity import PositionMismatch
+
+    with pytest.raises(PositionMismatch, match="in voxels, read as nm"):
+        prepare(tmp_path / "strict", *args, "raw", source, BLOCK_NM, strict=True, log=print)
+    assert not (tmp_path / "strict").exists()

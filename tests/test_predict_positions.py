@@ -7,95 +7,40 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import EASY_SHAPE_VOX, TrainedSetup
 from typer.testing import CliRunner
+from warm import WARM
 
 import synister
 from synister.cli import app
-from synister.db import open_database
-from synister.db.imports import import_files
-from synister.models.bundle import export_model
-from synister.predict import predict_setup, read_positions, summarize_neurons
-from synister.predict.tables import TableError
-from synister.setup import prepare_prediction, prepare_training
-from synister.synthetic import generate
-from synister.train import train
+from synister.predict import read_positions, summarize_neurons
+from synister.tables import TableError
 from synister.volumes import Volume
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore::UserWarning")]
 
-SHAPE_VOX = (32, 448, 448)
-INPUT_VOX = (8, 32, 32)
+SHAPE_VOX = EASY_SHAPE_VOX
 SHORT = ["gaba", "ach", "glut", "ser", "oct", "da"]
 
 
-@dataclass
-class Trained:
-    base: Path
-    url: str
-    volume: Path  # the synthetic raw.zarr
-    bundle: Path
-    synapses: pd.DataFrame  # synapse_id, skeleton_id, z, y, x nm of the test part
-    db_probabilities: pd.DataFrame  # synister predict's run, indexed by synapse_id
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Trained:
-    """Generate, import, split by skeleton parity, train 20 iterations, predict the test part
-    through the database, export the bundle."""
-    base = tmp_path_factory.mktemp("positions")
-    generated = generate(base / "data", preset="easy", seed=5, shape_vox=SHAPE_VOX)
-    url = f"sqlite:///{base / 'synister.db'}"
-    with open_database(url) as db:
-        import_files(
-            db,
-            [base / "data" / f for f in ("synapses.json", "skeletons.json", "hemi_lineages.json")],
-        )
-        table = db.synapses()
-        parts = np.where(table["skeleton_id"] % 2 == 0, "train", "test")
-        db.write_split("parity", pd.DataFrame({"synapse_id": table.synapse_id, "part": parts}))
-        test = db.synapses(split="parity", part="test")[
-            ["synapse_id", "skeleton_id", "z", "y", "x"]
-        ]
-    volume = base / "data" / generated["raw_container"]
-    setup = prepare_training(
-        base,
-        "tiny",
-        0,
-        db_url=url,
-        split_name="parity",
-        raw_container=str(volume),
-        raw_dataset=generated["raw_dataset"],
-        input_shape=INPUT_VOX,
-        network="ResNet18",
-        fmaps=2,
-        downsample_factors=[(1, 2, 2), (2, 2, 2)],
-        batch_size=4,
-        checkpoint_every=20,
-        snapshot_every=20,
-        num_cache_workers=1,
-    )
-    train(setup, 20, progress=False)
-    [predict] = prepare_prediction(base, "tiny", 0, [20], validation=False)
-    run = predict_setup(predict, read_workers=0, progress=False)["run"]
-    with open_database(url) as db:
-        stored = db.predictions(run).set_index("synapse_id")
-    bundle = export_model(setup, 20, base / "bundle")
-    return Trained(base, url, volume, bundle, test.reset_index(drop=True), stored)
+def trained(trained_setup: TrainedSetup) -> TrainedSetup:
+    """The session's trained setup (read-only): its bundle, volume, test part and the
+    probabilities ``synister predict`` stored through the database."""
+    return trained_setup
 
 
 def run_cli(*args: str):
     return CliRunner().invoke(app, ["predict-positions", *map(str, args), "--no-progress"])
 
 
-def run_on(trained: Trained, table: Path, out: Path, *extra: str):
+def run_on(trained: TrainedSetup, table: Path, out: Path, *extra: str):
     """``predict-positions`` of ``table`` with the trained bundle on the synthetic volume."""
     return run_cli(
         "--model", trained.bundle, "--volume", trained.volume, "--dataset", "raw",
@@ -253,7 +198,7 @@ def test_malevnc_tables_read_as_they_are(shared_data):
         ("nopos", "id,a,b\n1,2,3\n", [], r"nopos.csv: no position columns \(looked for x,y,z"),
         ("text", "id,x,y,z\n1,2,3,4\n2,5,abc,6\n", [], r"text.csv, column y, line 3: 'abc'"),
         ("units", "id,x,y,z\n1,2,3,4\n", ["--units", "voxels"], r"units.csv: columns x, y, z"),
-        ("nobundle", "id,x,y,z\n1,2,3,4\n", ["MISSING"], r"MISSING: no model bundle there"),
+        ("nobundle", "id,x,y,z\n1,2,3,4\n", ["MISSING"], r"MISSING: not a model: no model bundle"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_file_and_nothing_is_written(
@@ -348,16 +293,14 @@ def test_summarize_neurons_calls_only_clear_neurons_confident():
     np.testing.assert_allclose(summary.loc["close", "margin"], 0.05, atol=1e-9)
     assert not summary.loc["few", "confident"] and summary.loc["few", "n_synapses"] == 20
     np.testing.assert_allclose(
-        summary.loc["clear", "top_nt_votes"], (clear.argmax(axis=1) == 0).mean()
+        summary.loc["clear", "top_nt_vote_share"], (clear.argmax(axis=1) == 0).mean()
     )
     assert list(summary.index) == ["clear", "close", "few"]  # by synapse count
 
 
-def positions_command(trained: Trained, table: Path, out: Path, *extra: str) -> list[str]:
+def positions_command(trained: TrainedSetup, table: Path, out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable,
-        "-c",
-        "from synister.cli import main; main()",
+        *WARM.cli(),
         "predict-positions",
         "--model",
         str(trained.bundle),
@@ -407,14 +350,15 @@ def test_a_killed_run_continues_with_the_same_out(trained, tmp_path, kill_when):
     assert other.exit_code == 1 and "holds a run of other inputs (table." in other.output
 
 
-def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
+def interrupted_at_third_batch(trained: TrainedSetup, folder: Path, **options):
+    """Run the test part in batches of 4 into ``folder/out``, Ctrl-C during the third batch."""
     from synister.predict import prepare_positions
     from synister.predict.store import run_positions
 
     table = trained.synapses.rename(columns={"synapse_id": "id"})[["id", "x", "y", "z"]]
-    table.to_parquet(tmp_path / "t.parquet")
+    table.to_parquet(folder / "t.parquet")
     job = prepare_positions(
-        trained.bundle, trained.volume, tmp_path / "t.parquet", dataset="raw", batch_size=4
+        trained.bundle, trained.volume, folder / "t.parquet", dataset="raw", batch_size=4
     )
     network, calls = job.predictor.logits, []
 
@@ -426,7 +370,16 @@ def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
 
     job.predictor.logits = interrupted
     with pytest.raises(KeyboardInterrupt):
-        run_positions(job, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False)
+        run_positions(job, folder / "out", table_file=folder / "t.parquet", progress=False,
+                      **options)  # fmt: skip
+    return table
+
+
+def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
+    from synister.predict import prepare_positions
+    from synister.predict.store import run_positions
+
+    table = interrupted_at_third_batch(trained, tmp_path)
     assert json.loads((tmp_path / "out" / "run.json").read_text())["state"] == "running"
     again = prepare_positions(
         trained.bundle, trained.volume, tmp_path / "t.parquet", dataset="raw", batch_size=4
@@ -435,6 +388,11 @@ def test_an_interrupted_run_keeps_its_finished_batches(trained, tmp_path):
         again, tmp_path / "out", table_file=tmp_path / "t.parquet", progress=False
     )
     assert summary["resumed_from"] == 8 and summary["predicted"] == len(table) - 8
+
+
+def test_a_part_is_stored_every_part_rows_synapses(trained, tmp_path):
+    interrupted_at_third_batch(trained, tmp_path, part_rows=4)
+    assert len(list((tmp_path / "out" / "parts").glob("part-*.parquet"))) == 2  # one a batch
 
 
 def test_a_calibrated_bundle_divides_the_logits_by_its_temperature_and_says_so(trained, tmp_path):

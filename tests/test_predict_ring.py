@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
+from conftest import pipe_in_place_of
 
 from synister.predict import PatchBatches
 from synister.predict.ring import RingReader
@@ -53,4 +58,28 @@ def test_a_reading_error_names_the_batch_and_stops_the_readers(volume):
     with pytest.raises(RuntimeError, match=r"reading batch 2: ValueError: centers_nm row 1"):
         for _ in RingReader(batches, 2, __name__):
             pass
+    assert not multiprocessing.active_children()
+
+
+def test_a_reading_process_that_dies_is_reported_not_waited_for(tmp_path):
+    """The reader is killed while it waits for a chunk that cannot be read (a named pipe): the
+    consumer, waiting for that batch, says which process ended and how."""
+    raw = np.random.default_rng(0).integers(0, 256, (16, 64, 64), dtype=np.uint8)
+    write_volume(tmp_path / "raw.zarr", raw, VOXEL_NM)
+    for chunk in (tmp_path / "raw.zarr" / "raw" / "c").rglob("*"):
+        if chunk.is_file():
+            pipe_in_place_of(chunk)
+    batches = batches_of(Volume(tmp_path / "raw.zarr", "raw"), 8, 4)
+
+    def kill_the_reader():
+        while not (readers := multiprocessing.active_children()):
+            time.sleep(0.01)
+        os.kill(readers[0].pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_reader)
+    killer.start()
+    with pytest.raises(RuntimeError, match="prediction-reader-0 ended with exit code -9"):
+        for _ in RingReader(batches, 1, __name__):
+            pass
+    killer.join()
     assert not multiprocessing.active_children()

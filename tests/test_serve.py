@@ -8,17 +8,16 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 
 import httpx
 import pandas as pd
 import pytest
 from serve_support import (
-    CLI,
     Service,
     make_site,
     positions,
     predict_positions,
+    run_cli,
     submit,
     wait_for,
     wait_job,
@@ -30,8 +29,8 @@ API = "/api/v1"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    folder = make_site(tmp_path_factory.mktemp("site"))
+def site(tmp_path_factory, random_bundle):
+    folder = make_site(tmp_path_factory.mktemp("site"), random_bundle)
     tables = folder / "tables"
     tables.mkdir()
     good = positions(300, seed=1)
@@ -166,7 +165,7 @@ def test_malformed_tables_give_the_predict_positions_message(web, site, tokens, 
         )
 
         response = submit(client, tables / "too_many_rows.csv")
-        assert response.status_code == 422 and "1001 rows; at most 1000" in response.text
+        assert response.status_code == 422 and "more than 1000 rows; at most 1000" in response.text
 
         response = submit(client, tables / "flywire.csv", units="voxels")
         assert response.status_code == 422 and "no --voxel-size was given" in response.text
@@ -362,12 +361,7 @@ def test_logs_are_json_lines_without_tokens(web, tokens):
 
 def test_token_commands(web):
     def run(*args):
-        return subprocess.run(
-            [*CLI, "serve", "token", *args, "--config", str(web.config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(["serve", "token", *args, "--config", str(web.config)])
 
     created = run("create", "frank")
     assert created.returncode == 0, created.stderr

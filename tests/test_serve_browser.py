@@ -51,6 +51,7 @@ def browser(tmp_path):
         f"--user-data-dir={tmp_path / 'profile'}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land there
     options.add_experimental_option(
         "prefs",
         {"download.default_directory": str(downloads), "download.prompt_for_download": False},
@@ -63,12 +64,12 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_sign_in_upload_follow_and_download(browser, tmp_path):
+def test_sign_in_upload_follow_and_download(browser, tmp_path, random_bundle):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    site = make_site(tmp_path / "site")
+    site = make_site(tmp_path / "site", random_bundle)
     table = tmp_path / "flywire_synapses.csv"
     positions(600, seed=7).to_csv(table, index=False)
     bad = tmp_path / "no_positions.csv"
@@ -103,12 +104,15 @@ def test_sign_in_upload_follow_and_download(browser, tmp_path):
         job = newest_job()
         return job if job and job["state"] in states else None
 
-    def click_result(name: str) -> bool:
+    def click(css: str) -> bool:
         try:
-            browser.find_element(By.CSS_SELECTOR, f"#jobs tbody tr a[data-name='{name}']").click()
+            browser.find_element(By.CSS_SELECTOR, css).click()
             return True
         except StaleElementReferenceException:  # redrawn meanwhile: find it again
             return False
+
+    def click_result(name: str) -> bool:
+        return click(f"#jobs tbody tr a[data-name='{name}']")
 
     try:
         token = service.token("alice")
@@ -144,7 +148,11 @@ def test_sign_in_upload_follow_and_download(browser, tmp_path):
             "the table's error",
         )
         assert "no_positions.csv" in element("#submit-message").text
+        offered = [o.get_attribute("value") for o in Select(element("#x-column")).options]
+        assert visible("#columns-row") and offered == ["", "id", "pre_pt_root_id", "x", "y"]
         shot("bad_table_refused")
+        element("#show-columns").click()  # hidden again: the next table's names are found
+        wait_for(lambda: not visible("#columns-row"), 60, "the column choices to close")
 
         element("#table").send_keys(str(table))
         Select(element("#bundle")).select_by_value("slow")
@@ -182,8 +190,27 @@ def test_sign_in_upload_follow_and_download(browser, tmp_path):
             60,
             "the report's content",
         )
+        # the report's own CSS applies in its sandboxed frame under the page's policy
+        assert (
+            browser.execute_script(
+                "return getComputedStyle(document.querySelector('table')).borderCollapse"
+            )
+            == "collapse"
+        )
         browser.switch_to.default_content()
         shot("report")
+        wait_for(lambda: click(f"#jobs tbody tr[data-job-id='{job_id}'] button.delete"), 60,
+                 "a click on Delete")  # fmt: skip
+        browser.switch_to.alert.accept()  # "Delete the job of ... and its results?"
+        wait_for(lambda: newest_job() is None, 60, "the job to be deleted")
+        with service.client(token) as client:
+            assert client.get(f"/api/v1/jobs/{job_id}").status_code == 404
+        headers = service.client().get("/").headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        blocked = [
+            e["message"] for e in browser.get_log("browser") if "Content Security" in e["message"]
+        ]
+        assert blocked == []
     except BaseException:
         shot("failure")
         raise

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from serve_support import CLI, make_bundle
+from serve_support import run_cli, site_bundle
 
 from synister.config import ConfigError
 from synister.serve.config import EXAMPLE, load_service_config, render_config
@@ -72,13 +71,11 @@ def test_render_config_round_trips(tmp_path):
 
 
 def _init(*args, cwd):
-    return subprocess.run(
-        [*CLI, "serve", "init", *args], capture_output=True, text=True, timeout=120, cwd=cwd
-    )
+    return run_cli(["serve", "init", *args], cwd=cwd)
 
 
-def test_init_writes_a_service_and_prints_an_admin_token(tmp_path):
-    make_bundle(tmp_path / "bundle", (4, 16, 16), fmaps=1)
+def test_init_writes_a_service_and_prints_an_admin_token(tmp_path, random_bundle):
+    (tmp_path / "bundle").symlink_to(site_bundle(random_bundle, "tiny"))
     (tmp_path / "vol.zarr").mkdir()
     done = _init("svc", "--bundle", "demo=bundle", "--volume", "demo=vol.zarr", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -33,8 +33,8 @@ ROWS = 2000
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    return make_site(tmp_path_factory.mktemp("site"))
+def site(tmp_path_factory, random_bundle):
+    return make_site(tmp_path_factory.mktemp("site"), random_bundle)
 
 
 def stored_job(service: Service, job_id: str):
@@ -124,9 +124,12 @@ def test_running_job_can_be_cancelled(site, tmp_path):
         client = service.client(service.token("alice"))
         job_id = submit(client, table, bundle="slow").json()["id"]
         wait_job(client, job_id, "running", predicate=lambda j: j["progress"]["done"] > 0)
+        refused = client.delete(f"/api/v1/jobs/{job_id}")
+        assert refused.status_code == 409 and "cancel it" in refused.text
         assert client.post(f"/api/v1/jobs/{job_id}/cancel").json()["cancel_requested"]
         job = wait_job(client, job_id, "cancelled", timeout=120)
         assert job["error"] == "cancelled by the user" and job["progress"]["done"] < 1000
+        assert not job_files.job_dir(service.folder / "results", job_id).exists()
         assert client.get(f"/api/v1/jobs/{job_id}/results").status_code == 409
         # the worker is free again: the next job runs
         second = submit(client, table, bundle="tiny")

@@ -18,8 +18,8 @@ from synister.config import (
     load_predict_setup,
     load_train_setup,
 )
+from synister.evaluate.provenance import export_model
 from synister.models import build_model, save_checkpoint
-from synister.models.bundle import export_model
 from synister.setup import (
     SetupError,
     prepare_prediction,

@@ -12,7 +12,7 @@ from synister.models import build_model, save_checkpoint
 from synister.setup import prepare_prediction, prepare_training
 from synister.submit import synister_argv
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("warm_executable")]  # warm jobs
 
 TEMPLATE = "bash -c 'echo {queue} {num_cpus} {job_name} > submitted.txt; {command} > job.log 2>&1'"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import EASY_SEED, EASY_SHAPE_VOX
 
 from synister.nt import TRANSMITTERS
 from synister.synthetic import PRESETS, generate, oracle_accuracy, oracle_from_latents
@@ -15,14 +16,13 @@ from synister.synthetic.latents import sample_hierarchy
 from synister.synthetic.layout import place_synapses
 from synister.volumes import Volume
 
-SMALL = (32, 448, 448)  # 75 synapses fit; ~0.1 s per section
+SMALL = EASY_SHAPE_VOX  # 75 synapses fit; ~0.1 s per section
 
 
 @pytest.fixture(scope="module")
-def easy_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("easy")
-    generate(out, preset="easy", seed=3, shape_vox=SMALL)
-    return out
+def easy_dir(easy_dataset) -> Path:
+    """The session's ``easy`` dataset (seed ``EASY_SEED``, ``SMALL``; read-only)."""
+    return easy_dataset
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,9 @@ def test_fafb_n5_metadata(fafb_n5_dir):
 
 
 def test_same_seed_same_dataset(easy_dir, tmp_path):
-    generate(tmp_path, preset="easy", seed=3, shape_vox=SMALL, montages=False, ceiling=False)
+    generate(
+        tmp_path, preset="easy", seed=EASY_SEED, shape_vox=SMALL, montages=False, ceiling=False
+    )
     for name in ("synapses.json", "skeletons.json", "hemi_lineages.json"):
         assert (tmp_path / name).read_text() == (easy_dir / name).read_text()
     a = Volume(tmp_path / "raw.zarr", "raw").read_region_vox((0, 0, 0), SMALL)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import import_dataset
+from warm import WARM
 
 from synister.models import list_checkpoints
 from synister.train.checkpoints import latest_checkpoint
@@ -342,9 +345,10 @@ def test_the_weight_average_of_a_constant_model_is_that_model_and_follows_a_chan
 
 
 def test_the_average_is_saved_beside_each_checkpoint_which_stays_as_it_was(tmp_path):
+    from synister.layout import averaged_path
     from synister.models import load_checkpoint
     from synister.train import LoopSettings, run_training
-    from synister.train.averaging import WeightAverage, averaged_path
+    from synister.train.averaging import WeightAverage
 
     settings = LoopSettings(checkpoint_every=10, snapshot_every=100, log_every=5)
     model, optimizer = _with_batch_norm()
@@ -376,9 +380,10 @@ def test_the_average_is_saved_beside_each_checkpoint_which_stays_as_it_was(tmp_p
 def test_a_resumed_run_continues_the_same_average(tmp_path):
     import itertools
 
+    from synister.layout import averaged_path
     from synister.models import load_checkpoint
     from synister.train import LoopSettings, run_training
-    from synister.train.averaging import WeightAverage, averaged_path
+    from synister.train.averaging import WeightAverage
 
     settings = LoopSettings(checkpoint_every=100, snapshot_every=100, log_every=5)
     model, optimizer = _with_batch_norm()
@@ -438,21 +443,17 @@ TINY_NETWORK = {
 
 
 @pytest.fixture(scope="module")
-def synthetic_base(tmp_path_factory):
-    """BASE folder with a small `easy` dataset, imported into SQLite and split by skeleton."""
+def synthetic_base(tmp_path_factory, easy_dataset):
+    """BASE folder whose ``data`` is the session's small `easy` dataset, imported into SQLite
+    and split by skeleton."""
     from synister.db import open_database
-    from synister.db.imports import import_files
     from synister.splits import SplitRequest, make_split
-    from synister.synthetic import generate
 
     base = tmp_path_factory.mktemp("train_base")
-    generate(
-        base / "data", preset="easy", seed=0, shape_vox=(32, 512, 512), n_synapses=100,
-        montages=False,
-    )  # fmt: skip
+    (base / "data").symlink_to(easy_dataset)  # read-only: the setups live in BASE
     url = f"sqlite:///{base / 'synister.db'}"
+    import_dataset(easy_dataset, url)
     with open_database(url) as db:
-        import_files(db, [base / "data"])
         make_split(db, "skeleton", SplitRequest(by="skeleton", seed=0, tolerance=0.3))
     return base, url
 
@@ -472,13 +473,12 @@ def _prepare(synthetic_base, train_id: int, **overrides):
     return prepare_training(base, "exp", train_id, **values)
 
 
-def _run_module(args, **kwargs):
+def _run_module(args, python: str = sys.executable, **kwargs):
     import subprocess
-    import sys
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [python, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, **kwargs,
     )  # fmt: skip
 
@@ -513,7 +513,8 @@ def test_train_writes_checkpoints_logs_snapshots_then_resumes_under_torchrun(syn
     # the DDP code path (gloo, world size 1) resumes from 200 and writes plain state_dict keys
     proc = _run_module(
         ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-         "-m", "synister.train", "300", "--setup", str(setup), "--no-progress"]
+         "-m", "synister.train", "300", "--setup", str(setup), "--no-progress"],
+        python=WARM.python,  # torchrun and its worker: warm processes (warm.py)
     )  # fmt: skip
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, output
@@ -668,3 +669,14 @@ def test_a_rank_whose_loader_fails_on_ctrl_c_still_stops_with_the_others(tmp_pat
     # rank 1 trains iteration 4 on its previous batch; both see the stop at the next check
     assert dict(results) == {0: (4, True), 1: (4, True)}
     assert [i for i, _ in list_checkpoints(tmp_path)] == [4]
+
+
+def test_python_m_synister_train_needs_no_command_line_package(tmp_path, capsys):
+    """``python -m synister.train`` (torchrun's entry) parses its own arguments: training
+    imports nothing from the layer above it."""
+    from synister.train.__main__ import main
+
+    assert main(["10", "--setup", str(tmp_path), "--no-progress"]) == 1
+    assert "is not a training setup (no train_config.ini)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["0", "--setup", str(tmp_path)])

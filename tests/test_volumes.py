@@ -20,12 +20,12 @@ import zarr
 
 from synister.volumes import (
     Volume,
-    _split_location,
     create_volume,
     iter_blocks_vox,
     normalize,
     write_volume,
 )
+from synister.volumes.locate import split_location
 
 SHAPE_VOX = (20, 64, 48)  # z, y, x
 VOXEL_NM = np.array([40.0, 4.0, 8.0])
@@ -455,8 +455,8 @@ def test_http_urls_for_zarr_and_precomputed(tmp_path, local_http_server, raw):
 
 
 def test_cloud_urls_map_to_tensorstore_kvstores():
-    _, gcs, _ = _split_location("precomputed://gs://bucket/fafb/v14/")
+    _, gcs, _ = split_location("precomputed://gs://bucket/fafb/v14/")
     assert gcs == {"driver": "gcs", "bucket": "bucket", "path": "fafb/v14/"}
-    hint, https, _ = _split_location("https://example.org/data/v14.n5")
+    hint, https, _ = split_location("https://example.org/data/v14.n5")
     assert hint == "n5"
     assert https == {"driver": "http", "base_url": "https://example.org", "path": "/data/v14.n5/"}

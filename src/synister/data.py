@@ -27,6 +27,8 @@ from synister.nt import canonical
 from synister.volumes import Volume
 
 NEITHER = "neither"
+#: where the settings the messages name live (of a training setup)
+TRAIN_KEYS = "train_config.ini [Training]"
 
 TRAINING_COLUMNS = ["synapse_id", "z", "y", "x", "skeleton_id", "label"]
 
@@ -60,6 +62,66 @@ def training_synapses(
         chosen["nt_known"].map(lambda known: index[next(iter(known))]).astype(np.int64)
     )
     return chosen[TRAINING_COLUMNS].reset_index(drop=True)
+
+
+class SplitDataError(ValueError):
+    """A split is missing, or a part of it lacks a class; names ``split_name`` and
+    ``synapse_types``."""
+
+
+class MissingSplit(SplitDataError):
+    """No split of that name in the database."""
+
+
+def part_counts(
+    db, split_name: str, classes: Sequence[str], part: str
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The synapses of ``part`` that training and prediction use (:func:`training_synapses`)
+    and their count per class ("neither" left out)."""
+    synapses = training_synapses(db, split_name, classes, part=part)
+    counts = np.bincount(synapses["label"].to_numpy(), minlength=len(classes))
+    return synapses, {c: int(n) for c, n in zip(classes, counts, strict=True) if c != NEITHER}
+
+
+def check_split(
+    db,
+    split_name: str,
+    classes: Sequence[str],
+    parts: Sequence[str],
+    where: str,
+    every_class: bool = True,
+    settings: str = TRAIN_KEYS,
+) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Synapse counts per part and class of split ``split_name`` (in database ``where``), and
+    warnings. Raises :class:`SplitDataError` where the split is missing (:class:`MissingSplit`)
+    or ``parts[0]``, the part a step reads, lacks a class (training: ``every_class``) or holds
+    none of them (prediction); a class missing elsewhere is a warning (it cannot be measured
+    there). Messages name the setting to change, in ``settings`` (the config file)."""
+    if split_name not in db.splits():
+        stored = ", ".join(sorted(db.splits())) or "none"
+        raise MissingSplit(
+            f"no split named {split_name!r} in {where} (split_name in {settings}); stored: "
+            f"{stored}; make it with synister split make --name {split_name}"
+        )
+    counts = {part: part_counts(db, split_name, classes, part)[1] for part in parts}
+    held = counts[parts[0]]
+    empty = [c for c, n in held.items() if n == 0]
+    if empty and (every_class or len(empty) == len(held)):
+        kept = [c for c, n in held.items() if n]
+        raise SplitDataError(
+            f"split {split_name!r} has no {parts[0]} synapses of {', '.join(empty)} "
+            f"(synapse_types in {settings}); it holds "
+            + (", ".join(f"{c} {held[c]:,}" for c in kept) or "none of the classes")
+            + (f"; to train on these: synapse_types = {', '.join(kept)}" if kept else "")
+            + "; or make a split that has them (synister split make --nt ...)"
+        )
+    warnings = [
+        f"split {split_name!r} has no {part} synapses of {', '.join(missing)}: they cannot be "
+        f"measured on the {part} part"
+        for part in parts[0 if empty else 1 :]
+        if (missing := [c for c, n in counts[part].items() if n == 0])
+    ]
+    return counts, warnings
 
 
 class TrainingData(IterableDataset):

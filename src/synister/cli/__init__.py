@@ -47,5 +47,27 @@ for _stage in _STAGES:
     importlib.import_module(f"{__name__}.{_stage}").register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from synister import __version__
+
+        typer.echo(f"synister {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    # the options of `synister` itself; the help text is the app's
+    pass
+
+
 def main() -> None:
     app()

@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
 from . import tables as table_options
-from .db import fail, user_errors
+from .db import user_errors
+from .errors import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -18,8 +20,8 @@ def register(app: typer.Typer) -> None:
 
 
 def predict_volume_command(
-    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
-    volume: Annotated[str, typer.Option("--volume", help="Raw volume: path or URL.")],
+    model: opt.Model,
+    volume: opt.Volume,
     synapses: Annotated[
         str,
         typer.Option(
@@ -28,16 +30,12 @@ def predict_volume_command(
             "(sqlite:///..., postgresql://..., mongodb://...; a password is never printed).",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Output folder (resumed when it exists).")],
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="Array inside the volume container.")
-    ] = None,
+    out: opt.Out,
+    dataset: opt.Dataset = None,
     split: Annotated[
         str | None, typer.Option("--split", help="Database source: only this split's synapses.")
     ] = None,
-    part: Annotated[
-        str | None, typer.Option("--part", help="With --split: train, validation or test.")
-    ] = None,
+    part: opt.Part = None,
     block_size: Annotated[
         tuple[float, float, float] | None,
         typer.Option(
@@ -48,16 +46,10 @@ def predict_volume_command(
         int | None,
         typer.Option(min=1, help="Workers: default one per GPU, else one per 4 CPU cores."),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="torch device for every worker (default: GPU per worker).")
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads per CPU worker (default: its share).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Patches per network batch.")] = 32,
-    precision: Annotated[
-        str, typer.Option(help="fp32, fp16 (GPU) or bf16 (part of the run's settings).")
-    ] = "fp32",
+    device: opt.Device = None,
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 32,
+    precision: opt.Precision = "fp32",
     id_column: table_options.IdColumn = None,
     neuron_column: table_options.NeuronColumn = None,
     position_columns: table_options.PositionColumns = None,
@@ -71,15 +63,14 @@ def predict_volume_command(
     ] = None,
     min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
     min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Discard a run with other settings in --out.")
-    ] = False,
+    overwrite: opt.Overwrite = False,
+    strict: opt.Strict = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan, time a few blocks and print; predict nothing.")
     ] = False,
     sample: Annotated[int, typer.Option(min=1, help="Blocks timed by --dry-run.")] = 3,
-    progress: Annotated[bool, typer.Option(help="Show blocks, synapses/s, MB/s and ETA.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    progress: opt.Progress = True,
+    as_json: opt.Json = False,
 ) -> None:
     """Predict every synapse of a table or database in a volume, block by block (daisy).
 
@@ -94,7 +85,10 @@ def predict_volume_command(
     )
     source = Source(synapses, split, part)
     block_nm = block_size or DEFAULT_BLOCK_NM
-    log = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
+
+    def log(text: str) -> None:
+        typer.echo(text, err=as_json or text.startswith("WARNING"))
+
     try:
         if dry_run:
             options = {
@@ -102,6 +96,7 @@ def predict_volume_command(
                 "precision": precision,
                 "overwrite": overwrite,
                 "column_options": columns,
+                "strict": strict,
             }
             report = _dry_run(
                 model, volume, dataset, source, out, block_nm, workers, device, batch_size,
@@ -117,7 +112,7 @@ def predict_volume_command(
             naming=naming,
             retries=retries, worker_config=worker_config, overwrite=overwrite,
             column_options=columns, min_synapses=min_synapses, min_margin=min_margin,
-            progress=progress,
+            strict=strict, progress=progress,
             log=log,
         )  # fmt: skip
     except (PlanMismatch, *user_errors()) as e:
@@ -141,31 +136,35 @@ def _dry_run(
     log,
 ) -> dict:  # fmt: skip
     """Plan into ``out`` (reused by the run), time ``sample`` blocks here, project."""
-    from ..models.bundle import load_bundle
+    from ..models import load_model
     from ..predict.blockwise import prepare
     from ..predict.blockwise.estimate import dry_run
     from ..predict.blockwise.run import check_voxel_size, default_workers
-    from ..predict.blockwise.worker import make_predictor, open_volume
+    from ..predict.blockwise.worker import make_predictor, open_plan_volume
 
-    bundle = load_bundle(model)
-    raw = open_volume(
-        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None}
+    loaded = load_model(model)
+    raw = open_plan_volume(
+        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None},
+        scale_nm=loaded.voxel_size_nm,
     )
-    check_voxel_size(bundle, raw)
-    plan = prepare(out, bundle, raw, volume, dataset, source, block_nm, log=log, **options)
-    predictor = make_predictor(bundle, device, batch_size, None, plan.settings["precision"])
+    check_voxel_size(loaded, raw)
+    plan = prepare(out, loaded, raw, volume, dataset, source, block_nm, log=log, **options)
+    predictor = make_predictor(loaded, device, batch_size, None, plan.settings["precision"])
     return dry_run(plan, predictor, raw, workers or default_workers(), sample)
 
 
 def worker_command(
     out: Annotated[Path, typer.Argument(help="The run's output folder.")],
     context: Annotated[str, typer.Option(help="daisy worker context (from the scheduler).")],
-    device: Annotated[str | None, typer.Option()] = None,
-    threads: Annotated[int | None, typer.Option(min=1)] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    device: opt.Device = None,
+    threads: opt.Threads = None,
+    batch_size: opt.BatchSize = 32,
 ) -> None:
     """One predict-volume worker, as a cluster job runs it (started by predict-volume)."""
     from ..predict.blockwise.worker import run_worker
 
-    blocks = run_worker(str(out), device, threads, batch_size, context=context)
+    try:
+        blocks = run_worker(str(out), device, threads, batch_size, context=context)
+    except user_errors() as error:  # a bad --context, an OUT without a plan
+        fail(str(error))
     typer.echo(json.dumps({"blocks": blocks}))

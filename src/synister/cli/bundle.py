@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
+from .errors import fail
+
 
 def register(app: typer.Typer) -> None:
     app.command("export-model")(export_model_command)
@@ -20,7 +23,7 @@ def export_model_command(
             "(an original funlib one too) with --train-config."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    out: opt.Out,
     iteration: Annotated[
         str | None,
         typer.Option(
@@ -35,37 +38,44 @@ def export_model_command(
             help="train_config.ini of a checkpoint file (default: the one beside it).",
         ),
     ] = None,
+    averaged: Annotated[
+        bool,
+        typer.Option(
+            "--averaged",
+            help="The weight average saved beside the checkpoint (training with ema_decay).",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle.")] = False,
 ) -> None:
     """Write a model bundle: the weights and a model.json with the network, classes, input
     shape, voxel size, normalisation and provenance (split, iteration, the metrics of the
     setup's prediction runs). predict-positions, predict-volume and the service load bundles.
     """
-    from synister.models.bundle import (
-        BundleError,
-        bundle_from_checkpoint,
-        export_model,
-        load_bundle,
-    )
+    from synister.evaluate.provenance import export_model
+    from synister.layout import train_config_beside
+    from synister.models.bundle import BundleError, bundle_from_checkpoint, load_bundle
 
     try:
         if source.is_file():
-            if iteration is not None:
-                _fail("--iteration is for setup folders; a checkpoint file is one iteration")
-            config = train_config or source.parent / "train_config.ini"
+            if iteration is not None or averaged:
+                fail(
+                    "--iteration and --averaged are for setup folders; a checkpoint file is one "
+                    "iteration (give model_checkpoint_<N>.averaged for its weight average)"
+                )
+            config = train_config or train_config_beside(source)
             written = bundle_from_checkpoint(source, config, out, overwrite=force)
         else:
             if train_config is not None:
-                _fail("--train-config is for checkpoint files; a setup has its own")
+                fail("--train-config is for checkpoint files; a setup has its own")
             if iteration is None:
-                _fail("give --iteration N or --iteration best")
+                fail("give --iteration N or --iteration best")
             if iteration != "best" and not iteration.isdigit():
-                _fail(f"--iteration: expected a number or 'best', got {iteration!r}")
+                fail(f"--iteration: expected a number or 'best', got {iteration!r}")
             chosen = "best" if iteration == "best" else int(iteration)
-            written = export_model(source, chosen, out, overwrite=force)
+            written = export_model(source, chosen, out, averaged=averaged, overwrite=force)
         bundle = load_bundle(written)
     except BundleError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     shape = "x".join(str(s) for s in bundle.input_shape_vox)
     voxel = "x".join(f"{s:g}" for s in bundle.voxel_size_nm)
     typer.echo(
@@ -84,8 +94,3 @@ def export_model_command(
 
 def _number(value) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

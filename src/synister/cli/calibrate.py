@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
+from .errors import fail
+
 
 def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_command)
@@ -27,27 +30,9 @@ def calibrate_command(
             "(<split>_<experiment>_t<train>_p<predict>).",
         ),
     ],
-    db_url: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            help="Database URL. Default: the training setup's database, else $SYNISTER_DB, "
-            "else sqlite:///./synister.db.",
-        ),
-    ] = None,
-    target_accuracy: Annotated[
-        float,
-        typer.Option(
-            "--target-accuracy",
-            min=0.01,
-            max=1.0,
-            help="Accuracy the confident neuron calls must reach on the validation run; the "
-            "'unclear' thresholds are chosen for it.",
-        ),
-    ] = 0.95,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the stored record as one JSON document.")
-    ] = False,
+    db_url: opt.Db = None,
+    target_accuracy: opt.TargetAccuracy = 0.95,
+    as_json: opt.Json = False,
 ) -> None:
     """Fit a temperature (one scalar dividing the logits, by minimising the validation negative
     log-likelihood) and choose the neuron-level 'unclear' thresholds; store both with the model.
@@ -59,20 +44,21 @@ def calibrate_command(
     from ..config import ConfigError
     from ..db import DatabaseError, open_database
     from ..evaluate.calibrate import calibrate
-    from ..evaluate.outputs import jsonable
+    from ..files import jsonable
+    from ..layout import is_train_setup
     from ..models.calibration import CalibrationError
 
     url = db_url
-    if url is None and (model / "train_config.ini").is_file():
+    if url is None and is_train_setup(model):
         try:
             url = _train_config(model).database_url()
         except (ConfigError, OSError) as error:
-            _fail(f"{model}: {error}")
+            fail(f"{model}: {error}")
     try:
-        with open_database(url) as db:
+        with open_database(url, create=False) as db:
             record = calibrate(db, model, validation_run, target_accuracy=target_accuracy)
     except (CalibrationError, ConfigError, DatabaseError, KeyError, OSError, ValueError) as error:
-        _fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
+        fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
     if as_json:
         typer.echo(json.dumps(jsonable(record)))
     else:
@@ -127,8 +113,3 @@ def _n(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value))
         else (f"{value:.3f}")
     )
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

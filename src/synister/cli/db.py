@@ -8,6 +8,10 @@ from typing import Annotated
 
 import typer
 
+from . import options as opt
+from . import tables as table_options
+from .errors import fail, warn
+
 db_app = typer.Typer(
     name="db",
     help=(
@@ -17,27 +21,9 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL: sqlite:///file.db, postgresql://..., mongodb://.../name. "
-        "Default: $SYNISTER_DB, else sqlite:///./synister.db.",
-    ),
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document on stdout (messages go to stderr).")
-]
-
 
 def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
-
-
-def fail(message: str) -> None:
-    """Print a one-line error on stderr and exit with status 1 (no traceback for user errors)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -56,20 +42,6 @@ def open_db(url: str | None, create: bool = True):
     from ..db import open_database
 
     return open_database(url, create=create)
-
-
-def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        fail(f"--voxel-size must be one number or three (z,y,x) in nm, got {text!r}")
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3:
-        fail(f"--voxel-size must be one number or three (z,y,x) in nm, got {text!r}")
-    return tuple(values)
 
 
 def _column_map(pairs: list[str]) -> dict[str, str]:
@@ -91,32 +63,30 @@ def import_command(
             "tables (.csv, .tsv, .parquet, .feather) or folders holding them."
         ),
     ],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     column_map: Annotated[
         list[str] | None,
         typer.Option(
             "--map",
             help="Table column to synapse field, FILE_COLUMN=FIELD (fields: synapse_id, "
-            "skeleton_id, confidence, brain_region, prepost); repeatable. body, syn_id and "
-            "conf are understood without it.",
+            "skeleton_id, confidence, brain_region, prepost); repeatable. Without it ids and "
+            "neurons are found as predict-positions finds them (id, synapse_id, syn_id; "
+            "pre_pt_root_id, bodyId, body, skeleton_id, skid), and conf.",
         ),
     ] = None,
     coords: Annotated[
-        str,
-        typer.Option("--coords", help="The three position columns of a table, comma-separated."),
-    ] = "x,y,z",
+        str | None,
+        typer.Option(
+            "--coords",
+            help="The three position columns of a table, comma-separated (default: found by "
+            "name: x,y,z; pre_x,pre_y,pre_z; pre_pt_position).",
+        ),
+    ] = None,
     axis_order: Annotated[
         str, typer.Option("--axis-order", help="Axes held by the --coords columns, in order.")
     ] = "xyz",
-    units: Annotated[
-        str, typer.Option("--units", help="Units of table positions: nm or voxels.")
-    ] = "nm",
-    voxel_size: Annotated[
-        str | None,
-        typer.Option(
-            "--voxel-size", help="Voxel size in nm for --units voxels: one number or z,y,x."
-        ),
-    ] = None,
+    units: table_options.Units = "nm",
+    voxel_size: table_options.VoxelSize = None,
     label_column: Annotated[
         str | None, typer.Option("--label-column", help="Table column holding the transmitter.")
     ] = None,
@@ -136,29 +106,43 @@ def import_command(
 
     All files are checked first: on any error nothing is stored, and the error names the place.
     """
-    from ..db.imports import TableOptions, import_files
+    from ..db.imports import TableOptions, import_batch, read_inputs
+    from ..tables import parse_voxel_size
+    from ..volumes.sanity import span
 
-    columns = tuple(c.strip() for c in coords.split(","))
-    if len(columns) != 3:
+    columns = None if coords is None else tuple(c.strip() for c in coords.split(","))
+    if columns is not None and len(columns) != 3:
         fail(f"--coords needs three column names, got {coords!r}")
     try:
+        voxel_xyz = parse_voxel_size(voxel_size, was_zyx=True)
         options = TableOptions(
             columns=_column_map(column_map or []),
             coordinate_columns=columns,
             axis_order=axis_order,
             units=units,
-            voxel_size_nm=_voxel_size(voxel_size),
+            voxel_size_nm=None if voxel_xyz is None else voxel_xyz[::-1],
             label_column=label_column,
             label=label,
         )
+        batch = read_inputs(paths, options, progress)  # every file checked, no database yet
         with open_db(db_url) as db:
-            summary = import_files(db, paths, options, progress=progress)
+            summary = import_batch(db, batch)
     except user_errors() as error:
         fail(str(error))
     typer.echo(
         f"imported {summary.synapses:,} synapses, {summary.skeletons:,} skeletons, "
         f"{summary.hemi_lineages:,} hemilineages from {len(summary.files)} file(s)"
     )
+    if summary.synapses:
+        # no volume to check them against yet (prepare-training does): the range shows
+        # voxels imported as nm, or nm as voxels, to the eye
+        typer.echo(f"positions: {span(summary.low_nm, summary.high_nm)} nm")
+    else:
+        warn(
+            f"no synapses were imported: none of {', '.join(summary.files)} is a synapse file "
+            "(synapses*.json or a synapse table); splits and training need the synapses (the "
+            "original export's synapses_v3.json, say)"
+        )
     if summary.skeletons_without_transmitter:
         typer.echo(
             f"{summary.skeletons_without_transmitter:,} of the skeletons have no known "
@@ -168,16 +152,19 @@ def import_command(
 
 
 @db_app.command("validate")
-def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
-    """Check for repeated ids and positions and for missing skeletons and hemilineages.
+def validate_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
+    """Check for repeated ids and positions, missing skeletons and hemilineages, and that
+    there are synapses at all.
 
     Exits with status 1 when any problem is found.
     """
     try:
         with open_db(db_url, create=False) as db:
             report = db.validate()
+            synapses = db.stats()["synapses"]
     except user_errors() as error:
         fail(str(error))
+    ok = report.ok and synapses > 0
     problems = {
         "duplicate_synapse_ids": report.duplicate_synapse_ids,
         "duplicate_locations": [list(p) for p in report.duplicate_locations],
@@ -185,18 +172,20 @@ def validate_command(db_url: DbOption = None, as_json: JsonOption = False) -> No
         "skeletons_without_hemi_lineage": report.skeletons_without_hemi_lineage,
     }
     if as_json:
-        typer.echo(json.dumps({"ok": report.ok, **problems}))
+        typer.echo(json.dumps({"ok": ok, "synapses": synapses, **problems}))
     else:
+        if not synapses:
+            typer.echo("synapses: 0 (nothing to split or train on: import the synapses)")
         for name, items in problems.items():
             shown = ", ".join(str(i) for i in items[:10]) + (" ..." if len(items) > 10 else "")
             typer.echo(f"{name}: {len(items)}" + (f" ({shown})" if items else ""))
-        typer.echo("ok" if report.ok else "problems found")
-    if not report.ok:
+        typer.echo("ok" if ok else "problems found")
+    if not ok:
         raise typer.Exit(1)
 
 
 @db_app.command("stats")
-def stats_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+def stats_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
     """Count synapses, skeletons and hemilineages, and synapses and skeletons per transmitter."""
     try:
         with open_db(db_url, create=False) as db:
@@ -221,7 +210,7 @@ def stats_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
 @db_app.command("export")
 def export_command(
     out: Annotated[Path, typer.Argument(help="Folder to write the three files to.")],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     fmt: Annotated[
         str,
         typer.Option(
@@ -251,7 +240,7 @@ def export_command(
 @db_app.command("register-run")
 def register_run_command(
     run: Annotated[str, typer.Argument(help="Prediction run written by the original synister.")],
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     classes: Annotated[
         str | None,
         typer.Option(

@@ -3,35 +3,41 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from . import options as opt
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        out: Path = typer.Option(
-            Path("demo_out"), "--out", help="Folder for everything the demo makes."
-        ),
-        preset: str = typer.Option(
-            "easy",
-            help="Synthetic preset: easy (minutes on 2 cores) or fafb (FAFB-like ceilings; "
-            "30 minutes of training unless --minutes).",
-        ),
-        network: str = typer.Option("resnet", help="resnet (ResNet-18) or vgg (a small VGG)."),
-        minutes: float = typer.Option(
-            None,
-            help="Training wall-time budget (pretraining included): a timed warm-up plans "
-            "the iterations, and the plan follows the pace after each checkpoint.",
-        ),
-        iterations: int = typer.Option(
-            None, help="Training iterations (default: the recipe's, or what --minutes allows)."
-        ),
-        seed: int = typer.Option(0, help="Seed of the dataset, split and training."),
-        resume: bool = typer.Option(
-            False, "--resume", help="Continue a demo that was stopped, in the same --out."
-        ),
-        device: str = typer.Option(None, help="torch device (default: a GPU if any, else CPU)."),
+        out: opt.Out = Path("demo_out"),
+        preset: opt.Preset = "easy",
+        network: Annotated[
+            str, typer.Option(help="resnet (ResNet-18) or vgg (a small VGG).")
+        ] = "resnet",
+        minutes: Annotated[
+            float | None,
+            typer.Option(
+                help="Training wall-time budget in minutes (the fafb preset's default: 30), "
+                "pretraining included: a timed warm-up plans the iterations, and the plan "
+                "follows the pace after each checkpoint."
+            ),
+        ] = None,
+        iterations: Annotated[
+            int | None,
+            typer.Option(
+                help="Training iterations (default: the recipe's, or what --minutes allows)."
+            ),
+        ] = None,
+        seed: opt.Seed = 0,
+        resume: Annotated[
+            bool,
+            typer.Option("--resume", help="Continue a demo that was stopped, in the same --out."),
+        ] = False,
+        device: opt.Device = None,
     ) -> None:
         """Generate a synthetic dataset, import it, split it, train, validate over several
         iterations, test the best one and compare with the generator's two ceilings (the Bayes

@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-PREDICT_CONFIG = "predict_config.ini"
+from . import options as opt
+from .errors import fail
 
 
 class Ties(StrEnum):
@@ -31,14 +32,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    db_url: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            help="Database URL (sqlite:///file, postgresql://..., mongodb://...). Default: the "
-            "setups' database, else $SYNISTER_DB, else sqlite:///./synister.db.",
-        ),
-    ] = None,
+    db_url: opt.Db = None,
     setups: Annotated[
         list[Path] | None,
         typer.Option(
@@ -49,7 +43,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("evaluation"),
+    out: opt.Out = Path("evaluation"),
     n_min: Annotated[
         int,
         typer.Option(
@@ -146,16 +140,7 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    target_accuracy: Annotated[
-        float,
-        typer.Option(
-            "--target-accuracy",
-            min=0.01,
-            max=1.0,
-            help="Accuracy of the confident neuron calls that thresholds chosen on this run "
-            "aim at (a model calibrated by synister calibrate brings its own).",
-        ),
-    ] = 0.95,
+    target_accuracy: opt.TargetAccuracy = 0.95,
     figures: Annotated[
         bool,
         typer.Option(
@@ -163,9 +148,7 @@ def evaluate_command(
             help="Draw the PNG figures (about 1.5 s per run); without, the report has tables only.",
         ),
     ] = True,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print all metrics as one JSON document on stdout.")
-    ] = False,
+    as_json: opt.Json = False,
 ) -> None:
     """Evaluate prediction runs at synapse, neuron and hemilineage level.
 
@@ -182,6 +165,7 @@ def evaluate_command(
 
     names: list[str] = []
     urls: set[str] = set()
+    from_setups: dict[str, Path] = {}  # run -> its prediction setup
     for item in [*(setups or []), *(runs or [])]:
         setup = _as_setup(item)
         if setup is None:
@@ -190,19 +174,27 @@ def evaluate_command(
         try:
             config = _predict_config(setup)
         except (ConfigError, FileNotFoundError, ValueError) as error:
-            _fail(f"{setup}: {error}")
+            fail(f"{setup}: {error}")
         names.append(config.run_name)
+        from_setups[config.run_name] = setup
         urls.add(config.database_url())
     if not names:
-        _fail("name at least one run, or a prediction setup with --setup")
+        fail("name at least one run, or a prediction setup with --setup")
     if db_url is None and len(urls) > 1:
-        _fail(
+        fail(
             f"the setups use different databases ({', '.join(sorted(urls))}); choose one with --db"
         )
     url = db_url or (urls.pop() if urls else None)
 
     try:
         with open_database(url, create=False) as db:
+            stored = set(db.prediction_runs())
+            unpredicted = [str(setup) for run, setup in from_setups.items() if run not in stored]
+            if unpredicted:
+                fail(
+                    f"not predicted yet: {', '.join(unpredicted)} (no run in the database); "
+                    f"predict first: synister predict {' '.join(unpredicted)}"
+                )
             results = evaluate_runs(
                 db,
                 names,
@@ -225,7 +217,7 @@ def evaluate_command(
                 figures=figures,
             )
     except (DatabaseError, KeyError, ValueError, OSError) as error:
-        _fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
+        fail(str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error))
 
     for warning in results["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
@@ -240,13 +232,15 @@ def evaluate_command(
 def _as_setup(item: str | Path) -> Path | None:
     """``item`` as a prediction setup folder, None if it is a run name; exits with an error for
     a path that is neither (a folder without a predict config, a missing folder)."""
+    from ..layout import PREDICT_FILE, is_predict_setup
+
     path = Path(item)
     if path.is_dir():
-        if not (path / PREDICT_CONFIG).is_file():
-            _fail(f"{path} is a folder without {PREDICT_CONFIG}: not a prediction setup")
+        if not is_predict_setup(path):
+            fail(f"{path} is a folder without {PREDICT_FILE}: not a prediction setup")
         return path
     if isinstance(item, Path) or "/" in str(item):
-        _fail(f"no prediction setup folder {path}")
+        fail(f"no prediction setup folder {path}")
     return None
 
 
@@ -291,6 +285,13 @@ def format_summary(results: dict) -> str:
     lines += [_calibration_line(m) for m in results["runs"].values() if m.get("calibration")]
     if results.get("best"):
         lines.append(f"best: {_best(results['best'])}")
+        meta = results["runs"][results["best"]["run"]].get("meta") or {}
+        if meta.get("split_part") == "validation" and results["best"].get("iteration"):
+            folder = Path(results["report"]).parent
+            lines.append(
+                f"test it: synister prepare-prediction -d BASE -e {meta.get('experiment')} "
+                f"-t {meta.get('train_number')} --best-of {folder}"
+            )
     elif results.get("best_refused"):
         lines.append(f"best: none, {results['best_refused']}")
         for synapse_set in results["synapse_sets"]:
@@ -319,9 +320,12 @@ def _calibration_line(metrics: dict) -> str:
             f"{_number(after['ece'])}, NLL {_number(before['nll'])} -> {_number(after['nll'])}"
         )
     u = c["unclear"]
+    missed = u.get("thresholds", {}).get("target_missed")
+    target = f" (no thresholds reach {u['target_accuracy']:.0%} accuracy)" if missed else ""
     return (
-        f"{metrics['run']}: {measured}; neurons {u['n_confident']} of {u['n']} confident, "
-        f"accuracy {_number(u['accuracy'])}, {u['n_unclear']} unclear"
+        f"{metrics['run']}: {measured}; neurons {u['n_confident']} of {u['n']} confident"
+        f"{target}, accuracy {_number(u['accuracy_all'] if missed else u['accuracy'])}, "
+        f"{u['n_unclear']} unclear"
     )
 
 
@@ -334,8 +338,3 @@ def _number(value) -> str:
     return (
         "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
     )
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from . import options as opt
 from . import tables as table_options
+from .errors import fail, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -22,33 +23,16 @@ def _triplet(text: str | None, option: str) -> tuple[int, int, int] | None:
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) < 1:
-        _fail(f"{option}: expected three positive integers z,y,x, got {text!r}")
+        fail(f"{option}: expected three positive integers z,y,x, got {text!r}")
     return values
 
 
 def explain_command(
-    model: Annotated[
-        Path, typer.Option("--model", help="A model bundle, or a checkpoint in a training setup.")
-    ],
-    volume: Annotated[
-        str,
-        typer.Option(
-            "--volume",
-            help="The EM volume: path or URL (zarr, N5, precomputed; see README 'Volumes').",
-        ),
-    ],
-    positions: Annotated[
-        Path,
-        typer.Option(
-            "--positions",
-            help="CSV, Parquet or Feather table of positions (columns found by name as in "
-            "predict-positions: x,y,z, pre_x,pre_y,pre_z or pre_pt_position; an id column).",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="Array inside the volume container.")
-    ] = None,
+    model: opt.Model,
+    volume: opt.Volume,
+    positions: opt.Positions,
+    out: opt.Out,
+    dataset: opt.Dataset = None,
     units: table_options.Units = "nm",
     voxel_size: table_options.VoxelSize = None,
     id_column: table_options.IdColumn = None,
@@ -86,18 +70,10 @@ def explain_command(
         int | None,
         typer.Option("--limit", min=1, help="Explain only the first N positions of the table."),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="torch device (default: a GPU when present, else cpu).")
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="torch threads on the CPU (default: torch's, one per core; on a machine "
-            "loaded by other work fewer can be several times faster).",
-        ),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    device: opt.Device = None,
+    threads: opt.Threads = None,
+    strict: opt.Strict = False,
+    progress: opt.Progress = True,
 ) -> None:
     """Attribute each synapse's prediction to the voxels of its patch (captum).
 
@@ -123,13 +99,14 @@ def explain_command(
         index = explain_positions(
             model, volume, positions, out, dataset=dataset, method=method,
             second_class=second_class, device=device, progress=progress, limit=limit,
+            strict=strict, warn=warn,
             table_options=table_options.column_options(
                 id_column, None, position_columns, units, voxel_size
             ),
             **options,
         )  # fmt: skip
     except ExplainInputError as error:
-        _fail(str(error))
+        fail(str(error))
     done = index[index["status"] != "outside_volume"]
     skipped = len(index) - len(done)
     typer.echo(
@@ -138,8 +115,3 @@ def explain_command(
         + f"; index: {out / 'explanations.csv'}",
         err=True,
     )
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

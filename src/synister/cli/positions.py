@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
+from . import options as opt
 from . import tables as table_options
+from .errors import fail, interrupted, warn
 from .predict import temperature_note
 
 
@@ -19,21 +21,11 @@ def register(app: typer.Typer) -> None:
 
 
 def predict_positions_command(
-    model: Annotated[Path, typer.Option(help="Model bundle folder (synister export-model).")],
-    volume: Annotated[
-        str,
-        typer.Option(
-            help="EM volume: zarr/N5 folder, or http(s)://, gs://, s3:// URL (optionally "
-            "behind precomputed://, zarr://, n5://)."
-        ),
-    ],
-    positions: Annotated[Path, typer.Option(help="Table of positions: CSV, Parquet or Feather.")],
-    out: Annotated[
-        Path, typer.Option(help="Output folder; rerun with the same folder to continue.")
-    ],
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset inside the volume, e.g. raw or volumes/raw/s0.")
-    ] = None,
+    model: opt.Model,
+    volume: opt.Volume,
+    positions: opt.Positions,
+    out: opt.Out,
+    dataset: opt.Dataset = None,
     units: table_options.Units = "nm",
     voxel_size: table_options.VoxelSize = None,
     neurons: Annotated[
@@ -46,21 +38,11 @@ def predict_positions_command(
     csv: Annotated[bool, typer.Option("--csv", help="Also write synapses.csv.")] = False,
     min_synapses: table_options.MinSynapses = table_options.DEFAULT_MIN_SYNAPSES,
     min_margin: table_options.MinMargin = table_options.DEFAULT_MIN_MARGIN,
-    device: Annotated[
-        str | None, typer.Option(help="torch device (default: a GPU when present).")
-    ] = None,
-    precision: Annotated[
-        Literal["fp32", "fp16", "bf16"],
-        typer.Option(help="Network precision: fp32 (default), fp16 (GPU only), bf16."),
-    ] = "fp32",
-    batch_size: Annotated[int, typer.Option(min=1, help="Patches per network pass.")] = 32,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads (default: the CPUs, tuned).")
-    ] = None,
-    read_workers: Annotated[
-        int | None,
-        typer.Option(min=0, help="Patch-reading processes; 0: a thread (default: by CPUs)."),
-    ] = None,
+    device: opt.Device = None,
+    precision: opt.Precision = "fp32",
+    batch_size: opt.BatchSize = 32,
+    threads: opt.Threads = None,
+    read_workers: opt.ReadWorkers = None,
     viewer_source: Annotated[
         str | None,
         typer.Option(help="The volume as neuroglancer should load it (default: from --volume)."),
@@ -68,26 +50,26 @@ def predict_positions_command(
     viewer_url: Annotated[
         str, typer.Option(help="neuroglancer to open the report's links in.")
     ] = "https://neuroglancer-demo.appspot.com/",
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace a run of other inputs in --out.")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show done/total, synapses/s and ETA.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    overwrite: opt.Overwrite = False,
+    strict: opt.Strict = False,
+    progress: opt.Progress = True,
+    as_json: opt.Json = False,
 ) -> None:
     """Predict the transmitter of every position in a table, and summarise per neuron.
 
     Writes to OUT: synapses.parquet (every input row: id, neuron_id, the x, y, z given,
     x_nm, y_nm, z_nm, one probability per class, top_nt, top_nt_conf, status ok /
     partly_outside / outside_volume), neurons.parquet (per neuron: mean probabilities,
-    top_nt, top_nt_conf, votes, runner-up, margin, confident) and report.html (with a
-    neuroglancer link per neuron). Example for the male-VNC tables (8 nm voxels):
+    top_nt, top_nt_conf, top_nt_vote_share, runner-up, margin, confident) and report.html (with a
+    neuroglancer link per neuron). A rerun with the same OUT continues. Example for the
+    male-VNC tables (8 nm voxels):
     synister predict-positions --model BUNDLE --volume raw.zarr --dataset raw
     --positions gaba.csv --units voxels --voxel-size 8 --out gaba_out
     """
-    from synister.predict.bundles import BundleError
+    from synister.models import ModelError
     from synister.predict.positions import default_devices_and_threads, prepare_positions
     from synister.predict.store import run_positions
-    from synister.predict.tables import TableError
+    from synister.tables import TableError
 
     tuned_threads, default_readers, tune = default_devices_and_threads()
     if threads is not None:
@@ -107,7 +89,12 @@ def predict_positions_command(
             batch_size=batch_size,
             threads=threads or tuned_threads,
             read_workers=default_readers if read_workers is None else read_workers,
+            strict=strict,
         )
+        if job.volume.scale_note and not as_json:
+            typer.echo(job.volume.scale_note, err=True)
+        for warning in job.notes():
+            warn(warning)
         summary = run_positions(
             job,
             out,
@@ -123,9 +110,10 @@ def predict_positions_command(
             viewer_source=viewer_source,
             viewer_url=viewer_url,
         )
-    except (TableError, BundleError, OSError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    except (TableError, ModelError, OSError, ValueError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        interrupted(f"the predictions stored in {out} are kept")
     if as_json:
         typer.echo(json.dumps(summary))
         return

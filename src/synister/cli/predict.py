@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
-from .submit import LOCAL_HELP, SUBMIT_HELP, submit_or_refuse
-
-PRECISION_HELP = (
-    "Network precision: fp32 (default; the same numbers as the original and as on the CPU), "
-    "fp16 (GPU only) or bf16."
-)
+from ..layout import WORKER_FILE
+from . import options as opt
+from .errors import interrupted, warn
+from .submit import submit_or_refuse
 
 
 def register(app: typer.Typer) -> None:
@@ -28,13 +26,8 @@ def predict_command(
             help="Predict setup folders (03_predict/setup_t<ID>_p<N>); default: the working folder."
         ),
     ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(help="torch device, e.g. cpu or cuda:0 (default: a GPU when present)."),
-    ] = None,
-    precision: Annotated[
-        Literal["fp32", "fp16", "bf16"], typer.Option(help=PRECISION_HELP)
-    ] = "fp32",
+    device: opt.Device = None,
+    precision: opt.Precision = "fp32",
     block_workers: Annotated[
         int | None,
         typer.Option(
@@ -42,28 +35,13 @@ def predict_command(
             help="Processes sharing the synapses (default: worker_config.ini num_block_workers).",
         ),
     ] = None,
-    read_workers: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="Patch-reading processes per block worker; 0: a reading thread "
-            "(default: num_cache_workers, at most the CPUs less one).",
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="torch threads per block worker (default: OMP_NUM_THREADS if set, else its "
-            "share of num_cpus, or one fewer where that ran faster on the first batches).",
-        ),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show done/total, synapses/s and ETA.")] = True,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the results as one JSON document.")
-    ] = False,
-    submit: Annotated[bool, typer.Option("--submit", help=SUBMIT_HELP)] = False,
-    local: Annotated[bool, typer.Option("--local", help=LOCAL_HELP)] = False,
+    read_workers: opt.ReadWorkers = None,
+    threads: opt.Threads = None,
+    strict: opt.Strict = False,
+    progress: opt.Progress = True,
+    as_json: opt.Json = False,
+    submit: opt.Submit = False,
+    local: opt.Local = False,
 ) -> None:
     """Store softmax probabilities for every synapse of each setup's split part.
 
@@ -81,6 +59,7 @@ def predict_command(
     results = []
     for setup in setups or [Path.cwd()]:
         args = ["predict", str(setup.resolve()), "--no-progress", "--precision", precision]
+        args += ["--strict"] if strict else []
         for option, value in (
             ("--device", device),
             ("--block-workers", block_workers),
@@ -89,7 +68,7 @@ def predict_command(
         ):
             args += [option, str(value)] if value is not None else []
         job = f"predict-{setup.resolve().name}"
-        if submit_or_refuse(setup / "worker_config.ini", args, submit, local, job):
+        if submit_or_refuse(setup / WORKER_FILE, args, submit, local, job):
             continue
         try:
             result = predict_setup(
@@ -100,6 +79,8 @@ def predict_command(
                 threads=threads,
                 progress=progress,
                 precision=precision,
+                strict=strict,
+                warn=warn,
             )
         except PredictionRunComplete as done:
             typer.echo(f"skipped: {setup}: {done}", err=True)
@@ -109,6 +90,8 @@ def predict_command(
             typer.echo(f"error: {setup}: {error}", err=True)
             results.append({"setup": str(setup), "status": "failed", "message": str(error)})
             continue
+        except KeyboardInterrupt:
+            interrupted(f"{setup}: the predictions stored so far are kept")
         # a rate without two stored batches is NaN, which JSON cannot hold
         result = {
             k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()

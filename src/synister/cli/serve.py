@@ -4,11 +4,16 @@ tokens."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from . import options as opt
+from .errors import fail
 
 serve_app = typer.Typer(
     name="serve",
@@ -41,11 +46,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(serve_app, name="serve")
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 def _config(ctx: typer.Context, path: Path | None):
     from synister.config import ConfigError
     from synister.serve.config import load_service_config
@@ -56,7 +56,7 @@ def _config(ctx: typer.Context, path: Path | None):
     try:
         return load_service_config(path or DEFAULT_CONFIG)
     except ConfigError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def _store(ctx: typer.Context, path: Path | None):
@@ -66,7 +66,7 @@ def _store(ctx: typer.Context, path: Path | None):
     try:
         return open_store(config.database_url)
     except StoreError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 @serve_app.callback()
@@ -101,7 +101,7 @@ def serve_command(
     try:
         serve(loaded, workers)
     except (ConfigError, StoreError) as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 @serve_app.command("worker")
@@ -124,7 +124,7 @@ def worker_command(
     try:
         run_worker(loaded, parent_pid)
     except StoreError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -132,7 +132,7 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     for value in values or []:
         name, sep, target = value.partition("=")
         if not sep or not name or not target:
-            _fail(f"--{what} {value!r}: expected NAME=PATH")
+            fail(f"--{what} {value!r}: expected NAME=PATH")
         pairs[name] = target
     return pairs
 
@@ -165,6 +165,7 @@ def init_command(
     from synister.serve.server import check_choices
     from synister.serve.store import open_store
 
+    os.umask(0o077)  # the job database and the config: this account's alone
     bundles = {n: Path(p).expanduser().absolute() for n, p in _pairs(bundle, "bundle").items()}
     volumes = {
         n: u if "://" in u else str(Path(u).expanduser().absolute())
@@ -172,7 +173,8 @@ def init_command(
     }
     config_path = folder / "service.toml"
     if config_path.exists():
-        _fail(f"{config_path} exists; edit it, or choose another folder")
+        fail(f"{config_path} exists; edit it, or choose another folder")
+    made = next((p for p in (*reversed(folder.absolute().parents), folder) if not p.exists()), None)
     folder.mkdir(parents=True, exist_ok=True)
     config_path.write_text(render_config(bundles, volumes, port=port))
     try:
@@ -180,7 +182,9 @@ def init_command(
         check_choices(config)
     except ConfigError as error:
         config_path.unlink()
-        _fail(str(error))
+        if made is not None:  # the folders this call made: nothing stays behind
+            shutil.rmtree(made, ignore_errors=True)
+        fail(str(error))
     with open_store(config.database_url) as store:
         _, token = store.create_token(admin, admin=True)
     typer.echo(
@@ -191,6 +195,98 @@ def init_command(
         err=True,
     )
     typer.echo(token)
+
+
+def _echo_rows(rows: list[dict], as_json: bool, header: str, line) -> None:
+    """``rows`` as JSON, or as a header and one ``line(row)`` each."""
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    typer.echo(header)
+    for row in rows:
+        typer.echo(line(row))
+
+
+def _when(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+@serve_app.command("jobs")
+def jobs_command(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option(help="Only this user's jobs.")] = None,
+    config: ConfigOption = None,
+    as_json: opt.Json = False,
+) -> None:
+    """List jobs (every user's, newest first) with the bytes each keeps on disk."""
+    from synister.serve.files import folder_bytes, job_dir
+    from synister.serve.retention import ALL_JOBS
+
+    loaded = _config(ctx, config)
+    with _store(ctx, config) as store:
+        jobs = store.list_jobs(user, ALL_JOBS)
+    rows = [
+        {
+            "id": job.id,
+            "user": job.user,
+            "state": job.state,
+            "rows": job.rows,
+            "created": _when(job.created),
+            "finished": _when(job.finished),
+            "bytes": folder_bytes(job_dir(loaded.results_dir, job.id)),
+            "input": job.input_name,
+        }
+        for job in jobs
+    ]
+    _echo_rows(
+        rows,
+        as_json,
+        f"{'id':32}  {'user':16}  {'state':9}  {'finished':25}  {'bytes':>12}  input",
+        lambda r: (
+            f"{r['id']:32}  {r['user']:16}  {r['state']:9}  {r['finished'] or '-':25}  "
+            f"{r['bytes']:>12}  {r['input']!r}"
+        ),
+    )
+    if not as_json:
+        typer.echo(f"{len(rows)} jobs, {sum(r['bytes'] for r in rows)} bytes", err=True)
+
+
+@serve_app.command("prune")
+def prune_command(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")
+    ] = False,
+    config: ConfigOption = None,
+    as_json: opt.Json = False,
+) -> None:
+    """Apply the retention rules now (the service does hourly): remove the files of
+    cancelled and failed jobs, finished jobs older than [limits] results_days (files and
+    record), and job folders without a record older than a day."""
+    from synister.serve.retention import prune
+
+    loaded = _config(ctx, config)
+    with _store(ctx, config) as store:
+        removed = prune(loaded, store, dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in removed]))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in removed:
+        what = "files and record" if r.record else "files"
+        typer.echo(f"{verb} {what} of {r.job} ({r.reason}, {r.user or 'no record'}): {r.bytes} B")
+    total = sum(r.bytes for r in removed)
+    typer.echo(f"{verb} {len(removed)} job folders, {total} bytes", err=True)
+
+
+@serve_app.command("example-proxy")
+def example_proxy_command() -> None:
+    """Print an nginx configuration for a reverse proxy in front of the service."""
+    from synister.serve.http import NGINX_EXAMPLE
+
+    typer.echo(NGINX_EXAMPLE, nl=False)
 
 
 @serve_app.command("example-config")
@@ -215,7 +311,7 @@ def token_create(
         try:
             key_id, token = store.create_token(user, admin=admin)
         except StoreError as error:
-            _fail(str(error))
+            fail(str(error))
     typer.echo(
         f"token {key_id} for {user}{' (admin)' if admin else ''}; it is shown only "
         "now: hand it over privately",
@@ -236,7 +332,7 @@ def token_revoke(
 ) -> None:
     """Revoke one token, or every token of a user."""
     if (key_id is None) == (user is None):
-        _fail("name a token id or --user USER")
+        fail("name a token id or --user USER")
     with _store(ctx, config) as store:
         if user is not None:
             count = store.revoke_user(user)
@@ -244,7 +340,7 @@ def token_revoke(
             if count == 0:
                 raise typer.Exit(1)
         elif not store.revoke_token(key_id):
-            _fail(f"no live token {key_id} (see `synister serve token list`)")
+            fail(f"no live token {key_id} (see `synister serve token list`)")
         else:
             typer.echo(f"revoked token {key_id}", err=True)
 
@@ -253,33 +349,28 @@ def token_revoke(
 def token_list(
     ctx: typer.Context,
     config: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    as_json: opt.Json = False,
 ) -> None:
     """List tokens (ids, users, admin, created, revoked); secrets are never stored."""
     with _store(ctx, config) as store:
         tokens = store.list_tokens()
-
-    def when(seconds: float | None) -> str | None:
-        if seconds is None:
-            return None
-        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
     rows = [
         {
             "id": t.key_id,
             "user": t.user,
             "admin": t.admin,
-            "created": when(t.created),
-            "revoked": when(t.revoked),
+            "created": _when(t.created),
+            "revoked": _when(t.revoked),
         }
         for t in tokens
     ]
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    typer.echo(f"{'id':12}  {'user':20}  {'admin':5}  {'created':25}  revoked")
-    for r in rows:
-        typer.echo(
+    _echo_rows(
+        rows,
+        as_json,
+        f"{'id':12}  {'user':20}  {'admin':5}  {'created':25}  revoked",
+        lambda r: (
             f"{r['id']:12}  {r['user']:20}  {'yes' if r['admin'] else 'no':5}  "
             f"{r['created']:25}  {r['revoked'] or '-'}"
-        )
+        ),
+    )

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .db import DbOption, JsonOption, fail, open_db, user_errors
+from . import options as opt
+from .db import open_db, user_errors
+from .errors import fail, warn
 
 split_app = typer.Typer(
     name="split",
@@ -27,14 +29,17 @@ def _print_parts(parts: dict, targets: dict | None = None) -> None:
     """Per transmitter and part: synapses, their share, the target share, groups."""
     targets = targets or {}
     header = f"{'transmitter':<16}{'part':<12}{'synapses':>10}{'share':>8}"
-    typer.echo(header + (f"{'target':>8}" if targets else "") + f"{'groups':>8}")
+    header += (f"{'target':>8}" if targets else "") + f"{'groups':>8}{'neurons':>9}"
+    typer.echo(header)
     for nt, per_part in parts.items():
         total = sum(p["synapses"] for p in per_part.values()) or 1
         for part, counts in per_part.items():
             target = f"{targets[part]:>8.3f}" if part in targets else ""
+            neurons = counts.get("neurons")  # splits stored by earlier versions did not
             typer.echo(
                 f"{nt:<16}{part:<12}{counts['synapses']:>10,}"
                 f"{counts['synapses'] / total:>8.3f}{target}{counts['groups']:>8,}"
+                f"{'-' if neurons is None else f'{neurons:,}':>9}"
             )
 
 
@@ -47,8 +52,8 @@ def _print_notes(meta: dict, lone_neurons: int | None = None) -> None:
             f"{lone:,} neurons of an unknown hemilineage (none, or a name matching "
             f"'{pattern}') are groups of their own"
         )
-    for warning in meta.get("warnings", []):
-        typer.echo(f"WARNING: {warning}", err=True)
+    for warning in meta.get("warnings", []) + meta.get("neuron_warnings", []):
+        warn(warning)
 
 
 @split_app.command("make")
@@ -61,7 +66,7 @@ def make_command(
             help="Groups kept within one part: skeleton, hemi_lineage, brain_region or synapse.",
         ),
     ] = "skeleton",
-    db_url: DbOption = None,
+    db_url: opt.Db = None,
     train_fraction: Annotated[
         float,
         typer.Option(
@@ -72,9 +77,7 @@ def make_command(
         float,
         typer.Option("--validation-fraction", help="Share of validation inside train+validation."),
     ] = 0.2,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Picks among equally good splits; same seed, same split.")
-    ] = 0,
+    seed: opt.Seed = 0,
     nts: Annotated[
         list[str] | None,
         typer.Option(
@@ -103,11 +106,12 @@ def make_command(
             "an optional _suffix.",
         ),
     ] = None,
-    as_json: JsonOption = False,
+    as_json: opt.Json = False,
 ) -> None:
     """Compute a split by integer programming and store it.
 
-    Synapses take part when their skeleton has exactly one known transmitter among --nt.
+    Synapses take part when their skeleton has exactly one known transmitter among --nt;
+    --seed picks among equally good splits.
 
     A share that misses its target by over --tolerance gives a WARNING; --strict fails instead.
 
@@ -137,8 +141,8 @@ def make_command(
         fail(str(error))
     if as_json:
         typer.echo(json.dumps({"name": name, "meta": meta}))
-        for warning in meta["warnings"]:
-            typer.echo(f"WARNING: {warning}", err=True)
+        for warning in meta["warnings"] + meta["neuron_warnings"]:
+            warn(warning)
         return
     typer.echo(f"stored split {name!r} (by {by}, seed {seed})")
     _print_parts(meta["summary"], meta["targets"])
@@ -148,8 +152,8 @@ def make_command(
 @split_app.command("show")
 def show_command(
     name: Annotated[str, typer.Argument(help="Split name.")],
-    db_url: DbOption = None,
-    as_json: JsonOption = False,
+    db_url: opt.Db = None,
+    as_json: opt.Json = False,
 ) -> None:
     """Synapses and groups per transmitter and part of a stored split, with its settings."""
     from ..splits import show_split
@@ -172,7 +176,7 @@ def show_command(
 
 
 @split_app.command("list")
-def list_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
+def list_command(db_url: opt.Db = None, as_json: opt.Json = False) -> None:
     """Names of the stored splits with their grouping."""
     try:
         with open_db(db_url, create=False) as db:
@@ -189,7 +193,7 @@ def list_command(db_url: DbOption = None, as_json: JsonOption = False) -> None:
 
 @split_app.command("remove")
 def remove_command(
-    name: Annotated[str, typer.Argument(help="Split name.")], db_url: DbOption = None
+    name: Annotated[str, typer.Argument(help="Split name.")], db_url: opt.Db = None
 ) -> None:
     """Delete a stored split (its synapses stay)."""
     try:

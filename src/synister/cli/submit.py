@@ -7,11 +7,7 @@ from pathlib import Path
 
 import typer
 
-SUBMIT_HELP = (
-    "Submit it as a cluster job with the worker config's submit_command (or bsub/singularity "
-    "from its queue and container) instead of running here."
-)
-LOCAL_HELP = "Run here even where the worker config is set up for submitted jobs."
+from .errors import fail
 
 
 def submit_or_refuse(
@@ -24,7 +20,7 @@ def submit_or_refuse(
     from synister.submit import refuse_local_run, submit_job
 
     if submit and local:
-        _fail("--submit and --local exclude each other")
+        fail("--submit and --local exclude each other")
     if not submit and (local or not worker_file.is_file()):
         return False
     try:
@@ -34,14 +30,9 @@ def submit_or_refuse(
             return False
         command, status = submit_job(worker, [*args, "--local"], job_name, worker_file.parent)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"submitted: {shlex.join(command)}", err=True)
     if status:
         typer.echo(f"error: the submission exited with status {status}", err=True)
         raise typer.Exit(status)
     return True
-
-
-def _fail(message: str):
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from .db import DbOption, JsonOption, fail, open_db, user_errors
+from . import options as opt
+from .db import open_db, user_errors
+from .errors import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -25,11 +27,9 @@ def _print_oracle(label: str, acc: dict) -> None:
 
 
 def synthetic_command(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
-    preset: Annotated[
-        str, typer.Option("--preset", help="easy (oracle >= 0.95, for demos/CI) or fafb.")
-    ] = "fafb",
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same dataset.")] = 0,
+    out: opt.Out,
+    preset: opt.Preset = "fafb",
+    seed: opt.Seed = 0,
     shape: Annotated[
         tuple[int, int, int] | None,
         typer.Option(
@@ -103,8 +103,8 @@ def synthetic_command(
 def oracle_command(
     dataset: Annotated[Path, typer.Argument(help="A folder written by `synister synthetic`.")],
     split: Annotated[str, typer.Option("--split", help="Split whose parts to evaluate.")],
-    db_url: DbOption = None,
-    as_json: JsonOption = False,
+    db_url: opt.Db = None,
+    as_json: opt.Json = False,
 ) -> None:
     """Oracle accuracy and image-level ceiling on each part of a stored split; also added to the
     dataset's summary.json.
@@ -118,7 +118,7 @@ def oracle_command(
 
     try:
         per_part, ids_of = {}, {}
-        with open_db(db_url) as db:
+        with open_db(db_url, create=False) as db:
             for part in SPLIT_PARTS:
                 ids = db.synapses(split=split, part=part)["synapse_id"].to_numpy()
                 if len(ids):

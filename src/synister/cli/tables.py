@@ -1,6 +1,6 @@
 """The options that say how to read a table of synapse positions and how to name and
 summarise the output, shared by ``predict-positions`` and ``predict-volume`` (one wording, one
-meaning: :func:`synister.predict.tables.choose_columns`)."""
+meaning: :func:`synister.tables.choose_columns`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Annotated, Literal
 
 import typer
 
-from ..predict.neurons import MIN_MARGIN, MIN_SYNAPSES
-
 Units = Annotated[Literal["nm", "voxels"], typer.Option(help="Units of the position columns.")]
 VoxelSize = Annotated[
     str | None,
-    typer.Option(help="Voxel size of voxel positions in nm: one number or x,y,z."),
+    typer.Option(
+        help="Voxel size of voxel positions in nm: one number, x,y,z, or x=4,y=4,z=40 "
+        "(db import, for one release: x and z different must name the axes)."
+    ),
 ]
 IdColumn = Annotated[
     str | None,
@@ -40,8 +41,10 @@ MinSynapses = Annotated[int, typer.Option(min=1, help="Fewer synapses: a neuron 
 MinMargin = Annotated[
     float, typer.Option(min=0, help="Smaller top minus runner-up mean: not confident.")
 ]
-DEFAULT_MIN_SYNAPSES = MIN_SYNAPSES
-DEFAULT_MIN_MARGIN = MIN_MARGIN
+#: synister.predict.neurons' MIN_SYNAPSES and MIN_MARGIN (tests/test_cli.py checks), written out
+#: so that declaring options imports no prediction code
+DEFAULT_MIN_SYNAPSES = 100
+DEFAULT_MIN_MARGIN = 0.1
 
 
 def column_options(
@@ -51,7 +54,7 @@ def column_options(
     units: str,
     voxel_size: str | None,
 ) -> dict:
-    """The keyword arguments of :func:`synister.predict.tables.choose_columns`."""
+    """The keyword arguments of :func:`synister.tables.choose_columns`."""
     positions = None
     if position_columns:
         positions = [c.strip() for c in position_columns.split(",") if c.strip()]

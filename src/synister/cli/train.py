@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
-from .submit import LOCAL_HELP, SUBMIT_HELP, submit_or_refuse
+from ..layout import WORKER_FILE
+from . import options as opt
+from .errors import fail
+from .submit import submit_or_refuse
 
 SetupOption = Annotated[
     Path, typer.Option("--setup", help="Training setup folder made by `synister prepare-training`.")
@@ -25,13 +28,10 @@ def train_command(
         typer.Argument(min=1, help="Train until this iteration (resuming the newest checkpoint)."),
     ],
     setup: SetupOption = Path("."),
-    device: Annotated[
-        str | None,
-        typer.Option(help="torch device, e.g. cpu or cuda:1 (default: a GPU when present)."),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    submit: Annotated[bool, typer.Option("--submit", help=SUBMIT_HELP)] = False,
-    local: Annotated[bool, typer.Option("--local", help=LOCAL_HELP)] = False,
+    device: opt.Device = None,
+    progress: opt.Progress = True,
+    submit: opt.Submit = False,
+    local: opt.Local = False,
 ) -> None:
     """Train a network; Ctrl-C stops cleanly after saving a checkpoint.
 
@@ -39,30 +39,20 @@ def train_command(
 
     Several GPUs: torchrun --nproc_per_node=N -m synister.train ITERATIONS --setup DIR
     """
+    from synister.db import DatabaseError
     from synister.train import NotATrainingSetup, train
+    from synister.train.setup_run import summary_line
 
     args = ["train", str(num_iterations), "--setup", str(setup.resolve()), "--no-progress"]
     if device:
         args += ["--device", device]
-    if submit_or_refuse(setup / "worker_config.ini", args, submit, local, f"train-{setup.name}"):
+    if submit_or_refuse(setup / WORKER_FILE, args, submit, local, f"train-{setup.name}"):
         return
     try:
         result = train(setup, num_iterations, device=device, progress=progress)
-    except (NotATrainingSetup, ValueError) as err:  # ConfigError is a ValueError
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
-    if result.get("already_done"):
-        typer.echo(
-            f"nothing to do: the newest checkpoint is already at iteration {result['iteration']} "
-            f"({result['checkpoint']})"
-        )
-        return
-    how = "stopped at" if result["interrupted"] else "trained to"
-    typer.echo(
-        f"{how} iteration {result['iteration']} (from {result['start_iteration']}, "
-        f"{result['samples_per_s']:.1f} samples/s), last loss {result['loss']:.4f}; "
-        f"checkpoint {result['checkpoint']}"
-    )
+    except (NotATrainingSetup, ValueError, OSError, DatabaseError) as err:  # ConfigError too
+        fail(str(err))
+    typer.echo(summary_line(result))
 
 
 def train_plot_command(
@@ -77,6 +67,5 @@ def train_plot_command(
     try:
         path = plot_training_curves(setup, out or setup / "training_curves.png")
     except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
+        fail(str(err))
     typer.echo(f"wrote {path}")

@@ -25,9 +25,9 @@ Without a replica set MongoDB has no multi-document transactions, so this backen
 everything that can fail (duplicate ids, unknown synapses) before writing, and a prediction
 batch is one ``bulk_write`` of upserts (``ReplaceOne(..., upsert=True)``), so a resumed run, or
 one overlapping a writer left over from a crash, replaces a synapse's prediction instead of
-tripping over the unique index. Every bulk operation is one request per :data:`CHUNK` ids,
-never one per document, and no query names more than :data:`CHUNK` ids: one ``$in`` of all ids
-would pass MongoDB's 16 MB document limit at about 800,000 ids.
+tripping over the unique index. Every bulk operation is one request per
+:data:`~synister.db.mongo_chunks.CHUNK` ids, never one per document, and no query names more
+ids than that (:mod:`synister.db.mongo_chunks`). Prediction runs: :mod:`synister.db.mongo_runs`.
 
 Verified only against ``mongomock`` (pass ``client=mongomock.MongoClient()``), not against a
 MongoDB server.
@@ -35,25 +35,29 @@ MongoDB server.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-import numpy as np
 import pandas as pd
 
 from ..nt import UNKNOWN_LABELS, canonical_set
 from .base import (
     Database,
     DatabaseError,
-    PredictionRunExists,
     UnknownSplit,
     ValidationReport,
     split_exists,
+)
+from .mongo_chunks import chunks, distinct, find_in, plain
+from .mongo_runs import (  # noqa: F401 - importable from here too
+    ORIGINAL_ORIGIN,
+    RUN_REGISTRY,
+    MongoPredictionRuns,
+    OriginalRunWithoutClasses,
 )
 from .records import (
     check_hemi_lineages,
     check_parts_filter,
     check_positions,
-    check_predictions,
     check_skeletons,
     check_split_parts,
     check_synapses,
@@ -65,57 +69,10 @@ from .records import (
     nt_set,
     stats_key,
 )
-from .sql import check_run_name
 from .urls import hide_secrets, public_url
 
-#: Most ids in one request (a query's ``$in`` or a bulk write): ~1 MB of BSON.
-CHUNK = 50_000
-#: ``meta["origin"]`` of a run written by the original synister (registered afterwards).
-ORIGINAL_ORIGIN = "funkelab/synister"
 SYNAPSE_FIELDS = ["synapse_id", "z", "y", "x", "skeleton_id", "brain_region", "prepost"]
 SPLIT_META = "split_meta"
-RUN_REGISTRY = "prediction_runs"
-
-
-class OriginalRunWithoutClasses(DatabaseError):
-    """A prediction run written by the original synister whose class order is not recorded."""
-
-
-def _chunks(values: Sequence, size: int | None = None):
-    """``values`` in slices of at most ``size`` (default :data:`CHUNK`, read at call time)."""
-    size = size or CHUNK
-    values = list(values)
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _find_in(collection, field: str, values: Iterable, query: dict | None, projection: dict):
-    """Documents whose ``field`` is one of ``values`` (and that match ``query``), one request
-    per chunk of values."""
-    wanted = sorted({_plain(v) for v in values}, key=lambda v: (v is None, v))
-    docs: list[dict] = []
-    for chunk in _chunks(wanted):
-        term = {field: {"$in": chunk}}
-        docs.extend(collection.find({"$and": [query, term]} if query else term, projection))
-    return docs
-
-
-def _distinct(collection, field: str, query: dict | None = None) -> list:
-    """Distinct values of ``field``; streamed by an aggregation, not returned as one document
-    as ``distinct`` does (16 MB limit)."""
-    pipeline = ([{"$match": query}] if query else []) + [{"$group": {"_id": f"${field}"}}]
-    return [doc["_id"] for doc in collection.aggregate(pipeline) if doc["_id"] is not None]
-
-
-def _plain(value):
-    """A value as BSON can store it (numpy scalars and pandas NA become Python values)."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, float | np.floating):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _check_split_name(name: str) -> None:
@@ -126,7 +83,7 @@ def _check_split_name(name: str) -> None:
         )
 
 
-class MongoDatabase(Database):
+class MongoDatabase(MongoPredictionRuns, Database):
     """The original synister MongoDB layout behind the :class:`Database` interface."""
 
     def __init__(self, url: str, client=None, create: bool = True):
@@ -200,7 +157,7 @@ class MongoDatabase(Database):
         for table, column, frame in checked:
             ids = frame[column].tolist()
             stored = set()
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 stored |= set(self._db[table].distinct(column, {column: {"$in": chunk}}))
             if stored:
                 raise duplicate_id_error(table, stored, "already stored")
@@ -208,16 +165,16 @@ class MongoDatabase(Database):
         try:
             for table, column, frame in checked:
                 documents = self._documents(table, frame)
-                for chunk in _chunks(documents):
+                for chunk in chunks(documents):
                     self._db[table].insert_many(chunk, ordered=False)
                 done.append((table, column, frame[column].tolist()))
         except Exception:
             for table, column, ids in done:
-                for chunk in _chunks(ids):
+                for chunk in chunks(ids):
                     self._db[table].delete_many({column: {"$in": chunk}})
             if checked and len(done) < len(checked):
                 table, column, frame = checked[len(done)]
-                for chunk in _chunks(frame[column].tolist()):
+                for chunk in chunks(frame[column].tolist()):
                     self._db[table].delete_many({column: {"$in": chunk}})
             raise
 
@@ -226,7 +183,7 @@ class MongoDatabase(Database):
         records = frame.astype(object).to_dict("records")
         documents = []
         for record in records:
-            document = {k: _plain(v) for k, v in record.items()}
+            document = {k: plain(v) for k, v in record.items()}
             if table == "skeletons":
                 document["nt_known"] = sorted(nt_set(document["nt_known"]))
             elif table == "hemi_lineages":
@@ -241,7 +198,7 @@ class MongoDatabase(Database):
             raise split_exists(name)
         ids = rows.synapse_id.tolist()
         stored = set()
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             stored |= set(self._db.synapses.distinct("synapse_id", {"synapse_id": {"$in": chunk}}))
         unknown = sorted(set(ids) - stored)
         if unknown:
@@ -249,7 +206,7 @@ class MongoDatabase(Database):
         try:
             self._db[SPLIT_META].insert_one({"name": name, "meta": meta or {}})
             for part, group in rows.groupby("part"):
-                for chunk in _chunks(group.synapse_id.tolist()):
+                for chunk in chunks(group.synapse_id.tolist()):
                     self._db.synapses.update_many(
                         {"synapse_id": {"$in": chunk}}, {"$set": {f"splits.{name}": part}}
                     )
@@ -311,7 +268,7 @@ class MongoDatabase(Database):
             names = (
                 [hemi_lineage_names] if isinstance(hemi_lineage_names, str) else hemi_lineage_names
             )
-            docs = _find_in(
+            docs = find_in(
                 self._db.hemi_lineages,
                 "hemi_lineage_name",
                 [str(n) for n in names],
@@ -324,9 +281,9 @@ class MongoDatabase(Database):
         skeletons = self._db.skeletons
         if skeleton_ids is not None:
             ids = [int(i) for i in skeleton_ids]
-            docs = _find_in(skeletons, "skeleton_id", ids, query, projection)
+            docs = find_in(skeletons, "skeleton_id", ids, query, projection)
         elif lineages is not None:
-            docs = _find_in(skeletons, "hemi_lineage_id", lineages, query, projection)
+            docs = find_in(skeletons, "hemi_lineage_id", lineages, query, projection)
         else:
             docs = list(skeletons.find(query or {}, projection))
         frame = pd.DataFrame(docs, columns=["skeleton_id", "hemi_lineage_id", "nt_known"])
@@ -369,12 +326,12 @@ class MongoDatabase(Database):
         collection = self._db.synapses
         if synapse_ids is not None:
             ids = [int(i) for i in synapse_ids]
-            docs = _find_in(collection, "synapse_id", ids, query, projection)
+            docs = find_in(collection, "synapse_id", ids, query, projection)
         elif wanted_skeletons is not None:
-            docs = _find_in(collection, "skeleton_id", wanted_skeletons, query, projection)
+            docs = find_in(collection, "skeleton_id", wanted_skeletons, query, projection)
         elif positions is not None:
             zs = {float(z) for z in positions[:, 0]}
-            docs = _find_in(collection, "z", zs, query, projection)
+            docs = find_in(collection, "z", zs, query, projection)
         else:
             docs = list(collection.find(query or {}, projection))
         frame = pd.DataFrame(docs, columns=[*SYNAPSE_FIELDS, "confidence", "splits"])
@@ -411,7 +368,7 @@ class MongoDatabase(Database):
         parts = check_parts_filter(split, part)
         if split is not None:
             self._require_split(split)
-            in_split = _distinct(
+            in_split = distinct(
                 self._db.synapses,
                 "skeleton_id",
                 {f"splits.{split}": {"$in": list(parts or ("train", "validation", "test"))}},
@@ -438,7 +395,7 @@ class MongoDatabase(Database):
         whose given hemilineage is not stored."""
         synapses = self._all("synapses", ["synapse_id", "z", "y", "x", "skeleton_id"])
         skeletons = self._all("skeletons", ["skeleton_id", "hemi_lineage_id"])
-        lineage_ids = set(_distinct(self._db.hemi_lineages, "hemi_lineage_id"))
+        lineage_ids = set(distinct(self._db.hemi_lineages, "hemi_lineage_id"))
         ids = synapses.synapse_id
         locations = synapses[["z", "y", "x"]].astype("float64")
         repeated = locations[locations.duplicated()].drop_duplicates().sort_values(["z", "y", "x"])
@@ -471,122 +428,3 @@ class MongoDatabase(Database):
             "prediction_runs": len(self.prediction_runs()),
             "transmitters": dict(sorted(per_set.items())),
         }
-
-    # ---- predictions --------------------------------------------------------------------------
-    def create_prediction_run(
-        self, run: str, classes: Sequence[str], meta: dict | None = None, overwrite: bool = False
-    ) -> None:
-        check_run_name(run)
-        classes = [str(c) for c in classes]
-        if not classes or len(set(classes)) != len(classes):
-            raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
-        if run in self.prediction_runs():
-            if not overwrite:
-                raise PredictionRunExists(
-                    f"prediction run {run!r} exists; resume it or pass overwrite=True"
-                )
-            self.drop_prediction_run(run)
-        self._db[RUN_REGISTRY].insert_one({"run": run, "classes": classes, "meta": meta or {}})
-        self._predictions_db[run].create_index("synapse_id", unique=True)
-
-    def _classes(self, run: str) -> list[str] | None:
-        """The run's class order; None for a run made by the original code."""
-        doc = self._db[RUN_REGISTRY].find_one({"run": run})
-        if doc is not None:
-            return list(doc["classes"])
-        if run in self._predictions_db.list_collection_names():
-            return None
-        raise KeyError(f"no prediction run {run!r} in {public_url(self.url)}")
-
-    def open_prediction_run(self, run: str) -> tuple[list[str], dict]:
-        """Class order and meta of ``run``; :class:`OriginalRunWithoutClasses` for a run of the
-        original synister whose class order has not been registered yet."""
-        doc = self._db[RUN_REGISTRY].find_one({"run": run})
-        if doc is None:
-            self._classes(run)  # KeyError when there is no such run at all
-            raise OriginalRunWithoutClasses(
-                f"prediction run {run!r} in {public_url(self.url)} was written by the original "
-                "synister, which stored no class order; record it once with `synister db "
-                f"register-run {run} --classes gaba,acetylcholine,...` (the synapse_types of the "
-                "run's train_config.ini in order, then neither if neither_class was set) or "
-                "--train-config PATH, to evaluate it (synister does not add predictions to it)"
-            )
-        return list(doc["classes"]), dict(doc.get("meta") or {})
-
-    def register_prediction_run(
-        self, run: str, classes: Sequence[str], meta: dict | None = None
-    ) -> None:
-        """Record the class order of a run written by the original synister, which makes it
-        evaluable; refused when a stored prediction has another number of classes."""
-        classes = [str(c) for c in classes]
-        if not classes or len(set(classes)) != len(classes):
-            raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
-        if self._classes(run) is not None:
-            raise DatabaseError(f"prediction run {run!r} already records its class order")
-        widths = {len(d["prediction"]) for d in self._predicted(run)}
-        wrong = sorted(w for w in widths if w != len(classes))
-        if wrong:
-            raise DatabaseError(
-                f"prediction run {run!r} holds predictions of {', '.join(map(str, wrong))} "
-                f"classes, but {len(classes)} classes were given ({', '.join(classes)})"
-            )
-        meta = {**(meta or {}), "origin": ORIGINAL_ORIGIN}
-        self._db[RUN_REGISTRY].insert_one({"run": run, "classes": classes, "meta": meta})
-
-    def write_predictions(self, run: str, synapse_ids, probabilities) -> None:
-        classes, meta = self.open_prediction_run(run)
-        if meta.get("origin") == ORIGINAL_ORIGIN:
-            raise DatabaseError(
-                f"prediction run {run!r} was written by the original synister; synister does "
-                "not add predictions to it (resuming it is refused): predict into a new run"
-            )
-        ids, probs = check_predictions(synapse_ids, probabilities, len(classes), run)
-        if not len(ids):
-            return
-        from pymongo import ReplaceOne
-
-        collection = self._predictions_db[run]
-        rows = list(zip(ids.tolist(), probs.tolist(), strict=True))
-        for chunk in _chunks(rows):
-            collection.bulk_write(
-                [
-                    ReplaceOne({"synapse_id": i}, {"synapse_id": i, "prediction": p}, upsert=True)
-                    for i, p in chunk
-                ],
-                ordered=False,
-            )
-
-    def _predicted(self, run: str) -> list[dict]:
-        docs = self._predictions_db[run].find(
-            {"prediction": {"$ne": None}}, {"_id": 0, "synapse_id": 1, "prediction": 1}
-        )
-        return sorted(docs, key=lambda d: d["synapse_id"])
-
-    def predictions(self, run: str) -> pd.DataFrame:
-        classes = self._classes(run)
-        docs = self._predicted(run)
-        width = (
-            len(classes)
-            if classes is not None
-            else max((len(d["prediction"]) for d in docs), default=0)
-        )
-        names = [f"prob_{c}" for c in (classes if classes is not None else range(width))]
-        probs = np.asarray([d["prediction"] for d in docs], dtype=np.float64).reshape(-1, width)
-        frame = pd.DataFrame(probs, columns=names)
-        frame.insert(0, "synapse_id", np.asarray([d["synapse_id"] for d in docs], dtype=np.int64))
-        return frame
-
-    def predicted_synapse_ids(self, run: str) -> np.ndarray:
-        self._classes(run)
-        ids = _distinct(self._predictions_db[run], "synapse_id", {"prediction": {"$ne": None}})
-        return np.sort(np.asarray(ids, dtype=np.int64))
-
-    def prediction_runs(self) -> list[str]:
-        registered = set(_distinct(self._db[RUN_REGISTRY], "run"))
-        return sorted(registered | set(self._predictions_db.list_collection_names()))
-
-    def drop_prediction_run(self, run: str) -> None:
-        """Delete run ``run`` (its collection and registry entry); KeyError if there is none."""
-        self._classes(run)
-        self._predictions_db.drop_collection(run)
-        self._db[RUN_REGISTRY].delete_many({"run": run})

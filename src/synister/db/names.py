@@ -20,6 +20,8 @@ MAX_IDENTIFIER_BYTES = 63
 #: Longest split or experiment name, in bytes (see the module docstring for the budget).
 MAX_NAME_BYTES = 24
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+#: A prediction run's name (a table or collection name of every backend).
+RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
 class BadName(DatabaseError, ValueError):
@@ -53,3 +55,12 @@ def check_name(name: str, what: str = "name") -> str:
             "digits, '_' and '-', starting with a letter or digit"
         )
     return name
+
+
+def check_run_name(run: str) -> str:
+    if not isinstance(run, str) or not RUN_NAME.match(run):
+        raise DatabaseError(
+            f"invalid prediction run name {run!r}: use letters, digits, '_', '.', '-' "
+            "(not starting with '.' or '-')"
+        )
+    return run

@@ -21,7 +21,8 @@ import psycopg
 from psycopg import errors
 
 from .base import DatabaseError
-from .sql import SQLDatabase, check_run_name
+from .names import check_run_name
+from .sql import SQLDatabase
 from .urls import hide_secrets, public_url
 
 MAX_IDENTIFIER_BYTES = 63

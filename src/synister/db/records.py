@@ -311,6 +311,14 @@ def check_positions(positions_nm) -> np.ndarray:
     return positions
 
 
+def check_classes(run: str, classes) -> list[str]:
+    """A prediction run's class order as a list of names: distinct and not empty."""
+    classes = [str(c) for c in classes]
+    if not classes or len(set(classes)) != len(classes):
+        raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
+    return classes
+
+
 def check_predictions(synapse_ids, probabilities, n_classes: int, run: str):
     """A prediction batch as (int64 ids, float64 (N, n_classes)), the last of repeated ids kept."""
     ids = np.asarray(synapse_ids, dtype=np.int64).reshape(-1)

@@ -14,13 +14,12 @@ Schema (positions in nm; transmitter sets as their order-free key, e.g. ``"gaba,
 - ``splits(name PK, meta JSON text)`` and ``split_parts(split, synapse_id, part)``
 - ``prediction_runs(run PK, classes JSON text, meta JSON text)``, plus one table per run with
   ``synapse_id PK`` and one column ``p<i>`` per class (class names live in the registry, so any
-  class name is allowed).
+  class name is allowed); prediction runs are in :mod:`synister.db.sql_runs`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -32,7 +31,6 @@ from ..nt import canonical_set, set_key
 from .base import (
     Database,
     DatabaseError,
-    PredictionRunExists,
     UnknownSplit,
     ValidationReport,
     split_exists,
@@ -42,7 +40,6 @@ from .records import (
     check_hemi_lineages,
     check_parts_filter,
     check_positions,
-    check_predictions,
     check_skeletons,
     check_split_parts,
     check_synapses,
@@ -53,6 +50,7 @@ from .records import (
     ids_text,
     stats_key,
 )
+from .sql_runs import SQLPredictionRuns
 from .urls import public_url
 
 SCHEMA_TABLES = (
@@ -63,7 +61,6 @@ SCHEMA_TABLES = (
     "split_parts",
     "prediction_runs",
 )
-RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 _SYNAPSE_SELECT = (
     "s.synapse_id, s.z, s.y, s.x, s.skeleton_id, s.brain_region, s.prepost, s.confidence, "
@@ -78,16 +75,7 @@ _ID_TABLES = (
 )
 
 
-def check_run_name(run: str) -> str:
-    if not isinstance(run, str) or not RUN_NAME.match(run):
-        raise DatabaseError(
-            f"invalid prediction run name {run!r}: use letters, digits, '_', '.', '-' "
-            "(not starting with '.' or '-')"
-        )
-    return run
-
-
-class SQLDatabase(Database):
+class SQLDatabase(SQLPredictionRuns, Database):
     """A :class:`Database` over a DB-API connection; subclasses supply the dialect hooks."""
 
     #: column types of the dialect
@@ -438,81 +426,3 @@ class SQLDatabase(Database):
                 entry = per_set.setdefault(stats_key(key), {"skeletons": 0, "synapses": 0})
                 entry[kind] += int(count)
         return {**counts, "transmitters": dict(sorted(per_set.items()))}
-
-    # ---- predictions --------------------------------------------------------------------------
-    def create_prediction_run(
-        self, run: str, classes: Sequence[str], meta: dict | None = None, overwrite: bool = False
-    ) -> None:
-        check_run_name(run)
-        classes = [str(c) for c in classes]
-        if not classes or len(set(classes)) != len(classes):
-            raise DatabaseError(f"prediction run {run!r}: classes must be distinct and non-empty")
-        table = self._run_table(run)
-        with self._transaction(write=True) as cur:
-            if self._rows(cur, "SELECT 1 FROM prediction_runs WHERE run = ?", [run]):
-                if not overwrite:
-                    raise PredictionRunExists(
-                        f"prediction run {run!r} exists; resume it or pass overwrite=True"
-                    )
-                self._execute(cur, f"DROP TABLE IF EXISTS {table}")
-                self._execute(cur, "DELETE FROM prediction_runs WHERE run = ?", [run])
-            self._prepare_run_storage(cur)
-            columns = ", ".join(f"p{i} {self.FLOAT} NOT NULL" for i in range(len(classes)))
-            self._execute(cur, f"CREATE TABLE {table} (synapse_id {self.ID_PK}, {columns})")
-            self._execute(
-                cur,
-                "INSERT INTO prediction_runs (run, classes, meta) VALUES (?, ?, ?)",
-                [run, json.dumps(classes), json.dumps(meta or {})],
-            )
-
-    def _run_info(self, cur, run: str) -> tuple[list[str], dict]:
-        rows = self._rows(cur, "SELECT classes, meta FROM prediction_runs WHERE run = ?", [run])
-        if not rows:
-            raise KeyError(f"no prediction run {run!r} in {public_url(self.url)}")
-        return json.loads(rows[0][0]), json.loads(rows[0][1])
-
-    def open_prediction_run(self, run: str) -> tuple[list[str], dict]:
-        with self._transaction(write=False) as cur:
-            return self._run_info(cur, run)
-
-    def write_predictions(self, run: str, synapse_ids, probabilities) -> None:
-        with self._transaction(write=True) as cur:
-            classes, _ = self._run_info(cur, run)
-            ids, probs = check_predictions(synapse_ids, probabilities, len(classes), run)
-            if not len(ids):
-                return
-            frame = pd.DataFrame(probs, columns=[f"p{i}" for i in range(len(classes))])
-            frame.insert(0, "synapse_id", ids)
-            self._upsert_predictions(cur, self._run_table(run), len(classes), frame)
-
-    def predictions(self, run: str) -> pd.DataFrame:
-        with self._transaction(write=False) as cur:
-            classes, _ = self._run_info(cur, run)
-            columns = ", ".join(f"p{i}" for i in range(len(classes)))
-            rows = self._rows(
-                cur,
-                f"SELECT synapse_id, {columns} FROM {self._run_table(run)} ORDER BY synapse_id",
-            )
-        names = ["synapse_id"] + [f"prob_{c}" for c in classes]
-        frame = pd.DataFrame(rows, columns=names)
-        frame["synapse_id"] = frame["synapse_id"].astype("int64")
-        return frame.astype({name: "float64" for name in names[1:]})
-
-    def predicted_synapse_ids(self, run: str) -> np.ndarray:
-        with self._transaction(write=False) as cur:
-            self._run_info(cur, run)
-            rows = self._rows(
-                cur, f"SELECT synapse_id FROM {self._run_table(run)} ORDER BY synapse_id"
-            )
-        return np.asarray([r[0] for r in rows], dtype=np.int64)
-
-    def prediction_runs(self) -> list[str]:
-        with self._transaction(write=False) as cur:
-            return [r[0] for r in self._rows(cur, "SELECT run FROM prediction_runs ORDER BY run")]
-
-    def drop_prediction_run(self, run: str) -> None:
-        """Delete run ``run`` (its table and registry entry); KeyError if there is none."""
-        with self._transaction(write=True) as cur:
-            self._run_info(cur, run)
-            self._execute(cur, f"DROP TABLE IF EXISTS {self._run_table(run)}")
-            self._execute(cur, "DELETE FROM prediction_runs WHERE run = ?", [run])

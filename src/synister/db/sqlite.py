@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from .base import DatabaseError
-from .sql import SQLDatabase, check_run_name
+from .names import check_run_name
+from .sql import SQLDatabase
 
 PREFIX = "sqlite:///"
 BUSY_TIMEOUT_MS = 60_000

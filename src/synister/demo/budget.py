@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..config import TRAIN_FILE, TrainConfig, read_ini, write_ini
+from ..files import write_json
 from ..models import list_checkpoints
 from ..train import read_scalars, train
 from .settings import DemoSettings
@@ -30,9 +31,7 @@ class _State:
         self.data.setdefault("train_seconds_at", {})
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        tmp.replace(self.path)
+        write_json(self.path, self.data)
 
 
 def _steady_seconds_per_iteration(setup: Path, batch_size: int) -> float:

@@ -14,13 +14,13 @@ from ..db.imports import import_files
 from ..evaluate import evaluate_runs
 from ..evaluate.calibrate import calibrate, calibration_digest, labelled_run
 from ..evaluate.selection import Labelled, choose_checkpoint
+from ..layout import averaged_path
 from ..models import checkpoint_path, list_checkpoints
 from ..predict import predict_setup
 from ..setup import prepare_prediction, prepare_training, train_setup_dir
 from ..splits import SplitRequest, make_split
 from ..synthetic import generate, image_ceiling, oracle_accuracy
 from ..train import train
-from ..train.averaging import averaged_path
 from .budget import STATE_FILE, _say, _State, _train
 from .settings import DemoSettings
 

@@ -45,6 +45,7 @@ from .runs import (
     choose_best,
     evaluate_predictions,
 )
+from .table import evaluate_table
 
 __all__ = [
     "CURVES_FILE",
@@ -64,6 +65,7 @@ __all__ = [
     "evaluate_predictions",
     "evaluate_run",
     "evaluate_runs",
+    "evaluate_table",
     "expected_probability_matrix",
     "hemi_lineage_predictions",
     "label_predictions",

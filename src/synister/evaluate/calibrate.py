@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..layout import TRAIN_FILE, averaged_path, checkpoint_path, is_train_setup
+from ..models import LoadedModel, load_model
 from ..models.calibration import check_temperature, read_calibration, write_calibration
+from ..models.manifest import MANIFEST_FILE
 from . import calibration as cal
 from .metrics import label_predictions, prob_columns
 
@@ -99,6 +102,13 @@ def calibration_summary(
         )  # fmt: skip
         thresholds = cal.UnclearThresholds(**chosen["thresholds"])
         unclear = {**chosen, "chosen_on": "this run"}
+        if not chosen["reached"]:  # calls that cannot reach the target are no confident calls
+            thresholds = replace(thresholds, target_missed=True)
+            unclear.update(
+                thresholds=thresholds.to_dict(),
+                closest={k: chosen[k] for k in ("n_confident", "coverage", "accuracy")},
+                **cal.selective_accuracy(np.zeros(correct.shape, dtype=bool), correct),
+            )
     else:
         confident = thresholds.confident(scores.top_probability, scores.margin, scores.n_synapses)
         unclear = {
@@ -162,69 +172,66 @@ def labelled_run(db, run: str) -> tuple[list[str], dict, pd.DataFrame]:
     return classes, dict(meta or {}), labelled
 
 
-def setup_checkpoint(setup_dir: Path, meta: dict, classes: list[str], run: str) -> Path:
-    """The checkpoint of training setup ``setup_dir`` that predicted ``run`` (or the weight
-    average beside it); refuses a run of another training or other classes, naming both."""
-    from ..config import load_train_setup
-    from ..predict.database import file_sha256
-    from ..train.averaging import averaged_path
-
-    cfg, _ = load_train_setup(setup_dir)
-    if list(cfg.classes) != classes:
+def model_of_run(model: Path, meta: dict, classes: list[str], run: str) -> LoadedModel:
+    """The model at ``model`` that predicted ``run``: a training setup folder (its checkpoint
+    of the run's iteration, which must be the one the run names, unchanged since) or a model
+    bundle (its weights file, or weights of the same training setup and iteration). Refuses
+    another model or other classes, naming both."""
+    if is_train_setup(model):
+        iteration = meta.get("iteration")
+        if iteration is None:
+            raise CalibrationInputError(f"run {run!r} names no training iteration in its meta")
+        checkpoint = checkpoint_path(model, int(iteration))
+        if not checkpoint.is_file():
+            raise CalibrationInputError(
+                f"run {run!r} was predicted at iteration {iteration}, but {checkpoint} does not "
+                "exist"
+            )
+        averaged = averaged_path(checkpoint)  # or the weight average of that iteration
+        used = meta.get("checkpoint")
+        if used and averaged.is_file() and Path(used).resolve() == averaged.resolve():
+            checkpoint = averaged
+        loaded, where = load_model(checkpoint), f"the training setup {model}"
+    elif (model / MANIFEST_FILE).is_file():
+        loaded, where = load_model(model), f"the bundle {model}"
+    else:
         raise CalibrationInputError(
-            f"run {run!r} has classes {classes}, the training setup {setup_dir} has "
-            f"{list(cfg.classes)}"
+            f"{model}: neither a training setup ({TRAIN_FILE}) nor a model bundle ({MANIFEST_FILE})"
         )
-    iteration = meta.get("iteration")
-    if iteration is None:
-        raise CalibrationInputError(f"run {run!r} names no training iteration in its meta")
-    checkpoint = setup_dir / f"model_checkpoint_{int(iteration)}"
-    if not checkpoint.is_file():
+    if loaded.classes != classes:
         raise CalibrationInputError(
-            f"run {run!r} was predicted at iteration {iteration}, but {checkpoint} does not exist"
-        )
-    used = meta.get("checkpoint")
-    averaged = averaged_path(checkpoint)  # the weight average of that iteration
-    if used and Path(used).resolve() == averaged.resolve() and averaged.is_file():
-        checkpoint = averaged
-    if used and Path(used).resolve() != checkpoint.resolve():
-        raise CalibrationInputError(
-            f"run {run!r} was predicted with {used}, not with {checkpoint} of this setup"
-        )
-    if meta.get("checkpoint_sha256") and meta["checkpoint_sha256"] != file_sha256(checkpoint):
-        raise CalibrationInputError(
-            f"{checkpoint} has changed since run {run!r} was predicted with it (its SHA-256 "
-            "differs from the one the run stored)"
-        )
-    return checkpoint
-
-
-def bundle_for_run(path: Path, meta: dict, classes: list[str], run: str):
-    """The model bundle at ``path``, checked to be the model that predicted ``run``: the same
-    classes, and its weights file, or weights of the same training setup and iteration."""
-    from ..models.bundle import load_bundle
-
-    bundle = load_bundle(path)
-    if list(bundle.classes) != classes:
-        raise CalibrationInputError(
-            f"run {run!r} has classes {classes}, the bundle {path} has {list(bundle.classes)}"
+            f"run {run!r} has classes {classes}, {where} has {loaded.classes}"
         )
     used = meta.get("checkpoint")
-    if used and Path(used).resolve() == bundle.checkpoint.resolve():
-        return bundle
-    setup = bundle.provenance.get("setup")
+    if loaded.bundle is None:
+        if used and Path(used).resolve() != loaded.weights.resolve():
+            raise CalibrationInputError(
+                f"run {run!r} was predicted with {used}, not with {loaded.weights} of this setup"
+            )
+        if meta.get("checkpoint_sha256") and meta["checkpoint_sha256"] != loaded.weights_sha256:
+            raise CalibrationInputError(
+                f"{loaded.weights} has changed since run {run!r} was predicted with it (its "
+                "SHA-256 differs from the one the run stored)"
+            )
+        return loaded
+    if used and Path(used).resolve() == loaded.weights.resolve():
+        return loaded
+    setup = loaded.provenance.get("setup")
     if used and setup and Path(used).resolve().parent != Path(setup).resolve():
         raise CalibrationInputError(
-            f"run {run!r} was predicted with {used}; the bundle {path} comes from {setup}"
+            f"run {run!r} was predicted with {used}; the bundle {model} comes from {setup}"
         )
     iteration = meta.get("iteration")
-    known = iteration is not None and bundle.iteration is not None
-    if known and int(iteration) != bundle.iteration:
+    if (
+        iteration is not None
+        and loaded.iteration is not None
+        and int(iteration) != loaded.iteration
+    ):
         raise CalibrationInputError(
-            f"run {run!r} was predicted at iteration {iteration}; the bundle {path} holds "
-            f"iteration {bundle.iteration}"
+            f"run {run!r} was predicted at iteration {iteration}; the bundle {model} holds "
+            f"iteration {loaded.iteration}"
         )
-    return bundle
+    return loaded
 
 
 def calibrate(
@@ -254,16 +261,7 @@ def calibrate(
         )
     if not len(labelled):
         raise CalibrationInputError(f"run {run!r} has no synapse with a known true class")
-    bundle = None
-    if (model / "train_config.ini").is_file():
-        store = setup_checkpoint(model, meta, classes, run)
-    elif (model / "model.json").is_file():
-        bundle = bundle_for_run(model, meta, classes, run)
-        store = bundle.checkpoint
-    else:
-        raise CalibrationInputError(
-            f"{model}: neither a training setup (train_config.ini) nor a model bundle (model.json)"
-        )
+    loaded = model_of_run(model, meta, classes, run)
 
     raw = labelled[prob_columns(classes)].to_numpy(dtype=np.float64)
     true_idx = labelled["true_idx"].to_numpy(dtype=np.int64)
@@ -293,10 +291,10 @@ def calibrate(
         "synister_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    stored_in = write_calibration(store, record)
-    if bundle is not None:
-        bundle.save_temperature(temperature)
-        stored_in = f"{bundle.path / 'model.json'} (temperature) and {stored_in}"
+    stored_in = write_calibration(loaded.weights, record)
+    if loaded.bundle is not None:
+        loaded.bundle.save_temperature(temperature)
+        stored_in = f"{loaded.bundle.path / MANIFEST_FILE} (temperature) and {stored_in}"
     record["stored_in"] = str(stored_in)
     return record
 
@@ -383,7 +381,7 @@ def evaluate_calibration(
     chosen_on += f" for {target:.0%} accuracy of the confident calls"
     given = options.overrides()
     if given:
-        thresholds = replace(thresholds, **given)
+        thresholds = replace(thresholds, **given, target_missed=False)
         chosen_on = f"{', '.join(sorted(given))} given, the rest {chosen_on}"
     summary, neurons = calibration_summary(raw, classes, temperature, thresholds=thresholds)
     summary["temperature_source"] = source

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
+from ..neurons import NeuronSummary, summarize_synapses
+
 #: Probabilities are clipped to this before taking logs (the smallest normal float32).
 PROBABILITY_FLOOR = float(np.finfo(np.float32).tiny)
 #: Equal-width bins of the expected calibration error and the reliability diagram.
@@ -263,18 +265,9 @@ def calibration_metrics(probabilities, labels, n_bins: int = N_BINS) -> dict:
 # ---- neurons ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NeuronScores:
-    """Per neuron (sorted by id): synapse count, mean probability per class, and the top class,
-    its mean probability, the runner-up and the margin between the two."""
-
-    neuron_ids: np.ndarray
-    n_synapses: np.ndarray
-    mean_probabilities: np.ndarray  # (n_neurons, n_classes)
-    top_idx: np.ndarray
-    top_probability: np.ndarray
-    runner_up_idx: np.ndarray
-    margin: np.ndarray
+#: per neuron (sorted by id): synapse count, mean probability per class, the top class, its
+#: mean probability, the runner-up and the margin between the two (the one neuron summary)
+NeuronScores = NeuronSummary
 
 
 def neuron_scores(neuron_ids, probabilities) -> NeuronScores:
@@ -286,38 +279,20 @@ def neuron_scores(neuron_ids, probabilities) -> NeuronScores:
             f"neuron_ids must have one entry per probability row ({len(probabilities)}), got "
             f"shape {neuron_ids.shape}"
         )
-    ids, inverse = np.unique(neuron_ids, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    n_classes = probabilities.shape[1]
-    counts = np.bincount(inverse, minlength=len(ids))
-    sums = np.stack(
-        [np.bincount(inverse, weights=probabilities[:, c], minlength=len(ids)) for c in
-         range(n_classes)],
-        axis=1,
-    ).reshape(len(ids), n_classes)  # fmt: skip
-    means = sums / np.maximum(counts, 1)[:, None]
-    order = np.argsort(-means, axis=1, kind="stable")
-    rows = np.arange(len(ids))
-    top, second = order[:, 0], order[:, 1]
-    return NeuronScores(
-        neuron_ids=ids,
-        n_synapses=counts.astype(np.int64),
-        mean_probabilities=means,
-        top_idx=top.astype(np.int64),
-        top_probability=means[rows, top],
-        runner_up_idx=second.astype(np.int64),
-        margin=means[rows, top] - means[rows, second],
-    )
+    return summarize_synapses(neuron_ids, probabilities)
 
 
 @dataclass(frozen=True)
 class UnclearThresholds:
     """A neuron call is confident when all three hold: top-class mean probability >=
-    ``min_probability``, margin to the runner-up >= ``min_margin``, synapses >= ``min_synapses``."""
+    ``min_probability``, margin to the runner-up >= ``min_margin``, synapses >= ``min_synapses``.
+    ``target_missed``: no thresholds reached the target accuracy on the run they were chosen
+    on, so no call is confident (a call at chance accuracy is no confident call)."""
 
     min_probability: float = 0.0
     min_margin: float = 0.0
     min_synapses: int = 1
+    target_missed: bool = False
 
     def __post_init__(self) -> None:
         for name in ("min_probability", "min_margin"):
@@ -329,6 +304,8 @@ class UnclearThresholds:
 
     def confident(self, top_probability, margin, n_synapses) -> np.ndarray:
         """Boolean per neuron: True where the call is confident, False where it is unclear."""
+        if self.target_missed:
+            return np.zeros(np.shape(top_probability), dtype=bool)
         return (
             (np.asarray(top_probability) >= self.min_probability - 1e-12)
             & (np.asarray(margin) >= self.min_margin - 1e-12)

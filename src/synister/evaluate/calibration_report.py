@@ -36,6 +36,11 @@ def calibration_section(summary: dict | None, figures: dict[str, Path]) -> str:
     t = unclear["thresholds"]
     reached = unclear.get("reached")
     note = "" if reached is None else (" (target reached)" if reached else " (target NOT reached)")
+    if t.get("target_missed"):
+        note = (
+            " (no thresholds reach the target accuracy on the run they were chosen on, so every "
+            "call is unclear)"
+        )
     parts = [
         "<h3>Calibration</h3>",
         f"<p>{where} A neuron's distribution is the mean of its synapses' probabilities; it "

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..neurons import summarize_synapses
+
 #: Reasons a predicted synapse has no true class, in the order they are checked.
 EXCLUSION_REASONS = (
     "not_in_database",
@@ -286,10 +288,9 @@ def aggregate_predictions(
             f"group_ids and true_idx differ in length ({group_ids.size} vs {true_idx.size})"
         )
 
-    groups, inverse = np.unique(group_ids, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    n_groups = groups.size
-    n_synapses = np.bincount(inverse, minlength=n_groups)
+    summary = summarize_synapses(group_ids, probabilities)
+    groups, inverse, n_synapses = summary.neuron_ids, summary.synapse_index, summary.n_synapses
+    n_groups = len(n_synapses)
 
     true_min = np.full(n_groups, n_classes, dtype=np.int64)
     true_max = np.full(n_groups, -1, dtype=np.int64)
@@ -299,29 +300,18 @@ def aggregate_predictions(
     if mixed.size:
         raise ValueError(f"group {groups[mixed[0]]} holds synapses of different true classes")
 
-    prob_sums = np.stack(
-        [
-            np.bincount(inverse, weights=probabilities[:, c], minlength=n_groups)
-            for c in range(n_classes)
-        ],
-        axis=1,
-    ).reshape(n_groups, n_classes)
-    votes = np.bincount(
-        inverse * n_classes + probabilities.argmax(axis=1), minlength=n_groups * n_classes
-    ).reshape(n_groups, n_classes)
-    majority_share = votes.max(axis=1, initial=0) / np.maximum(n_synapses, 1)
+    votes = summary.votes
     if method == "vote":
         tied = votes == votes.max(axis=1, keepdims=True)
         if ties == "first":
             pred_idx = votes.argmax(axis=1)  # argmax keeps the first of equal maxima
         else:  # the summed probability decides among tied classes, then the first
-            pred_idx = np.where(tied, prob_sums, -np.inf).argmax(axis=1)
+            pred_idx = np.where(tied, summary.sums, -np.inf).argmax(axis=1)
         support = votes[np.arange(n_groups), pred_idx] / np.maximum(n_synapses, 1)
     else:
-        means = prob_sums / np.maximum(n_synapses, 1)[:, None]
+        means = summary.mean_probabilities
         tied = means == means.max(axis=1, keepdims=True)
-        pred_idx = means.argmax(axis=1)
-        support = means[np.arange(n_groups), pred_idx]
+        pred_idx, support = summary.top_idx, summary.top_probability
 
     return pd.DataFrame(
         {
@@ -331,7 +321,7 @@ def aggregate_predictions(
             "pred_idx": pred_idx.astype(np.int64),
             "tie": tied.sum(axis=1) > 1,
             "support": support.astype(np.float64),
-            "majority_share": majority_share.astype(np.float64),
+            "majority_share": summary.majority_share.astype(np.float64),
         }
     )
 

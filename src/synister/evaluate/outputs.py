@@ -135,24 +135,6 @@ def write_run_tables(evaluation: RunEvaluation, folder: Path) -> None:
         evaluation.unclear.to_csv(folder / UNCLEAR_FILE, index=False)
 
 
-def jsonable(value):
-    """Plain JSON types; NaN and infinities become None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value) if isinstance(value, set | frozenset) else value
-        return [jsonable(v) for v in items]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if value is pd.NA:
-        return None
-    return str(value)
-
-
 @contextmanager
 def staged_folder(out_dir: str | Path) -> Iterator[Path]:
     """A fresh folder beside ``out_dir`` to write into; on success its content becomes

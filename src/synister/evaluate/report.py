@@ -395,6 +395,7 @@ def _completeness_paragraph(completeness: dict | None) -> str:
     c = completeness or {}
     source = {
         "meta": "the count stored with the run",
+        "documents": "the documents the original synister created, one per synapse of its part",
         "split": "the synapses of its split part with one known transmitter among its classes",
     }.get(c.get("source"), "")
     why = f", {_e(c['reason'])}" if c.get("reason") else ""

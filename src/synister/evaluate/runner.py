@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..db import public_url, unknown_hemi_lineage
+from ..files import jsonable
 from . import plots, report
 from .outputs import (
     draw_run_figures,
-    jsonable,
     lineage_table,
     run_folders,
     staged_folder,
@@ -94,14 +94,16 @@ def check_run(db, run: str) -> dict:
 def run_completeness(db, classes: Sequence[str], meta: dict, n_predicted: int) -> dict:
     """How many of the synapses a run is meant to hold it holds.
 
-    The expected count is the run's meta ``expected_synapses`` (stored by ``synister predict``),
-    else the synapses of its meta's ``split_name``/``split_part`` whose skeleton has exactly one
-    known transmitter among its classes (the ones prediction picks). Without either (a run of the
-    original synister, or a split removed since) the status is ``unknown`` and ``reason`` says
-    why. Returns status (complete, incomplete, unknown), predicted, expected, fraction, source
-    (meta, split or None) and reason.
+    The expected count is the run's meta ``expected_synapses`` (stored by ``synister predict``;
+    for a registered MongoDB run of the original synister, ``expected_source`` ``documents``: the
+    documents it created, one per synapse of its part), else the synapses of its meta's
+    ``split_name``/``split_part`` whose skeleton has exactly one known transmitter among its
+    classes (the ones prediction picks). Without either (a split removed since) the status is
+    ``unknown`` and ``reason`` says why. Returns status (complete, incomplete, unknown),
+    predicted, expected, fraction, source (meta, documents, split or None) and reason.
     """
-    expected, source, reason = meta.get("expected_synapses"), "meta", None
+    expected, reason = meta.get("expected_synapses"), None
+    source = meta.get("expected_source") or "meta"
     if expected is None:
         split, part = meta.get("split_name"), meta.get("split_part")
         if split is None or part is None:
@@ -134,10 +136,15 @@ def _incomplete_message(incomplete: dict[str, dict]) -> str:
         f"{run} ({c['predicted']} of {c['expected']} synapses, {c['fraction']:.0%})"
         for run, c in incomplete.items()
     )
+    finish = "finish the run with `synister predict SETUP` (it resumes)"
+    if all(c["source"] == "documents" for c in incomplete.values()):
+        finish = "finish the run with the original synister, which wrote it"
+    elif any(c["source"] == "documents" for c in incomplete.values()):
+        finish += " or, for a run of the original synister, with the original"
     return (
         f"incomplete prediction run(s): {listed}. Prediction goes in spatial order, so part of a "
-        "run is a biased sample of its synapses: finish the run with `synister predict SETUP` "
-        "(it resumes), or evaluate it anyway with --allow-incomplete (allow_incomplete=True)"
+        f"run is a biased sample of its synapses: {finish}, or evaluate it anyway with "
+        "--allow-incomplete (allow_incomplete=True)"
     )
 
 

@@ -3,7 +3,7 @@ and the measure of how much of it falls on known structures."""
 
 from .attribution import METHODS, attribute, attribution_mass_ratio, occlusion_window
 from .montage import draw_montage
-from .run import ExplainInputError, explain_positions, load_explain_model
+from .run import ExplainInputError, explain_positions
 
 __all__ = [
     "METHODS",
@@ -12,6 +12,5 @@ __all__ = [
     "attribution_mass_ratio",
     "draw_montage",
     "explain_positions",
-    "load_explain_model",
     "occlusion_window",
 ]

@@ -19,22 +19,30 @@ already written.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
+from ..files import replace_folder
+from ..identity import RunIdentity
+from ..models import LoadedModel, ModelError, load_model
 from ..nt import canonical
-from ..predict.positions import locate
-from ..predict.tables import TableError, read_positions
-from ..volumes import Volume, normalize
+from ..predict.engine import Predictor
+from ..tables import TableError, read_positions
+from ..volumes import Volume
+from ..volumes.sanity import (
+    PositionMismatch,
+    PositionWarning,
+    check_positions,
+    locate,
+    require_fit,
+)
 from .attribution import METHODS, attribute
 from .montage import draw_montage
 
@@ -45,58 +53,14 @@ class ExplainInputError(ValueError):
     """A bad model, table, class name or option for ``explain``; names what and where."""
 
 
-@dataclass
-class ExplainModel:
-    """A network ready for attribution and what it declares."""
-
-    model: torch.nn.Module
-    classes: list[str]
-    input_shape_vox: tuple[int, int, int]
-    voxel_size_nm: tuple[float, float, float]
-    temperature: float | None
-    source: str
-
-
-def load_explain_model(path: str | Path) -> ExplainModel:
-    """The network of a model bundle (with its temperature), or of a checkpoint
-    ``<training setup>/model_checkpoint_<it>`` with its setup's settings and the temperature
-    stored beside it."""
-    from ..config import ConfigError, load_train_setup
-    from ..models import CheckpointError, build_model, load_checkpoint
-    from ..models.bundle import BundleError, load_bundle
-    from ..models.calibration import CalibrationError, checkpoint_temperature
-
-    path = Path(path)
+def _load(path: str | Path, device: str | None) -> tuple[LoadedModel, Predictor]:
+    """The model at ``path`` (any form :func:`~synister.models.load_model` takes: a bundle, a
+    checkpoint in its training setup, ...) and the engine's predictor of it."""
     try:
-        if path.is_dir() or path.name == "model.json":
-            bundle = load_bundle(path)
-            return ExplainModel(
-                model=bundle.build_model("cpu"),
-                classes=list(bundle.classes),
-                input_shape_vox=tuple(bundle.input_shape_vox),
-                voxel_size_nm=tuple(bundle.voxel_size_nm),
-                temperature=bundle.temperature,
-                source=str(bundle.path.resolve()),
-            )
-        if not path.is_file() or not (path.parent / "train_config.ini").is_file():
-            raise ExplainInputError(
-                f"{path}: not a model: expected a model bundle folder (synister export-model) "
-                "or a checkpoint file inside a training setup"
-            )
-        cfg, _ = load_train_setup(path.parent)
-        model = build_model(cfg)
-        load_checkpoint(path, model)
-        temperature = checkpoint_temperature(path)
-    except (BundleError, CalibrationError, ConfigError, CheckpointError) as error:
+        loaded = load_model(path)
+        return loaded, Predictor.from_model(loaded, device=device, batch_size=1)
+    except ModelError as error:
         raise ExplainInputError(str(error)) from None
-    return ExplainModel(
-        model=model.eval(),
-        classes=list(cfg.classes),
-        input_shape_vox=tuple(int(s) for s in cfg.input_shape),
-        voxel_size_nm=tuple(float(v) for v in cfg.voxel_size),
-        temperature=temperature,
-        source=str(path.resolve()),
-    )
 
 
 def _class_index(name: str | None, classes: list[str]) -> int | None:
@@ -113,28 +77,32 @@ def _class_index(name: str | None, classes: list[str]) -> int | None:
     return classes.index(key)
 
 
-def _done(folder: Path, settings: dict) -> bool:
+def _done(folder: Path, settings: RunIdentity) -> bool:
     """Whether ``folder`` holds a finished explanation made with ``settings``."""
     try:
         attrs = json.loads((folder / "zarr.json").read_text())["attributes"]
     except (OSError, KeyError, ValueError):
         return False
-    return attrs.get("settings") == settings and (folder.with_suffix(".png")).is_file()
+    stored = attrs.get("settings")
+    return (
+        isinstance(stored, dict)
+        and not settings.diff(stored)
+        and folder.with_suffix(".png").is_file()
+    )
 
 
 def _write_zarr(folder: Path, raw: np.ndarray, arrays: dict[str, np.ndarray], attrs: dict):
     """Write the group into a temporary folder, then rename it: never half a group."""
     import zarr
 
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    group = zarr.open_group(tmp, mode="w")
-    for name, values in {"raw": raw, **arrays}.items():
-        array = group.create_array(name, data=values, chunks=values.shape)
-        array.attrs.update({"resolution": attrs["resolution"], "offset": attrs["offset"]})
-    group.attrs.update(attrs)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    def fill(tmp: Path) -> None:
+        group = zarr.open_group(tmp, mode="w")
+        for name, values in {"raw": raw, **arrays}.items():
+            array = group.create_array(name, data=values, chunks=values.shape)
+            array.attrs.update({"resolution": attrs["resolution"], "offset": attrs["offset"]})
+        group.attrs.update(attrs)
+
+    replace_folder(folder, fill)
 
 
 def explain_positions(
@@ -150,6 +118,8 @@ def explain_positions(
     progress: bool = True,
     limit: int | None = None,
     table_options: dict | None = None,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
     **attribute_options,
 ) -> pd.DataFrame:
     """Explain every position of a table with the model at ``model_path`` (see the module doc);
@@ -159,21 +129,25 @@ def explain_positions(
     predicted class and it (if the prediction is that class: between it and the runner-up).
     ``limit`` keeps the first rows of the table only. ``table_options`` (``units``,
     ``voxel_size``, ``id_column``, ``position_columns``) say how to read the table (see
-    :func:`synister.predict.tables.read_positions`). ``attribute_options`` go to
-    :func:`synister.explain.attribution.attribute`.
+    :func:`synister.tables.read_positions`). ``attribute_options`` go to
+    :func:`synister.explain.attribution.attribute`. Where most positions fall outside the
+    volume (a units or axis mix-up) ``warn(text)`` is told before anything is explained (default:
+    a :class:`~synister.volumes.sanity.PositionWarning`), or ``strict`` refuses.
     """
     if method not in METHODS:
         raise ExplainInputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    loaded = load_explain_model(model_path)
-    second = _class_index(second_class, loaded.classes)
+    loaded, predictor = _load(model_path, device)
+    classes, network = predictor.classes, predictor.model
+    second = _class_index(second_class, classes)
     try:
-        positions = read_positions(positions_path, **(table_options or {})).rows
+        table = read_positions(positions_path, **(table_options or {}))
     except TableError as error:
         raise ExplainInputError(str(error)) from None
+    positions = table.rows
     if limit is not None:
         positions = positions.iloc[: max(0, int(limit))].reset_index(drop=True)
     try:
-        volume = Volume(volume_url, dataset)
+        volume = Volume(volume_url, dataset, scale_nm=loaded.voxel_size_nm)
         volume.require_uint8()
     except (OSError, ValueError) as error:
         raise ExplainInputError(str(error)) from None
@@ -184,13 +158,22 @@ def explain_positions(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    shape = loaded.input_shape_vox
+    device = predictor.device
+    shape = predictor.input_shape_vox
     centers = positions[["z_nm", "y_nm", "x_nm"]].to_numpy()
     positions["status"] = locate(volume, centers, shape)
-    settings = {"model": loaded.source, "method": method, "second_class": second_class,
-                "options": {k: list(v) if isinstance(v, tuple) else v
-                            for k, v in sorted(attribute_options.items())}}  # fmt: skip
+    check = check_positions(
+        volume, centers, shape, units=table.units, voxel_size_xyz_nm=table.voxel_size_xyz_nm,
+        status=positions["status"].to_numpy(),
+    )  # fmt: skip
+    try:
+        warning = require_fit(check, strict, table.source)
+    except PositionMismatch as error:
+        raise ExplainInputError(str(error)) from None
+    if warning:  # before the slow part
+        (warn or (lambda text: warnings.warn(text, PositionWarning, stacklevel=3)))(warning)
+    what = {"model": loaded.identity, "method": method, "second_class": second_class}
+    settings = RunIdentity({**what, "options": attribute_options})
     rows = []
     started = time.perf_counter()
     todo = positions[positions["status"] != "outside_volume"]
@@ -205,21 +188,16 @@ def explain_positions(
         folder = out / f"{name}.zarr"
         center = np.array([row.z_nm, row.y_nm, row.x_nm])
         patch = volume.read_patches(center[None], shape)[0]
-        with torch.no_grad():
-            logits = loaded.model.to(device)(
-                torch.from_numpy(normalize(patch))[None, None].to(device)
-            )
-        temperature = loaded.temperature or 1.0
-        probabilities = torch.softmax(logits.float() / temperature, dim=1)[0].cpu().numpy()
+        probabilities = predictor.probabilities(patch[None, None])[0]
         predicted = int(probabilities.argmax())
         order = np.argsort(-probabilities, kind="stable")
-        scores = {f"attribution_{loaded.classes[predicted]}": (predicted, None)}
+        scores = {f"attribution_{classes[predicted]}": (predicted, None)}
         if second is not None:
             first, other = (predicted, second) if second != predicted else (second, int(order[1]))
-            label = f"attribution_{loaded.classes[first]}_vs_{loaded.classes[other]}"
+            label = f"attribution_{classes[first]}_vs_{classes[other]}"
             scores[label] = (first, other)
         record.update(
-            predicted=loaded.classes[predicted],
+            predicted=classes[predicted],
             probability=float(probabilities[predicted]),
             explained=";".join(k.removeprefix("attribution_") for k in scores),
             zarr=folder.name,
@@ -230,7 +208,7 @@ def explain_positions(
             arrays, values = {}, {}
             for label, (target, other) in scores.items():
                 arrays[label], values[label] = attribute(
-                    loaded.model, patch, target, other=other, method=method, device=device,
+                    network, patch, target, other=other, method=method, device=device,
                     **attribute_options,
                 )  # fmt: skip
             start_vox = volume.patch_starts_vox(center[None], shape)[0]
@@ -238,17 +216,17 @@ def explain_positions(
                 "resolution": volume.voxel_size_nm.tolist(),
                 "offset": (volume.offset_nm + start_vox * volume.voxel_size_nm).tolist(),
                 "center_nm_zyx": center.tolist(),
-                "classes": loaded.classes,
+                "classes": classes,
                 "probabilities": probabilities.tolist(),
                 "temperature": loaded.temperature,
                 "scores": {k: float(v) for k, v in values.items()},
-                "settings": settings,
+                "settings": settings.to_json(),
             }
             draw_montage(
                 out / f"{name}.png", patch,
                 {k.removeprefix("attribution_").replace("_vs_", " vs "): v
                  for k, v in arrays.items()},
-                title=f"synapse {row.id}: {loaded.classes[predicted]} "
+                title=f"synapse {row.id}: {classes[predicted]} "
                 f"(p = {probabilities[predicted]:.2f}), {method.replace('_', ' ')}",
                 voxel_size_nm=volume.voxel_size_nm.tolist(),
             )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Networks (``Vgg3D``, ``ResNet3D``), :func:`build_model` from a config, and checkpoints."""
+"""Networks (``Vgg3D``, ``ResNet3D``), :func:`build_model` from a config, checkpoints, bundles,
+and :func:`load_model`, the one way to load a trained model in any of its forms."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .checkpoint import (
     tag_model,
     unwrap_model,
 )
+from .errors import ModelError
 from .resnet import ResNet3D
 from .vgg import Vgg3D, vgg_feature_shape
 
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckpointError",
+    "LoadedModel",
+    "ModelError",
     "ResNet3D",
     "Vgg3D",
     "build_model",
@@ -32,6 +36,7 @@ __all__ = [
     "checkpoint_path",
     "list_checkpoints",
     "load_checkpoint",
+    "load_model",
     "save_checkpoint",
     "strip_wrapper_prefixes",
     "tag_model",
@@ -67,3 +72,6 @@ def _network(cfg: TrainConfig | PredictConfig) -> nn.Module:
             downsample_factors=cfg.downsample_factors,
         )
     raise ValueError(f"network: unknown network {cfg.network!r}; use VGG or ResNet18")
+
+
+from .resolve import LoadedModel, load_model  # noqa: E402  (it builds with build_model above)

@@ -12,24 +12,28 @@ synister version, an optional softmax ``temperature`` and the provenance (where 
 came from, and the metrics of the setup's prediction runs). :func:`load_bundle` checks all of it,
 names the field that is wrong, and checks that the weights fit the declared network.
 Bundles are written into a temporary folder that is renamed at the end, so a crash never leaves
-half a bundle.
+half a bundle (:func:`synister.files.replace_folder`).
+
+:func:`bundle_from_checkpoint` makes a bundle of a checkpoint and its ``train_config.ini``;
+:func:`synister.evaluate.provenance.export_model` one of a training setup with the metrics of its
+prediction runs (it evaluates them, so it lives above evaluation). Front-ends load bundles, like
+every other form of model, through :func:`synister.models.resolve.load_model`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import ValidationError
 
 import synister
-from synister.config import TRAIN_FILE, ConfigError, TrainConfig, read_ini
+from synister.config import ConfigError, TrainConfig, read_ini
+from synister.files import jsonable, replace_folder, write_json
 
 from .checkpoint import (
     CheckpointError,
@@ -38,8 +42,6 @@ from .checkpoint import (
     checkpoint_network,
     checkpoint_path,
     checkpoint_weights,
-    list_checkpoints,
-    load_checkpoint,
     network_record,
     read_checkpoint,
     save_weights,
@@ -62,11 +64,10 @@ __all__ = [
     "BundleError",
     "BundleManifest",
     "ModelBundle",
-    "NetworkSource",
     "bundle_from_checkpoint",
-    "export_model",
     "load_bundle",
-    "network_source",
+    "weights_and_record",
+    "write_bundle",
 ]
 
 # ---- the bundle ----------------------------------------------------------------------------------
@@ -111,15 +112,11 @@ class ModelBundle:
         }
 
     def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        """The network with the bundle's weights, on ``device``, in eval mode."""
-        from synister.models import build_model
+        """The network with the bundle's weights, on ``device``, in eval mode (see
+        :meth:`synister.models.LoadedModel.build`)."""
+        from .resolve import load_model
 
-        model = build_model(self._config)
-        try:
-            load_checkpoint(self.checkpoint, model, map_location="cpu")
-        except CheckpointError as exc:
-            raise BundleError(str(exc)) from None
-        return model.to(device).eval()
+        return load_model(self).build(device)
 
     def with_temperature(self, temperature: float | None) -> ModelBundle:
         """A copy with another softmax temperature (not written; see :meth:`save_temperature`)."""
@@ -135,15 +132,9 @@ class ModelBundle:
     def save_temperature(self, temperature: float | None) -> ModelBundle:
         """Write ``temperature`` into model.json (atomically) and into this object; returns it."""
         updated = self.with_temperature(temperature)
-        _write_json(self.path / MANIFEST_FILE, updated.manifest())
+        write_json(self.path / MANIFEST_FILE, updated.manifest())
         self.temperature = updated.temperature
         return self
-
-
-def _write_json(path: Path, content: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(content, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def load_bundle(path: str | Path) -> ModelBundle:
@@ -238,7 +229,7 @@ def _is_zip(path: Path) -> bool:
 # ---- writing bundles -----------------------------------------------------------------------------
 
 
-def _write_bundle(
+def write_bundle(
     out: str | Path,
     weights: Mapping[str, torch.Tensor],
     iteration: int,
@@ -246,22 +237,18 @@ def _write_bundle(
     provenance: dict[str, Any],
     overwrite: bool,
 ) -> Path:
-    """Write a bundle into a temporary folder beside ``out``, check it, then rename it."""
-    from synister.evaluate.outputs import jsonable
-
+    """Write a bundle of ``weights`` (network ``record``, see :func:`~.checkpoint.
+    network_record`) into a temporary folder beside ``out``, check that it reads back, then
+    rename it to ``out``. Returns ``out``."""
     out = Path(out).expanduser().absolute()
     if out.exists():
         if not overwrite:
             raise BundleError(f"{out} exists already; choose another --out or replace it (--force)")
         if not (out / MANIFEST_FILE).is_file():
             raise BundleError(f"{out} exists and is not a model bundle; not replacing it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    old = out.with_name(f".{out.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        weights_file = checkpoint_path(tmp, iteration)
+
+    def fill(folder: Path) -> None:
+        weights_file = checkpoint_path(folder, iteration)
         save_weights(weights_file, weights, iteration, record)
         manifest = {
             "format": FORMAT,
@@ -276,18 +263,13 @@ def _write_bundle(
             "temperature": None,
             "provenance": jsonable(provenance),
         }
-        _write_json(tmp / MANIFEST_FILE, manifest)
-        load_bundle(tmp)  # what we wrote reads back
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return out
+        write_json(folder / MANIFEST_FILE, manifest)
+        load_bundle(folder)  # what we wrote reads back
+
+    return replace_folder(out, fill)
 
 
-def _weights_and_record(checkpoint: Path, config) -> tuple[dict, int, dict]:
+def weights_and_record(checkpoint: Path, config) -> tuple[dict, int, dict]:
     """The weights, iteration and network record of ``checkpoint`` built by ``config``'s
     network; the weights must fit it. A record stored in the checkpoint wins over the config's
     (it says what the weights were trained as)."""
@@ -323,7 +305,7 @@ def bundle_from_checkpoint(
         config = read_ini(train_config_ini, TrainConfig)
     except ConfigError as exc:
         raise BundleError(str(exc)) from None
-    weights, iteration, record = _weights_and_record(checkpoint, config)
+    weights, iteration, record = weights_and_record(checkpoint, config)
     provenance = {
         "source": "checkpoint",
         "checkpoint": str(checkpoint),
@@ -334,98 +316,4 @@ def bundle_from_checkpoint(
         "metrics": {},
         "prediction_runs": [],
     }
-    return _write_bundle(out, weights, iteration, record, provenance, overwrite)
-
-
-def export_model(
-    setup_dir: str | Path,
-    iteration: int | Literal["best"],
-    out: str | Path,
-    *,
-    overwrite: bool = False,
-) -> Path:
-    """A bundle of training setup ``setup_dir`` at ``iteration``, or at the best validation
-    iteration (``"best"``), with the metrics of the setup's prediction runs as provenance (see
-    :mod:`synister.models.provenance`). Returns the bundle folder."""
-    from .provenance import best_validation_iteration, setup_provenance
-
-    setup_dir = Path(setup_dir).expanduser().resolve()
-    if not (setup_dir / TRAIN_FILE).is_file():
-        raise BundleError(
-            f"{setup_dir}: not a training setup (no {TRAIN_FILE}); make one with "
-            "synister prepare-training"
-        )
-    config, provenance = setup_provenance(setup_dir)
-    if iteration == "best":
-        iteration = best_validation_iteration(setup_dir, provenance)
-        provenance["iteration_chosen"] = "best validation synapse accuracy"
-    else:
-        provenance["iteration_chosen"] = "given"
-    iteration = int(iteration)
-    checkpoint = checkpoint_path(setup_dir, iteration)
-    if not checkpoint.is_file():
-        have = ", ".join(str(i) for i, _ in list_checkpoints(setup_dir)) or "none"
-        raise BundleError(
-            f"{setup_dir}: no checkpoint of iteration {iteration} (checkpoints there: {have})"
-        )
-    weights, _, record = _weights_and_record(checkpoint, config)
-    provenance["iteration"] = iteration
-    provenance["metrics"] = {
-        run["split_part"]: run
-        for run in reversed(provenance["prediction_runs"])  # the first run of a part wins
-        if run["iteration"] == iteration
-        and run["complete"]
-        and run.get("synapse_accuracy") is not None
-    }
-    return _write_bundle(out, weights, iteration, record, provenance, overwrite)
-
-
-# ---- a network to predict with -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NetworkSource:
-    """A trained network found from a checkpoint file or a bundle folder (for prediction)."""
-
-    checkpoint: Path  # the weights file
-    iteration: int | None
-    record: dict[str, Any] | None  # see checkpoint.network_record; None: not known
-    origin: str  # where the record came from, for messages
-
-
-def network_source(path: str | Path) -> NetworkSource:
-    """The weights and network settings of a bundle folder or a checkpoint file.
-
-    For a file, the settings are those the checkpoint records (ours do), else those of the
-    ``train_config.ini`` beside it (a checkpoint in its training setup), else unknown. Raises
-    :class:`BundleError` for a bad bundle or a file that is not a checkpoint.
-    """
-    path = Path(path).expanduser().absolute()
-    if path.is_dir():
-        bundle = load_bundle(path)
-        record = {
-            "network": dict(bundle.network),
-            "classes": list(bundle.classes),
-            "input_shape_vox": list(bundle.input_shape_vox),
-            "voxel_size_nm": list(bundle.voxel_size_nm),
-        }
-        return NetworkSource(bundle.checkpoint, bundle.iteration, record, f"bundle {path}")
-    try:
-        state = read_checkpoint(path, mmap=path.is_file() and _is_zip(path))
-        checkpoint_weights(state, path)
-    except CheckpointError as exc:
-        raise BundleError(str(exc)) from None
-    iteration = state.get("iteration")
-    if iteration is None:
-        iteration = checkpoint_iteration(path)
-    record = checkpoint_network(state)
-    origin = "the network record in the checkpoint"
-    beside = path.parent / TRAIN_FILE
-    if record is None and beside.is_file():
-        try:
-            record, origin = network_record(read_ini(beside, TrainConfig)), str(beside)
-        except ConfigError as exc:
-            raise BundleError(str(exc)) from None
-    if record is None:
-        origin = "nothing: the checkpoint records no network and has no train_config.ini beside it"
-    return NetworkSource(path, None if iteration is None else int(iteration), record, origin)
+    return write_bundle(out, weights, iteration, record, provenance, overwrite)

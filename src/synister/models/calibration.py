@@ -11,20 +11,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
-CALIBRATION_SUFFIX = ".calibration.json"
+from synister.files import write_json
+from synister.layout import CALIBRATION_SUFFIX, calibration_path
+
+from .errors import ModelError
+
+__all__ = [
+    "CALIBRATION_SUFFIX",
+    "CalibrationError",
+    "calibration_path",
+    "check_temperature",
+    "checkpoint_temperature",
+    "read_calibration",
+    "write_calibration",
+]
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ModelError):
     """A calibration file is unreadable or holds a bad value; names the file and the key."""
-
-
-def calibration_path(checkpoint: str | Path) -> Path:
-    """``<checkpoint>.calibration.json`` beside ``checkpoint``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.name + CALIBRATION_SUFFIX)
 
 
 def check_temperature(value, where: str) -> float:
@@ -63,22 +69,4 @@ def write_calibration(checkpoint: str | Path, record: dict) -> Path:
     """Write ``record`` (with a positive ``temperature``) beside ``checkpoint``, atomically."""
     path = calibration_path(checkpoint)
     check_temperature(record.get("temperature"), f"{path} key 'temperature'")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def stored_temperature(checkpoint: str | Path) -> float | None:
-    """The temperature a prediction with ``checkpoint`` applies: for the weights file of a model
-    bundle the bundle's (model.json), else the one stored beside the checkpoint, else None."""
-    from .manifest import MANIFEST_FILE
-
-    checkpoint = Path(checkpoint)
-    if (checkpoint.parent / MANIFEST_FILE).is_file():
-        from .bundle import load_bundle
-
-        bundle = load_bundle(checkpoint.parent)
-        if bundle.checkpoint.resolve() == checkpoint.resolve():
-            return bundle.temperature
-    return checkpoint_temperature(checkpoint)
+    return write_json(path, record)

@@ -13,7 +13,6 @@ shapes of the weights (:func:`describe_weights`), instead of torch's list of eve
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import zipfile
@@ -24,7 +23,36 @@ from typing import Any
 import torch
 from torch import nn
 
-_ITERATION_RE = re.compile(r"model_checkpoint_(\d+)$")
+from synister.files import write_atomic
+from synister.layout import (
+    checkpoint_iteration,
+    checkpoint_path,
+    list_checkpoints,
+    train_config_beside,
+)
+
+from .errors import ModelError
+
+__all__ = [
+    "CheckpointError",
+    "check_weights_fit",
+    "checkpoint_iteration",
+    "checkpoint_network",
+    "checkpoint_path",
+    "checkpoint_weights",
+    "list_checkpoints",
+    "load_checkpoint",
+    "network_record",
+    "read_checkpoint",
+    "recorded_network",
+    "save_checkpoint",
+    "save_weights",
+    "strip_wrapper_prefixes",
+    "tag_model",
+    "trained_input_shape",
+    "unwrap_model",
+]
+
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
 #: key of the network record in our checkpoints (original code ignores it)
@@ -34,7 +62,7 @@ _RECORD_ATTR = "synister_network"
 _CHECK_SHAPE_ATTR = "synister_check_input_shape"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ModelError):
     """A checkpoint file is missing, unreadable or does not fit the model; names the file."""
 
 
@@ -61,27 +89,6 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
                     key, stripped = key[len(prefix) :], True
         cleaned[key] = value
     return cleaned
-
-
-def checkpoint_path(setup_dir: str | Path, iteration: int) -> Path:
-    """``<setup_dir>/model_checkpoint_<iteration>``, the original's file name."""
-    return Path(setup_dir) / f"model_checkpoint_{int(iteration)}"
-
-
-def checkpoint_iteration(path: str | Path) -> int | None:
-    """The iteration in a ``model_checkpoint_<iteration>`` file name, else None."""
-    match = _ITERATION_RE.search(Path(path).name)
-    return int(match.group(1)) if match else None
-
-
-def list_checkpoints(setup_dir: str | Path) -> list[tuple[int, Path]]:
-    """(iteration, path) of the checkpoints in a training setup, by increasing iteration."""
-    found = []
-    for path in Path(setup_dir).glob("model_checkpoint_*"):
-        iteration = checkpoint_iteration(path)
-        if iteration is not None and path.is_file():
-            found.append((iteration, path))
-    return sorted(found)
 
 
 # ---- the network record --------------------------------------------------------------------------
@@ -119,16 +126,6 @@ def model_record(model: nn.Module) -> dict[str, Any] | None:
 # ---- reading and writing -------------------------------------------------------------------------
 
 
-def _write_atomically(path: Path, state: dict) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -150,7 +147,7 @@ def save_checkpoint(
     record = network if network is not None else model_record(plain)
     if record is not None:
         state[NETWORK_KEY] = record
-    return _write_atomically(Path(path), state)
+    return write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def save_weights(
@@ -170,7 +167,7 @@ def save_weights(
     }
     if network is not None:
         state[NETWORK_KEY] = network
-    return _write_atomically(Path(path), state)
+    return write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def read_checkpoint(
@@ -225,20 +222,34 @@ def checkpoint_network(state: Mapping) -> dict[str, Any] | None:
     return dict(record) if isinstance(record, Mapping) else None
 
 
-def trained_input_shape(path: str | Path, state: Mapping) -> tuple[int, ...] | None:
-    """The input shape (voxels) the checkpoint's network was trained on: from its record, else
-    from the ``train_config.ini`` beside it (a training setup); None when neither says."""
+def recorded_network(path: str | Path, state: Mapping) -> tuple[dict[str, Any] | None, str]:
+    """What a checkpoint file says its network is, and where that came from: the record stored
+    in it (ours), else the settings of the ``train_config.ini`` beside it (a checkpoint in its
+    training setup, e.g. the original's), else ``(None, why)``. A bad ``train_config.ini``
+    raises :class:`CheckpointError` naming it."""
     record = checkpoint_network(state)
-    if record and record.get("input_shape_vox"):
-        return tuple(int(s) for s in record["input_shape_vox"])
-    beside = Path(path).parent / "train_config.ini"
+    if record is not None:
+        return record, "the network record in the checkpoint"
+    beside = train_config_beside(path)
     if beside.is_file():
         from synister.config import ConfigError, TrainConfig, read_ini
 
         try:
-            return tuple(read_ini(beside, TrainConfig).input_shape)
-        except (ConfigError, OSError):
-            return None
+            return network_record(read_ini(beside, TrainConfig)), str(beside)
+        except (ConfigError, OSError) as exc:
+            raise CheckpointError(str(exc)) from None
+    return None, "nothing: the checkpoint records no network and has no train_config.ini beside it"
+
+
+def trained_input_shape(path: str | Path, state: Mapping) -> tuple[int, ...] | None:
+    """The input shape (voxels) the checkpoint's network was trained on (see
+    :func:`recorded_network`); None when nothing says."""
+    try:
+        record, _ = recorded_network(path, state)
+    except CheckpointError:
+        return None
+    if record and record.get("input_shape_vox"):
+        return tuple(int(s) for s in record["input_shape_vox"])
     return None
 
 

@@ -17,6 +17,8 @@ import synister
 from synister import nt
 from synister.config import ConfigError, _ModelFields, build_config
 
+from .errors import ModelError
+
 MANIFEST_FILE = "model.json"
 FORMAT = "synister-model-bundle"
 FORMAT_VERSION = 1
@@ -30,7 +32,7 @@ NORMALIZATION: dict[str, Any] = {
 }
 
 
-class BundleError(ValueError):
+class BundleError(ModelError):
     """A bundle is missing, malformed or inconsistent; the message names the file and field."""
 
 
@@ -163,18 +165,31 @@ class BundleNetwork(_ModelFields):
 
 
 def network_config(manifest: BundleManifest, where: str) -> BundleNetwork:
-    classes = list(manifest.classes)
-    neither = classes[-1] == "neither"
+    """model.json's network, classes, input shape and voxel size as a config."""
+    record = {
+        "network": manifest.network,
+        "classes": list(manifest.classes),
+        "input_shape_vox": manifest.input_shape_vox,
+        "voxel_size_nm": manifest.voxel_size_nm,
+    }
+    return record_config(record, where)
+
+
+def record_config(record: dict[str, Any], where: str) -> BundleNetwork:
+    """A network record (:func:`~.checkpoint.network_record`: network settings, classes,
+    input shape, voxel size) as a config that builds the network; errors name ``where``."""
+    classes = list(record["classes"])
+    neither = bool(classes) and classes[-1] == "neither"
     reserved = {"synapse_types", "neither_class", "input_shape", "voxel_size"}
-    clash = sorted(reserved & set(manifest.network))
+    clash = sorted(reserved & set(record["network"]))
     if clash:
         raise BundleError(f"{where} network.{clash[0]}: belongs outside 'network' in model.json")
     values = {
-        **manifest.network,
+        **record["network"],
         "synapse_types": classes[:-1] if neither else classes,
         "neither_class": neither,
-        "input_shape": tuple(manifest.input_shape_vox),
-        "voxel_size": tuple(manifest.voxel_size_nm),
+        "input_shape": tuple(record["input_shape_vox"]),
+        "voxel_size": tuple(record["voxel_size_nm"]),
     }
     try:
         return build_config(BundleNetwork, values, f"{where} network")

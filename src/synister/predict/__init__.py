@@ -8,24 +8,30 @@ front-ends; this module only re-exports.
 - :mod:`~synister.predict.threads`, :mod:`~synister.predict.progress`: CPU threads and the
   progress display;
 - :mod:`~synister.predict.database`: ``synister predict`` (a split part into the database);
-- :mod:`~synister.predict.tables`, :mod:`~synister.predict.positions`,
+- :mod:`~synister.tables`, :mod:`~synister.predict.positions`,
   :mod:`~synister.predict.neurons`, :mod:`~synister.predict.store`,
   :mod:`~synister.predict.report`: ``synister predict-positions`` (tables of positions with a
-  model bundle, no database) and its Python API.
+  model bundle, no database) and its Python API;
+- :mod:`~synister.predict.blockwise`: ``synister predict-volume`` (every synapse of a dataset,
+  block by block on daisy).
+
+Every front-end loads its model with :func:`synister.models.load_model` and checks a resumed
+run with :class:`synister.identity.RunIdentity`.
 """
 
+from ..tables import PositionTable, TableError, read_positions
 from .database import (
     RESUME_KEYS,
     BlockJob,
     PredictionPlan,
     PredictionRunComplete,
-    file_sha256,
-    load_network,
-    open_volume,
+    open_setup_volume,
     plan_prediction,
     predict_setup,
     predict_synapses,
     prediction_meta,
+    run_identity,
+    setup_model,
 )
 from .engine import (
     PRECISIONS,
@@ -41,7 +47,6 @@ from .positions import STATUSES, PositionsJob, locate, predict_positions, prepar
 from .progress import PROGRESS_FORMAT, StoredCounter, progress_bar
 from .ring import RingReader
 from .sources import PatchBatches, array_batches, read_ahead, reading_order
-from .tables import PositionTable, TableError, read_positions
 from .threads import ThreadTuner, default_read_workers, default_threads
 
 __all__ = [
@@ -68,11 +73,9 @@ __all__ = [
     "choose_device",
     "default_read_workers",
     "default_threads",
-    "file_sha256",
-    "load_network",
     "locate",
     "network_input",
-    "open_volume",
+    "open_setup_volume",
     "plan_prediction",
     "predict_positions",
     "predict_setup",
@@ -83,5 +86,7 @@ __all__ = [
     "read_ahead",
     "read_positions",
     "reading_order",
+    "run_identity",
+    "setup_model",
     "summarize_neurons",
 ]

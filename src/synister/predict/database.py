@@ -11,7 +11,6 @@ synapses; the parent shows their joint progress.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -28,9 +27,11 @@ from ..config import PredictConfig, WorkerConfig, load_predict_setup
 from ..data import WORKER_CONTEXT, training_synapses, worker_context
 from ..db import PredictionRunExists, open_database
 from ..db.writer import BatchWriter
-from ..models import build_model, load_checkpoint
-from ..models.calibration import stored_temperature
+from ..identity import RunIdentity
+from ..layout import PREDICT_FILE
+from ..models import LoadedModel, load_model
 from ..volumes import Volume
+from ..volumes.sanity import check_positions, require_fit
 from .engine import Predictor, check_precision, choose_device
 from .progress import StoredCounter, progress_bar
 from .sources import reading_order
@@ -80,21 +81,13 @@ class PredictionPlan:
     run: str
     synapses: pd.DataFrame  # synapse_id, z, y, x (nm) of the split part
     todo: pd.DataFrame  # the subset without a stored prediction, in reading order
+    model: LoadedModel | None = None  # the setup's network and checkpoint
     created: bool = False  # whether this plan created the run (so a failure may drop it)
     temperature: float | None = None  # divides the logits (synister calibrate); None: raw
 
     @property
     def resumed_from(self) -> int:
         return len(self.synapses) - len(self.todo)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's content (a checkpoint's identity: copies keep it, edits do not)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(2**22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prediction_meta(
@@ -139,15 +132,9 @@ def prediction_meta(
     return json.loads(json.dumps(meta))
 
 
-def _resume_conflicts(stored: dict, meta: dict) -> list[str]:
-    """``key=stored (now new)`` for each resume key that differs, then the missing ones."""
-    differ = [
-        f"{k}={stored[k]!r} (now {meta[k]!r})"
-        for k in RESUME_KEYS
-        if k in stored and stored[k] != meta[k]
-    ]
-    missing = [f"{k} (not stored; now {meta[k]!r})" for k in RESUME_KEYS if k not in stored]
-    return differ + missing
+def run_identity(meta: dict) -> RunIdentity:
+    """The part of a run's meta a resumed run must agree on (:data:`RESUME_KEYS`)."""
+    return RunIdentity({key: meta[key] for key in RESUME_KEYS})
 
 
 def plan_prediction(
@@ -165,11 +152,11 @@ def plan_prediction(
     is emptied); an incomplete one is resumed only where everything in :data:`RESUME_KEYS`
     agrees, else :class:`PredictionRunExists` names what differs.
     """
-    config_file = Path(setup_dir) / "predict_config.ini"
+    config_file = Path(setup_dir) / PREDICT_FILE
     cfg, worker = load_predict_setup(setup_dir)
     run = cfg.run_name
-    checkpoint = _checkpoint_file(setup_dir, cfg)
-    temperature = None if model is not None else stored_temperature(checkpoint)
+    loaded = setup_model(setup_dir, cfg)
+    temperature = None if model is not None else loaded.temperature
     created = False
     with open_database(cfg.database_url()) as db:
         synapses = training_synapses(db, cfg.split_name, cfg.classes, part=cfg.split_part)
@@ -182,7 +169,7 @@ def plan_prediction(
         meta = prediction_meta(
             cfg,
             expected_synapses=len(synapses),
-            checkpoint_sha256=file_sha256(checkpoint),
+            checkpoint_sha256=loaded.weights_sha256,
             precision=precision,
             patch_placement=patch_placement,
             model=model,
@@ -191,7 +178,7 @@ def plan_prediction(
         is_done = np.zeros(len(synapses), dtype=bool)
         if run in db.prediction_runs() and not cfg.overwrite:
             classes, stored = db.open_prediction_run(run)
-            conflicts = _resume_conflicts({**stored, "classes": list(classes)}, meta)
+            conflicts = run_identity(meta).diff({**stored, "classes": list(classes)})
             if conflicts:
                 raise PredictionRunExists(
                     f"prediction run {run!r} exists with other settings: "
@@ -211,34 +198,29 @@ def plan_prediction(
     block_nm = np.asarray(cfg.input_shape, float) * np.asarray(cfg.voxel_size, float)
     todo = todo.iloc[reading_order(todo, block_nm)].reset_index(drop=True)
     return PredictionPlan(
-        cfg, worker, run, synapses.reset_index(drop=True), todo, created, temperature
+        cfg, worker, run, synapses.reset_index(drop=True), todo, loaded, created, temperature
     )
 
 
-def _checkpoint_file(setup_dir: str | Path, cfg: PredictConfig) -> Path:
+def setup_model(setup_dir: str | Path, cfg: PredictConfig) -> LoadedModel:
+    """The model a prediction setup predicts with: its checkpoint, built as its config says
+    (see :func:`~synister.models.load_model`), with the temperature stored with it."""
     checkpoint = Path(cfg.train_checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(
-            f"{Path(setup_dir) / 'predict_config.ini'} [Predict] train_checkpoint: no "
+            f"{Path(setup_dir) / PREDICT_FILE} [Predict] train_checkpoint: no "
             f"checkpoint file at {checkpoint}"
         )
-    return checkpoint
+    return load_model(checkpoint, config=cfg)
 
 
-def open_volume(cfg: PredictConfig, placement: str = "closest") -> Volume:
-    """The raw volume a setup names, checked to hold uint8 intensities."""
+def open_setup_volume(cfg: PredictConfig, placement: str = "closest") -> Volume:
+    """The raw volume a prediction setup names, checked to hold uint8 intensities."""
     volume = Volume(
         cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size, placement=placement
     )
     volume.require_uint8()
     return volume
-
-
-def load_network(cfg: PredictConfig) -> torch.nn.Module:
-    """The network of a setup with its checkpoint's weights, on the CPU."""
-    model = build_model(cfg)
-    load_checkpoint(cfg.train_checkpoint, model, map_location="cpu")
-    return model
 
 
 @dataclass
@@ -269,11 +251,9 @@ def predict_synapses(
     plan = job.plan
     if len(todo) == 0:
         return job.threads or torch.get_num_threads()
-    model = job.model if job.model is not None else load_network(plan.cfg)
-    predictor = Predictor(
-        model,
-        plan.cfg.input_shape,
-        plan.cfg.classes,
+    predictor = Predictor.from_model(
+        plan.model,
+        network=job.model,
         device=device,
         batch_size=plan.cfg.batch_size,
         precision=job.precision,
@@ -281,7 +261,7 @@ def predict_synapses(
         read_workers=job.read_workers,
         temperature=plan.temperature,
     )
-    volume = volume if volume is not None else open_volume(plan.cfg, job.placement)
+    volume = volume if volume is not None else open_setup_volume(plan.cfg, job.placement)
     writer = BatchWriter(plan.cfg.database_url(), plan.run, on_written)
     try:
         predictor.predict_volume(
@@ -320,6 +300,8 @@ def predict_setup(
     model: torch.nn.Module | None = None,
     precision: str = "fp32",
     patch_placement: str = "closest",
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Predict the split part of one predict setup (see :func:`plan_prediction`).
 
@@ -334,6 +316,10 @@ def predict_setup(
     ``precision`` is fp32, fp16 (GPU) or bf16. Progress (done/total, synapses/s, ETA) goes to
     stderr.
 
+    Where most synapses fall outside the volume (a units or axis mix-up, see
+    :func:`synister.volumes.sanity.check_positions`) ``warn`` (default: the log) hears why
+    before anything is predicted, or with ``strict`` the call fails.
+
     Returns run, total, predicted, resumed_from, seconds, synapses_per_second (whole call),
     steady_synapses_per_second (after start-up, see
     :class:`~synister.predict.progress.StoredCounter`), and the block_workers, read_workers,
@@ -342,15 +328,21 @@ def predict_setup(
     start = time.perf_counter()
     cfg, worker = load_predict_setup(setup_dir)
     check_precision(precision, choose_device(device))
-    _checkpoint_file(setup_dir, cfg)
+    loaded = setup_model(setup_dir, cfg)
     # everything that can fail before predicting fails before the run exists
-    volume = open_volume(cfg, patch_placement)
-    network = model if model is not None else load_network(cfg)
+    volume = open_setup_volume(cfg, patch_placement)
+    network = model if model is not None else loaded.build()
     plan = plan_prediction(
         setup_dir, precision=precision, patch_placement=patch_placement, model=model
     )
     n = block_workers or plan.worker.num_block_workers
     try:
+        centers = plan.synapses[["z", "y", "x"]].to_numpy(dtype=np.float64)
+        check = check_positions(volume, centers, plan.cfg.input_shape)
+        where = f"split {plan.cfg.split_name!r} part {plan.cfg.split_part!r} (from the database)"
+        warning = require_fit(check, strict, where)
+        if warning:
+            (warn or log.warning)(warning)
         if n < 1:
             raise ValueError(f"block workers must be >= 1, got {n}")
         n = min(n, max(1, len(plan.todo)))
@@ -404,6 +396,7 @@ def predict_setup(
         "threads": threads,
         "precision": precision,
         "temperature": plan.temperature,
+        "warnings": [warning] if warning else [],
     }
 
 

@@ -1,9 +1,10 @@
 """The one prediction engine: batches of uint8 patches -> network -> class probabilities -> sink.
 
 Every front-end (the database run of ``synister predict``, ``predict-positions``, the blockwise
-whole-dataset runner, the service) builds one :class:`Predictor` and hands it a source of
-patches: positions on a :class:`~synister.volumes.Volume` (read ahead by a thread or by reading
-processes, see :mod:`synister.predict.ring`), or patches already in memory. The predictor hands
+whole-dataset runner, the service, ``explain``) builds one :class:`Predictor` of a loaded model
+(:meth:`Predictor.from_model`) and hands it a source of patches: positions on a
+:class:`~synister.volumes.Volume` (read ahead by a thread or by reading processes, see
+:mod:`synister.predict.ring`), or patches already in memory. The predictor hands
 ``(ids, probabilities)`` of each batch to a sink callable; a sink that blocks (a bounded
 writer) holds the network back. As in nnU-Net v2's predictor: one object per loaded model,
 several entry points feeding one read -> predict -> export pipeline.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +23,9 @@ from ..volumes import Volume, normalize
 from .ring import RingReader
 from .sources import PatchBatches, array_batches, read_ahead
 from .threads import ThreadTuner
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 #: network precision: fp32 (default: the same numbers as on the CPU and in the original),
 #: fp16 (GPU autocast) or bf16 (autocast on GPU or CPU)
@@ -112,6 +117,18 @@ class Predictor:
         self.temperature = None if temperature is None else float(temperature)
         self.tta = tta
 
+    @classmethod
+    def from_model(
+        cls, loaded: LoadedModel, *, network: torch.nn.Module | None = None, **options
+    ) -> Predictor:
+        """The predictor of a loaded model (:func:`synister.models.load_model`): its network
+        (``network`` replaces it, e.g. a custom one), input shape, classes and temperature
+        (``temperature=`` in ``options`` replaces it; None: raw softmax). ``options`` are
+        those of the constructor."""
+        options.setdefault("temperature", loaded.temperature)
+        model = network if network is not None else loaded.build("cpu")
+        return cls(model, loaded.input_shape_vox, loaded.classes, **options)
+
     def describe(self) -> dict:
         """What determines the numbers (for run metadata and reports), JSON-able."""
         return {
@@ -181,11 +198,15 @@ class Predictor:
         tune_threads: bool = False,
     ) -> int:
         """Predict the patches of ``volume`` at ``centers_nm`` (N, 3; z, y, x nm; zero-padded
-        outside), in the given order, ``batch_size`` at a time; ``ids`` (N,) int64 go to the
-        sink with them. With ``tune_threads`` a long run on the CPU tries one torch thread
-        fewer (see :class:`~synister.predict.threads.ThreadTuner`)."""
+        outside), ``batch_size`` at a time, in the given order (with several reading
+        processes: each a contiguous run of it, see :class:`PatchBatches`); ``ids`` (N,)
+        int64 go to the sink with them. With ``tune_threads`` a long run on the CPU tries
+        one torch thread fewer (see :class:`~synister.predict.threads.ThreadTuner`)."""
         volume.require_uint8()
-        batches = PatchBatches(volume, ids, centers_nm, self.input_shape_vox, self.batch_size)
+        batches = PatchBatches(
+            volume, ids, centers_nm, self.input_shape_vox, self.batch_size,
+            streams=max(1, self.read_workers),
+        )  # fmt: skip
         if len(batches) == 0:
             return 0
         tuner = None

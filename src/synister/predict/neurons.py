@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..neurons import class_columns_of, summarize_synapses, summary_of_sums
 from ..nt import canonical, short_name
 
 NAMINGS = ("short", "full")
@@ -67,7 +68,7 @@ def summarize_neurons(
     """Per neuron of a per-synapse table (``predict_positions`` output); see
     :func:`summarize_sums`. ``classes`` are the class columns (default: those before
     ``top_nt``)."""
-    columns = list(classes) if classes is not None else _class_columns_of(synapses)
+    columns = list(classes) if classes is not None else class_columns_of(synapses)
     sums = neuron_sums(synapses, columns)
     return summarize_sums(sums, columns, min_synapses=min_synapses, min_margin=min_margin)
 
@@ -80,21 +81,18 @@ def neuron_sums(synapses: pd.DataFrame, classes: Sequence[str] | None = None) ->
     244 million synapses without holding them."""
     if "neuron_id" not in synapses.columns:
         raise ValueError("the synapse table has no neuron_id column: nothing to summarise")
-    columns = list(classes) if classes is not None else _class_columns_of(synapses)
+    columns = list(classes) if classes is not None else class_columns_of(synapses)
     known = synapses[synapses["neuron_id"].notna()].reset_index(drop=True)
-    predicted = known["top_nt"].notna().to_numpy(dtype=bool)
+    probabilities = known[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    summary = summarize_synapses(known["neuron_id"], probabilities)
     data = {
-        "neuron_id": known["neuron_id"],
-        "n": predicted.astype(np.int64),
-        "n_outside": (~predicted).astype(np.int64),
+        "neuron_id": summary.neuron_ids,
+        "n": summary.n_synapses,
+        "n_outside": summary.n_missing.astype(np.int64),
     }
-    for column in columns:
-        values = known[column].to_numpy(dtype=np.float64, na_value=np.nan)
-        data[f"sum_{column}"] = np.where(predicted, values, 0.0)
-    top = known["top_nt"].astype("string")
-    for column in columns:
-        data[f"votes_{column}"] = (top == column).fillna(False).to_numpy(dtype=np.int64)
-    return pd.DataFrame(data).groupby("neuron_id", sort=False).sum().reset_index()
+    data.update({f"sum_{c}": summary.sums[:, i] for i, c in enumerate(columns)})
+    data.update({f"votes_{c}": summary.votes[:, i] for i, c in enumerate(columns)})
+    return pd.DataFrame(data)
 
 
 def add_neuron_sums(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -110,22 +108,22 @@ def summarize_sums(
     min_synapses: int = MIN_SYNAPSES,
     min_margin: float = MIN_MARGIN,
 ) -> pd.DataFrame:
-    """The per-neuron table from :func:`neuron_sums`: ``neuron_id``, ``n_synapses``
-    (predicted), ``n_outside`` (without a prediction), the mean probability per class,
-    ``top_nt`` and ``top_nt_conf`` (mean probability of the top class), ``top_nt_votes``
-    (fraction of its synapses whose top class it is), ``runner_up_nt``, ``runner_up_conf``,
-    ``margin``, and ``confident``: at least ``min_synapses`` synapses and a margin of at least
-    ``min_margin``. A neuron without a predicted synapse has no means and no top class.
-    Sorted by synapse count, largest first, then by neuron id."""
+    """The per-neuron table from :func:`neuron_sums` (:mod:`synister.neurons`' summary):
+    ``neuron_id``, ``n_synapses`` (predicted), ``n_outside`` (without a prediction), the mean
+    probability per class, ``top_nt`` and ``top_nt_conf`` (mean probability of the top class),
+    ``top_nt_vote_share`` (the share of its synapses whose top class it is), ``runner_up_nt``,
+    ``runner_up_conf``, ``margin``, and ``confident``: at least ``min_synapses`` synapses and a
+    margin of at least ``min_margin``. A neuron without a predicted synapse has no means and no
+    top class. Sorted by synapse count, largest first, then by neuron id."""
     columns = list(classes)
-    n = sums["n"].to_numpy(dtype=np.int64)
-    has = n > 0
-    totals = sums[[f"sum_{c}" for c in columns]].to_numpy(dtype=np.float64)
-    votes = sums[[f"votes_{c}" for c in columns]].to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = totals / n[:, None]
-    order = np.argsort(-np.nan_to_num(means, nan=0.0), axis=1, kind="stable")
-    rows = np.arange(len(n))
+    neurons = summary_of_sums(
+        sums["neuron_id"].reset_index(drop=True),
+        sums["n"].to_numpy(dtype=np.int64),
+        sums[[f"sum_{c}" for c in columns]].to_numpy(dtype=np.float64),
+        sums[[f"votes_{c}" for c in columns]].to_numpy(dtype=np.int64),
+        sums["n_outside"].to_numpy(dtype=np.int64),
+    )
+    has = neurons.n_synapses > 0
     names = np.asarray(columns, dtype=object)
 
     def where_predicted(values, empty):
@@ -133,39 +131,24 @@ def summarize_sums(
 
     summary = pd.DataFrame(
         {
-            "neuron_id": sums["neuron_id"].reset_index(drop=True),
-            "n_synapses": n,
-            "n_outside": sums["n_outside"].to_numpy(dtype=np.int64),
+            "neuron_id": neurons.neuron_ids,
+            "n_synapses": neurons.n_synapses,
+            "n_outside": neurons.n_missing,
         }
     )
     for i, column in enumerate(columns):
-        summary[column] = means[:, i]
-    top = order[:, 0]
-    summary["top_nt"] = pd.array(where_predicted(names[top], None), dtype="string")
-    summary["top_nt_conf"] = where_predicted(means[rows, top], np.nan)
-    summary["top_nt_votes"] = where_predicted(votes[rows, top] / np.maximum(n, 1), np.nan)
-    if len(columns) > 1:
-        second = order[:, 1]
-        summary["runner_up_nt"] = pd.array(where_predicted(names[second], None), dtype="string")
-        summary["runner_up_conf"] = where_predicted(means[rows, second], np.nan)
-    else:
-        summary["runner_up_nt"] = pd.array([None] * len(summary), dtype="string")
-        summary["runner_up_conf"] = where_predicted(0.0, np.nan)
-    summary["margin"] = summary["top_nt_conf"] - summary["runner_up_conf"]
+        summary[column] = neurons.mean_probabilities[:, i]
+    summary["top_nt"] = pd.array(where_predicted(names[neurons.top_idx], None), dtype="string")
+    summary["top_nt_conf"] = where_predicted(neurons.top_probability, np.nan)
+    summary["top_nt_vote_share"] = where_predicted(neurons.top_votes, np.nan)
+    second = neurons.runner_up_idx
+    runner_up = np.where(has & (second >= 0), names[np.maximum(second, 0)], None)
+    summary["runner_up_nt"] = pd.array(runner_up, dtype="string")
+    summary["runner_up_conf"] = neurons.runner_up_probability
+    summary["margin"] = neurons.margin
     summary["confident"] = (summary["n_synapses"] >= min_synapses) & (
         summary["margin"] >= min_margin
     )
     return summary.sort_values(
         ["n_synapses", "neuron_id"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
-
-
-def _class_columns_of(synapses: pd.DataFrame) -> list[str]:
-    columns = list(synapses.columns)
-    if "top_nt" not in columns:
-        raise ValueError("the synapse table has no top_nt column (predict_positions output?)")
-    return [c for c in columns[: columns.index("top_nt")] if c not in _NOT_CLASSES]
-
-
-#: per-synapse columns that are not class probabilities
-_NOT_CLASSES = {"row", "id", "neuron_id", "x", "y", "z", "x_nm", "y_nm", "z_nm"}

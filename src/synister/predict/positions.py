@@ -9,8 +9,9 @@ after dropping positions, so every later row got the wrong id).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,46 +19,30 @@ import pandas as pd
 
 from ..config import WorkerConfig
 from ..data import usable_cpus
+from ..models import LoadedModel, load_model
+from ..tables import PositionTable, read_positions
 from ..volumes import Volume
-from .bundles import ModelBundle, bundle_identity, open_bundle
+from ..volumes.sanity import (
+    OUTSIDE_VOLUME,
+    STATUSES,
+    PositionCheck,
+    PositionWarning,
+    check_positions,
+    locate,
+    patch_status,
+    require_fit,
+)
 from .engine import Augmenter, Predictor
 from .neurons import probability_frame
 from .sources import reading_order
-from .tables import PositionTable, read_positions
 from .threads import default_read_workers, default_threads
 
-#: ``ok``: predicted; ``partly_outside``: inside the volume but its patch reaches out
-#: (predicted on a zero-padded patch); ``outside_volume``: not predicted
-STATUSES = ("ok", "partly_outside", "outside_volume")
-OUTSIDE_VOLUME = STATUSES[2]
 #: patches per network pass where the caller does not say
 BATCH_SIZE = 32
 
 
 class VolumeMismatch(ValueError):
     """The volume's voxel size is not the one the model was trained on."""
-
-
-def patch_status(
-    starts_vox: np.ndarray, shape_vox: Sequence[int], volume_shape_vox: Sequence[int]
-) -> np.ndarray:
-    """The status (see :data:`STATUSES`) of each patch (first voxels ``starts_vox``, N x 3):
-    ``outside_volume`` where its centre voxel (index ``S//2``) lies outside the volume, ``ok``
-    where the whole patch lies inside, else ``partly_outside``."""
-    starts = np.asarray(starts_vox, dtype=np.int64).reshape(-1, 3)
-    shape = np.asarray(shape_vox, dtype=np.int64)
-    volume_shape = np.asarray(volume_shape_vox, dtype=np.int64)
-    centers = starts + shape // 2
-    inside = np.all((centers >= 0) & (centers < volume_shape), axis=1)
-    whole = np.all((starts >= 0) & (starts + shape <= volume_shape), axis=1)
-    return np.where(~inside, OUTSIDE_VOLUME, np.where(whole, "ok", "partly_outside"))
-
-
-def locate(volume: Volume, centers_nm: np.ndarray, input_shape_vox: Sequence[int]) -> np.ndarray:
-    """The status (see :data:`STATUSES`) of each position (N, 3; z, y, x nm)."""
-    centers = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
-    starts = volume.patch_starts_vox(centers, input_shape_vox)
-    return patch_status(starts, input_shape_vox, volume.shape_vox)
 
 
 def synapse_table(
@@ -68,7 +53,7 @@ def synapse_table(
     naming: str = "short",
 ) -> pd.DataFrame:
     """The per-synapse output of both front-ends (``predict-positions``, ``predict-volume``):
-    ``rows`` (:func:`~synister.predict.tables.position_rows`), one probability column per
+    ``rows`` (:func:`~synister.tables.position_rows`), one probability column per
     class, ``top_nt``, ``top_nt_conf`` and ``status``; ``probabilities`` is NaN where a row
     was not predicted."""
     rows = rows.reset_index(drop=True)
@@ -77,34 +62,49 @@ def synapse_table(
     return frame
 
 
-def check_voxel_size(bundle, volume: Volume) -> None:
+def check_voxel_size(model, volume: Volume) -> None:
     """A network sees patches at the voxel size it was trained on, or its output means
     nothing; raises :class:`VolumeMismatch` otherwise."""
-    trained = np.asarray(bundle.voxel_size_nm, dtype=np.float64)
+    trained = np.asarray(model.voxel_size_nm, dtype=np.float64)
     if not np.allclose(volume.voxel_size_nm, trained):
         raise VolumeMismatch(
             f"{volume.location}: voxel size {volume.voxel_size_nm.tolist()} nm (z, y, x), but "
-            f"the model {bundle.path} was trained on {trained.tolist()} nm; use a volume of "
+            f"the model {model.path} was trained on {trained.tolist()} nm; use a volume of "
             "that resolution (or allow it explicitly)"
         )
 
 
+def open_model(model) -> LoadedModel:
+    """``model`` (a path, or a loaded bundle) loaded (see :func:`~synister.models.load_model`),
+    or as it is."""
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
 @dataclass
 class PositionsJob:
-    """Everything checked and loaded, nothing predicted: the table, the bundle and its
+    """Everything checked and loaded, nothing predicted: the table, the model and its
     predictor, the volume and the status of every row."""
 
     table: PositionTable
-    bundle: ModelBundle
+    model: LoadedModel
     predictor: Predictor
     volume: Volume
     volume_source: str  # the --volume given
     dataset: str | None
     status: np.ndarray  # per row of table.rows
+    #: where the positions fall in the volume, and the likely mix-up where most do not fit
+    check: PositionCheck | None = None
+    #: what the user must hear before trusting the output (a likely units or axis mix-up)
+    warnings: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """The warnings, and why a run writes no per-neuron summary where it writes none."""
+        missing = self.table.missing_neurons_note()
+        return self.warnings + ([missing] if missing else [])
 
     @property
     def classes(self) -> list[str]:
-        return list(self.bundle.classes)
+        return list(self.model.classes)
 
     @property
     def predictable(self) -> np.ndarray:
@@ -116,7 +116,7 @@ class PositionsJob:
         volume = self.volume
         return {
             "table": {k: v for k, v in self.table.describe().items() if k != "neurons_missing"},
-            "bundle": bundle_identity(self.bundle),
+            "bundle": self.model.identity_record(),
             "volume": {
                 "location": volume.location,
                 "shape_vox": list(volume.shape_vox),
@@ -167,7 +167,7 @@ def default_devices_and_threads() -> tuple[int | None, int, bool]:
 
 
 def prepare_positions(
-    bundle: str | Path | ModelBundle,
+    bundle: str | Path | LoadedModel,
     volume: str | Path | Volume,
     table: str | Path | pd.DataFrame | PositionTable,
     *,
@@ -185,9 +185,17 @@ def prepare_positions(
     read_workers: int = 0,
     tta: Augmenter | None = None,
     allow_other_voxel_size: bool = False,
+    strict: bool = False,
 ) -> PositionsJob:
-    """Read the table, load the bundle, open the volume and check they fit (see
-    :func:`predict_positions`); errors name the file, column and row."""
+    """Read the table, load the model (a bundle, or any form :func:`~synister.models.
+    load_model` takes), open the volume and check they fit (see :func:`predict_positions`);
+    errors name the file, column and row.
+
+    Every front-end (the commands, the service) gets the positions check here: where most
+    positions fall outside the volume (a units or axis mix-up, see
+    :func:`synister.volumes.sanity.check_positions`) the job carries a warning naming the
+    likely cause, or with ``strict`` this raises
+    :class:`~synister.volumes.sanity.PositionMismatch`."""
     if not isinstance(table, PositionTable):
         table = read_positions(
             table,
@@ -198,49 +206,60 @@ def prepare_positions(
             voxel_size=voxel_size,
             neurons=neurons,
         )
-    bundle = open_bundle(bundle)
+    model = open_model(bundle)
     source = str(volume) if not isinstance(volume, Volume) else volume.location
     if not isinstance(volume, Volume):
-        volume = Volume(volume, dataset)
+        volume = Volume(volume, dataset, scale_nm=model.voxel_size_nm)
     volume.require_uint8()
     volume.warn_out_of_bounds = False  # reported per row instead
     if not allow_other_voxel_size:
-        check_voxel_size(bundle, volume)
-    model = bundle.build_model("cpu")
-    predictor = Predictor(
+        check_voxel_size(model, volume)
+    predictor = Predictor.from_model(
         model,
-        bundle.input_shape_vox,
-        bundle.classes,
         device=device,
         batch_size=batch_size or BATCH_SIZE,
         precision=precision,
         threads=threads,
         read_workers=read_workers,
-        temperature=bundle.temperature,
         tta=tta,
     )
-    status = locate(volume, table.centers_zyx_nm, bundle.input_shape_vox)
-    return PositionsJob(table, bundle, predictor, volume, source, dataset, status)
+    centers = table.centers_zyx_nm
+    status = locate(volume, centers, model.input_shape_vox)
+    check = check_positions(
+        volume,
+        centers,
+        model.input_shape_vox,
+        units=table.units,
+        voxel_size_xyz_nm=table.voxel_size_xyz_nm,
+        status=status,
+    )
+    warning = require_fit(check, strict, table.source)
+    notes = [warning] if warning else []
+    return PositionsJob(table, model, predictor, volume, source, dataset, status, check, notes)
 
 
 def predict_positions(
-    bundle: str | Path | ModelBundle,
+    bundle: str | Path | LoadedModel,
     volume: str | Path | Volume,
     table: str | Path | pd.DataFrame,
     *,
     naming: str = "short",
     **options,
 ) -> pd.DataFrame:
-    """Predict every position of ``table`` with a model bundle on a volume, in memory.
+    """Predict every position of ``table`` with a model bundle (or any model
+    :func:`~synister.models.load_model` takes) on a volume, in memory.
 
     ``table`` is a CSV/Parquet/Feather file or a DataFrame; columns are found by name (id:
     ``id``, ``synapse_id``, ``syn_id``; neuron: ``pre_pt_root_id``, ``bodyId``, ``body``,
     ``skeleton_id``, ``skid``; positions: ``x, y, z``, ``pre_x, pre_y, pre_z`` or a
-    ``pre_pt_position`` list) unless named. ``options`` are those of
-    :func:`prepare_positions`: ``dataset``, ``units`` ("nm", or "voxels" with
-    ``voxel_size``: one number or x, y, z nm), ``id_column``, ``neuron_column``,
-    ``position_columns``, ``neurons``, ``device``, ``precision``, ``batch_size``,
-    ``threads``, ``read_workers``, ``tta``. Returns one row per input row in input order:
+    ``pre_pt_position`` list) unless named. ``options``: ``dataset``, ``units`` ("nm", or
+    "voxels" with ``voxel_size``: one number or x, y, z nm), ``id_column``,
+    ``neuron_column``, ``position_columns``, ``neurons``, ``device``, ``precision``,
+    ``batch_size``, ``threads``, ``read_workers``, ``tta``, ``strict`` (the keywords of
+    ``synister.predict.prepare_positions``, which checks and loads without predicting).
+    Where most positions fall outside the volume a :class:`PositionWarning` names the likely
+    units or axis mix-up (``strict=True``: a ``PositionMismatch`` error instead). Returns one
+    row per input row in input order:
     ``row``, ``id``, ``neuron_id``, the caller's ``x, y, z``, ``x_nm, y_nm, z_nm``, one
     probability per class (``gaba, ach, glut, oct, ser, da`` or full names with
     ``naming="full"``), ``top_nt``, ``top_nt_conf`` and ``status`` (see :data:`STATUSES`).
@@ -248,6 +267,8 @@ def predict_positions(
     per-neuron summary and a report.
     """
     job = prepare_positions(bundle, volume, table, **options)
+    for text in job.warnings:
+        warnings.warn(text, PositionWarning, stacklevel=2)
     probabilities = np.full((len(job.table.rows), len(job.classes)), np.nan, dtype=np.float32)
 
     def store(rows: np.ndarray, batch: np.ndarray) -> None:
@@ -260,12 +281,15 @@ def predict_positions(
 __all__ = [
     "BATCH_SIZE",
     "OUTSIDE_VOLUME",
+    "PositionCheck",
+    "PositionWarning",
     "STATUSES",
     "PositionsJob",
     "VolumeMismatch",
     "check_voxel_size",
     "default_devices_and_threads",
     "locate",
+    "open_model",
     "patch_status",
     "predict_positions",
     "prepare_positions",

@@ -212,8 +212,15 @@ def write_report(
     colors = {c: class_color(full) for c, full in zip(class_names, job.classes, strict=True)}
     source, note = viewer_source(job, settings.get("viewer_source"))
     viewer_url = settings.get("viewer_url") or VIEWER_URL
-    bundle, volume, table = job.bundle, job.volume, job.table
+    bundle, volume, table = job.model, job.volume, job.table
     shown = settings.get("shown_as") or {}
+    if note and "volume" in shown:  # a service's volume on its disk: no path, no CLI advice
+        source = None
+        note = (
+            f"The volume {shown['volume']} is a file on the service's machine, which "
+            "neuroglancer cannot read, so the neurons have no links: the service's "
+            "administrator can give it a viewer_source in service.toml."
+        )
     provenance = bundle.provenance or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -231,6 +238,7 @@ def write_report(
             else " The table has no neuron column: no per-neuron summary."
         )
         + "</p>",
+        *(f"<p class='warning'>WARNING: {_e(text)}</p>" for text in summary.get("warnings", [])),
         "<h2>Model, volume and table</h2>",
         _definitions(
             [
@@ -302,17 +310,19 @@ def _neuron_sections(
     by_neuron = dict(tuple(synapses[synapses["neuron_id"].notna()].groupby("neuron_id")))
     rows = []
     for n in neurons.itertuples(index=False):
-        members = by_neuron.get(n.neuron_id, synapses.iloc[:0])
-        state = neuroglancer_state(job, source, members, class_names, f"neuron {n.neuron_id}")
-        link = viewer_link(state, viewer_url)
+        name = _e(n.neuron_id)
+        if source is not None:
+            members = by_neuron.get(n.neuron_id, synapses.iloc[:0])
+            state = neuroglancer_state(job, source, members, class_names, f"neuron {n.neuron_id}")
+            name = f'<a href="{_e(viewer_link(state, viewer_url))}" target="_blank">{name}</a>'
         values = {c: float(getattr(n, c)) if n.n_synapses else 0.0 for c in class_names}
         rows.append(
             "<tr>"
-            f'<td><a href="{_e(link)}" target="_blank">{_e(n.neuron_id)}</a></td>'
+            f"<td>{name}</td>"
             f"<td>{n.n_synapses}</td><td>{n.n_outside}</td>"
             f"<td>{_bar(values, colors)}</td>"
             f"<td>{_e(n.top_nt) if n.n_synapses else '–'}</td>"
-            f"<td>{_fmt(n.top_nt_conf)}</td><td>{_fmt(n.top_nt_votes)}</td>"
+            f"<td>{_fmt(n.top_nt_conf)}</td><td>{_fmt(n.top_nt_vote_share)}</td>"
             f"<td>{_e(n.runner_up_nt) if n.n_synapses else '–'}</td><td>{_fmt(n.margin)}</td>"
             f"<td>{'yes' if n.confident else '<b>no</b>'}</td></tr>"
         )
@@ -330,13 +340,15 @@ def _neuron_sections(
     header = (
         "<tr><th>neuron (opens neuroglancer)</th><th>synapses</th><th>outside</th>"
         "<th>mean class probabilities</th><th>top_nt</th><th>top_nt_conf</th>"
-        "<th>votes</th><th>runner-up</th><th>margin</th><th>confident</th></tr>"
+        "<th>vote share</th><th>runner-up</th><th>margin</th><th>confident</th></tr>"
     )
     return [
         "<h2>Neurons</h2>",
         "<p>Each neuron's link opens the volume in neuroglancer with its synapses as points "
         "coloured by predicted class (grey: not predicted). "
-        f"Volume source: <code>{_e(source)}</code>.</p>",
+        f"Volume source: <code>{_e(source)}</code>.</p>"
+        if source is not None
+        else "",
         f"<p class='note'>{_e(note)}</p>" if note else "",
         f'<table class="neurons">{header}{"".join(rows)}</table>',
         f"<h2>Neurons not called confidently ({len(doubtful)})</h2>",
@@ -379,6 +391,7 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 75em;
        color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+.warning { background: #fff3cd; border-left: 4px solid #d39e00; padding: 0.4em 0.8em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 td, th { padding: 0.2em 0.6em; border-bottom: 1px solid #ddd; text-align: left; }
 table.kv th { font-weight: normal; color: #555; }

@@ -25,13 +25,19 @@ POLL_SECONDS = 0.5
 
 
 def _read_batches(batches, rank: int, readers: int, ring: torch.Tensor, free, ready) -> None:
-    """Reader ``rank``: batches ``rank``, ``rank + readers``, ... into free slots of ``ring``."""
+    """Reader ``rank``: batches ``rank``, ``rank + readers``, ... into free slots of ``ring``,
+    the next one's read issued before the current one is copied (its chunks fetched while
+    this reader waits for a slot)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the readers
     torch.set_num_threads(1)
     parent = multiprocessing.parent_process()
+    mine = range(rank, len(batches), readers)
     i = None
     try:
-        for i in range(rank, len(batches), readers):
+        if len(mine):
+            i = mine[0]
+            pending = batches.submit(i)
+        for k, current in enumerate(mine):
             while True:
                 try:
                     slot = free.get(timeout=POLL_SECONDS)
@@ -39,9 +45,14 @@ def _read_batches(batches, rank: int, readers: int, ring: torch.Tensor, free, re
                 except queue.Empty:
                     if parent is not None and not parent.is_alive():
                         return
-            ids, raw = batches[i]
-            ring[slot, : len(raw)].copy_(raw)
-            ready.put((i, slot, ids.numpy()))  # numpy: a tensor would travel as shared memory
+            ids, read = pending
+            if k + 1 < len(mine):
+                i = mine[k + 1]
+                pending = batches.submit(i)
+            i = current
+            raw = torch.from_numpy(read.result())
+            ring[slot, : len(raw), 0].copy_(raw)
+            ready.put((current, slot, ids.numpy()))  # numpy: a tensor would travel as shared memory
     except Exception as error:  # noqa: BLE001 - handed to the parent
         ready.put(("error", RuntimeError(f"reading batch {i}: {type(error).__name__}: {error}")))
 

@@ -3,6 +3,7 @@ already in memory. Each yields ``(ids, uint8 patches (B, 1, Z, Y, X))`` as torch
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -12,12 +13,23 @@ import pandas as pd
 import torch
 
 from ..volumes import Volume
+from ..volumes.read import PendingRead
+
+#: batches whose reads are in flight at once ahead of the network: their chunks are fetched
+#: together, so a remote store's latency is paid once per this many batches
+READS_IN_FLIGHT = 8
 
 
 class PatchBatches(torch.utils.data.Dataset):
     """Batch ``i``: ids and uint8 patches (B, 1, Z, Y, X) of positions ``i*B .. (i+1)*B``,
     read from ``volume`` (zero outside it). Pickles without its open volume, so reading
-    processes (:class:`synister.predict.ring.RingReader`) reopen it."""
+    processes (:class:`synister.predict.ring.RingReader`) reopen it.
+
+    ``streams`` readers that take batches in turn (reader ``r``: batches ``r``, ``r +
+    streams``, ...) each get a contiguous run of the positions instead: batch ``i`` is the
+    ``i // streams``-th batch of run ``i % streams``. Positions in reading order so keep each
+    reader (each with its own chunk cache) to its part of the volume, and a chunk is fetched
+    by one reader, not by all of them."""
 
     def __init__(
         self,
@@ -26,9 +38,10 @@ class PatchBatches(torch.utils.data.Dataset):
         centers_nm: np.ndarray,
         input_shape_vox: Sequence[int],
         batch_size: int,
+        streams: int = 1,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or streams < 1:
+            raise ValueError(f"batch_size and streams must be >= 1, got {batch_size}, {streams}")
         self.volume = volume
         self.ids = np.array(ids, dtype=np.int64)  # a writable copy for torch
         self.centers_nm = np.asarray(centers_nm, dtype=np.float64).reshape(-1, 3)
@@ -36,6 +49,9 @@ class PatchBatches(torch.utils.data.Dataset):
             raise ValueError(f"{len(self.ids)} ids but {len(self.centers_nm)} positions")
         self.input_shape_vox = tuple(int(s) for s in input_shape_vox)
         self.batch_size = int(batch_size)
+        self.streams = int(streams)
+        runs = [len(range(r, len(self), self.streams)) for r in range(self.streams)]
+        self._run_starts = np.cumsum([0, *runs[:-1]]).tolist()
 
     def __len__(self) -> int:
         return -(-len(self.ids) // self.batch_size)
@@ -50,11 +66,17 @@ class PatchBatches(torch.utils.data.Dataset):
         return (self.batch_size, 1, *self.input_shape_vox)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, pending = self.submit(i)
+        return ids, torch.from_numpy(pending.result()).unsqueeze(1)
+
+    def submit(self, i: int) -> tuple[torch.Tensor, PendingRead]:
+        """Batch ``i``'s ids and its patches being read (``.result()``: (B, Z, Y, X))."""
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} of {len(self)}")
-        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        raw = self.volume.read_patches(self.centers_nm[rows], self.input_shape_vox)
-        return torch.from_numpy(self.ids[rows]), torch.from_numpy(raw).unsqueeze(1)
+        first = self._run_starts[i % self.streams] + i // self.streams
+        rows = slice(first * self.batch_size, (first + 1) * self.batch_size)
+        pending = self.volume.submit_patches(self.centers_nm[rows], self.input_shape_vox)
+        return torch.from_numpy(self.ids[rows]), pending
 
 
 def array_batches(
@@ -78,12 +100,31 @@ def array_batches(
         yield ids[rows], patches[rows].unsqueeze(1)
 
 
+def submitted_ahead(batches: PatchBatches, depth: int = READS_IN_FLIGHT):
+    """Batches of ``batches`` in order, the reads of the next ``depth`` issued before the
+    current one is awaited (many requests in flight, the next batches' chunks fetched while
+    the current one is used)."""
+    pending: collections.deque = collections.deque()
+    for i in range(len(batches)):
+        pending.append(batches.submit(i))
+        if len(pending) >= depth:
+            ids, read = pending.popleft()
+            yield ids, torch.from_numpy(read.result()).unsqueeze(1)
+    while pending:
+        ids, read = pending.popleft()
+        yield ids, torch.from_numpy(read.result()).unsqueeze(1)
+
+
 def read_ahead(batches, depth: int = 4):
-    """Iterate ``batches`` in a background thread, up to ``depth`` items ahead.
+    """Iterate ``batches`` in a background thread, up to ``depth`` items ahead (for
+    :class:`PatchBatches`: with :data:`READS_IN_FLIGHT` reads in flight, see
+    :func:`submitted_ahead`).
 
     With no reading processes this still overlaps reading with the network: tensorstore and
     the network release the GIL. A reading error is raised here, in the consumer.
     """
+    if isinstance(batches, PatchBatches):
+        batches = submitted_ahead(batches)
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()

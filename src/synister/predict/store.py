@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,7 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .database import file_sha256
+from ..files import file_sha256, write_atomic, write_json
+from ..identity import RunIdentity
+from ..tables import spreadsheet_safe
 from .neurons import MIN_MARGIN, MIN_SYNAPSES, summarize_neurons
 from .positions import PositionsJob
 from .progress import StoredCounter, progress_bar
@@ -41,30 +42,6 @@ OUTPUTS = ("synapses.parquet", "synapses.csv", "neurons.parquet", "report.html")
 
 class RunMismatch(ValueError):
     """``--out`` holds a run of other inputs; names the first that differ."""
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _write_json(path: Path, content: dict) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(content, indent=1) + "\n"))
-
-
-def _differences(stored, current, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like values."""
-    if isinstance(stored, dict) and isinstance(current, dict):
-        found = []
-        for key in sorted(set(stored) | set(current), key=str):
-            found += _differences(stored.get(key), current.get(key), f"{prefix}{key}.")
-        return found
-    return [] if stored == current else [prefix.rstrip(".")]
 
 
 class PartWriter:
@@ -103,7 +80,7 @@ class PartWriter:
         table = pa.table(columns)
         self.number += 1
         path = self.folder / f"part-{self.number:06d}.parquet"
-        _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp))
         stored, self.count = self.count, 0
         self.rows, self.probabilities = [], []
         self.last_flush = time.monotonic()
@@ -125,13 +102,15 @@ def read_parts(folder: Path, probabilities: np.ndarray) -> tuple[np.ndarray, int
     return found, last
 
 
-def input_identity(job: PositionsJob, table_file: Path | None, neurons_file: Path | None) -> dict:
+def input_identity(
+    job: PositionsJob, table_file: Path | None, neurons_file: Path | None
+) -> RunIdentity:
     """The run's identity with the table (and --neurons file) by content, not path."""
     identity = job.identity()
     identity["table"].pop("source", None)
     identity["table"]["sha256"] = file_sha256(table_file) if table_file else None
     identity["table"]["neurons_sha256"] = file_sha256(neurons_file) if neurons_file else None
-    return json.loads(json.dumps(identity))
+    return RunIdentity(identity, sections=tuple(identity))
 
 
 def run_positions(
@@ -173,7 +152,7 @@ def run_positions(
     identity = input_identity(job, table_file, neurons_file)
     if manifest_file.is_file() and not overwrite:
         stored = json.loads(manifest_file.read_text())
-        differ = _differences(stored.get("identity"), identity)
+        differ = identity.diff(stored.get("identity"))
         if differ:
             raise RunMismatch(
                 f"{out} holds a run of other inputs ({', '.join(differ[:4])} differ); use "
@@ -190,7 +169,9 @@ def run_positions(
         shutil.rmtree(out / PARTS, ignore_errors=True)
     parts = out / PARTS
     parts.mkdir(parents=True, exist_ok=True)
-    _write_json(manifest_file, {"format": FORMAT, "state": "running", "identity": identity})
+    write_json(
+        manifest_file, {"format": FORMAT, "state": "running", "identity": identity.to_json()}
+    )
 
     rows = job.table.rows
     probabilities = np.full((len(rows), len(job.classes)), np.nan, dtype=np.float32)
@@ -239,7 +220,9 @@ def run_positions(
         "resumed_from": int(resumed_from),
         "neurons": None if neurons is None else int(len(neurons)),
         "confident_neurons": None if neurons is None else int(neurons["confident"].sum()),
-        "temperature": job.bundle.temperature,  # divided the logits (synister calibrate)
+        "temperature": job.model.temperature,  # divided the logits (synister calibrate)
+        "warnings": job.notes(),  # a likely units or axis mix-up; no neuron column
+        "positions_check": None if job.check is None else job.check.to_json(),
         "seconds": seconds,
         "synapses_per_second": counter.count / seconds if seconds > 0 else float("nan"),
         "steady_synapses_per_second": counter.steady_rate(),
@@ -248,11 +231,12 @@ def run_positions(
         + (["neurons.parquet"] if neurons is not None else [])
         + ["report.html"],
     }
-    _write_atomic(out / "synapses.parquet", lambda tmp: synapses.to_parquet(tmp, index=False))
+    write_atomic(out / "synapses.parquet", lambda tmp: synapses.to_parquet(tmp, index=False))
     if csv:
-        _write_atomic(out / "synapses.csv", lambda tmp: synapses.to_csv(tmp, index=False))
+        safe = spreadsheet_safe(synapses)  # text cells are never run as formulas
+        write_atomic(out / "synapses.csv", lambda tmp: safe.to_csv(tmp, index=False))
     if neurons is not None:
-        _write_atomic(out / "neurons.parquet", lambda tmp: neurons.to_parquet(tmp, index=False))
+        write_atomic(out / "neurons.parquet", lambda tmp: neurons.to_parquet(tmp, index=False))
     settings = {
         "naming": naming,
         "min_synapses": min_synapses,
@@ -261,14 +245,14 @@ def run_positions(
         "viewer_url": viewer_url,
         "shown_as": shown_as or {},
     }
-    _write_atomic(
+    write_atomic(
         out / "report.html",
         lambda tmp: write_report(tmp, job, synapses, neurons, summary, settings),
     )
     clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
-    _write_json(
+    write_json(
         manifest_file,
-        {"format": FORMAT, "state": "complete", "identity": identity, "summary": clean},
+        {"format": FORMAT, "state": "complete", "identity": identity.to_json(), "summary": clean},
     )
     shutil.rmtree(parts, ignore_errors=True)
     return clean

@@ -8,6 +8,7 @@ file and the key.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -36,10 +37,25 @@ workers = 1                   # worker processes started with the service, one j
 # max_attempts = 3            # a job whose worker died this often fails
 # part_rows = 4096            # synapses stored at a time (within 2 s): a killed job redoes fewer
 
+# trusted_proxies = ["127.0.0.1"]  # X-Forwarded-For/-Proto are believed only from these
+# health_version = false      # /health tells the version (to anyone) when true
+
 [limits]
 upload_bytes = 104857600      # 100 MiB per uploaded table
 rows_per_job = 1000000
-queued_jobs_per_user = 5      # queued or running
+queued_jobs_per_user = 5      # queued or running (uploads being checked count too)
+# row_bytes = 4096            # a CSV line, or the used Parquet columns per row (uncompressed)
+# checks = 2                  # tables checked at once (each in a process of its own) ...
+# checks_per_user = 1         # ... and per user
+# check_memory_bytes = 314572800  # what a check may take beyond its process's start (300 MiB)
+# check_seconds = 120
+# results_days = 30           # a finished job's files and record are deleted after this
+# user_bytes = 10737418240    # a user's jobs (inputs and results) on disk; 10 GiB
+# header_bytes = 16384        # HTTP request line and headers
+# header_seconds = 10         # to send them; a connection that takes longer is closed
+# keep_alive_seconds = 5      # an idle connection is closed after this
+# body_seconds = 30           # an upload that sends nothing for this long gets 408
+# connections = 200           # requests beyond this many open connections get 503
 
 [bundles.demo]                # name users choose; the folder written by `synister export-model`
 path = "bundles/demo"
@@ -81,6 +97,11 @@ class ServiceSection(_Model):
     part_rows: Annotated[int, Field(ge=1)] | None = None
     #: seconds SIGTERM waits for a running job to stop at its next batch before killing it
     shutdown_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
+    #: addresses (IPs or CIDR networks) of reverse proxies whose X-Forwarded-For and
+    #: X-Forwarded-Proto are believed; from any other address they are ignored
+    trusted_proxies: tuple[str, ...] = ()
+    #: whether ``/health`` (which needs no token) tells the version
+    health_version: bool = False
 
     @property
     def heartbeat(self) -> float:
@@ -90,8 +111,29 @@ class ServiceSection(_Model):
 class LimitsSection(_Model):
     upload_bytes: Annotated[int, Field(gt=0)] = 100 * 2**20
     rows_per_job: Annotated[int, Field(gt=0)] = 1_000_000
+    #: queued or running jobs of a user, uploads being received or checked included
     queued_jobs_per_user: Annotated[int, Field(gt=0)] = 5
     file_types: tuple[Literal["csv", "parquet", "feather"], ...] = FILE_TYPES
+    #: bytes per row: a CSV file's longest line, the used Parquet columns (uncompressed)
+    row_bytes: Annotated[int, Field(gt=0)] = 4096
+    #: tables checked at once, each in a process of its own, and at once per user
+    checks: Annotated[int, Field(ge=1)] = 2
+    checks_per_user: Annotated[int, Field(ge=1)] = 1
+    #: memory a check may allocate beyond its process's start (an upload that needs more is
+    #: refused), and its time
+    check_memory_bytes: Annotated[int, Field(ge=16 * 2**20)] = 300 * 2**20
+    check_seconds: Annotated[float, Field(gt=0)] = 120.0
+    #: days a finished job (its files and its record) is kept; 0: for ever
+    results_days: Annotated[float, Field(ge=0)] = 30.0
+    #: bytes a user's jobs (inputs and results) may take on disk; a new upload beyond is refused
+    user_bytes: Annotated[int, Field(gt=0)] = 10 * 2**30
+    #: HTTP: the request line and headers, the seconds to send them, an idle connection's
+    #: seconds, the seconds an upload may send nothing, the connections served at once
+    header_bytes: Annotated[int, Field(ge=1024)] = 16384
+    header_seconds: Annotated[float, Field(gt=0)] = 10.0
+    keep_alive_seconds: Annotated[float, Field(gt=0)] = 5.0
+    body_seconds: Annotated[float, Field(gt=0)] = 30.0
+    connections: Annotated[int, Field(ge=1)] = 200
 
 
 class BundleChoice(_Model):
@@ -118,6 +160,18 @@ class ServiceConfig(_Model):
     limits: LimitsSection = LimitsSection()
     bundles: dict[str, BundleChoice] = {}
     volumes: dict[str, VolumeChoice] = {}
+
+    @field_validator("service")
+    @classmethod
+    def _proxies(cls, service: ServiceSection) -> ServiceSection:
+        for address in service.trusted_proxies:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {address!r} is not an IP address or network"
+                ) from None
+        return service
 
     @field_validator("bundles", "volumes")
     @classmethod

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synister.predict.tables import TableError
+from synister.tables import TableError, TableLimits
 
-from .config import VolumeChoice
+from .config import LimitsSection, VolumeChoice
 
-#: the options of a job that reach the table reader (what the API lets a user set)
-TABLE_OPTIONS = ("units", "voxel_size")
+#: the options of a job that reach the table reader (what the API lets a user set: those of
+#: predict-positions)
+TABLE_OPTIONS = ("id_column", "neuron_column", "position_columns", "units", "voxel_size")
 
 
 class JobStopped(Exception):  # noqa: N818 - a stop, not an error
@@ -44,18 +45,25 @@ class EngineJob:
     shown_as: dict = field(default_factory=dict)
     #: synapses stored at a time at most (default predict-positions'; see run_positions)
     part_rows: int | None = None
+    #: the bounds the table was checked within when it was submitted
+    table_limits: TableLimits = TableLimits()
+
+
+def table_limits(limits: LimitsSection) -> TableLimits:
+    """The table reader's bounds of the service's ``[limits]``."""
+    return TableLimits(max_rows=limits.rows_per_job, max_row_bytes=limits.row_bytes)
 
 
 def _table_options(options: dict | None) -> dict:
     return {k: v for k, v in (options or {}).items() if k in TABLE_OPTIONS}
 
 
-def check_table(path: Path, options: dict | None = None) -> int:
-    """The number of rows predict-positions would read from ``path``; raises
-    :class:`TableError` naming the file, column and row of what is wrong."""
-    from synister.predict.tables import read_positions
+def check_table(path: Path, options: dict | None = None, limits: TableLimits | None = None) -> int:
+    """The number of rows predict-positions would read from ``path``, read within
+    ``limits``; raises :class:`TableError` naming the file, column and row of what is wrong."""
+    from synister.tables import read_positions
 
-    return len(read_positions(path, **_table_options(options)).rows)
+    return len(read_positions(path, **_table_options(options), limits=limits).rows)
 
 
 def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None]) -> dict:
@@ -67,21 +75,26 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
     it may raise :class:`JobStopped`. Returns the run's summary (see
     :func:`~synister.predict.store.run_positions`).
     """
+    from synister.models import load_model
     from synister.predict.positions import default_devices_and_threads, prepare_positions
     from synister.predict.store import run_positions
-    from synister.predict.tables import read_positions
+    from synister.tables import read_positions
     from synister.volumes import Volume
 
-    table = read_positions(job.table, **_table_options(job.options))
+    table = read_positions(job.table, **_table_options(job.options), limits=job.table_limits)
     if job.input_name:
         table = dataclasses.replace(table, source=job.input_name)
     threads, tune = job.threads, False
     if threads is None:
         threads, _, tune = default_devices_and_threads()
     choice = job.volume
-    volume = Volume(choice.url, choice.dataset, voxel_size_nm=choice.voxel_size_nm)
+    model = load_model(job.bundle)
+    volume = Volume(
+        choice.url, choice.dataset, voxel_size_nm=choice.voxel_size_nm,
+        scale_nm=model.voxel_size_nm,
+    )  # fmt: skip
     prepared = prepare_positions(
-        job.bundle,
+        model,
         volume,
         table,
         dataset=choice.dataset,
@@ -103,4 +116,4 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
     )
 
 
-__all__ = ["EngineJob", "JobStopped", "TableError", "check_table", "run_job"]
+__all__ = ["EngineJob", "JobStopped", "TableError", "check_table", "run_job", "table_limits"]

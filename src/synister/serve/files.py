@@ -6,8 +6,12 @@ Every path comes from a generated job id (32 hex digits) and fixed names; nothin
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import os
 import re
+import shutil
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +29,10 @@ SNIFF_BYTES = 65536
 
 class UploadTooLarge(Exception):  # noqa: N818 - an HTTP 413, named as such
     """The upload passed the byte limit; nothing of it is kept."""
+
+
+class UploadStalled(Exception):  # noqa: N818 - an HTTP 408, named as such
+    """The client sent nothing for too long; nothing of the upload is kept."""
 
 
 def job_dir(results: Path, job_id: str) -> Path:
@@ -48,14 +56,25 @@ def result_files(results: Path, job_id: str) -> dict[str, Path]:
     return {name: folder / name for name in RESULT_FILES if (folder / name).is_file()}
 
 
-async def receive_upload(chunks: AsyncIterator[bytes], path: Path, limit_bytes: int) -> int:
+async def receive_upload(
+    chunks: AsyncIterator[bytes], path: Path, limit_bytes: int, idle_seconds: float | None = None
+) -> int:
     """Write the chunks of a request body to ``path`` as they arrive; raise
     :class:`UploadTooLarge` (deleting the file) as soon as more than ``limit_bytes`` came, so
-    an upload never takes more memory than one chunk or more disk than the limit."""
+    an upload never takes more memory than one chunk or more disk than the limit, and
+    :class:`UploadStalled` when no chunk came for ``idle_seconds``."""
     size = 0
+    stream = aiter(chunks)
     try:
         with open(path, "wb") as out:
-            async for chunk in chunks:
+            while True:
+                try:
+                    async with asyncio.timeout(idle_seconds):
+                        chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise UploadStalled(f"the upload sent nothing for {idle_seconds:g} s") from None
                 size += len(chunk)
                 if size > limit_bytes:
                     raise UploadTooLarge(f"the upload is larger than {limit_bytes} bytes")
@@ -87,9 +106,38 @@ def sniff_type(path: Path) -> str | None:
 
 def type_from_name(name: str | None) -> str | None:
     """The table type a file name declares by its extension, if any."""
-    if not name or "." not in name:
+    name = (name or "").strip()
+    if "." not in name:
         return None
     suffix = name.rsplit(".", 1)[1].lower()
     return {"csv": "csv", "parquet": "parquet", "pq": "parquet", "feather": "feather"}.get(
         suffix, suffix
     )
+
+
+def shown_name(name: str | None, file_type: str) -> str:
+    """The name a user gave their file, as the service shows it: no folder, no control or
+    bidirectional-override characters (each becomes ``_``), at most 255 characters."""
+    name = unicodedata.normalize("NFC", (name or "").strip())
+    name = "".join(c if c.isprintable() else "_" for c in name)
+    return name.replace("/", "_").replace("\\", "_")[:255] or f"table.{file_type}"
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it is gone)."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def remove_job(results: Path, job_id: str) -> int:
+    """Remove the job's folder (its input and results); returns the bytes freed."""
+    folder = job_dir(results, job_id)
+    size = folder_bytes(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    return size

@@ -13,7 +13,10 @@ import logging.handlers
 import queue
 import sys
 import time
+from collections import Counter
 
+#: the web app's records (requests, jobs, health) share one logger
+APP_LOG = logging.getLogger("synister.serve.app")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
@@ -50,3 +53,40 @@ def configure_logging(level: int = logging.INFO, stream=None) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+class RequestLog:
+    """ASGI middleware: one JSON log line per request (method, path, status, ms, user)."""
+
+    def __init__(self, app, counts: Counter):
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def record(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.counts[(scope["method"], status[0])] += 1
+            APP_LOG.info(
+                "request",
+                extra={
+                    "event": "request",
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status[0],
+                    "ms": round((time.perf_counter() - start) * 1000, 2),
+                    "user": scope.get("state", {}).get("user"),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )

@@ -13,6 +13,20 @@ def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float
     return "\n".join(lines)
 
 
+def _process_memory() -> tuple[int, int]:
+    """This process's resident memory now and at its peak (bytes; Linux)."""
+    found = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in found:
+                    found[key] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return found["VmRSS"], found["VmHWM"]
+
+
 def render(store: Store, requests: dict[tuple[str, int], int]) -> str:
     """The service's metrics; ``requests`` counts HTTP requests by (method, status)."""
     counts = store.counts()
@@ -49,6 +63,21 @@ def render(store: Store, requests: dict[tuple[str, int], int]) -> str:
                 (f'{{method="{method}",status="{status}"}}', n)
                 for (method, status), n in sorted(requests.items())
             ],
+        ),
+    ]
+    rss, peak = _process_memory()
+    families += [
+        _family(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the web app's process (tables are checked in other processes).",
+            [("", rss)],
+        ),
+        _family(
+            "synister_process_peak_resident_memory_bytes",
+            "gauge",
+            "Peak resident memory of the web app's process since it started.",
+            [("", peak)],
         ),
     ]
     return "\n".join(families) + "\n"

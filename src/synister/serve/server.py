@@ -110,36 +110,70 @@ class WorkerPool:
                 process.wait()
 
 
+def private_files(config: ServiceConfig) -> None:
+    """Files this process creates are its account's alone (0600, folders 0700), and so are
+    the results folder and a SQLite job database made before."""
+    os.umask(0o077)
+    paths = [config.results_dir, config.results_dir / "jobs"]
+    if config.database_url.startswith("sqlite:///"):
+        database = Path(config.database_url.removeprefix("sqlite:///"))
+        paths += [database, *database.parent.glob(database.name + "-*")]  # -wal, -shm
+    for path in paths:
+        if path.exists() and path.stat().st_uid == os.getuid():
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+class Pruner:
+    """Applies the retention rules (:func:`~synister.serve.retention.prune`) now and every
+    :data:`~synister.serve.retention.PRUNE_SECONDS`, in a thread."""
+
+    def __init__(self, config: ServiceConfig, store):
+        self.config, self.store = config, store
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pruner", daemon=True)
+
+    def _run(self) -> None:
+        from .retention import PRUNE_SECONDS, prune_logged
+
+        while True:
+            prune_logged(self.config, self.store, log)
+            if self.stopping.wait(PRUNE_SECONDS):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._thread.join()
+
+
 def serve(config: ServiceConfig, workers: int | None = None) -> None:
     """Run the service until SIGTERM/SIGINT."""
     import uvicorn
 
     from .app import create_app
+    from .http import uvicorn_config
 
     check_choices(config)
+    private_files(config)
     app = create_app(config)
     pool = WorkerPool(config, config.service.workers if workers is None else workers)
+    pruner = Pruner(config, app.state.store)
     stop_signal: list[int] = []
 
     def remember(signum, frame) -> None:  # uvicorn re-raises the signal after its shutdown
         stop_signal.append(signum)
 
     previous = {sig: signal.signal(sig, remember) for sig in (signal.SIGTERM, signal.SIGINT)}
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.service.host,
-            port=config.service.port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(app, config))
     pool.start()
+    pruner.start()
     try:
         server.run()
     finally:
         log.info("stopping workers", extra={"event": "shutdown"})
+        pruner.stop()
         pool.stop(config.service.shutdown_grace_seconds + 5)
         app.state.store.close()
         for sig, handler in previous.items():

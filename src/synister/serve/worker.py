@@ -136,6 +136,7 @@ class Worker:
             service.threads,
             input_name=job.input_name,
             part_rows=service.part_rows,
+            table_limits=engine.table_limits(self.config.limits),
             shown_as={
                 "bundle": _shown(job.bundle, bundle.description),
                 "volume": _shown(job.volume, volume.description),
@@ -221,6 +222,8 @@ class Worker:
                 result["synapses_per_second"] = result["predicted"] / seconds
             if not self.store.finish(job.id, self.name, outcome, error_text, result):
                 outcome = "lost"
+        if outcome in ("cancelled", "failed"):  # the record says why; the files are of no use
+            job_files.remove_job(self.config.results_dir, job.id)
         log.info(
             f"job {outcome}",
             extra={
@@ -237,6 +240,7 @@ class Worker:
 
 def run_worker(config: ServiceConfig, parent_pid: int | None = None) -> None:
     """The worker process's main: run until SIGTERM/SIGINT (or the parent service is gone)."""
+    os.umask(0o077)  # results are their account's alone (0600, folders 0700)
     worker = Worker(config, parent_pid=parent_pid)
 
     def stop(signum, frame) -> None:

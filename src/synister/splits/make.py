@@ -9,13 +9,14 @@ import pandas as pd
 
 from ..db import UNKNOWN_HEMI_LINEAGE_PATTERN, check_name, split_exists, unknown_hemi_lineage_ids
 from .groups import GROUPINGS, eligible_synapses, group_keys, lone_neurons
+from .neuron_shares import lopsided_warnings
 from .program import (
     DEFAULT_TIME_LIMIT_S,
     DEFAULT_TOLERANCE,
     PARTS,
     ImpossibleSplit,
     SplitTargets,
-    assign_parts,
+    solve_split,
     split_quality,
 )
 
@@ -74,9 +75,11 @@ def compute_split(
     ``hemi_lineages`` (a :meth:`Database.hemi_lineages` frame) names the hemilineages, so that
     a hemilineage split can tell the unknown ones; without it only a missing hemilineage is.
     The meta holds the request, ``summary`` (synapses and groups per transmitter and part),
-    ``targets``, and from :func:`split_quality` ``warnings``, ``misses`` and
-    ``needed_tolerance``; for a hemilineage split also ``unknown_lineage_pattern`` and
-    ``unknown_lineage_neurons`` (neurons that became groups of their own).
+    ``targets``, from :func:`split_quality` ``misses``, ``needed_tolerance`` and ``warnings``
+    (after one from :func:`solve_split` where its program stopped at a limit), ``program``
+    (how the split was found, see :func:`solve_split`); for a hemilineage split also
+    ``unknown_lineage_pattern`` and ``unknown_lineage_neurons`` (neurons that became groups of
+    their own).
     """
     frame, transmitters = eligible_synapses(synapses, request.transmitters)
     present = set(frame["nt"].unique())
@@ -89,8 +92,16 @@ def compute_split(
     if request.by == "hemi_lineage" and hemi_lineages is not None:
         unknown = unknown_hemi_lineage_ids(hemi_lineages, request.lineage_pattern)
     frame["group"] = group_keys(frame, request.by, unknown)
+    if request.by in ("hemi_lineage", "brain_region") and len(frame):
+        if frame["group"].str.startswith("skeleton:").all():  # it would be the skeleton split
+            known = "a known hemilineage" if request.by == "hemi_lineage" else "a brain region"
+            raise ImpossibleSplit(
+                f"no synapse of {', '.join(transmitters)} has {known}, so a split by "
+                f"{request.by} would be the split by skeleton; import the hemilineages "
+                "(hemi_lineages*.json, and skeletons naming them) or use --by skeleton"
+            )
     targets = SplitTargets(request.train_fraction, request.validation_fraction)
-    parts = assign_parts(
+    parts, solved = solve_split(
         frame,
         targets,
         seed=request.seed,
@@ -112,14 +123,19 @@ def compute_split(
     if request.by == "hemi_lineage":
         meta["unknown_lineage_pattern"] = request.lineage_pattern
         meta["unknown_lineage_neurons"] = lone_neurons(frame, request.by, unknown)
-    meta["summary"] = summarize(parts)
+    skeletons = frame.set_index("synapse_id")["skeleton_id"]
+    meta["summary"] = summarize(parts.assign(skeleton_id=parts["synapse_id"].map(skeletons)))
     meta["targets"] = {part: round(targets.share(part), 6) for part in PARTS}
-    meta.update({k: quality[k] for k in ("needed_tolerance", "misses", "warnings")})
+    meta.update({k: quality[k] for k in ("needed_tolerance", "misses")})
+    meta["warnings"] = solved.pop("warnings") + quality["warnings"]
+    meta["program"] = solved
+    meta["neuron_warnings"] = lopsided_warnings(meta["summary"], meta["targets"])
     return parts[["synapse_id", "part"]], meta
 
 
 def summarize(parts: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
-    """``{nt: {part: {"synapses": n, "groups": m}}}`` from a frame with nt, group, part."""
+    """``{nt: {part: {"synapses": n, "groups": m, "neurons": k}}}`` from a frame with nt,
+    group, skeleton_id and part."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for nt, per_nt in parts.groupby("nt", sort=True):
         out[str(nt)] = {}
@@ -128,6 +144,7 @@ def summarize(parts: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
             out[str(nt)][part] = {
                 "synapses": len(rows),
                 "groups": int(rows["group"].nunique()),
+                "neurons": int(rows["skeleton_id"].nunique()),
             }
     return out
 

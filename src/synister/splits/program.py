@@ -1,15 +1,15 @@
-"""The integer programs that assign groups to parts, and how well a split meets its targets.
+"""How groups are assigned to parts, and how well a split meets its targets.
 
-As in the original synister, a first program picks which groups go to train+validation versus
-test so that, for every transmitter, the synapse share is as close as possible to its target;
-a second splits train+validation into train and validation the same way. One binary variable
-per group is shared by all transmitters, so a group holding synapses of several transmitters
-(a hemilineage, a brain region) still lands on one side only.
-"""
+The original's two integer programs go first (train+validation versus test, then train versus
+validation; one binary per group shared by all transmitters, so a hemilineage or brain region
+lands on one side): they are quick, and a split of theirs that gives every transmitter synapses
+in every part within the tolerance is kept. Otherwise one program over the three parts at once
+(:mod:`.joint`) decides, and only it can call a split impossible."""
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,11 +17,14 @@ import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
+from . import joint
 from .groups import GROUP_WORDS
 
 PARTS: tuple[str, ...] = ("train", "validation", "test")
 DEFAULT_TOLERANCE = 0.05
-DEFAULT_TIME_LIMIT_S = 300.0
+#: Seconds each integer program may run (the two seeding ones, then the joint one); their
+#: node limits stop them first on FAFB-sized databases.
+DEFAULT_TIME_LIMIT_S = 60.0
 #: Misses of a target below this share of a transmitter's synapses count as exact.
 DEAD_BAND = 0.002
 #: Branch-and-bound nodes per integer program; deterministic, unlike a time limit.
@@ -222,6 +225,18 @@ def _refuse(frame: pd.DataFrame, quality: dict, by: str, strict: bool, tolerance
 
 
 def assign_parts(
+    synapses: pd.DataFrame, targets: SplitTargets = SplitTargets(), **options
+) -> pd.DataFrame:
+    """Assign each synapse a part; ``synapses`` has columns synapse_id, nt (one name), group.
+
+    Returns synapse_id, nt, group, part: the best split the integer programs find. ``options``
+    (seed, tolerance, by, time_limit_s, strict) and errors: see :func:`solve_split`, which also
+    says how the split was found.
+    """
+    return solve_split(synapses, targets, **options)[0]
+
+
+def solve_split(
     synapses: pd.DataFrame,
     targets: SplitTargets = SplitTargets(),
     *,
@@ -230,13 +245,20 @@ def assign_parts(
     by: str = "group",
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     strict: bool = False,
-) -> pd.DataFrame:
-    """Assign each synapse a part; ``synapses`` has columns synapse_id, nt (one name), group.
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`assign_parts`, with how the split was found: ``solver`` (which program found it),
+    ``status`` (``optimal``: no split costs less by more than :data:`.joint.ABSOLUTE_GAP`;
+    ``within tolerance``: the original's two programs met every target within ``tolerance``,
+    so the joint program was not needed; ``limit``: the joint program stopped at
+    ``time_limit_s`` or its node limit), ``cost`` and ``bound`` (:class:`.joint.Objective`'s
+    value and the solver's lower bound), ``nodes``, ``seconds``, and ``warnings`` (one where it
+    stopped at a limit with a split that misses a target, naming the gap).
 
-    Returns synapse_id, nt, group, part: the best split the integer programs find. Raises
-    :class:`ImpossibleSplit` when a transmitter would have no synapse in some part, or, with
-    ``strict``, when its share of some part is more than ``tolerance`` from its target (``by``
-    names the grouping in messages; see :func:`split_quality` for the misses otherwise).
+    Raises :class:`ImpossibleSplit` when no split gives every transmitter synapses in every part
+    (a transmitter of fewer than three groups, or transmitters whose groups conflict, proved by
+    the joint program), or, with ``strict``, when a share of some part is more than
+    ``tolerance`` from its target (``by`` names the grouping in messages; see
+    :func:`split_quality` for the misses otherwise).
     """
     for column in ("synapse_id", "nt", "group"):
         if column not in synapses.columns:
@@ -248,39 +270,150 @@ def assign_parts(
         raise ValueError(f"synapse id {first} appears twice in the split input")
     rng = np.random.default_rng(seed)
     frame = synapses[["synapse_id", "nt", "group"]].reset_index(drop=True).copy()
-    frame["part"] = "test"
-    first_side = _choose(frame, targets.train_fraction, rng, by, tolerance, time_limit_s)
-    frame.loc[first_side, "part"] = "train"
-    inner = frame.loc[first_side]
-    if len(inner):
-        train_side = _choose(
-            inner, 1.0 - targets.validation_fraction, rng, by, tolerance, time_limit_s
-        )
-        frame.loc[inner.index[~train_side], "part"] = "validation"
+    if frame["group"].is_unique:
+        frame["part"] = _random_parts(frame["nt"].to_numpy(), targets, rng)
+        solved = {"solver": "random (one synapse per group)", "status": "optimal", "warnings": []}
+    else:
+        group_codes, group_names = pd.factorize(frame["group"], sort=True)
+        nt_codes, nt_names = pd.factorize(frame["nt"], sort=True)
+        counts = np.zeros((len(group_names), len(nt_names)))
+        np.add.at(counts, (group_codes, nt_codes), 1.0)
+        _refuse_few_groups(frame, counts, nt_names, by)
+        parts, solved = _solve_groups(counts, targets, rng, tolerance, time_limit_s)
+        if parts is None:
+            _refuse_conflict(frame, counts, nt_names, by, solved, time_limit_s)
+        frame["part"] = np.asarray(PARTS, dtype=object)[parts[group_codes]]
     _refuse(frame, split_quality(frame, targets, tolerance, by), by, strict, tolerance)
-    return frame
+    return frame, solved
 
 
-def _choose(
-    frame: pd.DataFrame,
-    fraction: float,
+def _random_parts(nts: np.ndarray, targets: SplitTargets, rng: np.random.Generator) -> np.ndarray:
+    """Single-synapse groups: seeded random subsets of exactly the target sizes."""
+    parts = np.full(len(nts), "test", dtype=object)
+    first_side = _random_bipartition(nts, targets.train_fraction, rng)
+    inner = np.flatnonzero(first_side)
+    train_side = _random_bipartition(nts[inner], 1.0 - targets.validation_fraction, rng)
+    parts[inner] = np.where(train_side, "train", "validation")
+    return parts
+
+
+def _two_stage(
+    counts: np.ndarray,
+    targets: SplitTargets,
     rng: np.random.Generator,
-    by: str,
+    band: float,
+    time_limit_s: float,
+) -> np.ndarray | None:
+    """Part index per group (row of ``counts``) from the original's two programs; None where
+    either has no solution."""
+    first, _ = _bipartition(counts, targets.train_fraction, rng, band, time_limit_s)
+    if first.size == 0:
+        return None
+    parts = np.full(len(counts), PARTS.index("test"))
+    inner = counts[first]
+    inner = inner[:, inner.sum(axis=0) > 0]
+    if len(inner):
+        fraction = 1.0 - targets.validation_fraction
+        train, _ = _bipartition(inner, fraction, rng, band, time_limit_s)
+        if train.size == 0:
+            return None
+        parts[first] = np.where(train, PARTS.index("train"), PARTS.index("validation"))
+    return parts
+
+
+def _solve_groups(
+    counts: np.ndarray,
+    targets: SplitTargets,
+    rng: np.random.Generator,
     tolerance: float,
     time_limit_s: float,
-) -> np.ndarray:
-    """Boolean per row of ``frame``: on the ``fraction`` side of a group-disjoint bipartition."""
-    if frame["group"].is_unique:
-        return _random_bipartition(frame["nt"].to_numpy(), fraction, rng)
-    group_codes, group_names = pd.factorize(frame["group"], sort=True)
-    nt_codes, nt_names = pd.factorize(frame["nt"], sort=True)
-    counts = np.zeros((len(group_names), len(nt_names)))
-    np.add.at(counts, (group_codes, nt_codes), 1.0)
+) -> tuple[np.ndarray | None, dict]:
+    """Part index per group and how it was found (see :func:`solve_split`); parts None when the
+    joint program proved that no split gives every transmitter synapses in every part, or
+    found none within its limits.
+
+    The original's two programs go first (they are quick): a split of theirs that gives every
+    transmitter synapses in every part within ``tolerance`` of its targets is kept. Otherwise
+    the joint program decides, and their split is kept only where it is as good.
+    """
     band = min(DEAD_BAND, tolerance / 4)
-    chosen_groups, message = _bipartition(counts, fraction, rng, band, time_limit_s)
-    if chosen_groups.size == 0:
+    objective = joint.Objective(tuple(targets.share(p) for p in PARTS), band, tolerance)
+    start = time.perf_counter()
+    seeded = _two_stage(counts, targets, rng, band, time_limit_s)
+    if seeded is not None and not joint.covers(counts, seeded, len(PARTS)):
+        seeded = None
+    if seeded is not None and not objective.misses(counts, seeded)[1].any():
+        cost = objective.cost(counts, seeded)
+        solved = {"solver": "two-stage programs", "status": "within tolerance", "cost": cost}
+        return seeded, {**solved, "seconds": time.perf_counter() - start, "warnings": []}
+    result = joint.solve(counts, objective, rng=rng, time_limit_s=time_limit_s)
+    solved = {"solver": "joint program", "status": result.status}
+    parts, cost = result.parts, result.cost
+    if seeded is not None:
+        seed_cost = objective.cost(counts, seeded)
+        if cost is None or seed_cost <= cost + 1e-9:  # as good or better: keep it
+            solved["solver"], parts, cost = "two-stage programs", seeded, seed_cost
+    solved.update(cost=cost, bound=result.bound)
+    solved.update(nodes=result.nodes, seconds=time.perf_counter() - start, warnings=[])
+    if result.status == "limit":
+        solved["stopped_at"] = _limit_text(result.message, time_limit_s)
+    if parts is not None and result.status == "limit" and objective.misses(counts, parts)[1].any():
+        # a split within tolerance needs no proof (as the two programs' above); this one
+        # misses a target, and a better split may not
+        solved["warnings"].append(_gap_warning(solved))
+    return parts, solved
+
+
+def _limit_text(message: str, time_limit_s: float) -> str:
+    """Which limit stopped the joint program, from HiGHS's message."""
+    if "time limit" in message.lower():
+        return f"time limit of {time_limit_s:g} s"
+    return f"limit of {joint.JOINT_NODE_LIMIT:,} branch-and-bound nodes"
+
+
+def _gap_warning(solved: dict) -> str:
+    """The joint program stopped at a limit: how far from the best the stored split may be."""
+    cost, bound = solved["cost"], max(solved["bound"] or 0.0, 0.0)
+    return (
+        f"the split program stopped at its {solved['stopped_at']} before proving this split "
+        f"the best: its cost is {cost:.4f}, no split costs less than {bound:.4f} (gap "
+        f"{cost - bound:.4f}; the cost sums the shares' misses from their targets over "
+        f"transmitters and parts, misses beyond --tolerance counted {joint.TOLERANCE_WEIGHT:g} "
+        "times)"
+    )
+
+
+def _refuse_few_groups(frame: pd.DataFrame, counts: np.ndarray, nt_names, by: str) -> None:
+    """A transmitter in fewer groups than parts cannot have synapses in every part."""
+    n_groups = (counts > 0).sum(axis=0)
+    few = {str(nt): n for nt, n in zip(nt_names, n_groups, strict=True) if n < len(PARTS)}
+    if few:
+        where = ", ".join(f"{nt} in {len(PARTS) - n} of the 3 parts" for nt, n in few.items())
         raise ImpossibleSplit(
-            f"no split by {by} gives every transmitter ({', '.join(nt_names)}) groups on both "
-            f"sides: {message}"
+            f"no split by {by} gives every transmitter synapses in every part (none for "
+            f"{where}): {'; '.join(_group_text(frame, nt, by) for nt in few)}; a transmitter "
+            "needs at least three groups, one per part: leave it out (--nt) or split by a "
+            "finer grouping"
         )
-    return chosen_groups[group_codes]
+
+
+def _refuse_conflict(
+    frame: pd.DataFrame, counts: np.ndarray, nt_names, by: str, solved: dict, time_limit_s: float
+) -> None:
+    """Raise :class:`ImpossibleSplit` for a joint program without a solution: proved infeasible
+    (naming transmitters whose groups conflict) or stopped at its limit."""
+    if solved["status"] != "infeasible":
+        raise ImpossibleSplit(
+            f"no split by {by} that gives every transmitter synapses in every part was found "
+            f"before the split program stopped at its {solved['stopped_at']}, nor was one "
+            "proved impossible: leave out transmitters of few groups (--nt) or split by a finer "
+            "grouping"
+        )
+    names = [str(nt_names[t]) for t in joint.conflicting(counts, time_limit_s)]
+    raise ImpossibleSplit(
+        f"no split by {by} gives every transmitter synapses in every part: {', '.join(names)} "
+        "share groups so that no assignment of groups to parts gives each of them synapses in "
+        f"all three (the integer program is infeasible): "
+        f"{'; '.join(_group_text(frame, nt, by) for nt in names)}; leave one of them out "
+        "(--nt) or split by a finer grouping"
+    )

@@ -23,11 +23,11 @@ from ..nt import TRANSMITTERS
 from ..volumes import Volume, write_volume
 from .ceiling import IMAGE_FEATURES_FILE, cross_validated_ceiling
 from .latents import sample_hierarchy
-from .layout import lattice_capacity, place_synapses
+from .layout import PIXEL_NM, SECTION_NM, lattice_capacity, place_synapses
 from .measure import measure_features
 from .oracle import oracle_from_latents
 from .presets import FEATURES, get_preset
-from .render import PIXEL_NM, SECTION_NM, load_texture, make_scene, render_section
+from .render import load_texture, make_scene, render_section
 from .structures import STRUCTURE_LABELS, structure_labels_section
 
 VOXEL_SIZE_NM: tuple[float, float, float] = (SECTION_NM, PIXEL_NM, PIXEL_NM)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The synthetic volume's voxel size (nm): section thickness and in-plane pixel, FAFB's.
+SECTION_NM = 40.0
+PIXEL_NM = 4.0
 #: Lattice cell in voxels (z, y, x): 5 sections x 224 nm. Each synapse draws within +-2 sections
 #: and ~+-112 nm of its centre, so neighbours never overlap.
 CELL_VOX: tuple[int, int, int] = (5, 56, 56)

@@ -38,13 +38,11 @@ from scipy.ndimage import gaussian_filter
 from scipy.special import ndtr
 
 from ..volumes import Volume
+from .layout import PIXEL_NM, SECTION_NM
 from .presets import FEATURES
-from .render import (
-    PIXEL_NM,
-    SECTION_NM,
-    SYNAPSE_HALF_SECTIONS,
+from .render import SYNAPSE_HALF_SECTIONS, Scene
+from .synapse import (
     TBAR_HEIGHT_NM,
-    Scene,
     SynapseFrame,
     SynapseShape,
     membrane_layers,

@@ -12,14 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .render import (
-    SYNAPSE_HALF_SECTIONS,
-    Scene,
-    cleft_mask,
-    synapse_frame,
-    tbar_layer,
-    visible_vesicles,
-)
+from .render import SYNAPSE_HALF_SECTIONS, Scene
+from .synapse import cleft_mask, synapse_frame, tbar_layer, visible_vesicles
 
 #: Label value -> structure kind.
 STRUCTURE_LABELS: dict[int, str] = {

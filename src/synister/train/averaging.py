@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from synister.layout import averaged_path
 from synister.models.checkpoint import (
     model_record,
     read_checkpoint,
@@ -24,16 +25,8 @@ from synister.models.checkpoint import (
     unwrap_model,
 )
 
-#: suffix of the averaged weights' file beside ``model_checkpoint_<N>``
-AVERAGED_SUFFIX = ".averaged"
 #: key of the average's own state (decay, updates) in its file
 AVERAGING_KEY = "synister_averaging"
-
-
-def averaged_path(checkpoint: str | Path) -> Path:
-    """``model_checkpoint_<N>.averaged`` beside the checkpoint ``model_checkpoint_<N>``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.name + AVERAGED_SUFFIX)
 
 
 class WeightAverage:

@@ -16,7 +16,8 @@ from synister.models import checkpoint_path, list_checkpoints, save_checkpoint
 def latest_checkpoint(setup_dir: str | Path) -> tuple[int, Path] | None:
     """``(iteration, path)`` of the newest complete checkpoint, None when none was saved.
 
-    Temporary files of an interrupted write (``.model_checkpoint_<i>.tmp<pid>``) never count.
+    Temporary files of an interrupted write (hidden, see :func:`synister.files.write_atomic`)
+    never count.
     """
     checkpoints = list_checkpoints(setup_dir)
     return checkpoints[-1] if checkpoints else None
@@ -25,5 +26,6 @@ def latest_checkpoint(setup_dir: str | Path) -> tuple[int, Path] | None:
 def save_training_checkpoint(
     setup_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int
 ) -> Path:
-    """Write ``<setup_dir>/model_checkpoint_<iteration>`` (temp file + rename, never truncated)."""
+    """Write ``<setup_dir>/model_checkpoint_<iteration>`` (through a temporary file, flushed and
+    renamed: never truncated)."""
     return save_checkpoint(checkpoint_path(setup_dir, iteration), model, optimizer, iteration)

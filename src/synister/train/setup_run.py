@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..data import job_cpus, usable_cpus
-from .averaging import WeightAverage, averaged_path
+from ..layout import TRAIN_FILE, averaged_path, is_train_setup
+from .averaging import WeightAverage
 from .checkpoints import latest_checkpoint
 from .distributed import init_distributed, shutdown
 from .loop import LoopSettings, run_training
@@ -79,9 +80,9 @@ def train(
     if num_iterations < 1:
         raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
     setup_dir = Path(setup_dir).resolve()
-    if not (setup_dir / "train_config.ini").is_file():
+    if not is_train_setup(setup_dir):
         raise NotATrainingSetup(
-            f"{setup_dir} is not a training setup (no train_config.ini); make one with "
+            f"{setup_dir} is not a training setup (no {TRAIN_FILE}); make one with "
             "`synister prepare-training`"
         )
     cfg, worker = load_train_setup(setup_dir)
@@ -178,20 +179,23 @@ def _training_batches(
 ) -> tuple[Iterator[dict], np.ndarray]:
     """Endless class-balanced batches of the split's training part, and the part's synapse
     count per class."""
-    from synister.data import TrainingData, training_loader, training_synapses
-    from synister.db import open_database
+    from synister.data import TrainingData, check_split, training_loader, training_synapses
+    from synister.db import open_database, public_url
     from synister.volumes import Volume
 
-    with open_database(cfg.database_url()) as db:
+    url = cfg.database_url()
+    with open_database(url, create=False) as db:
+        # the split and a train synapse of every class, or a message naming the setting
+        check_split(db, cfg.split_name, cfg.classes, ("train",), public_url(url))
         synapses = training_synapses(db, cfg.split_name, cfg.synapse_types, part="train")
         # "neither" locations keep their distance from every known synapse, not only these
         all_synapses_nm = db.synapses()[["z", "y", "x"]].to_numpy() if cfg.neither_class else None
-    if len(synapses) == 0:
-        raise ValueError(
-            f"split {cfg.split_name!r} holds no training synapses of {cfg.synapse_types} "
-            f"in {cfg.database_url()}"
-        )
-    volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
+    try:
+        volume = Volume(cfg.raw_container, cfg.raw_dataset, voxel_size_nm=cfg.voxel_size)
+    except (OSError, ValueError) as error:
+        raise type(error)(
+            f"the raw volume (raw_container, raw_dataset in train_config.ini): {error}"
+        ) from None
     dataset = TrainingData(
         synapses,
         volume,
@@ -214,3 +218,19 @@ def _training_batches(
     )
     counts = np.bincount(synapses["label"].to_numpy(), minlength=len(cfg.classes))
     return iter(loader), counts
+
+
+def summary_line(result: dict) -> str:
+    """What :func:`train` did, in one line (``synister train`` and ``python -m synister.train``
+    print it)."""
+    if result.get("already_done"):
+        return (
+            f"nothing to do: the newest checkpoint is already at iteration {result['iteration']} "
+            f"({result['checkpoint']})"
+        )
+    how = "stopped at" if result["interrupted"] else "trained to"
+    return (
+        f"{how} iteration {result['iteration']} (from {result['start_iteration']}, "
+        f"{result['samples_per_s']:.1f} samples/s), last loss {result['loss']:.4f}; "
+        f"checkpoint {result['checkpoint']}"
+    )

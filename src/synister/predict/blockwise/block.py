@@ -201,7 +201,7 @@ def predict_block(
 ) -> tuple[pa.Table, dict]:
     """Predict every synapse of ``block``: returns its output rows and what it cost.
 
-    ``rows`` are the block's staged synapses (:func:`~synister.predict.tables.position_rows`
+    ``rows`` are the block's staged synapses (:func:`~synister.tables.position_rows`
     columns); ``classes`` the network's, ``naming`` that of the output's class columns;
     ``read`` is its :func:`read_block` result when a worker read it ahead.
     """

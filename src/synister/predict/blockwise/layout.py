@@ -170,17 +170,3 @@ class Store:
         return [
             p.name[: -len(".json")] for p in os.scandir(self.done_dir) if p.name.endswith(".json")
         ]
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, content: dict) -> None:
-    write_atomically(path, json.dumps(content, indent=1).encode())

@@ -6,8 +6,6 @@ same settings reuses it, one with other settings is refused while finished block
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,12 +15,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ...models.bundle import ModelBundle
+from ...files import write_atomic, write_json
+from ...identity import RunIdentity
+from ...models import LoadedModel
+from ...tables import TableColumns
+from ...volumes.sanity import OUTSIDE_VOLUME, require_fit
 from ..neurons import class_columns
-from ..positions import OUTSIDE_VOLUME
-from ..tables import TableColumns
+from ..positions import open_model
 from .block import result_table
-from .layout import OUTSIDE_SHARD, BlockGrid, Store, write_json
+from .layout import OUTSIDE_SHARD, BlockGrid, Store
 from .source import BlockRows, Source, open_source, sort_by_block, stage
 
 #: 2: the rows and columns of predict-positions (row, id, neuron_id, x, y, z, x_nm, ...)
@@ -76,18 +77,8 @@ class VolumePlan:
         return shards
 
 
-def file_digest(*paths: Path) -> str:
-    """SHA-256 over the files' bytes (what a resumed run must find unchanged)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def run_settings(
-    bundle: ModelBundle,
+    model: LoadedModel,
     volume,
     volume_url: str,
     dataset: str | None,
@@ -96,13 +87,15 @@ def run_settings(
     columns: TableColumns,
     naming: str,
     precision: str = "fp32",
-) -> dict:
-    """Everything that decides the output (as stored in JSON); a resumed run must match it."""
+) -> RunIdentity:
+    """Everything that decides the output (as stored in JSON); a resumed run must match it.
+    ``model_identity`` is the model's one identity (:attr:`~synister.models.LoadedModel.
+    identity`: weights, network and temperature; not the bundle's provenance)."""
     settings = {
-        "bundle": str(Path(bundle.path).resolve()),
-        "bundle_sha256": file_digest(*sorted(Path(bundle.path).glob("*"))),
-        "classes": list(bundle.classes),
-        "input_shape_vox": list(bundle.input_shape_vox),
+        "bundle": str(Path(model.path).resolve()),
+        "model_identity": model.identity,
+        "classes": list(model.classes),
+        "input_shape_vox": list(model.input_shape_vox),
         "volume": str(volume_url),
         "dataset": dataset,
         "volume_shape_vox": list(volume.shape_vox),
@@ -110,13 +103,13 @@ def run_settings(
         "offset_nm": [float(v) for v in volume.offset_nm],
         "placement": volume.placement,
         "precision": precision,
-        "temperature": bundle.temperature,  # divides the logits (synister calibrate)
+        "temperature": model.temperature,  # divides the logits (synister calibrate)
         "block_vox": list(grid.block_vox),
         "source": source.public(),
         "columns": columns.to_json(),
         "naming": naming,
     }
-    return json.loads(json.dumps(settings))
+    return RunIdentity(settings)
 
 
 def load_plan(store: Store) -> VolumePlan:
@@ -137,15 +130,9 @@ def load_plan(store: Store) -> VolumePlan:
     )
 
 
-def _differences(stored: dict, now: dict) -> list[str]:
-    return [
-        f"{k} (stored {stored.get(k)!r}, now {now[k]!r})" for k in now if stored.get(k) != now[k]
-    ]
-
-
 def prepare(
     out: str | Path,
-    bundle: ModelBundle,
+    model: LoadedModel,
     volume,
     volume_url: str,
     dataset: str | None,
@@ -156,35 +143,42 @@ def prepare(
     precision: str = "fp32",
     overwrite: bool = False,
     column_options: dict | None = None,
+    strict: bool = False,
     log=print,
 ) -> VolumePlan:
     """Open the run in ``out``: reuse its plan when the settings match, else stage the source.
+    ``model`` is a loaded model, or anything :func:`~synister.models.load_model` takes.
 
     A store with finished blocks and other settings raises :class:`PlanMismatch` (naming what
-    differs) unless ``overwrite``, which empties it first.
+    differs) unless ``overwrite``, which empties it first. Where most synapses fall outside
+    the volume (a units or axis mix-up) a new plan logs a WARNING naming the likely cause, or
+    with ``strict`` raises :class:`~synister.volumes.sanity.PositionMismatch`.
     """
     store = Store(out)
+    model = open_model(model)
     grid = BlockGrid.from_nm(volume.shape_vox, block_nm, volume.voxel_size_nm)
     batches = open_source(source, **(column_options or {}))
-    settings = run_settings(
-        bundle, volume, volume_url, dataset, source, grid, batches.columns, naming, precision
+    identity = run_settings(
+        model, volume, volume_url, dataset, source, grid, batches.columns, naming, precision
     )
+    settings = identity.to_json()
     stored = store.read_plan()
     if stored is not None and stored.get("version") == PLAN_VERSION and not overwrite:
-        if stored["settings"] == settings:
+        differ = identity.diff(stored["settings"])
+        if not differ:
             return load_plan(store)
         if store.finished_markers():
             raise PlanMismatch(
-                f"{store.path} holds a run with other settings: "
-                f"{'; '.join(_differences(stored['settings'], settings))}. Use another --out, "
-                "or --overwrite to discard its results"
+                f"{store.path} holds a run with other settings: {'; '.join(differ)}. Use "
+                "another --out, or --overwrite to discard its results"
             )
     _clear(store, overwrite)
     created = not store.path.exists()
     store.make_dirs()
     started = time.perf_counter()
     try:
-        blocks, n = _stage_and_sort(store, batches, volume, grid, settings)
+        blocks, n, check = _stage_and_sort(store, batches, volume, grid, settings)
+        warning = require_fit(check, strict, batches.where)
         n_outside = int(blocks["n"][blocks["block"] < 0].sum())
         write_json(
             store.plan_file,
@@ -192,6 +186,7 @@ def prepare(
                 "version": PLAN_VERSION,
                 "settings": settings,
                 "n_synapses": n,
+                "positions_check": check.to_json(),
                 "n_outside": n_outside,
                 "n_blocks": grid.n_blocks,
                 "n_blocks_with_synapses": int((blocks["block"] >= 0).sum()),
@@ -203,6 +198,8 @@ def prepare(
         if created:
             shutil.rmtree(store.path, ignore_errors=True)
         raise
+    if warning:
+        log(f"WARNING: {warning}")
     log(
         f"planned {n:,} synapses ({n_outside:,} outside the volume) in "
         f"{int((blocks['block'] >= 0).sum()):,} of "
@@ -212,15 +209,16 @@ def prepare(
 
 
 def _stage_and_sort(store, batches, volume, grid, settings):
-    """Stage the source and sort it by block; returns the block table and the synapse count."""
+    """Stage the source and sort it by block; returns the block table, the synapse count and
+    the positions check."""
     staged = store.plan_dir / "staged.parquet"
-    n, numeric = stage(batches, volume, grid, settings["input_shape_vox"], staged)
+    n, numeric, check = stage(batches, volume, grid, settings["input_shape_vox"], staged)
     tmp = store.plan_dir / "duckdb_tmp"
     blocks = sort_by_block(staged, store.sorted_file, batches, numeric, tmp)
     blocks.to_parquet(store.blocks_file, index=False)
     staged.unlink()
     shutil.rmtree(tmp, ignore_errors=True)
-    return blocks, n
+    return blocks, n, check
 
 
 def _clear(store: Store, overwrite: bool) -> None:
@@ -249,7 +247,5 @@ def write_outside_shard(plan: VolumePlan) -> None:
     status = np.full(rows.num_rows, OUTSIDE_VOLUME, dtype=object)
     empty = np.zeros((0, len(plan.classes)), dtype=np.float32)
     table = result_table(rows, plan.classes, status, empty, plan.naming)
-    tmp = store.shards_dir / f".{OUTSIDE_SHARD}.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(store.shard(OUTSIDE_SHARD))
+    write_atomic(store.shard(OUTSIDE_SHARD), lambda tmp: pq.write_table(table, tmp))
     write_json(store.marker(OUTSIDE_SHARD), {"rows": table.num_rows, "predicted": 0})

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...files import write_atomic
+from ...models import load_model
 from ..neurons import MIN_MARGIN, MIN_SYNAPSES, add_neuron_sums, neuron_sums, summarize_sums
 from ..positions import check_voxel_size
 from .layout import OUTSIDE_SHARD, context_vox
 from .plan import VolumePlan, prepare, write_outside_shard
 from .source import Source
-from .worker import Launcher, open_volume
+from .worker import Launcher, open_plan_volume
 
 TASK_ID = "predict_volume"
 DEFAULT_BLOCK_NM = (2560, 4096, 4096)  # 64 x 1024 x 1024 voxels of FAFB (see the benchmark)
@@ -217,6 +219,7 @@ def predict_volume(
     column_options: dict | None = None,
     min_synapses: int = MIN_SYNAPSES,
     min_margin: float = MIN_MARGIN,
+    strict: bool = False,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -225,19 +228,22 @@ def predict_volume(
     Returns a summary: synapses, blocks (total, with synapses, run now, skipped as finished),
     synapses predicted now and per second, failed blocks with their errors (empty when
     complete), seconds, and the output paths. A rerun with the same arguments continues where
-    a killed or failed run stopped.
+    a killed or failed run stopped. ``strict``: refuse a table most of whose synapses fall
+    outside the volume (see :func:`~synister.predict.blockwise.plan.prepare`).
     """
-    from ...models.bundle import load_bundle
-
     started = time.perf_counter()
-    model = load_bundle(bundle)
-    raw = open_volume(
-        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None}
+    model = load_model(bundle)
+    raw = open_plan_volume(
+        {"volume": volume, "dataset": dataset, "voxel_size_nm": None, "offset_nm": None},
+        scale_nm=model.voxel_size_nm,
     )
+    if raw.scale_note:
+        log(raw.scale_note)
     check_voxel_size(model, raw)
     plan = prepare(
         out, model, raw, volume, dataset, synapses, block_nm, naming=naming,
-        precision=precision, overwrite=overwrite, column_options=column_options, log=log,
+        precision=precision, overwrite=overwrite, column_options=column_options,
+        strict=strict, log=log,
     )  # fmt: skip
     todo = incomplete_blocks(plan)
     for name in todo:  # a marker that does not match its shard is no marker
@@ -292,9 +298,7 @@ def predict_volume(
     if not unfinished:
         neurons = neuron_table(plan, min_synapses, min_margin)
         if neurons is not None:
-            tmp = plan.store.neurons_file.with_name(".neurons.parquet.tmp")
-            neurons.to_parquet(tmp, index=False)
-            os.replace(tmp, plan.store.neurons_file)
+            write_atomic(plan.store.neurons_file, lambda tmp: neurons.to_parquet(tmp, index=False))
             summary["neurons"] = len(neurons)
         summary["synapses_file"] = str(plan.store.shards_dir)
     return summary

@@ -2,7 +2,7 @@
 
 A source (a CSV/Parquet/Feather table, or the synapses of a database, optionally one split
 part) is read once, in batches; each batch is checked and converted exactly as
-``predict-positions`` reads a table (:func:`synister.predict.tables.position_rows`: the same
+``predict-positions`` reads a table (:func:`synister.tables.position_rows`: the same
 columns, units and one-line errors) and staged with each synapse's block. DuckDB then sorts the
 staged rows by block into one Parquet file (row groups of 8,192 rows) and counts the synapses
 per block. Why DuckDB: it sorts out of core within a memory limit, so a table of 244 million
@@ -15,7 +15,7 @@ whatever changed in the source.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ..positions import patch_status
-from ..tables import (
+from ...tables import (
     TableColumns,
     TableError,
     choose_columns,
@@ -35,6 +34,14 @@ from ..tables import (
     position_rows,
     table_header,
     table_kind,
+)
+from ...volumes.sanity import (
+    OUTSIDE_VOLUME,
+    SAMPLE,
+    STATUSES,
+    PositionCheck,
+    check_positions,
+    patch_status,
 )
 from .layout import BlockGrid
 
@@ -63,7 +70,7 @@ class Source:
     def public(self) -> dict:
         """What identifies the source, safe to store and print (no password)."""
         if self.is_database:
-            from ...evaluate import public_url
+            from ...db import public_url
 
             return {"database": public_url(self.location), "split": self.split, "part": self.part}
         path = Path(self.location).expanduser().resolve()
@@ -84,7 +91,7 @@ class Batches:
 
 def open_source(source: Source, **column_options) -> Batches:
     """Columns and batches of ``source``; ``column_options`` are those of
-    :func:`synister.predict.tables.choose_columns` (tables only)."""
+    :func:`synister.tables.choose_columns` (tables only)."""
     if source.is_database:
         given = [k for k, v in column_options.items() if v is not None and v != "nm"]
         if given:
@@ -97,21 +104,25 @@ def open_source(source: Source, **column_options) -> Batches:
         raise ValueError("--split/--part select synapses of a database; the source is a table")
     path = Path(source.location).expanduser()
     where, kind = str(path), table_kind(path)
-    columns = choose_columns(table_header(path), where, **column_options)
+    header = table_header(path)  # names stripped of blanks, as predict-positions reads them
+    columns = choose_columns(header, where, **column_options)
     wanted = columns.source_columns()
     if kind == "csv":  # all as text: the values are checked as predict-positions checks them
         convert = pacsv.ConvertOptions(
             column_types={c: pa.string() for c in wanted}, strings_can_be_null=True
         )
         parse = pacsv.ParseOptions(delimiter=csv_separator(path))
-        fmt = ds.CsvFileFormat(parse_options=parse, convert_options=convert)
+        read = pacsv.ReadOptions(column_names=header, skip_rows=1)
+        fmt = ds.CsvFileFormat(parse_options=parse, convert_options=convert, read_options=read)
     else:
         fmt = "parquet" if kind == "parquet" else "ipc"
     try:
         dataset = ds.dataset(path, format=fmt)
     except (pa.ArrowInvalid, OSError) as error:
         raise TableError(f"{path}: not a readable {kind} table ({_first_line(error)})") from None
-    scanner = dataset.scanner(columns=wanted, batch_size=BATCH_ROWS)
+    stored = {name.strip(): name for name in dataset.schema.names}
+    projection = {name: ds.field(stored[name]) for name in wanted}
+    scanner = dataset.scanner(columns=projection, batch_size=BATCH_ROWS)
     return Batches(columns, _frames(scanner.to_batches(), where, kind), where, kind == "csv")
 
 
@@ -153,15 +164,20 @@ def stage(
     grid: BlockGrid,
     patch_vox: Sequence[int],
     staged_file: Path,
-) -> tuple[int, dict[str, bool]]:
-    """Write the checked rows (:func:`~synister.predict.tables.position_rows`) with their block
-    (-1: outside the volume) and patch start to ``staged_file``; returns how many, and per id
+) -> tuple[int, dict[str, bool], PositionCheck]:
+    """Write the checked rows (:func:`~synister.tables.position_rows`) with their block
+    (-1: outside the volume) and patch start to ``staged_file``; returns how many, per id
     column held as text whether every batch found whole numbers only (then the whole column is
-    numbers, as ``predict-positions`` would read it: :func:`sort_by_block` casts it)."""
+    numbers, as ``predict-positions`` would read it: :func:`sort_by_block` casts it), and where
+    the positions fall in the volume (:func:`~synister.volumes.sanity.check_positions`, its
+    likely cause judged on the first :data:`~synister.volumes.sanity.SAMPLE` rows)."""
     patch = np.asarray(patch_vox, dtype=np.int64)
     writer = None
     first_row = 0
     numeric: dict[str, bool] = {}
+    counts = dict.fromkeys(STATUSES, 0)
+    low, high = np.full(3, np.inf), np.full(3, -np.inf)
+    sample, sample_status = [], []
     try:
         for frame in batches.frames:
             rows = position_rows(
@@ -177,6 +193,12 @@ def stage(
             centers = rows[["z_nm", "y_nm", "x_nm"]].to_numpy(dtype=np.float64)
             starts = volume.patch_starts_vox(centers, patch)
             status = patch_status(starts, patch, volume.shape_vox)
+            for name in STATUSES:
+                counts[name] += int((status == name).sum())
+            low, high = np.fmin(low, centers.min(axis=0)), np.fmax(high, centers.max(axis=0))
+            if first_row < SAMPLE:
+                sample.append(centers[: SAMPLE - first_row])
+                sample_status.append(status[: SAMPLE - first_row])
             block = grid.linear_index(starts + patch // 2)
             block[status == "outside_volume"] = -1
             rows["_block"] = block
@@ -192,7 +214,19 @@ def stage(
             writer.close()
     if first_row == 0:
         raise TableError(f"{batches.where}: the table has no rows")
-    return first_row, numeric
+    columns, sample_status = batches.columns, np.concatenate(sample_status)
+    check = check_positions(
+        volume, np.concatenate(sample), patch, units=columns.units,
+        voxel_size_xyz_nm=columns.voxel_size_xyz_nm, status=sample_status,
+    )  # fmt: skip
+    if first_row > len(sample_status):  # the counts and range of every row
+        scale = first_row / len(sample_status)
+        check = replace(
+            check, count=first_row, ok=counts["ok"], partly_outside=counts["partly_outside"],
+            outside=counts[OUTSIDE_VOLUME], table_low_nm=tuple(low.tolist()),
+            table_high_nm=tuple(high.tolist()), fixed_ok=round(check.fixed_ok * scale),
+        )  # fmt: skip
+    return first_row, numeric, check
 
 
 def _text(frame: pd.DataFrame, columns: TableColumns, name: str) -> bool:
@@ -266,7 +300,7 @@ _NULLABLE = {pa.int64(): pd.Int64Dtype()}
 
 
 def rows_frame(rows: pa.Table) -> pd.DataFrame:
-    """Staged rows as :func:`~synister.predict.tables.position_rows` gives them (its dtypes:
+    """Staged rows as :func:`~synister.tables.position_rows` gives them (its dtypes:
     ``id`` int64 or text, ``neuron_id`` nullable Int64 or text), without the block."""
     frame = rows.drop_columns([c for c in rows.column_names if c.startswith("_")]).to_pandas()
     for name in ID_COLUMNS:

@@ -17,16 +17,19 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
+from ...files import write_atomic, write_json
+from ...models import LoadedModel, load_model
 from ..engine import Predictor, choose_device
 from .block import predict_block, read_block
-from .layout import Store, write_json
+from .layout import Store
 from .plan import VolumePlan, load_plan
 from .source import BlockRows
 
 
-def open_volume(settings: dict):
+def open_plan_volume(settings: dict, scale_nm=None):
     """The run's volume, with the voxel size, offset and patch placement of its plan (``None``
-    where the plan has none yet: the volume's own)."""
+    where the plan has none yet: the volume's own); of a multiscale volume the scale of
+    ``scale_nm`` (the model's voxel size), else of the plan's voxel size."""
     from ...volumes import Volume
 
     volume = Volume(
@@ -35,23 +38,22 @@ def open_volume(settings: dict):
         voxel_size_nm=settings.get("voxel_size_nm"),
         offset_nm=settings.get("offset_nm"),
         placement=settings.get("placement", "closest"),
+        scale_nm=scale_nm,
     )
     volume.require_uint8()
     return volume
 
 
-def make_predictor(bundle, device, batch_size: int, threads: int | None, precision: str):
-    """The engine's predictor for a model bundle, its network loaded on ``device``."""
-    device = choose_device(device)
-    return Predictor(
-        bundle.build_model(device),
-        bundle.input_shape_vox,
-        bundle.classes,
-        device=device,
+def make_predictor(
+    model: LoadedModel, device, batch_size: int, threads: int | None, precision: str
+) -> Predictor:
+    """The engine's predictor of a loaded model, its network on ``device``."""
+    return Predictor.from_model(
+        model,
+        device=choose_device(device),
         batch_size=batch_size,
         precision=precision,
         threads=threads,
-        temperature=bundle.temperature,
     )
 
 
@@ -81,10 +83,7 @@ class BlockRunner:
             naming=self.plan.naming,
             read=read,
         )
-        shard = store.shard(block.name)
-        tmp = shard.with_name(f".{shard.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, shard)
+        write_atomic(store.shard(block.name), lambda tmp: pq.write_table(table, tmp))
         stats.update(worker=self.worker_id, finished=time.time())
         write_json(store.marker(block.name), stats)
         store.failure(block.name).unlink(missing_ok=True)
@@ -123,8 +122,6 @@ def run_worker(
     """
     import daisy.v2 as daisy
 
-    from ...models.bundle import load_bundle
-
     if context is not None:
         os.environ[daisy.Context.ENV_VARIABLE] = context
     first = daisy.Context.from_env()
@@ -135,10 +132,10 @@ def run_worker(
     plan = load_plan(Store(out))
     device = str(choose_device(device, worker_id))
     predictor = make_predictor(
-        load_bundle(plan.settings["bundle"]), device, batch_size, threads,
+        load_model(plan.settings["bundle"]), device, batch_size, threads,
         plan.settings["precision"],
     )  # fmt: skip
-    runner = BlockRunner(plan, predictor, open_volume(plan.settings), worker_id)
+    runner = BlockRunner(plan, predictor, open_plan_volume(plan.settings), worker_id)
     done = 0
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="block-reader")
 

@@ -22,13 +22,53 @@ async function api(path, options = {}) {
   }
   if (!response.ok) {
     let detail = `${response.status} ${response.statusText}`;
+    let columns = null;
     try {
       const body = await response.json();
       if (body.detail) detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      columns = body.columns || null;
     } catch (e) { /* not JSON */ }
-    throw new Error(detail);
+    const error = new Error(detail);
+    error.columns = columns;  // the table's columns, where one was not found by name
+    throw error;
   }
   return response;
+}
+
+const COLUMN_SELECTS = ["id-column", "neuron-column", "x-column", "y-column", "z-column"];
+
+function offerColumns(columns) {
+  // the table's columns in every select; "" leaves the choice to the names the service knows
+  for (const id of COLUMN_SELECTS) {
+    const select = $(id);
+    const chosen = select.value;
+    select.replaceChildren();
+    for (const name of ["", ...columns]) {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name || "(found by name)";
+      select.appendChild(option);
+    }
+    if (columns.includes(chosen)) select.value = chosen;
+  }
+  $("columns-row").hidden = false;
+}
+
+async function csvHeader(file) {
+  // a CSV or TSV file's column names from its first line (others: the service lists them
+  // when a column is not found)
+  if (!file || !/\.(csv|tsv|txt)$/i.test(file.name)) return [];
+  const first = (await file.slice(0, 65536).text()).split(/\r?\n/)[0];
+  const separator = /\.tsv$/i.test(file.name) ? "\t" : ",";
+  return first.split(separator).map((name) => name.trim().replace(/^"(.*)"$/, "$1")).filter(Boolean);
+}
+
+function columnParams(params) {
+  if ($("columns-row").hidden) return;
+  if ($("id-column").value) params.set("id_column", $("id-column").value);
+  if ($("neuron-column").value) params.set("neuron_column", $("neuron-column").value);
+  const xyz = ["x-column", "y-column", "z-column"].map((id) => $(id).value).filter(Boolean);
+  if (xyz.length) params.set("position_columns", xyz.join(","));
 }
 
 function show(signedIn) {
@@ -94,9 +134,11 @@ async function loadChoices() {
   const choices = await (await api(`${API}/choices`)).json();
   fillSelect($("bundle"), choices.bundles, $("bundle-description"));
   fillSelect($("volume"), choices.volumes, $("volume-description"));
+  const kept = choices.results_days > 0 ? ` Finished jobs are deleted after ${choices.results_days} days.` : "";
   $("limits").textContent =
     `At most ${megabytes(choices.upload_bytes)} and ${choices.rows_per_job.toLocaleString()} rows ` +
-    `per table, ${choices.queued_jobs_per_user} queued or running jobs per user.`;
+    `per table, ${choices.queued_jobs_per_user} queued or running jobs and ` +
+    `${megabytes(choices.user_bytes)} of jobs on disk per user.${kept}`;
 }
 
 function when(iso) {
@@ -186,6 +228,24 @@ function renderJob(job) {
     actionLink(actions, "report", "report", () => showReport(job));
   } else if (job.state === "failed") {
     actions.textContent = job.error || "failed";
+  }
+  if (job.state === "done" || job.state === "failed" || job.state === "cancelled") {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "delete";
+    button.textContent = "Delete";
+    button.title = "Delete the job, its input and its results";
+    button.onclick = async () => {
+      if (!confirm(`Delete the job of ${job.input_name} and its results?`)) return;
+      button.disabled = true;
+      try {
+        await api(`${API}/jobs/${job.id}`, { method: "DELETE" });
+      } catch (error) {
+        alert(error.message);
+      }
+      refreshJobs();
+    };
+    actions.appendChild(button);
   } else if (job.state === "queued" || job.state === "running") {
     if (!job.cancel_requested) {
       const button = document.createElement("button");
@@ -243,6 +303,7 @@ async function submitJob(event) {
     units: $("units").value,
   });
   if ($("units").value === "voxels") params.set("voxel_size", $("voxel-size").value);
+  columnParams(params);
   $("submit").disabled = true;
   message.textContent = `Uploading ${file.name} ...`;
   try {
@@ -252,6 +313,7 @@ async function submitJob(event) {
     $("table").value = "";
   } catch (error) {
     message.textContent = error.message;
+    if (error.columns) offerColumns(error.columns);
   } finally {
     $("submit").disabled = false;
   }
@@ -266,6 +328,14 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-out").onclick = () => signOut("");
   $("submit-form").addEventListener("submit", submitJob);
   $("units").onchange = () => { $("voxel-size-row").hidden = $("units").value !== "voxels"; };
+  $("show-columns").onclick = async (event) => {
+    event.preventDefault();
+    if (!$("columns-row").hidden) {
+      $("columns-row").hidden = true;
+      return;
+    }
+    offerColumns(await csvHeader($("table").files[0]));
+  };
   $("all-users").onchange = refreshJobs;
   $("close-report").onclick = () => { $("report-section").hidden = true; $("report").srcdoc = ""; };
   if (token) signIn(token); else show(false);

@@ -167,6 +167,11 @@ class Store(ABC):
         cancels it at the next heartbeat). Raises :class:`JobFinished` on a finished job."""
 
     @abstractmethod
+    def delete_job(self, job_id: str) -> bool:
+        """Delete the record of a job that is not running (a queued one will not run); False
+        when there is no such job, or it is running."""
+
+    @abstractmethod
     def counts(self) -> dict[str, int]:
         """Jobs per state (every state, zeros included)."""
 

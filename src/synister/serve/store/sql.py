@@ -300,6 +300,13 @@ class SQLStore(Store):
                 )
             return self._job(cur, job_id)
 
+    def delete_job(self, job_id: str) -> bool:
+        with self._transaction(write=True) as cur:
+            self._execute(
+                cur, "DELETE FROM serve_jobs WHERE id = ? AND state <> 'running'", (job_id,)
+            )
+            return cur.rowcount > 0
+
     def counts(self) -> dict[str, int]:
         with self._transaction(write=False) as cur:
             self._execute(cur, "SELECT state, COUNT(*) FROM serve_jobs GROUP BY state")

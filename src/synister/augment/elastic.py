@@ -1,17 +1,9 @@
-"""Training augmentations, with random parameters drawn apart from applying them.
-
-Each augmentation's ``make_params(rng, shape_vox)`` returns a JSON-able dict and
-``apply(x, params)`` is a pure function of its input and that dict, so the augmentation of any
-batch can be logged and replayed bit-for-bit. The defaults reproduce the original synister
-training (gunpowder 1.4: ElasticAugment, SimpleAugment, IntensityAugment, IntensityScaleShift).
-
-Arrays are z, y, x; augmentations accept leading (batch/channel) dimensions where noted.
-"""
+"""Elastic deformation: jitter on a coarse control grid, rotation in the y, x plane and section
+slips and shifts, applied as one resampling of the context patch."""
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,50 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy.interpolate import make_interp_spline
 
-Shape3 = tuple[int, int, int]
-
-
-def _shape3(shape_vox: Sequence[int], name: str = "shape_vox") -> Shape3:
-    shape = tuple(int(s) for s in shape_vox)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"{name} must be three positive voxel counts (z, y, x), got {shape_vox}")
-    return shape  # type: ignore[return-value]
-
-
-def central_offset_vox(context_shape_vox: Sequence[int], shape_vox: Sequence[int]) -> Shape3:
-    """Index in a context patch of the first voxel of the output patch centred with it.
-
-    Both patches follow the project's patch convention (voxel ``S // 2`` holds the centre), so
-    the offset is ``C // 2 - S // 2`` per axis, not ``(C - S) // 2``.
-    """
-    return tuple(
-        int(c) // 2 - int(s) // 2 for c, s in zip(context_shape_vox, shape_vox, strict=True)
-    )  # type: ignore[return-value]
-
-
-def crop_center(x: torch.Tensor, shape_vox: Sequence[int]) -> torch.Tensor:
-    """The output-shaped centre of a context patch ``x`` (..., Z, Y, X), as a view."""
-    off = central_offset_vox(x.shape[-3:], shape_vox)
-    if any(o < 0 for o in off):
-        raise ValueError(f"patch of shape {tuple(x.shape[-3:])} is smaller than {tuple(shape_vox)}")
-    return x[
-        ...,
-        off[0] : off[0] + shape_vox[0],
-        off[1] : off[1] + shape_vox[1],
-        off[2] : off[2] + shape_vox[2],
-    ]
-
-
-class Augmentation(ABC):
-    """An augmentation whose randomness lives entirely in ``make_params``."""
-
-    @abstractmethod
-    def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
-        """Draw the random parameters for one patch of output shape ``shape_vox`` (JSON-able)."""
-
-    @abstractmethod
-    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
-        """Apply the augmentation described by ``params``; deterministic."""
+from .base import Augmentation, Shape3, central_offset_vox, shape3
 
 
 class ElasticAugment(Augmentation):
@@ -93,7 +42,7 @@ class ElasticAugment(Augmentation):
         subsample: int = 8,
         jitter_clip_sigmas: float = 3.0,
     ):
-        self.control_point_spacing_vox = _shape3(
+        self.control_point_spacing_vox = shape3(
             control_point_spacing_vox, "control_point_spacing_vox"
         )
         self.jitter_sigma_vox = tuple(float(s) for s in jitter_sigma_vox)
@@ -138,7 +87,7 @@ class ElasticAugment(Augmentation):
 
     def context_shape_vox(self, output_shape_vox: Sequence[int]) -> Shape3:
         """Shape to read around an output patch (same centre) so every sample hits real data."""
-        out = _shape3(output_shape_vox, "output_shape_vox")
+        out = shape3(output_shape_vox, "output_shape_vox")
         key = ("context", out)
         if key not in self._weights_cache:
             self._weights_cache[key] = self._context_shape_vox(out)
@@ -179,7 +128,7 @@ class ElasticAugment(Augmentation):
 
     def control_grid_shape(self, output_shape_vox: Sequence[int]) -> Shape3:
         """Control points per axis: one every ``control_point_spacing_vox``, ends included."""
-        out = _shape3(output_shape_vox, "output_shape_vox")
+        out = shape3(output_shape_vox, "output_shape_vox")
         return tuple(
             max(1, round(s / c)) + 1
             for s, c in zip(out, self.control_point_spacing_vox, strict=True)
@@ -187,7 +136,7 @@ class ElasticAugment(Augmentation):
 
     # ---- parameters --------------------------------------------------------------------------
     def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
-        out = _shape3(shape_vox)
+        out = shape3(shape_vox)
         lo, hi = self.rotation_interval_rad
         angle = float(rng.uniform(lo, hi)) if hi > lo else lo
         grid = self.control_grid_shape(out)
@@ -219,8 +168,8 @@ class ElasticAugment(Augmentation):
 
         Shape (Z, n_y, n_x, 3): every output section, y and x at ``subsample`` spacing.
         """
-        out = _shape3(params["output_shape_vox"], "params['output_shape_vox']")
-        ctx = _shape3(context_shape_vox, "context_shape_vox")
+        out = shape3(params["output_shape_vox"], "params['output_shape_vox']")
+        ctx = shape3(context_shape_vox, "context_shape_vox")
         need = self.context_shape_vox(out)
         if any(c < n for c, n in zip(ctx, need, strict=True)):
             raise ValueError(
@@ -284,7 +233,7 @@ class ElasticAugment(Augmentation):
             raise ValueError(
                 f"ElasticAugment expects a (Z, Y, X) patch, got shape {tuple(x.shape)}"
             )
-        out = _shape3(params["output_shape_vox"], "params['output_shape_vox']")
+        out = shape3(params["output_shape_vox"], "params['output_shape_vox']")
         coords = self.source_coordinates_vox(tuple(x.shape), params)
         if mirror_yx[0]:
             coords = coords[:, ::-1]
@@ -351,204 +300,3 @@ class ElasticAugment(Augmentation):
             w = torch.from_numpy(w)
             self._weights_cache[key] = w
         return w
-
-
-class SimpleAugment(Augmentation):
-    """Mirror along each of ``mirror_axes`` with probability 1/2, then permute ``transpose_axes``.
-
-    Axes count from z = 0 over the last three dimensions. Axes of unequal size are never
-    transposed (the shape would change); with the defaults y and x swap when the patch is square.
-    """
-
-    def __init__(
-        self, mirror_axes: Sequence[int] = (0, 1, 2), transpose_axes: Sequence[int] = (1, 2)
-    ):
-        for a in (*mirror_axes, *transpose_axes):
-            if a not in (0, 1, 2):
-                raise ValueError(f"axes must be 0 (z), 1 (y) or 2 (x), got {a}")
-        self.mirror_axes = tuple(int(a) for a in mirror_axes)
-        self.transpose_axes = tuple(int(a) for a in transpose_axes)
-
-    def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
-        shape = _shape3(shape_vox)
-        mirror = [bool(a in self.mirror_axes and rng.random() < 0.5) for a in range(3)]
-        permutation = [0, 1, 2]
-        axes = list(self.transpose_axes)
-        if len(axes) > 1 and len({shape[a] for a in axes}) == 1:
-            for a, b in zip(axes, rng.permutation(axes), strict=True):
-                permutation[a] = int(b)
-        return {"mirror": mirror, "transpose": permutation}
-
-    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
-        """Works on (..., Z, Y, X); returns a contiguous tensor."""
-        lead = x.dim() - 3
-        dims = [lead + a for a, m in enumerate(params["mirror"]) if m]
-        if dims:
-            x = torch.flip(x, dims)
-        permutation = [int(p) for p in params["transpose"]]
-        if sorted(permutation) != [0, 1, 2]:
-            raise ValueError(f"params['transpose'] must permute (0, 1, 2), got {permutation}")
-        if permutation != [0, 1, 2]:
-            x = x.permute(*range(lead), *(lead + p for p in permutation))
-        return x.contiguous()
-
-
-class IntensityAugment(Augmentation):
-    """Per section (or whole patch) ``x' = (x - mean) * scale + mean + shift``, clipped to [0, 1].
-
-    Expects intensities in [0, 1] on (..., Z, Y, X); the mean is taken over everything but z
-    when ``z_section_wise`` (gunpowder's IntensityAugment with z_section_wise=True).
-    """
-
-    def __init__(
-        self,
-        scale_min: float = 0.9,
-        scale_max: float = 1.1,
-        shift_min: float = -0.1,
-        shift_max: float = 0.1,
-        z_section_wise: bool = True,
-        clip: bool = True,
-    ):
-        if scale_max < scale_min or shift_max < shift_min:
-            raise ValueError(
-                f"need scale_min <= scale_max and shift_min <= shift_max, got "
-                f"({scale_min}, {scale_max}), ({shift_min}, {shift_max})"
-            )
-        self.scale_range = (float(scale_min), float(scale_max))
-        self.shift_range = (float(shift_min), float(shift_max))
-        self.z_section_wise = bool(z_section_wise)
-        self.clip = bool(clip)
-
-    def make_params(self, rng: np.random.Generator, shape_vox: Sequence[int]) -> dict:
-        n = _shape3(shape_vox)[0] if self.z_section_wise else 1
-        return {
-            "scale": rng.uniform(*self.scale_range, size=n).tolist(),
-            "shift": rng.uniform(*self.shift_range, size=n).tolist(),
-        }
-
-    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
-        scale = torch.tensor(params["scale"], dtype=x.dtype)
-        shift = torch.tensor(params["shift"], dtype=x.dtype)
-        z = x.shape[-3]
-        if len(scale) not in (1, z) or len(shift) != len(scale):
-            raise ValueError(
-                f"params hold {len(scale)} scales and {len(shift)} shifts for {z} sections"
-            )
-        if len(scale) == z and self.z_section_wise:
-            # mean over everything but z: move z first, flatten the rest
-            mean = x.transpose(0, -3).reshape(z, -1).mean(dim=1)
-            view = (z, 1, 1)
-        else:
-            mean = x.mean().reshape(1)
-            view = (1, 1, 1)
-        scale, shift, mean = scale.view(view), shift.view(view), mean.view(view)
-        y = (x - mean) * scale + (mean + shift)
-        return y.clamp_(0.0, 1.0) if self.clip else y
-
-    def apply_to_raw(self, x: torch.Tensor, params: dict) -> torch.Tensor:
-        """:meth:`apply` for intensities in [0, 255], followed by ``2x - 1``, in one pass.
-
-        Per section the augmentation, the clip and the mapping to [-1, 1] are one affine map
-        and a clamp.
-        """
-        if x.dim() != 3:
-            raise ValueError(f"apply_to_raw expects a (Z, Y, X) patch, got shape {tuple(x.shape)}")
-        scale = torch.tensor(params["scale"], dtype=torch.float64)
-        shift = torch.tensor(params["shift"], dtype=torch.float64)
-        z = x.shape[0]
-        if len(scale) not in (1, z) or len(shift) != len(scale):
-            raise ValueError(
-                f"params hold {len(scale)} scales and {len(shift)} shifts for {z} sections"
-            )
-        if len(scale) == z and self.z_section_wise:
-            mean = x.reshape(z, -1).mean(dim=1, dtype=torch.float64) / 255
-        else:
-            mean = x.mean(dtype=torch.float64).reshape(1) / 255
-        gain = (2 * scale / 255).to(x.dtype).view(-1, 1, 1)
-        bias = (2 * (mean * (1 - scale) + shift) - 1).to(x.dtype).view(-1, 1, 1)
-        y = torch.addcmul(bias, x, gain)
-        return y.clamp_(-1.0, 1.0) if self.clip else y
-
-
-class AugmentPipeline:
-    """Context patch (uint8) -> augmented output patch in [-1, 1], the original's order.
-
-    Elastic deformation, mirror/transpose, per-section intensity, then ``2x - 1``. Each step
-    can be switched off (``False``) or given as a configured instance. With every step off the
-    result equals :func:`synister.volumes.normalize` of the patch centre.
-    """
-
-    def __init__(
-        self,
-        output_shape_vox: Sequence[int],
-        elastic: bool | ElasticAugment = True,
-        simple: bool | SimpleAugment = True,
-        intensity: bool | IntensityAugment = True,
-    ):
-        self.output_shape_vox = _shape3(output_shape_vox, "output_shape_vox")
-        self.elastic = ElasticAugment() if elastic is True else (elastic or None)
-        self.simple = SimpleAugment() if simple is True else (simple or None)
-        self.intensity = IntensityAugment() if intensity is True else (intensity or None)
-
-    @property
-    def context_shape_vox(self) -> Shape3:
-        """What to read around each sample (same centre) for the deformation to have data."""
-        if self.elastic is None:
-            return self.output_shape_vox
-        return self.elastic.context_shape_vox(self.output_shape_vox)
-
-    def make_params(self, rng: np.random.Generator) -> dict:
-        shape = self.output_shape_vox
-        return {
-            name: (step.make_params(rng, shape) if step is not None else None)
-            for name, step in (
-                ("elastic", self.elastic),
-                ("simple", self.simple),
-                ("intensity", self.intensity),
-            )
-        }
-
-    def apply(self, raw_uint8_context: np.ndarray | torch.Tensor, params: dict) -> torch.Tensor:
-        """float32 (Z, Y, X) in [-1, 1] from a uint8 context patch (Z', Y', X').
-
-        Same result (to float rounding) as applying the steps one after the other on [0, 1]
-        intensities, with fewer passes over the data: y/x mirror and transpose ride on the
-        elastic sampling grid, and the intensity change, clip and ``2x - 1`` are one affine map.
-        """
-        raw = torch.as_tensor(raw_uint8_context)
-        if raw.dtype != torch.uint8 or raw.dim() != 3:
-            raise ValueError(
-                f"expected a uint8 (Z, Y, X) patch, got {raw.dtype} of shape {tuple(raw.shape)}"
-            )
-        if tuple(raw.shape) != self.context_shape_vox:
-            raise ValueError(
-                f"patch of shape {tuple(raw.shape)} is not the context shape "
-                f"{self.context_shape_vox}"
-            )
-        elastic = params.get("elastic") if self.elastic is not None else None
-        simple = params.get("simple") if self.simple is not None else None
-        intensity = params.get("intensity") if self.intensity is not None else None
-        fusable = simple is not None and [int(p) for p in simple["transpose"]] in (
-            [0, 1, 2],
-            [0, 2, 1],
-        )
-        if elastic is not None and fusable:
-            mirror = simple["mirror"]
-            x = self.elastic.resample(
-                raw,
-                elastic,
-                mirror_yx=(bool(mirror[1]), bool(mirror[2])),
-                transpose_yx=[int(p) for p in simple["transpose"]] == [0, 2, 1],
-            )
-            if mirror[0]:
-                x = torch.flip(x, [0])
-        else:
-            if elastic is not None:
-                x = self.elastic.resample(raw, elastic)
-            else:
-                x = crop_center(raw, self.output_shape_vox).to(torch.float32)
-            if simple is not None:
-                x = self.simple.apply(x, simple)
-        if intensity is not None:
-            return self.intensity.apply_to_raw(x, intensity)
-        return x.div_(255).mul_(2).sub_(1)

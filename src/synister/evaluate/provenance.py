@@ -1,4 +1,5 @@
-"""Where a training setup's weights came from and how well they predicted: bundle provenance.
+"""Bundles of training setups (:func:`export_model`) with where their weights came from and how
+well they predicted: bundle provenance.
 
 Evaluations are not stored anywhere synister could find them again (``synister evaluate``
 writes to any folder), but the prediction runs are: in the setup's database, each with its
@@ -10,22 +11,25 @@ prints with its defaults.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from synister.config import (
+from synister.config import ConfigError, TrainConfig, read_ini, resolve_paths
+from synister.db import public_url
+from synister.layout import (
+    AVERAGED_SUFFIX,
     TRAIN_FILE,
-    ConfigError,
-    TrainConfig,
+    averaged_path,
+    checkpoint_path,
     experiment_base,
-    read_ini,
-    resolve_paths,
+    experiment_of,
+    is_train_setup,
+    list_checkpoints,
+    train_id_of,
 )
-
-_SETUP_RE = re.compile(r"setup_t(\d+)$")
+from synister.models.bundle import BundleError, weights_and_record, write_bundle
 
 EVALUATIONS_NOTE = (
     "metrics computed when the bundle was made from the setup's prediction runs stored in its "
@@ -50,7 +54,8 @@ def _belongs_to(meta: dict, setup_dir: Path, experiment: str | None, train_id: i
 
 def _run_summary(db, run: str, classes: list[str], meta: dict) -> dict[str, Any]:
     from synister.data import training_synapses
-    from synister.evaluate import evaluate_run
+
+    from .runner import evaluate_run
 
     part = meta.get("split_part")
     expected = training_synapses(db, meta["split_name"], classes, part=part)["synapse_id"]
@@ -59,6 +64,7 @@ def _run_summary(db, run: str, classes: list[str], meta: dict) -> dict[str, Any]
         "run": run,
         "split_part": part,
         "iteration": meta.get("iteration"),
+        "averaged": str(meta.get("checkpoint", "")).endswith(AVERAGED_SUFFIX),
         "complete": bool(np.isin(expected.to_numpy(), predicted).all()),
         "predicted": int(len(predicted)),
         "expected": int(len(expected)),
@@ -100,11 +106,8 @@ def setup_runs(cfg: TrainConfig, setup_dir: Path) -> tuple[list[dict], str | Non
     its metrics, sorted by part and iteration; and a note when the database could not be read
     (the runs are then empty)."""
     from synister.db import DatabaseError, open_database
-    from synister.evaluate import public_url
 
-    match = _SETUP_RE.fullmatch(setup_dir.name)
-    train_id = int(match.group(1)) if match else None
-    experiment = setup_dir.parent.parent.name if setup_dir.parent.name == "02_train" else None
+    train_id, experiment = train_id_of(setup_dir), experiment_of(setup_dir)
     try:
         url = cfg.database_url()
     except ConfigError as exc:
@@ -137,22 +140,17 @@ def setup_runs(cfg: TrainConfig, setup_dir: Path) -> tuple[list[dict], str | Non
 def setup_provenance(setup_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
     """The training config of ``setup_dir`` (paths resolved) and its provenance: the setup,
     experiment, train number, split, database and prediction runs with their metrics."""
-    from synister.evaluate import public_url
-
     try:
         cfg = read_ini(setup_dir / TRAIN_FILE, TrainConfig)
     except ConfigError as exc:
-        from .bundle import BundleError
-
         raise BundleError(str(exc)) from None
     cfg = resolve_paths(cfg, experiment_base(setup_dir))
     runs, note = setup_runs(cfg, setup_dir)
-    match = _SETUP_RE.fullmatch(setup_dir.name)
     provenance: dict[str, Any] = {
         "source": "training setup",
         "setup": str(setup_dir),
-        "experiment": setup_dir.parent.parent.name if setup_dir.parent.name == "02_train" else None,
-        "train_number": int(match.group(1)) if match else None,
+        "experiment": experiment_of(setup_dir),
+        "train_number": train_id_of(setup_dir),
         "split_name": cfg.split_name,
         "database": None,
         "evaluations": EVALUATIONS_NOTE,
@@ -170,8 +168,6 @@ def setup_provenance(setup_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
 def best_validation_iteration(setup_dir: Path, provenance: dict[str, Any]) -> int:
     """The iteration of the complete validation run with the highest synapse accuracy (ties:
     the earliest iteration), as ``synister evaluate`` picks its best run."""
-    from .bundle import BundleError
-
     candidates = [
         run
         for run in provenance["prediction_runs"]
@@ -194,3 +190,55 @@ def best_validation_iteration(setup_dir: Path, provenance: dict[str, Any]) -> in
         )
     best = min(candidates, key=lambda r: (-r["synapse_accuracy"], int(r["iteration"])))
     return int(best["iteration"])
+
+
+def export_model(
+    setup_dir: str | Path,
+    iteration: int | Literal["best"],
+    out: str | Path,
+    *,
+    averaged: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """A bundle of training setup ``setup_dir`` at ``iteration``, or at the best validation
+    iteration (``"best"``), with the metrics of the setup's prediction runs as provenance (see
+    the functions above); ``averaged``: the weight average saved beside that checkpoint
+    (``ema_decay``) instead of its raw weights. Returns the bundle folder."""
+    setup_dir = Path(setup_dir).expanduser().resolve()
+    if not is_train_setup(setup_dir):
+        raise BundleError(
+            f"{setup_dir}: not a training setup (no {TRAIN_FILE}); make one with "
+            "synister prepare-training"
+        )
+    config, provenance = setup_provenance(setup_dir)
+    if iteration == "best":
+        iteration = best_validation_iteration(setup_dir, provenance)
+        provenance["iteration_chosen"] = "best validation synapse accuracy"
+    else:
+        provenance["iteration_chosen"] = "given"
+    iteration = int(iteration)
+    checkpoint = checkpoint_path(setup_dir, iteration)
+    if not checkpoint.is_file():
+        have = ", ".join(str(i) for i, _ in list_checkpoints(setup_dir)) or "none"
+        raise BundleError(
+            f"{setup_dir}: no checkpoint of iteration {iteration} (checkpoints there: {have})"
+        )
+    if averaged:
+        checkpoint = averaged_path(checkpoint)
+        if not checkpoint.is_file():
+            raise BundleError(
+                f"{checkpoint}: no weight average of iteration {iteration}; a setup trained "
+                "with ema_decay > 0 saves one beside each checkpoint"
+            )
+    weights, _, record = weights_and_record(checkpoint, config)
+    provenance["iteration"] = iteration
+    provenance["weights"] = "averaged" if averaged else "raw"
+    provenance["metrics"] = {
+        run["split_part"]: run
+        for run in reversed(provenance["prediction_runs"])  # the first run of a part wins
+        if run["iteration"] == iteration
+        and run.get("averaged", False) == averaged
+        and run["complete"]
+        and run.get("synapse_accuracy") is not None
+    }
+    return write_bundle(out, weights, iteration, record, provenance, overwrite)

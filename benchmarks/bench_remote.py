@@ -1,0 +1,200 @@
+"""Remote volumes against local ones: ``predict-positions`` and ``predict-volume`` reading the
+demo's volume over HTTP on loopback, side by side with the same files on local disk.
+
+    .venv/bin/python benchmarks/bench_remote.py [--rounds 3] [--latency-ms 0 20 100]
+
+Writes the demo's synthetic volume (``synister synthetic``'s easy preset, 48 x 768 x 768
+voxels) as a two-scale neuroglancer precomputed volume (JPEG quality 95, chunks 64 x 64 x 16,
+4 x 4 x 40 and 8 x 8 x 40 nm), and two random-weight model bundles: the demo's network
+(ResNet-18, 8 feature maps, 8 x 48 x 48) and a cheap one (ResNet-18, 1 feature map, two
+downsamplings) whose cost leaves reading to dominate. A real HTTP server on loopback
+(``tests/loopback_http.py``: HTTP/1.1, ETags, a latency added to every response, one
+bandwidth cap for all responses) serves the folder. Each round runs, for each network, each
+front-end on the local copy (a fresh copy per run: no chunk cached before) and over HTTP at
+each latency (a fresh server per run: nothing cached), interleaved; the table gives medians
+over the rounds and the machine's load.
+
+- ``predict-positions``: every synapse of the dataset (600), whole call (volume opened, model
+  loaded, all predicted), 1 torch thread;
+- ``predict-volume``: blocks of 640 x 1024 x 1024 nm (16 x 256 x 256 voxels, ``--block-nm``),
+  1 worker (this machine's default) with 1 torch thread; the rate from the blocks' done
+  markers (first to last finished block), so the worker's start-up does not count.
+
+Reported: synapses/s remote and local and their ratio, HTTP requests per distinct chunk of
+the scale read, and bytes served per synapse (goals: <= 1.05 requests per chunk; remote >=
+0.8x local at 20 ms and >= 0.5x at 100 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from loopback_http import LoopbackServer, write_precomputed  # noqa: E402
+
+from synister.predict.blockwise import Source, predict_volume  # noqa: E402
+from synister.predict.positions import prepare_positions  # noqa: E402
+from synister.volumes import Volume  # noqa: E402
+
+SCALE_KEY = "4_4_40"
+NETWORKS = {
+    "demo": {"fmaps": 8, "downsample_factors": [(1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2)]},
+    "cheap": {"fmaps": 1, "downsample_factors": [(1, 2, 2), (2, 2, 2)]},
+}
+INPUT_VOX = (8, 48, 48)
+BLOCK_NM = (640.0, 1024.0, 1024.0)
+COLUMNS = {"id_column": "synapse_id", "position_columns": ["x_nm", "y_nm", "z_nm"]}
+
+
+def build(base: Path) -> Path:
+    """The demo dataset, its volume as precomputed JPEG (two scales), two bundles."""
+    from synister.synthetic import generate
+
+    generate(base / "demo", preset="easy", seed=0, montages=False, ceiling=False)
+    source = Volume(base / "demo" / "raw.zarr", "raw")
+    raw = source.read_region_vox((0, 0, 0), source.shape_vox)
+    write_precomputed(base / "pc", raw, (64, 64, 16), "jpeg", jpeg_quality=95)
+    for name, network in NETWORKS.items():
+        make_bundle(base / f"setup_{name}", base / f"bundle_{name}", network)
+    return base / "demo" / "latents.parquet"
+
+
+def make_bundle(setup_base: Path, out: Path, network: dict) -> None:
+    import torch
+
+    from synister.config import load_train_setup
+    from synister.evaluate.provenance import export_model
+    from synister.models import build_model, save_checkpoint
+    from synister.setup import prepare_training
+
+    setup = prepare_training(
+        setup_base, "e", 0, db_url=f"sqlite:///{setup_base / 'none.db'}", check_volume=False,
+        synapse_types=["gaba", "acetylcholine", "glutamate", "serotonin", "octopamine",
+                       "dopamine"],
+        input_shape=INPUT_VOX, network="ResNet18", voxel_size=(40, 4, 4), **network,
+    )  # fmt: skip
+    cfg, _ = load_train_setup(setup)
+    torch.manual_seed(0)
+    save_checkpoint(setup / "model_checkpoint_1", build_model(cfg), None, 1)
+    export_model(setup, 1, out)
+
+
+def positions_rate(bundle: Path, volume: str, table: Path) -> tuple[float, int]:
+    """Synapses/s of the whole ``predict-positions`` work (open, load, predict all)."""
+    started = time.perf_counter()
+    job = prepare_positions(bundle, volume, table, threads=1, **COLUMNS)
+    n = job.predict(job.predictable, lambda rows, probabilities: None)
+    return n / (time.perf_counter() - started), n
+
+
+def volume_rate(
+    bundle: Path, volume: str, table: Path, out: Path, block_nm=BLOCK_NM
+) -> tuple[float, int]:
+    """Synapses/s of ``predict-volume``'s blocks, from their done markers."""
+    shutil.rmtree(out, ignore_errors=True)
+    summary = predict_volume(
+        bundle, volume, Source(str(table)), out, block_nm=block_nm, workers=1, threads=1,
+        column_options=COLUMNS, progress=False, log=lambda *args: None,
+    )  # fmt: skip
+    if summary["failed"]:
+        raise RuntimeError(f"predict-volume failed: {summary['failed']}")
+    stats = [json.loads(p.read_text()) for p in (out / "done").glob("*.json")]
+    stats.sort(key=lambda s: s["finished"])
+    steady = sum(s["predicted"] for s in stats[1:])
+    seconds = stats[-1]["finished"] - stats[0]["finished"]
+    return steady / seconds, summary["predicted"]
+
+
+def one_run(kind: str, front: str, bundle: Path, table: Path, base: Path, latency_s: float,
+            bandwidth: float, block_nm=BLOCK_NM) -> dict:  # fmt: skip
+    run = base / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir()
+    measure = positions_rate if front == "positions" else volume_rate
+    extra = (run / "out", block_nm) if front == "volume" else ()
+    if kind == "local":
+        shutil.copytree(base / "pc", run / "pc")  # nothing of it cached yet
+        rate, n = measure(bundle, f"precomputed://{run / 'pc'}", table, *extra)
+        return {"rate": rate}
+    with LoopbackServer(base, latency_s=latency_s, bandwidth_bytes_s=bandwidth) as server:
+        rate, n = measure(bundle, f"precomputed://{server.url}/pc", table, *extra)
+        requests, distinct = server.count(f"pc/{SCALE_KEY}"), server.distinct(f"pc/{SCALE_KEY}")
+        return {
+            "rate": rate,
+            "requests_per_chunk": requests / distinct,
+            "chunks": distinct,
+            "bytes_per_synapse": server.bytes_sent / n,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, nargs="+", default=[0, 20, 100])
+    parser.add_argument("--bandwidth-mbs", type=float, default=100.0, help="MB/s, all responses")
+    parser.add_argument("--fronts", nargs="+", default=["positions", "volume"])
+    parser.add_argument("--networks", nargs="+", default=list(NETWORKS))
+    parser.add_argument("--block-nm", type=float, nargs=3, default=BLOCK_NM, help="z y x")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    base = Path(tempfile.mkdtemp(prefix="bench_remote_"))
+    try:
+        table = build(base)
+        results: dict[tuple, list[dict]] = {}
+        loads = []
+        for round_ in range(args.rounds):
+            loads.append(os.getloadavg()[0])
+            for network in args.networks:
+                bundle = base / f"bundle_{network}"
+                for front in args.fronts:
+                    cases = [("local", 0.0)] + [("remote", ms / 1e3) for ms in args.latency_ms]
+                    for kind, latency in cases:
+                        got = one_run(kind, front, bundle, table, base, latency,
+                                      args.bandwidth_mbs * 1e6, args.block_nm)  # fmt: skip
+                        results.setdefault((network, front, kind, latency), []).append(got)
+                        print(round_, network, front, kind, latency, got, flush=True)
+            loads.append(os.getloadavg()[0])
+        report(results, args, loads)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def report(results: dict, args, loads: list[float]) -> None:
+    def median(key, field):
+        return statistics.median(r[field] for r in results[key])
+
+    print(
+        f"\n{args.rounds} rounds, bandwidth {args.bandwidth_mbs:g} MB/s, predict-volume blocks "
+        f"{args.block_nm} nm, load average "
+        f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n"
+    )
+    print("| network | front-end | latency | remote syn/s | local syn/s | ratio | requests per "
+          "chunk | chunks | kB per synapse |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for network in args.networks:
+        for front in args.fronts:
+            local = median((network, front, "local", 0.0), "rate")
+            for ms in args.latency_ms:
+                key = (network, front, "remote", ms / 1e3)
+                remote = median(key, "rate")
+                per_chunk = max(r["requests_per_chunk"] for r in results[key])
+                print(
+                    f"| {network} | {front} | {ms:g} ms | {remote:.1f} | {local:.1f} | "
+                    f"{remote / local:.2f} | {per_chunk:.3f} (max) | "
+                    f"{int(median(key, 'chunks'))} | "
+                    f"{median(key, 'bytes_per_synapse') / 1e3:.1f} |"
+                )
+    print("\nper round:", json.dumps({" ".join(map(str, k)): v for k, v in results.items()},
+                                     default=float)[:4000])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
