@@ -43,7 +43,10 @@ OWN_WRONG_VALUES = {
     "serve worker": ["--config", "{absent}/service.toml"],
 }
 #: commands that read no input
-NO_INPUT = {"serve example-config": "prints an example config"}
+NO_INPUT = {
+    "serve example-config": "prints an example config",
+    "serve example-proxy": "prints an example nginx configuration",
+}
 
 
 def _command(path: str):

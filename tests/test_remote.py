@@ -120,7 +120,9 @@ def test_a_forbidden_chunk_stops_the_run_with_one_line_naming_its_url(
          "--batch-size", "4"],
     )  # fmt: skip
     assert outcome.exit_code == 1
-    note, error = outcome.output.strip().splitlines()  # the scale read, then the error
+    lines = outcome.output.strip().splitlines()  # the scale read, no neuron column, the error
+    note, error = lines[0], lines[-1]
+    assert sum(line.startswith("error: ") for line in lines) == 1
     assert "read scale 4_4_40" in note and "the one of 2 whose voxel size the model needs" in note
     assert error.startswith("error: ") and f"{server.url}/{key}" in error and "403" in error
     assert not (out / "synapses.parquet").exists()  # finished parts stay for the rerun
