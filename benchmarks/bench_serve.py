@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import bundle_factory  # noqa: E402
 from serve_support import Service, make_site, positions, wait_job  # noqa: E402
 
 API = "/api/v1"
@@ -180,7 +181,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
         tmp = Path(tmp)
-        site = make_site(tmp / "site")
+        site = make_site(tmp / "site", bundle_factory(lambda: Path(tempfile.mkdtemp(dir=tmp))))
         table = tmp / "synapses.csv"
         positions(args.rows, seed=0).to_csv(table, index=False)
         service = Service(
