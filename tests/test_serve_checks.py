@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+from table_corpus import counted_frames
 
 from synister.serve import checks
 from synister.serve.config import LimitsSection
@@ -86,7 +87,6 @@ def test_a_checker_refuses_a_table_that_needs_more_memory_than_a_check_may_take(
 def test_the_check_and_the_job_read_a_csv_table_in_chunks(tmp_path, monkeypatch, random_bundle):
     from synister.serve import engine
     from synister.serve.config import VolumeChoice
-    from synister.tables import positions as table_positions
     from synister.volumes import create_volume
 
     create_volume(tmp_path / "raw.zarr", (16, 64, 64), (40, 4, 4))  # zeros, never written
@@ -94,14 +94,7 @@ def test_the_check_and_the_job_read_a_csv_table_in_chunks(tmp_path, monkeypatch,
     table = pd.DataFrame({"id": np.arange(250), "pre_pt_root_id": rng.integers(0, 9, 250)})
     table[["x", "y", "z"]] = rng.uniform(40, 200, (250, 3)) * [1, 1, 2.5]
     table.to_csv(tmp_path / "t.csv", index=False)
-    seen = []
-    convert = table_positions.position_rows
-
-    def counted(frame, *args, **kwargs):
-        seen.append(len(frame))
-        return convert(frame, *args, **kwargs)
-
-    monkeypatch.setattr(table_positions, "position_rows", counted)
+    seen = counted_frames(monkeypatch)
     monkeypatch.setattr(engine, "CHUNK_ROWS", 100)
     assert engine.check_table(tmp_path / "t.csv") == 250
     assert seen == [100, 100, 50]

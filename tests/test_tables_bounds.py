@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
-from table_corpus import repeated, zeros_parquet
+from table_corpus import counted_frames, repeated, zeros_parquet
 
 from synister.tables import (
     MAX_ID_CHARACTERS,
@@ -187,19 +187,10 @@ def test_csv_cells_a_spreadsheet_would_run_get_a_quote():
 def test_a_csv_read_in_chunks_gives_the_rows_of_the_whole_file(
     tmp_path, monkeypatch, neurons, frames
 ):
-    from synister.tables import positions as table_positions
-
     path = tmp_path / "t.csv"
     positions(5, pre_pt_root_id=neurons).to_csv(path, index=False)
     whole = read_positions(path, limits=LIMITS).rows
-    seen = []
-    convert = table_positions.position_rows
-
-    def counted(frame, *args, **kwargs):
-        seen.append(len(frame))
-        return convert(frame, *args, **kwargs)
-
-    monkeypatch.setattr(table_positions, "position_rows", counted)
+    seen = counted_frames(monkeypatch)
     pd.testing.assert_frame_equal(read_positions(path, limits=LIMITS, chunk_rows=2).rows, whole)
     assert seen == frames
     bad = positions(5, x=["1", "2", "3", "oops", "5"])
