@@ -1,16 +1,22 @@
-"""Learning curve on a synthetic preset against its two ceilings, within a wall-time budget.
+"""Learning curve and ablation on a synthetic preset against its two ceilings.
 
-``python benchmarks/bench_accuracy.py --preset fafb --minutes 60 [--network resnet|vgg]
-[--out DIR] [--resume]`` runs the demo's workflow (:func:`synister.demo.run_demo`) with the
-preset's recipe on a dataset large enough that its test part holds >= 1,000 synapses and >= 50
-neurons, then writes to DIR:
+``python benchmarks/bench_accuracy.py --preset fafb (--iterations N | --minutes M)
+[--network resnet|vgg] [--seed S] [--out DIR] [--resume] [--train-only]`` runs the demo's
+workflow (:func:`synister.demo.run_demo`) with the preset's recipe on a dataset large enough
+that its test part holds >= 1,000 synapses and >= 50 neurons, then writes to DIR:
 
 - ``learning_curve.json``: per validation checkpoint the training wall time, iteration,
   synapse and neuron accuracy and their fractions of the validation part's oracle and
   image-level ceiling; the test result at the best validation checkpoint; the machine's load;
-- ``learning_curve.png``: the same as plots versus wall time and versus iterations.
+- ``learning_curve.png``: the same as plots versus wall time and versus iterations;
+- ``ablation.json`` and ``ablation.md``: every checkpoint predicted on the validation and test
+  parts with raw and averaged weights, and what each checkpoint rule and neuron rule gives on
+  the test part, with bootstrap standard errors (``accuracy_ablation.py``).
 
-A run that dies is continued with ``--resume`` (same folder, same settings).
+``--iterations`` trains a fixed number of iterations (after the recipe's pretraining), so that
+the accuracy does not depend on the machine's load; ``--minutes`` fills a wall-time budget.
+``--train-only`` stops after training (a long run to be evaluated later); the same command
+with ``--resume`` continues a run that died or was trained only, and does the rest.
 """
 
 from __future__ import annotations
@@ -126,22 +132,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fafb", choices=sorted(DATASETS))
     parser.add_argument("--network", default="resnet", choices=["resnet", "vgg"])
-    parser.add_argument("--minutes", type=float, default=30.0, help="training wall-time budget")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, help="training wall-time budget (default 30)")
+    length.add_argument("--iterations", type=int, help="a fixed number of training iterations")
     parser.add_argument("--checkpoints", type=int, default=8, help="validation checkpoints")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ema-decay", type=float, help="weight average (default: the recipe's)")
+    parser.add_argument("--pretrain-iterations", type=int, help="default: the recipe's")
+    parser.add_argument(
+        "--dataset", choices=["bench", "demo"], default="bench",
+        help="bench: >= 50 test neurons (see DATASETS); demo: the demo's own dataset",
+    )  # fmt: skip
+    parser.add_argument("--synapses", type=int, help="dataset size (default: the preset's)")
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="dataset volume in voxels (default: the preset's)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench_out/accuracy"))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--train-only", action="store_true", help="stop after training")
     args = parser.parse_args()
 
-    from synister.demo import recipe, run_demo
+    from synister.demo import recipe, run_demo, train_demo
 
+    dataset = dict(DATASETS[args.preset]) if args.dataset == "bench" else {}
+    if args.synapses:
+        dataset["n_synapses"] = args.synapses
+    if args.shape:
+        dataset["shape_vox"] = tuple(args.shape)
     settings = replace(
         recipe(args.preset, args.network),
         seed=args.seed,
-        minutes=args.minutes,
         validation_checkpoints=args.checkpoints,
-        **DATASETS[args.preset],
+        **dataset,
     )
+    if args.iterations:
+        settings = replace(settings, iterations=args.iterations, minutes=None)
+    else:
+        settings = replace(settings, minutes=args.minutes or 30.0)
+    if args.ema_decay is not None:
+        settings = replace(settings, ema_decay=args.ema_decay)
+    if args.pretrain_iterations is not None:
+        settings = replace(settings, pretrain_iterations=args.pretrain_iterations)
+    if args.train_only:
+        setup = train_demo(args.out, settings, resume=args.resume)
+        print(f"trained: {setup}; run the same command with --resume (without --train-only)")
+        return
     summary = run_demo(args.out, settings, resume=args.resume)
     curve = learning_curve(summary)
     curve["cpus"] = os.cpu_count()
@@ -156,6 +190,10 @@ def main() -> None:
         f"{test['neuron']:.3f} = {test['neuron_fraction']['of_image_ceiling'] or float('nan'):.3f}"
         f" / {test['neuron_fraction']['of_oracle']:.3f}; curve: {png}"
     )
+    from accuracy_ablation import ablation
+
+    ablation(args.out)
+    print((args.out / "ablation.md").read_text())
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ Rounds alternate the two so that a machine whose load drifts affects both alike;
 not measured, warms the worker up (imports, model loading).
 
 Goal (issue #14): p99 < 200 ms, no errors, the job under load no more than 10 % slower.
+``--http httptools`` serves with uvicorn's httptools parser instead of the service's bounded
+h11 protocol (see synister.serve.http), to compare their latencies.
 
     .venv/bin/python benchmarks/bench_serve.py [--clients 50] [--interval 1.0] [--rows 1500]
 """
@@ -29,9 +31,22 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import bundle_factory  # noqa: E402
 from serve_support import Service, make_site, positions, wait_job  # noqa: E402
 
 API = "/api/v1"
+#: `synister` whose service parses HTTP with httptools (without the h11 bounds)
+HTTPTOOLS = """
+import synister.serve.http as http
+bounded = http.uvicorn_config
+def with_httptools(app, config):
+    settings = bounded(app, config)
+    settings.http = "httptools"
+    return settings
+http.uvicorn_config = with_httptools
+from synister.cli import main
+main()
+"""
 
 
 def run_job(client: httpx.Client, table: Path, bundle: str) -> dict:
@@ -175,18 +190,20 @@ def main() -> None:
     parser.add_argument("--bundle", default="slow", choices=("tiny", "slow"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=600)
+    parser.add_argument("--http", default="h11", choices=("h11", "httptools"))
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
         tmp = Path(tmp)
-        site = make_site(tmp / "site")
+        site = make_site(tmp / "site", bundle_factory(lambda: Path(tempfile.mkdtemp(dir=tmp))))
         table = tmp / "synapses.csv"
         positions(args.rows, seed=0).to_csv(table, index=False)
         service = Service(
             tmp / "service",
             site,
             workers=1,
+            cli=None if args.http == "h11" else [sys.executable, "-c", HTTPTOOLS],
             rows_per_job=args.rows,
             lease_seconds=30.0,
             heartbeat_seconds=1.0,
@@ -226,6 +243,7 @@ def main() -> None:
         for r in rounds:
             r.update(server_latencies(service.log, r.pop("window")))
     figures = {
+        "http": args.http,
         "clients": args.clients,
         "interval_s": args.interval,
         "rows": args.rows,

@@ -40,7 +40,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import _random_bundle  # noqa: E402
+from conftest import bundle_factory  # noqa: E402
 from serve_support import config_text, free_port, make_site, positions, wait_for  # noqa: E402
 
 API = "/api/v1"
@@ -113,15 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_uploads_") as tmp:
         tmp = Path(tmp)
-
-        def bundle(shape, fmaps=2, downsample_factors=((1, 2, 2), (1, 2, 2))):
-            key = (tuple(shape), fmaps, tuple(map(tuple, downsample_factors)))
-            folder = tmp / f"bundle_{len(list(tmp.glob('bundle_*')))}"
-            folder.mkdir()
-            six = ("gaba", "acetylcholine", "glutamate", "serotonin", "octopamine", "dopamine")
-            return _random_bundle(folder, *key, six, (40, 4, 4), 0)
-
-        site = make_site(tmp / "site", bundle)
+        site = make_site(tmp / "site", bundle_factory(lambda: Path(tempfile.mkdtemp(dir=tmp))))
         bombs = write_bombs(tmp)
         big = tmp / "synapses_31MB.csv"
         positions(args.csv_rows, seed=2).to_csv(big, index=False)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -240,6 +241,12 @@ def trained_setup(easy_dataset, tmp_path_factory) -> TrainedSetup:
 def random_bundle(tmp_path_factory):
     """``random_bundle(input_shape_vox, ...)``: the folder of a random-weight ResNet model
     bundle (``synister export-model`` of a fresh setup), made once per set of arguments."""
+    return bundle_factory(lambda: tmp_path_factory.mktemp("bundle"))
+
+
+def bundle_factory(new_folder: Callable[[], Path]):
+    """The :func:`random_bundle` fixture's factory, each bundle in a ``new_folder()`` (the
+    benchmarks use it without pytest)."""
     made: dict[tuple, Path] = {}
 
     def make(
@@ -254,7 +261,7 @@ def random_bundle(tmp_path_factory):
         key = (tuple(input_shape_vox), fmaps, tuple(map(tuple, downsample_factors)),
                tuple(classes), tuple(voxel_size_nm), seed)  # fmt: skip
         if key not in made:
-            made[key] = _random_bundle(tmp_path_factory.mktemp("bundle"), *key)
+            made[key] = _random_bundle(new_folder(), *key)
         return made[key]
 
     return make

@@ -153,7 +153,15 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 class Service:
     """`synister serve --config FOLDER/service.toml` as a subprocess (its own session)."""
 
-    def __init__(self, folder: Path, site: Path, workers: int | None = None, **service):
+    def __init__(
+        self,
+        folder: Path,
+        site: Path,
+        workers: int | None = None,
+        cli: list[str] | None = None,
+        **service,
+    ):
+        self.cli = cli or WARM.cli()  # how `synister` is run (a benchmark may patch it)
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -165,7 +173,7 @@ class Service:
         self.base = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> Service:
-        args = [*WARM.cli(), "serve", "--config", str(self.config)]
+        args = [*self.cli, "serve", "--config", str(self.config)]
         if self.workers is not None:
             args += ["--workers", str(self.workers)]
         with open(self.log, "a") as log:

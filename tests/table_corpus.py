@@ -116,3 +116,19 @@ def write_corpus(folder: Path) -> dict[str, Path]:
     arrow("inf_positions_feather", _arrow(x=pa.array([float("inf")] * ROWS)))
     arrow("zero_rows_feather", _arrow().slice(0, 0))
     return files
+
+
+def counted_frames(monkeypatch) -> list[int]:
+    """The rows of each frame the table reader checks from now on (in the order it does):
+    how a test sees that a table is read in chunks."""
+    from synister.tables import positions
+
+    seen: list[int] = []
+    convert = positions.position_rows
+
+    def counted(frame, *args, **kwargs):
+        seen.append(len(frame))
+        return convert(frame, *args, **kwargs)
+
+    monkeypatch.setattr(positions, "position_rows", counted)
+    return seen

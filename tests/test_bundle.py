@@ -405,3 +405,30 @@ def test_export_model_command(tmp_path):
         app, ["export-model", str(checkpoint), "--out", str(tmp_path / "d"), "--force"]
     )
     assert result.exit_code == 0, result.output
+
+
+def test_export_model_averaged_takes_the_weight_average_beside_the_checkpoint(tmp_path):
+    from synister.train.averaging import WeightAverage, save_average
+
+    setup = _setup(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
+    raw = _checkpoint(setup, 100)
+    runner = CliRunner()
+    args = ["export-model", str(setup), "--iteration", "100", "--averaged"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 1 and "no weight average of iteration 100" in result.output
+    assert "ema_decay" in result.output and not (tmp_path / "a").exists()
+
+    other = _checkpoint(setup, 50, seed=1)  # the average holds other weights than the raw ones
+    average = WeightAverage(other, decay=0.5)
+    save_average(average, setup / "model_checkpoint_100", other, 100)
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(tmp_path / "a")
+    assert bundle.iteration == 100 and bundle.provenance["weights"] == "averaged"
+    assert _same_logits(bundle.build_model(), other) and not _same_logits(bundle.build_model(), raw)
+    assert load_bundle(export_model(setup, 100, tmp_path / "r")).provenance["weights"] == "raw"
+    result = runner.invoke(
+        app, ["export-model", str(setup / "model_checkpoint_100"), "--averaged", "--out",
+              str(tmp_path / "c")],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "for setup folders" in result.output

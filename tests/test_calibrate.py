@@ -165,6 +165,23 @@ def test_calibrate_json_and_a_run_predicted_with_a_temperature(world):
     assert record["temperature"] == pytest.approx(TRUE_TEMPERATURE, rel=0.15)
 
 
+def test_a_run_of_the_weight_average_is_calibrated_beside_the_average(world):
+    """``model_checkpoint_<N>.averaged`` (weight averaging) is a model of its own: its
+    calibration goes beside it, not beside the checkpoint of the same iteration."""
+    averaged = world.checkpoint.with_name(world.checkpoint.name + ".averaged")
+    averaged.write_bytes(world.checkpoint.read_bytes())
+    store_run(world, "skeleton_exp_t1_p95", "validation", {"checkpoint": str(averaged)}, seed=1)
+    before = checkpoint_temperature(world.checkpoint)
+    result = CliRunner().invoke(
+        app, ["calibrate", str(world.setup), "--validation-run", "skeleton_exp_t1_p95"]
+    )
+    assert result.exit_code == 0, result.output
+    assert read_calibration(averaged)["fitted_on"]["run"] == "skeleton_exp_t1_p95"
+    assert checkpoint_temperature(world.checkpoint) == before
+    averaged.unlink()
+    calibration_path(averaged).unlink()
+
+
 @pytest.mark.parametrize(
     ("run", "meta", "message"),
     [

@@ -77,6 +77,30 @@ def test_the_demo_command_names_a_bad_preset_or_network():
         assert outcome.exit_code == 1 and message in outcome.output
 
 
+def test_the_final_model_settings_are_checked():
+    with pytest.raises(ValueError, match="checkpoint_rule must be one of accuracy, nll"):
+        replace(recipe("easy"), checkpoint_rule="best")
+    with pytest.raises(ValueError, match="final_weights must be raw or averaged"):
+        replace(recipe("easy"), final_weights="swa")
+    with pytest.raises(ValueError, match="needs an ema_decay"):
+        replace(recipe("easy"), ema_decay=0.0, final_weights="averaged")
+    assert replace(recipe("easy"), ema_decay=0.0).checkpoint_rule == "margin"
+
+
+def test_a_resumed_demo_may_choose_its_final_model_otherwise(tmp_path):
+    from synister.demo.run import _open_demo
+
+    settings = recipe("easy")
+    _open_demo(tmp_path, settings, resume=False)
+    state = json.loads((tmp_path / "demo_state.json").read_text())
+    del state["settings"]["ema_decay"]  # a demo from before that setting: its default holds
+    (tmp_path / "demo_state.json").write_text(json.dumps(state))
+    _open_demo(tmp_path, replace(settings, checkpoint_rule="nll"), resume=True)
+    for changed in (replace(settings, ema_decay=0.5), replace(settings, iterations=100)):
+        with pytest.raises(ValueError, match="other settings"):
+            _open_demo(tmp_path, changed, resume=True)
+
+
 def test_unknown_recipes_are_refused():
     with pytest.raises(ValueError, match="presets easy and fafb"):
         recipe("hard")
@@ -156,6 +180,8 @@ def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path, easy_dataset
         probe_iterations=10,
         validation_checkpoints=2,
         warmup_iterations=4,
+        final_weights="averaged",  # not the default: the weight average's whole way
+        checkpoint_rule="last",
     )
     # the pretraining's dataset is there already (a demo resumed after its generation)
     shutil.copytree(easy_dataset, tmp_path / "demo" / "pretrain" / "data")
@@ -170,6 +196,15 @@ def test_a_tiny_budgeted_demo_runs_every_step_and_resumes(tmp_path, easy_dataset
     pretrained = tmp_path / "demo" / "pretrain" / "pretrain" / "02_train" / "setup_t0"
     assert [i for i, _ in list_checkpoints(pretrained)] == [6]
     assert summary["best_iteration"] in {p["iteration"] for p in curve}
+    # the final model: the weight average of the last checkpoint, and its test accuracy's
+    # interval from resampling the test neurons
+    model = summary["final_model"]
+    assert (model["weights"], model["checkpoint_rule"]) == ("averaged", "last")
+    assert model["iteration"] == summary["best_iteration"] == summary["iterations"]
+    assert model["checkpoint"].endswith(f"model_checkpoint_{summary['iterations']}.averaged")
+    low, high = summary["test_synapse_accuracy_ci"]
+    assert low <= summary["test_synapse_accuracy"] <= high
+    assert summary["test_synapse_accuracy_se"] >= 0
     for key in (
         "oracle_synapse_accuracy",
         "image_ceiling_synapse_accuracy",

@@ -138,6 +138,20 @@ def test_synapse_level_matches_hand_computed():
     assert expected.sum(axis=1) == pytest.approx([1, 1, 1])
 
 
+def test_accuracies_come_with_bootstrap_errors_over_neurons():
+    bootstrap = evaluate().metrics["bootstrap"]
+    assert bootstrap["resampled"] == "neurons"
+    synapse = bootstrap["synapse"]
+    assert synapse["accuracy"] == pytest.approx(8 / 15)
+    assert synapse["n_groups"] == 7  # skeletons 1, 2, 3, 4, 8, 9 and 10
+    low, high = synapse["ci"]
+    assert 0 < low < 8 / 15 < high < 1 and 0 < synapse["se"] < 0.3
+    vote = bootstrap["neuron_vote"]
+    assert vote["accuracy"] == evaluate().metrics["neuron"]["vote"]["accuracy"]
+    assert vote["n_groups"] == evaluate().metrics["neuron"]["vote"]["n"]
+    assert "neuron_mean" in bootstrap
+
+
 def test_expected_probability_is_nan_for_classes_without_synapses():
     matrix = expected_probability_matrix(np.array([0, 0]), np.array([[0.8, 0.2], [0.4, 0.6]]), 2)
     assert matrix[0] == pytest.approx([0.6, 0.4])
@@ -375,6 +389,8 @@ def test_evaluate_runs_writes_metrics_figures_and_a_self_contained_report(databa
     assert len(sources) >= 13 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<link" not in page and "<script" not in page
     assert "0.533" in page  # p0's synapse accuracy 8/15
+    interval = "{:.3f} – {:.3f}".format(*p0["bootstrap"]["synapse"]["ci"])
+    assert "Accuracy with its uncertainty" in page and interval in page
     assert "LINa" in page and "model_checkpoint_1000" in page
 
 

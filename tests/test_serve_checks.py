@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+from table_corpus import counted_frames
 
 from synister.serve import checks
 from synister.serve.config import LimitsSection
@@ -81,3 +82,28 @@ def test_a_checker_refuses_a_table_that_needs_more_memory_than_a_check_may_take(
     )
     assert small["rows"] == again["rows"] == 10
     assert small["peak_rss_bytes"] >= small["rss_bytes"] > 0
+
+
+def test_the_check_and_the_job_read_a_csv_table_in_chunks(tmp_path, monkeypatch, random_bundle):
+    from synister.serve import engine
+    from synister.serve.config import VolumeChoice
+    from synister.volumes import create_volume
+
+    create_volume(tmp_path / "raw.zarr", (16, 64, 64), (40, 4, 4))  # zeros, never written
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"id": np.arange(250), "pre_pt_root_id": rng.integers(0, 9, 250)})
+    table[["x", "y", "z"]] = rng.uniform(40, 200, (250, 3)) * [1, 1, 2.5]
+    table.to_csv(tmp_path / "t.csv", index=False)
+    seen = counted_frames(monkeypatch)
+    monkeypatch.setattr(engine, "CHUNK_ROWS", 100)
+    assert engine.check_table(tmp_path / "t.csv") == 250
+    assert seen == [100, 100, 50]
+    job = engine.EngineJob(
+        tmp_path / "t.csv",
+        random_bundle((4, 16, 16), fmaps=1),
+        VolumeChoice(url=str(tmp_path / "raw.zarr"), dataset="raw"),
+        threads=1,
+    )
+    summary = engine.run_job(job, tmp_path / "out", lambda stored, total: None)
+    assert seen == [100, 100, 50] * 2
+    assert summary["rows"] == summary["predicted"] == 250

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,9 @@ def test_urls_and_postgresql_stay_as_given(tmp_path):
         ("[bundles.'../x']\npath = 'b'\n", "'../x'"),
         ("[volumes.v]\ndataset = 'raw'\n", "volumes.v.url"),
         ("[service\n", "not valid TOML"),
+        ("[service]\numask = '0o27'\n", "service.umask"),
+        ("[service]\numask = '177'\n", "leaves the owner every permission"),
+        ("[service]\numask = 27\n", "service.umask"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, text, expected):
@@ -55,6 +60,30 @@ def test_bad_config_names_file_and_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as error:
         load_service_config(path)
     assert str(path) in str(error.value) and expected in str(error.value)
+
+
+def test_the_umask_sets_the_modes_of_what_the_service_writes(tmp_path):
+    from synister.serve.server import file_modes
+
+    (tmp_path / "service.toml").write_text('[service]\numask = "027"\n')
+    config = load_service_config(tmp_path / "service.toml")
+    before = os.umask(0o022)
+    try:
+        (tmp_path / "service_results").mkdir()  # made before the service started: 0755, 0644
+        (tmp_path / "service.db").touch()
+        file_modes(config)
+        (tmp_path / "service_results" / "jobs").mkdir()
+        (tmp_path / "service_results" / "jobs" / "result.csv").touch()
+    finally:
+        os.umask(before)
+    made = [tmp_path / "service.db", tmp_path / "service_results"]
+    made += (tmp_path / "service_results").rglob("*")
+    modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in made}
+    assert modes == {
+        "service.db": "0o640", "service_results": "0o750", "jobs": "0o750", "result.csv": "0o640"
+    }  # fmt: skip
+    (tmp_path / "service.toml").write_text("")
+    assert load_service_config(tmp_path / "service.toml").service.umask_bits == 0o077
 
 
 def test_missing_config_says_how_to_get_one(tmp_path):

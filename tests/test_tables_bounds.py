@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
-from table_corpus import repeated, zeros_parquet
+from table_corpus import counted_frames, repeated, zeros_parquet
 
 from synister.tables import (
     MAX_ID_CHARACTERS,
@@ -172,3 +172,31 @@ def test_csv_cells_a_spreadsheet_would_run_get_a_quote():
     safe.to_csv(text, index=False)
     assert "\n'=1\n" not in text.getvalue() and ",-1.0," in text.getvalue()
     assert frame["id"].iloc[0].startswith("=")  # the caller's frame is unchanged
+
+
+@pytest.mark.parametrize(
+    ("neurons", "frames"),
+    [
+        ([7, 8, 9, 10, 11], [2, 2, 1]),
+        (["a", "b", "c", "d", "e"], [2, 2, 1]),  # the reading as numbers fails at once
+        # numbers in the first chunks, text in the last: only the whole column can say that
+        # "5.0" is text here, so the file is read again, whole
+        (["5.0", "6", "7", "8", "x"], [2, 2, 2, 2, 1, 5]),
+    ],
+)
+def test_a_csv_read_in_chunks_gives_the_rows_of_the_whole_file(
+    tmp_path, monkeypatch, neurons, frames
+):
+    path = tmp_path / "t.csv"
+    positions(5, pre_pt_root_id=neurons).to_csv(path, index=False)
+    whole = read_positions(path, limits=LIMITS).rows
+    seen = counted_frames(monkeypatch)
+    pd.testing.assert_frame_equal(read_positions(path, limits=LIMITS, chunk_rows=2).rows, whole)
+    assert seen == frames
+    bad = positions(5, x=["1", "2", "3", "oops", "5"])
+    bad.to_csv(path, index=False)
+    with pytest.raises(TableError, match=r"column x, line 5: 'oops' is not a number"):
+        read_positions(path, limits=LIMITS, chunk_rows=2)
+    positions(6).to_csv(path, index=False)
+    with pytest.raises(TableError, match="more than 5 rows; at most 5"):
+        read_positions(path, limits=TableLimits(max_rows=5), chunk_rows=2)

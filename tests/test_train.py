@@ -309,6 +309,112 @@ def test_sigint_stops_after_the_iteration_with_a_checkpoint_and_resume_keeps_ada
     assert [i for i, _ in list_checkpoints(tmp_path)] == [7, 12]
 
 
+def _with_batch_norm():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(int(np.prod(PATCH_VOX)), 3), torch.nn.BatchNorm1d(3)
+    )
+    return model, torch.optim.Adam(model.parameters(), lr=1e-2)
+
+
+def test_the_weight_average_of_a_constant_model_is_that_model_and_follows_a_change():
+    from synister.train.averaging import WeightAverage
+
+    model, _ = _with_batch_norm()
+    model(torch.randn(6, 1, *PATCH_VOX))  # moves the batch-norm statistics off their start
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    average = WeightAverage(model, decay=0.5)
+    for _ in range(25):
+        average.update(model)
+    assert set(average.state) == set(before)  # buffers too: running mean, variance, count
+    for key, value in before.items():
+        torch.testing.assert_close(average.state[key], value, rtol=0, atol=1e-6)
+
+    # a jump of the weights from w to w + 1: the average closes the gap by (1 - decay) a step
+    with torch.no_grad():
+        model[1].bias.add_(1.0)
+    decays = []
+    for _ in range(3):
+        decays.append(average.current_decay())
+        average.update(model)
+    assert decays == [0.5, 0.5, 0.5]  # past the first updates' lower decay: (1+n)/(10+n)
+    torch.testing.assert_close(average.state["1.bias"], before["1.bias"] + 1 - 0.5**3)
+    assert WeightAverage(model, 0.999).current_decay() == pytest.approx(2 / 11)
+    with pytest.raises(ValueError, match=r"decay must lie in \(0, 1\)"):
+        WeightAverage(model, 1.0)
+
+
+def test_the_average_is_saved_beside_each_checkpoint_which_stays_as_it_was(tmp_path):
+    from synister.layout import averaged_path
+    from synister.models import load_checkpoint
+    from synister.train import LoopSettings, run_training
+    from synister.train.averaging import WeightAverage
+
+    settings = LoopSettings(checkpoint_every=10, snapshot_every=100, log_every=5)
+    model, optimizer = _with_batch_norm()
+    average = WeightAverage(model, decay=0.8)
+    run_training(
+        model, optimizer, _batches(), tmp_path, CLASSES, start_iteration=0, num_iterations=15,
+        settings=settings, progress=False, average=average,
+    )  # fmt: skip
+    # the original's checkpoints, unchanged, and only they count as checkpoints
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [10, 15]
+    saved = torch.load(tmp_path / "model_checkpoint_15", weights_only=True)
+    assert set(saved) == {"model_state_dict", "optimizer_state_dict", "iteration"}
+    assert sorted(p.name for p in tmp_path.glob("*.averaged")) == [
+        "model_checkpoint_10.averaged",
+        "model_checkpoint_15.averaged",
+    ]
+    assert averaged_path(tmp_path / "model_checkpoint_15") == tmp_path / (
+        "model_checkpoint_15.averaged"
+    )
+    assert not list(tmp_path.glob(".*tmp*"))  # written through a temporary file
+    # the averaged file is a checkpoint of the same layout: it loads into the network
+    loaded, _ = _with_batch_norm()
+    assert load_checkpoint(tmp_path / "model_checkpoint_15.averaged", loaded) == 15
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, average.state[key])
+    assert not torch.allclose(loaded[1].weight, model[1].weight)  # an average, not the last
+
+
+def test_a_resumed_run_continues_the_same_average(tmp_path):
+    import itertools
+
+    from synister.layout import averaged_path
+    from synister.models import load_checkpoint
+    from synister.train import LoopSettings, run_training
+    from synister.train.averaging import WeightAverage
+
+    settings = LoopSettings(checkpoint_every=100, snapshot_every=100, log_every=5)
+    model, optimizer = _with_batch_norm()
+    straight = WeightAverage(model, decay=0.7)
+    run_training(
+        model, optimizer, _batches(), tmp_path / "straight", CLASSES, start_iteration=0,
+        num_iterations=20, settings=settings, progress=False, average=straight,
+    )  # fmt: skip
+
+    model, optimizer = _with_batch_norm()
+    run_training(
+        model, optimizer, _batches(), tmp_path / "resumed", CLASSES, start_iteration=0,
+        num_iterations=12, settings=settings, progress=False,
+        average=WeightAverage(model, decay=0.7),
+    )  # fmt: skip
+    model, optimizer = _with_batch_norm()
+    checkpoint = tmp_path / "resumed" / "model_checkpoint_12"
+    load_checkpoint(checkpoint, model, optimizer)
+    resumed = WeightAverage(model, decay=0.7)
+    resumed.load(averaged_path(checkpoint))
+    assert resumed.updates == 12
+    run_training(
+        model, optimizer, itertools.islice(_batches(), 12, None), tmp_path / "resumed",
+        CLASSES, start_iteration=12, num_iterations=20, settings=settings, progress=False,
+        average=resumed,
+    )  # fmt: skip
+    assert resumed.updates == 20
+    for key, value in straight.state.items():
+        torch.testing.assert_close(resumed.state[key], value, rtol=1e-5, atol=1e-6)
+
+
 def test_train_refuses_a_folder_that_is_no_setup(tmp_path):
     from synister.train import train
 
@@ -439,6 +545,31 @@ def test_a_new_setup_starts_from_init_checkpoint_weights(synthetic_base, tmp_pat
     torch.testing.assert_close(trained[key], start.state_dict()[key], atol=1e-6, rtol=0)
     torch.manual_seed(cfg.seed)
     assert not torch.allclose(build_model(cfg).state_dict()[key], start.state_dict()[key])
+
+
+def test_ema_decay_writes_averaged_checkpoints_that_resume_and_predict(synthetic_base):
+    from synister.config import load_predict_setup
+    from synister.setup import prepare_prediction_setups
+    from synister.train import train
+
+    setup = _prepare(synthetic_base, 5, ema_decay=0.99, checkpoint_every=20)
+    train(setup, 20, progress=False)
+    train(setup, 30, progress=False)  # resumes at 20, with the average of 20 updates
+    assert [i for i, _ in list_checkpoints(setup)] == [20, 30]
+    averaged = torch.load(setup / "model_checkpoint_30.averaged", weights_only=True)
+    assert averaged["synister_averaging"] == {"decay": 0.99, "updates": 30}
+    assert averaged["iteration"] == 30 and averaged["optimizer_state_dict"] is None
+    raw = torch.load(setup / "model_checkpoint_30", weights_only=True)
+    assert "synister_averaging" not in raw
+    assert raw["model_state_dict"].keys() == averaged["model_state_dict"].keys()
+    # a prediction setup can point at the average
+    base, _ = synthetic_base
+    (made,) = prepare_prediction_setups(
+        base, "exp", 5, checkpoint=setup / "model_checkpoint_30.averaged", check_volume=False
+    )
+    assert made.iteration == 30
+    assert load_predict_setup(made.path)[0].iteration == 30  # the runs' meta say so
+    assert "model_checkpoint_30.averaged" in (made.path / "predict_config.ini").read_text()
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes_it(synthetic_base):

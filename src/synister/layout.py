@@ -34,8 +34,10 @@ PREDICT_FILE = "predict_config.ini"
 
 CHECKPOINT_PREFIX = "model_checkpoint_"
 CALIBRATION_SUFFIX = ".calibration.json"
+#: the weight average saved beside a checkpoint (``synister.train.averaging``)
+AVERAGED_SUFFIX = ".averaged"
 
-_CHECKPOINT_RE = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)$")
+_CHECKPOINT_RE = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)(?:{re.escape(AVERAGED_SUFFIX)})?$")
 _TRAIN_SETUP_RE = re.compile(r"setup_t(\d+)$")
 _PREDICT_SETUP_RE = re.compile(r"setup_t(\d+)_p(\d+)$")
 
@@ -127,7 +129,8 @@ def checkpoint_path(setup_dir: str | Path, iteration: int) -> Path:
 
 
 def checkpoint_iteration(path: str | Path) -> int | None:
-    """The iteration in a ``model_checkpoint_<iteration>`` file name, else None."""
+    """The iteration in a ``model_checkpoint_<iteration>`` file name (or its weight average's,
+    ``model_checkpoint_<iteration>.averaged``), else None."""
     match = _CHECKPOINT_RE.search(Path(path).name)
     return int(match.group(1)) if match else None
 
@@ -138,7 +141,7 @@ def list_checkpoints(setup_dir: str | Path) -> list[tuple[int, Path]]:
     found = []
     for path in Path(setup_dir).glob(f"{CHECKPOINT_PREFIX}*"):
         iteration = checkpoint_iteration(path)
-        if iteration is not None and path.is_file():
+        if iteration is not None and path.is_file() and path.suffix != AVERAGED_SUFFIX:
             found.append((iteration, path))
     return sorted(found)
 
@@ -147,6 +150,11 @@ def beside_checkpoint(checkpoint: str | Path, suffix: str) -> Path:
     """``<checkpoint><suffix>`` in the checkpoint's folder: a file that belongs to it."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.name + suffix)
+
+
+def averaged_path(checkpoint: str | Path) -> Path:
+    """``model_checkpoint_<N>.averaged`` beside the checkpoint ``model_checkpoint_<N>``."""
+    return beside_checkpoint(checkpoint, AVERAGED_SUFFIX)
 
 
 def calibration_path(checkpoint: str | Path) -> Path:

@@ -38,6 +38,13 @@ def export_model_command(
             help="train_config.ini of a checkpoint file (default: the one beside it).",
         ),
     ] = None,
+    averaged: Annotated[
+        bool,
+        typer.Option(
+            "--averaged",
+            help="The weight average saved beside the checkpoint (training with ema_decay).",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle.")] = False,
 ) -> None:
     """Write a model bundle: the weights and a model.json with the network, classes, input
@@ -50,8 +57,11 @@ def export_model_command(
 
     try:
         if source.is_file():
-            if iteration is not None:
-                fail("--iteration is for setup folders; a checkpoint file is one iteration")
+            if iteration is not None or averaged:
+                fail(
+                    "--iteration and --averaged are for setup folders; a checkpoint file is one "
+                    "iteration (give model_checkpoint_<N>.averaged for its weight average)"
+                )
             config = train_config or train_config_beside(source)
             written = bundle_from_checkpoint(source, config, out, overwrite=force)
         else:
@@ -62,7 +72,7 @@ def export_model_command(
             if iteration != "best" and not iteration.isdigit():
                 fail(f"--iteration: expected a number or 'best', got {iteration!r}")
             chosen = "best" if iteration == "best" else int(iteration)
-            written = export_model(source, chosen, out, overwrite=force)
+            written = export_model(source, chosen, out, averaged=averaged, overwrite=force)
         bundle = load_bundle(written)
     except BundleError as exc:
         fail(str(exc))

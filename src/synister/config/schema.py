@@ -241,6 +241,15 @@ class TrainConfig(_ModelFields):
         description="weights to start from when the setup has no checkpoint yet (e.g. a "
         "network trained on an easier dataset: a curriculum); absolute, or relative to BASE",
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (batch-norm statistics "
+        "included) with this decay per iteration and save it beside each checkpoint as "
+        "model_checkpoint_<iteration>.averaged; 0: none. 0.998 averages over about the last "
+        "500 iterations",
+    )
     logit_adjustment: bool = Field(
         False,
         description="train on class-balanced batches but make the outputs posteriors under the "
@@ -294,6 +303,7 @@ class PredictConfig(_ModelFields):
 
     @property
     def iteration(self) -> int | None:
-        """Training iteration of ``train_checkpoint`` (``model_checkpoint_<iteration>``); None
-        for a checkpoint file named otherwise (one trained elsewhere)."""
+        """Training iteration of ``train_checkpoint`` (``model_checkpoint_<iteration>``, or
+        its weight average ``model_checkpoint_<iteration>.averaged``); None for a checkpoint
+        file named otherwise (one trained elsewhere)."""
         return checkpoint_iteration(self.train_checkpoint)

@@ -11,7 +11,7 @@ Every step is the same code the ``synister`` commands run; the demo only chooses
 """
 
 from .budget import checkpoint_spacing, planned_iterations
-from .run import run_demo
+from .run import run_demo, train_demo
 from .settings import NETWORKS, RECIPES, DemoSettings, recipe
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "planned_iterations",
     "recipe",
     "run_demo",
+    "train_demo",
 ]

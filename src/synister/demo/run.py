@@ -12,7 +12,9 @@ from ..config import load_predict_setup
 from ..db import PredictionRunExists, open_database
 from ..db.imports import import_files
 from ..evaluate import evaluate_runs
-from ..evaluate.calibrate import calibrate, calibration_digest
+from ..evaluate.calibrate import calibrate, calibration_digest, labelled_run
+from ..evaluate.selection import Labelled, choose_checkpoint
+from ..layout import averaged_path
 from ..models import checkpoint_path, list_checkpoints
 from ..predict import predict_setup
 from ..setup import prepare_prediction, prepare_training, train_setup_dir
@@ -24,6 +26,7 @@ from .settings import DemoSettings
 
 EXPERIMENT = "demo"
 SPLIT = "skeleton"
+_CHOSEN_AFTER_TRAINING = frozenset({"final_weights", "checkpoint_rule"})
 
 
 def _dataset(folder: Path, preset: str, settings: DemoSettings, sizes: dict) -> tuple:
@@ -82,6 +85,7 @@ def _prepare(folder: Path, experiment: str, settings: DemoSettings, db_url, data
         logit_adjustment=settings.logit_adjustment,
         channels_last=settings.channels_last,
         augment=settings.augment,
+        ema_decay=settings.ema_decay,
         checkpoint_every=settings.checkpoint_every,
         snapshot_every=10**9,  # none: the demo shows reports, not batches
         seed=settings.seed,
@@ -114,6 +118,23 @@ def _pretrain(out: Path, settings: DemoSettings, state: _State, device) -> Path 
     return checkpoint_path(setup, n)
 
 
+def _checkpoint(setup: Path, iteration: int, weights: str) -> Path:
+    """The checkpoint file of ``iteration``: its raw weights or their average."""
+    path = checkpoint_path(setup, iteration)
+    return averaged_path(path) if weights == "averaged" else path
+
+
+def _predict_part(out: Path, setup: Path, iteration: int, weights: str, part: str, device):
+    """Predict ``part`` with the raw or averaged weights of ``iteration``; returns the run."""
+    if weights == "averaged":
+        source = {"checkpoint": _checkpoint(setup, iteration, weights)}
+    else:
+        source = {"iterations": [iteration]}
+    (made,) = prepare_prediction(out, EXPERIMENT, 0, part=part, **source)
+    _predict(made, device)
+    return load_predict_setup(made)[0].run_name
+
+
 def _predict(setup: Path, device) -> None:
     try:
         predict_setup(setup, device=device)
@@ -135,6 +156,63 @@ def _ceilings(data_dir: Path, ids: dict) -> dict:
     return out
 
 
+def _open_demo(out_dir: str | Path, settings: DemoSettings, resume: bool) -> tuple[Path, _State]:
+    """The demo's folder and state; refuses an earlier demo unless resumed, and a resumed one
+    of other settings."""
+    out = Path(out_dir).resolve()
+    if not resume and ((out / "summary.json").exists() or (out / "synister.db").exists()):
+        raise FileExistsError(
+            f"{out} holds an earlier demo; remove it, choose another --out or --resume it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out / STATE_FILE)
+    wanted = json.loads(json.dumps(asdict(settings)))
+    defaults = json.loads(json.dumps(asdict(DemoSettings())))
+    stored = state.data.setdefault("settings", wanted)
+    # a setting newer than the stored demo must hold its default; the choice of the final
+    # model acts after training, so a resumed demo may choose otherwise
+    stored = {**{k: defaults[k] for k in wanted.keys() - stored.keys()}, **stored}
+    if any(stored[k] != wanted[k] for k in wanted.keys() - _CHOSEN_AFTER_TRAINING):
+        raise ValueError(f"{out} holds a demo with other settings ({out / STATE_FILE})")
+    state.save()
+    return out, state
+
+
+def _dataset_and_training(out: Path, settings: DemoSettings, state: _State, device, lap):
+    """Steps 1 and 2: the dataset, imported and split, and the trained setup; returns the
+    generator's summary, the database URL, the ids per part, the setup and its iterations."""
+    t = time.perf_counter()
+    _say(f"1/6 the synthetic {settings.preset!r} dataset, imported and split by skeleton")
+    sizes = {"shape_vox": settings.shape_vox, "n_synapses": settings.n_synapses}
+    generated, db_url, ids = _dataset(out, settings.preset, settings, sizes)
+    lap("dataset", t)
+
+    t = time.perf_counter()
+    budget = f"{settings.minutes:g} minutes" if settings.minutes else f"{settings.iterations} its"
+    _say(f"2/6 training a {settings.network} ({settings.fmaps} feature maps) for {budget}")
+    init = _pretrain(out, settings, state, device)
+    extra = {"init_checkpoint": str(init)} if init else {}
+    setup = _prepare(out, EXPERIMENT, settings, db_url, out / "data", generated, **extra)
+    total = _train(setup, settings, state, device)
+    lap("train", t)
+    return generated, db_url, ids, setup, total
+
+
+def train_demo(
+    out_dir: str | Path = "demo_out",
+    settings: DemoSettings = DemoSettings(),
+    device: str | None = None,
+    resume: bool = False,
+) -> Path:
+    """The demo's first two steps only (dataset and training); returns the training setup.
+
+    For long runs that are evaluated otherwise (``benchmarks/bench_accuracy.py``);
+    :func:`run_demo` with ``resume`` continues from there.
+    """
+    out, state = _open_demo(out_dir, settings, resume)
+    return _dataset_and_training(out, settings, state, device, lambda step, t0: None)[3]
+
+
 def run_demo(
     out_dir: str | Path = "demo_out",
     settings: DemoSettings = DemoSettings(),
@@ -147,61 +225,42 @@ def run_demo(
     is there: the dataset, the split, the newest checkpoint, stored predictions).
     """
     start = time.perf_counter()
-    out = Path(out_dir).resolve()
-    if not resume and ((out / "summary.json").exists() or (out / "synister.db").exists()):
-        raise FileExistsError(
-            f"{out} holds an earlier demo; remove it, choose another --out or --resume it"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    state = _State(out / STATE_FILE)
-    wanted = json.loads(json.dumps(asdict(settings)))
-    if state.data.setdefault("settings", wanted) != wanted:
-        raise ValueError(f"{out} holds a demo with other settings ({out / STATE_FILE})")
-    state.save()
+    out, state = _open_demo(out_dir, settings, resume)
     data_dir = out / "data"
     timings: dict[str, float] = {}
 
     def lap(step: str, t0: float) -> None:
         timings[step] = round(time.perf_counter() - t0, 1)
 
-    t = time.perf_counter()
-    _say(f"1/6 the synthetic {settings.preset!r} dataset, imported and split by skeleton")
-    sizes = {"shape_vox": settings.shape_vox, "n_synapses": settings.n_synapses}
-    generated, db_url, ids = _dataset(out, settings.preset, settings, sizes)
-    lap("dataset", t)
-
-    t = time.perf_counter()
-    budget = f"{settings.minutes:g} minutes" if settings.minutes else f"{settings.iterations} its"
-    _say(f"2/6 training a {settings.network} ({settings.fmaps} feature maps) for {budget}")
-    init = _pretrain(out, settings, state, device)
-    extra = {"init_checkpoint": str(init)} if init else {}
-    setup = _prepare(out, EXPERIMENT, settings, db_url, data_dir, generated, **extra)
-    total = _train(setup, settings, state, device)
-    lap("train", t)
+    generated, db_url, ids, setup, total = _dataset_and_training(out, settings, state, device, lap)
 
     t = time.perf_counter()
     # every checkpoint: the planned ones, and where a budget's warm-up or a stop left one
     iterations = [i for i, _ in list_checkpoints(setup) if i <= total]
-    _say(f"3/6 predicting the validation part at iterations {iterations}")
-    validation_runs = []
-    for s in prepare_prediction(out, EXPERIMENT, 0, iterations, validation=True):
-        _predict(s, device)
-        validation_runs.append(load_predict_setup(s)[0].run_name)
+    weights = settings.final_weights
+    _say(f"3/6 predicting the validation part at iterations {iterations} ({weights} weights)")
+    validation_runs = {i: _predict_part(out, setup, i, weights, "validation", device)
+                       for i in iterations}  # fmt: skip
     lap("predict_validation", t)
 
     t = time.perf_counter()
-    _say("4/6 evaluating the validation runs, choosing the best iteration and calibrating it")
+    rule = settings.checkpoint_rule
+    _say(f"4/6 evaluating the validation runs, choosing the final model ({rule}), calibrating it")
     with open_database(db_url) as db:  # only these: a resumed demo also holds the test run
-        validation = evaluate_runs(db, validation_runs, out / "evaluation_validation")
-        calibration = calibrate(db, setup, validation["best"]["run"])  # the test run applies it
-    best_iteration = int(validation["best"]["iteration"])
+        runs = list(validation_runs.values())
+        validation = evaluate_runs(db, runs, out / "evaluation_validation")
+        candidates = []
+        for iteration, run in validation_runs.items():
+            classes, _, labelled = labelled_run(db, run)
+            candidates.append((iteration, Labelled.from_table(labelled, classes)))
+        best_iteration = choose_checkpoint(candidates, rule)
+        # the test run applies the calibration
+        calibration = calibrate(db, setup, validation_runs[best_iteration])
     lap("evaluate_validation", t)
 
     t = time.perf_counter()
-    _say(f"5/6 predicting the test part with iteration {best_iteration}")
-    (test_setup,) = prepare_prediction(out, EXPERIMENT, 0, [best_iteration], validation=False)
-    _predict(test_setup, device)
-    test_run = load_predict_setup(test_setup)[0].run_name
+    _say(f"5/6 predicting the test part with iteration {best_iteration} ({weights} weights)")
+    test_run = _predict_part(out, setup, best_iteration, weights, "test", device)
     with open_database(db_url) as db:
         test = evaluate_runs(db, [test_run], out / "evaluation_test")
     lap("predict_and_evaluate_test", t)
@@ -228,11 +287,22 @@ def run_demo(
         "test_synapse_accuracy": metrics["synapse"]["accuracy"],
         "test_neuron_accuracy": metrics["neuron"]["vote"]["accuracy"],
         "test_neuron_accuracy_mean_probability": metrics["neuron"]["mean"]["accuracy"],
+        # 95 % intervals and standard errors from resampling the test neurons
+        "test_synapse_accuracy_ci": metrics["bootstrap"]["synapse"]["ci"],
+        "test_synapse_accuracy_se": metrics["bootstrap"]["synapse"]["se"],
+        "test_neuron_accuracy_ci": metrics["bootstrap"]["neuron_vote"]["ci"],
+        "test_neuron_accuracy_mean_probability_ci": metrics["bootstrap"]["neuron_mean"]["ci"],
         "oracle_synapse_accuracy": test_ceiling["oracle"]["synapse"],
         "oracle_neuron_accuracy": test_ceiling["oracle"]["neuron"],
         "image_ceiling_synapse_accuracy": _get(test_ceiling["image_ceiling"], "synapse"),
         "image_ceiling_neuron_accuracy": _get(test_ceiling["image_ceiling"], "neuron"),
         "best_iteration": best_iteration,
+        "final_model": {
+            "iteration": best_iteration,
+            "weights": weights,
+            "checkpoint_rule": rule,
+            "checkpoint": str(_checkpoint(setup, best_iteration, weights)),
+        },
         "iterations": total,
         "validation_accuracy_by_iteration": {str(p["iteration"]): p["synapse"] for p in curve},
         "validation_curve": curve,
@@ -265,12 +335,16 @@ def _fraction(value: float, of: float) -> str:
 
 def _closing_line(s: dict) -> str:
     syn, neu = s["test_synapse_accuracy"], s["test_neuron_accuracy"]
+    low, high = s["test_synapse_accuracy_ci"]
+    model = s["final_model"]
     return (
         f"test accuracy: synapses {syn:.3f} (oracle {s['oracle_synapse_accuracy']:.3f}, "
         f"{_fraction(syn, s['oracle_synapse_accuracy'])} of it; image-level ceiling "
         f"{s['image_ceiling_synapse_accuracy']:.3f}, "
         f"{_fraction(syn, s['image_ceiling_synapse_accuracy'])}), neurons {neu:.3f} (oracle "
         f"{s['oracle_neuron_accuracy']:.3f}, image-level ceiling "
-        f"{s['image_ceiling_neuron_accuracy']:.3f}); best iteration {s['best_iteration']} of "
-        f"{s['iterations']}; {s['wall_seconds']:.0f} s"
+        f"{s['image_ceiling_neuron_accuracy']:.3f}); 95 % interval of the synapse accuracy "
+        f"{low:.3f}-{high:.3f} (bootstrap over {s['test_neurons']} test neurons); final model: "
+        f"{model['weights']} weights of iteration {model['iteration']} of {s['iterations']} "
+        f"({model['checkpoint_rule']}); {s['wall_seconds']:.0f} s"
     )

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..layout import TRAIN_FILE, checkpoint_path, is_train_setup
+from ..layout import TRAIN_FILE, averaged_path, checkpoint_path, is_train_setup
 from ..models import LoadedModel, load_model
 from ..models.calibration import check_temperature, read_calibration, write_calibration
 from ..models.manifest import MANIFEST_FILE
@@ -187,7 +187,11 @@ def model_of_run(model: Path, meta: dict, classes: list[str], run: str) -> Loade
                 f"run {run!r} was predicted at iteration {iteration}, but {checkpoint} does not "
                 "exist"
             )
-        loaded, where = load_model(model, int(iteration)), f"the training setup {model}"
+        averaged = averaged_path(checkpoint)  # or the weight average of that iteration
+        used = meta.get("checkpoint")
+        if used and averaged.is_file() and Path(used).resolve() == averaged.resolve():
+            checkpoint = averaged
+        loaded, where = load_model(checkpoint), f"the training setup {model}"
     elif (model / MANIFEST_FILE).is_file():
         loaded, where = load_model(model), f"the bundle {model}"
     else:

@@ -19,7 +19,9 @@ import numpy as np
 from synister.config import ConfigError, TrainConfig, read_ini, resolve_paths
 from synister.db import public_url
 from synister.layout import (
+    AVERAGED_SUFFIX,
     TRAIN_FILE,
+    averaged_path,
     checkpoint_path,
     experiment_base,
     experiment_of,
@@ -62,6 +64,7 @@ def _run_summary(db, run: str, classes: list[str], meta: dict) -> dict[str, Any]
         "run": run,
         "split_part": part,
         "iteration": meta.get("iteration"),
+        "averaged": str(meta.get("checkpoint", "")).endswith(AVERAGED_SUFFIX),
         "complete": bool(np.isin(expected.to_numpy(), predicted).all()),
         "predicted": int(len(predicted)),
         "expected": int(len(expected)),
@@ -194,11 +197,13 @@ def export_model(
     iteration: int | Literal["best"],
     out: str | Path,
     *,
+    averaged: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """A bundle of training setup ``setup_dir`` at ``iteration``, or at the best validation
     iteration (``"best"``), with the metrics of the setup's prediction runs as provenance (see
-    the functions above). Returns the bundle folder."""
+    the functions above); ``averaged``: the weight average saved beside that checkpoint
+    (``ema_decay``) instead of its raw weights. Returns the bundle folder."""
     setup_dir = Path(setup_dir).expanduser().resolve()
     if not is_train_setup(setup_dir):
         raise BundleError(
@@ -218,12 +223,21 @@ def export_model(
         raise BundleError(
             f"{setup_dir}: no checkpoint of iteration {iteration} (checkpoints there: {have})"
         )
+    if averaged:
+        checkpoint = averaged_path(checkpoint)
+        if not checkpoint.is_file():
+            raise BundleError(
+                f"{checkpoint}: no weight average of iteration {iteration}; a setup trained "
+                "with ema_decay > 0 saves one beside each checkpoint"
+            )
     weights, _, record = weights_and_record(checkpoint, config)
     provenance["iteration"] = iteration
+    provenance["weights"] = "averaged" if averaged else "raw"
     provenance["metrics"] = {
         run["split_part"]: run
         for run in reversed(provenance["prediction_runs"])  # the first run of a part wins
         if run["iteration"] == iteration
+        and run.get("averaged", False) == averaged
         and run["complete"]
         and run.get("synapse_accuracy") is not None
     }

@@ -246,6 +246,24 @@ def _best_paragraph(results: dict) -> str:
     return "<p>No run is a candidate (complete, with an evaluated synapse), so no best run.</p>"
 
 
+def _bootstrap_table(bootstrap: dict | None) -> str:
+    """Accuracy per level with its bootstrap standard error and 95 % interval."""
+    if not bootstrap:
+        return ""
+    names = {"synapse": "synapse", "neuron_vote": "neuron (vote)", "neuron_mean": "neuron (mean)"}
+    rows = [
+        [name, b["accuracy"], b["se"], f"{_fmt(b['ci'][0])} – {_fmt(b['ci'][1])}", b["n_groups"]]
+        for key, name in names.items()
+        if (b := bootstrap.get(key))
+    ]
+    return "<h3>Accuracy with its uncertainty</h3>" + (
+        "<p>Standard error and 95 % interval from 2,000 bootstrap resamples of the neurons (the "
+        "synapses of one neuron are not independent, so resampling synapses would understate "
+        "them).</p>"
+    ) + _table(["level", "accuracy", "standard error", "95 % interval", "neurons"], rows,
+               text_columns=1)  # fmt: skip
+
+
 def _figures(figures: dict[str, Path], wide: bool = False) -> str:
     css = ' class="wide"' if wide else ""
     items = [
@@ -285,6 +303,7 @@ def _run_section(
                 ["evaluated at synapse level", metrics["synapse"]["n"]],
             ],
         ),
+        _bootstrap_table(metrics.get("bootstrap")),
         "<h3>Per class</h3>",
         _table(
             [

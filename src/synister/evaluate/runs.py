@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import metrics as m
 from .calibrate import CalibrationOptions, evaluate_calibration
+from .selection import bootstrap_accuracy
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,27 @@ def evaluate_predictions(
         "synapse": synapse_level,
         "neuron": neuron_level,
         "hemi_lineage": lineage_level,
+        "bootstrap": _bootstrap(kept, evaluation.neurons),
     }
     evaluation.metrics["calibration"], evaluation.unclear = evaluate_calibration(
         labelled, classes, meta, rules.calibration
     )
     return evaluation
+
+
+def _bootstrap(kept: pd.DataFrame, neurons: dict[str, pd.DataFrame]) -> dict:
+    """Accuracy with its bootstrap standard error and 95 % interval, resampling neurons (the
+    synapses of one neuron are not independent), at synapse level and per neuron rule."""
+    out = {
+        "resampled": "neurons",
+        "synapse": bootstrap_accuracy(
+            kept["skeleton_id"].to_numpy(), (kept["true_idx"] == kept["pred_idx"]).to_numpy()
+        ),
+    }
+    for method, table in neurons.items():
+        correct = (table["true_idx"] == table["pred_idx"]).to_numpy()
+        out[f"neuron_{method}"] = bootstrap_accuracy(table["skeleton_id"].to_numpy(), correct)
+    return out
 
 
 def _is_nan(value) -> bool:

@@ -151,10 +151,16 @@ def save_checkpoint(
 
 
 def save_weights(
-    path: str | Path, weights: Mapping[str, torch.Tensor], iteration: int, network: dict | None
+    path: str | Path,
+    weights: Mapping[str, torch.Tensor],
+    iteration: int,
+    network: dict | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A checkpoint of ``weights`` only (no optimizer state), atomically, in the same layout."""
+    """A checkpoint of ``weights`` only (no optimizer state), atomically, in the same layout;
+    ``extra``: more plain values to store beside them."""
     state = {
+        **dict(extra or {}),
         "model_state_dict": dict(weights),
         "optimizer_state_dict": None,
         "iteration": int(iteration),

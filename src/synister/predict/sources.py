@@ -159,12 +159,15 @@ def read_ahead(batches, depth: int = 4):
         stop.set()
 
 
-def reading_order(positions: pd.DataFrame, block_nm: np.ndarray) -> np.ndarray:
-    """Row order of ``positions`` (columns z, y, x nm) block by block (blocks of ``block_nm``),
-    so that consecutive batches touch the same chunks and a remote volume's chunk cache is
-    reused."""
+def reading_order(positions: pd.DataFrame | np.ndarray, block_nm: np.ndarray) -> np.ndarray:
+    """Row order of ``positions`` (columns z, y, x nm, or an N x 3 array of them) block by
+    block (blocks of ``block_nm``), so that consecutive batches touch the same chunks and a
+    remote volume's chunk cache is reused."""
     if len(positions) == 0:
         return np.arange(0)
-    zyx = positions[["z", "y", "x"]].to_numpy(dtype=np.float64)
-    blocks = np.floor(zyx / block_nm).astype(np.int64)
+    if isinstance(positions, pd.DataFrame):
+        positions = positions[["z", "y", "x"]]
+    zyx = np.asarray(positions, dtype=np.float64)
+    blocks = zyx / block_nm
+    np.floor(blocks, out=blocks)  # whole numbers as floats sort as the integers would
     return np.lexsort((zyx[:, 2], blocks[:, 2], blocks[:, 1], blocks[:, 0]))

@@ -39,6 +39,7 @@ workers = 1                   # worker processes started with the service, one j
 
 # trusted_proxies = ["127.0.0.1"]  # X-Forwarded-For/-Proto are believed only from these
 # health_version = false      # /health tells the version (to anyone) when true
+# umask = "077"               # files the service writes: its account's alone; "027": group reads
 
 [limits]
 upload_bytes = 104857600      # 100 MiB per uploaded table
@@ -102,6 +103,24 @@ class ServiceSection(_Model):
     trusted_proxies: tuple[str, ...] = ()
     #: whether ``/health`` (which needs no token) tells the version
     health_version: bool = False
+    #: permissions taken away from the files and folders the service and its workers create
+    #: (octal; 077: results and the job database are the service's account's alone, 027: its
+    #: group may read them)
+    umask: str = "077"
+
+    @field_validator("umask")
+    @classmethod
+    def _umask(cls, value: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", value) or int(value, 8) & 0o700:
+            raise ValueError(
+                f"{value!r} is not an octal umask that leaves the owner every permission "
+                '(such as "077" or "027")'
+            )
+        return value
+
+    @property
+    def umask_bits(self) -> int:
+        return int(self.umask, 8)
 
     @property
     def heartbeat(self) -> float:

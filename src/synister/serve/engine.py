@@ -19,6 +19,8 @@ from synister.tables import TableError, TableLimits
 
 from .config import LimitsSection, VolumeChoice
 
+#: rows of a CSV table read and checked at a time (see :func:`synister.tables.read_positions`)
+CHUNK_ROWS = 65_536
 #: the options of a job that reach the table reader (what the API lets a user set: those of
 #: predict-positions)
 TABLE_OPTIONS = ("id_column", "neuron_column", "position_columns", "units", "voxel_size")
@@ -63,7 +65,8 @@ def check_table(path: Path, options: dict | None = None, limits: TableLimits | N
     ``limits``; raises :class:`TableError` naming the file, column and row of what is wrong."""
     from synister.tables import read_positions
 
-    return len(read_positions(path, **_table_options(options), limits=limits).rows)
+    table = read_positions(path, **_table_options(options), limits=limits, chunk_rows=CHUNK_ROWS)
+    return len(table.rows)
 
 
 def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None]) -> dict:
@@ -81,7 +84,9 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
     from synister.tables import read_positions
     from synister.volumes import Volume
 
-    table = read_positions(job.table, **_table_options(job.options), limits=job.table_limits)
+    table = read_positions(
+        job.table, **_table_options(job.options), limits=job.table_limits, chunk_rows=CHUNK_ROWS
+    )
     if job.input_name:
         table = dataclasses.replace(table, source=job.input_name)
     threads, tune = job.threads, False

@@ -110,17 +110,18 @@ class WorkerPool:
                 process.wait()
 
 
-def private_files(config: ServiceConfig) -> None:
-    """Files this process creates are its account's alone (0600, folders 0700), and so are
-    the results folder and a SQLite job database made before."""
-    os.umask(0o077)
+def file_modes(config: ServiceConfig) -> None:
+    """Files this process creates get the modes of ``[service] umask`` (default 077: 0600,
+    folders 0700), and so do the results folder and a SQLite job database made before."""
+    umask = config.service.umask_bits
+    os.umask(umask)
     paths = [config.results_dir, config.results_dir / "jobs"]
     if config.database_url.startswith("sqlite:///"):
         database = Path(config.database_url.removeprefix("sqlite:///"))
         paths += [database, *database.parent.glob(database.name + "-*")]  # -wal, -shm
     for path in paths:
         if path.exists() and path.stat().st_uid == os.getuid():
-            path.chmod(0o700 if path.is_dir() else 0o600)
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 class Pruner:
@@ -156,7 +157,7 @@ def serve(config: ServiceConfig, workers: int | None = None) -> None:
     from .http import uvicorn_config
 
     check_choices(config)
-    private_files(config)
+    file_modes(config)
     app = create_app(config)
     pool = WorkerPool(config, config.service.workers if workers is None else workers)
     pruner = Pruner(config, app.state.store)

@@ -240,7 +240,7 @@ class Worker:
 
 def run_worker(config: ServiceConfig, parent_pid: int | None = None) -> None:
     """The worker process's main: run until SIGTERM/SIGINT (or the parent service is gone)."""
-    os.umask(0o077)  # results are their account's alone (0600, folders 0700)
+    os.umask(config.service.umask_bits)  # default 077: results are the account's alone
     worker = Worker(config, parent_pid=parent_pid)
 
     def stop(signum, frame) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import codecs
 import gzip
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,7 @@ _ID_BYTES = 8 + 4 * MAX_ID_CHARACTERS
 #: ... and what a column chunk may hold beyond its rows' share (page headers, statistics)
 _SLACK_BYTES = 65536
 _SCAN_BYTES = 1 << 20
+T = TypeVar("T")
 _NULLABLE_INTEGERS = {
     pa.int8(): pd.Int8Dtype(),
     pa.int16(): pd.Int16Dtype(),
@@ -260,31 +263,85 @@ def scan_csv(path: Path, max_line_bytes: int | None = None) -> None:
         ) from None
 
 
+def _csv_options(path: Path, columns: TableColumns, limits: TableLimits, id_type) -> dict:
+    """pandas.read_csv's options for the columns used, ids read as ``id_type``."""
+    raw = _stored_names(_csv_names(path))
+    return {
+        "sep": csv_separator(path),
+        "usecols": [raw[c] for c in _roles(columns)],
+        "dtype": {raw[c]: id_type for c in columns.text_columns()},
+        "skipinitialspace": True,
+        "nrows": None if limits.max_rows is None else limits.max_rows + 1,
+    }
+
+
 def _csv(path: Path, columns: TableColumns, limits: TableLimits) -> pd.DataFrame:
     where = str(path)
-
-    def read(id_type) -> pd.DataFrame:
-        return pd.read_csv(
-            path,
-            sep=csv_separator(path),
-            usecols=[raw[c] for c in wanted],
-            dtype={raw[c]: id_type for c in columns.text_columns()},
-            skipinitialspace=True,
-            nrows=None if limits.max_rows is None else limits.max_rows + 1,
-        )
-
     try:
-        raw = _stored_names(_csv_names(path))
-        wanted = list(_roles(columns))
         try:  # ids are mostly whole numbers: as such they take a fifth of the memory of text
-            frame = read("Int64")
+            frame = pd.read_csv(path, **_csv_options(path, columns, limits, "Int64"))
         except (ValueError, OverflowError, TypeError):
-            frame = read(str)  # text (never through floats); values.exact_ids decides
+            # text (never through floats); values.exact_ids decides
+            frame = pd.read_csv(path, **_csv_options(path, columns, limits, str))
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise _unreadable(path, "csv", error) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     _too_many(where, len(frame), limits, more=True)
     return frame
+
+
+class _NotWholeNumbers(Exception):  # noqa: N818 - a signal to read the ids again, as text
+    """A CSV file's id columns are not all whole numbers."""
+
+
+def _csv_chunks(path: Path, reader, as_numbers: bool) -> Iterator[pd.DataFrame]:
+    while True:
+        try:
+            frame = next(reader)
+        except StopIteration:
+            return
+        except (ValueError, OverflowError, TypeError) as error:  # pandas' ParserError too
+            if as_numbers:
+                raise _NotWholeNumbers from None
+            raise _unreadable(path, "csv", error) from None
+        except OSError as error:
+            raise _unreadable(path, "csv", error) from None
+        frame.columns = [str(c).strip() for c in frame.columns]
+        if len(frame):
+            yield frame
+
+
+def csv_parts(
+    path: Path,
+    columns: TableColumns,
+    limits: TableLimits,
+    chunk_rows: int,
+    convert: Callable[[pd.DataFrame, int], T],
+) -> list[T]:
+    """``convert(frame, first_row)`` of each chunk of at most ``chunk_rows`` rows of the CSV
+    file at ``path`` (the columns of ``columns``), read as :func:`read_columns` reads the whole
+    file: id columns as whole numbers where all values in the file are, else as text. The
+    parser's buffers and ``convert``'s temporaries are those of one chunk, not of the file."""
+    where = str(path)
+    for as_numbers in (True, False):
+        parts, first = [], 0
+        try:
+            options = _csv_options(path, columns, limits, "Int64" if as_numbers else str)
+            with pd.read_csv(path, **options, chunksize=chunk_rows) as reader:
+                for frame in _csv_chunks(path, reader, as_numbers):
+                    parts.append(convert(frame, first))
+                    first += len(frame)
+                    _too_many(where, first, limits, more=True)
+        except _NotWholeNumbers:
+            continue
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            if isinstance(error, TableError):
+                raise
+            if as_numbers:
+                continue  # as read_columns: the second reading names what is wrong
+            raise _unreadable(path, "csv", error) from None
+        return parts
+    raise AssertionError("unreachable")
 
 
 def checked_header(path: Path, limits: TableLimits) -> list[str]:

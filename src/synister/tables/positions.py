@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bounds import TableLimits, checked_header, read_columns
+from .bounds import TableLimits, checked_header, csv_parts, read_columns
 from .columns import NEURON_COLUMNS, TableColumns, _listed, choose_columns
 from .read import TableError, table_kind
 from .values import duplicate_id_error, exact_ids, first_duplicate, numbers, position_list
@@ -154,6 +154,27 @@ def _keep_neurons(rows: pd.DataFrame, source: str, neuron: str | None, neurons):
     return rows[keep].reset_index(drop=True), len(wanted), missing
 
 
+def _csv_in_chunks(
+    path: Path, columns: TableColumns, limits: TableLimits, chunk_rows: int
+) -> pd.DataFrame | None:
+    """The checked rows of a CSV file read ``chunk_rows`` at a time (:func:`csv_parts`);
+    None where the chunks disagree on whether an id column holds numbers or text (only the
+    whole column can say: the caller reads the file whole)."""
+    parts = csv_parts(
+        path,
+        columns,
+        limits,
+        chunk_rows,
+        lambda frame, first: position_rows(frame, str(path), columns, csv=True, first_row=first),
+    )
+    if not parts:
+        raise TableError(f"{path}: the table has no rows")
+    for role in ("id", "neuron_id"):
+        if role in parts[0] and len({str(part[role].dtype) for part in parts}) > 1:
+            return None
+    return pd.concat(parts, ignore_index=True)
+
+
 def read_positions(
     table: str | Path | pd.DataFrame,
     *,
@@ -164,6 +185,7 @@ def read_positions(
     voxel_size: str | float | Sequence[float] | None = None,
     neurons: str | Path | Sequence | None = None,
     limits: TableLimits | None = None,
+    chunk_rows: int | None = None,
 ) -> PositionTable:
     """Read and check a positions table (a file or a DataFrame).
 
@@ -173,7 +195,9 @@ def read_positions(
     ``voxel_size`` (one number or x,y,z nm). ``neurons`` (a file of ids, or ids) keeps only
     those neurons' rows. A file is read within ``limits`` (rows, bytes per row: see
     :func:`~synister.tables.bounds.read_columns`); ids are held to
-    :func:`~synister.tables.text.text_problem`'s rule either way.
+    :func:`~synister.tables.text.text_problem`'s rule either way. With ``chunk_rows`` a CSV
+    file is read and checked that many rows at a time (the rows are the same; the memory
+    beyond them is a chunk's, not the file's: the service's workers read so).
     """
     options = {
         "id_column": id_column,
@@ -182,6 +206,7 @@ def read_positions(
         "units": units,
         "voxel_size": voxel_size,
     }
+    rows = None
     if isinstance(table, pd.DataFrame):
         source, csv, frame = "<DataFrame>", False, table.reset_index(drop=True)
         columns = choose_columns(list(frame.columns), source, **options)
@@ -192,10 +217,12 @@ def read_positions(
         limits = limits or TableLimits()
         header = checked_header(path, limits)
         columns = choose_columns(header, source, **options)
-        frame = read_columns(path, columns, limits)
-    if len(frame) == 0:
-        raise TableError(f"{source}: the table has no rows")
-    rows = position_rows(frame, source, columns, csv=csv)
+        rows = _csv_in_chunks(path, columns, limits, chunk_rows) if csv and chunk_rows else None
+        frame = read_columns(path, columns, limits) if rows is None else None
+    if rows is None:
+        if len(frame) == 0:
+            raise TableError(f"{source}: the table has no rows")
+        rows = position_rows(frame, source, columns, csv=csv)
     check_unique_ids(rows, source, columns, csv)
     listed, missing = None, []
     if neurons is not None:

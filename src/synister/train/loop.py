@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from synister.models import checkpoint_path
 
+from .averaging import WeightAverage, save_average
 from .checkpoints import save_training_checkpoint
 from .distributed import Distributed, any_rank, barrier
 from .metrics import WindowedAccuracy
@@ -103,13 +104,15 @@ def run_training(
     progress: bool = True,
     stop: StopRequest | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
+    average: WeightAverage | None = None,
 ) -> dict:
     """Train iterations ``start_iteration + 1 .. num_iterations``; one batch per iteration.
 
     ``batches`` yields dicts with ``raw`` (B, 1, Z, Y, X) float32 in [-1, 1], ``label`` (B,),
     ``synapse_id`` (B,) and ``params`` (list of B augmentation dicts). Rank 0 writes
     checkpoints, tensorboard scalars under ``log/`` and snapshots under ``snapshots/``, and
-    calls ``on_checkpoint(iteration, path)`` after writing each checkpoint.
+    calls ``on_checkpoint(iteration, path)`` after writing each checkpoint. ``average`` (rank 0
+    only): a weight average updated after every step and saved beside every checkpoint.
     """
     ctx = ctx or Distributed()
     device = torch.device(device)
@@ -185,6 +188,8 @@ def run_training(
                 scaler.step(optimizer)
                 scaler.update()
                 iteration += 1
+                if average is not None:
+                    average.update(model)
 
                 last_loss = float(loss.detach())
                 if not math.isfinite(last_loss) and not amp:
@@ -229,12 +234,12 @@ def run_training(
                         loss=last_loss,
                     )
                 if iteration % settings.checkpoint_every == 0:
-                    checkpoint = _save(setup_dir, model, optimizer, iteration, ctx)
+                    checkpoint = _save(setup_dir, model, optimizer, iteration, ctx, average)
                     saved_iteration = iteration
                     if on_checkpoint is not None and ctx.is_main:
                         on_checkpoint(iteration, checkpoint)
             if iteration not in (saved_iteration, 0):
-                checkpoint = _save(setup_dir, model, optimizer, iteration, ctx)
+                checkpoint = _save(setup_dir, model, optimizer, iteration, ctx, average)
                 saved_iteration = iteration
                 if on_checkpoint is not None and ctx.is_main and not interrupted:
                     on_checkpoint(iteration, checkpoint)
@@ -254,9 +259,11 @@ def run_training(
     }
 
 
-def _save(setup_dir, model, optimizer, iteration, ctx: Distributed) -> Path:
+def _save(setup_dir, model, optimizer, iteration, ctx: Distributed, average) -> Path:
     path = None
     if ctx.is_main:
+        if average is not None:  # first: a checkpoint is never without its average
+            save_average(average, checkpoint_path(setup_dir, iteration), model, iteration)
         path = save_training_checkpoint(setup_dir, model, optimizer, iteration)
     barrier(ctx)
     return path if path is not None else checkpoint_path(setup_dir, iteration)

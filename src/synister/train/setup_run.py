@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..data import job_cpus, usable_cpus
-from ..layout import TRAIN_FILE, is_train_setup
+from ..layout import TRAIN_FILE, averaged_path, is_train_setup
+from .averaging import WeightAverage
 from .checkpoints import latest_checkpoint
 from .distributed import init_distributed, shutdown
 from .loop import LoopSettings, run_training
@@ -66,10 +67,11 @@ def train(
     The learning-rate schedule spans ``schedule_iterations`` of the config, else
     ``num_iterations``. ``on_checkpoint(iteration, path)`` is called after each checkpoint.
 
-    Resumes from the newest ``model_checkpoint_<iteration>`` (weights and Adam state); when that
-    is already at or past ``num_iterations`` nothing is trained. Returns the final
-    ``iteration``, ``start_iteration``, last ``loss``, ``checkpoint`` path, ``interrupted``
-    (stopped by SIGINT/SIGTERM), ``elapsed_s`` and ``samples_per_s``. Sets torch's CPU thread
+    Resumes from the newest ``model_checkpoint_<iteration>`` (weights and Adam state, and the
+    weight average beside it when ``ema_decay`` is set); when that is already at or past
+    ``num_iterations`` nothing is trained. Returns the final ``iteration``,
+    ``start_iteration``, last ``loss``, ``checkpoint`` path, ``interrupted`` (stopped by
+    SIGINT/SIGTERM), ``elapsed_s`` and ``samples_per_s``. Sets torch's CPU thread
     count for the process (see :func:`set_compute_threads`).
     """
     from synister.config import load_train_setup
@@ -113,6 +115,11 @@ def train(
                 group["lr"] = cfg.learning_rate
         elif cfg.init_checkpoint:  # weights only: the optimizer starts afresh
             load_checkpoint(cfg.init_checkpoint, model, map_location=device)
+        average = None
+        if cfg.ema_decay and ctx.is_main:
+            average = WeightAverage(model, cfg.ema_decay)
+            if latest and averaged_path(latest[1]).is_file():  # continue it
+                average.load(averaged_path(latest[1]))
         if cfg.compile_model and device.type == "cuda":
             model = torch.compile(model)
         if ctx.enabled:
@@ -153,6 +160,7 @@ def train(
             device=device,
             progress=progress,
             on_checkpoint=on_checkpoint,
+            average=average,
         )
         result["already_done"] = False
         return result

@@ -24,6 +24,8 @@ OUTSIDE_VOLUME = STATUSES[2]
 MIN_OK_SHARE = 0.5
 #: positions a check looks at (a sample of larger tables: it is about where most of them lie)
 SAMPLE = 100_000
+_STATUS_NAMES = np.array(STATUSES, dtype=object)
+_LOCATE_ROWS = 65536
 
 
 class PositionWarning(UserWarning):
@@ -39,22 +41,29 @@ def patch_status(
 ) -> np.ndarray:
     """The status (see :data:`STATUSES`) of each patch (first voxels ``starts_vox``, N x 3):
     ``outside_volume`` where its centre voxel (index ``S//2``) lies outside the volume, ``ok``
-    where the whole patch lies inside, else ``partly_outside``."""
+    where the whole patch lies inside, else ``partly_outside``. An object array whose entries
+    are the three names themselves: 8 bytes a row (fixed-width text takes 56, and a job keeps
+    its statuses while it runs)."""
     starts = np.asarray(starts_vox, dtype=np.int64).reshape(-1, 3)
     shape = np.asarray(shape_vox, dtype=np.int64)
     volume_shape = np.asarray(volume_shape_vox, dtype=np.int64)
     centers = starts + shape // 2
     inside = np.all((centers >= 0) & (centers < volume_shape), axis=1)
     whole = np.all((starts >= 0) & (starts + shape <= volume_shape), axis=1)
-    return np.where(~inside, OUTSIDE_VOLUME, np.where(whole, "ok", "partly_outside"))
+    code = np.where(inside, np.where(whole, 0, 1), 2).astype(np.int8)  # index into STATUSES
+    return _STATUS_NAMES[code]
 
 
 def locate(volume, centers_zyx_nm: np.ndarray, patch_vox: Sequence[int]) -> np.ndarray:
     """The status (see :data:`STATUSES`) of the patch of each position (N, 3; z, y, x nm) in
     ``volume`` (a :class:`~synister.volumes.Volume`)."""
     centers = np.asarray(centers_zyx_nm, dtype=np.float64).reshape(-1, 3)
-    starts = volume.patch_starts_vox(centers, patch_vox)
-    return patch_status(starts, patch_vox, volume.shape_vox)
+    status = np.empty(len(centers), dtype=object)
+    for first in range(0, len(centers), _LOCATE_ROWS):  # bounded temporaries on big tables
+        part = centers[first : first + _LOCATE_ROWS]
+        starts = volume.patch_starts_vox(part, patch_vox)
+        status[first : first + len(part)] = patch_status(starts, patch_vox, volume.shape_vox)
+    return status
 
 
 def _xyz(values: Sequence[float]) -> str:
@@ -189,7 +198,8 @@ def check_positions(
     status = np.asarray(status)
     voxel = np.asarray(volume.voxel_size_nm, dtype=np.float64)
     low = np.asarray(volume.offset_nm, dtype=np.float64)
-    finite = centers[np.all(np.isfinite(centers), axis=1)]
+    finite = np.all(np.isfinite(centers), axis=1)
+    finite = centers if finite.all() else centers[finite]  # no copy of a million rows
     counts = {name: int((status == name).sum()) for name in STATUSES}
     check = PositionCheck(
         len(centers),
