@@ -1,7 +1,8 @@
 """Remote volumes against local ones: ``predict-positions`` and ``predict-volume`` reading the
 demo's volume over HTTP on loopback, side by side with the same files on local disk.
 
-    .venv/bin/python benchmarks/bench_remote.py [--rounds 3] [--latency-ms 0 20 100]
+    .venv/bin/python benchmarks/bench_remote.py [--rounds 3] [--latency-ms 0 20 100] \
+        [--workers 1 2] [--read-ahead 0 1]
 
 Writes the demo's synthetic volume (``synister synthetic``'s easy preset, 48 x 768 x 768
 voxels) as a two-scale neuroglancer precomputed volume (JPEG quality 95, chunks 64 x 64 x 16,
@@ -17,8 +18,10 @@ over the rounds and the machine's load.
 - ``predict-positions``: every synapse of the dataset (600), whole call (volume opened, model
   loaded, all predicted), 1 torch thread;
 - ``predict-volume``: blocks of 640 x 1024 x 1024 nm (16 x 256 x 256 voxels, ``--block-nm``),
-  1 worker (this machine's default) with 1 torch thread; the rate from the blocks' done
-  markers (first to last finished block), so the worker's start-up does not count.
+  with each number of workers of ``--workers`` (1: this machine's default), 1 torch thread
+  each, and each number of blocks read ahead of ``--read-ahead`` (0: predict-volume's
+  default); the rate from the blocks' done markers (first to last finished block), so the
+  workers' start-up does not count.
 
 Reported: synapses/s remote and local and their ratio, HTTP requests per distinct chunk of
 the scale read, and bytes served per synapse (goals: <= 1.05 requests per chunk; remote >=
@@ -96,13 +99,15 @@ def positions_rate(bundle: Path, volume: str, table: Path) -> tuple[float, int]:
 
 
 def volume_rate(
-    bundle: Path, volume: str, table: Path, out: Path, block_nm=BLOCK_NM
+    bundle: Path, volume: str, table: Path, out: Path, block_nm=BLOCK_NM, setting=(1, 0)
 ) -> tuple[float, int]:
     """Synapses/s of ``predict-volume``'s blocks, from their done markers."""
     shutil.rmtree(out, ignore_errors=True)
+    workers, read_ahead = setting
     summary = predict_volume(
-        bundle, volume, Source(str(table)), out, block_nm=block_nm, workers=1, threads=1,
-        column_options=COLUMNS, progress=False, log=lambda *args: None,
+        bundle, volume, Source(str(table)), out, block_nm=block_nm, workers=workers, threads=1,
+        read_ahead=read_ahead or None, column_options=COLUMNS, progress=False,
+        log=lambda *args: None,
     )  # fmt: skip
     if summary["failed"]:
         raise RuntimeError(f"predict-volume failed: {summary['failed']}")
@@ -114,12 +119,12 @@ def volume_rate(
 
 
 def one_run(kind: str, front: str, bundle: Path, table: Path, base: Path, latency_s: float,
-            bandwidth: float, block_nm=BLOCK_NM) -> dict:  # fmt: skip
+            bandwidth: float, block_nm=BLOCK_NM, setting=(1, 0)) -> dict:  # fmt: skip
     run = base / "run"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir()
     measure = positions_rate if front == "positions" else volume_rate
-    extra = (run / "out", block_nm) if front == "volume" else ()
+    extra = (run / "out", block_nm, setting) if front == "volume" else ()
     if kind == "local":
         shutil.copytree(base / "pc", run / "pc")  # nothing of it cached yet
         rate, n = measure(bundle, f"precomputed://{run / 'pc'}", table, *extra)
@@ -143,6 +148,8 @@ def main() -> None:
     parser.add_argument("--fronts", nargs="+", default=["positions", "volume"])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS))
     parser.add_argument("--block-nm", type=float, nargs=3, default=BLOCK_NM, help="z y x")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="predict-volume")
+    parser.add_argument("--read-ahead", type=int, nargs="+", default=[0], help="0: default")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     base = Path(tempfile.mkdtemp(prefix="bench_remote_"))
@@ -152,19 +159,30 @@ def main() -> None:
         loads = []
         for round_ in range(args.rounds):
             loads.append(os.getloadavg()[0])
-            for network in args.networks:
+            for network, front, setting in cases(args):
                 bundle = base / f"bundle_{network}"
-                for front in args.fronts:
-                    cases = [("local", 0.0)] + [("remote", ms / 1e3) for ms in args.latency_ms]
-                    for kind, latency in cases:
-                        got = one_run(kind, front, bundle, table, base, latency,
-                                      args.bandwidth_mbs * 1e6, args.block_nm)  # fmt: skip
-                        results.setdefault((network, front, kind, latency), []).append(got)
-                        print(round_, network, front, kind, latency, got, flush=True)
+                runs = [("local", 0.0)] + [("remote", ms / 1e3) for ms in args.latency_ms]
+                for kind, latency in runs:
+                    got = one_run(kind, front, bundle, table, base, latency,
+                                  args.bandwidth_mbs * 1e6, args.block_nm, setting)  # fmt: skip
+                    results.setdefault((network, front, setting, kind, latency), []).append(got)
+                    print(round_, network, front, setting, kind, latency, got, flush=True)
             loads.append(os.getloadavg()[0])
         report(results, args, loads)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def cases(args) -> list[tuple[str, str, tuple[int, int]]]:
+    """(network, front-end, (workers, blocks read ahead)) of each measured case:
+    ``predict-positions`` with one process, ``predict-volume`` with each setting."""
+    settings = [(w, k) for w in args.workers for k in args.read_ahead]
+    return [
+        (network, front, setting)
+        for network in args.networks
+        for front in args.fronts
+        for setting in (settings if front == "volume" else [(1, 0)])
+    ]
 
 
 def report(results: dict, args, loads: list[float]) -> None:
@@ -176,22 +194,23 @@ def report(results: dict, args, loads: list[float]) -> None:
         f"{args.block_nm} nm, load average "
         f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n"
     )
-    print("| network | front-end | latency | remote syn/s | local syn/s | ratio | requests per "
-          "chunk | chunks | kB per synapse |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    for network in args.networks:
-        for front in args.fronts:
-            local = median((network, front, "local", 0.0), "rate")
-            for ms in args.latency_ms:
-                key = (network, front, "remote", ms / 1e3)
-                remote = median(key, "rate")
-                per_chunk = max(r["requests_per_chunk"] for r in results[key])
-                print(
-                    f"| {network} | {front} | {ms:g} ms | {remote:.1f} | {local:.1f} | "
-                    f"{remote / local:.2f} | {per_chunk:.3f} (max) | "
-                    f"{int(median(key, 'chunks'))} | "
-                    f"{median(key, 'bytes_per_synapse') / 1e3:.1f} |"
-                )
+    print("| network | front-end | workers | read ahead | latency | remote syn/s | local syn/s | "
+          "ratio | requests per chunk | chunks | kB per synapse |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for network, front, setting in cases(args):
+        local = median((network, front, setting, "local", 0.0), "rate")
+        workers, read_ahead = setting
+        for ms in args.latency_ms:
+            key = (network, front, setting, "remote", ms / 1e3)
+            remote = median(key, "rate")
+            per_chunk = max(r["requests_per_chunk"] for r in results[key])
+            print(
+                f"| {network} | {front} | {workers} | {read_ahead or 'default'} | {ms:g} ms | "
+                f"{remote:.1f} | {local:.1f} | "
+                f"{remote / local:.2f} | {per_chunk:.3f} (max) | "
+                f"{int(median(key, 'chunks'))} | "
+                f"{median(key, 'bytes_per_synapse') / 1e3:.1f} |"
+            )
     print("\nper round:", json.dumps({" ".join(map(str, k)): v for k, v in results.items()},
                                      default=float)[:4000])  # fmt: skip
 

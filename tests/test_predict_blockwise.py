@@ -5,12 +5,15 @@ benchmarks/bench_blockwise.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,7 @@ from synister.predict.blockwise import (
 from synister.predict.blockwise.block import choose_strategy
 from synister.predict.blockwise.layout import Store
 from synister.predict.blockwise.source import rows_frame
+from synister.predict.blockwise.worker import read_ahead_blocks, take_blocks
 from synister.tables import choose_columns, position_rows, read_positions
 from synister.volumes import Volume, write_volume
 
@@ -216,6 +220,53 @@ def test_read_block_refuses_a_synapse_of_another_block(world):
         read_block(grid.block(0), staged_rows(far.head(1)), volume, INPUT_VOX)
 
 
+# -- a worker's blocks -----------------------------------------------------------------------------
+
+
+class FakeClient:
+    """A daisy connection handing out the blocks of a shared list, one at a time."""
+
+    def __init__(self, waiting: list, log: list):
+        self.waiting, self.log, self.holds, self.refused = waiting, log, None, False
+
+    @contextlib.contextmanager
+    def acquire_block(self):
+        assert self.holds is None, "a connection asked while it holds a block"
+        assert not self.refused, "a connection asked again after daisy dropped it"
+        self.holds = self.waiting.pop(0) if self.waiting else None
+        self.refused = self.holds is None
+        try:
+            yield self.holds
+        finally:
+            self.log.append(("released", self.holds))
+            self.holds = None
+
+
+def test_a_worker_reads_the_next_blocks_while_it_predicts_one():
+    waiting, log = list(range(10)), []
+    clients = [FakeClient(waiting, log) for _ in range(4)]  # 3 blocks read ahead
+
+    def read(linear):
+        log.append(("read", linear))
+        done = Future()
+        done.set_result((None, None))
+        return done
+
+    class Runner:
+        def finish(self, linear, rows, raw):
+            log.append(("predicted", linear))
+
+    assert take_blocks(clients, lambda block: block, read, Runner()) == 10
+    events = [e for e in log if e[0] != "released" or e[1] is not None]
+    assert events[:5] == [("read", 0), ("read", 1), ("read", 2), ("read", 3), ("predicted", 0)]
+    assert [b for e, b in events if e == "predicted"] == list(range(10))
+    for k in range(4, 10):  # block k is read once block k - 4 is released, before k - 3 runs
+        at = events.index(("read", k))
+        assert events[at - 1] == ("released", k - 4) and events[at + 1] == ("predicted", k - 3)
+    assert read_ahead_blocks((16, 256, 256), INPUT_VOX) == 8  # small blocks: 8 ahead
+    assert read_ahead_blocks((128, 2048, 2048), (16, 160, 160)) == 1  # FAFB's: 697 MB each
+
+
 # -- runs on daisy -------------------------------------------------------------------------------
 
 
@@ -250,8 +301,14 @@ def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, ex
     )
     assert not neurons["confident"].any()  # fewer than 100 synapses each
 
+    stale = tmp_path / "out" / "staging" / "chunks"  # what a killed run's chunk stage left
+    stale.mkdir(parents=True)
+    (stale / "0.0.0").write_bytes(b"x")
     again = run(base, tmp_path / "out")  # complete: nothing is run again
     assert again["blocks_run"] == 0 and again["blocks_skipped"] == 18
+    assert not (tmp_path / "out" / "staging").exists()
+    with pytest.raises(ValueError, match="read_ahead must be >= 1, got 0"):
+        run(base, tmp_path / "out", read_ahead=0)
 
 
 def test_kill_9_of_the_whole_run_then_resume(world, expected, tmp_path):
@@ -373,14 +430,17 @@ def test_a_database_split_part_on_cluster_jobs_started_by_the_submit_template(wo
     # stands in for "sbatch --wait {command}" / "bsub -K {command}": logs, then runs the job
     config.write_text(
         "[Worker]\nnum_cpus = 2\n"
-        f"submit_command = sh -c 'echo job >> {jobs}; exec \"$@\"' job {{command}}\n"
+        f'submit_command = sh -c \'echo job "$@" >> {jobs}; exec "$@"\' job {{command}}\n'
     )
     summary = predict_volume(
         base / "bundle", str(base / "raw.zarr"), Source(url, "by_body", "test"), tmp_path / "out",
-        dataset="raw", block_nm=BLOCK_NM, workers=2, worker_config=config, progress=False,
+        dataset="raw", block_nm=BLOCK_NM, workers=2, worker_config=config, read_ahead=3,
+        progress=False,
     )  # fmt: skip
     assert summary["failed"] == {}
-    assert jobs.read_text().split() == ["job", "job"]  # one cluster job per worker
+    jobs = jobs.read_text().splitlines()
+    assert len(jobs) == 2  # one cluster job per worker, each reading 3 blocks ahead
+    assert all(re.search(r"predict-volume-worker .* --read-ahead 3\b", job) for job in jobs), jobs
     result = pd.read_parquet(tmp_path / "out/synapses")
     assert sorted(result["id"]) == sorted(table["syn_id"][parts == "test"])
     assert {"neuron_id", "x_nm", "gaba", "status"} <= set(result.columns)
@@ -470,7 +530,7 @@ def test_predict_volume_gives_the_tables_of_predict_positions(world, tmp_path):
     positions = positions_cli(base, tmp_path / "synapses.csv", tmp_path / "positions", *units)
     assert positions.exit_code == 0, positions.output
     blockwise = volume_cli(base, tmp_path / "synapses.csv", tmp_path / "volume", *units,
-                           "--workers", "2")  # fmt: skip
+                           "--workers", "2", "--read-ahead", "2")  # fmt: skip
     assert blockwise.exit_code == 0, blockwise.output
 
     expected = pd.read_parquet(tmp_path / "positions/synapses.parquet")

@@ -1,10 +1,14 @@
 """Remote volumes against a real HTTP server on loopback (``loopback_http.py``): retries, clear
-errors, each chunk fetched once, the scale of a multiscale volume chosen by voxel size."""
+errors, each chunk fetched once (by one process, and by processes sharing a chunk stage), the
+scale of a multiscale volume chosen by voxel size."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -15,8 +19,10 @@ from typer.testing import CliRunner
 
 from synister.cli import app
 from synister.predict import PatchBatches, predict_positions
+from synister.predict.blockwise import Source, predict_volume
 from synister.volumes import Volume, locate
 from synister.volumes.locate import describe_error, redact, split_location
+from synister.volumes.stage import ChunkStage
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -212,3 +218,112 @@ def test_an_unreachable_bucket_is_one_line_naming_it():
     with pytest.raises(OSError) as error:
         Volume(url)
     assert "\n" not in str(error.value) and re.match(re.escape(url), str(error.value))
+
+
+# -- chunks shared by the processes of one machine (predict-volume's workers) -------------------
+
+
+def own_volume(url: str, n: int) -> Volume:
+    """A Volume with a chunk cache of its own, as another process would have."""
+    return Volume(url, cache_bytes=2**20 + n)
+
+
+@pytest.mark.filterwarnings("ignore:.*reach outside the volume:UserWarning")
+def test_volumes_sharing_a_stage_fetch_each_chunk_once(folder, server, tmp_path):
+    url = f"precomputed://{server.url}/pc"
+    local = Volume(folder / "pc", "4_4_40")
+    first, second = own_volume(url, 10), own_volume(url, 11)
+    stage = ChunkStage.create(tmp_path / "stage", first.store)
+    first.stage_chunks(stage)
+    second.stage_chunks(ChunkStage(tmp_path / "stage"))
+    # two blocks' regions overlapping by half a patch, as neighbouring blocks read them
+    a = first.read_region_vox((0, 0, 0), (16, 72, 64))
+    b = second.read_region_vox((0, 56, 0), (16, 72, 64))
+    np.testing.assert_array_equal(a, local.read_region_vox((0, 0, 0), (16, 72, 64)))
+    np.testing.assert_array_equal(b, local.read_region_vox((0, 56, 0), (16, 72, 64)))
+    assert server.distinct("pc/4_4_40") == 2 * 4 * 2  # z, y, x chunks of 8, 32, 32
+    assert server.count("pc/4_4_40") == server.distinct("pc/4_4_40")
+    patches = second.read_patches(
+        np.array([[-40.0, 60.0, 500.0], [300.0, 200.0, 200.0]]), (4, 16, 16)
+    )
+    np.testing.assert_array_equal(patches, local.read_patches(
+        np.array([[-40.0, 60.0, 500.0], [300.0, 200.0, 200.0]]), (4, 16, 16)))  # fmt: skip
+
+
+def test_a_chunk_being_fetched_elsewhere_is_waited_for_not_fetched(folder, server, tmp_path):
+    """Another process holds the chunk's lock: the read waits for it and reads what it
+    wrote; a holder that ends without writing (died) leaves the fetch to the reader."""
+    url = f"precomputed://{server.url}/pc"
+    local = Volume(folder / "pc", "4_4_40")
+    volume = own_volume(url, 12)
+    stage = ChunkStage.create(tmp_path / "stage", volume.store)
+    volume.stage_chunks(stage)
+    other = ChunkStage(tmp_path / "stage")  # the other process
+    for index, writes in (((0, 0, 0), True), ((1, 0, 0), False)):
+        lock = os.open(other.locks_dir / ".".join(map(str, index)), os.O_CREAT | os.O_RDWR)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        box = np.asarray(index) * (8, 32, 32)
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(volume.read_region_vox, box, (8, 32, 32))
+            if writes:
+                other._fetch(own_volume(url, 13).store, [index])
+            os.close(lock)
+            np.testing.assert_array_equal(reading.result(), local.read_region_vox(box, (8, 32, 32)))
+        key = f"/pc/4_4_40/{box[2]}-{box[2] + 32}_{box[1]}-{box[1] + 32}_{box[0]}-{box[0] + 8}"
+        assert server.requests[key] == 1, key
+    assert stage.fetched == 1  # the second chunk only
+
+
+def test_the_stage_stays_within_its_budget_and_refetches_what_it_removed(
+    folder, server, tmp_path, monkeypatch
+):
+    url = f"precomputed://{server.url}/pc"
+    local = Volume(folder / "pc", "4_4_40")
+    volume = Volume(url, cache_bytes=0)  # every chunk staged comes from the server
+    chunk_bytes = 8 * 32 * 32
+    stage = ChunkStage.create(tmp_path / "stage", volume.store, budget_bytes=4 * chunk_bytes)
+    volume.stage_chunks(stage)
+    for y in range(0, 128, 32):  # 2 x 1 x 4 chunks each
+        volume.read_region_vox((0, y, 0), (16, 32, 128))
+        stage.evict()
+        assert sum(p.stat().st_size for p in stage.chunks_dir.glob("*.*.*")) <= 4 * chunk_bytes
+    np.testing.assert_array_equal(
+        volume.read_region_vox((0, 0, 0), (16, 128, 128)),
+        local.read_region_vox((0, 0, 0), (16, 128, 128)),
+    )
+    assert server.count("pc/4_4_40") == 32 + 32 - 3  # all again but the 3 kept last
+
+    ensure = stage.ensure  # another process removes a chunk between staging and reading
+
+    def ensure_then_lose_one(source, starts, ends):
+        ensure(source, starts, ends)
+        monkeypatch.setattr(stage, "ensure", ensure)
+        (stage.chunks_dir / "0.0.0").unlink()
+
+    monkeypatch.setattr(stage, "ensure", ensure_then_lose_one)
+    np.testing.assert_array_equal(
+        volume.read_region_vox((0, 0, 0), (8, 32, 32)),
+        local.read_region_vox((0, 0, 0), (8, 32, 32)),
+    )
+
+
+@pytest.mark.usefixtures("warm_executable")  # daisy's workers start warm
+def test_two_predict_volume_workers_fetch_each_chunk_once_and_leave_no_stage(
+    folder, server, table, random_bundle, tmp_path
+):
+    bundle = random_bundle(INPUT_VOX)
+    positions = tmp_path / "positions.parquet"
+    table.to_parquet(positions, index=False)
+    summary = predict_volume(
+        bundle, f"precomputed://{server.url}/pc", Source(str(positions)), tmp_path / "out",
+        block_nm=(320, 128, 128), workers=2, threads=1, progress=False, log=lambda *a: None,
+    )  # fmt: skip
+    assert summary["failed"] == {} and summary["blocks_run"] > 10
+    requests, distinct = server.count("pc/4_4_40"), server.distinct("pc/4_4_40")
+    assert requests / distinct <= 1.05, (requests, distinct)
+    assert not (tmp_path / "out" / "staging").exists()
+    result = pd.read_parquet(tmp_path / "out" / "synapses").sort_values("row")
+    local = predict_positions(bundle, folder / "pc", table, dataset="4_4_40", read_workers=0)
+    np.testing.assert_allclose(
+        result[["gaba", "ach"]].to_numpy(), local[["gaba", "ach"]].to_numpy(), rtol=1e-5
+    )

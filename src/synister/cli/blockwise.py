@@ -49,6 +49,7 @@ def predict_volume_command(
     device: opt.Device = None,
     threads: opt.Threads = None,
     batch_size: opt.BatchSize = 32,
+    read_ahead: opt.ReadAhead = None,
     precision: opt.Precision = "fp32",
     id_column: table_options.IdColumn = None,
     neuron_column: table_options.NeuronColumn = None,
@@ -110,7 +111,8 @@ def predict_volume_command(
             model, volume, source, out, dataset=dataset, block_nm=block_nm, workers=workers,
             device=device, threads=threads, batch_size=batch_size, precision=precision,
             naming=naming,
-            retries=retries, worker_config=worker_config, overwrite=overwrite,
+            retries=retries, worker_config=worker_config, read_ahead=read_ahead,
+            overwrite=overwrite,
             column_options=columns, min_synapses=min_synapses, min_margin=min_margin,
             strict=strict, progress=progress,
             log=log,
@@ -159,12 +161,15 @@ def worker_command(
     device: opt.Device = None,
     threads: opt.Threads = None,
     batch_size: opt.BatchSize = 32,
+    read_ahead: opt.ReadAhead = 1,
 ) -> None:
     """One predict-volume worker, as a cluster job runs it (started by predict-volume)."""
     from ..predict.blockwise.worker import run_worker
 
     try:
-        blocks = run_worker(str(out), device, threads, batch_size, context=context)
+        blocks = run_worker(
+            str(out), device, threads, batch_size, context=context, read_ahead=read_ahead
+        )
     except user_errors() as error:  # a bad --context, an OUT without a plan
         fail(str(error))
     typer.echo(json.dumps({"blocks": blocks}))

@@ -117,6 +117,15 @@ ReadWorkers = Annotated[
     ),
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Patches per network batch.")]
+ReadAhead = Annotated[
+    int | None,
+    typer.Option(
+        "--read-ahead",
+        min=1,
+        help="Blocks each worker reads while its network runs on one (default: as many as "
+        "256 MiB hold, 1 to 8).",
+    ),
+]
 Overwrite = Annotated[
     bool,
     typer.Option(

@@ -20,6 +20,7 @@ import tensorstore as ts
 from .locate import (
     OPEN_TIMEOUT_S,
     describe_error,
+    is_remote,
     kv_join,
     read_json_keys,
     reading_context,
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 #: original's daisy ``Roi(p - S//2 * v, S * v).snap_to_grid(v, mode="closest")``, or "floor",
 #: the patch around the voxel that contains the position.
 PATCH_PLACEMENTS = ("closest", "floor")
+#: reads of a staged volume tried again when a chunk left the stage between staging and reading
+STAGED_READ_TRIES = 3
 
 
 class Volume:
@@ -62,6 +65,7 @@ class Volume:
     volumes of a process, see :func:`~synister.volumes.locate.reading_context`) and not
     re-validated against the store while the volume is open (``recheck=True``: at every read,
     for a volume written while it is read): a run fetches a chunk once while it stays cached.
+    Processes on one machine can share decoded chunks on disk instead (:meth:`stage_chunks`).
     The object pickles as its spec, so DataLoader workers reopen it lazily with their own cache;
     those workers must be spawned, not forked (tensorstore aborts in a fork after use; reading in
     a forked child raises a RuntimeError instead).
@@ -117,6 +121,9 @@ class Volume:
         if self.scale_note:
             log.info(self.scale_note)
         self.format = fmt
+        #: whether the bytes come over a network (http(s)://, gs://, s3://)
+        self.remote = is_remote(kvstore)
+        self._stage = None
         try:
             store = self._open(open_spec).result(timeout=OPEN_TIMEOUT_S)
         except TimeoutError as err:
@@ -265,6 +272,7 @@ class Volume:
         state = self.__dict__.copy()
         state["_store"] = None
         state["_opened_in_pid"] = None
+        state["_stage"] = None  # a process stages through its own ChunkStage
         del state["_lock"]
         return state
 
@@ -384,41 +392,73 @@ class Volume:
             raise ValueError(f"start_vox must be 3 integers (z, y, x), got {start_vox!r}")
         return self._submit_boxes(start[None].astype(np.int64), shape3(shape_vox)).result()[0]
 
+    def stage_chunks(self, stage) -> None:
+        """Read through ``stage`` (a :class:`~synister.volumes.stage.ChunkStage` made for this
+        volume): the processes of one machine that share it fetch each chunk once between
+        them. Reads then wait until their chunks are staged."""
+        if tuple(int(n) for n in stage.shape_vox) != self.shape_vox:
+            raise ValueError(
+                f"{self.location}: the stage in {stage.folder} holds a volume of shape "
+                f"{stage.shape_vox.tolist()}, not {list(self.shape_vox)}"
+            )
+        self._stage = stage
+
     def _submit_boxes(self, starts: np.ndarray, shape: np.ndarray) -> PendingRead:
         """Issue the reads of boxes of one shape at ``starts`` (N, 3), zero outside."""
+        if self._stage is None:
+            return self._read_boxes(self.store, starts, shape)
+        for _ in range(STAGED_READ_TRIES - 1):
+            try:
+                return self._read_staged(starts, shape)
+            except OSError as err:  # a chunk left the stage since it was staged: again
+                if "NOT_FOUND" not in str(err):
+                    raise
+        return self._read_staged(starts, shape)
+
+    def _read_staged(self, starts: np.ndarray, shape: np.ndarray) -> PendingRead:
+        """Stage the chunks of the boxes, then read them from the stage (done on return)."""
+        try:
+            self._stage.ensure(self.store, starts, starts + shape)
+        except Exception as err:  # the source's errors, as unstaged reads give them
+            raise OSError(f"{self.location}: reading failed: {describe_error(err)}") from err
+        pending = self._read_boxes(self._stage.array, starts, shape)
+        return PendingRead(self.location, _Done(pending.result()), None, [], pending.outside)
+
+    def _read_boxes(self, source: ts.TensorStore, starts: np.ndarray, shape: np.ndarray):
+        """Issue the reads of boxes of one shape at ``starts`` (N, 3) from ``source``."""
         volume_shape = np.asarray(self.shape_vox, dtype=np.int64)
         ends = starts + shape
         inside = np.all((starts >= 0) & (ends <= volume_shape), axis=1)
         outside = int(len(starts) - inside.sum())
         if len(starts) and not outside:
-            return PendingRead(self.location, self._stack(starts, ends).read(), None, [], 0)
+            return PendingRead(self.location, self._stack(source, starts, ends).read(), None, [], 0)
         lo = np.clip(starts, 0, volume_shape)
         hi = np.clip(ends, 0, volume_shape)
         patches = np.zeros((len(starts), *shape.tolist()), dtype=self.dtype)
-        whole = self._stack(starts[inside], ends[inside]).read() if inside.any() else None
-        store = self.store
+        whole = self._stack(source, starts[inside], ends[inside]).read() if inside.any() else None
         rows = np.flatnonzero(~inside & np.all(hi > lo, axis=1))  # partly inside
         lo_l, hi_l = lo[rows].tolist(), hi[rows].tolist()
         a_l, b_l = (lo[rows] - starts[rows]).tolist(), (hi[rows] - starts[rows]).tolist()
         with ts.Batch() as batch:
             parts = [
-                (i, a, b, store[z0:z1, y0:y1, x0:x1].read(batch=batch))
+                (i, a, b, source[z0:z1, y0:y1, x0:x1].read(batch=batch))
                 for i, a, b, (z0, y0, x0), (z1, y1, x1) in zip(
                     rows.tolist(), a_l, b_l, lo_l, hi_l, strict=True
                 )
             ]
         return PendingRead(self.location, whole, (patches, inside), parts, outside)
 
-    def _stack(self, starts: np.ndarray, ends: np.ndarray) -> ts.TensorStore:
+    def _stack(
+        self, source: ts.TensorStore, starts: np.ndarray, ends: np.ndarray
+    ) -> ts.TensorStore:
         """Boxes [starts, ends) (N, 3, all inside, one shape) as one virtual (N, Z, Y, X) stack.
 
         One read of it merges requests for the same chunk and needs no copy (8x32x32 patches
         from the chunk cache: 18 us a patch, 28 us read one by one in a ``ts.Batch``, 41 us
         without). Python ints: tensorstore indexes with numpy scalars several times slower.
         """
-        store = self.store
         boxes = [
-            store[z0:z1, y0:y1, x0:x1].translate_to[0, 0, 0]
+            source[z0:z1, y0:y1, x0:x1].translate_to[0, 0, 0]
             for (z0, y0, x0), (z1, y1, x1) in zip(starts.tolist(), ends.tolist(), strict=True)
         ]
         return ts.stack(boxes)
@@ -435,6 +475,16 @@ class Volume:
                 "counted in Volume.out_of_bounds_count",
                 stacklevel=3,
             )
+
+
+class _Done:
+    """A value as a finished future."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 class PendingRead:

@@ -1,7 +1,7 @@
 """One block, without a scheduler: read its raw data once, cut its patches, predict, tabulate.
 
 :func:`predict_block` is what a worker runs per block and what tests call directly;
-:func:`read_block` is its reading half, which a worker runs for the next block while the
+:func:`read_block` is its reading half, which a worker runs for the next blocks while the
 network works on the current one.
 """
 
@@ -54,7 +54,7 @@ class BlockRead:
     strategy: str  # "region" (one read of the patches' bounding box) or "patches"
     count: int  # patches to predict
     voxel_bytes: int  # voxels read inside the volume (uint8: bytes)
-    storage_bytes: int  # bytes fetched from storage by this read
+    storage_bytes: int  # bytes fetched from storage while this read ran (and others with it)
     seconds: float
     patch_vox: tuple[int, int, int]
     region: np.ndarray | None = None  # "region": the bounding box of the patches

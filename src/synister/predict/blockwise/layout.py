@@ -16,6 +16,8 @@ Store layout (``OUT``)::
     failed/<block>.json             the last error of a block that failed (removed on success)
     neurons.parquet                 per-neuron summary, written when every block is done
     logs/                           daisy's per-worker logs
+    staging/                        chunks of a remote volume shared by the workers while the
+                                    run lasts (see :mod:`synister.volumes.stage`)
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class Store:
     failed_dir = property(lambda self: self.path / "failed")
     neurons_file = property(lambda self: self.path / "neurons.parquet")
     logs_dir = property(lambda self: self.path / "logs")
+    staging_dir = property(lambda self: self.path / "staging")
 
     def shard(self, name: str) -> Path:
         return self.shards_dir / f"{name}.parquet"

@@ -223,7 +223,7 @@ def _stage_and_sort(store, batches, volume, grid, settings):
 
 def _clear(store: Store, overwrite: bool) -> None:
     """Remove what this tool wrote in ``store`` (never other files)."""
-    ours = {"plan.json", "plan", "synapses", "done", "failed", "neurons.parquet", "logs"}
+    ours = {"plan.json", "plan", "synapses", "done", "failed", "neurons.parquet", "logs", "staging"}
     if store.path.exists():
         foreign = [p.name for p in store.path.iterdir() if p.name not in ours]
         if foreign and not overwrite:

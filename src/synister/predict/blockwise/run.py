@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..positions import check_voxel_size
 from .layout import OUTSIDE_SHARD, context_vox
 from .plan import VolumePlan, prepare, write_outside_shard
 from .source import Source
-from .worker import Launcher, open_plan_volume
+from .worker import Launcher, open_plan_volume, read_ahead_blocks
 
 TASK_ID = "predict_volume"
 DEFAULT_BLOCK_NM = (2560, 4096, 4096)  # 64 x 1024 x 1024 voxels of FAFB (see the benchmark)
@@ -166,6 +167,20 @@ def schedule(
     return states[TASK_ID]
 
 
+def stage_chunks(plan: VolumePlan, raw, workers: int, read_ahead: int):
+    """A :class:`~synister.volumes.stage.ChunkStage` in ``OUT/staging`` for workers on this
+    machine reading a remote volume, so that a chunk near a block boundary is fetched once,
+    not by each worker whose blocks touch it (``None`` for one worker, whose chunk cache does
+    that, or a local volume). Its budget holds 4 times what the workers read at once."""
+    if workers < 2 or not raw.remote:
+        return None
+    from ...volumes.stage import STAGE_BYTES, ChunkStage
+
+    region = int(np.prod(np.asarray(plan.grid.block_vox) + np.asarray(plan.patch_vox)))
+    budget = max(STAGE_BYTES, 4 * workers * read_ahead * region)
+    return ChunkStage.create(plan.store.staging_dir, raw.store, budget)
+
+
 def failures(plan: VolumePlan, names: Sequence[str], last_error: str | None) -> dict[str, str]:
     """The last recorded error of each unfinished block."""
     listed = {}
@@ -215,6 +230,7 @@ def predict_volume(
     retries: int = 2,
     block_timeout: float = 3600.0,
     worker_config: str | Path | None = None,
+    read_ahead: int | None = None,
     overwrite: bool = False,
     column_options: dict | None = None,
     min_synapses: int = MIN_SYNAPSES,
@@ -225,12 +241,18 @@ def predict_volume(
 ) -> dict:
     """Predict every synapse of ``synapses`` in ``volume`` block by block into ``out``.
 
+    ``read_ahead``: blocks each worker reads while its network runs on one (default: from the
+    block size, see :func:`~.worker.read_ahead_blocks`). Local workers reading a remote volume
+    share the chunks they fetch (see :func:`stage_chunks`).
+
     Returns a summary: synapses, blocks (total, with synapses, run now, skipped as finished),
     synapses predicted now and per second, failed blocks with their errors (empty when
     complete), seconds, and the output paths. A rerun with the same arguments continues where
     a killed or failed run stopped. ``strict``: refuse a table most of whose synapses fall
     outside the volume (see :func:`~synister.predict.blockwise.plan.prepare`).
     """
+    if read_ahead is not None and read_ahead < 1:
+        raise ValueError(f"read_ahead must be >= 1, got {read_ahead}")
     started = time.perf_counter()
     model = load_model(bundle)
     raw = open_plan_volume(
@@ -266,17 +288,24 @@ def predict_volume(
         f"{len(todo)} to run on {workers} worker(s)"
     )
     last_error = None
-    if todo:
-        launcher = Launcher(
-            str(plan.store.path.resolve()), device, threads, batch_size,
-            str(worker_config) if worker_config else None,
-        )  # fmt: skip
-        observer = Progress(plan, todo, enabled=progress)
-        state = schedule(
-            plan, todo, workers=workers, launcher=launcher, retries=retries,
-            block_timeout=block_timeout, progress=observer,
-        )  # fmt: skip
-        last_error = state.last_worker_error
+    try:
+        if todo:
+            if read_ahead is None:
+                read_ahead = read_ahead_blocks(plan.grid.block_vox, plan.patch_vox)
+            stage = stage_chunks(plan, raw, workers, read_ahead) if local else None
+            launcher = Launcher(
+                str(plan.store.path.resolve()), device, threads, batch_size,
+                str(worker_config) if worker_config else None, read_ahead,
+                str(stage.folder.resolve()) if stage else None,
+            )  # fmt: skip
+            observer = Progress(plan, todo, enabled=progress)
+            state = schedule(
+                plan, todo, workers=workers, launcher=launcher, retries=retries,
+                block_timeout=block_timeout, progress=observer,
+            )  # fmt: skip
+            last_error = state.last_worker_error
+    finally:  # the stage lasts one run (also what a killed run left)
+        shutil.rmtree(plan.store.staging_dir, ignore_errors=True)
     unfinished = incomplete_blocks(plan)
     seconds = time.perf_counter() - started
     counts = plan.shards()

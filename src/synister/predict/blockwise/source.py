@@ -14,6 +14,7 @@ whatever changed in the source.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -325,6 +326,7 @@ class BlockRows:
             zip(blocks["block"].tolist(), blocks["first_row"].tolist(), strict=True)
         )
         self.count = dict(zip(blocks["block"].tolist(), blocks["n"].tolist(), strict=True))
+        self._lock = threading.Lock()  # read by several read-ahead threads
 
     def read(self, linear: int) -> pa.Table:
         """All rows of block ``linear`` (-1: those outside the volume)."""
@@ -334,6 +336,7 @@ class BlockRows:
         start = self.first_row[int(linear)]
         first = int(np.searchsorted(self.group_ends, start, side="right"))
         last = int(np.searchsorted(self.group_ends, start + n - 1, side="right"))
-        table = self.file.read_row_groups(list(range(first, last + 1)))
+        with self._lock:
+            table = self.file.read_row_groups(list(range(first, last + 1)))
         offset = start - (int(self.group_ends[first - 1]) if first else 0)
         return table.slice(offset, n)

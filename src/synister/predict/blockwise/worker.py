@@ -1,5 +1,5 @@
 """A daisy worker: keeps the network loaded, takes blocks from the scheduler until none is
-left, and reads the next block while the network runs on the current one.
+left, and reads the next blocks while the network runs on the current one.
 
 Started by daisy as its own process (locally), or as a cluster job through the submit
 template of ``worker_config.ini`` (``python -m synister predict-volume-worker OUT --context
@@ -12,9 +12,12 @@ import os
 import subprocess
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from ...files import write_atomic, write_json
@@ -24,6 +27,21 @@ from .block import predict_block, read_block
 from .layout import Store
 from .plan import VolumePlan, load_plan
 from .source import BlockRows
+
+#: raw bytes a worker may hold in blocks read ahead (a block's read is at most the block grown
+#: by a patch)
+READ_AHEAD_BYTES = 256 * 2**20
+#: blocks a worker reads ahead at most
+MAX_READ_AHEAD = 8
+
+
+def read_ahead_blocks(block_vox: Sequence[int], patch_vox: Sequence[int]) -> int:
+    """Blocks a worker reads while the network runs on one: as many as
+    :data:`READ_AHEAD_BYTES` hold, 1 to :data:`MAX_READ_AHEAD`. A block's read waits at least
+    one round trip for its chunks; small blocks are predicted in less, so several are read at
+    once."""
+    region = int(np.prod(np.asarray(block_vox, dtype=np.int64) + np.asarray(patch_vox)))
+    return int(np.clip(READ_AHEAD_BYTES // region, 1, MAX_READ_AHEAD))
 
 
 def open_plan_volume(settings: dict, scale_nm=None):
@@ -111,23 +129,28 @@ def run_worker(
     threads: int | None,
     batch_size: int,
     context: str | None = None,
+    read_ahead: int = 1,
+    stage: str | None = None,
 ) -> int:
     """Take blocks from the scheduler until none is left; returns how many were finished.
 
-    ``context``: daisy's worker context (else ``DAISY_CONTEXT`` in the environment). The
-    worker holds at most two blocks, the one the network runs on and the one being read, each
-    through its own connection: daisy 2.0 answers an acquire with "shut down" once no block
-    is waiting, drops that connection and retries a block still held on it elsewhere, so the
-    read-ahead block must never share a connection with the current one.
+    ``context``: daisy's worker context (else ``DAISY_CONTEXT`` in the environment).
+    ``read_ahead``: blocks read while the network runs on one. ``stage``: a
+    :class:`~synister.volumes.stage.ChunkStage` folder shared with the other workers of this
+    machine, read through.
     """
     import daisy.v2 as daisy
+
+    from ...volumes.stage import ChunkStage
 
     if context is not None:
         os.environ[daisy.Context.ENV_VARIABLE] = context
     first = daisy.Context.from_env()
-    second = first.copy()
-    second["worker_id"] = -1  # a helper connection of the same worker
-    clients = (daisy.Client(first), daisy.Client(second))
+    clients = [daisy.Client(first)]
+    for _ in range(read_ahead):
+        helper = first.copy()
+        helper["worker_id"] = -1  # a helper connection of the same worker
+        clients.append(daisy.Client(helper))
     worker_id = max(clients[0].worker_id, 0)
     plan = load_plan(Store(out))
     device = str(choose_device(device, worker_id))
@@ -135,39 +158,65 @@ def run_worker(
         load_model(plan.settings["bundle"]), device, batch_size, threads,
         plan.settings["precision"],
     )  # fmt: skip
-    runner = BlockRunner(plan, predictor, open_plan_volume(plan.settings), worker_id)
-    done = 0
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="block-reader")
-
-    def acquire(k: int):
-        manager = clients[k].acquire_block()
-        block = manager.__enter__()
-        if block is None:
-            manager.__exit__(None, None, None)
-            return None
-        linear = block_linear(plan, block)
-        return k, manager, linear, reader.submit(runner.read, linear)
-
+    volume = open_plan_volume(plan.settings)
+    if stage is not None:
+        volume.stage_chunks(ChunkStage(stage))
+    runner = BlockRunner(plan, predictor, volume, worker_id)
+    reader = ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="block-reader")
     try:
-        current = acquire(0)
-        while current is not None:
-            k, manager, linear, pending = current
-            following = acquire(1 - k)  # read while this one is predicted
-            try:
-                rows, read = pending.result()
-                runner.finish(linear, rows, read)
-            except Exception as error:  # noqa: BLE001 - reported to daisy, which retries
-                runner.record_failure(linear, error)
-                try:
-                    manager.__exit__(type(error), error, error.__traceback__)
-                except Exception:  # noqa: BLE001 - the same error, re-raised by daisy's manager
-                    pass
-            else:
-                manager.__exit__(None, None, None)
-                done += 1
-            current = following if following is not None else acquire(k)
+        return take_blocks(
+            clients,
+            lambda block: block_linear(plan, block),
+            lambda linear: reader.submit(runner.read, linear),
+            runner,
+        )
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
+
+
+def take_blocks(
+    clients: Sequence, linear_of: Callable, read: Callable[[int], Future], runner: BlockRunner
+) -> int:
+    """Finish blocks taken through ``clients`` until none is left; returns how many.
+
+    Each connection holds one block at a time: the oldest held is predicted while the others
+    (up to ``len(clients) - 1``) are read by ``read``. daisy 2.0 answers an acquire with "shut
+    down" once no block is waiting, drops that connection and retries a block still held on
+    it elsewhere, so a block must never share a connection with another: a connection is
+    asked for a block only when it holds none, and not again once it got none.
+    """
+    free = list(range(len(clients)))[::-1]  # connections holding no block, first one last
+    held: deque = deque()  # (connection, manager, linear, reading), oldest first
+    done = 0
+
+    def fill() -> None:
+        while free:
+            k = free.pop()
+            manager = clients[k].acquire_block()
+            block = manager.__enter__()
+            if block is None:  # none waiting now: daisy dropped this connection
+                manager.__exit__(None, None, None)
+                return
+            linear = linear_of(block)
+            held.append((k, manager, linear, read(linear)))
+
+    fill()
+    while held:
+        k, manager, linear, reading = held.popleft()
+        try:
+            rows, raw = reading.result()
+            runner.finish(linear, rows, raw)
+        except Exception as error:  # noqa: BLE001 - reported to daisy, which retries
+            runner.record_failure(linear, error)
+            try:
+                manager.__exit__(type(error), error, error.__traceback__)
+            except Exception:  # noqa: BLE001 - the same error, re-raised by daisy's manager
+                pass
+        else:
+            manager.__exit__(None, None, None)
+            done += 1
+        free.append(k)
+        fill()
     return done
 
 
@@ -183,10 +232,15 @@ class Launcher:
     threads: int | None = None
     batch_size: int = 32
     worker_config: str | None = None
+    read_ahead: int = 1
+    stage: str | None = None  # a ChunkStage folder shared by this machine's workers
 
     def __call__(self, *, context=None) -> None:
         if self.worker_config is None:
-            run_worker(self.out, self.device, self.threads, self.batch_size)
+            run_worker(
+                self.out, self.device, self.threads, self.batch_size,
+                read_ahead=self.read_ahead, stage=self.stage,
+            )  # fmt: skip
             return
         import daisy.v2 as daisy
 
@@ -196,7 +250,7 @@ class Launcher:
         context = context if context is not None else daisy.Context.from_env()
         worker = read_ini(self.worker_config, WorkerConfig)
         args = ["predict-volume-worker", self.out, "--context", context.to_env()]
-        args += ["--batch-size", str(self.batch_size)]
+        args += ["--batch-size", str(self.batch_size), "--read-ahead", str(self.read_ahead)]
         if self.device:
             args += ["--device", self.device]
         if self.threads:
