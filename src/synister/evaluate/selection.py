@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .metrics import balanced_accuracy, confusion_matrix, prob_columns
+from ..neurons import summarize_synapses
+from .metrics import aggregate_predictions, balanced_accuracy, confusion_matrix, prob_columns
 
 #: neuron-level rules: majority vote, argmax of the mean probability, argmax of the summed
 #: log-probability (a temperature does not change its argmax), and that sum with the class
@@ -90,37 +91,24 @@ def neuron_decisions(
         raise ValueError(f"neuron rule must be one of {NEURON_RULES}, got {rule!r}")
     if rule == "bayes" and (synapse_prior is None or neuron_prior is None):
         raise ValueError("the bayes rule needs the synapse and the neuron class priors")
-    ids, inverse = np.unique(data.neuron_ids, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    n, k = len(ids), data.n_classes
-
-    def per_neuron(values: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [np.bincount(inverse, weights=values[:, c], minlength=n) for c in range(k)], axis=1
-        ).reshape(n, k)
-
-    sums = per_neuron(data.probabilities)
-    if rule == "vote":
-        votes = per_neuron(np.eye(k)[data.probabilities.argmax(axis=1)])
-        pred = np.where(votes == votes.max(axis=1, keepdims=True), sums, -np.inf).argmax(axis=1)
-    elif rule == "mean":
-        pred = sums.argmax(axis=1)
-    else:
-        log = per_neuron(np.log(np.maximum(data.probabilities, _PROBABILITY_FLOOR)))
-        if rule == "bayes":
-            counts = np.bincount(inverse, minlength=n)[:, None]
-            log = log - counts * _log(synapse_prior) + _log(neuron_prior)
-        pred = log.argmax(axis=1)
-    truth = np.zeros(n, dtype=np.int64)
-    truth[inverse] = data.true_idx
-    return pd.DataFrame(
-        {
-            "neuron_id": ids,
-            "n_synapses": np.bincount(inverse, minlength=n),
-            "true_idx": truth,
-            "pred_idx": pred.astype(np.int64),
-        }
-    )
+    if rule in ("vote", "mean"):  # the evaluation's own neuron rules
+        groups = aggregate_predictions(
+            data.neuron_ids, data.true_idx, data.probabilities, method=rule
+        )
+        return groups.rename(columns={"group_id": "neuron_id"})[
+            ["neuron_id", "n_synapses", "true_idx", "pred_idx"]
+        ]
+    decided = aggregate_predictions(data.neuron_ids, data.true_idx, data.probabilities)
+    log = summarize_synapses(
+        data.neuron_ids, np.log(np.maximum(data.probabilities, _PROBABILITY_FLOOR))
+    ).sums
+    if rule == "bayes":
+        counts = decided["n_synapses"].to_numpy()[:, None]
+        log = log - counts * _log(synapse_prior) + _log(neuron_prior)
+    decided["pred_idx"] = log.argmax(axis=1).astype(np.int64)
+    return decided.rename(columns={"group_id": "neuron_id"})[
+        ["neuron_id", "n_synapses", "true_idx", "pred_idx"]
+    ]
 
 
 def _log(prior: np.ndarray) -> np.ndarray:
