@@ -5,15 +5,17 @@ network exported as a model bundle."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import EASY_SHAPE_VOX, TrainedSetup
+from conftest import EASY_SHAPE_VOX, TrainedSetup, pipe_in_place_of
 from typer.testing import CliRunner
 from warm import WARM
 
@@ -317,26 +319,36 @@ def positions_command(trained: TrainedSetup, table: Path, out: Path, *extra: str
 
 
 def test_a_killed_run_continues_with_the_same_out(trained, tmp_path, kill_when):
-    # many rows (positions repeated) and small batches, so that the run lasts
-    table = trained.synapses.rename(columns={"synapse_id": "id"})[["id", "x", "y", "z"]]
-    table = pd.concat([table] * 40, ignore_index=True)
-    table["id"] = np.arange(len(table)) * 7 + 1
+    # 4,150 positions whose patches lie in the volume's first chunks, then 50 in its last chunk
+    # (z 960-1280, y and x from 1024 nm), which cannot be read until the kill: positions are
+    # read in z, y, x order, so the first part (4,096 rows) is stored before the run stops
+    # there, and the kill lands half-way at any pace
+    rng = np.random.default_rng(0)
+    early = rng.uniform([200, 200, 320], [800, 800, 560], size=(4150, 3))  # x, y, z nm
+    late = rng.uniform([1300, 1300, 1116], [1700, 1700, 1120], size=(50, 3))
+    table = pd.DataFrame(np.concatenate([early, late]), columns=["x", "y", "z"])
+    table.insert(0, "id", np.arange(len(table)) * 7 + 1)
     table.to_parquet(tmp_path / "many.parquet")
+    volume = tmp_path / "raw.zarr"
+    shutil.copytree(trained.volume, volume)
+    last_chunk = volume / "raw" / "c" / "3" / "1" / "1"
+    good = pipe_in_place_of(last_chunk)
     out = tmp_path / "out"
     options = ["--batch-size", "2", "--read-workers", "0", "--threads", "1", "--no-progress"]
-    kill_when(
-        positions_command(trained, tmp_path / "many.parquet", out, *options),
-        lambda: any((out / "parts").glob("part-*.parquet")),
-        "a part file written",
-    )
+    command = positions_command(trained, tmp_path / "many.parquet", out, *options)
+    command[command.index("--volume") + 1] = str(volume)
+    kill_when(command, lambda: any((out / "parts").glob("part-*.parquet")), "a part file written")
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["state"] == "running" and not (out / "synapses.parquet").exists()
+    last_chunk.unlink()
+    last_chunk.write_bytes(good)
+    trained = dataclasses.replace(trained, volume=volume)
 
     outcome = run_on(trained, tmp_path / "many.parquet", out, "--json", *options[:-1])
     assert outcome.exit_code == 0, outcome.output
     summary = json.loads(outcome.stdout)
     predictable = len(table) - summary["outside_volume"]
-    assert 0 < summary["resumed_from"] < predictable
+    assert 0 < summary["resumed_from"] <= len(early)  # none of the last chunk's before the kill
     assert summary["predicted"] == predictable - summary["resumed_from"]
     got = pd.read_parquet(out / "synapses.parquet")
     np.testing.assert_array_equal(got["id"], table["id"])
