@@ -97,3 +97,24 @@ def test_one_class_has_no_runner_up_and_a_neuron_without_synapses_no_means():
     np.testing.assert_array_equal(summary.margin, [1.0, np.nan])
     assert summary.n_synapses.tolist() == [2, 0] and summary.n_missing.tolist() == [0, 1]
     assert np.isnan(summary.mean_probabilities[1]).all()
+
+
+def test_a_long_table_is_summarised_in_slices_that_add_up_to_the_whole(monkeypatch):
+    from synister.predict import neurons as module
+
+    ids, probabilities = synapses(n=1000)
+    table = probability_frame(probabilities, CLASSES, naming="full")
+    table.insert(0, "neuron_id", pd.array(ids, dtype="Int64"))
+    table.loc[[3, 500], "neuron_id"] = pd.NA  # rows without a neuron are left out
+    table.loc[[10, 11], CLASSES] = np.nan  # not predicted: counted outside
+    whole = summarize_neurons(table, min_synapses=1)
+
+    seen = []
+    summarize = module.summarize_synapses
+    monkeypatch.setattr(module, "SUMMARY_ROWS", 64)
+    monkeypatch.setattr(
+        module, "summarize_synapses", lambda i, p: seen.append(len(p)) or summarize(i, p)
+    )
+    sliced = summarize_neurons(table, min_synapses=1)
+    assert len(seen) == 16 and max(seen) <= 64  # bounded memory for any length
+    pd.testing.assert_frame_equal(sliced, whole, check_exact=False, rtol=1e-12)

@@ -23,6 +23,9 @@ NAMINGS = ("short", "full")
 MIN_SYNAPSES = 100
 #: and this margin between its top and runner-up mean probability
 MIN_MARGIN = 0.1
+#: rows of a synapse table summarised at a time (their sums add up per neuron): the summary of
+#: a table of any length costs the memory of this many rows
+SUMMARY_ROWS = 262_144
 
 
 def class_columns(classes: Sequence[str], naming: str = "short") -> list[str]:
@@ -82,9 +85,15 @@ def neuron_sums(synapses: pd.DataFrame, classes: Sequence[str] | None = None) ->
     if "neuron_id" not in synapses.columns:
         raise ValueError("the synapse table has no neuron_id column: nothing to summarise")
     columns = list(classes) if classes is not None else class_columns_of(synapses)
-    known = synapses[synapses["neuron_id"].notna()].reset_index(drop=True)
-    probabilities = known[columns].to_numpy(dtype=np.float64, na_value=np.nan)
-    summary = summarize_synapses(known["neuron_id"], probabilities)
+    starts = range(0, max(len(synapses), 1), SUMMARY_ROWS)
+    parts = [_slice_sums(synapses.iloc[s : s + SUMMARY_ROWS], columns) for s in starts]
+    return parts[0] if len(parts) == 1 else add_neuron_sums(parts)
+
+
+def _slice_sums(synapses: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    known = synapses["neuron_id"].notna().to_numpy()
+    probabilities = synapses[columns].to_numpy(dtype=np.float64, na_value=np.nan)[known]
+    summary = summarize_synapses(synapses["neuron_id"][known], probabilities)
     data = {
         "neuron_id": summary.neuron_ids,
         "n": summary.n_synapses,
