@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from ..volumes import Volume
-from ..volumes.read import PendingRead
+from ..volumes.boxes import PendingRead
 
 #: batches whose reads are in flight at once ahead of the network: their chunks are fetched
 #: together, so a remote store's latency is paid once per this many batches
