@@ -177,6 +177,7 @@ def model_of_run(model: Path, meta: dict, classes: list[str], run: str) -> Loade
     of the run's iteration, which must be the one the run names, unchanged since) or a model
     bundle (its weights file, or weights of the same training setup and iteration). Refuses
     another model or other classes, naming both."""
+    used = meta.get("checkpoint")
     if is_train_setup(model):
         iteration = meta.get("iteration")
         if iteration is None:
@@ -188,7 +189,6 @@ def model_of_run(model: Path, meta: dict, classes: list[str], run: str) -> Loade
                 "exist"
             )
         averaged = averaged_path(checkpoint)  # or the weight average of that iteration
-        used = meta.get("checkpoint")
         if used and averaged.is_file() and Path(used).resolve() == averaged.resolve():
             checkpoint = averaged
         loaded, where = load_model(checkpoint), f"the training setup {model}"
@@ -202,7 +202,6 @@ def model_of_run(model: Path, meta: dict, classes: list[str], run: str) -> Loade
         raise CalibrationInputError(
             f"run {run!r} has classes {classes}, {where} has {loaded.classes}"
         )
-    used = meta.get("checkpoint")
     if loaded.bundle is None:
         if used and Path(used).resolve() != loaded.weights.resolve():
             raise CalibrationInputError(
