@@ -30,6 +30,18 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary_one(tmp_path):
     assert _listing(tmp_path) == ["run.json"]
 
 
+def test_a_killed_writers_temporaries_are_swept_and_nothing_else(tmp_path):
+    # kill -9 runs no cleanup: what a killed write leaves, a resumed run removes
+    (tmp_path / ".block_0.parquet.tmp12200").write_bytes(b"half")
+    (tmp_path / ".bundle.old77").mkdir()
+    (tmp_path / ".bundle.old77" / "model.pt").write_bytes(b"x")
+    for kept in ("block_0.parquet", ".hidden", ".x.tmpfile", "a.tmp1"):
+        (tmp_path / kept).write_bytes(b"")
+    assert files.remove_temporaries(tmp_path) == 2
+    assert _listing(tmp_path) == [".hidden", ".x.tmpfile", "a.tmp1", "block_0.parquet"]
+    assert files.remove_temporaries(tmp_path / "absent") == 0
+
+
 def test_writes_are_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = files.os.fsync, files.os.replace

@@ -340,6 +340,8 @@ def test_a_killed_run_continues_with_the_same_out(trained, tmp_path, kill_when):
     kill_when(command, lambda: any((out / "parts").glob("part-*.parquet")), "a part file written")
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["state"] == "running" and not (out / "synapses.parquet").exists()
+    killed_write = out / ".synapses.parquet.tmp12200"
+    killed_write.write_bytes(b"half a table")  # what a kill during the table's write leaves
     last_chunk.unlink()
     last_chunk.write_bytes(good)
     trained = dataclasses.replace(trained, volume=volume)
@@ -350,6 +352,7 @@ def test_a_killed_run_continues_with_the_same_out(trained, tmp_path, kill_when):
     predictable = len(table) - summary["outside_volume"]
     assert 0 < summary["resumed_from"] <= len(early)  # none of the last chunk's before the kill
     assert summary["predicted"] == predictable - summary["resumed_from"]
+    assert not killed_write.exists()
     got = pd.read_parquet(out / "synapses.parquet")
     np.testing.assert_array_equal(got["id"], table["id"])
     whole = synister.predict_positions(trained.bundle, trained.volume, table, dataset="raw")

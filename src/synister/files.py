@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 __all__ = [
     "file_sha256",
     "jsonable",
+    "remove_temporaries",
     "replace_folder",
     "write_atomic",
     "write_bytes",
@@ -42,6 +44,30 @@ def _temporary(path: Path, kind: str = "tmp") -> Path:
     """A hidden name beside ``path`` that no other process uses (listings of ``*.parquet``,
     ``model_checkpoint_*`` and the like never match it)."""
     return path.with_name(f".{path.name}.{kind}{os.getpid()}")
+
+
+_TEMPORARY_NAME = re.compile(r"\..+\.(tmp|old)[0-9]+")
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Remove what killed writers left in ``folder`` (``kill -9`` runs no cleanup): the hidden
+    temporaries of :func:`write_atomic` and :func:`replace_folder`. Call it only where no
+    other process writes in ``folder`` now (a run's driver before its workers start).
+    Returns how many were removed."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for entry in entries:
+        if _TEMPORARY_NAME.fullmatch(entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            removed += 1
+    return removed
 
 
 def _fsync(path: Path) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..files import file_sha256, write_atomic, write_json
+from ..files import file_sha256, remove_temporaries, write_atomic, write_json
 from ..identity import RunIdentity
 from ..tables import spreadsheet_safe
 from .neurons import MIN_MARGIN, MIN_SYNAPSES, summarize_neurons
@@ -169,6 +169,7 @@ def run_positions(
         shutil.rmtree(out / PARTS, ignore_errors=True)
     parts = out / PARTS
     parts.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out)  # a killed run's half-written outputs (parts go at the end)
     write_json(
         manifest_file, {"format": FORMAT, "state": "running", "identity": identity.to_json()}
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...files import write_atomic
+from ...files import remove_temporaries, write_atomic
 from ...models import load_model
 from ..neurons import MIN_MARGIN, MIN_SYNAPSES, add_neuron_sums, neuron_sums, summarize_sums
 from ..positions import check_voxel_size
@@ -267,6 +267,8 @@ def predict_volume(
         precision=precision, overwrite=overwrite, column_options=column_options,
         strict=strict, log=log,
     )  # fmt: skip
+    for folder in (plan.store.path, plan.store.shards_dir, plan.store.done_dir):
+        remove_temporaries(folder)  # a killed run's half-written files
     todo = incomplete_blocks(plan)
     for name in todo:  # a marker that does not match its shard is no marker
         plan.store.marker(name).unlink(missing_ok=True)
