@@ -35,6 +35,8 @@ COLORS = {
 NO_PREDICTION = "#c8c8c8"
 #: rows of skipped positions listed in full (the rest are counted)
 LISTED = 500
+#: synapses a neuron's neuroglancer link shows at most (a sample of bigger neurons)
+LINK_POINTS = 1000
 _NEUROGLANCER_PREFIX = {
     "zarr2": "zarr2://",
     "zarr3": "zarr3://",
@@ -307,12 +309,14 @@ def write_report(
 def _neuron_sections(
     job, synapses, neurons, class_names, colors, source, note, viewer_url, settings
 ) -> list[str]:
-    by_neuron = dict(tuple(synapses[synapses["neuron_id"].notna()].groupby("neuron_id")))
+    members_of = {}
+    if source is not None:  # row numbers per neuron, not a copy of the table
+        members_of = synapses.groupby("neuron_id", sort=False).indices
     rows = []
     for n in neurons.itertuples(index=False):
         name = _e(n.neuron_id)
         if source is not None:
-            members = by_neuron.get(n.neuron_id, synapses.iloc[:0])
+            members = synapses.iloc[link_rows(members_of.get(n.neuron_id, []))]
             state = neuroglancer_state(job, source, members, class_names, f"neuron {n.neuron_id}")
             name = f'<a href="{_e(viewer_link(state, viewer_url))}" target="_blank">{name}</a>'
         values = {c: float(getattr(n, c)) if n.n_synapses else 0.0 for c in class_names}
@@ -345,7 +349,8 @@ def _neuron_sections(
     return [
         "<h2>Neurons</h2>",
         "<p>Each neuron's link opens the volume in neuroglancer with its synapses as points "
-        "coloured by predicted class (grey: not predicted). "
+        f"coloured by predicted class (grey: not predicted; at most {LINK_POINTS:,} per "
+        "neuron, evenly spread over them; all are in synapses.parquet). "
         f"Volume source: <code>{_e(source)}</code>.</p>"
         if source is not None
         else "",
@@ -356,6 +361,15 @@ def _neuron_sections(
         "or a runner-up too close.</p>",
         f"<ul>{''.join(doubtful)}</ul>" if doubtful else "<p>None.</p>",
     ]
+
+
+def link_rows(rows: np.ndarray) -> np.ndarray:
+    """At most :data:`LINK_POINTS` of a neuron's ``rows``, evenly spread over them: a link
+    holds every point it shows, and browsers refuse links of megabytes."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) <= LINK_POINTS:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, LINK_POINTS).round().astype(np.int64)]
 
 
 def _skipped_section(synapses: pd.DataFrame, volume) -> list[str]:

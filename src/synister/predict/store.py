@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 
 from ..files import file_sha256, remove_temporaries, write_atomic, write_json
 from ..identity import RunIdentity
+from ..memory import release_memory
 from ..tables import spreadsheet_safe
-from .neurons import MIN_MARGIN, MIN_SYNAPSES, summarize_neurons
+from .neurons import MIN_MARGIN, MIN_SYNAPSES, SUMMARY_ROWS, summarize_neurons
 from .positions import PositionsJob
 from .progress import StoredCounter, progress_bar
 
@@ -85,6 +86,33 @@ class PartWriter:
         self.rows, self.probabilities = [], []
         self.last_flush = time.monotonic()
         self.on_stored(stored)  # last: it may raise to stop the run (the part is kept)
+
+
+def write_synapse_files(
+    out: Path, synapses: pd.DataFrame, csv: bool, slice_rows: int = SUMMARY_ROWS
+) -> None:
+    """``synapses.parquet`` (and ``synapses.csv``, its text cells never run as formulas by a
+    spreadsheet) written ``slice_rows`` rows at a time: converting a million-row table at
+    once costs a copy of it, a slice at a time a quarter of a million rows (a service's worker
+    stays bounded). The files are those of ``to_parquet``/``to_csv`` of the whole table."""
+    schema = pa.Schema.from_pandas(synapses, preserve_index=False)
+    slices = range(0, max(len(synapses), 1), slice_rows)
+
+    def parquet(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for start in slices:
+                part = synapses.iloc[start : start + slice_rows]
+                writer.write_table(pa.Table.from_pandas(part, schema, preserve_index=False))
+
+    def text(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            for start in slices:
+                part = spreadsheet_safe(synapses.iloc[start : start + slice_rows])
+                part.to_csv(handle, index=False, header=start == 0)
+
+    write_atomic(out / "synapses.parquet", parquet)
+    if csv:
+        write_atomic(out / "synapses.csv", text)
 
 
 def read_parts(folder: Path, probabilities: np.ndarray) -> tuple[np.ndarray, int]:
@@ -205,6 +233,7 @@ def run_positions(
     finally:
         bar.close()
 
+    release_memory()  # what the prediction's reading and batching left: the tables need it
     synapses = job.result(probabilities, naming)
     neurons = None
     if job.table.neuron_column is not None:
@@ -232,10 +261,9 @@ def run_positions(
         + (["neurons.parquet"] if neurons is not None else [])
         + ["report.html"],
     }
-    write_atomic(out / "synapses.parquet", lambda tmp: synapses.to_parquet(tmp, index=False))
-    if csv:
-        safe = spreadsheet_safe(synapses)  # text cells are never run as formulas
-        write_atomic(out / "synapses.csv", lambda tmp: safe.to_csv(tmp, index=False))
+    release_memory()
+    write_synapse_files(out, synapses, csv)
+    release_memory()
     if neurons is not None:
         write_atomic(out / "neurons.parquet", lambda tmp: neurons.to_parquet(tmp, index=False))
     settings = {

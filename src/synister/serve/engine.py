@@ -78,6 +78,7 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
     it may raise :class:`JobStopped`. Returns the run's summary (see
     :func:`~synister.predict.store.run_positions`).
     """
+    from synister.memory import release_memory
     from synister.models import load_model
     from synister.predict.positions import default_devices_and_threads, prepare_positions
     from synister.predict.store import run_positions
@@ -87,6 +88,7 @@ def run_job(job: EngineJob, out_dir: Path, progress: Callable[[int, int], None])
     table = read_positions(
         job.table, **_table_options(job.options), limits=job.table_limits, chunk_rows=CHUNK_ROWS
     )
+    release_memory()  # the reader's buffers, before the model and the volume
     if job.input_name:
         table = dataclasses.replace(table, source=job.input_name)
     threads, tune = job.threads, False

@@ -19,6 +19,8 @@ import socket
 import threading
 import time
 
+from synister.memory import release_memory
+
 from . import engine
 from . import files as job_files
 from .config import ServiceConfig
@@ -114,6 +116,7 @@ class Worker:
                 self.stopping.wait(service.poll_seconds)
                 continue
             self.run_job(job)
+            release_memory()  # the finished job's leftovers: an idle worker holds little
             ran += 1
         log.info("worker stopped", extra={"event": "worker", "worker": self.name})
         return ran
