@@ -5,8 +5,10 @@ demo's volume over HTTP on loopback, side by side with the same files on local d
         [--workers 1 2] [--read-ahead 0 1]
 
 Writes the demo's synthetic volume (``synister synthetic``'s easy preset, 48 x 768 x 768
-voxels) as a two-scale neuroglancer precomputed volume (JPEG quality 95, chunks 64 x 64 x 16,
-4 x 4 x 40 and 8 x 8 x 40 nm), and two random-weight model bundles: the demo's network
+voxels, 600 synapses) tiled ``--tiles`` x ``--tiles`` in y and x (default 2: 48 x 1536 x 1536
+voxels, 2,400 synapses, the same density; runs long enough for steady rates) as a two-scale
+neuroglancer precomputed volume (JPEG quality 95, chunks 64 x 64 x 16, 4 x 4 x 40 and
+8 x 8 x 40 nm), and two random-weight model bundles: the demo's network
 (ResNet-18, 8 feature maps, 8 x 48 x 48) and a cheap one (ResNet-18, 1 feature map, two
 downsamplings) whose cost leaves reading to dominate. A real HTTP server on loopback
 (``tests/loopback_http.py``: HTTP/1.1, ETags, a latency added to every response, one
@@ -15,7 +17,7 @@ front-end on the local copy (a fresh copy per run: no chunk cached before) and o
 each latency (a fresh server per run: nothing cached), interleaved; the table gives medians
 over the rounds and the machine's load.
 
-- ``predict-positions``: every synapse of the dataset (600), whole call (volume opened, model
+- ``predict-positions``: every synapse of the table, whole call (volume opened, model
   loaded, all predicted), 1 torch thread;
 - ``predict-volume``: blocks of 640 x 1024 x 1024 nm (16 x 256 x 256 voxels, ``--block-nm``),
   with each number of workers of ``--workers`` (1: this machine's default), 1 torch thread
@@ -57,17 +59,34 @@ BLOCK_NM = (640.0, 1024.0, 1024.0)
 COLUMNS = {"id_column": "synapse_id", "position_columns": ["x_nm", "y_nm", "z_nm"]}
 
 
-def build(base: Path) -> Path:
-    """The demo dataset, its volume as precomputed JPEG (two scales), two bundles."""
+def build(base: Path, tiles: int) -> Path:
+    """The demo dataset tiled ``tiles`` x ``tiles`` in y and x (its synapses copied into each
+    tile), its volume as precomputed JPEG (two scales), two bundles."""
+    import numpy as np
+    import pandas as pd
+
     from synister.synthetic import generate
 
     generate(base / "demo", preset="easy", seed=0, montages=False, ceiling=False)
     source = Volume(base / "demo" / "raw.zarr", "raw")
     raw = source.read_region_vox((0, 0, 0), source.shape_vox)
-    write_precomputed(base / "pc", raw, (64, 64, 16), "jpeg", jpeg_quality=95)
+    write_precomputed(base / "pc", np.tile(raw, (1, tiles, tiles)), (64, 64, 16), "jpeg",
+                      jpeg_quality=95)  # fmt: skip
+    synapses = pd.read_parquet(base / "demo" / "latents.parquet")
+    extent_nm = np.asarray(source.shape_vox) * source.voxel_size_nm  # z, y, x
+    copies = []
+    for ty in range(tiles):
+        for tx in range(tiles):
+            copy = synapses.copy()
+            copy["y_nm"] += ty * extent_nm[1]
+            copy["x_nm"] += tx * extent_nm[2]
+            copy["synapse_id"] += (ty * tiles + tx) * (int(synapses["synapse_id"].max()) + 1)
+            copies.append(copy)
+    table = base / "synapses.parquet"
+    pd.concat(copies, ignore_index=True).to_parquet(table, index=False)
     for name, network in NETWORKS.items():
         make_bundle(base / f"setup_{name}", base / f"bundle_{name}", network)
-    return base / "demo" / "latents.parquet"
+    return table
 
 
 def make_bundle(setup_base: Path, out: Path, network: dict) -> None:
@@ -150,11 +169,14 @@ def main() -> None:
     parser.add_argument("--block-nm", type=float, nargs=3, default=BLOCK_NM, help="z y x")
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="predict-volume")
     parser.add_argument("--read-ahead", type=int, nargs="+", default=[0], help="0: default")
+    parser.add_argument(
+        "--tiles", type=int, default=2, help="the demo volume tiled N x N in y and x"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     base = Path(tempfile.mkdtemp(prefix="bench_remote_"))
     try:
-        table = build(base)
+        table = build(base, args.tiles)
         results: dict[tuple, list[dict]] = {}
         loads = []
         for round_ in range(args.rounds):
@@ -190,7 +212,8 @@ def report(results: dict, args, loads: list[float]) -> None:
         return statistics.median(r[field] for r in results[key])
 
     print(
-        f"\n{args.rounds} rounds, bandwidth {args.bandwidth_mbs:g} MB/s, predict-volume blocks "
+        f"\n{args.rounds} rounds, volume tiled {args.tiles} x {args.tiles}, bandwidth "
+        f"{args.bandwidth_mbs:g} MB/s, predict-volume blocks "
         f"{args.block_nm} nm, load average "
         f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n"
     )

@@ -195,6 +195,10 @@ def main() -> None:
                     "the 1,000,000-row job",
                     interval=5,
                 )
+            largest_end = None
+            if args.finish_largest:
+                record = client.get(f"{API}/jobs/{largest_job}").json()
+                largest_end = {k: record.get(k) for k in ("state", "error", "result")}
             for job in client.get(f"{API}/jobs").json():
                 client.post(f"{API}/jobs/{job['id']}/cancel")
             wait_for(
@@ -228,6 +232,7 @@ def main() -> None:
         "checker_baseline_mb": round(min(c["rss_bytes"] for c in checks) / MB, 1),
         "worker_baseline_mb": round(worker_base / MB, 1),
         "worker_peak_above_baseline_mb": round((worker_peak - worker_base) / MB, 1),
+        "largest_job_at_its_end": largest_end,  # --finish-largest
     }
     figures["check_peak_max_mb"] = max(figures["check_peaks_above_their_start_mb"])
     print(json.dumps(figures, indent=1))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from synister.predict.positions import synapse_table
-from synister.predict.report import LINK_POINTS, link_rows
+from synister.predict.report import LINK_POINTS, REPORT_POINTS, link_rows, points_per_link
 from synister.predict.store import write_synapse_files
 from synister.tables import spreadsheet_safe
 
@@ -58,3 +58,15 @@ def test_a_neurons_link_shows_at_most_link_points_evenly_spread():
     assert len(shown) == LINK_POINTS and len(set(shown.tolist())) == LINK_POINTS
     assert shown[0] == many[0] and shown[-1] == many[-1]  # from the first to the last
     assert np.ptp(np.diff(shown)) <= 3  # evenly: gaps of 30 +- one row
+
+
+def test_all_links_of_a_report_stay_within_its_budget_small_neurons_whole():
+    assert points_per_link([5, 80, 3000]) == LINK_POINTS  # within budget: no neuron cut
+    counts = [100] * 10_000  # 1,000,000 synapses of 10,000 neurons
+    cap = points_per_link(counts)
+    assert cap == REPORT_POINTS // 10_000
+    counts = [3] * 20_000 + [50_000] * 40
+    cap = points_per_link(counts)
+    shown = sum(min(c, cap) for c in counts)
+    assert shown <= REPORT_POINTS < shown + 40  # the largest such cap
+    assert min(counts) <= cap  # the small ones whole

@@ -35,8 +35,10 @@ COLORS = {
 NO_PREDICTION = "#c8c8c8"
 #: rows of skipped positions listed in full (the rest are counted)
 LISTED = 500
-#: synapses a neuron's neuroglancer link shows at most (a sample of bigger neurons)
+#: synapses a neuron's neuroglancer link shows at most (a sample of bigger neurons), and all
+#: links of a report together (about 130 bytes each: a report of many neurons stays openable)
 LINK_POINTS = 1000
+REPORT_POINTS = 100_000
 _NEUROGLANCER_PREFIX = {
     "zarr2": "zarr2://",
     "zarr3": "zarr3://",
@@ -303,20 +305,22 @@ def write_report(
         )
     parts += _skipped_section(synapses, volume)
     parts.append("</body></html>")
-    Path(path).write_text("\n".join(parts), encoding="utf-8")
+    with open(path, "w", encoding="utf-8") as handle:  # a part at a time: no second copy
+        handle.writelines(f"{part}\n" for part in parts)
 
 
 def _neuron_sections(
     job, synapses, neurons, class_names, colors, source, note, viewer_url, settings
 ) -> list[str]:
-    members_of = {}
+    members_of, cap = {}, LINK_POINTS
     if source is not None:  # row numbers per neuron, not a copy of the table
         members_of = synapses.groupby("neuron_id", sort=False).indices
+        cap = points_per_link([len(rows) for rows in members_of.values()])
     rows = []
     for n in neurons.itertuples(index=False):
         name = _e(n.neuron_id)
         if source is not None:
-            members = synapses.iloc[link_rows(members_of.get(n.neuron_id, []))]
+            members = synapses.iloc[link_rows(members_of.get(n.neuron_id, []), cap)]
             state = neuroglancer_state(job, source, members, class_names, f"neuron {n.neuron_id}")
             name = f'<a href="{_e(viewer_link(state, viewer_url))}" target="_blank">{name}</a>'
         values = {c: float(getattr(n, c)) if n.n_synapses else 0.0 for c in class_names}
@@ -349,13 +353,15 @@ def _neuron_sections(
     return [
         "<h2>Neurons</h2>",
         "<p>Each neuron's link opens the volume in neuroglancer with its synapses as points "
-        f"coloured by predicted class (grey: not predicted; at most {LINK_POINTS:,} per "
-        "neuron, evenly spread over them; all are in synapses.parquet). "
+        f"coloured by predicted class (grey: not predicted; at most {cap:,} per neuron, "
+        "evenly spread over them; all are in synapses.parquet). "
         f"Volume source: <code>{_e(source)}</code>.</p>"
         if source is not None
         else "",
         f"<p class='note'>{_e(note)}</p>" if note else "",
-        f'<table class="neurons">{header}{"".join(rows)}</table>',
+        f'<table class="neurons">{header}',
+        *rows,  # each its own part: a table of many neurons is never one string
+        "</table>",
         f"<h2>Neurons not called confidently ({len(doubtful)})</h2>",
         "<p>Shown with their most likely transmitter, but not clearly one: too few synapses, "
         "or a runner-up too close.</p>",
@@ -363,13 +369,28 @@ def _neuron_sections(
     ]
 
 
-def link_rows(rows: np.ndarray) -> np.ndarray:
-    """At most :data:`LINK_POINTS` of a neuron's ``rows``, evenly spread over them: a link
-    holds every point it shows, and browsers refuse links of megabytes."""
+def points_per_link(counts: list[int]) -> int:
+    """The most synapses one neuron's link shows (at most :data:`LINK_POINTS`): the largest
+    cap with which all links together show at most :data:`REPORT_POINTS` (each neuron shows
+    its synapses up to the cap: small neurons all of theirs, big ones an even sample)."""
+    counts = np.sort(np.asarray(counts, dtype=np.int64))
+    low, high = 1, LINK_POINTS
+    while low < high:  # the shown total grows with the cap
+        cap = (low + high + 1) // 2
+        if np.minimum(counts, cap).sum() <= REPORT_POINTS:
+            low = cap
+        else:
+            high = cap - 1
+    return low
+
+
+def link_rows(rows: np.ndarray, cap: int = LINK_POINTS) -> np.ndarray:
+    """At most ``cap`` of a neuron's ``rows``, evenly spread over them: a link holds every
+    point it shows, and browsers refuse links of megabytes."""
     rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) <= LINK_POINTS:
+    if len(rows) <= cap:
         return rows
-    return rows[np.linspace(0, len(rows) - 1, LINK_POINTS).round().astype(np.int64)]
+    return rows[np.linspace(0, len(rows) - 1, cap).round().astype(np.int64)]
 
 
 def _skipped_section(synapses: pd.DataFrame, volume) -> list[str]:

@@ -216,7 +216,8 @@ class Worker:
         seconds = time.perf_counter() - start
         if outcome == "released":
             self.store.release(job.id, self.name)
-        elif outcome == "cancelled":
+        elif outcome == "cancelled":  # files first: a job shown cancelled has none left
+            job_files.remove_job(self.config.results_dir, job.id)
             self.store.finish(job.id, self.name, "cancelled", "cancelled by the user")
         elif outcome in ("done", "failed"):
             result = {k: v for k, v in result.items() if k in RESULT_KEYS}
@@ -225,8 +226,8 @@ class Worker:
                 result["synapses_per_second"] = result["predicted"] / seconds
             if not self.store.finish(job.id, self.name, outcome, error_text, result):
                 outcome = "lost"
-        if outcome in ("cancelled", "failed"):  # the record says why; the files are of no use
-            job_files.remove_job(self.config.results_dir, job.id)
+        if outcome == "failed":  # the record says why; the files are of no use (not when the
+            job_files.remove_job(self.config.results_dir, job.id)  # job was lost: another runs it)
         log.info(
             f"job {outcome}",
             extra={
