@@ -14,7 +14,8 @@ downsamplings) whose cost leaves reading to dominate. A real HTTP server on loop
 (``tests/loopback_http.py``: HTTP/1.1, ETags, a latency added to every response, one
 bandwidth cap for all responses) serves the folder. Each round runs, for each network, each
 front-end on the local copy (a fresh copy per run: no chunk cached before) and over HTTP at
-each latency (a fresh server per run: nothing cached), interleaved; the table gives medians
+each latency (a fresh server process per run: nothing cached, and no GIL shared with the
+measured process), interleaved; the table gives medians
 over the rounds and the machine's load.
 
 - ``predict-positions``: every synapse of the table, whole call (volume opened, model
@@ -33,17 +34,20 @@ the scale read, and bytes served per synapse (goals: <= 1.05 requests per chunk;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from loopback_http import LoopbackServer, write_precomputed  # noqa: E402
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))
+from loopback_http import write_precomputed  # noqa: E402
 
 from synister.predict.blockwise import Source, predict_volume  # noqa: E402
 from synister.predict.positions import prepare_positions  # noqa: E402
@@ -148,15 +152,39 @@ def one_run(kind: str, front: str, bundle: Path, table: Path, base: Path, latenc
         shutil.copytree(base / "pc", run / "pc")  # nothing of it cached yet
         rate, n = measure(bundle, f"precomputed://{run / 'pc'}", table, *extra)
         return {"rate": rate}
-    with LoopbackServer(base, latency_s=latency_s, bandwidth_bytes_s=bandwidth) as server:
-        rate, n = measure(bundle, f"precomputed://{server.url}/pc", table, *extra)
-        requests, distinct = server.count(f"pc/{SCALE_KEY}"), server.distinct(f"pc/{SCALE_KEY}")
+    with server_process(base, latency_s, bandwidth) as (url, counts):
+        rate, n = measure(bundle, f"precomputed://{url}/pc", table, *extra)
+        got = counts(f"pc/{SCALE_KEY}")
         return {
             "rate": rate,
-            "requests_per_chunk": requests / distinct,
-            "chunks": distinct,
-            "bytes_per_synapse": server.bytes_sent / n,
+            "requests_per_chunk": got["requests"] / got["distinct"],
+            "chunks": got["distinct"],
+            "bytes_per_synapse": got["bytes_sent"] / n,
         }
+
+
+@contextlib.contextmanager
+def server_process(root: Path, latency_s: float, bandwidth: float):
+    """A loopback server (``tests/loopback_http.py``) in its own process: in this one its
+    threads would take the GIL from ``predict-positions``, which runs here. Yields its URL
+    and a function of a path prefix giving the requests, distinct paths and bytes sent."""
+    server = subprocess.Popen(
+        [sys.executable, str(TESTS / "loopback_http.py"), str(root), str(latency_s),
+         str(bandwidth)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = server.stdout.readline().strip()
+
+        def counts(prefix: str) -> dict:
+            server.stdin.write(prefix + "\n")
+            server.stdin.flush()
+            return json.loads(server.stdout.readline())
+
+        yield url, counts
+    finally:
+        server.stdin.close()
+        server.wait(30)
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import http.server
+import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -169,3 +171,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if body and payload:
             self.wfile.write(payload)
+
+
+def serve_until_told(root: str, latency_s: float, bandwidth_bytes_s: float | None) -> None:
+    """Run a :class:`LoopbackServer` in this process, for a measured run in another (so that
+    the server's threads do not share the measured process's GIL): prints its URL, then
+    answers each line ``PREFIX`` of stdin with the JSON counts of requests below it, until
+    stdin closes."""
+    with LoopbackServer(root, latency_s, bandwidth_bytes_s) as server:
+        print(server.url, flush=True)
+        for line in sys.stdin:
+            prefix = line.strip()
+            counts = {
+                "requests": server.count(prefix),
+                "distinct": server.distinct(prefix),
+                "bytes_sent": server.bytes_sent,
+            }
+            print(json.dumps(counts), flush=True)
+
+
+if __name__ == "__main__":  # python loopback_http.py ROOT LATENCY_S BANDWIDTH_BYTES_S|none
+    serve_until_told(
+        sys.argv[1], float(sys.argv[2]), None if sys.argv[3] == "none" else float(sys.argv[3])
+    )
