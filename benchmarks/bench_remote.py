@@ -26,7 +26,8 @@ over the rounds and the machine's load.
   default); the rate from the blocks' done markers (first to last finished block), so the
   workers' start-up does not count.
 
-Reported: synapses/s remote and local and their ratio, HTTP requests per distinct chunk of
+Reported: synapses/s remote and local and their ratio (for ``predict-positions`` also after
+its first batch, without the start-up's round trips), HTTP requests per distinct chunk of
 the scale read, and bytes served per synapse (goals: <= 1.05 requests per chunk; remote >=
 0.8x local at 20 ms and >= 0.5x at 100 ms).
 """
@@ -113,12 +114,21 @@ def make_bundle(setup_base: Path, out: Path, network: dict) -> None:
     export_model(setup, 1, out)
 
 
-def positions_rate(bundle: Path, volume: str, table: Path) -> tuple[float, int]:
-    """Synapses/s of the whole ``predict-positions`` work (open, load, predict all)."""
+def positions_rate(bundle: Path, volume: str, table: Path) -> tuple[float, int, float]:
+    """Synapses/s of the whole ``predict-positions`` work (open, load, predict all), and
+    after its first batch (without the start-up's round trips)."""
     started = time.perf_counter()
     job = prepare_positions(bundle, volume, table, threads=1, **COLUMNS)
-    n = job.predict(job.predictable, lambda rows, probabilities: None)
-    return n / (time.perf_counter() - started), n
+    first: list = []  # (time, synapses) of the first batch
+
+    def sink(rows, probabilities):
+        if not first:
+            first.append((time.perf_counter(), len(rows)))
+
+    n = job.predict(job.predictable, sink)
+    ended = time.perf_counter()
+    steady = (n - first[0][1]) / (ended - first[0][0])
+    return n / (ended - started), n, steady
 
 
 def volume_rate(
@@ -138,7 +148,7 @@ def volume_rate(
     stats.sort(key=lambda s: s["finished"])
     steady = sum(s["predicted"] for s in stats[1:])
     seconds = stats[-1]["finished"] - stats[0]["finished"]
-    return steady / seconds, summary["predicted"]
+    return steady / seconds, summary["predicted"], steady / seconds
 
 
 def one_run(kind: str, front: str, bundle: Path, table: Path, base: Path, latency_s: float,
@@ -150,13 +160,14 @@ def one_run(kind: str, front: str, bundle: Path, table: Path, base: Path, latenc
     extra = (run / "out", block_nm, setting) if front == "volume" else ()
     if kind == "local":
         shutil.copytree(base / "pc", run / "pc")  # nothing of it cached yet
-        rate, n = measure(bundle, f"precomputed://{run / 'pc'}", table, *extra)
-        return {"rate": rate}
+        rate, n, steady = measure(bundle, f"precomputed://{run / 'pc'}", table, *extra)
+        return {"rate": rate, "steady": steady}
     with server_process(base, latency_s, bandwidth) as (url, counts):
-        rate, n = measure(bundle, f"precomputed://{url}/pc", table, *extra)
+        rate, n, steady = measure(bundle, f"precomputed://{url}/pc", table, *extra)
         got = counts(f"pc/{SCALE_KEY}")
         return {
             "rate": rate,
+            "steady": steady,
             "requests_per_chunk": got["requests"] / got["distinct"],
             "chunks": got["distinct"],
             "bytes_per_synapse": got["bytes_sent"] / n,
@@ -246,19 +257,24 @@ def report(results: dict, args, loads: list[float]) -> None:
         f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n"
     )
     print("| network | front-end | workers | read ahead | latency | remote syn/s | local syn/s | "
-          "ratio | requests per chunk | chunks | kB per synapse |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "ratio | ratio after the first batch | requests per chunk | chunks | "
+          "kB per synapse |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for network, front, setting in cases(args):
         local = median((network, front, setting, "local", 0.0), "rate")
+        local_steady = median((network, front, setting, "local", 0.0), "steady")
         workers, read_ahead = setting
         for ms in args.latency_ms:
             key = (network, front, setting, "remote", ms / 1e3)
             remote = median(key, "rate")
             per_chunk = max(r["requests_per_chunk"] for r in results[key])
+            steady_ratio = (  # predict-volume's rate is after its first block already
+                f"{median(key, 'steady') / local_steady:.2f}" if front == "positions" else "="
+            )
             print(
                 f"| {network} | {front} | {workers} | {read_ahead or 'default'} | {ms:g} ms | "
                 f"{remote:.1f} | {local:.1f} | "
-                f"{remote / local:.2f} | {per_chunk:.3f} (max) | "
+                f"{remote / local:.2f} | {steady_ratio} | {per_chunk:.3f} (max) | "
                 f"{int(median(key, 'chunks'))} | "
                 f"{median(key, 'bytes_per_synapse') / 1e3:.1f} |"
             )
