@@ -13,7 +13,6 @@ A bottom-layer module: it imports nothing from synister.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import sys
 
@@ -23,9 +22,8 @@ __all__ = ["release_memory"]
 @functools.cache
 def _malloc_trim():
     """glibc's ``malloc_trim``, or None on a system without it (macOS, musl)."""
-    name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
+        return ctypes.CDLL(None).malloc_trim  # the C library this process runs on
     except (OSError, AttributeError):
         return None
 
