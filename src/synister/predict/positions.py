@@ -106,14 +106,6 @@ class PositionsJob:
     def classes(self) -> list[str]:
         return list(self.model.classes)
 
-    def centers(self, rows: np.ndarray) -> np.ndarray:
-        """Positions (z, y, x nm; N x 3) of ``rows`` (indices into ``table.rows``), a column
-        at a time: a million rows' positions are 24 MB, and no copy of all rows is made."""
-        centers = np.empty((len(rows), 3))
-        for axis, name in enumerate(("z_nm", "y_nm", "x_nm")):
-            centers[:, axis] = self.table.rows[name].to_numpy()[rows]
-        return centers
-
     @property
     def predictable(self) -> np.ndarray:
         """Indices into ``table.rows`` of the rows to predict."""
@@ -148,13 +140,13 @@ class PositionsJob:
         indices and probabilities of each batch."""
         rows = np.asarray(rows, dtype=np.int64)
         block_nm = np.asarray(self.predictor.input_shape_vox) * self.volume.voxel_size_nm
-        order = reading_order(self.centers(rows), block_nm)
+        order = reading_order(self.table.centers_zyx_nm(rows), block_nm)
         rows = rows[order]
         del order
         return self.predictor.predict_volume(
             self.volume,
             rows,
-            self.centers(rows),
+            self.table.centers_zyx_nm(rows),  # again, in that order: one copy at a time
             sink,
             on_computed=on_computed,
             tune_threads=tune_threads,
@@ -232,7 +224,7 @@ def prepare_positions(
         read_workers=read_workers,
         tta=tta,
     )
-    centers = table.centers_zyx_nm
+    centers = table.centers_zyx_nm()
     status = locate(volume, centers, model.input_shape_vox)
     check = check_positions(
         volume,

@@ -44,9 +44,15 @@ class PositionTable:
             "per-neuron summary (neurons.parquet); name the column with --neuron-column"
         )
 
-    @property
-    def centers_zyx_nm(self) -> np.ndarray:
-        return self.rows[["z_nm", "y_nm", "x_nm"]].to_numpy(dtype=np.float64)
+    def centers_zyx_nm(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Positions (z, y, x nm; N x 3) of ``rows`` (indices into :attr:`rows`; default
+        all), a column at a time: no copy of the table's rows is made on the way."""
+        count = len(self.rows) if rows is None else len(rows)
+        centers = np.empty((count, 3))
+        for axis, name in enumerate(("z_nm", "y_nm", "x_nm")):
+            column = self.rows[name].to_numpy(dtype=np.float64)
+            centers[:, axis] = column if rows is None else column[rows]
+        return centers
 
     def describe(self) -> dict:
         """How the table was read (for reports and run manifests), JSON-able."""
