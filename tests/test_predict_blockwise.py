@@ -46,6 +46,7 @@ from synister.predict.blockwise.source import rows_frame
 from synister.predict.blockwise.worker import read_ahead_blocks, take_blocks
 from synister.tables import choose_columns, position_rows, read_positions
 from synister.volumes import Volume, write_volume
+from synister.volumes.stage import memory_stage_path
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -301,14 +302,15 @@ def test_two_workers_give_the_per_patch_probabilities_of_every_synapse(world, ex
     )
     assert not neurons["confident"].any()  # fewer than 100 synapses each
 
-    stale = tmp_path / "out" / "staging" / "chunks"  # what a killed run's chunk stage left
-    stale.mkdir(parents=True)
-    (stale / "0.0.0").write_bytes(b"x")
+    stale = tmp_path / "out" / "staging"  # what a killed run's chunk stages left
+    for folder in (stale, memory_stage_path(stale)):
+        (folder / "chunks").mkdir(parents=True)
+        (folder / "chunks" / "0.0.0").write_bytes(b"x")
     killed_write = tmp_path / "out" / "synapses" / ".block_00000_00000_00000.parquet.tmp12200"
     killed_write.write_bytes(b"half a shard")  # what a kill -9 during a shard's write leaves
     again = run(base, tmp_path / "out")  # complete: nothing is run again
     assert again["blocks_run"] == 0 and again["blocks_skipped"] == 18
-    assert not (tmp_path / "out" / "staging").exists()
+    assert not stale.exists() and not memory_stage_path(stale).exists()
     assert not killed_write.exists()
     with pytest.raises(ValueError, match="read_ahead must be >= 1, got 0"):
         run(base, tmp_path / "out", read_ahead=0)

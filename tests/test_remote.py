@@ -8,6 +8,8 @@ import fcntl
 import json
 import os
 import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,7 +24,7 @@ from synister.predict import PatchBatches, predict_positions
 from synister.predict.blockwise import Source, predict_volume
 from synister.volumes import Volume, locate
 from synister.volumes.locate import describe_error, redact, split_location
-from synister.volumes.stage import ChunkStage
+from synister.volumes.stage import ChunkStage, memory_stage_path, stage_folder
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -250,6 +252,33 @@ def test_volumes_sharing_a_stage_fetch_each_chunk_once(folder, server, tmp_path)
         np.array([[-40.0, 60.0, 500.0], [300.0, 200.0, 200.0]]), (4, 16, 16)))  # fmt: skip
 
 
+def test_a_stage_is_kept_in_memory_where_there_is_room(tmp_path):
+    on_disk = tmp_path / "out" / "staging"
+    memory = tmp_path / "shm"
+    memory.mkdir()
+    kept = stage_folder(on_disk, 2**20, root=memory)
+    assert kept.parent == memory and kept == memory_stage_path(on_disk, memory)
+    assert kept != memory_stage_path(tmp_path / "other" / "staging", memory)  # one per run
+    assert stage_folder(on_disk, 2**62, root=memory) == on_disk  # no room for it
+    assert stage_folder(on_disk, 2**20, root=tmp_path / "none") == on_disk  # no such folder
+
+
+def test_a_stage_whose_run_ended_is_removed_when_the_next_one_is_placed(tmp_path):
+    memory = tmp_path / "shm"
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    stages = {}
+    for name, owner in (("ended", int(ended.stdout)), ("running", os.getpid())):
+        stages[name] = memory / f"synister-stage-{name}"
+        stages[name].mkdir(parents=True)
+        (stages[name] / "stage.json").write_text(json.dumps({"owner_pid": owner}))
+    being_made = memory / "synister-stage-new"  # its stage.json not written yet
+    being_made.mkdir()
+    stage_folder(tmp_path / "out" / "staging", 2**20, root=memory)
+    assert not stages["ended"].exists()
+    assert stages["running"].exists() and being_made.exists()
+
+
 def test_a_chunk_being_fetched_elsewhere_is_waited_for_not_fetched(folder, server, tmp_path):
     """Another process holds the chunk's lock: the read waits for it and reads what it
     wrote; a holder that ends without writing (died) leaves the fetch to the reader."""
@@ -322,6 +351,7 @@ def test_two_predict_volume_workers_fetch_each_chunk_once_and_leave_no_stage(
     requests, distinct = server.count("pc/4_4_40"), server.distinct("pc/4_4_40")
     assert requests / distinct <= 1.05, (requests, distinct)
     assert not (tmp_path / "out" / "staging").exists()
+    assert not memory_stage_path(tmp_path / "out" / "staging").exists()
     result = pd.read_parquet(tmp_path / "out" / "synapses").sort_values("row")
     local = predict_positions(bundle, folder / "pc", table, dataset="4_4_40", read_workers=0)
     np.testing.assert_allclose(

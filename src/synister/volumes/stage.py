@@ -10,7 +10,9 @@ taken waits on it and then reads what was written. Every read goes through this 
 mirror, opened so that a chunk not there is an error, never zeros.
 
 The folder is bounded: beyond its budget the chunks used least recently are removed (a read
-that then misses its chunk stages it again). Layout::
+that then misses its chunk stages it again). It lives in memory (``/dev/shm``, see
+:func:`stage_folder`) where there is room: its many small files then cost no disk writes,
+which on disk made two workers' remote reads 1.3 times slower. Layout::
 
     stage.json  shape, chunk shape and padding (z, y, x voxels), budget
     chunks/     the mirror: a zarr array, one file per chunk of the remote volume
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -37,6 +40,45 @@ STAGE_BYTES = 2**30
 #: lock files open at once per process (each holds a file descriptor)
 LOCKS_AT_ONCE = 256
 _CHUNK_NAME = re.compile(r"^\d+\.\d+\.\d+$")
+#: where stages are kept in memory when there is room
+MEMORY_ROOT = Path("/dev/shm")
+
+
+def memory_stage_path(on_disk: str | Path, root: str | Path = MEMORY_ROOT) -> Path:
+    """The folder in ``root`` for the stage whose place on disk is ``on_disk``: named after
+    it, so that a rerun replaces or removes what a killed run left there."""
+    key = hashlib.sha256(str(Path(on_disk).resolve()).encode()).hexdigest()[:16]
+    return Path(root) / f"synister-stage-{key}"
+
+
+def stage_folder(on_disk: str | Path, budget_bytes: int, root: str | Path = MEMORY_ROOT) -> Path:
+    """Where a stage of ``budget_bytes`` is kept: in memory (:func:`memory_stage_path`)
+    where ``root`` is a writable folder with room for twice the budget, else ``on_disk``.
+    Stages in ``root`` whose run has ended without removing them are removed first."""
+    root = Path(root)
+    remove_abandoned_stages(root)
+    try:
+        room = shutil.disk_usage(root).free if os.access(root, os.W_OK) else 0
+    except OSError:  # no such folder
+        room = 0
+    return memory_stage_path(on_disk, root) if room >= 2 * budget_bytes else Path(on_disk)
+
+
+def remove_abandoned_stages(root: str | Path = MEMORY_ROOT) -> list[Path]:
+    """Remove the stages in ``root`` whose creating process has ended (a run killed before
+    it could remove its stage would otherwise hold their memory until the machine restarts);
+    returns them."""
+    removed = []
+    for folder in Path(root).glob("synister-stage-*"):
+        try:
+            owner = int(json.loads((folder / "stage.json").read_text())["owner_pid"])
+            os.kill(owner, 0)
+        except ProcessLookupError:  # ended
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except (OSError, ValueError, KeyError):  # being made, not ours, or not a stage
+            continue
+    return removed
 
 
 class ChunkStage:
@@ -52,7 +94,8 @@ class ChunkStage:
         self.budget_bytes = int(settings["budget_bytes"])
         self.fetched = 0  # chunks this process fetched from the source
         self._since_evict = 0  # bytes this process staged since it last checked the budget
-        no_cache = ts.Context({"cache_pool": {"total_bytes_limit": 0}})  # the files are it
+        # the files are the cache; the stage is made anew by each run, so no fsync
+        no_cache = ts.Context({"cache_pool": {"total_bytes_limit": 0}, "file_io_sync": False})
         self._mirror = ts.open(
             {
                 "driver": "zarr",
@@ -101,7 +144,13 @@ class ChunkStage:
         ).result()
         write_json(
             folder / "stage.json",
-            {"shape_vox": shape, "chunk_vox": chunk, "pad_vox": pad, "budget_bytes": budget_bytes},
+            {
+                "shape_vox": shape,
+                "chunk_vox": chunk,
+                "pad_vox": pad,
+                "budget_bytes": budget_bytes,
+                "owner_pid": os.getpid(),
+            },
         )
         return cls(folder)
 

@@ -17,7 +17,7 @@ Store layout (``OUT``)::
     neurons.parquet                 per-neuron summary, written when every block is done
     logs/                           daisy's per-worker logs
     staging/                        chunks of a remote volume shared by the workers while the
-                                    run lasts (see :mod:`synister.volumes.stage`)
+                                    run lasts, where not in memory (:mod:`synister.volumes.stage`)
 """
 
 from __future__ import annotations

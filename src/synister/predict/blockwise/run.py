@@ -168,17 +168,19 @@ def schedule(
 
 
 def stage_chunks(plan: VolumePlan, raw, workers: int, read_ahead: int):
-    """A :class:`~synister.volumes.stage.ChunkStage` in ``OUT/staging`` for workers on this
-    machine reading a remote volume, so that a chunk near a block boundary is fetched once,
-    not by each worker whose blocks touch it (``None`` for one worker, whose chunk cache does
-    that, or a local volume). Its budget holds 4 times what the workers read at once."""
+    """A :class:`~synister.volumes.stage.ChunkStage` for workers on this machine reading a
+    remote volume, so that a chunk near a block boundary is fetched once, not by each worker
+    whose blocks touch it (``None`` for one worker, whose chunk cache does that, or a local
+    volume). Its budget holds 4 times what the workers read at once; it is kept in memory
+    where there is room, else in ``OUT/staging``."""
     if workers < 2 or not raw.remote:
         return None
-    from ...volumes.stage import STAGE_BYTES, ChunkStage
+    from ...volumes.stage import STAGE_BYTES, ChunkStage, stage_folder
 
     region = int(np.prod(np.asarray(plan.grid.block_vox) + np.asarray(plan.patch_vox)))
     budget = max(STAGE_BYTES, 4 * workers * read_ahead * region)
-    return ChunkStage.create(plan.store.staging_dir, raw.store, budget)
+    folder = stage_folder(plan.store.staging_dir, budget)
+    return ChunkStage.create(folder, raw.store, budget)
 
 
 def failures(plan: VolumePlan, names: Sequence[str], last_error: str | None) -> dict[str, str]:
@@ -251,6 +253,8 @@ def predict_volume(
     a killed or failed run stopped. ``strict``: refuse a table most of whose synapses fall
     outside the volume (see :func:`~synister.predict.blockwise.plan.prepare`).
     """
+    from ...volumes.stage import memory_stage_path
+
     if read_ahead is not None and read_ahead < 1:
         raise ValueError(f"read_ahead must be >= 1, got {read_ahead}")
     started = time.perf_counter()
@@ -295,6 +299,11 @@ def predict_volume(
             if read_ahead is None:
                 read_ahead = read_ahead_blocks(plan.grid.block_vox, plan.patch_vox)
             stage = stage_chunks(plan, raw, workers, read_ahead) if local else None
+            if stage is not None:
+                log(
+                    f"the workers share the chunks they fetch in {stage.folder} (up to "
+                    f"{stage.budget_bytes / 2**30:.1f} GiB, removed at the end)"
+                )
             launcher = Launcher(
                 str(plan.store.path.resolve()), device, threads, batch_size,
                 str(worker_config) if worker_config else None, read_ahead,
@@ -307,7 +316,8 @@ def predict_volume(
             )  # fmt: skip
             last_error = state.last_worker_error
     finally:  # the stage lasts one run (also what a killed run left)
-        shutil.rmtree(plan.store.staging_dir, ignore_errors=True)
+        for folder in (plan.store.staging_dir, memory_stage_path(plan.store.staging_dir)):
+            shutil.rmtree(folder, ignore_errors=True)
     unfinished = incomplete_blocks(plan)
     seconds = time.perf_counter() - started
     counts = plan.shards()
