@@ -222,7 +222,10 @@ class Service:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
+        # idle connections dropped well before the service closes them (keep_alive_seconds,
+        # 5 s): a request sent on one as the service closes it fails with "disconnected"
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        return httpx.Client(base_url=self.base, headers=headers, timeout=60, limits=limits)
 
     def start_worker(self) -> subprocess.Popen:
         """An extra `synister serve worker` (as on another machine)."""
