@@ -325,11 +325,16 @@ def test_export_best_iteration_from_the_setups_validation_runs(tmp_path):
     _store_run(url, "skeleton_e_t0_p4", setup, 200, "test", 0.5)
     _store_run(url, "skeleton_e_t1_p0", other, 100, "validation", 1.0, train=1)  # other setup
     _store_run(url, "skeleton_e_t0_p5", setup, "late", "validation", 1.0)  # unreadable meta
-    out = export_model(setup, "best", tmp_path / "best")
+    out = export_model(setup, "best", tmp_path / "best", rule="accuracy")  # the original's
     bundle = load_bundle(out)
     assert bundle.iteration == 200 and bundle.checkpoint.name == "model_checkpoint_200"
     provenance = bundle.provenance
-    assert provenance["iteration_chosen"] == "best validation synapse accuracy"
+    assert provenance["iteration_chosen"] == (
+        "validation runs, accuracy rule (the best synapse accuracy, the earliest on ties: "
+        "the original's)"
+    )
+    # the default, the demo's rule: the latest, as 200 is no better than 300
+    assert load_bundle(export_model(setup, "best", tmp_path / "margin")).iteration == 300
     assert [r["run"] for r in provenance["prediction_runs"]] == [
         "skeleton_e_t0_p4",
         "skeleton_e_t0_p5",  # no iteration: first
@@ -354,6 +359,22 @@ def test_export_best_iteration_from_the_setups_validation_runs(tmp_path):
     plain = load_bundle(export_model(setup, 100, tmp_path / "it100"))
     assert list(plain.provenance["metrics"]) == ["validation"]
     assert plain.provenance["metrics"]["validation"]["synapse_accuracy"] == pytest.approx(0.5)
+
+
+def test_export_best_by_the_margin_rule_keeps_a_clearly_better_earlier_iteration(tmp_path):
+    url = _world(tmp_path)
+    setup = _setup(tmp_path, url)
+    for iteration in (100, 200, 300):
+        _checkpoint(setup, iteration, seed=iteration)
+    _store_run(url, "skeleton_e_t0_p0", setup, 100, "validation", 0.5)
+    _store_run(url, "skeleton_e_t0_p1", setup, 200, "validation", 1.0)
+    _store_run(url, "skeleton_e_t0_p2", setup, 300, "validation", 0.25)
+    for rule, expected in (("margin", 200), ("last", 300), ("accuracy", 200)):
+        bundle = load_bundle(export_model(setup, "best", tmp_path / rule, rule=rule))
+        assert bundle.iteration == expected, rule
+    with pytest.raises(BundleError, match="--rule: expected one of accuracy, nll"):
+        export_model(setup, "best", tmp_path / "x", rule="best")
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_crash_while_writing_leaves_no_half_bundle(tmp_path, monkeypatch):

@@ -28,7 +28,17 @@ def export_model_command(
         str | None,
         typer.Option(
             "--iteration",
-            help="Checkpoint iteration of the setup, or 'best': the best validation run's.",
+            help="Checkpoint iteration of the setup, or 'best': the one --rule picks among "
+            "the setup's validation runs.",
+        ),
+    ] = None,
+    rule: Annotated[
+        str | None,
+        typer.Option(
+            "--rule",
+            help="How --iteration best picks: margin (the latest, unless an earlier one is "
+            "better by more than the bootstrap standard error of the difference; the demo's), "
+            "accuracy (the best synapse accuracy: the original's), nll, balanced, last.",
         ),
     ] = None,
     train_config: Annotated[
@@ -52,6 +62,7 @@ def export_model_command(
     setup's prediction runs). predict-positions, predict-volume and the service load bundles.
     """
     from synister.evaluate.provenance import export_model
+    from synister.evaluate.selection import DEFAULT_RULE
     from synister.layout import train_config_beside
     from synister.models.bundle import BundleError, bundle_from_checkpoint, load_bundle
 
@@ -72,7 +83,9 @@ def export_model_command(
             if iteration != "best" and not iteration.isdigit():
                 fail(f"--iteration: expected a number or 'best', got {iteration!r}")
             chosen = "best" if iteration == "best" else int(iteration)
-            written = export_model(source, chosen, out, averaged=averaged, overwrite=force)
+            written = export_model(
+                source, chosen, out, averaged=averaged, overwrite=force, rule=rule or DEFAULT_RULE
+            )
         bundle = load_bundle(written)
     except BundleError as exc:
         fail(str(exc))

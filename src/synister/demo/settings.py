@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..evaluate.selection import SELECTION_RULES
+from ..evaluate.selection import DEFAULT_RULE, SELECTION_RULES
 
 NETWORKS = {"resnet": "ResNet18", "vgg": "VGG"}
 
@@ -54,7 +54,7 @@ class DemoSettings:
     #: (0.992/0.883/0.950 against 0.992/0.892/0.958); ``margin`` keeps the last one unless an
     #: earlier one is better by more than its standard error, so one synapse cannot flip it.
     final_weights: str = "raw"
-    checkpoint_rule: str = "margin"
+    checkpoint_rule: str = DEFAULT_RULE
     # a curriculum: first this many iterations on the (default-sized) ``pretrain_preset``
     pretrain_preset: str = "easy"
     pretrain_iterations: int = 0

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from synister.config import ConfigError, TrainConfig, read_ini, resolve_paths
-from synister.db import public_url
+from synister.db import open_database, public_url
 from synister.layout import (
     AVERAGED_SUFFIX,
     TRAIN_FILE,
@@ -30,6 +30,9 @@ from synister.layout import (
     train_id_of,
 )
 from synister.models.bundle import BundleError, weights_and_record, write_bundle
+
+from .calibrate import labelled_run
+from .selection import DEFAULT_RULE, RULE_WORDS, SELECTION_RULES, Labelled, choose_checkpoint
 
 EVALUATIONS_NOTE = (
     "metrics computed when the bundle was made from the setup's prediction runs stored in its "
@@ -165,9 +168,13 @@ def setup_provenance(setup_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
     return cfg, provenance
 
 
-def best_validation_iteration(setup_dir: Path, provenance: dict[str, Any]) -> int:
-    """The iteration of the complete validation run with the highest synapse accuracy (ties:
-    the earliest iteration), as ``synister evaluate`` picks its best run."""
+def best_validation_iteration(
+    setup_dir: Path, provenance: dict[str, Any], rule: str = DEFAULT_RULE, cfg=None
+) -> int:
+    """The iteration ``rule`` (see :func:`~synister.evaluate.selection.choose_checkpoint`)
+    picks among the setup's complete validation runs; ``accuracy``: the highest synapse
+    accuracy (ties: the earliest), as ``synister evaluate`` picks its best run. The other
+    rules read the runs' predictions from ``cfg``'s database."""
     candidates = [
         run
         for run in provenance["prediction_runs"]
@@ -188,8 +195,20 @@ def best_validation_iteration(setup_dir: Path, provenance: dict[str, Any]) -> in
             f"(synister prepare-prediction -d BASE -e {experiment} -t {train} -i ITERATIONS -v, "
             "then synister predict on those setups), or give --iteration N"
         )
-    best = min(candidates, key=lambda r: (-r["synapse_accuracy"], int(r["iteration"])))
-    return int(best["iteration"])
+    if rule == "accuracy":
+        best = min(candidates, key=lambda r: (-r["synapse_accuracy"], int(r["iteration"])))
+        return int(best["iteration"])
+    by_iteration = {}  # one run per iteration: raw weights before averaged, then the first
+    for run in sorted(candidates, key=lambda r: bool(r.get("averaged", False))):
+        by_iteration.setdefault(int(run["iteration"]), run["run"])
+    with open_database(cfg.database_url()) as db:
+        tables = {i: labelled_run(db, run) for i, run in by_iteration.items()}
+    shared = set.intersection(*(set(t[2]["synapse_id"]) for t in tables.values()))
+    data = []
+    for iteration, (classes, _, labelled) in tables.items():  # the same synapses, in order
+        labelled = labelled[labelled["synapse_id"].isin(shared)].sort_values("synapse_id")
+        data.append((iteration, Labelled.from_table(labelled, classes)))
+    return choose_checkpoint(data, rule)
 
 
 def export_model(
@@ -199,11 +218,15 @@ def export_model(
     *,
     averaged: bool = False,
     overwrite: bool = False,
+    rule: str = DEFAULT_RULE,
 ) -> Path:
-    """A bundle of training setup ``setup_dir`` at ``iteration``, or at the best validation
-    iteration (``"best"``), with the metrics of the setup's prediction runs as provenance (see
-    the functions above); ``averaged``: the weight average saved beside that checkpoint
-    (``ema_decay``) instead of its raw weights. Returns the bundle folder."""
+    """A bundle of training setup ``setup_dir`` at ``iteration``, or at the iteration ``rule``
+    picks among its validation runs (``"best"``; :func:`best_validation_iteration`), with the
+    metrics of the setup's prediction runs as provenance (see the functions above);
+    ``averaged``: the weight average saved beside that checkpoint (``ema_decay``) instead of
+    its raw weights. Returns the bundle folder."""
+    if rule not in SELECTION_RULES:
+        raise BundleError(f"--rule: expected one of {', '.join(SELECTION_RULES)}, got {rule!r}")
     setup_dir = Path(setup_dir).expanduser().resolve()
     if not is_train_setup(setup_dir):
         raise BundleError(
@@ -212,8 +235,8 @@ def export_model(
         )
     config, provenance = setup_provenance(setup_dir)
     if iteration == "best":
-        iteration = best_validation_iteration(setup_dir, provenance)
-        provenance["iteration_chosen"] = "best validation synapse accuracy"
+        iteration = best_validation_iteration(setup_dir, provenance, rule, config)
+        provenance["iteration_chosen"] = f"validation runs, {rule} rule ({RULE_WORDS[rule]})"
     else:
         provenance["iteration_chosen"] = "given"
     iteration = int(iteration)

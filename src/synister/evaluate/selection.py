@@ -27,6 +27,17 @@ NEURON_RULES = ("vote", "mean", "log", "bayes")
 #: log-likelihood, best balanced accuracy, the latest unless an earlier one beats it by more
 #: than the bootstrap standard error of the difference, the latest
 SELECTION_RULES = ("accuracy", "nll", "balanced", "margin", "last")
+#: the rule the demo and ``export-model --iteration best`` choose the final model by
+DEFAULT_RULE = "margin"
+#: each rule in words (provenance, help texts)
+RULE_WORDS = {
+    "accuracy": "the best synapse accuracy, the earliest on ties: the original's",
+    "nll": "the lowest negative log-likelihood",
+    "balanced": "the best balanced accuracy",
+    "margin": "the latest, unless an earlier one is better by more than the bootstrap standard "
+    "error of the difference",
+    "last": "the latest",
+}
 _PROBABILITY_FLOOR = 1e-12
 _BOOTSTRAP_RESAMPLES = 2000
 
