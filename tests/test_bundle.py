@@ -283,8 +283,11 @@ def _world(base: Path) -> str:
     return url
 
 
-def _store_run(url, run, setup, iteration, part, correct, *, only=None, experiment="e", train=0):
-    """A prediction run whose first ``correct`` share of synapses is predicted right."""
+def _store_run(
+    url, run, setup, iteration, part, correct, *, only=None, experiment="e", train=0, averaged=False
+):
+    """A prediction run whose first ``correct`` share of synapses is predicted right (of the
+    weight average beside the checkpoint with ``averaged``)."""
     with open_database(url) as db:
         table = db.synapses(split="skeleton", part=part)
         truth = np.array([CLASSES.index(next(iter(k))) for k in table["nt_known"]])
@@ -302,7 +305,8 @@ def _store_run(url, run, setup, iteration, part, correct, *, only=None, experime
             "train_number": train,
             "predict_number": 0,
             "iteration": iteration,
-            "checkpoint": str(setup / f"model_checkpoint_{iteration}"),
+            "checkpoint": str(setup / f"model_checkpoint_{iteration}")
+            + (".averaged" if averaged else ""),
             "classes": CLASSES,
         }
         db.create_prediction_run(run, CLASSES, meta)
@@ -375,6 +379,18 @@ def test_export_best_by_the_margin_rule_keeps_a_clearly_better_earlier_iteration
     with pytest.raises(BundleError, match="--rule: expected one of accuracy, nll"):
         export_model(setup, "best", tmp_path / "x", rule="best")
     assert not (tmp_path / "x").exists()
+    # the weight averages' own runs decide for --averaged: there 300 is clearly better
+    from synister.train.averaging import WeightAverage, save_average
+
+    for iteration, correct in ((100, 0.5), (200, 0.25), (300, 1.0)):
+        model = _checkpoint(setup, 50, seed=iteration)
+        save_average(WeightAverage(model, decay=0.5), setup / f"model_checkpoint_{iteration}",
+                     model, iteration)  # fmt: skip
+        _store_run(url, f"skeleton_e_t0_p{iteration // 100 + 2}", setup, iteration,
+                   "validation", correct, averaged=True)  # fmt: skip
+    averaged = load_bundle(export_model(setup, "best", tmp_path / "avg", averaged=True))
+    assert averaged.iteration == 300 and averaged.provenance["weights"] == "averaged"
+    assert load_bundle(export_model(setup, "best", tmp_path / "raw")).iteration == 200
 
 
 def test_a_crash_while_writing_leaves_no_half_bundle(tmp_path, monkeypatch):

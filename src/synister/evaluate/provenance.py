@@ -169,12 +169,17 @@ def setup_provenance(setup_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
 
 
 def best_validation_iteration(
-    setup_dir: Path, provenance: dict[str, Any], rule: str = DEFAULT_RULE, cfg=None
+    setup_dir: Path,
+    provenance: dict[str, Any],
+    rule: str = DEFAULT_RULE,
+    cfg=None,
+    averaged: bool = False,
 ) -> int:
     """The iteration ``rule`` (see :func:`~synister.evaluate.selection.choose_checkpoint`)
-    picks among the setup's complete validation runs; ``accuracy``: the highest synapse
-    accuracy (ties: the earliest), as ``synister evaluate`` picks its best run. The other
-    rules read the runs' predictions from ``cfg``'s database."""
+    picks among the setup's complete validation runs (those of the weights ``averaged`` says,
+    where there are any); ``accuracy``: the highest synapse accuracy (ties: the earliest), as
+    ``synister evaluate`` picks its best run. The other rules read the runs' predictions
+    from ``cfg``'s database."""
     candidates = [
         run
         for run in provenance["prediction_runs"]
@@ -195,11 +200,13 @@ def best_validation_iteration(
             f"(synister prepare-prediction -d BASE -e {experiment} -t {train} -i ITERATIONS -v, "
             "then synister predict on those setups), or give --iteration N"
         )
+    weights = [r for r in candidates if bool(r.get("averaged", False)) == averaged]
+    candidates = weights or candidates
     if rule == "accuracy":
         best = min(candidates, key=lambda r: (-r["synapse_accuracy"], int(r["iteration"])))
         return int(best["iteration"])
-    by_iteration = {}  # one run per iteration: raw weights before averaged, then the first
-    for run in sorted(candidates, key=lambda r: bool(r.get("averaged", False))):
+    by_iteration = {}  # one run per iteration: the first
+    for run in candidates:
         by_iteration.setdefault(int(run["iteration"]), run["run"])
     with open_database(cfg.database_url()) as db:
         tables = {i: labelled_run(db, run) for i, run in by_iteration.items()}
@@ -235,7 +242,7 @@ def export_model(
         )
     config, provenance = setup_provenance(setup_dir)
     if iteration == "best":
-        iteration = best_validation_iteration(setup_dir, provenance, rule, config)
+        iteration = best_validation_iteration(setup_dir, provenance, rule, config, averaged)
         provenance["iteration_chosen"] = f"validation runs, {rule} rule ({RULE_WORDS[rule]})"
     else:
         provenance["iteration_chosen"] = "given"
