@@ -171,8 +171,8 @@ def setup_provenance(setup_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
 def best_validation_iteration(
     setup_dir: Path,
     provenance: dict[str, Any],
+    cfg: TrainConfig,
     rule: str = DEFAULT_RULE,
-    cfg=None,
     averaged: bool = False,
 ) -> int:
     """The iteration ``rule`` (see :func:`~synister.evaluate.selection.choose_checkpoint`)
@@ -242,7 +242,7 @@ def export_model(
         )
     config, provenance = setup_provenance(setup_dir)
     if iteration == "best":
-        iteration = best_validation_iteration(setup_dir, provenance, rule, config, averaged)
+        iteration = best_validation_iteration(setup_dir, provenance, config, rule, averaged)
         provenance["iteration_chosen"] = f"validation runs, {rule} rule ({RULE_WORDS[rule]})"
     else:
         provenance["iteration_chosen"] = "given"

@@ -29,7 +29,7 @@ NEURON_RULES = ("vote", "mean", "log", "bayes")
 SELECTION_RULES = ("accuracy", "nll", "balanced", "margin", "last")
 #: the rule the demo and ``export-model --iteration best`` choose the final model by
 DEFAULT_RULE = "margin"
-#: each rule in words (provenance, help texts)
+#: each rule in words (for a bundle's provenance)
 RULE_WORDS = {
     "accuracy": "the best synapse accuracy, the earliest on ties: the original's",
     "nll": "the lowest negative log-likelihood",
