@@ -394,6 +394,28 @@ def test_evaluate_runs_writes_metrics_figures_and_a_self_contained_report(databa
     assert "LINa" in page and "model_checkpoint_1000" in page
 
 
+def test_the_final_model_of_a_trainings_checkpoints_is_chosen_as_the_demo_chooses(
+    database, tmp_path
+):
+    from synister.db import open_database
+
+    with open_database(database) as db:
+        # p1 and p2 are both all right: the best is the earlier, the final model the later
+        results = evaluate_runs(db, ["val_exp_t0_p1", "val_exp_t0_p2"], tmp_path / "a")
+        assert results["best"]["run"] == "val_exp_t0_p1"
+        assert results["final"] == {"run": "val_exp_t0_p2", "iteration": 3000, "rule": "margin"}
+        page = (tmp_path / "a" / "report.html").read_text()
+        assert "Final model of these checkpoints by the margin rule" in page
+        # p1 (all right) beats the later p0 (8 of 15) by more than its standard error
+        final = evaluate_runs(db, ["val_exp_t0_p0", "val_exp_t0_p1"], tmp_path / "b")["final"]
+        assert final["run"] == "val_exp_t0_p1"
+        one = evaluate_runs(db, ["val_exp_t0_p0"], tmp_path / "c", figures=False)
+        assert one["final"]["run"] == "val_exp_t0_p0"
+    from synister.cli.setup import best_iteration
+
+    assert best_iteration(tmp_path / "a", "exp", 0) == 3000  # prepare-prediction --best-of
+
+
 def test_evaluate_unknown_run_names_the_run(database, tmp_path):
     from synister.db import open_database
 
@@ -480,7 +502,7 @@ def test_no_best_across_different_synapse_sets(database, tmp_path):
     runs = ["val_exp_t0_p0", "val_exp_t0_p1", "other_exp_t0_p0", "val_two_t0_p0"]
     with open_database(database) as db:
         results = evaluate_runs(db, runs, tmp_path / "out", figures=False)
-    assert results["best"] is None
+    assert results["best"] is None and results["final"] is None  # not one training's series
     assert "different synapse sets" in results["best_refused"]
     sets = results["synapse_sets"]
     assert [s["runs"] for s in sets] == [runs[:2], runs[2:3], runs[3:]]
@@ -494,6 +516,9 @@ def test_no_best_across_different_synapse_sets(database, tmp_path):
     with open_database(database) as db:
         one = evaluate_runs(db, runs[:2], tmp_path / "one", figures=False)
     assert one["best"]["run"] == "val_exp_t0_p1" and one["best_refused"] is None
+    with open_database(database) as db:  # a test run: no final model chosen on it
+        test = evaluate_runs(db, runs[2:3], tmp_path / "test", figures=False)
+    assert test["best"]["run"] == "other_exp_t0_p0" and test["final"] is None
 
 
 def test_a_failed_evaluation_leaves_nothing_behind(database, tmp_path, monkeypatch):

@@ -149,8 +149,9 @@ def prepare_prediction_command(
         Path | None,
         typer.Option(
             "--best-of",
-            help="Instead of -i: the iteration of the best run in this folder of `synister "
-            "evaluate --out FOLDER` (the training's validation runs).",
+            help="Instead of -i: the final model that `synister evaluate --out FOLDER` chose "
+            "among the training's validation runs (the margin rule, as the demo and "
+            "export-model --iteration best choose; else its best run).",
         ),
     ] = None,
     validation: Annotated[
@@ -242,8 +243,9 @@ def prepare_prediction_command(
 
 
 def best_iteration(folder: Path, experiment: str, train_id: int) -> int:
-    """The iteration of the best run that ``synister evaluate --out FOLDER`` found, checked to
-    be a validation run of this training."""
+    """The iteration of the final model that ``synister evaluate --out FOLDER`` chose among a
+    training's validation runs (else of its best run), checked to be a validation run of this
+    training."""
     import json
 
     from synister.evaluate.runner import METRICS_FILE
@@ -257,7 +259,7 @@ def best_iteration(folder: Path, experiment: str, train_id: int) -> int:
         )
     except (OSError, ValueError) as error:
         fail(f"{folder / METRICS_FILE}: {error}")
-    best = results.get("best")
+    best = results.get("final") or results.get("best")
     if not best:
         fail(f"{folder}: the evaluation has no best run ({results.get('best_refused')})")
     meta = (results.get("runs") or {}).get(best["run"], {}).get("meta") or {}

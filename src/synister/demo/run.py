@@ -12,8 +12,8 @@ from ..config import load_predict_setup
 from ..db import PredictionRunExists, open_database
 from ..db.imports import import_files
 from ..evaluate import evaluate_runs
-from ..evaluate.calibrate import calibrate, calibration_digest, labelled_run
-from ..evaluate.selection import Labelled, choose_checkpoint
+from ..evaluate.calibrate import aligned_runs, calibrate, calibration_digest
+from ..evaluate.selection import choose_checkpoint
 from ..layout import averaged_path
 from ..models import checkpoint_path, list_checkpoints
 from ..predict import predict_setup
@@ -249,11 +249,7 @@ def run_demo(
     with open_database(db_url) as db:  # only these: a resumed demo also holds the test run
         runs = list(validation_runs.values())
         validation = evaluate_runs(db, runs, out / "evaluation_validation")
-        candidates = []
-        for iteration, run in validation_runs.items():
-            classes, _, labelled = labelled_run(db, run)
-            candidates.append((iteration, Labelled.from_table(labelled, classes)))
-        best_iteration = choose_checkpoint(candidates, rule)
+        best_iteration = choose_checkpoint(aligned_runs(db, validation_runs), rule)
         # the test run applies the calibration
         calibration = calibrate(db, setup, validation_runs[best_iteration])
     lap("evaluate_validation", t)

@@ -26,6 +26,7 @@ from ..models.calibration import check_temperature, read_calibration, write_cali
 from ..models.manifest import MANIFEST_FILE
 from . import calibration as cal
 from .metrics import label_predictions, prob_columns
+from .selection import Labelled
 
 #: Scores whose risk-coverage curves the evaluation shows (name -> NeuronScores attribute).
 RISK_COVERAGE_SCORES = {"top-class mean probability": "top_probability", "margin": "margin"}
@@ -170,6 +171,19 @@ def labelled_run(db, run: str) -> tuple[list[str], dict, pd.DataFrame]:
     if len(labelled):
         labelled[columns] = raw_probabilities(labelled[columns].to_numpy(), meta)
     return classes, dict(meta or {}), labelled
+
+
+def aligned_runs(db, runs: dict[int, str]) -> list[tuple[int, Labelled]]:
+    """``(iteration, labelled synapses)`` of ``runs`` (iteration -> run), each restricted to the
+    synapses all of them predicted, in one order: what
+    :func:`~synister.evaluate.selection.choose_checkpoint` compares."""
+    tables = {iteration: labelled_run(db, run) for iteration, run in runs.items()}
+    shared = set.intersection(*(set(t[2]["synapse_id"]) for t in tables.values()))
+    aligned = []
+    for iteration, (classes, _, labelled) in tables.items():
+        labelled = labelled[labelled["synapse_id"].isin(shared)].sort_values("synapse_id")
+        aligned.append((iteration, Labelled.from_table(labelled, classes)))
+    return aligned
 
 
 def model_of_run(model: Path, meta: dict, classes: list[str], run: str) -> LoadedModel:

@@ -31,8 +31,8 @@ from synister.layout import (
 )
 from synister.models.bundle import BundleError, weights_and_record, write_bundle
 
-from .calibrate import labelled_run
-from .selection import DEFAULT_RULE, RULE_WORDS, SELECTION_RULES, Labelled, choose_checkpoint
+from .calibrate import aligned_runs
+from .selection import DEFAULT_RULE, RULE_WORDS, SELECTION_RULES, choose_checkpoint
 
 EVALUATIONS_NOTE = (
     "metrics computed when the bundle was made from the setup's prediction runs stored in its "
@@ -209,13 +209,7 @@ def best_validation_iteration(
     for run in candidates:
         by_iteration.setdefault(int(run["iteration"]), run["run"])
     with open_database(cfg.database_url()) as db:
-        tables = {i: labelled_run(db, run) for i, run in by_iteration.items()}
-    shared = set.intersection(*(set(t[2]["synapse_id"]) for t in tables.values()))
-    data = []
-    for iteration, (classes, _, labelled) in tables.items():  # the same synapses, in order
-        labelled = labelled[labelled["synapse_id"].isin(shared)].sort_values("synapse_id")
-        data.append((iteration, Labelled.from_table(labelled, classes)))
-    return choose_checkpoint(data, rule)
+        return choose_checkpoint(aligned_runs(db, by_iteration), rule)
 
 
 def export_model(

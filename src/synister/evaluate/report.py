@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .runs import completeness_text, split_label
+from .selection import RULE_WORDS
 
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
@@ -69,6 +70,7 @@ def write_report(
         "<h2>Summary</h2>",
         _summary_table(results["runs"].values(), _best_runs(results)),
         _best_paragraph(results),
+        _final_paragraph(results),
     ]
     overall = figures.get("", {})
     if overall:
@@ -170,12 +172,18 @@ def _warnings_list(warnings: Sequence[str]) -> str:
 
 
 def _best_runs(results: dict) -> dict[str, str]:
-    """The best run, or each synapse set's best where no overall best is picked: run -> what
-    it is the best of."""
+    """The best run, or each synapse set's best where no overall best is picked, and the final
+    model: run -> what it is."""
     if results.get("best"):
-        return {results["best"]["run"]: "best"}
-    sets = results.get("synapse_sets") or []
-    return {s["best"]["run"]: "best of its synapse set" for s in sets if s.get("best")}
+        marked = {results["best"]["run"]: "best"}
+    else:
+        sets = results.get("synapse_sets") or []
+        marked = {s["best"]["run"]: "best of its synapse set" for s in sets if s.get("best")}
+    final = results.get("final")
+    if final:
+        label = f"final model ({final['rule']} rule)"
+        marked[final["run"]] = "; ".join(filter(None, (marked.get(final["run"]), label)))
+    return marked
 
 
 def _summary_table(runs, best_runs: dict[str, str]) -> str:
@@ -223,6 +231,18 @@ def _summary_table(runs, best_runs: dict[str, str]) -> str:
 def _best_sentence(best: dict) -> str:
     iteration = f" (iteration {_e(best['iteration'])})" if best.get("iteration") is not None else ""
     return f"<b>{_e(best['run'])}</b>{iteration}, accuracy {_fmt(best['synapse_accuracy'])}"
+
+
+def _final_paragraph(results: dict) -> str:
+    final = results.get("final")
+    if not final:
+        return ""
+    words = RULE_WORDS.get(final["rule"], "")
+    return (
+        f"<p>Final model of these checkpoints by the {_e(final['rule'])} rule ({_e(words)}; "
+        "<code>prepare-prediction --best-of</code> and <code>export-model --iteration best</code> "
+        f"take it): <b>{_e(final['run'])}</b> (iteration {_e(final['iteration'])}).</p>"
+    )
 
 
 def _best_paragraph(results: dict) -> str:

@@ -12,7 +12,9 @@ import pandas as pd
 
 from ..db import public_url, unknown_hemi_lineage
 from ..files import jsonable
+from ..layout import AVERAGED_SUFFIX
 from . import plots, report
+from .calibrate import aligned_runs
 from .outputs import (
     draw_run_figures,
     lineage_table,
@@ -27,7 +29,9 @@ from .runs import (
     accuracy_by_iteration,
     choose_best,
     evaluate_predictions,
+    series_key,
 )
+from .selection import DEFAULT_RULE, choose_checkpoint
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -207,6 +211,7 @@ def evaluate_runs(
 
     run_metrics = [e.metrics for e in evaluations]
     best = choose_best(run_metrics)
+    best["final"] = choose_final(db, run_metrics)
     curves = accuracy_by_iteration(run_metrics)
     results = {
         "database": public_url(db.url),
@@ -221,6 +226,33 @@ def evaluate_runs(
     with staged_folder(out_dir) as staging:
         _write_outputs(staging, results, evaluations, curves, figures)
     return results
+
+
+def choose_final(db, run_metrics: Sequence[dict]) -> dict | None:
+    """The final model among validation runs of one training's checkpoints (one series, one
+    kind of weights, complete, one run per iteration) by :data:`~.selection.DEFAULT_RULE`, as
+    the demo and ``export-model --iteration best`` choose it: ``run``, ``iteration``,
+    ``rule``; None for other sets of runs."""
+    candidates = [
+        m
+        for m in run_metrics
+        if m["iteration"] is not None
+        and m.get("completeness", {}).get("status") != "incomplete"
+        and m["synapse"]["n"] > 0
+    ]
+    kinds = {
+        (series_key(m), str(m["meta"].get("checkpoint") or "").endswith(AVERAGED_SUFFIX))
+        for m in candidates
+    }
+    iterations = {int(m["iteration"]): m["run"] for m in candidates}
+    if (
+        len(kinds) != 1
+        or len(iterations) != len(candidates)
+        or candidates[0]["meta"].get("split_part") != "validation"
+    ):
+        return None
+    iteration = choose_checkpoint(aligned_runs(db, iterations), DEFAULT_RULE)
+    return {"run": iterations[iteration], "iteration": iteration, "rule": DEFAULT_RULE}
 
 
 def _write_outputs(
