@@ -12,8 +12,7 @@ from ..config import load_predict_setup
 from ..db import PredictionRunExists, open_database
 from ..db.imports import import_files
 from ..evaluate import evaluate_runs
-from ..evaluate.calibrate import aligned_runs, calibrate, calibration_digest
-from ..evaluate.selection import choose_checkpoint
+from ..evaluate.calibrate import calibrate, calibration_digest
 from ..layout import averaged_path
 from ..models import checkpoint_path, list_checkpoints
 from ..predict import predict_setup
@@ -248,8 +247,8 @@ def run_demo(
     _say(f"4/6 evaluating the validation runs, choosing the final model ({rule}), calibrating it")
     with open_database(db_url) as db:  # only these: a resumed demo also holds the test run
         runs = list(validation_runs.values())
-        validation = evaluate_runs(db, runs, out / "evaluation_validation")
-        best_iteration = choose_checkpoint(aligned_runs(db, validation_runs), rule)
+        validation = evaluate_runs(db, runs, out / "evaluation_validation", final_rule=rule)
+        best_iteration = validation["final"]["iteration"]
         # the test run applies the calibration
         calibration = calibrate(db, setup, validation_runs[best_iteration])
     lap("evaluate_validation", t)

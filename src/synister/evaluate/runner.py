@@ -160,6 +160,7 @@ def evaluate_runs(
     rules: EvaluationRules = DEFAULT_RULES,
     allow_incomplete: bool = False,
     figures: bool = True,
+    final_rule: str = DEFAULT_RULE,
 ) -> dict:
     """Evaluate ``runs`` of ``db``, write metrics, figures and the report to ``out_dir``, and
     return the metrics (the content of ``metrics.json``; NaN is written as null).
@@ -170,8 +171,9 @@ def evaluate_runs(
     ``allow_incomplete``; they are never the best. ``rules``: see
     :class:`~synister.evaluate.runs.EvaluationRules`. A best run is only picked among runs of one
     synapse set (split, part and classes); otherwise ``best`` is None, ``best_refused`` says why
-    and ``synapse_sets`` lists each set's best. ``figures=False`` skips the PNGs (about 1.5 s per
-    run); the report then holds tables only.
+    and ``synapse_sets`` lists each set's best. ``final``: the final model of one training's
+    validation runs by ``final_rule`` (see :func:`choose_final`). ``figures=False`` skips the
+    PNGs (about 1.5 s per run); the report then holds tables only.
     """
     runs = list(runs)
     if not runs:
@@ -211,7 +213,6 @@ def evaluate_runs(
 
     run_metrics = [e.metrics for e in evaluations]
     best = choose_best(run_metrics)
-    best["final"] = choose_final(db, run_metrics)
     curves = accuracy_by_iteration(run_metrics)
     results = {
         "database": public_url(db.url),
@@ -219,6 +220,7 @@ def evaluate_runs(
         "runs": {e.run: e.metrics for e in evaluations},
         "accuracy_vs_iteration": curves,
         **best,
+        "final": choose_final(db, run_metrics, final_rule),
         "warnings": warnings,
         "report": str(out_dir / REPORT_FILE),
     }
@@ -228,11 +230,11 @@ def evaluate_runs(
     return results
 
 
-def choose_final(db, run_metrics: Sequence[dict]) -> dict | None:
+def choose_final(db, run_metrics: Sequence[dict], rule: str = DEFAULT_RULE) -> dict | None:
     """The final model among validation runs of one training's checkpoints (one series, one
-    kind of weights, complete, one run per iteration) by :data:`~.selection.DEFAULT_RULE`, as
-    the demo and ``export-model --iteration best`` choose it: ``run``, ``iteration``,
-    ``rule``; None for other sets of runs."""
+    kind of weights, complete, one run per iteration) by ``rule`` (default as ``export-model
+    --iteration best`` chooses), read again from ``db`` with raw probabilities: ``run``,
+    ``iteration``, ``rule``; None for other sets of runs."""
     candidates = [
         m
         for m in run_metrics
@@ -251,8 +253,8 @@ def choose_final(db, run_metrics: Sequence[dict]) -> dict | None:
         or candidates[0]["meta"].get("split_part") != "validation"
     ):
         return None
-    iteration = choose_checkpoint(aligned_runs(db, iterations), DEFAULT_RULE)
-    return {"run": iterations[iteration], "iteration": iteration, "rule": DEFAULT_RULE}
+    iteration = choose_checkpoint(aligned_runs(db, iterations), rule)
+    return {"run": iterations[iteration], "iteration": iteration, "rule": rule}
 
 
 def _write_outputs(
