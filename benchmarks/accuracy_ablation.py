@@ -25,7 +25,8 @@ from synister.data import training_synapses
 from synister.db import PredictionRunExists, open_database
 from synister.demo.run import EXPERIMENT
 from synister.evaluate.calibrate import calibration_summary, labelled_run
-from synister.evaluate.calibration import UnclearThresholds
+from synister.evaluate.calibration import UnclearThresholds, logits_from_probabilities
+from synister.evaluate.class_scaling import fit_class_scaling, neuron_calls
 from synister.evaluate.metrics import balanced_accuracy, confusion_matrix
 from synister.evaluate.selection import (
     NEURON_RULES,
@@ -50,6 +51,9 @@ from synister.setup import prepare_prediction_setups, train_setup_dir
 PARTS = ("validation", "test")
 WEIGHTS = ("raw", "averaged")
 BASELINE = ("raw", "accuracy", "vote")
+#: the neuron rule of a class scaling fitted on the validation run (synister calibrate's)
+CALIBRATED_LOG = "calibrated_log"
+ALL_RULES = (*NEURON_RULES, CALIBRATED_LOG)
 
 
 def _say(message: str) -> None:
@@ -143,12 +147,28 @@ def _neuron_scores(data: Labelled, rule: str, priors) -> tuple[dict, np.ndarray]
     return {**scores, "balanced_accuracy": balanced_accuracy(confusion)}, correct
 
 
-def _score_test(test: Labelled, table, validation_table, classes, priors) -> dict:
+def _calibrated_log(test: Labelled, validation: Labelled) -> tuple[dict, np.ndarray]:
+    """Test neurons by the summed log-probability after a class scaling fitted on the
+    validation run of the same model (what ``synister calibrate`` stores)."""
+    scaling = fit_class_scaling(logits_from_probabilities(validation.probabilities),
+                                validation.true_idx)  # fmt: skip
+    ids, calls = neuron_calls(test.neuron_ids, test.probabilities, scaling)
+    truth = neuron_decisions(test, "vote")["true_idx"].to_numpy()  # sorted by neuron id too
+    correct = calls == truth
+    confusion = confusion_matrix(truth, calls, test.n_classes)
+    scores = {**bootstrap_accuracy(ids, correct), "balanced_accuracy": balanced_accuracy(confusion)}
+    return scores, correct
+
+
+def _score_test(test: Labelled, table, validation, classes, priors) -> dict:
+    """Scores of a pick on the test part; ``validation``: (table, Labelled) of the same model."""
+    validation_table, validation_data = validation
     synapse = bootstrap_accuracy(test.neuron_ids, test.correct())
     synapse["balanced_accuracy"] = test.synapse_scores()["balanced_accuracy"]
     neuron, correct = {}, {}
     for rule in NEURON_RULES:
         neuron[rule], correct[rule] = _neuron_scores(test, rule, priors)
+    neuron[CALIBRATED_LOG], correct[CALIBRATED_LOG] = _calibrated_log(test, validation_data)
     # the unclear call: thresholds chosen on the validation run of the same model
     chosen, _ = calibration_summary(validation_table, classes, None)
     thresholds = UnclearThresholds(**chosen["unclear"]["thresholds"])
@@ -198,7 +218,7 @@ def ablation(out: Path, device=None) -> dict:
             iteration = choose_checkpoint(candidates, rule)
             table, test = data[weights, "test", iteration]
             scored, correct = _score_test(
-                test, table, data[weights, "validation", iteration][0], classes, priors
+                test, table, data[weights, "validation", iteration], classes, priors
             )
             correct_of[weights, rule] = (test, correct)
             rows.append({"weights": weights, "rule": rule, "iteration": iteration, **scored})
@@ -212,7 +232,7 @@ def ablation(out: Path, device=None) -> dict:
             ),
         }
         neurons = np.unique(test.neuron_ids)
-        for rule in NEURON_RULES:
+        for rule in ALL_RULES:
             row["versus_today"][f"neuron_{rule}"] = float(
                 correct[rule].mean() - base_correct["vote"].mean()
             )
@@ -223,7 +243,7 @@ def ablation(out: Path, device=None) -> dict:
             "synapse": _fraction(row["synapse"]["accuracy"], ceiling.get("synapse")),
             **{
                 f"neuron_{r}": _fraction(row["neuron"][r]["accuracy"], ceiling.get("neuron"))
-                for r in NEURON_RULES
+                for r in ALL_RULES
             },
         }
     record = {
@@ -268,13 +288,16 @@ def ablation_table(record: dict) -> str:
         f"image-level ceiling synapse {ceiling.get('synapse', float('nan')):.3f}, neuron "
         f"{ceiling.get('neuron', float('nan')):.3f}. ± is the bootstrap standard error over "
         "test neurons; Δ is the difference to today's choice (raw weights, best validation "
-        "synapse accuracy, majority vote) with its paired standard error. swa: the mean "
+        "synapse accuracy, majority vote) with its paired standard error. Calibrated log: "
+        "the summed log-probability after one scale and one bias per class fitted on the "
+        "validation run of the same model (synister calibrate's class scaling). swa: the mean "
         f"weights of iterations {', '.join(map(str, record['swa_iterations']))}.",
         "",
         "| weights | checkpoint rule | iteration | synapse | of ceiling | Δ synapse | neuron vote "
-        "| neuron mean | neuron log | neuron bayes | of ceiling (mean) | Δ neuron (mean) "
+        "| neuron mean | neuron log | neuron bayes | neuron calibrated log | of ceiling (mean) "
+        "| Δ neuron (mean) | of ceiling (calibrated log) | Δ neuron (calibrated log) "
         "| unclear: coverage, accuracy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in record["rows"]:
         frac = row["of_image_ceiling"]
@@ -284,8 +307,9 @@ def ablation_table(record: dict) -> str:
             f"| {_text(frac['synapse'])} | {_delta(row, 'synapse')} "
             f"| {_pm(row['neuron']['vote'])} | {_pm(row['neuron']['mean'])} "
             f"| {_pm(row['neuron']['log'])} | {_pm(row['neuron']['bayes'])} "
-            f"| {_text(frac['neuron_mean'])} "
-            f"| {_delta(row, 'neuron_mean')} "
+            f"| {_pm(row['neuron'][CALIBRATED_LOG])} | {_text(frac['neuron_mean'])} "
+            f"| {_delta(row, 'neuron_mean')} | {_text(frac['neuron_' + CALIBRATED_LOG])} "
+            f"| {_delta(row, 'neuron_' + CALIBRATED_LOG)} "
             f"| {unclear['coverage']:.2f}, {unclear['accuracy']:.3f} |"
         )
     lines += [

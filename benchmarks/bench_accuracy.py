@@ -69,8 +69,14 @@ def learning_curve(summary: dict) -> dict:
             "synapse": syn,
             "neuron": neu,
             "neuron_mean_probability": summary["test_neuron_accuracy_mean_probability"],
+            "neuron_calibrated_log": summary.get("test_neuron_accuracy_calibrated_log"),
             "synapse_fraction": _fractions(syn, test, "synapse"),
             "neuron_fraction": _fractions(neu, test, "neuron"),
+            "neuron_calibrated_log_fraction": (
+                _fractions(summary["test_neuron_accuracy_calibrated_log"], test, "neuron")
+                if "test_neuron_accuracy_calibrated_log" in summary
+                else None
+            ),
             "n_synapses": summary["test_synapses"],
             "n_neurons": summary["test_neurons"],
             "ceilings": test,
@@ -188,7 +194,15 @@ def main() -> None:
         f"{test['synapse_fraction']['of_image_ceiling'] or float('nan'):.3f} of the image "
         f"ceiling, {test['synapse_fraction']['of_oracle']:.3f} of the oracle; neuron "
         f"{test['neuron']:.3f} = {test['neuron_fraction']['of_image_ceiling'] or float('nan'):.3f}"
-        f" / {test['neuron_fraction']['of_oracle']:.3f}; curve: {png}"
+        f" / {test['neuron_fraction']['of_oracle']:.3f} (vote)"
+        + (
+            f", {test['neuron_calibrated_log']:.3f} = "
+            f"{test['neuron_calibrated_log_fraction']['of_image_ceiling'] or float('nan'):.3f} "
+            "(calibrated log)"
+            if test["neuron_calibrated_log"] is not None
+            else ""
+        )
+        + f"; curve: {png}"
     )
     from accuracy_ablation import ablation
 

@@ -23,6 +23,7 @@ from synister.evaluate.calibrate import (
     labelled_run,
     raw_probabilities,
 )
+from synister.evaluate.class_scaling import ClassScaling, neuron_calls
 from synister.models import build_model, save_checkpoint
 from synister.models.calibration import (
     CalibrationError,
@@ -133,6 +134,11 @@ def test_calibrate_stores_the_fitted_temperature_beside_the_checkpoint(world):
     # call is right): it is measured, not fitted
     assert 0 < record["neuron"]["after"]["nll"] and record["neuron"]["after"]["n"] == 30
     assert record["unclear"]["thresholds"]["min_synapses"] >= 1
+    # the class scaling of the calibrated-log neuron rule: here only the temperature is wrong
+    scaling = record["class_scaling"]
+    assert scaling["scales"] == pytest.approx([1 / TRUE_TEMPERATURE] * 3, rel=0.2)
+    assert scaling["biases"][0] == 0.0 and scaling["biases"] == pytest.approx([0] * 3, abs=0.2)
+    assert scaling["nll"] <= record["synapse"]["after"]["nll"] + 1e-3
     assert f"temperature {record['temperature']:.4g}" in result.output
     assert (
         "NLL before" in result.output and str(calibration_path(world.checkpoint)) in result.output
@@ -226,6 +232,7 @@ def test_evaluation_of_a_test_run_uses_the_stored_calibration(world, tmp_path):
     calibration_path(world.checkpoint).unlink(missing_ok=True)
     uncalibrated, _ = evaluate_calibration(labelled, CLASSES, meta, CalibrationOptions())
     assert uncalibrated["temperature"] is None and uncalibrated["synapse"]["after"] is None
+    assert uncalibrated["neuron_calibrated_log"] is None
     assert uncalibrated["unclear"]["chosen_on"] == (
         "chosen on this run for 95% accuracy of the confident calls"
     )
@@ -261,6 +268,18 @@ def test_evaluation_of_a_test_run_uses_the_stored_calibration(world, tmp_path):
     assert given["unclear"]["chosen_on"].startswith(
         "min_synapses given, the rest chosen on validation"
     )
+
+    # a calibration stored by an earlier version, without a class scaling: no calibrated log
+    from synister.models.calibration import write_calibration
+
+    write_calibration(world.checkpoint, {k: v for k, v in record.items() if k != "class_scaling"})
+    older, _ = evaluate_calibration(labelled, CLASSES, meta, CalibrationOptions())
+    assert older["neuron_calibrated_log"] is None and older["temperature"] == record["temperature"]
+    # a bad one is named, file and key
+    write_calibration(world.checkpoint, {**record, "class_scaling": {"scales": [1.0, 1.0]}})
+    with pytest.raises(ValueError, match=r"calibration.json key 'class_scaling': not a class"):
+        evaluate_calibration(labelled, CLASSES, meta, CalibrationOptions())
+    write_calibration(world.checkpoint, record)
 
     figures = draw_calibration_figures(summary, tmp_path, "skeleton_exp_t1_p91")
     assert len(figures) == 3
@@ -351,6 +370,18 @@ def test_evaluate_shows_calibration_unclear_neurons_and_the_risk_coverage_curve(
     assert f"temperature {temperature:.3g}: synapse ECE" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     calibration = metrics["runs"]["skeleton_exp_t1_p91"]["calibration"]
+    # neurons by the summed log-probability after the stored class scaling
+    with open_database(world.url) as db:
+        _, _, labelled = labelled_run(db, "skeleton_exp_t1_p91")
+    scaling = ClassScaling.from_dict(read_calibration(world.checkpoint)["class_scaling"], "")
+    ids, calls = neuron_calls(
+        labelled["skeleton_id"].to_numpy(), labelled[[f"prob_{c}" for c in CLASSES]], scaling
+    )
+    calibrated_log = calibration["neuron_calibrated_log"]
+    assert calibrated_log["accuracy"] == pytest.approx(np.mean(calls == ids % 3))
+    assert calibrated_log["n_groups"] == N_SKELETONS // 2
+    assert calibrated_log["fitted_on"] == "skeleton_exp_t1_p90"
+    assert f"neurons by calibrated log {calibrated_log['accuracy']:.3f}" in result.output
     assert calibration["temperature"] == pytest.approx(temperature)
     assert calibration["synapse"]["after"]["ece"] < calibration["synapse"]["before"]["ece"]
     assert len(calibration["synapse"]["before"]["bins"]) == 15
@@ -358,11 +389,14 @@ def test_evaluate_shows_calibration_unclear_neurons_and_the_risk_coverage_curve(
     run_dir = out / "skeleton_exp_t1_p91"
     unclear = pd.read_csv(run_dir / "neurons_unclear.csv")
     assert len(unclear) == N_SKELETONS // 2
+    called = dict(zip(ids, calls, strict=True))
+    assert list(unclear["calibrated_log"]) == [CLASSES[called[i]] for i in unclear["skeleton_id"]]
     assert (unclear["outcome"] == "unclear").sum() == calibration["unclear"]["n_unclear"]
     for png in ("reliability_synapse.png", "reliability_neuron.png", "risk_coverage_neuron.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.html").read_text()
     assert "<h3>Calibration</h3>" in page and "Unclear neuron calls" in page
+    assert "Neurons by calibrated log-probability" in page
     assert "accuracy of the confident calls versus coverage" in page
 
     # thresholds given on the command line replace the stored ones

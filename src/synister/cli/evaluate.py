@@ -322,11 +322,15 @@ def _calibration_line(metrics: dict) -> str:
     u = c["unclear"]
     missed = u.get("thresholds", {}).get("target_missed")
     target = f" (no thresholds reach {u['target_accuracy']:.0%} accuracy)" if missed else ""
-    return (
+    line = (
         f"{metrics['run']}: {measured}; neurons {u['n_confident']} of {u['n']} confident"
         f"{target}, accuracy {_number(u['accuracy_all'] if missed else u['accuracy'])}, "
         f"{u['n_unclear']} unclear"
     )
+    calibrated_log = c.get("neuron_calibrated_log")
+    if calibrated_log:
+        line += f"; neurons by calibrated log {_number(calibrated_log['accuracy'])}"
+    return line
 
 
 def _best(best: dict) -> str:

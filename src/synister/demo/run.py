@@ -287,6 +287,7 @@ def run_demo(
         "test_synapse_accuracy_se": metrics["bootstrap"]["synapse"]["se"],
         "test_neuron_accuracy_ci": metrics["bootstrap"]["neuron_vote"]["ci"],
         "test_neuron_accuracy_mean_probability_ci": metrics["bootstrap"]["neuron_mean"]["ci"],
+        **_calibrated_log(metrics["calibration"]),
         "oracle_synapse_accuracy": test_ceiling["oracle"]["synapse"],
         "oracle_neuron_accuracy": test_ceiling["oracle"]["neuron"],
         "image_ceiling_synapse_accuracy": _get(test_ceiling["image_ceiling"], "synapse"),
@@ -318,6 +319,18 @@ def run_demo(
     _say(_closing_line(summary))
     _say(f"report: {summary['report']}")
     return summary
+
+
+def _calibrated_log(calibration: dict | None) -> dict:
+    """The test neuron accuracy by calibrated log-probability and its 95 % interval, where the
+    final model's calibration holds a class scaling."""
+    figure = (calibration or {}).get("neuron_calibrated_log")
+    if not figure:
+        return {}
+    return {
+        "test_neuron_accuracy_calibrated_log": figure["accuracy"],
+        "test_neuron_accuracy_calibrated_log_ci": figure["ci"],
+    }
 
 
 def _get(acc: dict | None, key: str) -> float:

@@ -2,8 +2,9 @@
 
 :func:`calibration_summary` measures a labelled run before and after a temperature, at synapse
 and neuron level, and decides which neuron calls are unclear; :func:`calibrate` fits the
-temperature on a validation run, chooses the unclear thresholds there, and stores both with the
-model (beside the checkpoint of a training setup; see :mod:`synister.models.calibration`).
+temperature and the per-class scaling of the neuron rule "calibrated log" on a validation run,
+chooses the unclear thresholds there, and stores them with the model (beside the checkpoint of
+a training setup; see :mod:`synister.models.calibration`).
 
 Probabilities of a run predicted with a temperature (run meta ``temperature``) are first turned
 back into the network's raw softmax (:func:`raw_probabilities`), so a temperature is always
@@ -22,11 +23,17 @@ import pandas as pd
 from .. import __version__
 from ..layout import TRAIN_FILE, averaged_path, checkpoint_path, is_train_setup
 from ..models import LoadedModel, load_model
-from ..models.calibration import check_temperature, read_calibration, write_calibration
+from ..models.calibration import (
+    calibration_path,
+    check_temperature,
+    read_calibration,
+    write_calibration,
+)
 from ..models.manifest import MANIFEST_FILE
 from . import calibration as cal
+from .class_scaling import ClassScaling, fit_class_scaling, neuron_calls
 from .metrics import label_predictions, prob_columns
-from .selection import Labelled
+from .selection import Labelled, bootstrap_accuracy
 
 #: Scores whose risk-coverage curves the evaluation shows (name -> NeuronScores attribute).
 RISK_COVERAGE_SCORES = {"top-class mean probability": "top_probability", "margin": "margin"}
@@ -255,7 +262,9 @@ def calibrate(
     target_accuracy: float = cal.DEFAULT_TARGET_ACCURACY,
 ) -> dict:
     """Fit the temperature of ``model`` on validation run ``run`` of ``db``, choose the
-    neuron-level unclear thresholds there, store both with the model, and return the record.
+    neuron-level unclear thresholds there, fit the class scaling of the neuron-level
+    "calibrated log" rule (:mod:`~synister.evaluate.class_scaling`), store all with the model,
+    and return the record.
 
     ``model`` is a training setup folder (the record goes beside the checkpoint the run was
     predicted with) or a model bundle (the temperature goes into its model.json, the record
@@ -285,8 +294,11 @@ def calibrate(
     summary, _ = calibration_summary(
         labelled, classes, temperature, target_accuracy=target_accuracy
     )
+    scaling = fit_class_scaling(cal.logits_from_probabilities(raw), true_idx)
+    scaled = scaling.log_probabilities(raw)[np.arange(len(true_idx)), true_idx]
     record = {
         "temperature": temperature,
+        "class_scaling": {**scaling.to_dict(), "nll": float(-scaled.mean())},
         "classes": classes,
         "fitted_on": {
             "run": run,
@@ -399,6 +411,10 @@ def evaluate_calibration(
     summary, neurons = calibration_summary(raw, classes, temperature, thresholds=thresholds)
     summary["temperature_source"] = source
     summary["temperature_applied_by_run"] = applied
+    summary["neuron_calibrated_log"], calls = _calibrated_log(raw, classes, record, meta)
+    if calls is not None:
+        at = neurons.columns.get_loc("correct")
+        neurons.insert(at, "calibrated_log", neurons["skeleton_id"].map(calls).to_numpy())
     summary["unclear"].update(chosen_on=chosen_on, target_accuracy=target)
     summary["unclear"]["reached"] = (
         bool(summary["unclear"]["accuracy"] >= target - 1e-12)
@@ -406,6 +422,26 @@ def evaluate_calibration(
         else False
     )
     return summary, neurons
+
+
+def _calibrated_log(raw: pd.DataFrame, classes: list[str], record: dict | None, meta: dict):
+    """Neuron accuracy (with its bootstrap error over neurons) of the summed class-scaled
+    log-probability and each neuron's call (class names indexed by neuron id), where the model's
+    calibration holds a class scaling; (None, None) otherwise."""
+    if not record or "class_scaling" not in record:
+        return None, None
+    where = f"{calibration_path(meta['checkpoint'])} key 'class_scaling'"
+    scaling = ClassScaling.from_dict(record["class_scaling"], where)
+    if len(scaling.scales) != len(classes):
+        raise ValueError(f"{where}: {len(scaling.scales)} classes, the run has {len(classes)}")
+    skeletons = raw["skeleton_id"].to_numpy()
+    neuron_ids, calls = neuron_calls(skeletons, raw[prob_columns(classes)].to_numpy(), scaling)
+    truth = _neuron_truth(skeletons, raw["true_idx"].to_numpy(dtype=np.int64), neuron_ids)
+    figure = {
+        **bootstrap_accuracy(neuron_ids, calls == truth),
+        "fitted_on": record["fitted_on"]["run"],
+    }
+    return figure, pd.Series([classes[i] for i in calls], index=neuron_ids)
 
 
 def calibration_digest(summary: dict | None) -> dict | None:
@@ -422,4 +458,5 @@ def calibration_digest(summary: dict | None) -> dict | None:
         "temperature": summary["temperature"],
         **levels,
         "unclear": {**unclear, "thresholds": summary["unclear"]["thresholds"]},
+        "neuron_calibrated_log": summary.get("neuron_calibrated_log"),
     }

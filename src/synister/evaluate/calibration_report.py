@@ -58,6 +58,17 @@ def calibration_section(summary: dict | None, figures: dict[str, Path]) -> str:
         "The risk-coverage figure shows what other thresholds would give; "
         "<code>neurons_unclear.csv</code> lists every neuron's outcome.</p>",
     ]
+    calibrated_log = summary.get("neuron_calibrated_log")
+    if calibrated_log:
+        low, high = calibrated_log["ci"]
+        parts.append(
+            "<h3>Neurons by calibrated log-probability</h3>"
+            f"<p>Each neuron called by the largest sum of its synapses' log-probabilities after "
+            f"one scale and one bias per class fitted on validation run "
+            f"{_e(calibrated_log['fitted_on'])}: accuracy <b>{_fmt(calibrated_log['accuracy'])}"
+            f"</b> (95 % interval {_fmt(low)}–{_fmt(high)}, resampling neurons) of "
+            f"{_e(calibrated_log['n_groups'])} neurons.</p>"
+        )
     if figures:
         parts.append(_figures(figures))
     return "\n".join(parts)
