@@ -38,6 +38,14 @@ def test_the_fit_recovers_a_known_scaling_and_leaves_calibrated_data_alone():
     assert np.allclose(identity.biases, 0.0, atol=0.06)
 
 
+def test_a_class_without_validation_synapses_keeps_the_identity():
+    probabilities, labels = drawn(5_000, 3)
+    kept = labels != 2
+    fitted = fit_class_scaling(logits_from_probabilities(probabilities[kept]), labels[kept])
+    assert fitted.scales[2] == 1.0 and fitted.biases[2] == 0.0
+    assert fitted.scales[1] == pytest.approx(SCALES[1], abs=0.15)
+
+
 def test_a_class_the_network_underrates_is_called_right_at_neuron_level():
     """A network that gives class 2 too little probability loses class-2 neurons by vote and by
     the plain summed log; the class scaling fitted on a validation part wins them back."""

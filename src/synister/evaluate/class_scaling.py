@@ -92,8 +92,9 @@ def _nll(params: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> tuple[fl
 
 
 def fit_class_scaling(logits, labels) -> ClassScaling:
-    """Vector scaling of ``logits`` (e.g. ``log p``) fitted to ``labels`` by the penalised
-    mean negative log-likelihood, starting at the identity."""
+    """One scale and one bias per class for ``logits`` (e.g. ``log p``) fitted to ``labels``
+    by the penalised mean negative log-likelihood, starting at the identity; a class that no
+    label names keeps scale 1 and bias 0."""
     from scipy.optimize import minimize  # 1 s to import: only where a fit is made
 
     logits = cal._matrix(logits, "logits")
@@ -101,9 +102,13 @@ def fit_class_scaling(logits, labels) -> ClassScaling:
     if not len(labels):
         raise ValueError("cannot fit a class scaling on zero samples")
     k = logits.shape[1]
+    # a class without a validation synapse keeps the identity: nothing says how to change it
+    present = np.bincount(labels, minlength=k) > 0
+    scale_bounds = [(-5.0, 5.0) if p else (0.0, 0.0) for p in present]
+    bias_bounds = [(None, None) if p else (0.0, 0.0) for p in present[1:]]
     result = minimize(
         _nll, np.zeros(2 * k - 1), args=(logits, labels), jac=True, method="L-BFGS-B",
-        bounds=[(-5.0, 5.0)] * k + [(None, None)] * (k - 1),
+        bounds=scale_bounds + bias_bounds,
     )  # fmt: skip
     return ClassScaling(tuple(np.exp(result.x[:k]).tolist()), tuple([0.0, *result.x[k:].tolist()]))
 
